@@ -1,0 +1,124 @@
+# hlpt - one hand-written Makefile. Sources are collected by wildcard: a new core/*.c joins the core
+# library, a new tests/unit/<dir>/test_*.c becomes a Check binary, with nothing to register.
+#
+#   make              build the library, hlptd, hlpt and the benchmarks
+#   make test         unit + integration tests (installs missing Debian packages first)
+#   make test-asan    the same suites under AddressSanitizer/LeakSanitizer
+#   make test-fuzz    short bounded libFuzzer runs of the file parsers (clang)
+#   make install      PREFIX=/usr/local DESTDIR=
+#   make demo         the README's first command
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+PKGS     := libmicrohttpd libuv libcjson openblas sqlite3 libpcre2-8
+# -march=native: the binaries are built on the machine that runs them (CI included).
+OPT      ?= -O2 -march=native
+CFLAGS   ?= $(OPT) -g
+# -MMD -MP: header dependencies without a separate `make depend` step.
+# -D_GNU_SOURCE: memfd_create, F_SEAL_*, mremap and friends.
+XCFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
+            -MMD -MP -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+CORE_SRC   := $(wildcard core/*.c)
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c)) $(wildcard api/*.c)
+TOOLS_SRC  := $(wildcard tools/*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
+TEST_SRC   := $(wildcard tests/unit/*/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIBHLPT  := $(BUILD)/libhlpt.a
+LIBSERV  := $(BUILD)/libhlptd.a
+HLPTD    := $(BUILD)/hlptd
+HLPT     := $(BUILD)/hlpt
+BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+all: $(HLPTD) $(HLPT) $(BENCHES)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBHLPT): $(call obj,$(CORE_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/empty.o
+	rm -f $@ && ar rcs $@ $^
+
+# An archive must not be empty while server/ and api/ are still filling up.
+$(BUILD)/obj/empty.o:
+	@mkdir -p $(dir $@)
+	echo 'typedef int hlpt_empty_unit;' | $(CC) -x c -c - -o $@
+
+$(HLPTD): $(call obj,server/main.c) $(LIBSERV) $(LIBHLPT)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(HLPT): $(call obj,$(TOOLS_SRC)) $(LIBSERV) $(LIBHLPT)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBSERV) $(LIBHLPT)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSERV) $(LIBHLPT)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CHECK_LIBS)
+
+tests: $(TESTS)
+
+deps:
+	@tools/install-deps.sh
+
+# The README's test command. Installs missing packages, builds, runs every suite.
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) tests/run.sh
+
+# ASan/LSan build in its own tree so the normal build stays untouched.
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan \
+	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    LDFLAGS="-fsanitize=address,undefined" all tests
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/run.sh
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS  := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+build-fuzz/%: tests/fuzz/%.c $(CORE_SRC)
+	@mkdir -p build-fuzz
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
+	    $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(CORE_SRC) $(LDLIBS)
+
+# Each fuzzer runs for FUZZ_SECONDS on its seed corpus; any crash fails the target.
+FUZZ_SECONDS ?= 20
+test-fuzz: deps $(FUZZERS)
+	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
+	    echo "fuzz $$n ($(FUZZ_SECONDS)s)"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-fuzz/corpus-$$n tests/fuzz/seeds/$$n \
+	        2>build-fuzz/$$n.log || { tail -40 build-fuzz/$$n.log; exit 1; }; done
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tools/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(HLPTD) $(HLPT) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/share/hlpt/migrations
+	install -m 0644 migrations/*.sql $(DESTDIR)$(PREFIX)/share/hlpt/migrations/
+	install -d $(DESTDIR)/lib/systemd/system $(DESTDIR)/usr/lib/sysusers.d $(DESTDIR)/usr/lib/tmpfiles.d
+	-install -m 0644 systemd/hlptd.service $(DESTDIR)/lib/systemd/system/
+	-install -m 0644 systemd/hlptd.sysusers $(DESTDIR)/usr/lib/sysusers.d/hlptd.conf
+	-install -m 0644 systemd/hlptd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/hlptd.conf
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+.PHONY: all tests deps test test-asan test-fuzz demo install clean
+.SECONDARY:
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs every unit suite (the Check binaries under $BUILD/tests) and every integration test
+# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1), then prints one closing
+# line "N passed, N failed". Exit status is non-zero when anything failed.
+BUILD=${BUILD:-build}
+export HLPT_BUILD="$BUILD"
+passed=0
+failed=0
+failed_names=""
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+for t in $(find "$BUILD/tests" -type f -perm -u+x 2>/dev/null | sort); do
+    if "$t" >"$log" 2>&1; then st=0; else st=1; fi
+    # Check's summary: "100%: Checks: 7, Failures: 0, Errors: 0"
+    line=$(grep -E '^[0-9]+%: Checks: ' "$log" | tail -1)
+    n=$(echo "$line" | sed -E 's/.*Checks: ([0-9]+).*/\1/')
+    f=$(echo "$line" | sed -E 's/.*Failures: ([0-9]+), Errors: ([0-9]+).*/\1 \2/' | awk '{print $1+$2}')
+    [ -z "$n" ] && { n=1; f=1; }
+    [ "$st" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + n - f))
+    failed=$((failed + f))
+    if [ "$f" -ne 0 ]; then
+        failed_names="$failed_names ${t#$BUILD/tests/}"
+        echo "FAIL ${t#$BUILD/tests/}"; cat "$log"
+    else
+        echo "ok   ${t#$BUILD/tests/} ($n)"
+    fi
+done
+
+for t in tests/integration/test_*.py; do
+    [ -e "$t" ] || continue
+    if python3 "$t" >"$log" 2>&1; then st=0; else st=1; fi
+    # unittest's summary: "Ran 5 tests" and "FAILED (failures=1, errors=2)"
+    n=$(grep -E '^Ran [0-9]+ test' "$log" | sed -E 's/Ran ([0-9]+).*/\1/')
+    f=$(grep -E '^FAILED \(' "$log" | grep -oE '(failures|errors)=[0-9]+' | cut -d= -f2 | awk '{s+=$1} END {print s+0}')
+    [ -z "$n" ] && { n=1; f=1; }
+    [ "$st" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + n - f))
+    failed=$((failed + f))
+    if [ "$f" -ne 0 ]; then
+        failed_names="$failed_names $t"
+        echo "FAIL $t"; cat "$log"
+    else
+        echo "ok   $t ($n)"
+    fi
+done
+
+[ -n "$failed_names" ] && echo "failed:$failed_names"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the Debian packages hlpt builds and tests with, when any is missing. Safe to run often:
+# it asks apt only when dpkg says something is absent.
+set -e
+PKGS="build-essential pkg-config clang libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev
+      libsqlite3-dev check libpcre2-dev python3 curl wordnet-base"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
