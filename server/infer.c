@@ -1,0 +1,389 @@
+/*
+ * infer.c - the inference thread.
+ *
+ * DESIGN
+ * One thread owns the runner, every live generation and the adapter cache. HTTP threads hand it
+ * requests through a mutex-protected queue and a condition variable; it never waits on them.
+ * Each iteration admits queued requests (up to max_batch sequences and max_prefill prompt tokens),
+ * then runs ONE hlpt_model_step over every live sequence: prompts being prefilled and tokens being
+ * decoded, for the base and for any mix of adapters alike (the model runs the base's matrices once
+ * over all rows and each adapter on its own rows). Finished and cancelled requests leave after the
+ * step; new ones join before the next: continuous batching.
+ *
+ * The adapter cache holds loaded adapters by id with a byte budget. An adapter in use by a live
+ * request is pinned (refcount); beyond the budget the least recently used unpinned ones are freed,
+ * and their parameter arenas go back to the system (adapter.c maps them).
+ */
+#include "infer.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hlpt/err.h"
+
+typedef struct cached {
+    char id[64];
+    hlpt_adapter *a;
+    size_t bytes;
+    int refs;
+    int forgotten;            /* deleted: free as soon as unpinned */
+    unsigned long last_used;
+    struct cached *next;
+} cached;
+
+typedef struct {
+    hlptd_req *r;
+    cached *ad;
+} live;
+
+struct hlptd_infer {
+    const hlpt_model *m;
+    hlptd_infer_opts o;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    hlptd_req *queue_head, *queue_tail;  /* guarded by mu */
+    int queued;                          /* guarded by mu */
+    int stopping;                        /* guarded by mu */
+    char forget[16][64];                 /* guarded by mu: ids to drop */
+    int n_forget;
+    hlptd_infer_stats stats;             /* guarded by mu (copied out) */
+    /* inference thread only */
+    hlpt_runner *runner;
+    live *act;
+    int n_act;
+    cached *cache;
+    unsigned long tick;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static size_t adapter_bytes(const hlpt_adapter *a) { return (a->n_params + 1) * sizeof(float); }
+
+/* Unlinks and frees c (unpinned). */
+static void cache_drop(hlptd_infer *inf, cached **link) {
+    cached *c = *link;
+    *link = c->next;
+    hlpt_adapter_free(c->a);
+    free(c);
+    pthread_mutex_lock(&inf->mu);
+    inf->stats.adapter_evictions++;
+    pthread_mutex_unlock(&inf->mu);
+}
+
+/* Publishes the cache's size to the stats (the list itself is the inference thread's alone). */
+static void cache_account(hlptd_infer *inf) {
+    int n = 0;
+    size_t bytes = 0;
+    for (cached *c = inf->cache; c; c = c->next) {
+        n++;
+        bytes += c->bytes;
+    }
+    pthread_mutex_lock(&inf->mu);
+    inf->stats.adapters_resident = n;
+    inf->stats.adapter_bytes = bytes;
+    inf->stats.active = inf->n_act;
+    pthread_mutex_unlock(&inf->mu);
+}
+
+/* Frees forgotten adapters once unpinned, then least recently used unpinned ones while over budget. */
+static void cache_trim(hlptd_infer *inf) {
+    size_t total = 0;
+    for (cached **l = &inf->cache; *l;) {
+        if ((*l)->forgotten && (*l)->refs == 0) {
+            cache_drop(inf, l);
+            continue;
+        }
+        total += (*l)->bytes;
+        l = &(*l)->next;
+    }
+    while (total > inf->o.adapter_budget) {
+        cached **victim = NULL;
+        for (cached **l = &inf->cache; *l; l = &(*l)->next)
+            if ((*l)->refs == 0 && (!victim || (*l)->last_used < (*victim)->last_used)) victim = l;
+        if (!victim) break; /* everything is pinned by live requests */
+        total -= (*victim)->bytes;
+        cache_drop(inf, victim);
+    }
+    cache_account(inf);
+}
+
+/* The loaded adapter for id, pinned; loads it on a miss. */
+static int cache_get(hlptd_infer *inf, const char *id, cached **out, char *why, size_t len) {
+    *out = NULL;
+    for (cached *c = inf->cache; c; c = c->next)
+        if (!strcmp(c->id, id) && !c->forgotten) {
+            c->refs++;
+            c->last_used = ++inf->tick;
+            *out = c;
+            return HLPT_OK;
+        }
+    if (!inf->o.fetch) return hlpt_why(why, len, HLPT_ERR_NOENT, "adapter %s is not known", id);
+    char *cfg = NULL;
+    void *w = NULL;
+    size_t cn = 0, wn = 0;
+    int err = inf->o.fetch(inf->o.fetch_ctx, id, &cfg, &cn, &w, &wn);
+    if (err) {
+        free(cfg);
+        free(w);
+        return hlpt_why(why, len, err, "adapter %s is not known", id);
+    }
+    hlpt_adapter *a = NULL;
+    err = hlpt_adapter_load_mem(cfg, cn, w, wn, hlpt_model_config(inf->m), hlpt_model_hash(inf->m), &a, why, len);
+    free(cfg);
+    free(w);
+    if (err) return err;
+    cached *c = calloc(1, sizeof *c);
+    if (!c) {
+        hlpt_adapter_free(a);
+        return HLPT_ERR_NOMEM;
+    }
+    snprintf(c->id, sizeof c->id, "%s", id);
+    c->a = a;
+    c->bytes = adapter_bytes(a);
+    c->refs = 1;
+    c->last_used = ++inf->tick;
+    c->next = inf->cache;
+    inf->cache = c;
+    pthread_mutex_lock(&inf->mu);
+    inf->stats.adapter_loads++;
+    pthread_mutex_unlock(&inf->mu);
+    cache_trim(inf);
+    *out = c;
+    return HLPT_OK;
+}
+
+static void finish(hlptd_infer *inf, live *lv, hlptd_event ev) {
+    hlptd_req *r = lv->r;
+    r->done_s = now_s();
+    r->on_event(r, ev, NULL, 0);
+    /* The request may be freed by its owner now; the generation is ours. */
+    hlpt_gen_free(r->gen);
+    if (lv->ad) lv->ad->refs--;
+}
+
+static void fail_req(hlptd_req *r, int err) {
+    r->err = err;
+    r->done_s = now_s();
+    r->on_event(r, HLPTD_EV_ERROR, NULL, 0);
+}
+
+/* Moves queued requests into the live set within the batch and prefill limits. */
+static void admit(hlptd_infer *inf) {
+    int prefill = 0;
+    for (;;) {
+        pthread_mutex_lock(&inf->mu);
+        hlptd_req *r = inf->queue_head;
+        int fits = r && inf->n_act < inf->o.max_batch &&
+                   (prefill == 0 || prefill + r->n_prompt <= inf->o.max_prefill);
+        if (fits) {
+            inf->queue_head = r->next;
+            if (!inf->queue_head) inf->queue_tail = NULL;
+            inf->queued--;
+        }
+        pthread_mutex_unlock(&inf->mu);
+        if (!fits) return;
+        if (r->cancelled) {
+            fail_req(r, HLPT_ERR_CANCELLED);
+            continue;
+        }
+        cached *ad = NULL;
+        int err = r->adapter_id[0] ? cache_get(inf, r->adapter_id, &ad, r->why, sizeof r->why) : HLPT_OK;
+        if (!err)
+            err = hlpt_gen_new(inf->m, ad ? ad->a : NULL, r->prompt, r->n_prompt, &r->params, &r->gen, r->why,
+                               sizeof r->why);
+        if (err) {
+            if (ad) ad->refs--;
+            fail_req(r, err);
+            continue;
+        }
+        inf->act[inf->n_act++] = (live){r, ad};
+        prefill += r->n_prompt;
+        pthread_mutex_lock(&inf->mu);
+        inf->stats.prompt_tokens += r->n_prompt;
+        pthread_mutex_unlock(&inf->mu);
+    }
+}
+
+static void apply_forgets(hlptd_infer *inf) {
+    pthread_mutex_lock(&inf->mu);
+    for (int i = 0; i < inf->n_forget; i++)
+        for (cached *c = inf->cache; c; c = c->next)
+            if (!strcmp(c->id, inf->forget[i])) c->forgotten = 1;
+    inf->n_forget = 0;
+    pthread_mutex_unlock(&inf->mu);
+    cache_trim(inf);
+}
+
+static void *infer_main(void *arg) {
+    hlptd_infer *inf = arg;
+    int V = hlpt_model_config(inf->m)->vocab;
+    hlpt_seq **seqs = calloc((size_t)inf->o.max_batch, sizeof *seqs);
+    const int **toks = calloc((size_t)inf->o.max_batch, sizeof *toks);
+    int *counts = calloc((size_t)inf->o.max_batch, sizeof *counts);
+    for (;;) {
+        pthread_mutex_lock(&inf->mu);
+        while (!inf->queue_head && inf->n_act == 0 && !inf->stopping && !inf->n_forget)
+            pthread_cond_wait(&inf->cv, &inf->mu);
+        int stop = inf->stopping && !inf->queue_head && inf->n_act == 0;
+        pthread_mutex_unlock(&inf->mu);
+        apply_forgets(inf);
+        if (stop) break;
+        admit(inf);
+        if (inf->n_act == 0) continue;
+
+        /* Cancelled requests leave before the step. */
+        for (int i = 0; i < inf->n_act;) {
+            if (inf->act[i].r->cancelled) {
+                finish(inf, &inf->act[i], HLPTD_EV_DONE);
+                inf->act[i] = inf->act[--inf->n_act];
+            } else {
+                i++;
+            }
+        }
+        if (inf->n_act == 0) continue;
+        for (int i = 0; i < inf->n_act; i++) hlpt_gen_next(inf->act[i].r->gen, &seqs[i], &toks[i], &counts[i]);
+        const float *logits;
+        char why[256] = "";
+        int err = hlpt_model_step(inf->runner, seqs, toks, counts, inf->n_act, 0, &logits, why, sizeof why);
+        double t = now_s();
+        int n_done = 0;
+        for (int i = 0; i < inf->n_act; i++) {
+            live *lv = &inf->act[i];
+            hlptd_req *r = lv->r;
+            if (err) {
+                snprintf(r->why, sizeof r->why, "%s", why);
+                r->err = err;
+                finish(inf, lv, HLPTD_EV_ERROR);
+                lv->r = NULL;
+                n_done++;
+                continue;
+            }
+            int done = hlpt_gen_accept(r->gen, logits + (size_t)i * V);
+            if (!r->first_token_s) r->first_token_s = t;
+            size_t ready = hlpt_gen_text_ready(r->gen), n;
+            const char *text = hlpt_gen_text(r->gen, &n);
+            if (ready > r->sent) {
+                r->on_event(r, HLPTD_EV_TEXT, text + r->sent, ready - r->sent);
+                r->sent = ready;
+            }
+            if (done) {
+                finish(inf, lv, HLPTD_EV_DONE);
+                lv->r = NULL;
+                n_done++;
+            }
+        }
+        pthread_mutex_lock(&inf->mu);
+        inf->stats.steps++;
+        inf->stats.tokens_generated += err ? 0 : inf->n_act;
+        inf->stats.last_batch = inf->n_act;
+        pthread_mutex_unlock(&inf->mu);
+        if (n_done || inf->stats.active != inf->n_act) {
+            int k = 0;
+            for (int i = 0; i < inf->n_act; i++)
+                if (inf->act[i].r) inf->act[k++] = inf->act[i];
+            inf->n_act = k;
+            cache_trim(inf);
+        }
+    }
+    free(seqs);
+    free(toks);
+    free(counts);
+    return NULL;
+}
+
+int hlptd_infer_start(const hlpt_model *m, const hlptd_infer_opts *o, hlptd_infer **out) {
+    *out = NULL;
+    hlptd_infer *inf = calloc(1, sizeof *inf);
+    if (!inf) return HLPT_ERR_NOMEM;
+    inf->m = m;
+    inf->o = *o;
+    if (inf->o.max_batch < 1) inf->o.max_batch = 16;
+    if (inf->o.max_prefill < 1) inf->o.max_prefill = 2048;
+    inf->act = calloc((size_t)inf->o.max_batch, sizeof *inf->act);
+    int err = inf->act ? hlpt_runner_new(m, &inf->runner) : HLPT_ERR_NOMEM;
+    if (err) {
+        free(inf->act);
+        free(inf);
+        return err;
+    }
+    pthread_mutex_init(&inf->mu, NULL);
+    pthread_cond_init(&inf->cv, NULL);
+    if (pthread_create(&inf->thread, NULL, infer_main, inf) != 0) {
+        hlpt_runner_free(inf->runner);
+        free(inf->act);
+        free(inf);
+        return HLPT_ERR_INTERNAL;
+    }
+    *out = inf;
+    return HLPT_OK;
+}
+
+void hlptd_infer_stop(hlptd_infer *inf) {
+    if (!inf) return;
+    pthread_mutex_lock(&inf->mu);
+    inf->stopping = 1;
+    pthread_cond_signal(&inf->cv);
+    pthread_mutex_unlock(&inf->mu);
+    pthread_join(inf->thread, NULL);
+    while (inf->cache) {
+        cached *c = inf->cache;
+        inf->cache = c->next;
+        hlpt_adapter_free(c->a);
+        free(c);
+    }
+    hlpt_runner_free(inf->runner);
+    pthread_mutex_destroy(&inf->mu);
+    pthread_cond_destroy(&inf->cv);
+    free(inf->act);
+    free(inf);
+}
+
+int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r) {
+    r->next = NULL;
+    r->sent = 0;
+    r->gen = NULL;
+    r->err = 0;
+    r->first_token_s = r->done_s = 0;
+    r->submitted_s = now_s();
+    pthread_mutex_lock(&inf->mu);
+    if (inf->stopping) {
+        pthread_mutex_unlock(&inf->mu);
+        return HLPT_ERR_STATE;
+    }
+    if (inf->queue_tail) inf->queue_tail->next = r;
+    else inf->queue_head = r;
+    inf->queue_tail = r;
+    inf->queued++;
+    pthread_cond_signal(&inf->cv);
+    pthread_mutex_unlock(&inf->mu);
+    return HLPT_OK;
+}
+
+void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r) {
+    pthread_mutex_lock(&inf->mu);
+    r->cancelled = 1;
+    pthread_cond_signal(&inf->cv);
+    pthread_mutex_unlock(&inf->mu);
+}
+
+void hlptd_infer_forget(hlptd_infer *inf, const char *adapter_id) {
+    pthread_mutex_lock(&inf->mu);
+    if (inf->n_forget < 16) snprintf(inf->forget[inf->n_forget++], 64, "%s", adapter_id);
+    pthread_cond_signal(&inf->cv);
+    pthread_mutex_unlock(&inf->mu);
+}
+
+void hlptd_infer_get_stats(hlptd_infer *inf, hlptd_infer_stats *s) {
+    pthread_mutex_lock(&inf->mu);
+    *s = inf->stats;
+    s->queued = inf->queued;
+    pthread_mutex_unlock(&inf->mu);
+}

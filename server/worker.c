@@ -1,0 +1,324 @@
+/*
+ * worker.c - `hlptd --worker`: one fine-tuning job in its own process.
+ *
+ * DESIGN
+ * The daemon spawns a worker per running job. The worker maps the sealed base-model arena it
+ * inherits as fd 3 (hlpt_model_attach: the same physical pages as every other process, read-only by
+ * the kernel's seals), reads its job spec as one JSON object on stdin, trains, and reports on stdout
+ * as JSON lines. It never opens SQLite: checkpoints and the final adapter are files in the job's
+ * directory, named in the lines, and the daemon stores them. A worker that dies takes nothing else
+ * with it; the daemon sees the exit and marks the job.
+ *
+ * Lines (one JSON object each, "type" first):
+ *   started    {total_steps, trainable_params, examples, truncated, valid_examples, resumed_from}
+ *   progress   {step, total_steps, epoch, train_loss, valid_loss?, valid_acc?, learning_rate,
+ *               grad_norm, tokens_per_s, tokens_seen, elapsed_s}
+ *   checkpoint {step, path, train_loss, valid_loss?}
+ *   done       {adapter_dir, best_step, best_valid_loss?}
+ *   stopped    {step}            (SIGUSR1 or SIGTERM: checkpointed, exits 0)
+ *   error      {message}         (then exit status 1)
+ *
+ * Job spec: {"model_dir", "job_dir", "training_file", "validation_file"?, "validation_split"?,
+ *            "method": {"type", "<type>": {...}}, "hyperparameters": {...}, "seed"?,
+ *            "resume_checkpoint"?, "threads"?}
+ */
+#include "worker.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hlpt/adapter.h"
+#include "hlpt/err.h"
+#include "hlpt/model.h"
+#include "hlpt/tensor.h"
+#include "hlpt/train.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* One JSON line to the daemon; the object is consumed. */
+static void emit(cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    free(s);
+    cJSON_Delete(o);
+}
+
+static cJSON *line(const char *type) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", type);
+    return o;
+}
+
+static void add_finite(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+}
+
+static int fail(const char *fmt, const char *detail) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, fmt, detail);
+    cJSON *o = line("error");
+    cJSON_AddStringToObject(o, "message", msg);
+    emit(o);
+    return 1;
+}
+
+typedef struct {
+    const char *job_dir;
+} worker_ctx;
+
+static void on_progress(void *ctx, const hlpt_train_progress *p) {
+    cJSON *o = line("progress");
+    cJSON_AddNumberToObject(o, "step", p->step);
+    cJSON_AddNumberToObject(o, "total_steps", p->total_steps);
+    cJSON_AddNumberToObject(o, "epoch", p->epoch);
+    add_finite(o, "train_loss", p->train_loss);
+    add_finite(o, "valid_loss", p->valid_loss);
+    add_finite(o, "valid_acc", p->valid_acc);
+    cJSON_AddNumberToObject(o, "learning_rate", p->learning_rate);
+    add_finite(o, "grad_norm", p->grad_norm);
+    cJSON_AddNumberToObject(o, "tokens_per_s", p->tokens_per_s);
+    cJSON_AddNumberToObject(o, "tokens_seen", (double)p->tokens_seen);
+    cJSON_AddNumberToObject(o, "elapsed_s", p->elapsed_s);
+    emit(o);
+}
+
+static int write_file(const char *path, const void *buf, size_t n) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return -1;
+    int ok = fwrite(buf, 1, n, f) == n;
+    ok &= fflush(f) == 0;
+    ok &= fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
+    worker_ctx *w = ctx;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ckpt-%08d.safetensors", w->job_dir, step);
+    if (write_file(path, blob, n) != 0) return -1;
+    cJSON *o = line("checkpoint");
+    cJSON_AddNumberToObject(o, "step", step);
+    cJSON_AddStringToObject(o, "path", path);
+    add_finite(o, "train_loss", p->train_loss);
+    add_finite(o, "valid_loss", p->valid_loss);
+    add_finite(o, "valid_acc", p->valid_acc);
+    emit(o);
+    return 0;
+}
+
+static int should_stop(void *ctx) {
+    (void)ctx;
+    return stop_requested;
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[size] = 0;
+    *n = buf ? (size_t)size : 0;
+    return buf;
+}
+
+static const char *str_field(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Reads and tokenizes one dataset file. */
+static int load_set(const hlpt_model *m, const char *path, const hlpt_train_params *p, hlpt_examples *e,
+                    char *why, size_t len) {
+    size_t n;
+    char *buf = slurp(path, &n);
+    if (!buf) return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
+    int err = hlpt_examples_load(hlpt_model_tokenizer(m), hlpt_model_config(m), buf, n, p, e, why, len);
+    free(buf);
+    return err;
+}
+
+int hlptd_worker_main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the daemon, which decides */
+
+    size_t n;
+    char *spec_text = slurp("/dev/stdin", &n);
+    cJSON *spec = spec_text ? cJSON_ParseWithLength(spec_text, n) : NULL;
+    free(spec_text);
+    if (!cJSON_IsObject(spec)) {
+        cJSON_Delete(spec);
+        return fail("%s", "the job spec on stdin is not a JSON object");
+    }
+    char why[1024] = "";
+    int status = 1, err;
+    hlpt_model *m = NULL;
+    hlpt_adapter *a = NULL;
+    hlpt_trainer *t = NULL;
+    hlpt_examples train = {0}, valid = {0};
+    const char *model_dir = str_field(spec, "model_dir"), *job_dir = str_field(spec, "job_dir");
+    const char *train_path = str_field(spec, "training_file"), *valid_path = str_field(spec, "validation_file");
+    const char *resume = str_field(spec, "resume_checkpoint");
+    const cJSON *threads = cJSON_GetObjectItemCaseSensitive(spec, "threads");
+    if (!model_dir || !job_dir || !train_path) {
+        status = fail("%s", "the job spec needs model_dir, job_dir and training_file");
+        goto out;
+    }
+    if (cJSON_IsNumber(threads) && threads->valueint > 0) hlpt_blas_set_threads(threads->valueint);
+    if ((err = hlpt_model_attach(model_dir, HLPTD_WORKER_MODEL_FD, &m, why, sizeof why))) {
+        status = fail("base model: %s", why);
+        goto out;
+    }
+    const hlpt_config *c = hlpt_model_config(m);
+
+    /* The adapter plan: method.type, then method.<type> settings. */
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(spec, "method");
+    const char *type = method ? str_field(method, "type") : "hlpt";
+    int meth = type ? hlpt_method_from_name(type) : -1;
+    if (meth < 0) {
+        status = fail("method.type: '%s' is not one of hlpt, h2lpt, lora, prefix", type ? type : "?");
+        goto out;
+    }
+    hlpt_adapter_config cfg;
+    hlpt_adapter_config_defaults(&cfg, (hlpt_method)meth, c->n_layers);
+    const cJSON *settings = method ? cJSON_GetObjectItemCaseSensitive(method, type) : NULL;
+    if (settings && (err = hlpt_adapter_config_apply(&cfg, settings, c->n_layers, 0, why, sizeof why))) {
+        status = fail("method: %s", why);
+        goto out;
+    }
+    snprintf(cfg.base_name, sizeof cfg.base_name, "%s", model_dir);
+    snprintf(cfg.base_hash, sizeof cfg.base_hash, "%s", hlpt_model_hash(m));
+
+    hlpt_train_params p;
+    hlpt_train_params_defaults(&p);
+    const cJSON *hp = cJSON_GetObjectItemCaseSensitive(spec, "hyperparameters");
+    if (hp && (err = hlpt_train_params_apply(&p, hp, why, sizeof why))) {
+        status = fail("%s", why);
+        goto out;
+    }
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(spec, "seed");
+    if (cJSON_IsNumber(seed)) p.seed = (uint64_t)seed->valuedouble;
+
+    if ((err = load_set(m, train_path, &p, &train, why, sizeof why))) {
+        status = fail("training file: %s", why);
+        goto out;
+    }
+    if (valid_path && (err = load_set(m, valid_path, &p, &valid, why, sizeof why))) {
+        status = fail("validation file: %s", why);
+        goto out;
+    }
+    const cJSON *split = cJSON_GetObjectItemCaseSensitive(spec, "validation_split");
+    if (!valid_path && cJSON_IsNumber(split) && split->valuedouble > 0) {
+        hlpt_examples all = train;
+        memset(&train, 0, sizeof train);
+        err = hlpt_examples_split(&all, split->valuedouble, p.seed, &train, &valid);
+        hlpt_examples_free(&all);
+        if (err) {
+            status = fail("%s", "validation_split: out of memory");
+            goto out;
+        }
+    }
+    if ((err = hlpt_adapter_new(c, &cfg, &a, why, sizeof why))) {
+        status = fail("adapter: %s", why);
+        goto out;
+    }
+    hlpt_adapter_init(a, p.seed);
+    if ((err = hlpt_trainer_new(m, a, &train, valid.n ? &valid : NULL, &p, &t, why, sizeof why))) {
+        status = fail("%s", why);
+        goto out;
+    }
+    int resumed_from = 0;
+    if (resume) {
+        char *blob = slurp(resume, &n);
+        err = blob ? hlpt_trainer_restore(t, blob, n, why, sizeof why)
+                   : hlpt_why(why, sizeof why, HLPT_ERR_IO, "%s: %s", resume, strerror(errno));
+        free(blob);
+        if (err) {
+            status = fail("resume: %s", why);
+            goto out;
+        }
+        resumed_from = hlpt_trainer_step(t);
+    }
+    cJSON *o = line("started");
+    cJSON_AddNumberToObject(o, "total_steps", hlpt_trainer_total_steps(t));
+    cJSON_AddNumberToObject(o, "trainable_params", (double)a->n_params);
+    cJSON_AddNumberToObject(o, "examples", train.n);
+    cJSON_AddNumberToObject(o, "truncated", train.n_truncated);
+    cJSON_AddNumberToObject(o, "valid_examples", valid.n);
+    cJSON_AddNumberToObject(o, "resumed_from", resumed_from);
+    emit(o);
+
+    worker_ctx w = {.job_dir = job_dir};
+    hlpt_train_hooks hooks = {.ctx = &w, .on_progress = on_progress, .on_checkpoint = on_checkpoint,
+                              .should_stop = should_stop};
+    if ((err = hlpt_trainer_run(t, &hooks, why, sizeof why))) {
+        status = fail("training: %s", why);
+        goto out;
+    }
+    if (!hlpt_trainer_finished(t)) {
+        o = line("stopped");
+        cJSON_AddNumberToObject(o, "step", hlpt_trainer_step(t));
+        emit(o);
+        status = 0;
+        goto out;
+    }
+    int best_step;
+    double best_loss;
+    memcpy(a->params, hlpt_trainer_best_params(t, &best_step, &best_loss), a->n_params * sizeof(float));
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/adapter", job_dir);
+    char *extra = hlpt_train_params_json(&p);
+    err = hlpt_adapter_save(a, dir, extra, why, sizeof why);
+    free(extra);
+    if (err) {
+        status = fail("saving the adapter: %s", why);
+        goto out;
+    }
+    o = line("done");
+    cJSON_AddStringToObject(o, "adapter_dir", dir);
+    cJSON_AddNumberToObject(o, "best_step", best_step);
+    add_finite(o, "best_valid_loss", best_loss);
+    emit(o);
+    status = 0;
+out:
+    hlpt_trainer_free(t);
+    hlpt_examples_free(&train);
+    hlpt_examples_free(&valid);
+    hlpt_adapter_free(a);
+    hlpt_model_close(m);
+    cJSON_Delete(spec);
+    return status;
+}

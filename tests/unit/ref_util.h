@@ -1,0 +1,57 @@
+/*
+ * ref_util.h - reading reference tensors of tests/fixtures in tests: whole tensors as float or int
+ * arrays, and the relative L2 error the numeric checks print against their tolerance.
+ */
+#ifndef HLPT_REF_UTIL_H
+#define HLPT_REF_UTIL_H
+
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hlpt/safetensors.h"
+
+/* The tensor as floats (returns owned); fails the test when absent. */
+static inline float *ref_f32(const hlpt_st *st, const char *name, int64_t *numel) {
+    const hlpt_st_tensor *t = hlpt_st_find(st, name);
+    ck_assert_msg(t != NULL, "reference tensor %s missing", name);
+    float *v = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    char why[256] = "";
+    ck_assert_msg(hlpt_st_to_f32(t, v, why, sizeof why) == 0, "%s: %s", name, why);
+    if (numel) *numel = t->numel;
+    return v;
+}
+
+/* An I32 tensor as ints (returns owned). */
+static inline int *ref_i32(const hlpt_st *st, const char *name, int *n) {
+    const hlpt_st_tensor *t = hlpt_st_find(st, name);
+    ck_assert_msg(t != NULL && t->dtype == HLPT_DTYPE_I32, "reference tensor %s missing or not I32", name);
+    int *v = malloc(sizeof(int) * (size_t)(t->numel ? t->numel : 1));
+    memcpy(v, t->data, sizeof(int) * (size_t)t->numel);
+    *n = (int)t->numel;
+    return v;
+}
+
+/* ||got - want|| / ||want|| */
+static inline double rel_err(const float *got, const float *want, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Prints the error against its tolerance and fails the test when it is over. */
+#define CHECK_REL(what, got, want, n, tol)                                               \
+    do {                                                                                 \
+        double e__ = rel_err((got), (want), (n));                                         \
+        printf("%-60s rel err %.2e (tol %.0e)\n", (what), e__, (double)(tol));            \
+        ck_assert_msg(e__ <= (tol), "%s: relative error %.3e > %.0e", (what), e__, (double)(tol)); \
+    } while (0)
+
+#endif
