@@ -11,7 +11,8 @@
 PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
-PKGS     := libmicrohttpd libuv libcjson openblas sqlite3 libpcre2-8
+# libcurl: the hlpt client of hlptd (HTTP, multipart uploads, event streams).
+PKGS     := libmicrohttpd libuv libcjson openblas sqlite3 libpcre2-8 libcurl
 # -march=native: the binaries are built on the machine that runs them (CI included).
 OPT      ?= -O2 -march=native
 CFLAGS   ?= $(OPT) -g

@@ -11,5 +11,7 @@ int cmd_forward(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+/* files, jobs, adapters, complete, chat: the daemon client (argv[0] names which). */
+int cmd_client(int argc, char **argv);
 
 #endif

@@ -18,6 +18,11 @@ static const struct {
     {"generate", cmd_generate, "continue a prompt (optionally with an adapter)"},
     {"grad", cmd_grad, "adapter loss and gradients of one sequence, to safetensors"},
     {"train", cmd_train, "train an adapter on a JSONL file"},
+    {"files", cmd_client, "hlptd: upload, list, show, delete training files"},
+    {"jobs", cmd_client, "hlptd: create, follow, list, show, cancel, pause, resume fine-tuning jobs"},
+    {"adapters", cmd_client, "hlptd: list, import, export, delete adapters"},
+    {"complete", cmd_client, "hlptd: a completion, optionally with an adapter"},
+    {"chat", cmd_client, "hlptd: an interactive chat"},
 };
 
 static void usage(FILE *f) {
