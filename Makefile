@@ -89,9 +89,10 @@ test-asan: deps
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS  := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+# -fno-sanitize-recover=all: an UBSan finding stops the fuzzer like a crash, not just a log line.
 build-fuzz/%: tests/fuzz/%.c $(CORE_SRC)
 	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Icore \
 	    $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(CORE_SRC) $(LDLIBS)
 
 # Each fuzzer runs for FUZZ_SECONDS on its seed corpus; any crash fails the target.

@@ -949,13 +949,14 @@ static void sb_json_str(sbuf *b, const char *s) {
 
 /* Sorts the tensors, checks names, and builds the 8-byte length + padded header in *hdr. */
 static int build_header(hlpt_st_writer *w, sbuf *hdr, uint64_t *data_size, char *why, size_t len) {
-    qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wr);
-    qsort(w->meta, (size_t)w->n_meta, sizeof *w->meta, cmp_meta);
+    /* qsort's array may not be NULL even when empty. */
+    if (w->n) qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wr);
+    if (w->n_meta) qsort(w->meta, (size_t)w->n_meta, sizeof *w->meta, cmp_meta);
     /* Equal names sort apart when their dtypes differ, so duplicates need a sorted name list. */
     const char **names = malloc(((size_t)w->n + 1) * sizeof *names);
     if (!names) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     for (int i = 0; i < w->n; i++) names[i] = w->t[i].name;
-    qsort(names, (size_t)w->n, sizeof *names, cmp_str);
+    if (w->n) qsort(names, (size_t)w->n, sizeof *names, cmp_str);
     for (int i = 1; i < w->n; i++)
         if (strcmp(names[i - 1], names[i]) == 0) {
             int rc = hlpt_why(why, len, HLPT_ERR_EXISTS, "tensor '%s' added twice", names[i]);
