@@ -22,7 +22,6 @@ static const char *field(const cJSON *o, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* prompt and completion text of one line (returned owned). */
 static int line_texts(const cJSON *o, long line, char **prompt, char **completion, char *why, size_t len) {
     *prompt = *completion = NULL;
     const char *p = field(o, "prompt"), *c = field(o, "completion");
@@ -49,6 +48,24 @@ static int line_texts(const cJSON *o, long line, char **prompt, char **completio
     return *prompt && *completion ? HLPT_OK : HLPT_ERR_NOMEM;
 }
 
+int hlpt_examples_texts(const char *json, size_t n, long line, char **prompt, char **completion, char *why,
+                        size_t len) {
+    *prompt = *completion = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(json, n, NULL, 0);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "line %ld: not a JSON object", line);
+    }
+    int err = line_texts(o, line, prompt, completion, why, len);
+    cJSON_Delete(o);
+    if (err) {
+        free(*prompt);
+        free(*completion);
+        *prompt = *completion = NULL;
+    }
+    return err;
+}
+
 int hlpt_examples_load(const hlpt_tokenizer *tok, const hlpt_config *c, const char *buf, size_t n,
                        const hlpt_train_params *p, hlpt_examples *out, char *why, size_t len) {
     long line = 0;
@@ -59,15 +76,9 @@ int hlpt_examples_load(const hlpt_tokenizer *tok, const hlpt_config *c, const ch
         at += ln + 1;
         line++;
         if (ln == 0 || (ln == 1 && *start == '\r')) continue;
-        const char *end = NULL;
-        cJSON *o = cJSON_ParseWithLengthOpts(start, ln, &end, 0);
-        if (!cJSON_IsObject(o)) {
-            cJSON_Delete(o);
-            return hlpt_why(why, len, HLPT_ERR_INVAL, "line %ld: not a JSON object", line);
-        }
         char *pt, *ct;
         int *pi = NULL, *ci = NULL, np = 0, nc = 0;
-        err = line_texts(o, line, &pt, &ct, why, len);
+        err = hlpt_examples_texts(start, ln, line, &pt, &ct, why, len);
         if (!err) err = hlpt_tokenizer_encode(tok, pt, strlen(pt), 0, &pi, &np, why, len);
         if (!err) err = hlpt_tokenizer_encode(tok, ct, strlen(ct), 0, &ci, &nc, why, len);
         if (!err)
@@ -77,7 +88,6 @@ int hlpt_examples_load(const hlpt_tokenizer *tok, const hlpt_config *c, const ch
         free(ct);
         free(pi);
         free(ci);
-        cJSON_Delete(o);
     }
     if (!err && out->n == 0) err = hlpt_why(why, len, HLPT_ERR_INVAL, "the dataset has no examples");
     return err;

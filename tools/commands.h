@@ -13,5 +13,6 @@ int cmd_grad(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 /* files, jobs, adapters, complete, chat: the daemon client (argv[0] names which). */
 int cmd_client(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -23,6 +23,7 @@ static const struct {
     {"adapters", cmd_client, "hlptd: list, import, export, delete adapters"},
     {"complete", cmd_client, "hlptd: a completion, optionally with an adapter"},
     {"chat", cmd_client, "hlptd: an interactive chat"},
+    {"eval", cmd_eval, "hlptd: task accuracy of the base or an adapter (math, wordnet)"},
 };
 
 static void usage(FILE *f) {

@@ -79,6 +79,12 @@ int hlpt_examples_load(const struct hlpt_tokenizer *tok, const hlpt_config *c, c
                        size_t n, const hlpt_train_params *p, hlpt_examples *out, char *why,
                        size_t len);
 
+/* The prompt and completion text of one JSONL line (n bytes; line is its number, for messages),
+ * both returned owned: {"prompt","completion"}, Alpaca {"instruction","input"?,"output"} rendered
+ * with the Alpaca template the paper trained with, or {"text"} (empty prompt). */
+int hlpt_examples_texts(const char *json, size_t n, long line, char **prompt, char **completion,
+                        char *why, size_t len);
+
 /* Splits src into train and valid: a fraction frac (0 < frac < 1, at least one example each when
  * src has two or more) of a seeded shuffle goes to valid. src is left untouched. */
 int hlpt_examples_split(const hlpt_examples *src, double frac, uint64_t seed, hlpt_examples *train,
