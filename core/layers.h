@@ -50,7 +50,9 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const float *pk, const float *pv, const float *g,
                        int T, int S, int P, int H, int KV, int D);
-/* Gradients for q[T,H,D], k,v[S,KV,D], pk,pv[P,KV,D], g[T]; any may be NULL. */
+/* Gradients for q[T,H,D], k,v[S,KV,D], pk,pv[P,KV,D], g[T]; any may be NULL (dg with g NULL is the
+ * gradient at g = 1). Scratch: one malloc per call of about T*(P+S) floats, freed before it returns;
+ * aborts if that allocation fails. */
 void attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, float *dg,
                         const float *dout, const float *att, const float *q, const float *k,
                         const float *v, const float *pk, const float *pv, const float *g,

@@ -3,7 +3,8 @@
  *
  * A test file defines `static Suite *suite(void)` and ends with HLPT_CHECK_MAIN(). Tests find their
  * fixtures through HLPT_FIXTURES (default tests/fixtures, relative to the repository root, where
- * tests/run.sh starts them).
+ * tests/run.sh starts them). main() calls hlpt_blas_init() first, so suites run on the same OpenBLAS
+ * kernels as the programs (it may re-execute the binary once; see include/hlpt/tensor.h).
  */
 #ifndef HLPT_CHECK_MAIN_H
 #define HLPT_CHECK_MAIN_H
@@ -11,6 +12,8 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "hlpt/tensor.h"
 
 static inline const char *fixture_dir(void) {
     const char *d = getenv("HLPT_FIXTURES");
@@ -24,7 +27,9 @@ static inline const char *fixture_path(char *buf, size_t len, const char *rel) {
 }
 
 #define HLPT_CHECK_MAIN()                                                   \
-    int main(void) {                                                        \
+    int main(int argc, char **argv) {                                       \
+        (void)argc;                                                         \
+        hlpt_blas_init(argv);                                               \
         SRunner *sr = srunner_create(suite());                              \
         srunner_run_all(sr, CK_NORMAL);                                     \
         int failed = srunner_ntests_failed(sr);                             \
