@@ -1598,11 +1598,11 @@ int hlpt_tokenizer_decode_stream(const hlpt_tokenizer *t, hlpt_tokenizer_stream 
 int hlpt_tokenizer_vocab_size(const hlpt_tokenizer *t) { return t ? t->n_ids : 0; }
 
 int hlpt_tokenizer_token_id(const hlpt_tokenizer *t, const char *piece) {
-    if (!t || !piece) return -1;
+    if (!t || !piece || !*piece) return -1;
     size_t n = strlen(piece);
     for (int i = 0; i < t->n_added; i++)
         if (t->added[i].len == n && memcmp(t->added[i].content, piece, n) == 0) return t->added[i].id;
-    return n ? vocab_find(t, piece, n) : -1;
+    return vocab_find(t, piece, n);
 }
 
 const char *hlpt_tokenizer_piece(const hlpt_tokenizer *t, int id) {
