@@ -291,7 +291,8 @@ def dataset_module_present():
     # hlpt_examples_load is the dataset reader of train.h; it lives in core/dataset.c.
     for path in glob.glob("core/*.c"):
         with open(path, encoding="utf-8", errors="replace") as f:
-            if re.search(r"^int hlpt_examples_load\(", f.read(), re.M):
+            # A definition: at the start of a line, no semicolon after the parameter list opens.
+            if re.search(r"^[A-Za-z].*\bhlpt_examples_load\s*\([^;]*$", f.read(), re.M):
                 return True
     return False
 
@@ -357,6 +358,18 @@ class TestTrain(TempDirCase):
         self.assertTrue(weights)
         self.assertTrue(all(math.isfinite(v) for t in weights.values() for v in t.values))
 
+        # The trained adapter changes the logits.
+        ids = ids_arg([1, 400, 500, 600])
+        r0 = self.path("base.safetensors")
+        r1 = self.path("adapted.safetensors")
+        hlpt_ok = [hlpt("forward", "--model", self.model, "--tokens", ids, "--out", r0),
+                   hlpt("forward", "--model", self.model, "--adapter", out, "--tokens", ids, "--out", r1)]
+        for r in hlpt_ok:
+            self.assertEqual(r.rc, 0, r.describe())
+        diff = rel_l2(read_safetensors(r1)[0]["logits"].values, read_safetensors(r0)[0]["logits"].values)
+        print("train: trained adapter moves the logits by rel L2 %.3g" % diff)
+        self.assertGreater(diff, 1e-6)
+
         # The adapter loads for generation.
         g = hlpt("generate", "--model", self.model, "--adapter", out, "--prompt", EXAMPLES[0][0], "--ids",
                  "--ignore-eos", "--max-tokens", 5)
@@ -383,6 +396,28 @@ class TestTrain(TempDirCase):
         self.assertEqual(sorted(again), sorted(weights))
         for k in weights:
             self.assertEqual(again[k].values, weights[k].values, k)
+
+    def test_validation(self):
+        valid = self.path("valid.jsonl")
+        with open(valid, "w", encoding="utf-8") as f:
+            for p, c in EXAMPLES[:4]:
+                f.write(json.dumps({"prompt": p, "completion": c}) + "\n")
+        _, lines = self.train(self.path("v"), "--valid", valid, "--max-steps", 4, "--eval-every", 2)
+        evals = [p for p in lines if "valid_loss" in p]
+        self.assertEqual([p["step"] for p in evals], [2, 4], lines)
+        for p in evals:
+            self.assertTrue(math.isfinite(p["valid_loss"]) and p["valid_loss"] > 0, p)
+            self.assertTrue(0 <= p["valid_acc"] <= 1, p)
+
+    def test_methods(self):
+        # Each method writes an adapter that forward loads, with the method in its config.
+        for method in ("h2lpt", "lora", "prefix"):
+            with self.subTest(method=method):
+                out = self.path(method)
+                self.train(out, "--method", method, "--max-steps", 1, "--rank", 2, "--virtual-tokens", 3)
+                self.assertEqual(load_json(os.path.join(out, "adapter_config.json")).get("method"), method)
+                self.ok("forward", "--model", self.model, "--adapter", out, "--tokens", "1,400,500",
+                        "--out", self.path(method + ".safetensors"))
 
     def test_same_seed_same_run(self):
         _, a = self.train(self.path("a"), "--max-steps", 3)
