@@ -520,6 +520,7 @@ class TestErrors(TempDirCase):
                    fixture("hlpt-causal"), "--tokens", "1,2,3", "--labels", "-100,%d,3" % (vocab + 7), "--out", out)
         if has_command("detokenize"):
             self.fails(1, [str(vocab)], "detokenize", "--model", self.model, "1", str(vocab))
+            self.fails(1, ["-5"], "detokenize", "--model", self.model, "1", "-5")
 
     def test_labels_count(self):
         self.fails(2, ["--labels", "--tokens"], "grad", "--model", self.model, "--adapter", fixture("hlpt-causal"),
@@ -599,6 +600,35 @@ class TestErrors(TempDirCase):
         write_safetensors(p, {k: (t.dtype, t.shape, t.values) for k, t in tensors.items()})
         self.fails(1, [victim], "forward", "--model", self.model, "--adapter", d, "--tokens", "1,2,3",
                    "--out", self.path("o"))
+
+    def test_tokenize_usage(self):
+        if not has_command("tokenize"):
+            self.skipTest("hlpt tokenize is missing from this build (tools/cmd_tokenize.c)")
+        tok = fixture("llama2-mha-f32", "tokenizer.json")
+        self.fails(2, ["TEXT"], "tokenize", "--model", self.model)
+        self.fails(2, ["TEXT"], "tokenize", "--model", self.model, "a", "b")
+        self.fails(2, ["--model", "--tokenizer"], "tokenize", "--model", self.model, "--tokenizer", tok, "a")
+        self.fails(2, ["--model", "--tokenizer"], "tokenize", "a")
+        missing = self.path("no-such.json")
+        self.fails(1, [missing], "tokenize", "--tokenizer", missing, "a")
+        self.fails(2, ["x1"], "detokenize", "--model", self.model, "1", "x1")
+
+    def test_no_target_label(self):
+        self.fails(1, ["-100"], "grad", "--model", self.model, "--adapter", fixture("hlpt-causal"),
+                   "--tokens", "1,2,3", "--labels", "-100,-100,-100", "--out", self.path("o"))
+
+    def test_adapter_of_another_base(self):
+        # hlpt-causal was made for llama2-mha-f32 (hidden 64, ffn 176), not the llama3 fixture.
+        self.fails(1, ["down_proj"], "forward", "--model", fixture("llama3-gqa-tied-bf16"), "--adapter",
+                   fixture("hlpt-causal"), "--tokens", "1,2", "--out", self.path("o"))
+        # A model directory is not an adapter directory.
+        self.fails(1, ["adapter_config.json"], "forward", "--model", self.model, "--adapter",
+                   fixture("llama3-gqa-tied-bf16"), "--tokens", "1,2", "--out", self.path("o"))
+
+    def test_generation_past_the_context(self):
+        ctx = load_json(fixture("llama2-mha-f32", "config.json"))["max_position_embeddings"]
+        self.fails(1, ["context"], "generate", "--model", self.model, "--prompt", "hi", "--ignore-eos",
+                   "--max-tokens", ctx + 10)
 
     def test_bad_sampling_options(self):
         base = ["generate", "--model", self.model, "--prompt", "hi"]
