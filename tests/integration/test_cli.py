@@ -288,7 +288,7 @@ class TestGrad(TempDirCase):
 
 
 def dataset_module_present():
-    # hlpt_examples_load is the dataset reader of train.h; it lives in core/dataset.c.
+    # hlpt_examples_load is the JSONL dataset reader of train.h (core/examples.c).
     for path in glob.glob("core/*.c"):
         with open(path, encoding="utf-8", errors="replace") as f:
             # A definition: at the start of a line, no semicolon after the parameter list opens.
@@ -324,7 +324,7 @@ class TestTrain(TempDirCase):
 
     def setUp(self):
         if not self.available:
-            self.skipTest("the dataset module (core/dataset.c, hlpt_examples_load) is not in this tree")
+            self.skipTest("the dataset reader (hlpt_examples_load in core/) is not in this tree")
         super().setUp()
         self.data = self.path("train.jsonl")
         with open(self.data, "w", encoding="utf-8") as f:
