@@ -77,6 +77,30 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, int n_opts, const char
     return CLI_OK;
 }
 
+int cli_require(const char *cmd, const cli_opt *opts, int n_opts, const char *required, int n_rest,
+                char **rest, int allow_rest, const char *usage) {
+    char missing[256] = "";
+    size_t used = 0;
+    for (const char *p = required; *p;) {
+        size_t n = strcspn(p, " ");
+        for (int k = 0; k < n_opts; k++)
+            if (opts[k].value && strlen(opts[k].name) == n && !strncmp(opts[k].name, p, n) && !*opts[k].value &&
+                used + n + 3 < sizeof missing)
+                used += (size_t)snprintf(missing + used, sizeof missing - used, "%s%.*s", used ? ", " : "", (int)n, p);
+        p += n;
+        p += strspn(p, " ");
+    }
+    if (*missing) {
+        fprintf(stderr, "hlpt %s: missing %s\n%s", cmd, missing, usage);
+        return CLI_USAGE;
+    }
+    if (n_rest && !allow_rest) {
+        fprintf(stderr, "hlpt %s: unexpected argument '%s'\n%s", cmd, rest[0], usage);
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
 int cli_int(const char *flag, const char *s, long lo, long hi, long *out) {
     if (!s) return CLI_OK;
     char *end;

@@ -19,6 +19,12 @@ typedef struct {
  * Returns CLI_OK, CLI_HELP (after printing usage to stdout) or CLI_USAGE (after a message). */
 int cli_parse(int argc, char **argv, const cli_opt *opts, int n_opts, const char *usage,
               char ***rest, int *n_rest);
+/* After cli_parse: each option named in required (space-separated, e.g. "--model --out") must have
+ * been given, and no positional argument may be left unless allow_rest. Otherwise prints
+ * "hlpt CMD: missing --out" (or the unexpected argument) and the usage to stderr and returns
+ * CLI_USAGE. */
+int cli_require(const char *cmd, const cli_opt *opts, int n_opts, const char *required, int n_rest,
+                char **rest, int allow_rest, const char *usage);
 /* Strict conversions: the whole string must parse and fit; errors print "--flag: ..." and return
  * CLI_USAGE. NULL s leaves *out alone. */
 int cli_int(const char *flag, const char *s, long lo, long hi, long *out);

@@ -43,10 +43,7 @@ int cmd_forward(int argc, char **argv) {
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, 4, forward_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
-    if (!model || !tokens || !out || n_rest) {
-        fputs(forward_usage, stderr);
-        return CLI_USAGE;
-    }
+    if ((st = cli_require("forward", opts, 4, "--model --tokens --out", n_rest, rest, 0, forward_usage))) return st;
     int *ids, n;
     if ((st = cli_int_list("--tokens", tokens, 0, &ids, &n))) return st;
     hlpt_model *m;
@@ -97,10 +94,9 @@ int cmd_generate(int argc, char **argv) {
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof *opts), generate_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
-    if (!model || !prompt || n_rest) {
-        fputs(generate_usage, stderr);
-        return CLI_USAGE;
-    }
+    if ((st = cli_require("generate", opts, (int)(sizeof opts / sizeof *opts), "--model --prompt", n_rest, rest, 0,
+                          generate_usage)))
+        return st;
     hlpt_gen_params p;
     hlpt_gen_params_defaults(&p);
     p.temperature = 0;
@@ -176,10 +172,8 @@ int cmd_grad(int argc, char **argv) {
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, 5, grad_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
-    if (!model || !adapter || !tokens || !labels || !out || n_rest) {
-        fputs(grad_usage, stderr);
-        return CLI_USAGE;
-    }
+    if ((st = cli_require("grad", opts, 5, "--model --adapter --tokens --labels --out", n_rest, rest, 0, grad_usage)))
+        return st;
     int *ids = NULL, *lab = NULL, n, nl;
     if ((st = cli_int_list("--tokens", tokens, 0, &ids, &n)) || (st = cli_int_list("--labels", labels, 1, &lab, &nl))) {
         free(ids);

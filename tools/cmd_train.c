@@ -124,10 +124,9 @@ int cmd_train(int argc, char **argv) {
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof *opts), train_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
-    if (!model || !data || !out || n_rest) {
-        fputs(train_usage, stderr);
-        return CLI_USAGE;
-    }
+    if ((st = cli_require("train", opts, (int)(sizeof opts / sizeof *opts), "--model --data --out", n_rest, rest, 0,
+                          train_usage)))
+        return st;
     int meth = hlpt_method_from_name(method);
     if (meth < 0) return cli_fail("--method: expected hlpt, h2lpt, lora or prefix, got '%s'", method) + 1;
     int g = gate ? hlpt_gate_from_name(gate) : -1;
