@@ -30,6 +30,7 @@ static inline const char *fixture_path(char *buf, size_t len, const char *rel) {
     int main(int argc, char **argv) {                                       \
         (void)argc;                                                         \
         hlpt_blas_init(argv);                                               \
+        setvbuf(stdout, NULL, _IOLBF, 0); /* a failing test's lines survive */ \
         SRunner *sr = srunner_create(suite());                              \
         srunner_run_all(sr, CK_NORMAL);                                     \
         int failed = srunner_ntests_failed(sr);                             \
