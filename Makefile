@@ -28,6 +28,7 @@ SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c)) $(wildcard api/
 TOOLS_SRC  := $(wildcard tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 TEST_SRC   := $(wildcard tests/unit/*/test_*.c)
+MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIBHLPT  := $(BUILD)/libhlpt.a
@@ -47,8 +48,17 @@ $(LIBHLPT): $(call obj,$(CORE_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/empty.o
+$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/empty.o
 	rm -f $@ && ar rcs $@ $^
+
+# migrations/*.sql are compiled into hlptd as a table (server/store.h), so it needs no files at run time.
+$(BUILD)/gen/migrations.c: $(MIGRATIONS) tools/gen-migrations.sh
+	@mkdir -p $(dir $@)
+	tools/gen-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
 
 # An archive must not be empty while server/ and api/ are still filling up.
 $(BUILD)/obj/empty.o:

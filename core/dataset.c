@@ -1,0 +1,395 @@
+/*
+ * dataset.c - see dataset.h. A line is checked for UTF-8, parsed with cJSON, classified by its
+ * keys, checked field by field, and rendered into prompt + completion with a small growable string.
+ * Chat templates are a table of the text around each role's turn.
+ */
+#include "hlpt/dataset.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hlpt/err.h"
+
+static const char *const format_names[] = {
+    "unknown",
+#define X(name, str) str,
+    HLPT_DATASET_FORMATS(X)
+#undef X
+};
+
+const char *hlpt_dataset_format_name(hlpt_dataset_format f) {
+    if ((unsigned)f >= sizeof format_names / sizeof format_names[0]) return "unknown";
+    return format_names[f];
+}
+
+/* ---- the Alpaca templates (Taori et al. 2023, as in the HLPT authors' code) ------------------- */
+
+static const char alpaca_no_input[] =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n%s\n\n### Response:\n";
+static const char alpaca_with_input[] =
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n%s\n\n### Input:\n%s\n\n"
+    "### Response:\n";
+
+/* ---- chat templates ----------------------------------------------------------------------------
+ * A turn renders as begin + content + end. The final assistant turn is the completion: its begin
+ * closes the prompt, and its content + final_end is the completion. Templates that have no system
+ * turn fold the system message into the first user turn (sys_fold_begin + system + sys_fold_end
+ * before the user's content), as Llama-2-chat does. BOS/EOS are token ids added by the tokenizer
+ * stage, so "<s>"/"</s>" never appear as text here; for llama2 this means earlier turns are not
+ * separated by "</s><s>" as in Meta's template (one EOS ends the completion). */
+typedef struct {
+    const char *name;
+    const char *sys_begin, *sys_end;           /* NULL = fold into the first user turn */
+    const char *sys_fold_begin, *sys_fold_end;
+    const char *user_begin, *user_end;
+    const char *asst_begin, *asst_end;
+    const char *final_end;                     /* after the completion's content */
+} chat_tpl;
+
+static const chat_tpl templates[] = {
+    {"chatml", "<|im_start|>system\n", "<|im_end|>\n", NULL, NULL, "<|im_start|>user\n", "<|im_end|>\n",
+     "<|im_start|>assistant\n", "<|im_end|>\n", "<|im_end|>"},
+    {"llama2", NULL, NULL, "<<SYS>>\n", "\n<</SYS>>\n\n", "[INST] ", " [/INST]", " ", " ", ""},
+};
+
+const char *hlpt_chat_template_default(void) { return templates[0].name; }
+
+static const chat_tpl *find_template(const char *name) {
+    if (!name) return &templates[0];
+    for (size_t i = 0; i < sizeof templates / sizeof templates[0]; i++)
+        if (strcmp(templates[i].name, name) == 0) return &templates[i];
+    return NULL;
+}
+
+int hlpt_chat_template_known(const char *name) { return name && find_template(name) != NULL; }
+
+/* ---- UTF-8 -------------------------------------------------------------------------------------- */
+
+int hlpt_utf8_valid(const char *str, size_t n, size_t *bad) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned cp, min;
+        if (c == 0) goto fail;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) k = 1, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0) k = 2, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0) k = 3, cp = c & 0x07, min = 0x10000;
+        else goto fail;
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80) goto fail;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) goto fail;
+        i += k + 1;
+    }
+    return 1;
+fail:
+    if (bad) *bad = i;
+    return 0;
+}
+
+static size_t utf8_chars(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* ---- a growable string -------------------------------------------------------------------------- */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s) {
+    size_t k = strlen(s);
+    if (b->oom) return;
+    if (b->n + k + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + k + 1) cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np, b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, k + 1);
+    b->n += k;
+}
+
+/* Takes the string out of b; "" for an empty one. NULL on out of memory. */
+static char *sb_take(sbuf *b) {
+    if (!b->oom && !b->p) sb_add(b, "");
+    if (b->oom) {
+        free(b->p);
+        return NULL;
+    }
+    return b->p;
+}
+
+/* ---- one line ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t lineno;
+    char *why;
+    size_t len;
+} ctx;
+
+static int bad(const ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(const ctx *c, const char *fmt, ...) {
+    if (c->why && c->len) {
+        int k = snprintf(c->why, c->len, "line %zu: ", c->lineno);
+        if (k > 0 && (size_t)k < c->len) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(c->why + k, c->len - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return HLPT_ERR_FORMAT;
+}
+
+/* The string field `name` of obj: required or optional (*out NULL when absent or null), non-empty
+ * when nonempty is set. */
+static int get_str(const ctx *c, const cJSON *obj, const char *name, int required, int nonempty, const char **out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    *out = NULL;
+    if (!v || (!required && cJSON_IsNull(v))) return required ? bad(c, "field `%s` missing", name) : HLPT_OK;
+    if (!cJSON_IsString(v)) return bad(c, "field `%s` must be a string", name);
+    if (nonempty && !*v->valuestring) return bad(c, "field `%s` is empty", name);
+    *out = v->valuestring;
+    return HLPT_OK;
+}
+
+static hlpt_dataset_format classify(const cJSON *o) {
+    if (cJSON_GetObjectItemCaseSensitive(o, "messages")) return HLPT_DATASET_MESSAGES;
+    if (cJSON_GetObjectItemCaseSensitive(o, "instruction") || cJSON_GetObjectItemCaseSensitive(o, "output"))
+        return HLPT_DATASET_ALPACA;
+    if (cJSON_GetObjectItemCaseSensitive(o, "prompt") || cJSON_GetObjectItemCaseSensitive(o, "completion"))
+        return HLPT_DATASET_PROMPT_COMPLETION;
+    if (cJSON_GetObjectItemCaseSensitive(o, "text")) return HLPT_DATASET_TEXT;
+    return HLPT_DATASET_UNKNOWN;
+}
+
+enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
+static const char *const role_names[] = {"system", "user", "assistant"};
+
+static int render_messages(const ctx *c, const cJSON *o, const chat_tpl *t, sbuf *prompt, sbuf *completion) {
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    int n = cJSON_GetArraySize(msgs);
+    if (!cJSON_IsArray(msgs) || n == 0) return bad(c, "field `messages` must be a non-empty array");
+    const char *system = NULL;
+    int i = 0, first_user = 1;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        if (!cJSON_IsObject(m)) return bad(c, "field `messages[%d]` must be an object", i);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!r) return bad(c, "field `messages[%d].role` missing", i);
+        int role = -1;
+        for (int k = 0; k < 3 && cJSON_IsString(r); k++)
+            if (strcmp(r->valuestring, role_names[k]) == 0) role = k;
+        if (role < 0) return bad(c, "field `messages[%d].role` must be one of system, user, assistant", i);
+        if (!ct) return bad(c, "field `messages[%d].content` missing", i);
+        if (!cJSON_IsString(ct)) return bad(c, "field `messages[%d].content` must be a string", i);
+        const char *text = ct->valuestring;
+        int last = i == n - 1;
+        if (role == ROLE_SYSTEM && i != 0) return bad(c, "field `messages[%d]`: a system message must come first", i);
+        if (last && role != ROLE_ASSISTANT)
+            return bad(c, "field `messages`: the last message must be the assistant's (it is what is trained on)");
+        if (last && !*text) return bad(c, "field `messages[%d].content` is empty", i);
+        if (role == ROLE_SYSTEM) {
+            if (t->sys_begin) sb_add(prompt, t->sys_begin), sb_add(prompt, text), sb_add(prompt, t->sys_end);
+            else system = text;
+        } else if (role == ROLE_USER) {
+            sb_add(prompt, t->user_begin);
+            if (first_user && system)
+                sb_add(prompt, t->sys_fold_begin), sb_add(prompt, system), sb_add(prompt, t->sys_fold_end);
+            first_user = 0;
+            sb_add(prompt, text);
+            sb_add(prompt, t->user_end);
+        } else {
+            sb_add(prompt, t->asst_begin);
+            if (last) {
+                sb_add(completion, text);
+                sb_add(completion, t->final_end);
+            } else {
+                sb_add(prompt, text);
+                sb_add(prompt, t->asst_end);
+            }
+        }
+        i++;
+    }
+    return HLPT_OK;
+}
+
+static int render(const ctx *c, const cJSON *o, hlpt_dataset_format f, const chat_tpl *t, sbuf *prompt,
+                  sbuf *completion) {
+    const char *a, *b, *in;
+    int err;
+    switch (f) {
+    case HLPT_DATASET_PROMPT_COMPLETION:
+        if ((err = get_str(c, o, "prompt", 1, 0, &a)) || (err = get_str(c, o, "completion", 1, 1, &b))) return err;
+        sb_add(prompt, a);
+        sb_add(completion, b);
+        return HLPT_OK;
+    case HLPT_DATASET_ALPACA: {
+        if ((err = get_str(c, o, "instruction", 1, 1, &a)) || (err = get_str(c, o, "input", 0, 0, &in)) ||
+            (err = get_str(c, o, "output", 1, 1, &b)))
+            return err;
+        /* The template is applied by splitting it at its %s markers, so the user's text is copied
+         * verbatim (a '%' in it means nothing). */
+        const char *tpl = in && *in ? alpaca_with_input : alpaca_no_input;
+        const char *args[2] = {a, in};
+        int k = 0;
+        for (const char *p = tpl; *p;) {
+            const char *q = strstr(p, "%s");
+            if (!q) {
+                sb_add(prompt, p);
+                break;
+            }
+            char piece[256];
+            size_t m = (size_t)(q - p);
+            HLPT_ASSERT(m < sizeof piece);
+            memcpy(piece, p, m);
+            piece[m] = 0;
+            sb_add(prompt, piece);
+            sb_add(prompt, args[k++]);
+            p = q + 2;
+        }
+        sb_add(completion, b);
+        return HLPT_OK;
+    }
+    case HLPT_DATASET_MESSAGES:
+        return render_messages(c, o, t, prompt, completion);
+    case HLPT_DATASET_TEXT:
+        if ((err = get_str(c, o, "text", 1, 1, &b))) return err;
+        sb_add(completion, b);
+        return HLPT_OK;
+    default:
+        return bad(c, "no known example format (expected keys prompt/completion, instruction/output, messages "
+                      "or text)");
+    }
+}
+
+int hlpt_dataset_parse_line(const char *line, size_t n, size_t lineno, const char *chat_template, hlpt_example *ex,
+                            char *why, size_t len) {
+    memset(ex, 0, sizeof *ex);
+    ctx c = {lineno, why, len};
+    const chat_tpl *t = find_template(chat_template);
+    if (!t) return hlpt_why(why, len, HLPT_ERR_INVAL, "unknown chat template `%s` (known: chatml, llama2)", chat_template);
+    if (n && line[n - 1] == '\r') n--;
+    size_t k = 0;
+    while (k < n && (line[k] == ' ' || line[k] == '\t')) k++;
+    if (k == n) return HLPT_ERR_NOENT;
+    size_t badpos;
+    if (!hlpt_utf8_valid(line, n, &badpos)) {
+        return line[badpos] ? bad(&c, "invalid UTF-8 at byte %zu", badpos + 1)
+                            : bad(&c, "NUL byte at byte %zu", badpos + 1);
+    }
+    char *copy = malloc(n + 1);
+    if (!copy) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    memcpy(copy, line, n);
+    copy[n] = 0;
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithOpts(copy, &end, 1);
+    sbuf prompt = {0}, completion = {0};
+    int err = HLPT_OK;
+    if (!o) {
+        err = bad(&c, "invalid JSON at byte %zu", (size_t)((end ? end : copy) - copy) + 1);
+        goto out;
+    }
+    if (!cJSON_IsObject(o)) {
+        err = bad(&c, "expected a JSON object");
+        goto out;
+    }
+    hlpt_dataset_format f = classify(o);
+    if ((err = render(&c, o, f, t, &prompt, &completion))) goto out;
+    ex->format = f;
+    ex->prompt = sb_take(&prompt);
+    ex->completion = sb_take(&completion);
+    prompt.p = completion.p = NULL;
+    if (!ex->prompt || !ex->completion) {
+        hlpt_example_free(ex);
+        err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    }
+out:
+    free(prompt.p);
+    free(completion.p);
+    cJSON_Delete(o);
+    free(copy);
+    return err;
+}
+
+void hlpt_example_free(hlpt_example *ex) {
+    if (!ex) return;
+    free(ex->prompt);
+    free(ex->completion);
+    memset(ex, 0, sizeof *ex);
+}
+
+/* ---- a whole file -------------------------------------------------------------------------------- */
+
+int hlpt_dataset_validate_ex(const char *buf, size_t n, const hlpt_dataset_opts *opts, hlpt_dataset_stats *stats,
+                             char *why, size_t len) {
+    hlpt_dataset_opts none = {0};
+    if (!opts) opts = &none;
+    hlpt_dataset_stats st = {.tokens = -1, .max_example_tokens = -1};
+    if (opts->count_tokens) st.tokens = st.max_example_tokens = 0;
+    if (stats) *stats = st;
+    if (n == 0) return hlpt_why(why, len, HLPT_ERR_FORMAT, "file is empty");
+    size_t first_line = 0;
+    for (size_t pos = 0, lineno = 1; pos < n; lineno++) {
+        const char *nl = memchr(buf + pos, '\n', n - pos);
+        size_t end = nl ? (size_t)(nl - buf) : n;
+        hlpt_example ex;
+        st.lines = lineno;
+        int err = hlpt_dataset_parse_line(buf + pos, end - pos, lineno, opts->chat_template, &ex, why, len);
+        pos = end + 1;
+        if (err == HLPT_ERR_NOENT) continue;
+        if (err) return err;
+        if (st.format == HLPT_DATASET_UNKNOWN) {
+            st.format = ex.format;
+            first_line = lineno;
+        } else if (ex.format != st.format) {
+            hlpt_example_free(&ex);
+            return hlpt_why(why, len, HLPT_ERR_FORMAT, "line %zu: format %s differs from %s of line %zu", lineno,
+                            hlpt_dataset_format_name(ex.format), hlpt_dataset_format_name(st.format), first_line);
+        }
+        size_t pc = utf8_chars(ex.prompt), cc = utf8_chars(ex.completion);
+        st.examples++;
+        st.prompt_chars += pc;
+        st.completion_chars += cc;
+        if (pc + cc > st.max_example_chars) st.max_example_chars = pc + cc;
+        if (opts->count_tokens) {
+            size_t tp = 0, tc = 0;
+            if ((err = opts->count_tokens(opts->count_ctx, ex.prompt, strlen(ex.prompt), &tp)) ||
+                (err = opts->count_tokens(opts->count_ctx, ex.completion, strlen(ex.completion), &tc))) {
+                hlpt_example_free(&ex);
+                return hlpt_why(why, len, err, "line %zu: tokenizer failed: %s", lineno, hlpt_strerror(err));
+            }
+            st.tokens += (int64_t)(tp + tc);
+            if ((int64_t)(tp + tc) > st.max_example_tokens) st.max_example_tokens = (int64_t)(tp + tc);
+        }
+        hlpt_example_free(&ex);
+    }
+    if (st.examples == 0) return hlpt_why(why, len, HLPT_ERR_FORMAT, "file has no examples (only blank lines)");
+    if (stats) *stats = st;
+    return HLPT_OK;
+}
+
+int hlpt_dataset_validate(const char *buf, size_t n, hlpt_dataset_stats *stats, char *why, size_t len) {
+    return hlpt_dataset_validate_ex(buf, n, NULL, stats, why, len);
+}

@@ -1,0 +1,100 @@
+/*
+ * dataset.h - training examples from JSONL files (DESIGN.md §4), before tokenization.
+ *
+ * One line holds one example in one of four formats; a file uses one format throughout:
+ *
+ *   prompt_completion  {"prompt": "...", "completion": "..."}
+ *   alpaca             {"instruction": "...", "input": "..." (optional), "output": "..."}
+ *                      rendered with the Alpaca paper's template (with or without "### Input:")
+ *   messages           {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
+ *                      rendered with a named chat template (hlpt_chat_template_*); the last message
+ *                      must be the assistant's, and it is the completion; earlier turns are prompt
+ *   text               {"text": "..."}: all completion, empty prompt
+ *
+ * Every example becomes prompt text + completion text; the completion is what training computes
+ * the loss on by default (DESIGN.md §1, `train_on_inputs`). Beginning/end-of-sequence tokens are not
+ * written as text: the tokenizer stage adds them as token ids, so user text can never forge them.
+ *
+ * Errors name the line (1-based) and the field: "line 17: field `completion` missing",
+ * "line 3: invalid JSON at byte 12" (byte is 1-based within the line), "line 5: field `prompt` must
+ * be a string", "line 9: format alpaca differs from prompt_completion of line 1",
+ * "line 7: invalid UTF-8 at byte 4". Blank lines are skipped; "\r\n" line ends are accepted.
+ *
+ * Pure functions of their inputs: any thread.
+ */
+#ifndef HLPT_DATASET_H
+#define HLPT_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HLPT_DATASET_FORMATS(X)                                                                    \
+    X(PROMPT_COMPLETION, "prompt_completion")                                                      \
+    X(ALPACA, "alpaca")                                                                            \
+    X(MESSAGES, "messages")                                                                        \
+    X(TEXT, "text")
+
+typedef enum {
+    HLPT_DATASET_UNKNOWN = 0,
+#define X(name, str) HLPT_DATASET_##name,
+    HLPT_DATASET_FORMATS(X)
+#undef X
+} hlpt_dataset_format;
+
+/* "alpaca", ...; "unknown" for HLPT_DATASET_UNKNOWN. Never NULL. */
+const char *hlpt_dataset_format_name(hlpt_dataset_format f);
+
+/* Chat templates for the messages format, by name: "chatml" (the default) and "llama2". */
+const char *hlpt_chat_template_default(void);
+/* 1 when `name` is a known template. */
+int hlpt_chat_template_known(const char *name);
+
+typedef struct {
+    hlpt_dataset_format format;
+    char *prompt;     /* owned, NUL-terminated UTF-8; "" for text */
+    char *completion; /* owned, NUL-terminated UTF-8, not empty */
+} hlpt_example;
+
+/* Parses one line (borrows line[0..n); need not be NUL-terminated; no newline) numbered lineno
+ * (for messages) into *ex (fields owned; free with hlpt_example_free). template: a chat template
+ * name, NULL = default. A blank line is HLPT_ERR_NOENT with ex zeroed (callers skip it).
+ * Returns HLPT_OK, HLPT_ERR_FORMAT (bad line; why says what), HLPT_ERR_INVAL (unknown template),
+ * HLPT_ERR_NOMEM. On failure ex is zeroed. */
+int hlpt_dataset_parse_line(const char *line, size_t n, size_t lineno, const char *chat_template, hlpt_example *ex,
+                            char *why, size_t len);
+void hlpt_example_free(hlpt_example *ex);
+
+/* Counts the tokens of one text, for statistics: a tokenizer plugs in here once it exists.
+ * Returns HLPT_OK or an error that fails the validation. */
+typedef int (*hlpt_dataset_count_fn)(void *ctx, const char *text, size_t n, size_t *tokens);
+
+typedef struct {
+    const char *chat_template;         /* NULL = default */
+    hlpt_dataset_count_fn count_tokens; /* NULL = no token statistics */
+    void *count_ctx;                   /* passed to count_tokens */
+} hlpt_dataset_opts;
+
+typedef struct {
+    hlpt_dataset_format format;
+    size_t examples;          /* non-blank lines */
+    size_t lines;             /* all lines, blank included */
+    size_t prompt_chars;      /* Unicode code points over all prompts */
+    size_t completion_chars;  /* ... over all completions */
+    size_t max_example_chars; /* longest prompt + completion */
+    int64_t tokens;           /* prompt + completion tokens over all examples; -1 = not counted */
+    int64_t max_example_tokens; /* -1 = not counted */
+} hlpt_dataset_stats;
+
+/* Validates a whole JSONL file buf[0..n) (borrows): every line parses, one format throughout, at
+ * least one example. Fills *stats (may be NULL). Errors as hlpt_dataset_parse_line, plus "file is
+ * empty" and "file has no examples" (HLPT_ERR_FORMAT). */
+int hlpt_dataset_validate(const char *buf, size_t n, hlpt_dataset_stats *stats, char *why, size_t len);
+/* The same with a chat template and an optional token counter (opts borrowed; NULL = defaults). */
+int hlpt_dataset_validate_ex(const char *buf, size_t n, const hlpt_dataset_opts *opts, hlpt_dataset_stats *stats,
+                             char *why, size_t len);
+
+/* Checks that s[0..n) is valid UTF-8 (no overlongs, no surrogates, no NUL). Returns 1 when valid;
+ * otherwise 0 with *bad the 0-based offset of the first offending byte. */
+int hlpt_utf8_valid(const char *s, size_t n, size_t *bad);
+
+#endif

@@ -1,0 +1,59 @@
+/*
+ * config.h - hlptd's settings from flags, environment and a config file.
+ *
+ * Every option exists in three spellings: the flag `--data-dir DIR`, the environment variable
+ * `HLPTD_DATA_DIR` and the config file key `data-dir = DIR` (`data_dir` is accepted too). A value
+ * given as a flag wins over the environment, which wins over the file, which wins over the default.
+ * The config file is named by `--config FILE` or HLPTD_CONFIG; it holds `key = value` lines, `#`
+ * comments and blank lines. The options are one table (HLPTD_OPTIONS below); --help prints it.
+ */
+#ifndef HLPTD_CONFIG_H
+#define HLPTD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* X(field, type, default, min, max, metavar, help) - the field name with `_` → `-` is the flag. */
+#define HLPTD_OPTIONS(X)                                                                           \
+    X(model, STR, NULL, 0, 0, "DIR", "base model directory (Hugging Face layout); required")      \
+    X(data_dir, STR, NULL, 0, 0, "DIR", "state directory: hlpt.db, hlptd.port, hlptd.pid; required") \
+    X(listen, ADDR, "127.0.0.1:8080", 0, 0, "HOST:PORT", "address to serve HTTP on; port 0 picks a free one") \
+    X(workers, INT, "1", 1, 256, "N", "training jobs running at once (one worker process each)")  \
+    X(threads, INT, "0", 0, 1024, "N", "compute threads per worker and for inference; 0 = all cores") \
+    X(http_threads, INT, "4", 1, 256, "N", "HTTP threads (libmicrohttpd thread pool)")            \
+    X(api_key_file, STR, NULL, 0, 0, "FILE", "accept only `Authorization: Bearer KEY` with a KEY from FILE (one per line)") \
+    X(config, STR, NULL, 0, 0, "FILE", "read `key = value` settings from FILE")                   \
+    X(max_body_bytes, SIZE, "1G", 1, 0, "N", "largest request body; suffixes K, M, G")            \
+    X(log_level, LEVEL, "info", 0, 0, "LEVEL", "debug, info, warn or error")
+
+typedef struct {
+    char *model;           /* base model directory (owned) */
+    char *data_dir;        /* state directory (owned) */
+    char *listen;          /* "host:port" as given (owned) */
+    char *listen_host;     /* its host part, brackets of an IPv6 address removed (owned) */
+    int listen_port;       /* its port, 0 = any free port */
+    int workers;           /* concurrent training workers */
+    int threads;           /* compute threads, 0 = all cores */
+    int http_threads;      /* libmicrohttpd thread pool size */
+    char *api_key_file;    /* NULL = no authentication (owned) */
+    char *config;          /* the config file that was read, or NULL (owned) */
+    size_t max_body_bytes; /* request body limit, bytes */
+    int log_level;         /* hlpt_log_level */
+    int help;              /* --help was given: print hlptd_config_usage and exit 0 */
+} hlptd_config;
+
+/* Fills `c` from argv (borrows; argv[0] is the program), envp (borrows; NULL-terminated
+ * "KEY=VALUE" strings, e.g. `environ`; NULL = none) and the config file. On failure `c` holds
+ * nothing (no free needed) and why says which option and where it came from, e.g.
+ * "option --workers: `x` is not an integer (from HLPTD_WORKERS)".
+ * Returns HLPT_OK, HLPT_ERR_INVAL (bad or missing value, unknown option), HLPT_ERR_IO (config
+ * file unreadable), HLPT_ERR_NOMEM. Required options are not checked when --help is given. */
+int hlptd_config_load(hlptd_config *c, int argc, char *const *argv, char *const *envp, char *why,
+                      size_t len);
+/* Frees the strings of `c`; accepts a zeroed or already freed config. */
+void hlptd_config_free(hlptd_config *c);
+
+/* The option table as --help text. */
+void hlptd_config_usage(FILE *f);
+
+#endif
