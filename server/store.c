@@ -846,7 +846,7 @@ int hlpt_store_checkpoint_delete(hlpt_store *st, const char *id, char *why, size
 
 #define ADAPTER_COLS "id, name, config, bytes, base_hash, job_id, checkpoint_id, created_at"
 
-void hlpt_adapter_free(hlpt_adapter *a) {
+void hlpt_adapter_rec_free(hlpt_adapter_rec *a) {
     if (!a) return;
     free(a->name);
     free(a->config);
@@ -856,15 +856,15 @@ void hlpt_adapter_free(hlpt_adapter *a) {
     free(a);
 }
 
-static void adapter_free_v(void *p) { hlpt_adapter_free(p); }
+static void adapter_free_v(void *p) { hlpt_adapter_rec_free(p); }
 
-void hlpt_adapter_list_free(hlpt_adapter **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) hlpt_adapter_free(v[i]);
+void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) hlpt_adapter_rec_free(v[i]);
     free(v);
 }
 
 static void *adapter_row(sqlite3_stmt *s) {
-    hlpt_adapter *a = calloc(1, sizeof *a);
+    hlpt_adapter_rec *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     int oom = 0;
     col_id(s, 0, a->id);
@@ -876,13 +876,13 @@ static void *adapter_row(sqlite3_stmt *s) {
     a->checkpoint_id = col_str(s, 6, &oom);
     a->created_at = sqlite3_column_int64(s, 7);
     if (oom) {
-        hlpt_adapter_free(a);
+        hlpt_adapter_rec_free(a);
         return NULL;
     }
     return a;
 }
 
-int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_new *in, hlpt_adapter **out, char *why, size_t len) {
+int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why, size_t len) {
     if (out) *out = NULL;
     if (!in->name || !*in->name || !in->config)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "adapter: name and config are required");
@@ -915,7 +915,7 @@ int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_new *in, hlpt_a
     return out ? hlpt_store_adapter_get(st, id, out, why, len) : HLPT_OK;
 }
 
-int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter **out, char *why, size_t len) {
+int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len) {
     sqlite3_stmt *s;
     *out = NULL;
     int err = prep(st, "SELECT " ADAPTER_COLS " FROM adapters WHERE id = ?1 OR name = ?1", &s, why, len);
@@ -924,7 +924,7 @@ int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter 
     return fetch_one(st, s, adapter_row, (void **)out, "adapter", id_or_name, why, len);
 }
 
-int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter ***out, size_t *n,
+int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter_rec ***out, size_t *n,
                             int *has_more, char *why, size_t len) {
     return list_page(st, "SELECT seq FROM adapters WHERE id = ?1",
                      "SELECT " ADAPTER_COLS " FROM adapters WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2", "adapter",

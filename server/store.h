@@ -224,9 +224,9 @@ typedef struct {
     char *job_id;        /* or NULL */
     char *checkpoint_id; /* or NULL */
     int64_t created_at;
-} hlpt_adapter;
-void hlpt_adapter_free(hlpt_adapter *a);
-void hlpt_adapter_list_free(hlpt_adapter **v, size_t n);
+} hlpt_adapter_rec;
+void hlpt_adapter_rec_free(hlpt_adapter_rec *a);
+void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n);
 
 /* What a new adapter is made of (all borrowed). */
 typedef struct {
@@ -237,13 +237,13 @@ typedef struct {
     const char *base_hash;     /* or NULL */
     const char *job_id;        /* or NULL */
     const char *checkpoint_id; /* or NULL */
-} hlpt_adapter_new;
+} hlpt_adapter_rec_new;
 
 /* HLPT_ERR_EXISTS when the name is taken. */
-int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_new *in, hlpt_adapter **out, char *why, size_t len);
+int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why, size_t len);
 /* By id ("ad-…") or by name. */
-int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter **out, char *why, size_t len);
-int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter ***out, size_t *n,
+int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len);
+int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter_rec ***out, size_t *n,
                             int *has_more, char *why, size_t len);
 /* The safetensors bytes: *buf owned (free()). */
 int hlpt_store_adapter_weights(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len);

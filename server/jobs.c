@@ -1,0 +1,628 @@
+/*
+ * jobs.c - the job queue and worker supervision (loop thread).
+ *
+ * DESIGN
+ * A job is a row in the store; its status is the truth. hlptd_jobs_schedule() takes queued jobs in
+ * queue order while fewer than max_workers run, prepares the job's directory (the dataset files, the
+ * checkpoint to resume from, if any) and spawns `hlptd --worker` through libuv with the sealed
+ * weight arena as fd 3, the job spec on stdin and its stdout as a pipe of JSON lines (worker.c).
+ * Every line is committed to the store before anything reports it: metrics (one row per step,
+ * replaced if a resumed run repeats a step), checkpoints (the file is read into the store and
+ * removed), events, and at the end the adapter. The job's final status is decided once both the
+ * process has exited and its pipe is drained, from what it said and what was asked of it (cancel,
+ * pause, drain) — a worker that dies without a word fails its job with the exit reason, and the
+ * daemon carries on.
+ */
+#include "jobs.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hlpt/err.h"
+
+enum { SAID_NOTHING, SAID_DONE, SAID_STOPPED, SAID_ERROR };
+enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN };
+
+typedef struct worker {
+    hlptd_jobs *jobs;
+    char job_id[HLPT_ID_MAX];
+    char dir[1024];
+    uv_process_t proc;
+    uv_pipe_t in, out;
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    char *spec;
+    char *buf;               /* partial line */
+    size_t len;
+    int exited, eof, handles_open;
+    int64_t exit_status;
+    int term_signal;
+    int said, want;
+    char error[512];
+    hlptd_job_live live;
+    struct worker *next;
+} worker;
+
+struct hlptd_jobs {
+    uv_loop_t *loop;
+    hlpt_store *st;
+    hlptd_jobs_opts o;
+    char *exe, *model_dir, *model_name, *data_dir;
+    worker *workers;
+    int running;
+    int draining;
+    void (*drained)(void *ctx);
+    void *drained_ctx;
+};
+
+static void changed(hlptd_jobs *j, const char *id) {
+    if (j->o.on_change) j->o.on_change(j->o.ctx, id);
+}
+
+static void event(hlptd_jobs *j, const char *id, const char *level, const char *data, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void event(hlptd_jobs *j, const char *id, const char *level, const char *data, const char *fmt, ...) {
+    char msg[1024], why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (hlpt_store_event_add(j->st, id, level, msg, data, NULL, why, sizeof why))
+        fprintf(stderr, "hlptd: job %s: storing an event failed: %s\n", id, why);
+    changed(j, id);
+}
+
+/* Status with an optional error {"code","message"}. */
+static void set_status(hlptd_jobs *j, const char *id, const char *status, const char *code, const char *message) {
+    char why[256];
+    char *err = NULL;
+    if (message) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "code", code ? code : "error");
+        cJSON_AddStringToObject(e, "message", message);
+        cJSON_AddNullToObject(e, "param");
+        err = cJSON_PrintUnformatted(e);
+        cJSON_Delete(e);
+    }
+    if (hlpt_store_job_set_status(j->st, id, status, err, why, sizeof why))
+        fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, status, why);
+    free(err);
+    changed(j, id);
+}
+
+static worker *find_worker(const hlptd_jobs *j, const char *id) {
+    for (worker *w = j->workers; w; w = w->next)
+        if (!strcmp(w->job_id, id)) return w;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Files                                                                                           */
+
+static int write_file(const char *path, const void *buf, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int ok = fwrite(buf, 1, n, f) == n;
+    ok &= fclose(f) == 0;
+    return ok ? 0 : -1;
+}
+
+static char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[size] = 0;
+    *n = buf ? (size_t)size : 0;
+    return buf;
+}
+
+/* Writes a stored file's content to path (the worker reads plain files, never the store). */
+static int export_file(hlptd_jobs *j, const char *file_id, const char *path, char *why, size_t len) {
+    void *buf;
+    size_t n;
+    int err = hlpt_store_file_content(j->st, file_id, &buf, &n, why, len);
+    if (err) return err;
+    if (write_file(path, buf, n)) err = hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
+    free(buf);
+    return err;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Worker lines                                                                                    */
+
+static double num(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void on_progress_line(worker *w, const cJSON *o) {
+    hlptd_jobs *j = w->jobs;
+    char why[256];
+    hlpt_metric m = {.step = (int64_t)num(o, "step"), .train_loss = num(o, "train_loss"),
+                     .valid_loss = num(o, "valid_loss"), .valid_acc = num(o, "valid_acc"),
+                     .lr = num(o, "learning_rate"), .tokens_per_s = num(o, "tokens_per_s")};
+    if (hlpt_store_metric_put(j->st, w->job_id, &m, why, sizeof why))
+        fprintf(stderr, "hlptd: job %s: storing metrics failed: %s\n", w->job_id, why);
+    int total = (int)num(o, "total_steps");
+    double epoch = num(o, "epoch");
+    hlpt_store_job_set_progress(j->st, w->job_id, m.step, total, isnan(epoch) ? 0 : epoch, m.tokens_per_s, why, sizeof why);
+    w->live = (hlptd_job_live){.train_loss = m.train_loss, .valid_loss = m.valid_loss, .learning_rate = m.lr,
+                               .tokens_per_s = m.tokens_per_s, .elapsed_s = num(o, "elapsed_s"),
+                               .step = (int)m.step, .total_steps = total};
+    char *data = cJSON_PrintUnformatted(o);
+    if (!isnan(m.valid_loss))
+        event(j, w->job_id, "info", data, "Step %lld/%d: training loss=%.4f, validation loss=%.4f", (long long)m.step,
+              total, m.train_loss, m.valid_loss);
+    else
+        event(j, w->job_id, "info", data, "Step %lld/%d: training loss=%.4f", (long long)m.step, total, m.train_loss);
+    free(data);
+}
+
+static void on_checkpoint_line(worker *w, const cJSON *o) {
+    hlptd_jobs *j = w->jobs;
+    const char *path = str(o, "path");
+    size_t n;
+    char why[256], *blob = path ? read_file(path, &n) : NULL;
+    if (!blob) {
+        event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be read", (int)num(o, "step"));
+        return;
+    }
+    cJSON *metrics = cJSON_Duplicate(o, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "type");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "path");
+    char *mj = cJSON_PrintUnformatted(metrics);
+    cJSON_Delete(metrics);
+    hlpt_checkpoint *c = NULL;
+    if (hlpt_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, blob, n, &c, why, sizeof why))
+        event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be stored: %s", (int)num(o, "step"), why);
+    else
+        event(j, w->job_id, "info", mj, "Checkpoint %s created at step %d", c->id, (int)num(o, "step"));
+    hlpt_checkpoint_free(c);
+    free(mj);
+    free(blob);
+    unlink(path);
+}
+
+/* The worker's adapter becomes a registered one, named as OpenAI names fine-tuned models. */
+static void on_done_line(worker *w, const cJSON *o) {
+    hlptd_jobs *j = w->jobs;
+    const char *dir = str(o, "adapter_dir");
+    char path[1200], why[256], name[256];
+    size_t cn = 0, wn = 0;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir ? dir : "");
+    char *cfg = read_file(path, &cn);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir ? dir : "");
+    char *weights = read_file(path, &wn);
+    hlpt_job *job = NULL;
+    hlpt_store_job_get(j->st, w->job_id, &job, why, sizeof why);
+    if (!cfg || !weights || !job) {
+        w->said = SAID_ERROR;
+        snprintf(w->error, sizeof w->error, "the trained adapter could not be read");
+        goto out;
+    }
+    /* ft:<base>:<suffix>:<job id tail> */
+    snprintf(name, sizeof name, "ft:%s:%s:%s", j->model_name, job->suffix && *job->suffix ? job->suffix : "hlpt",
+             w->job_id + strlen(HLPT_ID_JOB));
+    cJSON *c = cJSON_Parse(cfg);
+    const char *hash = c ? str(c, "base_hash") : NULL;
+    hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
+                           .base_hash = hash, .job_id = w->job_id};
+    hlpt_adapter_rec *a = NULL;
+    if (hlpt_store_adapter_insert(j->st, &in, &a, why, sizeof why)) {
+        w->said = SAID_ERROR;
+        snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
+    } else {
+        hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why);
+        event(j, w->job_id, "info", NULL, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
+        w->said = SAID_DONE;
+    }
+    hlpt_adapter_rec_free(a);
+    cJSON_Delete(c);
+out:
+    hlpt_job_free(job);
+    free(cfg);
+    free(weights);
+}
+
+static void on_line(worker *w, const char *line, size_t n) {
+    hlptd_jobs *j = w->jobs;
+    cJSON *o = cJSON_ParseWithLength(line, n);
+    const char *type = o ? str(o, "type") : NULL;
+    if (!type) {
+        cJSON_Delete(o);
+        return;
+    }
+    char why[256];
+    if (!strcmp(type, "started")) {
+        int from = (int)num(o, "resumed_from");
+        hlpt_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
+        char *data = cJSON_PrintUnformatted(o);
+        if (from > 0)
+            event(j, w->job_id, "info", data, "Training resumed from the checkpoint of step %d", from);
+        else
+            event(j, w->job_id, "info", data, "Training started: %d steps, %d examples, %.0f trainable parameters",
+                  (int)num(o, "total_steps"), (int)num(o, "examples"), num(o, "trainable_params"));
+        free(data);
+    } else if (!strcmp(type, "progress")) {
+        on_progress_line(w, o);
+    } else if (!strcmp(type, "checkpoint")) {
+        on_checkpoint_line(w, o);
+    } else if (!strcmp(type, "done")) {
+        on_done_line(w, o);
+    } else if (!strcmp(type, "stopped")) {
+        w->said = SAID_STOPPED;
+    } else if (!strcmp(type, "error")) {
+        w->said = SAID_ERROR;
+        snprintf(w->error, sizeof w->error, "%s", str(o, "message") ? str(o, "message") : "the worker failed");
+    }
+    cJSON_Delete(o);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Process life                                                                                    */
+
+static void worker_finish(worker *w);
+
+static void on_handle_closed(uv_handle_t *h) {
+    worker *w = h->data;
+    if (--w->handles_open > 0) return;
+    hlptd_jobs *j = w->jobs;
+    for (worker **l = &j->workers; *l; l = &(*l)->next)
+        if (*l == w) {
+            *l = w->next;
+            break;
+        }
+    free(w->buf);
+    free(w->spec);
+    free(w);
+    j->running--;
+    if (j->draining && j->running == 0 && j->drained) {
+        void (*done)(void *) = j->drained;
+        j->drained = NULL;
+        done(j->drained_ctx);
+        return;
+    }
+    hlptd_jobs_schedule(j);
+}
+
+static void close_handle(worker *w, uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, on_handle_closed);
+}
+
+static void maybe_finish(worker *w) {
+    if (w->exited && w->eof) worker_finish(w);
+}
+
+/* Decides the job's status from what the worker said and what was asked of it. */
+static void worker_finish(worker *w) {
+    hlptd_jobs *j = w->jobs;
+    char msg[600];
+    if (w->want == WANT_CANCEL) {
+        set_status(j, w->job_id, "cancelled", NULL, NULL);
+        event(j, w->job_id, "info", NULL, "Job cancelled");
+    } else if (w->said == SAID_DONE) {
+        set_status(j, w->job_id, "succeeded", NULL, NULL);
+        event(j, w->job_id, "info", NULL, "The job has successfully completed");
+    } else if (w->said == SAID_STOPPED && w->want == WANT_PAUSE) {
+        set_status(j, w->job_id, "paused", NULL, NULL);
+        event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
+    } else if (w->said == SAID_STOPPED) {
+        set_status(j, w->job_id, "queued", NULL, NULL);
+        event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
+    } else {
+        if (w->said == SAID_ERROR) snprintf(msg, sizeof msg, "%s", w->error);
+        else if (w->term_signal) snprintf(msg, sizeof msg, "the worker was killed by signal %d (%s)", w->term_signal, strsignal(w->term_signal));
+        else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
+        set_status(j, w->job_id, "failed", w->said == SAID_ERROR ? "training_error" : "worker_died", msg);
+        event(j, w->job_id, "error", NULL, "Job failed: %s", msg);
+    }
+    close_handle(w, (uv_handle_t *)&w->proc);
+    close_handle(w, (uv_handle_t *)&w->in);
+    close_handle(w, (uv_handle_t *)&w->out);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
+    worker *w = p->data;
+    w->exited = 1;
+    w->exit_status = status;
+    w->term_signal = sig;
+    maybe_finish(w);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    b->base = malloc(suggested);
+    b->len = b->base ? suggested : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    worker *w = s->data;
+    if (n > 0) {
+        char *buf = realloc(w->buf, w->len + (size_t)n);
+        if (buf) {
+            memcpy(buf + w->len, b->base, (size_t)n);
+            w->buf = buf;
+            w->len += (size_t)n;
+            size_t start = 0;
+            for (size_t i = 0; i < w->len; i++)
+                if (w->buf[i] == '\n') {
+                    on_line(w, w->buf + start, i - start);
+                    start = i + 1;
+                }
+            memmove(w->buf, w->buf + start, w->len - start);
+            w->len -= start;
+        }
+    }
+    free(b->base);
+    if (n < 0) {
+        uv_read_stop(s);
+        w->eof = 1;
+        maybe_finish(w);
+    }
+}
+
+static void on_spec_written(uv_write_t *req, int status) {
+    worker *w = req->data;
+    /* Closing stdin is the end of the spec for the worker. */
+    close_handle(w, (uv_handle_t *)&w->in);
+}
+
+/* Prepares the job directory and spec, spawns the worker. Returns an error for the job. */
+static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) {
+    worker *w = calloc(1, sizeof *w);
+    if (!w) return HLPT_ERR_NOMEM;
+    w->jobs = j;
+    snprintf(w->job_id, sizeof w->job_id, "%s", job->id);
+    snprintf(w->dir, sizeof w->dir, "%s/jobs/%s", j->data_dir, job->id);
+    char path[1200], valid[1200], resume[1200];
+    int err = HLPT_OK;
+    snprintf(path, sizeof path, "%s/jobs", j->data_dir);
+    mkdir(path, 0700);
+    if (mkdir(w->dir, 0700) != 0 && errno != EEXIST) err = hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", w->dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/train.jsonl", w->dir);
+    snprintf(valid, sizeof valid, "%s/valid.jsonl", w->dir);
+    snprintf(resume, sizeof resume, "%s/resume.safetensors", w->dir);
+    if (!err) err = export_file(j, job->training_file, path, why, len);
+    if (!err && job->validation_file) err = export_file(j, job->validation_file, valid, why, len);
+    hlpt_checkpoint *ck = NULL;
+    int have_ckpt = 0;
+    if (!err && hlpt_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck) {
+        void *state;
+        size_t n;
+        if (hlpt_store_checkpoint_state(j->st, ck->id, &state, &n, why, len) == HLPT_OK) {
+            have_ckpt = write_file(resume, state, n) == 0;
+            free(state);
+        }
+    }
+    hlpt_checkpoint_free(ck);
+    if (err) {
+        free(w);
+        return err;
+    }
+    cJSON *spec = cJSON_CreateObject();
+    cJSON_AddStringToObject(spec, "model_dir", j->model_dir);
+    cJSON_AddStringToObject(spec, "job_dir", w->dir);
+    cJSON_AddStringToObject(spec, "training_file", path);
+    if (job->validation_file) cJSON_AddStringToObject(spec, "validation_file", valid);
+    cJSON *method = cJSON_Parse(job->method ? job->method : "{}");
+    cJSON *hp = cJSON_Parse(job->hyperparameters ? job->hyperparameters : "{}");
+    /* validation_split travels in the hyperparameters of the request but is the worker's to apply. */
+    cJSON *split = hp ? cJSON_DetachItemFromObjectCaseSensitive(hp, "validation_split") : NULL;
+    if (split) cJSON_AddItemToObject(spec, "validation_split", split);
+    cJSON_AddItemToObject(spec, "method", method ? method : cJSON_CreateObject());
+    cJSON_AddItemToObject(spec, "hyperparameters", hp ? hp : cJSON_CreateObject());
+    cJSON_AddNumberToObject(spec, "seed", (double)job->seed);
+    cJSON_AddNumberToObject(spec, "threads", j->o.threads > 0 ? j->o.threads : 1);
+    if (have_ckpt) cJSON_AddStringToObject(spec, "resume_checkpoint", resume);
+    w->spec = cJSON_PrintUnformatted(spec);
+    cJSON_Delete(spec);
+
+    uv_pipe_init(j->loop, &w->in, 0);
+    uv_pipe_init(j->loop, &w->out, 0);
+    w->in.data = w->out.data = w->proc.data = w;
+    w->handles_open = 3;
+    char *args[] = {j->exe, "--worker", NULL};
+    uv_stdio_container_t stdio[4] = {
+        {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&w->in},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&w->out},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+        {.flags = UV_INHERIT_FD, .data.fd = j->o.model_fd},
+    };
+    uv_process_options_t po = {.exit_cb = on_exit_cb, .file = j->exe, .args = args, .stdio = stdio, .stdio_count = 4};
+    int rc = uv_spawn(j->loop, &w->proc, &po);
+    w->next = j->workers;
+    j->workers = w;
+    j->running++;
+    if (rc != 0) {
+        /* The handles were initialised: close them through the normal path. */
+        w->exited = w->eof = 1;
+        w->said = SAID_ERROR;
+        snprintf(w->error, sizeof w->error, "the worker could not be started: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&w->proc, NULL);
+        w->handles_open = 2;
+        set_status(j, w->job_id, "failed", "worker_died", w->error);
+        close_handle(w, (uv_handle_t *)&w->in);
+        close_handle(w, (uv_handle_t *)&w->out);
+        return HLPT_OK;
+    }
+    uv_buf_t b = uv_buf_init(w->spec, (unsigned)strlen(w->spec));
+    w->wreq.data = w;
+    uv_write(&w->wreq, (uv_stream_t *)&w->in, &b, 1, on_spec_written);
+    uv_read_start((uv_stream_t *)&w->out, on_alloc, on_read);
+    set_status(j, w->job_id, "running", NULL, NULL);
+    event(j, w->job_id, "info", NULL, "%s", have_ckpt ? "Worker started; resuming from the last checkpoint" : "Worker started");
+    return HLPT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* API                                                                                             */
+
+int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out) {
+    *out = NULL;
+    hlptd_jobs *j = calloc(1, sizeof *j);
+    if (!j) return HLPT_ERR_NOMEM;
+    j->loop = loop;
+    j->st = st;
+    j->o = *o;
+    j->exe = strdup(o->exe);
+    j->model_dir = strdup(o->model_dir);
+    j->model_name = strdup(o->model_name ? o->model_name : "base");
+    j->data_dir = strdup(o->data_dir);
+    if (!j->exe || !j->model_dir || !j->model_name || !j->data_dir) {
+        hlptd_jobs_free(j);
+        return HLPT_ERR_NOMEM;
+    }
+    if (j->o.max_workers < 1) j->o.max_workers = 1;
+    *out = j;
+    return HLPT_OK;
+}
+
+void hlptd_jobs_free(hlptd_jobs *j) {
+    if (!j) return;
+    free(j->exe);
+    free(j->model_dir);
+    free(j->model_name);
+    free(j->data_dir);
+    free(j);
+}
+
+void hlptd_jobs_schedule(hlptd_jobs *j) {
+    char why[512];
+    while (!j->draining && j->running < j->o.max_workers) {
+        hlpt_job *job = NULL;
+        if (hlpt_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
+        int err = start_job(j, job, why, sizeof why);
+        if (err) {
+            set_status(j, job->id, "failed", "setup_failed", why);
+            event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
+        }
+        hlpt_job_free(job);
+    }
+}
+
+int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
+    char **ids;
+    size_t n;
+    int err = hlpt_store_job_ids_with_status(j->st, "running", &ids, &n, why, len);
+    if (err) return err;
+    for (size_t i = 0; i < n; i++) {
+        set_status(j, ids[i], "queued", NULL, NULL);
+        event(j, ids[i], "warn", NULL, "The daemon stopped while this job ran; it resumes from its last checkpoint");
+    }
+    hlpt_store_ids_free(ids, n);
+    hlptd_jobs_schedule(j);
+    return HLPT_OK;
+}
+
+static int job_status(hlptd_jobs *j, const char *id, char *status, size_t cap, char *why, size_t len) {
+    hlpt_job *job = NULL;
+    int err = hlpt_store_job_get(j->st, id, &job, why, len);
+    if (err) return err;
+    snprintf(status, cap, "%s", job->status);
+    hlpt_job_free(job);
+    return HLPT_OK;
+}
+
+int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len) {
+    char status[32];
+    int err = job_status(j, id, status, sizeof status, why, len);
+    if (err) return err;
+    worker *w = find_worker(j, id);
+    if (w) {
+        w->want = WANT_CANCEL;
+        uv_process_kill(&w->proc, SIGKILL);
+        return HLPT_OK;
+    }
+    if (!strcmp(status, "queued") || !strcmp(status, "paused") || !strcmp(status, "validating_files")) {
+        set_status(j, id, "cancelled", NULL, NULL);
+        event(j, id, "info", NULL, "Job cancelled");
+        return HLPT_OK;
+    }
+    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);
+}
+
+int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
+    char status[32];
+    int err = job_status(j, id, status, sizeof status, why, len);
+    if (err) return err;
+    worker *w = find_worker(j, id);
+    if (w) {
+        /* The worker checkpoints at the next step boundary, says "stopped" and exits. */
+        w->want = WANT_PAUSE;
+        uv_process_kill(&w->proc, SIGUSR1);
+        event(j, id, "info", NULL, "Pausing: the job stops at its next checkpoint");
+        return HLPT_OK;
+    }
+    if (!strcmp(status, "queued")) {
+        set_status(j, id, "paused", NULL, NULL);
+        event(j, id, "info", NULL, "Job paused before it started");
+        return HLPT_OK;
+    }
+    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, status);
+}
+
+int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
+    char status[32];
+    int err = job_status(j, id, status, sizeof status, why, len);
+    if (err) return err;
+    if (strcmp(status, "paused")) return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, status);
+    set_status(j, id, "queued", NULL, NULL);
+    event(j, id, "info", NULL, "Job resumed; it continues from its last checkpoint");
+    hlptd_jobs_schedule(j);
+    return HLPT_OK;
+}
+
+void hlptd_jobs_drain(hlptd_jobs *j, void (*done)(void *ctx), void *ctx) {
+    j->draining = 1;
+    if (j->running == 0) {
+        done(ctx);
+        return;
+    }
+    j->drained = done;
+    j->drained_ctx = ctx;
+    for (worker *w = j->workers; w; w = w->next) {
+        if (w->want == WANT_NONE) w->want = WANT_DRAIN;
+        if (!w->exited) uv_process_kill(&w->proc, SIGTERM);
+    }
+}
+
+int hlptd_jobs_running(const hlptd_jobs *j) { return j->running; }
+
+int hlptd_jobs_queue_position(hlptd_jobs *j, const char *id) {
+    char **ids, why[128];
+    size_t n;
+    if (hlpt_store_job_ids_with_status(j->st, "queued", &ids, &n, why, sizeof why)) return 0;
+    int pos = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(ids[i], id)) pos = (int)i + 1;
+    hlpt_store_ids_free(ids, n);
+    return pos;
+}
+
+int hlptd_jobs_live(const hlptd_jobs *j, const char *id, hlptd_job_live *out) {
+    memset(out, 0, sizeof *out);
+    const worker *w = find_worker(j, id);
+    if (!w) return 0;
+    *out = w->live;
+    return 1;
+}

@@ -1,0 +1,62 @@
+/*
+ * jobs.h - the fine-tuning job queue and its worker processes.
+ *
+ * Threads: everything here runs on the loop thread, which owns the store; HTTP threads reach it
+ * through the loop's hand-off.
+ */
+#ifndef HLPTD_JOBS_H
+#define HLPTD_JOBS_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "store.h"
+
+typedef struct hlptd_jobs hlptd_jobs;
+
+typedef struct {
+    const char *exe;          /* the hlptd binary, spawned as `exe --worker` */
+    const char *model_dir;    /* base model directory (workers read its tokenizer) */
+    const char *model_name;   /* the base model's name, for adapter names */
+    int model_fd;             /* sealed weight arena, given to workers as fd 3 */
+    const char *data_dir;     /* job directories live in <data_dir>/jobs/<id> */
+    int max_workers;          /* concurrent running jobs */
+    int threads;              /* BLAS threads per worker */
+    /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */
+    void (*on_change)(void *ctx, const char *job_id);
+    void *ctx;
+} hlptd_jobs_opts;
+
+/* Borrows loop and store for its life; copies opts' strings. */
+int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out);
+/* Kills nothing: call hlptd_jobs_drain first and wait for it. */
+void hlptd_jobs_free(hlptd_jobs *j);
+
+/* At start-up: jobs the last daemon left `running` go back to the queue, to resume from their last
+ * checkpoint (an event says so). Then starts what fits. */
+int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
+/* Starts queued jobs while workers are free (call after a job was created or resumed). */
+void hlptd_jobs_schedule(hlptd_jobs *j);
+
+/* Lifecycle. Errors: HLPT_ERR_NOENT unknown job, HLPT_ERR_STATE when the job's status does not
+ * allow it (why says which status). */
+int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len);
+int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len);
+int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len);
+
+/* Shutdown: no new jobs start; running workers checkpoint and exit, their jobs go back to `queued`
+ * (the next start resumes them). done(ctx) runs on the loop once no worker is left. */
+void hlptd_jobs_drain(hlptd_jobs *j, void (*done)(void *ctx), void *ctx);
+
+int hlptd_jobs_running(const hlptd_jobs *j);
+/* 1-based position of a queued job in the queue, 0 when it is not queued. */
+int hlptd_jobs_queue_position(hlptd_jobs *j, const char *id);
+
+/* Live figures of a running job (0 when not running): the worker's last progress line. */
+typedef struct {
+    double train_loss, valid_loss, learning_rate, tokens_per_s, elapsed_s;
+    int step, total_steps;
+} hlptd_job_live;
+int hlptd_jobs_live(const hlptd_jobs *j, const char *id, hlptd_job_live *out);
+
+#endif
