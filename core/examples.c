@@ -1,69 +1,26 @@
 /*
- * examples.c - JSONL datasets to tokenized training examples (see hlpt_examples_load in train.h).
+ * examples.c - JSONL datasets to tokenized training examples (see hlpt_examples_load in train.h):
+ * dataset.c parses and renders each line, the tokenizer turns the texts into ids.
  */
-#include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hlpt/dataset.h"
 #include "hlpt/err.h"
 #include "hlpt/tokenizer.h"
 #include "hlpt/train.h"
 
-static const char alpaca_plain[] =
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n%s\n\n### Response:\n";
-static const char alpaca_input[] =
-    "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
-    "response that appropriately completes the request.\n\n### Instruction:\n%s\n\n### Input:\n%s\n\n### Response:\n";
-
-static const char *field(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int line_texts(const cJSON *o, long line, char **prompt, char **completion, char *why, size_t len) {
-    *prompt = *completion = NULL;
-    const char *p = field(o, "prompt"), *c = field(o, "completion");
-    const char *ins = field(o, "instruction"), *inp = field(o, "input"), *out = field(o, "output");
-    const char *text = field(o, "text");
-    if (ins || out) {
-        if (!ins || !out) return hlpt_why(why, len, HLPT_ERR_INVAL, "line %ld: field `%s` missing", line, ins ? "output" : "instruction");
-        size_t n = strlen(ins) + (inp ? strlen(inp) : 0) + sizeof alpaca_input;
-        *prompt = malloc(n);
-        if (!*prompt) return HLPT_ERR_NOMEM;
-        if (inp && *inp) snprintf(*prompt, n, alpaca_input, ins, inp);
-        else snprintf(*prompt, n, alpaca_plain, ins);
-        *completion = strdup(out);
-    } else if (p || c) {
-        if (!p || !c) return hlpt_why(why, len, HLPT_ERR_INVAL, "line %ld: field `%s` missing", line, p ? "completion" : "prompt");
-        *prompt = strdup(p);
-        *completion = strdup(c);
-    } else if (text) {
-        *prompt = strdup("");
-        *completion = strdup(text);
-    } else {
-        return hlpt_why(why, len, HLPT_ERR_INVAL, "line %ld: expected prompt/completion, instruction/output or text", line);
-    }
-    return *prompt && *completion ? HLPT_OK : HLPT_ERR_NOMEM;
-}
-
 int hlpt_examples_texts(const char *json, size_t n, long line, char **prompt, char **completion, char *why,
                         size_t len) {
     *prompt = *completion = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(json, n, NULL, 0);
-    if (!cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        return hlpt_why(why, len, HLPT_ERR_INVAL, "line %ld: not a JSON object", line);
-    }
-    int err = line_texts(o, line, prompt, completion, why, len);
-    cJSON_Delete(o);
-    if (err) {
-        free(*prompt);
-        free(*completion);
-        *prompt = *completion = NULL;
-    }
-    return err;
+    hlpt_example ex = {0};
+    int err = hlpt_dataset_parse_line(json, n, (size_t)line, NULL, &ex, why, len);
+    if (err) return err;
+    /* The parsed example owns its strings: hand them over. */
+    *prompt = ex.prompt;
+    *completion = ex.completion;
+    return HLPT_OK;
 }
 
 int hlpt_examples_load(const hlpt_tokenizer *tok, const hlpt_config *c, const char *buf, size_t n,
