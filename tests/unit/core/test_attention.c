@@ -39,6 +39,11 @@ static void forward(att_case *c) {
                       c->KV, c->D);
 }
 
+/* Slot j of kv head kv as the softmax sees it: prefix slots first, then the keys (or values). */
+static const float *slot(const float *prefix, const float *keys, int j, int P, int KV, int kv, int D) {
+    return j < P ? prefix + ((size_t)j * KV + kv) * D : keys + ((size_t)(j - P) * KV + kv) * D;
+}
+
 /* The definition, in double, one (head, query) at a time. */
 static void reference(const att_case *c, double *out, double *att) {
     int T = c->T, S = c->S, P = c->P, H = c->H, KV = c->KV, D = c->D, LA = P + S;
@@ -49,8 +54,7 @@ static void reference(const att_case *c, double *out, double *att) {
             double g = c->g ? c->g[t] : 1.0, z[LA], mx = -INFINITY, sum = 0.0;
             const float *qt = c->q + ((size_t)t * H + h) * D;
             for (int j = 0; j < P + n; j++) {
-                const float *key = j < P ? c->pk + ((size_t)j * KV + kv) * D : c->k + ((size_t)(j - P) * KV + kv) * D;
-                z[j] = gc_dot(qt, key, D) / sqrt((double)D) * (j < P ? g : 1.0);
+                z[j] = gc_dot(qt, slot(c->pk, c->k, j, P, KV, kv, D), D) / sqrt((double)D) * (j < P ? g : 1.0);
                 mx = fmax(mx, z[j]);
             }
             for (int j = 0; j < P + n; j++) sum += (z[j] = exp(z[j] - mx));
@@ -58,10 +62,8 @@ static void reference(const att_case *c, double *out, double *att) {
             for (int j = 0; j < LA; j++) a[j] = j < P + n ? z[j] / sum : 0.0;
             for (int d = 0; d < D; d++) {
                 double acc = 0.0;
-                for (int j = 0; j < P + n; j++) {
-                    const float *val = j < P ? c->pv + ((size_t)j * KV + kv) * D : c->v + ((size_t)(j - P) * KV + kv) * D;
-                    acc += a[j] * val[d] * (j < P ? g : 1.0);
-                }
+                for (int j = 0; j < P + n; j++)
+                    acc += a[j] * slot(c->pv, c->v, j, P, KV, kv, D)[d] * (j < P ? g : 1.0);
                 o[d] = acc;
             }
         }
