@@ -1,6 +1,41 @@
-/* hlptd - placeholder entry point until the daemon lands. */
+/*
+ * main.c - hlptd: a foreground daemon, supervised by systemd (Type=notify) or run by hand.
+ * Reads the configuration, then hands over to the loop (server/loop.h). The only place that
+ * exits.
+ */
+#include <signal.h>
 #include <stdio.h>
-int main(void) {
-    fprintf(stderr, "hlptd: not built yet\n");
-    return 1;
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hlpt/err.h"
+#include "log.h"
+#include "loop.h"
+
+extern char **environ;
+
+int main(int argc, char **argv) {
+    hlptd_config cfg;
+    char why[1024];
+    if (hlptd_config_load(&cfg, argc, argv, environ, why, sizeof why)) {
+        fprintf(stderr, "hlptd: %s\nTry `hlptd --help`.\n", why);
+        return 2;
+    }
+    if (cfg.help) {
+        hlptd_config_usage(stdout);
+        hlptd_config_free(&cfg);
+        return 0;
+    }
+    hlpt_log_set_level((hlpt_log_level)cfg.log_level);
+    /* A client that goes away mid-reply must not kill the daemon; writes then fail with EPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+
+    hlptd *d = NULL;
+    int err = hlptd_open(&d, &cfg, why, sizeof why);
+    if (!err) err = hlptd_run(d, why, sizeof why);
+    if (err) hlpt_error("%s", why);
+    hlptd_close(d);
+    hlptd_config_free(&cfg);
+    return err ? 1 : 0;
 }

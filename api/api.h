@@ -1,0 +1,33 @@
+/*
+ * api.h - hlptd's REST handlers and the route table (DESIGN.md §4).
+ *
+ * Handlers run on MHD threads and are thin: parse and validate the request (writing any 4xx
+ * themselves), then either answer or hand one call to the loop thread with hlpt_req_defer (store
+ * access happens there), and render. No SQL, threads or tensors here.
+ */
+#ifndef HLPTD_API_H
+#define HLPTD_API_H
+
+#include <stddef.h>
+
+#include "http.h"
+
+/* The routes, one line each (api/routes.c). */
+extern const hlpt_route hlpt_api_routes[];
+extern const size_t hlpt_api_nroutes;
+
+/* GET /health: 200 {"status":"ok"} when ready, 503 {"status":"loading"|"stopping"} otherwise. */
+void hlpt_api_health(hlpt_req *r);
+
+/* Files (api/files.c). */
+void hlpt_api_files_create(hlpt_req *r);  /* POST   /v1/files */
+void hlpt_api_files_list(hlpt_req *r);    /* GET    /v1/files */
+void hlpt_api_files_get(hlpt_req *r);     /* GET    /v1/files/{id} */
+void hlpt_api_files_content(hlpt_req *r); /* GET    /v1/files/{id}/content */
+void hlpt_api_files_delete(hlpt_req *r);  /* DELETE /v1/files/{id} */
+
+/* Shared by handlers: reads ?limit= (default def, 1..max) and ?after=; replies 400 and returns
+ * nonzero on a bad value. */
+int hlpt_api_page_args(hlpt_req *r, int def, int max, int *limit, const char **after);
+
+#endif

@@ -1,0 +1,1009 @@
+/*
+ * http.c - see http.h.
+ *
+ * Thread mode: MHD's internal thread pool (MHD_USE_AUTO_INTERNAL_THREAD + THREAD_POOL_SIZE, epoll on
+ * Linux) rather than thread-per-connection, because (1) MHD_suspend_connection, which every
+ * hand-off to the loop and every idle event stream relies on, is not available in
+ * thread-per-connection mode, and (2) event streams and long generations stay open for minutes;
+ * a pool serves any number of them with a fixed number of threads, where thread-per-connection
+ * would park one thread (and its stack) per open stream. Handlers never block, so a small pool is
+ * enough.
+ *
+ * A request moves through states: BODY (upload arriving) → HANDLER (route handler running on the
+ * MHD thread) → DEFER (handler asked for the loop) → QUEUED (connection suspended, on the loop's
+ * queue) → REPLIED (reply set; connection resumed) → SENT. The connection is suspended by the MHD
+ * thread itself after the handler returned, and resumed by the loop only after the work ran, so a
+ * resume can never precede its suspend. Requests that were suspended or streamed are counted in
+ * `inflight` until MHD reports them complete; shutdown waits for that count to reach zero.
+ *
+ * Locks: h->mu guards the queue, the closing flag, the API keys and the list of streams; each
+ * stream has its own mutex. Order: h->mu before a stream's mutex, and both before MHD's internal
+ * locks (taken by suspend/resume).
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hlpt/dataset.h"
+#include "hlpt/err.h"
+#include "log.h"
+
+/* ---- the status table ------------------------------------------------------------------------- */
+
+typedef struct {
+    int status;
+    const char *type;
+    const char *code;
+} http_status;
+
+#define ERR_ROW(name, st, type, code) [-HLPT_ERR_##name] = {st, type, code}
+static const http_status err_table[] = {
+    ERR_ROW(OK, 200, NULL, NULL),
+    ERR_ROW(NOMEM, 500, "server_error", "out_of_memory"),
+    ERR_ROW(INVAL, 400, "invalid_request_error", "invalid_value"),
+    ERR_ROW(IO, 500, "server_error", "io_error"),
+    ERR_ROW(NOENT, 404, "invalid_request_error", "not_found"),
+    ERR_ROW(FORMAT, 400, "invalid_request_error", "invalid_format"),
+    ERR_ROW(UNSUPPORTED, 400, "invalid_request_error", "unsupported"),
+    ERR_ROW(MISMATCH, 422, "invalid_request_error", "base_model_mismatch"),
+    ERR_ROW(RANGE, 400, "invalid_request_error", "out_of_range"),
+    ERR_ROW(STATE, 409, "invalid_request_error", "wrong_state"),
+    ERR_ROW(EXISTS, 409, "invalid_request_error", "already_exists"),
+    ERR_ROW(BUSY, 429, "rate_limit_error", "busy"),
+    ERR_ROW(CANCELLED, 409, "invalid_request_error", "cancelled"),
+    ERR_ROW(DB, 500, "server_error", "database_error"),
+    ERR_ROW(INTERNAL, 500, "server_error", "internal_error"),
+};
+_Static_assert(sizeof err_table / sizeof err_table[0] == HLPT_ERR_COUNT__, "one HTTP row per hlpt status");
+
+int hlpt_http_status_of(int err, const char **type, const char **code) {
+    const http_status *s = err <= 0 && -err < HLPT_ERR_COUNT__ ? &err_table[-err] : NULL;
+    if (!s || !s->status) s = &err_table[-HLPT_ERR_INTERNAL];
+    if (type) *type = s->type;
+    if (code) *code = s->code;
+    return s->status;
+}
+
+/* ---- types ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    char *k, *v;
+} kv;
+
+typedef struct {
+    kv *v;
+    size_t n, cap;
+} kv_list;
+
+typedef struct {
+    char *name, *filename;
+    const char *data;
+    size_t n;
+} form_part;
+
+enum { ST_BODY, ST_HANDLER, ST_DEFER, ST_QUEUED, ST_REPLIED, ST_SENT };
+
+#define MAX_PARAMS 4
+
+struct hlpt_req {
+    hlpt_http *h;
+    struct MHD_Connection *conn;
+    char *method, *path;
+    kv_list headers, query;
+    kv params[MAX_PARAMS];
+    size_t nparams;
+    char *body;
+    size_t body_n, body_cap;
+    int too_large;
+    cJSON *json;
+    form_part *parts;
+    size_t nparts;
+    int form_err; /* 0 = not parsed yet, 1 = parsed, <0 = hlpt_err */
+    char form_why[200];
+    void *data;
+    void (*data_free)(void *);
+    hlpt_work_fn work;
+    int state;
+    int counted; /* in h->inflight */
+    /* the reply */
+    int status;
+    char *ctype;
+    char *resp;
+    size_t resp_n;
+    char allow[64];
+    int www_auth;
+    hlpt_sse *sse;  /* r's reference, until handed to the MHD response */
+    int streaming;
+    hlpt_req *next; /* in the loop's queue */
+};
+
+struct hlpt_sse {
+    hlpt_http *h;
+    pthread_mutex_t mu;
+    int refs;
+    struct MHD_Connection *conn;
+    char *buf;
+    size_t n, off, cap;
+    int closed, gone, suspended;
+    hlpt_sse *prev, *next; /* in h->streams, under h->mu */
+};
+
+struct hlpt_http {
+    struct MHD_Daemon *d;
+    int listen_fd;
+    int quiesced;
+    int port;
+    hlpt_http_opts o;
+    pthread_mutex_t mu;
+    hlpt_req *qhead, *qtail;
+    int closing;
+    char **keys;
+    size_t nkeys;
+    hlpt_sse *streams;
+    atomic_int inflight;
+};
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+static int kv_add(kv_list *l, const char *k, const char *v) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 8;
+        kv *nv = realloc(l->v, cap * sizeof *nv);
+        if (!nv) return HLPT_ERR_NOMEM;
+        l->v = nv, l->cap = cap;
+    }
+    char *kk = strdup(k), *vv = strdup(v ? v : "");
+    if (!kk || !vv) {
+        free(kk);
+        free(vv);
+        return HLPT_ERR_NOMEM;
+    }
+    l->v[l->n++] = (kv){kk, vv};
+    return HLPT_OK;
+}
+
+static void kv_free(kv_list *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].k), free(l->v[i].v);
+    free(l->v);
+}
+
+static const char *kv_get(const kv_list *l, const char *k, int nocase) {
+    for (size_t i = 0; i < l->n; i++)
+        if ((nocase ? strcasecmp : strcmp)(l->v[i].k, k) == 0) return l->v[i].v;
+    return NULL;
+}
+
+static void sse_unlink_and_unref(hlpt_sse *s);
+
+static void req_free(hlpt_req *r) {
+    if (!r) return;
+    free(r->method);
+    free(r->path);
+    kv_free(&r->headers);
+    kv_free(&r->query);
+    for (size_t i = 0; i < r->nparams; i++) free(r->params[i].k), free(r->params[i].v);
+    free(r->body);
+    cJSON_Delete(r->json);
+    for (size_t i = 0; i < r->nparts; i++) free(r->parts[i].name), free(r->parts[i].filename);
+    free(r->parts);
+    if (r->data_free) r->data_free(r->data);
+    free(r->ctype);
+    free(r->resp);
+    if (r->sse) sse_unlink_and_unref(r->sse);
+    free(r);
+}
+
+static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *k, const char *v) {
+    return kv_add(cls, k, v) ? MHD_NO : MHD_YES;
+}
+
+static hlpt_req *req_new(hlpt_http *h, struct MHD_Connection *conn, const char *url, const char *method) {
+    hlpt_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->h = h;
+    r->conn = conn;
+    r->method = strdup(method);
+    r->path = strdup(url);
+    r->body = malloc(1);
+    if (!r->method || !r->path || !r->body) goto fail;
+    r->body[0] = 0;
+    r->body_cap = 1;
+    /* Headers and query arguments are copied now: later the request may be handled by a thread
+     * that must not touch the MHD connection. */
+    size_t nh = (size_t)MHD_get_connection_values(conn, MHD_HEADER_KIND, NULL, NULL);
+    size_t nq = (size_t)MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, NULL, NULL);
+    if ((size_t)MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_kv, &r->headers) != nh ||
+        (size_t)MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_kv, &r->query) != nq)
+        goto fail;
+    return r;
+fail:
+    req_free(r);
+    return NULL;
+}
+
+/* ---- replies ---------------------------------------------------------------------------------- */
+
+static void set_reply(hlpt_req *r, int status, const char *ctype, char *buf, size_t n) {
+    free(r->ctype);
+    free(r->resp);
+    r->status = status;
+    r->ctype = strdup(ctype);
+    r->resp = buf;
+    r->resp_n = n;
+    r->streaming = 0;
+    r->state = ST_REPLIED;
+}
+
+void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n) {
+    set_reply(r, status, content_type, buf, buf ? n : 0);
+}
+
+void hlpt_reply_json(hlpt_req *r, int status, cJSON *body) {
+    char *s = body ? cJSON_PrintUnformatted(body) : strdup("{}");
+    cJSON_Delete(body);
+    if (!s) {
+        /* Out of memory while rendering: a fixed body needs no allocation but the copy. */
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                                  "\"param\":null,\"code\":\"out_of_memory\"}}";
+        s = strdup(oom);
+        status = 500;
+    }
+    set_reply(r, status, "application/json", s, s ? strlen(s) : 0);
+}
+
+static void vreply_error(hlpt_req *r, int status, const char *type, const char *code, const char *param,
+                         const char *fmt, va_list ap) {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    /* Messages are often built from user input (file names, JSON): keep the JSON valid. */
+    size_t bad;
+    if (!hlpt_utf8_valid(msg, strlen(msg), &bad)) msg[bad] = 0;
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    if (e) {
+        cJSON_AddStringToObject(e, "message", msg);
+        cJSON_AddStringToObject(e, "type", type);
+        if (param) cJSON_AddStringToObject(e, "param", param);
+        else cJSON_AddNullToObject(e, "param");
+        if (code) cJSON_AddStringToObject(e, "code", code);
+        else cJSON_AddNullToObject(e, "code");
+    }
+    hlpt_log(status >= 500 ? HLPT_LOG_WARN : HLPT_LOG_DEBUG, "%s %s -> %d %s", r->method, r->path, status, msg);
+    hlpt_reply_json(r, status, o);
+}
+
+void hlpt_reply_http_err(hlpt_req *r, int status, const char *type, const char *code, const char *param,
+                         const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vreply_error(r, status, type, code, param, fmt, ap);
+    va_end(ap);
+}
+
+void hlpt_reply_err(hlpt_req *r, int err, const char *param, const char *fmt, ...) {
+    const char *type, *code;
+    int status = hlpt_http_status_of(err, &type, &code);
+    va_list ap;
+    va_start(ap, fmt);
+    vreply_error(r, status, type, code, param, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- request accessors ------------------------------------------------------------------------ */
+
+const char *hlpt_req_method(const hlpt_req *r) { return r->method; }
+const char *hlpt_req_path(const hlpt_req *r) { return r->path; }
+const char *hlpt_req_query(const hlpt_req *r, const char *name) { return kv_get(&r->query, name, 0); }
+const char *hlpt_req_header(const hlpt_req *r, const char *name) { return kv_get(&r->headers, name, 1); }
+void *hlpt_req_app(const hlpt_req *r) { return r->h->o.app; }
+void *hlpt_req_data(const hlpt_req *r) { return r->data; }
+
+const char *hlpt_req_param(const hlpt_req *r, const char *name) {
+    for (size_t i = 0; i < r->nparams; i++)
+        if (strcmp(r->params[i].k, name) == 0) return r->params[i].v;
+    return NULL;
+}
+
+const char *hlpt_req_body(const hlpt_req *r, size_t *n) {
+    if (n) *n = r->body_n;
+    return r->body;
+}
+
+void hlpt_req_set_data(hlpt_req *r, void *data, void (*free_fn)(void *)) {
+    if (r->data_free) r->data_free(r->data);
+    r->data = data;
+    r->data_free = free_fn;
+}
+
+cJSON *hlpt_req_json(hlpt_req *r) {
+    if (r->json) return r->json;
+    if (r->body_n == 0) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body is empty; expected a JSON object");
+        return NULL;
+    }
+    size_t bad;
+    if (!hlpt_utf8_valid(r->body, r->body_n, &bad)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body: invalid UTF-8 at byte %zu", bad + 1);
+        return NULL;
+    }
+    const char *end = NULL;
+    r->json = cJSON_ParseWithOpts(r->body, &end, 1);
+    if (!r->json) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body: invalid JSON at byte %zu",
+                       (size_t)((end ? end : r->body) - r->body) + 1);
+        return NULL;
+    }
+    if (!cJSON_IsObject(r->json)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body must be a JSON object");
+        return NULL;
+    }
+    return r->json;
+}
+
+/* ---- multipart/form-data ------------------------------------------------------------------------
+ * The whole body is in memory, so parts are found with memmem: "--BOUNDARY" CRLF headers CRLF CRLF
+ * data CRLF "--BOUNDARY" ... "--BOUNDARY--". Only Content-Disposition's name and filename matter. */
+
+/* Reads the parameter `key` of a header value like `form-data; name="file"; filename="a.jsonl"`
+ * into an owned string (NULL when absent). */
+static char *header_param(const char *s, const char *e, const char *key) {
+    size_t kl = strlen(key);
+    while (s < e) {
+        while (s < e && (*s == ';' || *s == ' ' || *s == '\t')) s++;
+        const char *k = s;
+        while (s < e && *s != '=' && *s != ';') s++;
+        size_t klen = (size_t)(s - k);
+        while (klen && (k[klen - 1] == ' ' || k[klen - 1] == '\t')) klen--;
+        if (s >= e || *s != '=') continue;
+        s++;
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        char *val = malloc((size_t)(e - s) + 1);
+        if (!val) return NULL;
+        size_t vn = 0;
+        if (s < e && *s == '"') {
+            for (s++; s < e && *s != '"'; s++) {
+                if (*s == '\\' && s + 1 < e) s++;
+                val[vn++] = *s;
+            }
+            if (s < e) s++;
+        } else {
+            while (s < e && *s != ';' && *s != ' ' && *s != '\t') val[vn++] = *s++;
+        }
+        val[vn] = 0;
+        if (klen == kl && strncasecmp(k, key, kl) == 0) return val;
+        free(val);
+    }
+    return NULL;
+}
+
+static int form_fail(hlpt_req *r, const char *msg) {
+    snprintf(r->form_why, sizeof r->form_why, "multipart body: %s", msg);
+    return r->form_err = HLPT_ERR_FORMAT;
+}
+
+static int form_parse(hlpt_req *r) {
+    const char *ct = hlpt_req_header(r, "Content-Type");
+    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0) return form_fail(r, "Content-Type is not multipart/form-data");
+    const char *b = strcasestr(ct, "boundary=");
+    char *boundary = b ? header_param(b, b + strlen(b), "boundary") : NULL;
+    if (!boundary || !*boundary || strlen(boundary) > 200) {
+        free(boundary);
+        return form_fail(r, "no boundary in Content-Type");
+    }
+    char delim[208];
+    int dl = snprintf(delim, sizeof delim, "\r\n--%s", boundary);
+    free(boundary);
+    const char *p = r->body, *end = r->body + r->body_n;
+    /* The first delimiter may start the body (no CRLF before it) or follow a preamble. */
+    const char *d = (size_t)(end - p) >= (size_t)dl - 2 && memcmp(p, delim + 2, (size_t)dl - 2) == 0
+                        ? p - 2
+                        : memmem(p, (size_t)(end - p), delim, (size_t)dl);
+    if (!d) return form_fail(r, "boundary not found");
+    p = d + dl;
+    for (;;) {
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-') break;
+        while (p < end && (*p == ' ' || *p == '\t')) p++;
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return form_fail(r, "malformed boundary line");
+        p += 2;
+        const char *he = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        const char *hstart = p;
+        if (!he) {
+            /* A part with no headers at all starts with the empty line. */
+            if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') he = p - 2;
+            else return form_fail(r, "part headers do not end");
+        }
+        char *name = NULL, *filename = NULL;
+        for (const char *l = hstart; l < he;) {
+            const char *le = memmem(l, (size_t)(he + 2 - l), "\r\n", 2);
+            if (!le) le = he;
+            if ((size_t)(le - l) > 20 && strncasecmp(l, "Content-Disposition:", 20) == 0) {
+                free(name);
+                free(filename);
+                name = header_param(l + 20, le, "name");
+                filename = header_param(l + 20, le, "filename");
+            }
+            l = le + 2;
+        }
+        const char *data = he + 4;
+        const char *dend = data <= end ? memmem(data, (size_t)(end - data), delim, (size_t)dl) : NULL;
+        if (!name || !dend) {
+            free(name);
+            free(filename);
+            return form_fail(r, !name ? "part without a name" : "part not terminated by the boundary");
+        }
+        form_part *np = realloc(r->parts, (r->nparts + 1) * sizeof *np);
+        if (!np) {
+            free(name);
+            free(filename);
+            snprintf(r->form_why, sizeof r->form_why, "out of memory");
+            return r->form_err = HLPT_ERR_NOMEM;
+        }
+        r->parts = np;
+        r->parts[r->nparts++] = (form_part){name, filename, data, (size_t)(dend - data)};
+        p = dend + dl;
+    }
+    return r->form_err = 1;
+}
+
+int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
+                  size_t len) {
+    *data = NULL;
+    *n = 0;
+    if (filename) *filename = NULL;
+    if (r->form_err == 0) form_parse(r);
+    if (r->form_err < 0) return hlpt_why(why, len, r->form_err, "%s", r->form_why);
+    for (size_t i = 0; i < r->nparts; i++) {
+        if (strcmp(r->parts[i].name, name) == 0) {
+            *data = r->parts[i].data;
+            *n = r->parts[i].n;
+            if (filename) *filename = r->parts[i].filename;
+            return HLPT_OK;
+        }
+    }
+    return hlpt_why(why, len, HLPT_ERR_NOENT, "form field `%s` missing", name);
+}
+
+/* ---- event streams ------------------------------------------------------------------------------ */
+
+static void sse_unref_locked_out(hlpt_sse *s) {
+    pthread_mutex_lock(&s->mu);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last) {
+        pthread_mutex_destroy(&s->mu);
+        free(s->buf);
+        free(s);
+    }
+}
+
+void hlpt_sse_unref(hlpt_sse *s) {
+    if (s) sse_unref_locked_out(s);
+}
+
+/* Drops the reference held by the request/response side, which also owns list membership. */
+static void sse_unlink_and_unref(hlpt_sse *s) {
+    hlpt_http *h = s->h;
+    pthread_mutex_lock(&h->mu);
+    if (s->prev) s->prev->next = s->next;
+    else if (h->streams == s) h->streams = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    s->gone = 1;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&h->mu);
+    sse_unref_locked_out(s);
+}
+
+hlpt_sse *hlpt_req_stream(hlpt_req *r) {
+    hlpt_sse *s = calloc(1, sizeof *s);
+    if (!s || pthread_mutex_init(&s->mu, NULL) != 0) {
+        free(s);
+        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        return NULL;
+    }
+    s->h = r->h;
+    s->refs = 2; /* the caller's and the request's */
+    s->conn = r->conn;
+    if (r->sse) sse_unlink_and_unref(r->sse);
+    r->sse = s;
+    pthread_mutex_lock(&r->h->mu);
+    s->next = r->h->streams;
+    if (s->next) s->next->prev = s;
+    r->h->streams = s;
+    pthread_mutex_unlock(&r->h->mu);
+    set_reply(r, 200, "text/event-stream", NULL, 0);
+    r->streaming = 1;
+    return s;
+}
+
+static int sse_append(hlpt_sse *s, const char *t, size_t k) {
+    if (s->n + k > s->cap) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->n + k) cap *= 2;
+        char *nb = realloc(s->buf, cap);
+        if (!nb) return HLPT_ERR_NOMEM;
+        s->buf = nb, s->cap = cap;
+    }
+    memcpy(s->buf + s->n, t, k);
+    s->n += k;
+    return HLPT_OK;
+}
+
+static void sse_wake_locked(hlpt_sse *s) {
+    if (s->suspended) {
+        s->suspended = 0;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+int hlpt_sse_send(hlpt_sse *s, const char *event, const char *data) {
+    pthread_mutex_lock(&s->mu);
+    int err = HLPT_OK;
+    size_t n0 = s->n;
+    if (s->gone || s->closed) {
+        err = HLPT_ERR_CANCELLED;
+        goto out;
+    }
+    if (event && ((err = sse_append(s, "event: ", 7)) || (err = sse_append(s, event, strlen(event))) ||
+                  (err = sse_append(s, "\n", 1))))
+        goto out;
+    /* Each line of data is its own "data:" line; the client joins them with newlines. */
+    for (const char *p = data ? data : "";;) {
+        const char *nl = strchr(p, '\n');
+        size_t k = nl ? (size_t)(nl - p) : strlen(p);
+        if ((err = sse_append(s, "data: ", 6)) || (err = sse_append(s, p, k)) || (err = sse_append(s, "\n", 1)))
+            goto out;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    if ((err = sse_append(s, "\n", 1))) goto out;
+    sse_wake_locked(s);
+out:
+    if (err) s->n = n0;
+    pthread_mutex_unlock(&s->mu);
+    return err;
+}
+
+void hlpt_sse_close(hlpt_sse *s) {
+    pthread_mutex_lock(&s->mu);
+    s->closed = 1;
+    if (!s->gone) sse_wake_locked(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    hlpt_sse *s = cls;
+    ssize_t got;
+    pthread_mutex_lock(&s->mu);
+    if (s->off < s->n) {
+        size_t k = s->n - s->off < max ? s->n - s->off : max;
+        memcpy(buf, s->buf + s->off, k);
+        s->off += k;
+        if (s->off == s->n) s->off = s->n = 0;
+        got = (ssize_t)k;
+    } else if (s->closed) {
+        got = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        /* Nothing to send: sleep until hlpt_sse_send or _close resumes us (under this mutex, so
+         * the resume cannot come before the suspend). */
+        s->suspended = 1;
+        MHD_suspend_connection(s->conn);
+        got = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return got;
+}
+
+static void sse_response_free(void *cls) { sse_unlink_and_unref(cls); }
+
+/* ---- sending ------------------------------------------------------------------------------------ */
+
+static enum MHD_Result send_reply(hlpt_req *r) {
+    struct MHD_Response *resp;
+    if (r->streaming && r->sse) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, r->sse, sse_response_free);
+        if (resp) {
+            r->sse = NULL; /* the response holds the reference now */
+            MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(r->resp_n, r->resp, MHD_RESPMEM_MUST_FREE);
+        if (resp) r->resp = NULL;
+    }
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", r->ctype ? r->ctype : "application/octet-stream");
+    if (r->allow[0]) MHD_add_response_header(resp, "Allow", r->allow);
+    if (r->www_auth) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    pthread_mutex_lock(&r->h->mu);
+    int closing = r->h->closing;
+    pthread_mutex_unlock(&r->h->mu);
+    if (closing) MHD_add_response_header(resp, "Connection", "close");
+    if (r->streaming && !r->counted) {
+        r->counted = 1;
+        atomic_fetch_add(&r->h->inflight, 1);
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    r->state = ST_SENT;
+    return ret;
+}
+
+/* ---- routing and authentication ----------------------------------------------------------------- */
+
+/* Matches path against pattern, capturing {name} segments into r->params. */
+static int route_match(hlpt_req *r, const char *pattern, const char *path) {
+    size_t np = 0;
+    kv params[MAX_PARAMS];
+    const char *p = pattern, *s = path;
+    int ok = 1;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/') {
+            ok = 0;
+            break;
+        }
+        p++, s++;
+        const char *pe = strchr(p, '/'), *se = strchr(s, '/');
+        size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+        if (pl > 2 && p[0] == '{' && p[pl - 1] == '}') {
+            if (sl == 0 || np == MAX_PARAMS) {
+                ok = 0;
+                break;
+            }
+            params[np].k = strndup(p + 1, pl - 2);
+            params[np].v = strndup(s, sl);
+            np++;
+        } else if (pl != sl || memcmp(p, s, pl) != 0) {
+            ok = 0;
+            break;
+        }
+        p += pl, s += sl;
+    }
+    /* One trailing slash is forgiven: "/v1/files/" is "/v1/files". */
+    if (ok && (*p || (*s && strcmp(s, "/") != 0))) ok = 0;
+    for (size_t i = 0; i < np; i++)
+        if (!params[i].k || !params[i].v) ok = 0;
+    if (!ok) {
+        for (size_t i = 0; i < np; i++) free(params[i].k), free(params[i].v);
+        return 0;
+    }
+    for (size_t i = 0; i < r->nparams; i++) free(r->params[i].k), free(r->params[i].v);
+    memcpy(r->params, params, np * sizeof *params);
+    r->nparams = np;
+    return 1;
+}
+
+/* Compares in time that depends only on the key's length, not on where the bytes differ. */
+static int key_equal(const char *given, size_t gn, const char *key) {
+    size_t kn = strlen(key);
+    unsigned char d = gn != kn;
+    for (size_t i = 0; i < kn; i++) d |= (unsigned char)(key[i] ^ (i < gn ? given[i] : 0));
+    return d == 0;
+}
+
+static int authorized(hlpt_req *r) {
+    hlpt_http *h = r->h;
+    int ok = 0;
+    pthread_mutex_lock(&h->mu);
+    if (h->nkeys == 0) {
+        ok = 1;
+    } else {
+        const char *a = hlpt_req_header(r, "Authorization");
+        if (a && strncasecmp(a, "Bearer ", 7) == 0) {
+            a += 7;
+            while (*a == ' ') a++;
+            size_t n = strlen(a);
+            while (n && a[n - 1] == ' ') n--;
+            for (size_t i = 0; i < h->nkeys; i++) ok |= key_equal(a, n, h->keys[i]);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ok;
+}
+
+static void dispatch(hlpt_req *r) {
+    hlpt_http *h = r->h;
+    r->state = ST_HANDLER;
+    if (r->too_large) {
+        hlpt_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
+                            "request body is larger than the limit of %zu bytes (--max-body-bytes)", h->o.max_body_bytes);
+        return;
+    }
+    const hlpt_route *route = NULL;
+    size_t an = 0;
+    for (size_t i = 0; i < h->o.nroutes && !route; i++) {
+        const hlpt_route *rt = &h->o.routes[i];
+        if (!route_match(r, rt->pattern, r->path)) continue;
+        if (strcmp(rt->method, r->method) == 0) {
+            route = rt;
+        } else if (!strstr(r->allow, rt->method)) {
+            an += (size_t)snprintf(r->allow + an, an < sizeof r->allow ? sizeof r->allow - an : 0, "%s%s",
+                                   an ? ", " : "", rt->method);
+            if (an >= sizeof r->allow) an = sizeof r->allow - 1;
+        }
+    }
+    if (!route && !r->allow[0]) {
+        hlpt_reply_http_err(r, 404, "invalid_request_error", "unknown_url", NULL, "unknown URL: %s %s", r->method,
+                            r->path);
+        return;
+    }
+    if (!route) {
+        hlpt_reply_http_err(r, 405, "invalid_request_error", "method_not_allowed", NULL,
+                            "method %s is not allowed on %s (allowed: %s)", r->method, r->path, r->allow);
+        return;
+    }
+    if (!(route->flags & HLPT_ROUTE_PUBLIC) && !authorized(r)) {
+        r->www_auth = 1;
+        hlpt_reply_http_err(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                            "missing or incorrect API key (send `Authorization: Bearer KEY`)");
+        return;
+    }
+    route->handler(r);
+    if (r->state == ST_HANDLER) {
+        hlpt_error("handler for %s %s gave no reply", route->method, route->pattern);
+        hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
+    }
+}
+
+void hlpt_req_defer(hlpt_req *r, hlpt_work_fn work) {
+    r->work = work;
+    r->state = ST_DEFER;
+}
+
+/* Suspends the connection and queues r to the loop; called by the MHD thread after the handler
+ * returned, so nothing on this thread touches r afterwards. */
+static enum MHD_Result hand_off(hlpt_req *r) {
+    hlpt_http *h = r->h;
+    pthread_mutex_lock(&h->mu);
+    if (h->closing) {
+        pthread_mutex_unlock(&h->mu);
+        hlpt_reply_http_err(r, 503, "server_error", "shutting_down", NULL, "hlptd is shutting down");
+        return send_reply(r);
+    }
+    r->state = ST_QUEUED;
+    r->counted = 1;
+    atomic_fetch_add(&h->inflight, 1);
+    MHD_suspend_connection(r->conn);
+    if (h->qtail) h->qtail->next = r;
+    else h->qhead = r;
+    h->qtail = r;
+    pthread_mutex_unlock(&h->mu);
+    if (h->o.wake) h->o.wake(h->o.wake_ctx);
+    return MHD_YES;
+}
+
+void hlpt_req_finish(hlpt_req *r) {
+    if (r->state != ST_REPLIED) hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: finished without a reply");
+    MHD_resume_connection(r->conn);
+}
+
+void hlpt_http_run_deferred(hlpt_http *h) {
+    pthread_mutex_lock(&h->mu);
+    hlpt_req *r = h->qhead;
+    h->qhead = h->qtail = NULL;
+    pthread_mutex_unlock(&h->mu);
+    while (r) {
+        hlpt_req *next = r->next;
+        r->next = NULL;
+        r->work(h->o.app, r);
+        /* No reply: the work kept r and will call hlpt_req_finish. */
+        if (r->state == ST_REPLIED) MHD_resume_connection(r->conn);
+        r = next;
+    }
+}
+
+/* ---- MHD callbacks ------------------------------------------------------------------------------ */
+
+static void body_append(hlpt_req *r, const char *data, size_t n) {
+    if (r->too_large) return;
+    if (r->body_n + n > r->h->o.max_body_bytes) {
+        /* Keep reading (and dropping) the body so that the client, which may send it all before
+         * reading anything, gets to see the 413. */
+        r->too_large = 1;
+        free(r->body);
+        r->body = calloc(1, 1);
+        r->body_n = 0;
+        r->body_cap = 1;
+        return;
+    }
+    if (r->body_n + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap;
+        while (cap < r->body_n + n + 1) cap = cap < 4096 ? 4096 : 2 * cap;
+        char *nb = realloc(r->body, cap);
+        if (!nb) {
+            r->too_large = 1;
+            return;
+        }
+        r->body = nb, r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_n, data, n);
+    r->body_n += n;
+    r->body[r->body_n] = 0;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    hlpt_http *h = cls;
+    hlpt_req *r = *con_cls;
+    if (!r) {
+        if (!(r = req_new(h, conn, url, method))) return MHD_NO;
+        *con_cls = r;
+        /* A client that waits for "100 Continue" can be told at once that its body is too big. */
+        const char *cl = hlpt_req_header(r, "Content-Length"), *ex = hlpt_req_header(r, "Expect");
+        if (cl && ex && strcasecmp(ex, "100-continue") == 0 && strtoull(cl, NULL, 10) > h->o.max_body_bytes) {
+            r->too_large = 1;
+            dispatch(r);
+            return send_reply(r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        body_append(r, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == ST_BODY) dispatch(r);
+    if (r->state == ST_DEFER) return hand_off(r);
+    if (r->state == ST_REPLIED) return send_reply(r);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    hlpt_req *r = *con_cls;
+    if (!r) return;
+    if (r->counted) atomic_fetch_sub(&r->h->inflight, 1);
+    req_free(r);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    hlpt_debug("libmicrohttpd: %s", msg);
+}
+
+/* ---- start, keys, drain, stop -------------------------------------------------------------------- */
+
+static int bind_listen(hlpt_http *h, const char *host, int port, int *family, char *why, size_t len) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc) return hlpt_why(why, len, HLPT_ERR_IO, "listen %s:%d: %s", host, port, gai_strerror(rc));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, err = HLPT_OK;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+        err = hlpt_why(why, len, HLPT_ERR_IO, "listen %s:%d: %s", host, port, strerror(errno));
+        goto out;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        err = hlpt_why(why, len, HLPT_ERR_IO, "getsockname: %s", strerror(errno));
+        goto out;
+    }
+    h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    *family = ai->ai_family;
+    h->listen_fd = fd;
+    fd = -1;
+out:
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    return err;
+}
+
+int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t len) {
+    *out = NULL;
+    if (!o->host || o->threads < 1 || !o->max_body_bytes || !o->routes)
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "http: host, threads, max_body_bytes and routes are required");
+    hlpt_http *h = calloc(1, sizeof *h);
+    if (!h) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    h->o = *o;
+    h->o.host = NULL;
+    h->listen_fd = -1;
+    atomic_init(&h->inflight, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    int family = AF_INET, err;
+    if ((err = bind_listen(h, o->host, o->port, &family, why, len))) goto fail;
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (family == AF_INET6) flags |= MHD_USE_IPv6;
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+                            MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                            h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+    if (!h->d) {
+        err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "libmicrohttpd did not start on %s:%d", o->host, o->port);
+        goto fail;
+    }
+    *out = h;
+    return HLPT_OK;
+fail:
+    hlpt_http_stop(h);
+    return err;
+}
+
+int hlpt_http_port(const hlpt_http *h) { return h->port; }
+
+int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t len) {
+    FILE *f = fopen(path, "r");
+    if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "api key file %s: %s", path, strerror(errno));
+    char **keys = NULL, line[1024];
+    size_t n = 0;
+    int err = HLPT_OK;
+    while (fgets(line, sizeof line, f)) {
+        char *s = line, *e = line + strlen(line);
+        while (*s == ' ' || *s == '\t') s++;
+        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
+        if (!*s || *s == '#') continue;
+        char **nk = realloc(keys, (n + 1) * sizeof *nk);
+        if (!nk || !(nk[n] = strdup(s))) {
+            keys = nk ? nk : keys;
+            err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        keys = nk;
+        n++;
+    }
+    if (n == 0) {
+        err = hlpt_why(why, len, HLPT_ERR_INVAL, "api key file %s holds no keys", path);
+        goto out;
+    }
+    pthread_mutex_lock(&h->mu);
+    char **old = h->keys;
+    size_t oldn = h->nkeys;
+    h->keys = keys;
+    h->nkeys = n;
+    pthread_mutex_unlock(&h->mu);
+    keys = old;
+    n = oldn;
+out:
+    fclose(f);
+    for (size_t i = 0; i < n; i++) free(keys[i]);
+    free(keys);
+    return err;
+}
+
+int hlpt_http_drain_step(hlpt_http *h) {
+    if (!h->quiesced && h->d) {
+        /* Stop accepting; the listening socket is closed in hlpt_http_stop, after MHD stopped. */
+        MHD_quiesce_daemon(h->d);
+        h->quiesced = 1;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->closing = 1;
+    pthread_mutex_unlock(&h->mu);
+    hlpt_http_run_deferred(h);
+    pthread_mutex_lock(&h->mu);
+    for (hlpt_sse *s = h->streams; s; s = s->next) hlpt_sse_close(s);
+    pthread_mutex_unlock(&h->mu);
+    return atomic_load(&h->inflight);
+}
+
+void hlpt_http_stop(hlpt_http *h) {
+    if (!h) return;
+    if (h->d) {
+        MHD_stop_daemon(h->d);
+        /* MHD closes the listening socket itself unless it was quiesced, which hands it back. */
+        if (!h->quiesced) h->listen_fd = -1;
+    }
+    if (h->listen_fd >= 0) close(h->listen_fd);
+    for (size_t i = 0; i < h->nkeys; i++) free(h->keys[i]);
+    free(h->keys);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}

@@ -1,0 +1,153 @@
+/*
+ * http.h - hlptd's HTTP layer over libmicrohttpd: routing, bodies, API keys, JSON and error
+ * replies, hand-off of requests to the loop thread, and server-sent event streams.
+ *
+ * Threads and ownership of one request (hlpt_req):
+ *
+ *   MHD thread   accumulates the body (413 past the limit), matches the route (404/405), checks the
+ *                API key (401), then calls the route's handler. The handler either replies at once
+ *                (hlpt_reply_*) or calls hlpt_req_defer(r, work) and returns; http.c then suspends
+ *                the connection and queues r to the loop (wake callback = uv_async_send).
+ *   loop thread  hlpt_http_run_deferred() calls work(app, r) for every queued request. If work
+ *                replied, the connection is resumed and MHD sends the reply. If it did not, the
+ *                request is kept by whoever work handed it to (e.g. the inference thread), which
+ *                replies and calls hlpt_req_finish(r) later, from any thread.
+ *
+ * So at every moment exactly one thread owns r: the handler's MHD thread, then the loop, then
+ * perhaps a keeper, then MHD again. No request ever blocks an MHD thread.
+ *
+ * Event streams (`?stream=true`): a handler or work function calls hlpt_req_stream(r) and keeps
+ * the returned hlpt_sse; the reply becomes `text/event-stream` and the owner pushes events with
+ * hlpt_sse_send() from any thread until hlpt_sse_close(). The connection sleeps (suspended) while
+ * there is nothing to send.
+ *
+ * Error replies have OpenAI's shape {"error":{"message","type","param","code"}}; one table in
+ * http.c maps every hlpt_err status to an HTTP status, type and code.
+ */
+#ifndef HLPTD_HTTP_H
+#define HLPTD_HTTP_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+typedef struct hlpt_http hlpt_http;
+typedef struct hlpt_req hlpt_req;
+typedef struct hlpt_sse hlpt_sse;
+
+/* Runs on an MHD thread; owns r until it returns. */
+typedef void (*hlpt_handler_fn)(hlpt_req *r);
+/* Runs on the loop thread with the application context given at start (hlptd's `hlptd *`). */
+typedef void (*hlpt_work_fn)(void *app, hlpt_req *r);
+
+enum {
+    HLPT_ROUTE_PUBLIC = 1, /* no API key needed (health checks) */
+};
+
+/* One line of the route table. pattern: "/v1/files/{id}/content"; a `{name}` segment matches any
+ * one non-empty segment and is read back with hlpt_req_param(r, "name"). */
+typedef struct {
+    const char *method; /* "GET", "POST", "DELETE", ... */
+    const char *pattern;
+    hlpt_handler_fn handler;
+    unsigned flags; /* HLPT_ROUTE_* */
+} hlpt_route;
+
+typedef struct {
+    const char *host;          /* numeric address or name to bind; borrowed for the call */
+    int port;                  /* 0 = any free port (hlpt_http_port tells which) */
+    int threads;               /* MHD thread pool size */
+    size_t max_body_bytes;     /* larger bodies get 413 */
+    const hlpt_route *routes;  /* borrowed; must outlive the server */
+    size_t nroutes;
+    void *app;                 /* handed to work functions and hlpt_req_app */
+    void (*wake)(void *ctx);   /* called from MHD threads after a request was queued */
+    void *wake_ctx;
+} hlpt_http_opts;
+
+/* Binds and starts serving. *out owned: hlpt_http_stop. Errors: HLPT_ERR_IO (bind/listen failed,
+ * why names the address), HLPT_ERR_INVAL, HLPT_ERR_NOMEM, HLPT_ERR_INTERNAL (MHD refused). */
+int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t len);
+/* Stops MHD and frees the server. Call after hlpt_http_drain_step() returned 0, so that no
+ * connection is suspended. Loop thread. NULL is fine. */
+void hlpt_http_stop(hlpt_http *h);
+/* The bound TCP port. */
+int hlpt_http_port(const hlpt_http *h);
+
+/* Loads API keys from a file (borrows path): one key a line, `#` comments and blank lines skipped.
+ * Replaces the current keys atomically (safe while serving: SIGHUP reload). A file with no keys is
+ * an error (HLPT_ERR_INVAL), as it would lock every client out. With no keys loaded, every request
+ * is accepted. */
+int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t len);
+
+/* Loop thread: runs the work of every request queued so far, in arrival order. */
+void hlpt_http_run_deferred(hlpt_http *h);
+
+/* Loop thread, at shutdown, called repeatedly (e.g. from a timer): the first call stops accepting
+ * connections; each call refuses new hand-offs with 503, runs queued work and ends every event
+ * stream. Returns the number of requests still in flight (suspended or streaming); 0 means
+ * hlpt_http_stop is safe. */
+int hlpt_http_drain_step(hlpt_http *h);
+
+/* ---- requests (the owning thread only) --------------------------------------------------------- */
+
+const char *hlpt_req_method(const hlpt_req *r);
+const char *hlpt_req_path(const hlpt_req *r);
+/* A `{name}` segment of the route's pattern, or NULL. Valid until the request ends. */
+const char *hlpt_req_param(const hlpt_req *r, const char *name);
+/* A decoded query argument, "" for `?flag` without value, NULL when absent. */
+const char *hlpt_req_query(const hlpt_req *r, const char *name);
+/* A request header (case-insensitive name), or NULL. */
+const char *hlpt_req_header(const hlpt_req *r, const char *name);
+/* The body, NUL-terminated (the NUL is not counted in *n). Never NULL. */
+const char *hlpt_req_body(const hlpt_req *r, size_t *n);
+/* The body parsed as JSON (owned by r). On a missing or malformed body, replies 400 (naming the
+ * byte) and returns NULL: the handler then just returns. */
+cJSON *hlpt_req_json(hlpt_req *r);
+/* One field of a multipart/form-data body: data points into the body (valid until the request
+ * ends), filename is NULL for plain fields. HLPT_ERR_NOENT when the field is absent,
+ * HLPT_ERR_FORMAT (why says why) when the body is not well-formed multipart. */
+int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
+                  size_t len);
+/* The app pointer of hlpt_http_opts. */
+void *hlpt_req_app(const hlpt_req *r);
+/* Attaches handler data that travels with r to its work function; r frees it with free_fn (may
+ * be NULL) when the request ends. Takes data. */
+void hlpt_req_set_data(hlpt_req *r, void *data, void (*free_fn)(void *));
+void *hlpt_req_data(const hlpt_req *r);
+
+/* Hands r to the loop thread: work(app, r) runs there. Call from a handler as its last action. */
+void hlpt_req_defer(hlpt_req *r, hlpt_work_fn work);
+/* Completes a request kept past its work function (it has a reply by now). Any thread. */
+void hlpt_req_finish(hlpt_req *r);
+
+/* ---- replies (the owning thread; the last one set wins) --------------------------------------- */
+
+/* Takes body (may be NULL = "{}"). */
+void hlpt_reply_json(hlpt_req *r, int status, cJSON *body);
+/* Takes buf (malloc'ed; NULL with n 0 is an empty body). */
+void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n);
+/* An error reply for an hlpt status via the status table; param names the offending field (or
+ * NULL); the message is printf-formatted. */
+void hlpt_reply_err(hlpt_req *r, int err, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* An error reply with explicit HTTP status, type and code (for 401, 405, 413, 503, ...). */
+void hlpt_reply_http_err(hlpt_req *r, int status, const char *type, const char *code, const char *param,
+                         const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The HTTP status, error type and code an hlpt status maps to. */
+int hlpt_http_status_of(int err, const char **type, const char **code);
+
+/* ---- event streams ----------------------------------------------------------------------------- */
+
+/* Makes r's reply an event stream (200, text/event-stream). Returns a reference owned by the
+ * caller (hlpt_sse_unref when done sending), or NULL when out of memory (r then has a 500). */
+hlpt_sse *hlpt_req_stream(hlpt_req *r);
+/* Queues one event ("event: <event>\ndata: <data>\n\n"; event may be NULL; data's newlines become
+ * separate data lines). Any thread. HLPT_ERR_CANCELLED once the client is gone or the stream was
+ * closed; HLPT_ERR_NOMEM. */
+int hlpt_sse_send(hlpt_sse *s, const char *event, const char *data);
+/* Ends the stream after what is queued has been sent. Any thread; idempotent. */
+void hlpt_sse_close(hlpt_sse *s);
+void hlpt_sse_unref(hlpt_sse *s);
+
+#endif

@@ -1,0 +1,287 @@
+/*
+ * loop.c - see loop.h. The daemon's state is one struct owned by the loop thread; the only fields
+ * other threads read are the `ready` and `stopping` atomics.
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api.h"
+#include "hlpt/err.h"
+#include "http.h"
+#include "log.h"
+#include "notify.h"
+#include "queue.h"
+
+/* How often shutdown checks whether requests and workers are done, and how long it waits. */
+#define DRAIN_POLL_MS 20
+#define DRAIN_TIMEOUT_MS 30000
+
+struct hlptd {
+    const hlptd_config *cfg;
+    uv_loop_t loop;
+    int loop_open;
+    uv_async_t wake;     /* HTTP threads → loop: requests queued */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t start_timer, drain_timer;
+    int handles_open;
+    hlpt_store *store;
+    hlpt_http *http;
+    hlpt_queue *queue;
+    char *port_path, *pid_path;
+    int files_written;   /* port and pid files are ours to remove */
+    int lock_fd;         /* flock on <data-dir>/hlptd.lock: one daemon per data directory */
+    atomic_int ready, stopping;
+    uint64_t drain_started;
+    int result;          /* hlptd_run's status */
+    char result_why[512];
+};
+
+int hlptd_ready(const hlptd *d) { return atomic_load(&d->ready); }
+int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
+hlpt_store *hlptd_store(hlptd *d) { return d->store; }
+const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
+
+/* ---- the model hook ---------------------------------------------------------------------------- */
+
+/* Where the base model gets loaded (into the sealed memfd, DESIGN.md §3) once the loader exists.
+ * For now it only checks that the directory holds a config.json. Runs on the loop thread, after
+ * HTTP is up, so /health can answer "loading" meanwhile. */
+static int load_base_model(hlptd *d, char *why, size_t len) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", d->cfg->model);
+    if (access(path, R_OK) != 0)
+        return hlpt_why(why, len, HLPT_ERR_NOENT, "model directory %s: no readable config.json (%s)", d->cfg->model,
+                        strerror(errno));
+    return HLPT_OK;
+}
+
+/* ---- files in the data directory ---------------------------------------------------------------- */
+
+/* Writes text to path via a temporary file and rename, so readers never see half a file. */
+static int write_file_atomic(const char *path, const char *text, char *why, size_t len) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", tmp, strerror(errno));
+    int ok = fputs(text, f) >= 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    return HLPT_OK;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* ---- callbacks ------------------------------------------------------------------------------------ */
+
+static void on_wake(uv_async_t *a) {
+    hlptd *d = a->data;
+    hlpt_http_run_deferred(d->http);
+}
+
+static void wake_loop(void *ctx) { uv_async_send(ctx); }
+
+static void close_all(hlptd *d) {
+    uv_close((uv_handle_t *)&d->wake, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->start_timer, NULL);
+    uv_close((uv_handle_t *)&d->drain_timer, NULL);
+    d->handles_open = 0;
+}
+
+static void on_drain_tick(uv_timer_t *t) {
+    hlptd *d = t->data;
+    int reqs = hlpt_http_drain_step(d->http);
+    int workers = hlpt_queue_drain_step(d->queue);
+    uint64_t waited = uv_now(&d->loop) - d->drain_started;
+    if (reqs == 0 && workers == 0) {
+        hlpt_info("drained; exiting");
+    } else if (waited >= DRAIN_TIMEOUT_MS) {
+        hlpt_warn("drain timed out after %llu ms with %d request(s) and %d worker(s) left",
+                  (unsigned long long)waited, reqs, workers);
+    } else {
+        return;
+    }
+    uv_timer_stop(t);
+    close_all(d);
+}
+
+static void begin_drain(hlptd *d, const char *why) {
+    if (atomic_exchange(&d->stopping, 1)) return;
+    atomic_store(&d->ready, 0);
+    hlpt_info("%s: draining (no new requests; finishing what runs)", why);
+    char nwhy[256];
+    if (hlpt_sd_notify("STOPPING=1", nwhy, sizeof nwhy)) hlpt_warn("%s", nwhy);
+    d->drain_started = uv_now(&d->loop);
+    uv_timer_stop(&d->start_timer);
+    uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    hlptd *d = s->data;
+    if (signum == SIGHUP) {
+        if (!d->cfg->api_key_file) {
+            hlpt_info("SIGHUP: nothing to reload");
+            return;
+        }
+        char why[512];
+        int err = hlpt_http_load_api_keys(d->http, d->cfg->api_key_file, why, sizeof why);
+        if (err) hlpt_warn("SIGHUP: keeping the old API keys: %s", why);
+        else hlpt_info("SIGHUP: API keys reloaded from %s", d->cfg->api_key_file);
+        return;
+    }
+    begin_drain(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_start(uv_timer_t *t) {
+    hlptd *d = t->data;
+    hlpt_info("loading base model from %s", d->cfg->model);
+    int err = load_base_model(d, d->result_why, sizeof d->result_why);
+    if (err) {
+        d->result = err;
+        hlpt_error("%s", d->result_why);
+        begin_drain(d, "model load failed");
+        return;
+    }
+    atomic_store(&d->ready, 1);
+    char why[256];
+    if (hlpt_sd_notify("READY=1", why, sizeof why)) hlpt_warn("%s", why);
+    hlpt_info("ready");
+    hlpt_queue_kick(d->queue);
+}
+
+/* ---- open, run, close ----------------------------------------------------------------------------- */
+
+int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
+    *out = NULL;
+    hlptd *d = calloc(1, sizeof *d);
+    if (!d) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    d->cfg = cfg;
+    d->lock_fd = -1;
+    atomic_init(&d->ready, 0);
+    atomic_init(&d->stopping, 0);
+    int err;
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+        err = hlpt_why(why, len, HLPT_ERR_IO, "data directory %s: %s", cfg->data_dir, strerror(errno));
+        goto fail;
+    }
+    char *db = join(cfg->data_dir, "hlpt.db");
+    d->port_path = join(cfg->data_dir, "hlptd.port");
+    d->pid_path = join(cfg->data_dir, "hlptd.pid");
+    if (!db || !d->port_path || !d->pid_path) {
+        free(db);
+        err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    char *lock = join(cfg->data_dir, "hlptd.lock");
+    d->lock_fd = lock ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+    free(lock);
+    if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        err = hlpt_why(why, len, HLPT_ERR_BUSY, "data directory %s: %s", cfg->data_dir,
+                       errno == EWOULDBLOCK ? "in use by another hlptd" : strerror(errno));
+        free(db);
+        goto fail;
+    }
+    err = hlpt_store_open(&d->store, db, why, len);
+    free(db);
+    if (err) goto fail;
+    hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
+
+    if (uv_loop_init(&d->loop) != 0) {
+        err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "uv_loop_init failed");
+        goto fail;
+    }
+    d->loop_open = 1;
+    uv_async_init(&d->loop, &d->wake, on_wake);
+    uv_signal_init(&d->loop, &d->sig_term);
+    uv_signal_init(&d->loop, &d->sig_int);
+    uv_signal_init(&d->loop, &d->sig_hup);
+    uv_timer_init(&d->loop, &d->start_timer);
+    uv_timer_init(&d->loop, &d->drain_timer);
+    d->handles_open = 1;
+    d->wake.data = d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+    d->start_timer.data = d->drain_timer.data = d;
+    uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&d->sig_int, on_signal, SIGINT);
+    uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+
+    if ((err = hlpt_queue_new(&d->queue, &d->loop, d->store, cfg->workers, why, len))) goto fail;
+
+    hlpt_http_opts ho = {
+        .host = cfg->listen_host,
+        .port = cfg->listen_port,
+        .threads = cfg->http_threads,
+        .max_body_bytes = cfg->max_body_bytes,
+        .routes = hlpt_api_routes,
+        .nroutes = hlpt_api_nroutes,
+        .app = d,
+        .wake = wake_loop,
+        .wake_ctx = &d->wake,
+    };
+    if ((err = hlpt_http_start(&d->http, &ho, why, len))) goto fail;
+    if (cfg->api_key_file) {
+        if ((err = hlpt_http_load_api_keys(d->http, cfg->api_key_file, why, len))) goto fail;
+        hlpt_info("API keys required (from %s)", cfg->api_key_file);
+    }
+    char text[64];
+    snprintf(text, sizeof text, "%d\n", hlpt_http_port(d->http));
+    d->files_written = 1;
+    if ((err = write_file_atomic(d->port_path, text, why, len))) goto fail;
+    snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if ((err = write_file_atomic(d->pid_path, text, why, len))) goto fail;
+    hlpt_info("listening on %s:%d", cfg->listen_host, hlpt_http_port(d->http));
+    *out = d;
+    return HLPT_OK;
+fail:
+    hlptd_close(d);
+    return err;
+}
+
+int hlptd_run(hlptd *d, char *why, size_t len) {
+    d->result = HLPT_OK;
+    uv_timer_start(&d->start_timer, on_start, 0, 0);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    if (d->result) return hlpt_why(why, len, d->result, "%s", d->result_why);
+    return HLPT_OK;
+}
+
+void hlptd_close(hlptd *d) {
+    if (!d) return;
+    /* HTTP first: after it stopped, no thread can hand anything to the loop. */
+    hlpt_http_stop(d->http);
+    if (d->loop_open) {
+        if (d->handles_open) close_all(d);
+        uv_run(&d->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
+        uv_loop_close(&d->loop);
+    }
+    hlpt_queue_free(d->queue);
+    hlpt_store_close(d->store);
+    if (d->files_written) {
+        unlink(d->port_path);
+        unlink(d->pid_path);
+    }
+    if (d->lock_fd >= 0) close(d->lock_fd);
+    free(d->port_path);
+    free(d->pid_path);
+    free(d);
+}
