@@ -26,6 +26,16 @@ void hlpt_api_files_get(hlpt_req *r);     /* GET    /v1/files/{id} */
 void hlpt_api_files_content(hlpt_req *r); /* GET    /v1/files/{id}/content */
 void hlpt_api_files_delete(hlpt_req *r);  /* DELETE /v1/files/{id} */
 
+/* Fine-tuning jobs (api/jobs.c). */
+void hlpt_api_jobs_create(hlpt_req *r);      /* POST /v1/fine_tuning/jobs */
+void hlpt_api_jobs_list(hlpt_req *r);        /* GET  /v1/fine_tuning/jobs */
+void hlpt_api_jobs_get(hlpt_req *r);         /* GET  /v1/fine_tuning/jobs/{id} */
+void hlpt_api_jobs_lifecycle(hlpt_req *r);   /* POST /v1/fine_tuning/jobs/{id}/cancel|pause|resume */
+void hlpt_api_jobs_events(hlpt_req *r);      /* GET  /v1/fine_tuning/jobs/{id}/events[?stream=true] */
+void hlpt_api_jobs_metrics(hlpt_req *r);     /* GET  /v1/fine_tuning/jobs/{id}/metrics[?format=csv] */
+void hlpt_api_jobs_checkpoints(hlpt_req *r); /* GET  /v1/fine_tuning/jobs/{id}/checkpoints */
+void hlpt_api_jobs_loss_svg(hlpt_req *r);    /* GET  /v1/fine_tuning/jobs/{id}/loss.svg */
+
 /* Shared by handlers: reads ?limit= (default def, 1..max) and ?after=; replies 400 and returns
  * nonzero on a bad value. */
 int hlpt_api_page_args(hlpt_req *r, int def, int max, int *limit, const char **after);

@@ -12,6 +12,17 @@ const hlpt_route hlpt_api_routes[] = {
     {"GET", "/v1/files/{id}", hlpt_api_files_get, 0},
     {"DELETE", "/v1/files/{id}", hlpt_api_files_delete, 0},
     {"GET", "/v1/files/{id}/content", hlpt_api_files_content, 0},
+
+    {"POST", "/v1/fine_tuning/jobs", hlpt_api_jobs_create, 0},
+    {"GET", "/v1/fine_tuning/jobs", hlpt_api_jobs_list, 0},
+    {"GET", "/v1/fine_tuning/jobs/{id}", hlpt_api_jobs_get, 0},
+    {"POST", "/v1/fine_tuning/jobs/{id}/cancel", hlpt_api_jobs_lifecycle, 0},
+    {"POST", "/v1/fine_tuning/jobs/{id}/pause", hlpt_api_jobs_lifecycle, 0},
+    {"POST", "/v1/fine_tuning/jobs/{id}/resume", hlpt_api_jobs_lifecycle, 0},
+    {"GET", "/v1/fine_tuning/jobs/{id}/events", hlpt_api_jobs_events, 0},
+    {"GET", "/v1/fine_tuning/jobs/{id}/metrics", hlpt_api_jobs_metrics, 0},
+    {"GET", "/v1/fine_tuning/jobs/{id}/checkpoints", hlpt_api_jobs_checkpoints, 0},
+    {"GET", "/v1/fine_tuning/jobs/{id}/loss.svg", hlpt_api_jobs_loss_svg, 0},
 };
 
 const size_t hlpt_api_nroutes = sizeof hlpt_api_routes / sizeof hlpt_api_routes[0];

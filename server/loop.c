@@ -17,11 +17,16 @@
 #include <uv.h>
 
 #include "api.h"
+#include "app.h"
+#include "fine_tuning.h"
 #include "hlpt/err.h"
+#include "hlpt/model.h"
+#include "hlpt/tensor.h"
 #include "http.h"
+#include "infer.h"
+#include "jobs.h"
 #include "log.h"
 #include "notify.h"
-#include "queue.h"
 
 /* How often shutdown checks whether requests and workers are done, and how long it waits. */
 #define DRAIN_POLL_MS 20
@@ -37,7 +42,13 @@ struct hlptd {
     int handles_open;
     hlpt_store *store;
     hlpt_http *http;
-    hlpt_queue *queue;
+    hlpt_model *model;   /* sealed shared weights; NULL until loaded */
+    char model_name[256];
+    hlptd_infer *infer;  /* inference thread; NULL until the model is loaded */
+    hlptd_jobs *jobs;
+    char *db_path;
+    hlpt_store *infer_store; /* the inference thread's own read connection (adapter fetches) */
+    int jobs_drained;
     char *port_path, *pid_path;
     int files_written;   /* port and pid files are ours to remove */
     int lock_fd;         /* flock on <data-dir>/hlptd.lock: one daemon per data directory */
@@ -50,19 +61,63 @@ struct hlptd {
 int hlptd_ready(const hlptd *d) { return atomic_load(&d->ready); }
 int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
 hlpt_store *hlptd_store(hlptd *d) { return d->store; }
+const hlpt_model *hlptd_model(hlptd *d) { return atomic_load(&d->ready) ? d->model : NULL; }
+const char *hlptd_model_name(hlptd *d) { return d->model_name; }
+hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
+hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
 const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
 
 /* ---- the model hook ---------------------------------------------------------------------------- */
 
-/* Where the base model gets loaded (into the sealed memfd, DESIGN.md §3) once the loader exists.
- * For now it only checks that the directory holds a config.json. Runs on the loop thread, after
- * HTTP is up, so /health can answer "loading" meanwhile. */
+/* The inference thread reads adapters through a connection of its own (SQLite WAL lets it read
+ * while the loop writes); opened on first use, on that thread. */
+static int fetch_adapter(void *ctx, const char *id, char **config, size_t *config_len, void **weights,
+                         size_t *weights_len) {
+    hlptd *d = ctx;
+    char why[256];
+    int err = HLPT_OK;
+    if (!d->infer_store && (err = hlpt_store_open(&d->infer_store, d->db_path, why, sizeof why))) return err;
+    hlpt_adapter_rec *a = NULL;
+    if ((err = hlpt_store_adapter_get(d->infer_store, id, &a, why, sizeof why))) return err;
+    err = hlpt_store_adapter_weights(d->infer_store, a->id, weights, weights_len, why, sizeof why);
+    if (!err) {
+        *config = strdup(a->config);
+        *config_len = strlen(a->config);
+        if (!*config) err = HLPT_ERR_NOMEM;
+    }
+    hlpt_adapter_rec_free(a);
+    return err;
+}
+
+static void on_job_change(void *ctx, const char *job_id) { api_jobs_changed(ctx, job_id); }
+
+/* Loads the base model into the sealed memfd (DESIGN.md §3), then starts the inference thread and
+ * the job queue, which resumes what the last daemon left running. Runs on the loop thread after
+ * HTTP is up, so /health answers "loading" meanwhile. */
 static int load_base_model(hlptd *d, char *why, size_t len) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", d->cfg->model);
-    if (access(path, R_OK) != 0)
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "model directory %s: no readable config.json (%s)", d->cfg->model,
-                        strerror(errno));
+    const hlptd_config *cfg = d->cfg;
+    int err = hlpt_model_open_shared(cfg->model, &d->model, why, len);
+    if (err) return err;
+    const char *base = strrchr(cfg->model, '/');
+    snprintf(d->model_name, sizeof d->model_name, "%s", base && base[1] ? base + 1 : cfg->model);
+    size_t n = strlen(d->model_name);
+    while (n > 1 && d->model_name[n - 1] == '/') d->model_name[--n] = 0;
+    if (cfg->threads > 0) hlpt_blas_set_threads(cfg->threads);
+    hlpt_info("base model %s: %zu MB of float32 weights sealed in shared memory (hash %s)", d->model_name,
+              hlpt_model_bytes(d->model) >> 20, hlpt_model_hash(d->model));
+    hlptd_infer_opts io = {.adapter_budget = (size_t)256 << 20, .max_batch = 32, .max_prefill = 4096,
+                           .fetch = fetch_adapter, .fetch_ctx = d};
+    if ((err = hlptd_infer_start(d->model, &io, &d->infer)))
+        return hlpt_why(why, len, err, "starting the inference thread failed");
+    char exe[4096];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) return hlpt_why(why, len, HLPT_ERR_IO, "cannot find the hlptd binary: %s", strerror(errno));
+    exe[k] = 0;
+    hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
+                          .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir,
+                          .max_workers = cfg->workers, .threads = cfg->threads > 0 ? cfg->threads : 1,
+                          .on_change = on_job_change, .ctx = d};
+    if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
     return HLPT_OK;
 }
 
@@ -109,10 +164,15 @@ static void close_all(hlptd *d) {
     d->handles_open = 0;
 }
 
+static void on_jobs_drained(void *ctx) {
+    hlptd *d = ctx;
+    d->jobs_drained = 1;
+}
+
 static void on_drain_tick(uv_timer_t *t) {
     hlptd *d = t->data;
     int reqs = hlpt_http_drain_step(d->http);
-    int workers = hlpt_queue_drain_step(d->queue);
+    int workers = d->jobs && !d->jobs_drained ? hlptd_jobs_running(d->jobs) : 0;
     uint64_t waited = uv_now(&d->loop) - d->drain_started;
     if (reqs == 0 && workers == 0) {
         hlpt_info("drained; exiting");
@@ -123,6 +183,9 @@ static void on_drain_tick(uv_timer_t *t) {
         return;
     }
     uv_timer_stop(t);
+    api_jobs_close_streams();
+    hlptd_infer_stop(d->infer);
+    d->infer = NULL;
     close_all(d);
 }
 
@@ -134,6 +197,8 @@ static void begin_drain(hlptd *d, const char *why) {
     if (hlpt_sd_notify("STOPPING=1", nwhy, sizeof nwhy)) hlpt_warn("%s", nwhy);
     d->drain_started = uv_now(&d->loop);
     uv_timer_stop(&d->start_timer);
+    /* Running workers checkpoint and stop; their jobs resume at the next start. */
+    if (d->jobs) hlptd_jobs_drain(d->jobs, on_jobs_drained, d);
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
 }
 
@@ -167,7 +232,7 @@ static void on_start(uv_timer_t *t) {
     char why[256];
     if (hlpt_sd_notify("READY=1", why, sizeof why)) hlpt_warn("%s", why);
     hlpt_info("ready");
-    hlpt_queue_kick(d->queue);
+    if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlpt_warn("resuming jobs: %s", why);
 }
 
 /* ---- open, run, close ----------------------------------------------------------------------------- */
@@ -203,7 +268,7 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
         goto fail;
     }
     err = hlpt_store_open(&d->store, db, why, len);
-    free(db);
+    d->db_path = db;
     if (err) goto fail;
     hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
 
@@ -224,8 +289,6 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
-
-    if ((err = hlpt_queue_new(&d->queue, &d->loop, d->store, cfg->workers, why, len))) goto fail;
 
     hlpt_http_opts ho = {
         .host = cfg->listen_host,
@@ -274,8 +337,12 @@ void hlptd_close(hlptd *d) {
         uv_run(&d->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
         uv_loop_close(&d->loop);
     }
-    hlpt_queue_free(d->queue);
+    hlptd_infer_stop(d->infer);
+    hlptd_jobs_free(d->jobs);
+    hlpt_store_close(d->infer_store);
+    hlpt_model_close(d->model);
     hlpt_store_close(d->store);
+    free(d->db_path);
     if (d->files_written) {
         unlink(d->port_path);
         unlink(d->pid_path);

@@ -6,16 +6,22 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "hlpt/err.h"
+#include "hlpt/tensor.h"
 #include "log.h"
 #include "loop.h"
+#include "worker.h"
 
 extern char **environ;
 
 int main(int argc, char **argv) {
+    hlpt_blas_init(argv);
+    /* A job's worker process: spawned by the daemon itself (server/jobs.c). */
+    if (argc >= 2 && !strcmp(argv[1], "--worker")) return hlptd_worker_main(argc, argv);
     hlptd_config cfg;
     char why[1024];
     if (hlptd_config_load(&cfg, argc, argv, environ, why, sizeof why)) {

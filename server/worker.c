@@ -151,6 +151,30 @@ static char *slurp(const char *path, size_t *n) {
     return buf;
 }
 
+/* Everything on fd until end of file (a pipe: no seeking). Returns owned, NUL-terminated. */
+static char *read_all(int fd, size_t *n) {
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) return NULL;
+        if (len + 1 == cap) {
+            char *p = realloc(buf, cap *= 2);
+            if (!p) {
+                free(buf);
+                return NULL;
+            }
+            buf = p;
+        }
+        ssize_t k = read(fd, buf + len, cap - len - 1);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        len += (size_t)k;
+    }
+    buf[len] = 0;
+    *n = len;
+    return buf;
+}
+
 static const char *str_field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
@@ -176,7 +200,7 @@ int hlptd_worker_main(int argc, char **argv) {
     signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the daemon, which decides */
 
     size_t n;
-    char *spec_text = slurp("/dev/stdin", &n);
+    char *spec_text = read_all(0, &n);
     cJSON *spec = spec_text ? cJSON_ParseWithLength(spec_text, n) : NULL;
     free(spec_text);
     if (!cJSON_IsObject(spec)) {

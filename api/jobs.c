@@ -1,0 +1,657 @@
+/*
+ * jobs.c - the fine-tuning REST API: /v1/fine_tuning/jobs and its events, metrics, checkpoints and
+ * loss plot.
+ *
+ * Handlers validate on the HTTP thread — the JSON shape, and the adapter settings and
+ * hyperparameters through the same functions the worker will apply (hlpt_adapter_config_apply,
+ * hlpt_train_params_apply), so a job that is accepted will not fail on its settings — and defer to
+ * the loop thread for everything that touches the store or the job queue.
+ *
+ * Event streams: a `?stream=true` request becomes a subscriber on the loop thread; the job queue
+ * calls api_jobs_changed() after every change, which sends the subscribers the events they have not
+ * seen and closes their streams once the job has ended.
+ */
+#include "api.h"
+#include "fine_tuning.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "hlpt/adapter.h"
+#include "hlpt/err.h"
+#include "hlpt/train.h"
+#include "http.h"
+
+static int terminal(const char *status) {
+    return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
+}
+
+static void add_num_or_null(cJSON *o, const char *k, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+    else cJSON_AddNullToObject(o, k);
+}
+
+static cJSON *parse_or_empty(const char *json) {
+    cJSON *j = json ? cJSON_Parse(json) : NULL;
+    return j ? j : cJSON_CreateObject();
+}
+
+/* The OpenAI job object, with hlpt's progress figures. Loop thread. */
+static cJSON *job_json(hlptd *d, const hlpt_job *job) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", job->id);
+    cJSON_AddStringToObject(o, "object", "fine_tuning.job");
+    cJSON_AddStringToObject(o, "model", job->model);
+    cJSON_AddNumberToObject(o, "created_at", (double)job->created_at);
+    if (job->finished_at) cJSON_AddNumberToObject(o, "finished_at", (double)job->finished_at);
+    else cJSON_AddNullToObject(o, "finished_at");
+    if (job->fine_tuned_model) cJSON_AddStringToObject(o, "fine_tuned_model", job->fine_tuned_model);
+    else cJSON_AddNullToObject(o, "fine_tuned_model");
+    cJSON_AddStringToObject(o, "status", job->status);
+    cJSON_AddStringToObject(o, "training_file", job->training_file);
+    if (job->validation_file) cJSON_AddStringToObject(o, "validation_file", job->validation_file);
+    else cJSON_AddNullToObject(o, "validation_file");
+    cJSON_AddItemToObject(o, "method", parse_or_empty(job->method));
+    cJSON_AddItemToObject(o, "hyperparameters", parse_or_empty(job->hyperparameters));
+    cJSON_AddNumberToObject(o, "seed", (double)job->seed);
+    if (job->suffix) cJSON_AddStringToObject(o, "suffix", job->suffix);
+    else cJSON_AddNullToObject(o, "suffix");
+    if (job->error) cJSON_AddItemToObject(o, "error", parse_or_empty(job->error));
+    else cJSON_AddNullToObject(o, "error");
+
+    /* Progress: the live worker's last line, else the last stored metric row. */
+    cJSON *p = cJSON_AddObjectToObject(o, "progress");
+    cJSON_AddNumberToObject(p, "step", (double)job->step);
+    cJSON_AddNumberToObject(p, "total_steps", (double)job->total_steps);
+    cJSON_AddNumberToObject(p, "epoch", job->epoch);
+    cJSON_AddNumberToObject(p, "tokens_per_s", job->tokens_per_s);
+    hlptd_job_live live;
+    double train = NAN, valid = NAN, acc = NAN, lr = NAN;
+    if (hlptd_jobs_live(hlptd_job_queue(d), job->id, &live)) {
+        train = live.train_loss;
+        valid = live.valid_loss;
+        lr = live.learning_rate;
+        double eta = live.step > 0 && live.elapsed_s > 0 ? live.elapsed_s / live.step * (live.total_steps - live.step) : NAN;
+        add_num_or_null(p, "eta_s", eta);
+    } else {
+        cJSON_AddNullToObject(p, "eta_s");
+    }
+    hlpt_metric *rows = NULL;
+    size_t n = 0;
+    char why[128];
+    if (hlpt_store_metric_list(hlptd_store(d), job->id, job->step > 0 ? job->step - 1 : 0, 1, &rows, &n, why, sizeof why) ==
+            HLPT_OK && n) {
+        if (!isfinite(train)) train = rows[0].train_loss;
+        if (!isfinite(lr)) lr = rows[0].lr;
+    }
+    free(rows);
+    /* The latest validation figures may be from an earlier step. */
+    hlpt_metric *all = NULL;
+    if (hlpt_store_metric_list(hlptd_store(d), job->id, 0, 1 << 30, &all, &n, why, sizeof why) == HLPT_OK) {
+        double best = INFINITY;
+        long best_step = -1;
+        for (size_t i = 0; i < n; i++) {
+            if (!isfinite(all[i].valid_loss)) continue;
+            valid = all[i].valid_loss;
+            acc = all[i].valid_acc;
+            if (all[i].valid_loss < best) {
+                best = all[i].valid_loss;
+                best_step = (long)all[i].step;
+            }
+        }
+        if (best_step >= 0) {
+            cJSON *b = cJSON_AddObjectToObject(o, "best");
+            cJSON_AddNumberToObject(b, "step", (double)best_step);
+            cJSON_AddNumberToObject(b, "valid_loss", best);
+        }
+    }
+    free(all);
+    add_num_or_null(p, "train_loss", train);
+    add_num_or_null(p, "valid_loss", valid);
+    add_num_or_null(p, "valid_token_accuracy", acc);
+    add_num_or_null(p, "learning_rate", lr);
+    int pos = !strcmp(job->status, "queued") ? hlptd_jobs_queue_position(hlptd_job_queue(d), job->id) : 0;
+    if (pos) cJSON_AddNumberToObject(o, "queue_position", pos);
+    else cJSON_AddNullToObject(o, "queue_position");
+    return o;
+}
+
+/* Replies with the job, or 404. Loop thread. */
+static void reply_job(hlptd *d, hlpt_req *r, const char *id, int status) {
+    hlpt_job *job = NULL;
+    char why[256];
+    int err = hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, "id", "no fine-tuning job %s", id);
+        return;
+    }
+    hlpt_reply_json(r, status, job_json(d, job));
+    hlpt_job_free(job);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Create                                                                                          */
+
+/* What the handler validated, for the loop. */
+typedef struct {
+    char *training_file, *validation_file, *method, *hyperparameters, *suffix, *model;
+    int64_t seed;
+} create_args;
+
+static void create_args_free(void *p) {
+    create_args *a = p;
+    if (!a) return;
+    free(a->training_file);
+    free(a->validation_file);
+    free(a->method);
+    free(a->hyperparameters);
+    free(a->suffix);
+    free(a->model);
+    free(a);
+}
+
+static const char *const create_keys[] = {"model", "training_file", "validation_file", "method", "hyperparameters",
+                                          "seed", "suffix", "integrations", "metadata"};
+
+static void create_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    create_args *a = hlpt_req_data(r);
+    hlpt_store *st = hlptd_store(d);
+    char why[512];
+    hlpt_file *f = NULL;
+    const char *files[2] = {a->training_file, a->validation_file}, *params[2] = {"training_file", "validation_file"};
+    for (int i = 0; i < 2; i++) {
+        if (!files[i]) continue;
+        if (hlpt_store_file_get(st, files[i], &f, why, sizeof why) != HLPT_OK) {
+            hlpt_reply_http_err(r, 404, "invalid_request_error", "file_not_found", params[i], "no file %s", files[i]);
+            return;
+        }
+        int bad = f->status && !strcmp(f->status, "error");
+        hlpt_file_free(f);
+        f = NULL;
+        if (bad) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, params[i], "file %s did not pass validation", files[i]);
+            return;
+        }
+    }
+    hlpt_job_new in = {.status = "queued", .model = a->model, .training_file = a->training_file,
+                       .validation_file = a->validation_file, .method = a->method,
+                       .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix};
+    hlpt_job *job = NULL;
+    int err = hlpt_store_job_insert(st, &in, &job, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, NULL, "creating the job failed: %s", why);
+        return;
+    }
+    hlpt_store_event_add(st, job->id, "info", "Created fine-tuning job; files validated", NULL, NULL, why, sizeof why);
+    char id[HLPT_ID_MAX];
+    snprintf(id, sizeof id, "%s", job->id);
+    hlpt_job_free(job);
+    hlptd_jobs_schedule(hlptd_job_queue(d));
+    reply_job(d, r, id, 200);
+}
+
+static int valid_suffix(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 40) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_') return 0;
+    return 1;
+}
+
+void hlpt_api_jobs_create(hlpt_req *r) {
+    hlptd *d = hlpt_req_app(r);
+    const hlpt_model *m = hlptd_model(d);
+    if (!m) {
+        hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+        return;
+    }
+    cJSON *j = hlpt_req_json(r);
+    if (!j) return;
+    if (!cJSON_IsObject(j)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "the body must be a JSON object");
+        return;
+    }
+    const cJSON *v;
+    cJSON_ArrayForEach(v, j) {
+        int known = 0;
+        for (size_t i = 0; i < sizeof create_keys / sizeof *create_keys; i++) known |= !strcmp(v->string, create_keys[i]);
+        if (!known) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, v->string, "unknown field `%s`", v->string);
+            return;
+        }
+    }
+    const cJSON *tf = cJSON_GetObjectItemCaseSensitive(j, "training_file"),
+                *vf = cJSON_GetObjectItemCaseSensitive(j, "validation_file"),
+                *model = cJSON_GetObjectItemCaseSensitive(j, "model"),
+                *method = cJSON_GetObjectItemCaseSensitive(j, "method"),
+                *hp = cJSON_GetObjectItemCaseSensitive(j, "hyperparameters"),
+                *seed = cJSON_GetObjectItemCaseSensitive(j, "seed"),
+                *suffix = cJSON_GetObjectItemCaseSensitive(j, "suffix");
+    if (!cJSON_IsString(tf) || !*tf->valuestring) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "training_file", tf ? "`training_file` must be a file id" : "`training_file` is required");
+        return;
+    }
+    if (vf && !cJSON_IsNull(vf) && !cJSON_IsString(vf)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "validation_file", "`validation_file` must be a file id");
+        return;
+    }
+    if (model && !cJSON_IsNull(model) &&
+        (!cJSON_IsString(model) || (strcmp(model->valuestring, hlptd_model_name(d)) && strcmp(model->valuestring, "base")))) {
+        hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
+                            "this daemon fine-tunes %s only", hlptd_model_name(d));
+        return;
+    }
+    if (seed && !cJSON_IsNull(seed) &&
+        (!cJSON_IsNumber(seed) || seed->valuedouble < 0 || seed->valuedouble > 9007199254740991.0 ||
+         seed->valuedouble != floor(seed->valuedouble))) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "seed", "`seed` must be a non-negative integer");
+        return;
+    }
+    if (suffix && !cJSON_IsNull(suffix) && (!cJSON_IsString(suffix) || !valid_suffix(suffix->valuestring))) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "suffix", "`suffix` must be 1-40 letters, digits, '-' or '_'");
+        return;
+    }
+
+    /* method: {type, <type>: {settings}}; validated by building the adapter config. */
+    const hlpt_config *c = hlpt_model_config(m);
+    char why[512] = "", param[96];
+    const char *type = "hlpt";
+    if (method && !cJSON_IsNull(method)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(method, "type");
+        if (!cJSON_IsObject(method) || !cJSON_IsString(t) || hlpt_method_from_name(t->valuestring) < 0) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type", "`method.type` must be one of hlpt, h2lpt, lora, prefix");
+            return;
+        }
+        type = t->valuestring;
+        cJSON_ArrayForEach(v, method) {
+            if (strcmp(v->string, "type") && strcmp(v->string, type)) {
+                snprintf(param, sizeof param, "method.%s", v->string);
+                hlpt_reply_err(r, HLPT_ERR_INVAL, param, "unknown field `method.%s` (settings go in `method.%s`)", v->string, type);
+                return;
+            }
+        }
+    }
+    hlpt_adapter_config acfg;
+    hlpt_adapter_config_defaults(&acfg, (hlpt_method)hlpt_method_from_name(type), c->n_layers);
+    const cJSON *settings = method ? cJSON_GetObjectItemCaseSensitive(method, type) : NULL;
+    if (settings && hlpt_adapter_config_apply(&acfg, settings, c->n_layers, 0, why, sizeof why)) {
+        snprintf(param, sizeof param, "method.%s", type);
+        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "%s", why);
+        return;
+    }
+    /* hyperparameters: the trainer's own parser decides; validation_split is the worker's. */
+    hlpt_train_params tp;
+    hlpt_train_params_defaults(&tp);
+    if (hp && !cJSON_IsNull(hp)) {
+        if (!cJSON_IsObject(hp)) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "hyperparameters", "`hyperparameters` must be an object");
+            return;
+        }
+        cJSON *copy = cJSON_Duplicate(hp, 1);
+        cJSON *split = cJSON_DetachItemFromObjectCaseSensitive(copy, "validation_split");
+        int err = hlpt_train_params_apply(&tp, copy, why, sizeof why);
+        cJSON_Delete(copy);
+        if (!err && split && (!cJSON_IsNumber(split) || !(split->valuedouble > 0 && split->valuedouble < 1)))
+            err = hlpt_why(why, sizeof why, HLPT_ERR_RANGE, "hyperparameters.validation_split: must be in (0, 1)");
+        cJSON_Delete(split);
+        if (err) {
+            /* why starts with the field's path. */
+            char *colon = strchr(why, ':');
+            snprintf(param, sizeof param, "%.*s", colon ? (int)(colon - why) : (int)strlen("hyperparameters"), why);
+            hlpt_reply_err(r, err, param, "%s", why);
+            return;
+        }
+    }
+    create_args *a = calloc(1, sizeof *a);
+    if (!a) {
+        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        return;
+    }
+    /* The method is stored complete (type and its settings) so the job says what it will train. */
+    cJSON *m_store = cJSON_CreateObject();
+    cJSON_AddStringToObject(m_store, "type", type);
+    cJSON_AddItemToObject(m_store, type, settings ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject());
+    a->method = cJSON_PrintUnformatted(m_store);
+    cJSON_Delete(m_store);
+    a->hyperparameters = hp && !cJSON_IsNull(hp) ? cJSON_PrintUnformatted(hp) : strdup("{}");
+    a->training_file = strdup(tf->valuestring);
+    a->validation_file = cJSON_IsString(vf) ? strdup(vf->valuestring) : NULL;
+    a->suffix = cJSON_IsString(suffix) ? strdup(suffix->valuestring) : NULL;
+    a->model = strdup(hlptd_model_name(d));
+    a->seed = cJSON_IsNumber(seed) ? (int64_t)seed->valuedouble : 42;
+    hlpt_req_set_data(r, a, create_args_free);
+    hlpt_req_defer(r, create_work);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* List, show, lifecycle                                                                           */
+
+/* ?limit= as an integer in [1, 100], default 20; replies 400 and returns -1 when malformed. */
+static int query_limit(hlpt_req *r) {
+    const char *s = hlpt_req_query(r, "limit");
+    if (!s) return 20;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 1 || v > 100) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "limit", "`limit` must be an integer from 1 to 100");
+        return -1;
+    }
+    return (int)v;
+}
+
+static void list_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    int limit = query_limit(r);
+    if (limit < 0) return;
+    const char *status = hlpt_req_query(r, "status");
+    hlpt_job **jobs = NULL;
+    size_t n = 0;
+    int more = 0;
+    char why[256];
+    const char *after = hlpt_req_query(r, "after");
+    /* A status filter pages over the unfiltered list; ask for more and filter. */
+    int err = hlpt_store_job_list(hlptd_store(d), after, status ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, "after", "%s", why);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddStringToObject(o, "object", "list");
+    int shown = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (status && strcmp(jobs[i]->status, status)) continue;
+        if (shown == limit) {
+            more = 1;
+            break;
+        }
+        cJSON_AddItemToArray(data, job_json(d, jobs[i]));
+        shown++;
+    }
+    cJSON_AddBoolToObject(o, "has_more", more);
+    hlpt_job_list_free(jobs, n);
+    hlpt_reply_json(r, 200, o);
+}
+
+static void show_work(void *app, hlpt_req *r) { reply_job(app, r, hlpt_req_param(r, "id"), 200); }
+
+static void lifecycle_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    const char *id = hlpt_req_param(r, "id"), *path = hlpt_req_path(r);
+    const char *verb = strrchr(path, '/') + 1;
+    char why[512] = "";
+    int err = !strcmp(verb, "cancel")  ? hlptd_jobs_cancel(hlptd_job_queue(d), id, why, sizeof why)
+              : !strcmp(verb, "pause") ? hlptd_jobs_pause(hlptd_job_queue(d), id, why, sizeof why)
+                                       : hlptd_jobs_resume(hlptd_job_queue(d), id, why, sizeof why);
+    if (err == HLPT_ERR_NOENT) hlpt_reply_err(r, err, "id", "no fine-tuning job %s", id);
+    else if (err) hlpt_reply_err(r, err, NULL, "%s", why);
+    else reply_job(d, r, id, 200);
+}
+
+void hlpt_api_jobs_list(hlpt_req *r) { hlpt_req_defer(r, list_work); }
+void hlpt_api_jobs_get(hlpt_req *r) { hlpt_req_defer(r, show_work); }
+void hlpt_api_jobs_lifecycle(hlpt_req *r) { hlpt_req_defer(r, lifecycle_work); }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Events                                                                                          */
+
+static cJSON *event_json(const hlpt_event *e) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", e->id);
+    cJSON_AddStringToObject(o, "object", "fine_tuning.job.event");
+    cJSON_AddNumberToObject(o, "created_at", (double)e->created_at);
+    cJSON_AddStringToObject(o, "level", e->level);
+    cJSON_AddStringToObject(o, "message", e->message);
+    cJSON_AddStringToObject(o, "type", e->data ? "metrics" : "message");
+    if (e->data) cJSON_AddItemToObject(o, "data", parse_or_empty(e->data));
+    else cJSON_AddNullToObject(o, "data");
+    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
+    return o;
+}
+
+/* Event-stream subscribers; loop thread only (the job queue's change callback runs there). */
+typedef struct subscriber {
+    char job_id[HLPT_ID_MAX];
+    hlpt_sse *sse;
+    int64_t seen;
+    struct subscriber *next;
+} subscriber;
+static subscriber *subscribers;
+
+/* Sends s the events after s->seen; returns 1 when the stream is over. */
+static int feed(hlptd *d, subscriber *s) {
+    hlpt_event **ev = NULL;
+    size_t n = 0;
+    int more = 0;
+    char why[128];
+    do {
+        if (hlpt_store_event_list(hlptd_store(d), s->job_id, s->seen, 200, &ev, &n, &more, why, sizeof why)) return 1;
+        for (size_t i = 0; i < n; i++) {
+            cJSON *o = event_json(ev[i]);
+            char *text = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+            int err = hlpt_sse_send(s->sse, NULL, text);
+            free(text);
+            s->seen = ev[i]->seq;
+            if (err) {
+                hlpt_event_list_free(ev, n);
+                return 1;
+            }
+        }
+        hlpt_event_list_free(ev, n);
+    } while (more);
+    hlpt_job *job = NULL;
+    int over = hlpt_store_job_get(hlptd_store(d), s->job_id, &job, why, sizeof why) != HLPT_OK || terminal(job->status);
+    hlpt_job_free(job);
+    if (over) hlpt_sse_send(s->sse, NULL, "[DONE]");
+    return over;
+}
+
+void api_jobs_changed(hlptd *d, const char *job_id) {
+    for (subscriber **l = &subscribers; *l;) {
+        subscriber *s = *l;
+        if ((!job_id || !strcmp(s->job_id, job_id)) && feed(d, s)) {
+            hlpt_sse_close(s->sse);
+            hlpt_sse_unref(s->sse);
+            *l = s->next;
+            free(s);
+            continue;
+        }
+        l = &s->next;
+    }
+}
+
+void api_jobs_close_streams(void) {
+    while (subscribers) {
+        subscriber *s = subscribers;
+        subscribers = s->next;
+        hlpt_sse_close(s->sse);
+        hlpt_sse_unref(s->sse);
+        free(s);
+    }
+}
+
+static void events_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    const char *id = hlpt_req_param(r, "id");
+    hlpt_job *job = NULL;
+    char why[256];
+    if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
+        return;
+    }
+    hlpt_job_free(job);
+    const char *stream = hlpt_req_query(r, "stream");
+    if (stream && (!strcmp(stream, "true") || !strcmp(stream, "1") || !*stream)) {
+        subscriber *s = calloc(1, sizeof *s);
+        hlpt_sse *sse = s ? hlpt_req_stream(r) : NULL;
+        if (!sse) {
+            free(s);
+            if (!s) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+            return;
+        }
+        snprintf(s->job_id, sizeof s->job_id, "%s", id);
+        s->sse = sse;
+        if (feed(d, s)) {
+            hlpt_sse_close(sse);
+            hlpt_sse_unref(sse);
+            free(s);
+            return;
+        }
+        s->next = subscribers;
+        subscribers = s;
+        return;
+    }
+    int limit = query_limit(r);
+    if (limit < 0) return;
+    const char *after = hlpt_req_query(r, "after");
+    int64_t since = after ? strtoll(after, NULL, 10) : 0;
+    hlpt_event **ev = NULL;
+    size_t n = 0;
+    int more = 0;
+    int err = hlpt_store_event_list(hlptd_store(d), id, since, limit, &ev, &n, &more, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, NULL, "%s", why);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddStringToObject(o, "object", "list");
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(data, event_json(ev[i]));
+    cJSON_AddBoolToObject(o, "has_more", more);
+    hlpt_event_list_free(ev, n);
+    hlpt_reply_json(r, 200, o);
+}
+
+void hlpt_api_jobs_events(hlpt_req *r) { hlpt_req_defer(r, events_work); }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Metrics, checkpoints, loss plot                                                                 */
+
+/* The job's metric rows, or a 404 reply and NULL. */
+static hlpt_metric *job_metrics(hlptd *d, hlpt_req *r, size_t *n) {
+    const char *id = hlpt_req_param(r, "id");
+    hlpt_job *job = NULL;
+    char why[256];
+    if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
+        return NULL;
+    }
+    hlpt_job_free(job);
+    hlpt_metric *rows = NULL;
+    if (hlpt_store_metric_list(hlptd_store(d), id, -1, 1 << 30, &rows, n, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_DB, NULL, "%s", why);
+        return NULL;
+    }
+    return rows ? rows : calloc(1, sizeof *rows);
+}
+
+/* CSV cells: empty for values not measured. */
+static void csv_num(char **buf, size_t *len, size_t *cap, double v, const char *sep) {
+    char cell[64];
+    int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%s", v, sep) : snprintf(cell, sizeof cell, "%s", sep);
+    if (*len + (size_t)k + 1 > *cap) {
+        *cap = (*cap + (size_t)k + 1) * 2;
+        *buf = realloc(*buf, *cap);
+    }
+    memcpy(*buf + *len, cell, (size_t)k + 1);
+    *len += (size_t)k;
+}
+
+static void metrics_work(void *app, hlpt_req *r) {
+    size_t n;
+    hlpt_metric *rows = job_metrics(app, r, &n);
+    if (!rows) return;
+    const char *format = hlpt_req_query(r, "format");
+    if (format && !strcmp(format, "csv")) {
+        size_t cap = 256, len = 0;
+        char *buf = malloc(cap);
+        len = (size_t)snprintf(buf, cap, "step,train_loss,valid_loss,valid_token_accuracy,learning_rate,tokens_per_s\n");
+        for (size_t i = 0; i < n; i++) {
+            csv_num(&buf, &len, &cap, (double)rows[i].step, ",");
+            csv_num(&buf, &len, &cap, rows[i].train_loss, ",");
+            csv_num(&buf, &len, &cap, rows[i].valid_loss, ",");
+            csv_num(&buf, &len, &cap, rows[i].valid_acc, ",");
+            csv_num(&buf, &len, &cap, rows[i].lr, ",");
+            csv_num(&buf, &len, &cap, rows[i].tokens_per_s, "\n");
+        }
+        free(rows);
+        hlpt_reply_bytes(r, 200, "text/csv; charset=utf-8", buf, len);
+        return;
+    }
+    if (format && strcmp(format, "json")) {
+        free(rows);
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "format", "`format` must be json or csv");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddStringToObject(o, "object", "list");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddNumberToObject(m, "step", (double)rows[i].step);
+        add_num_or_null(m, "train_loss", rows[i].train_loss);
+        add_num_or_null(m, "valid_loss", rows[i].valid_loss);
+        add_num_or_null(m, "valid_token_accuracy", rows[i].valid_acc);
+        add_num_or_null(m, "learning_rate", rows[i].lr);
+        add_num_or_null(m, "tokens_per_s", rows[i].tokens_per_s);
+        cJSON_AddNumberToObject(m, "created_at", (double)rows[i].created_at);
+        cJSON_AddItemToArray(data, m);
+    }
+    cJSON_AddBoolToObject(o, "has_more", 0);
+    free(rows);
+    hlpt_reply_json(r, 200, o);
+}
+
+static void checkpoints_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    const char *id = hlpt_req_param(r, "id");
+    hlpt_checkpoint **c = NULL;
+    size_t n = 0;
+    char why[256];
+    hlpt_job *job = NULL;
+    if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
+        return;
+    }
+    hlpt_job_free(job);
+    if (hlpt_store_checkpoint_list(hlptd_store(d), id, &c, &n, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_DB, NULL, "%s", why);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddStringToObject(o, "object", "list");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *k = cJSON_CreateObject();
+        cJSON_AddStringToObject(k, "id", c[i]->id);
+        cJSON_AddStringToObject(k, "object", "fine_tuning.job.checkpoint");
+        cJSON_AddNumberToObject(k, "created_at", (double)c[i]->created_at);
+        cJSON_AddStringToObject(k, "fine_tuning_job_id", c[i]->job_id);
+        cJSON_AddNumberToObject(k, "step_number", (double)c[i]->step);
+        cJSON_AddNumberToObject(k, "bytes", (double)c[i]->bytes);
+        cJSON_AddItemToObject(k, "metrics", parse_or_empty(c[i]->metrics));
+        cJSON_AddItemToArray(data, k);
+    }
+    cJSON_AddBoolToObject(o, "has_more", 0);
+    hlpt_checkpoint_list_free(c, n);
+    hlpt_reply_json(r, 200, o);
+}
+
+static void loss_svg_work(void *app, hlpt_req *r) {
+    size_t n;
+    hlpt_metric *rows = job_metrics(app, r, &n);
+    if (!rows) return;
+    char *svg = NULL;
+    size_t len = 0;
+    int err = api_loss_svg(hlpt_req_param(r, "id"), rows, n, &svg, &len);
+    free(rows);
+    if (err) hlpt_reply_err(r, err, NULL, "rendering the plot failed");
+    else hlpt_reply_bytes(r, 200, "image/svg+xml", svg, len);
+}
+
+void hlpt_api_jobs_metrics(hlpt_req *r) { hlpt_req_defer(r, metrics_work); }
+void hlpt_api_jobs_checkpoints(hlpt_req *r) { hlpt_req_defer(r, checkpoints_work); }
+void hlpt_api_jobs_loss_svg(hlpt_req *r) { hlpt_req_defer(r, loss_svg_work); }
+
