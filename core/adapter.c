@@ -271,6 +271,35 @@ char *hlpt_adapter_config_json(const hlpt_adapter_config *cfg) {
     return s;
 }
 
+char *hlpt_adapter_config_peft_json(const hlpt_adapter_config *cfg, int n_layers) {
+    int any_prefix = 0, all = 1;
+    for (int l = 0; l < n_layers; l++) {
+        any_prefix |= cfg->prefix_layer[l];
+        all &= cfg->lora_layer[l];
+    }
+    if (any_prefix || cfg->gate != HLPT_GATE_NONE) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "peft_type", "LORA");
+    cJSON_AddStringToObject(o, "task_type", "CAUSAL_LM");
+    cJSON_AddNumberToObject(o, "r", cfg->r);
+    cJSON_AddNumberToObject(o, "lora_alpha", cfg->alpha);
+    cJSON_AddNumberToObject(o, "lora_dropout", cfg->dropout);
+    cJSON *t = cJSON_AddArrayToObject(o, "target_modules");
+    for (int m = 0; m < HLPT_MOD_COUNT; m++)
+        if (cfg->targets & (1u << m)) cJSON_AddItemToArray(t, cJSON_CreateString(hlpt_module_name(m)));
+    if (all) cJSON_AddNullToObject(o, "layers_to_transform");
+    else cJSON_AddItemToObject(o, "layers_to_transform", layer_list(cfg->lora_layer));
+    cJSON_AddStringToObject(o, "bias", "none");
+    cJSON_AddBoolToObject(o, "fan_in_fan_out", 0);
+    cJSON_AddBoolToObject(o, "use_rslora", 0);
+    cJSON_AddBoolToObject(o, "use_dora", 0);
+    cJSON_AddBoolToObject(o, "inference_mode", 1);
+    cJSON_AddStringToObject(o, "base_model_name_or_path", cfg->base_name);
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Arenas                                                                                          */
 

@@ -99,7 +99,7 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
 }
 
 static int write_file(const char *path, const void *buf, size_t n) {
-    char tmp[4200];
+    char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) return -1;

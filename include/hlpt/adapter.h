@@ -85,6 +85,11 @@ int hlpt_adapter_config_apply(hlpt_adapter_config *cfg, const struct cJSON *json
 /* Renders cfg as adapter_config.json text (returns owned, free()). */
 char *hlpt_adapter_config_json(const hlpt_adapter_config *cfg);
 
+/* For an adapter HF PEFT can load as a plain LoRA (LoRA only, no gates, no prefix): its config as
+ * PEFT writes it (peft_type LORA, layers_to_transform), returned owned; NULL for any other plan.
+ * The tensor names are PEFT's already, so the two files load in PEFT as they are. */
+char *hlpt_adapter_config_peft_json(const hlpt_adapter_config *cfg, int n_layers);
+
 /* One LoRA module's parameters, pointers into the adapter arena. */
 typedef struct {
     float *A;     /* [R, I] */
@@ -100,7 +105,7 @@ typedef struct {
 } hlpt_prefix;
 
 typedef struct {
-    char name[128];  /* PEFT-style tensor name */
+    char name[160];  /* PEFT-style tensor name */
     size_t offset;   /* in floats, into the arena */
     int ndim;
     int64_t shape[2];

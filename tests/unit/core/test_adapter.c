@@ -321,6 +321,35 @@ START_TEST(test_save_load_round_trip) {
 }
 END_TEST
 
+/* A plain LoRA adapter exported in PEFT's config form loads back as the same adapter; hybrids have
+ * no PEFT form. */
+START_TEST(test_peft_export_round_trip) {
+    hlpt_model *m = base();
+    hlpt_adapter *a = load(m, "peft-lora-qv");
+    char *peft = hlpt_adapter_config_peft_json(&a->cfg, 8);
+    ck_assert_ptr_nonnull(peft);
+    ck_assert_ptr_nonnull(strstr(peft, "\"LORA\""));
+    void *w;
+    size_t n;
+    char why[256];
+    ck_assert_int_eq(hlpt_adapter_to_safetensors(a, a->params, NULL, &w, &n, why, sizeof why), 0);
+    hlpt_adapter *b;
+    ck_assert_msg(hlpt_adapter_load_mem(peft, strlen(peft), w, n, hlpt_model_config(m), NULL, &b, why, sizeof why) == 0,
+                  "%s", why);
+    ck_assert_int_eq(b->n_params, a->n_params);
+    ck_assert_int_eq(memcmp(a->params, b->params, a->n_params * sizeof(float)), 0);
+    ck_assert_int_eq(b->cfg.targets, a->cfg.targets);
+    hlpt_adapter *h = load(m, "hlpt-causal");
+    ck_assert_ptr_null(hlpt_adapter_config_peft_json(&h->cfg, 8));
+    free(peft);
+    free(w);
+    hlpt_adapter_free(a);
+    hlpt_adapter_free(b);
+    hlpt_adapter_free(h);
+    hlpt_model_close(m);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("adapter");
     TCase *tc = tcase_create("core");
@@ -331,6 +360,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_layer_plans);
     tcase_add_test(tc, test_load_errors);
     tcase_add_test(tc, test_save_load_round_trip);
+    tcase_add_test(tc, test_peft_export_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }
