@@ -364,9 +364,10 @@ int hlpt_dataset_validate_ex(const char *buf, size_t n, const hlpt_dataset_opts 
             st.format = ex.format;
             first_line = lineno;
         } else if (ex.format != st.format) {
+            hlpt_dataset_format f = ex.format;
             hlpt_example_free(&ex);
             return hlpt_why(why, len, HLPT_ERR_FORMAT, "line %zu: format %s differs from %s of line %zu", lineno,
-                            hlpt_dataset_format_name(ex.format), hlpt_dataset_format_name(st.format), first_line);
+                            hlpt_dataset_format_name(f), hlpt_dataset_format_name(st.format), first_line);
         }
         size_t pc = utf8_chars(ex.prompt), cc = utf8_chars(ex.completion);
         st.examples++;

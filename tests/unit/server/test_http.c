@@ -1,0 +1,291 @@
+/* The HTTP layer with a stand-in loop thread: routing and params, JSON bodies, the hand-off to
+ * the loop (work runs on the loop thread, the reply comes back on the right connection), event
+ * streams pushed from the loop, and drain refusing new hand-offs. Talks HTTP/1.0 over a socket. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../check_main.h"
+#include "hlpt/err.h"
+
+/* ---- a stand-in for the loop thread ------------------------------------------------------------ */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int woken, quit;
+static hlpt_http *server;
+static pthread_t loop_thread;
+static hlpt_sse *stream; /* handed over by stream_work */
+static atomic_int wrong_thread;
+
+static void wake(void *ctx) {
+    pthread_mutex_lock(&mu);
+    woken = 1;
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static void *loop_main(void *arg) {
+    pthread_mutex_lock(&mu);
+    while (!quit) {
+        while (!woken && !quit) pthread_cond_wait(&cv, &mu);
+        woken = 0;
+        pthread_mutex_unlock(&mu);
+        hlpt_http_run_deferred(server);
+        pthread_mutex_lock(&mu);
+    }
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+/* ---- routes ---------------------------------------------------------------------------------------- */
+
+static void echo(hlpt_req *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", hlpt_req_param(r, "id"));
+    const char *q = hlpt_req_query(r, "q");
+    cJSON_AddStringToObject(o, "q", q ? q : "(none)");
+    hlpt_reply_json(r, 200, o);
+}
+
+static void post_json(hlpt_req *r) {
+    cJSON *j = hlpt_req_json(r);
+    if (!j) return;
+    hlpt_reply_json(r, 201, cJSON_Duplicate(j, 1));
+}
+
+static void deferred_work(void *app, hlpt_req *r) {
+    if (!pthread_equal(pthread_self(), loop_thread)) atomic_fetch_add(&wrong_thread, 1);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "app", app);
+    cJSON_AddStringToObject(o, "n", hlpt_req_param(r, "n"));
+    hlpt_reply_json(r, 200, o);
+}
+
+static void deferred(hlpt_req *r) { hlpt_req_defer(r, deferred_work); }
+
+static void stream_work(void *app, hlpt_req *r) {
+    hlpt_sse *s = hlpt_req_stream(r);
+    hlpt_sse_send(s, "hello", "first");
+    __atomic_store_n(&stream, s, __ATOMIC_RELEASE);
+}
+
+static void streaming(hlpt_req *r) { hlpt_req_defer(r, stream_work); }
+
+static const hlpt_route routes[] = {
+    {"GET", "/echo/{id}", echo, 0},
+    {"POST", "/json", post_json, 0},
+    {"GET", "/deferred/{n}", deferred, 0},
+    {"GET", "/stream", streaming, 0},
+};
+
+static void start(void) {
+    char why[256];
+    hlpt_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024, .routes = routes,
+                        .nroutes = sizeof routes / sizeof routes[0], .app = "the-app", .wake = wake};
+    ck_assert_int_eq(hlpt_http_start(&server, &o, why, sizeof why), HLPT_OK);
+    quit = 0;
+    pthread_create(&loop_thread, NULL, loop_main, NULL);
+}
+
+static void stop(void) {
+    pthread_mutex_lock(&mu);
+    quit = 1;
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+    pthread_join(loop_thread, NULL);
+    for (int i = 0; i < 200 && hlpt_http_drain_step(server) > 0; i++) usleep(10000);
+    hlpt_http_stop(server);
+    server = NULL;
+}
+
+/* ---- a tiny HTTP/1.0 client -------------------------------------------------------------------------- */
+
+static int connect_server(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hlpt_http_port(server))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void send_all(int fd, const char *s, size_t n) {
+    while (n) {
+        ssize_t k = write(fd, s, n);
+        ck_assert_int_gt(k, 0);
+        s += k, n -= (size_t)k;
+    }
+}
+
+/* Reads until `until` appears (or EOF when NULL) into buf. */
+static size_t read_until(int fd, char *buf, size_t cap, const char *until) {
+    size_t n = 0;
+    buf[0] = 0;
+    while (n + 1 < cap && !(until && strstr(buf, until))) {
+        ssize_t k = read(fd, buf + n, cap - 1 - n);
+        if (k <= 0) break;
+        n += (size_t)k;
+        buf[n] = 0;
+    }
+    return n;
+}
+
+/* One request; returns the status, the body in body[]. */
+static int request(const char *method, const char *path, const char *body, char *out, size_t cap) {
+    int fd = connect_server();
+    char head[512];
+    size_t bl = body ? strlen(body) : 0;
+    snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nContent-Length: %zu\r\n\r\n", method, path, bl);
+    send_all(fd, head, strlen(head));
+    if (bl) send_all(fd, body, bl);
+    char *buf = malloc(1 << 16); /* clients run on several threads */
+    read_until(fd, buf, 1 << 16, NULL);
+    close(fd);
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    const char *b = strstr(buf, "\r\n\r\n");
+    snprintf(out, cap, "%s", b ? b + 4 : "");
+    free(buf);
+    return status;
+}
+
+/* ---- tests ------------------------------------------------------------------------------------------- */
+
+START_TEST(test_routes_and_errors) {
+    start();
+    char body[4096];
+    ck_assert_int_eq(request("GET", "/echo/abc?q=a%20b", NULL, body, sizeof body), 200);
+    ck_assert_str_eq(body, "{\"id\":\"abc\",\"q\":\"a b\"}");
+    ck_assert_int_eq(request("GET", "/echo/", NULL, body, sizeof body), 404);
+    ck_assert_ptr_nonnull(strstr(body, "\"code\":\"unknown_url\""));
+    ck_assert_int_eq(request("DELETE", "/echo/x", NULL, body, sizeof body), 405);
+    ck_assert_int_eq(request("POST", "/json", "{\"a\":[1,2]}", body, sizeof body), 201);
+    ck_assert_str_eq(body, "{\"a\":[1,2]}");
+    ck_assert_int_eq(request("POST", "/json", "{\"a\":", body, sizeof body), 400);
+    ck_assert_ptr_nonnull(strstr(body, "invalid JSON at byte 6"));
+    ck_assert_int_eq(request("POST", "/json", "", body, sizeof body), 400);
+    ck_assert_ptr_nonnull(strstr(body, "empty"));
+    ck_assert_int_eq(request("POST", "/json", "[1]", body, sizeof body), 400);
+    char big[2048];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    ck_assert_int_eq(request("POST", "/json", big, body, sizeof body), 413);
+    ck_assert_ptr_nonnull(strstr(body, "1024"));
+    stop();
+}
+END_TEST
+
+START_TEST(test_status_table) {
+    const char *type, *code;
+    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_NOENT, &type, &code), 404);
+    ck_assert_str_eq(code, "not_found");
+    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_STATE, &type, &code), 409);
+    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_MISMATCH, &type, &code), 422);
+    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_BUSY, &type, &code), 429);
+    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_DB, &type, &code), 500);
+    ck_assert_str_eq(type, "server_error");
+    ck_assert_int_eq(hlpt_http_status_of(-999, &type, &code), 500);
+    for (int e = 1; e < HLPT_ERR_COUNT__; e++) ck_assert_int_ge(hlpt_http_status_of(-e, NULL, NULL), 400);
+}
+END_TEST
+
+/* Several clients at once; every reply is its own request's and every work ran on the loop. */
+static void *client(void *arg) {
+    long k = (long)arg;
+    for (int i = 0; i < 20; i++) {
+        char path[64], body[256], want[128];
+        snprintf(path, sizeof path, "/deferred/%ld-%d", k, i);
+        snprintf(want, sizeof want, "{\"app\":\"the-app\",\"n\":\"%ld-%d\"}", k, i);
+        if (request("GET", path, NULL, body, sizeof body) != 200 || strcmp(body, want) != 0) return (void *)1;
+    }
+    return NULL;
+}
+
+START_TEST(test_hand_off) {
+    start();
+    atomic_store(&wrong_thread, 0);
+    pthread_t t[6];
+    for (long k = 0; k < 6; k++) pthread_create(&t[k], NULL, client, (void *)k);
+    for (int k = 0; k < 6; k++) {
+        void *ret;
+        pthread_join(t[k], &ret);
+        ck_assert_ptr_null(ret);
+    }
+    ck_assert_int_eq(atomic_load(&wrong_thread), 0);
+    stop();
+}
+END_TEST
+
+START_TEST(test_event_stream) {
+    start();
+    __atomic_store_n(&stream, NULL, __ATOMIC_RELEASE);
+    int fd = connect_server();
+    const char *req = "GET /stream HTTP/1.0\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    static char buf[8192];
+    read_until(fd, buf, sizeof buf, "data: first\n\n");
+    ck_assert_ptr_nonnull(strstr(buf, "200"));
+    ck_assert_ptr_nonnull(strstr(buf, "text/event-stream"));
+    ck_assert_ptr_nonnull(strstr(buf, "event: hello\ndata: first\n\n"));
+    hlpt_sse *s;
+    while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
+    /* The connection is idle (suspended) now; a push from another thread wakes it. */
+    usleep(50000);
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "line one\nline two"), HLPT_OK);
+    read_until(fd, buf, sizeof buf, "line two\n\n");
+    ck_assert_str_eq(buf, "data: line one\ndata: line two\n\n");
+    ck_assert_int_eq(hlpt_sse_send(s, "metrics", "{\"step\":1}"), HLPT_OK);
+    hlpt_sse_close(s);
+    read_until(fd, buf, sizeof buf, NULL);
+    ck_assert_str_eq(buf, "event: metrics\ndata: {\"step\":1}\n\n");
+    close(fd);
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "late"), HLPT_ERR_CANCELLED);
+    hlpt_sse_unref(s);
+    stop();
+}
+END_TEST
+
+/* Drain ends open streams; afterwards hand-offs are refused with 503 and nothing stays in flight. */
+START_TEST(test_drain) {
+    start();
+    __atomic_store_n(&stream, NULL, __ATOMIC_RELEASE);
+    int fd = connect_server();
+    const char *req = "GET /stream HTTP/1.0\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    static char buf[8192];
+    read_until(fd, buf, sizeof buf, "data: first\n\n");
+    hlpt_sse *s;
+    while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
+    int left = hlpt_http_drain_step(server);
+    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlpt_http_drain_step(server);
+    ck_assert_int_eq(left, 0);
+    read_until(fd, buf, sizeof buf, NULL); /* the stream ended: EOF */
+    close(fd);
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "x"), HLPT_ERR_CANCELLED);
+    hlpt_sse_unref(s);
+    stop();
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_routes_and_errors);
+    tcase_add_test(tc, test_status_table);
+    tcase_add_test(tc, test_hand_off);
+    tcase_add_test(tc, test_event_stream);
+    tcase_add_test(tc, test_drain);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+HLPT_CHECK_MAIN()
