@@ -395,9 +395,9 @@ START_TEST(test_adapters_crud) {
     hlpt_file *f;
     ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", "x", 1, 1, NULL, &f, why, sizeof why), HLPT_OK);
     hlpt_job *j = make_job(st, f->id);
-    hlpt_adapter_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .weights = "SAFETENSORS",
+    hlpt_adapter_rec_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .weights = "SAFETENSORS",
                            .weights_bytes = 11, .base_hash = "abc", .job_id = j->id};
-    hlpt_adapter *a, *g;
+    hlpt_adapter_rec *a, *g;
     ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(strncmp(a->id, "ad-", 3), 0);
     ck_assert_int_eq(a->bytes, 11);
@@ -408,10 +408,10 @@ START_TEST(test_adapters_crud) {
     ck_assert_ptr_nonnull(strstr(why, "my-adapter"));
     ck_assert_int_eq(hlpt_store_adapter_get(st, "my-adapter", &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->id, a->id);
-    hlpt_adapter_free(g);
+    hlpt_adapter_rec_free(g);
     ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->config, "{\"peft_type\":\"HLPT\"}");
-    hlpt_adapter_free(g);
+    hlpt_adapter_rec_free(g);
     void *buf;
     size_t n;
     ck_assert_int_eq(hlpt_store_adapter_weights(st, a->id, &buf, &n, why, sizeof why), HLPT_OK);
@@ -420,25 +420,25 @@ START_TEST(test_adapters_crud) {
     free(buf);
     in.name = "second";
     in.job_id = NULL;
-    hlpt_adapter *b;
+    hlpt_adapter_rec *b;
     ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &b, why, sizeof why), HLPT_OK);
-    hlpt_adapter **v;
+    hlpt_adapter_rec **v;
     int more;
     ck_assert_int_eq(hlpt_store_adapter_list(st, NULL, 1, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert(more);
     ck_assert_str_eq(v[0]->name, "second");
-    hlpt_adapter_list_free(v, n);
+    hlpt_adapter_rec_list_free(v, n);
     /* The adapter outlives its job. */
     ck_assert_int_eq(hlpt_store_job_delete(st, j->id, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_ptr_null(g->job_id);
-    hlpt_adapter_free(g);
+    hlpt_adapter_rec_free(g);
     ck_assert_int_eq(hlpt_store_adapter_delete(st, a->id, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(hlpt_store_adapter_delete(st, a->id, why, sizeof why), HLPT_ERR_NOENT);
-    hlpt_adapter_free(a);
-    hlpt_adapter_free(b);
+    hlpt_adapter_rec_free(a);
+    hlpt_adapter_rec_free(b);
     hlpt_job_free(j);
     hlpt_file_free(f);
     hlpt_store_close(st);
