@@ -93,7 +93,8 @@ static int cmd_files(int argc, char **argv) {
 
 static const char jobs_usage[] =
     "usage: hlpt jobs create --data FILE [--valid FILE] [--method hlpt|h2lpt|lora|prefix] [--gate G]\n"
-    "                        [--rank R] [--alpha A] [--virtual-tokens P] [--epochs N] [--batch-size B]\n"
+    "                        [--rank R] [--alpha A] [--virtual-tokens P] [--targets q_proj,v_proj,...]\n"
+    "                        [--epochs N] [--batch-size B]\n"
     "                        [--lr X] [--max-length T] [--max-steps N] [--seed S] [--suffix NAME] [--follow]\n"
     "       hlpt jobs list | show ID | cancel ID | pause ID | resume ID | events ID | metrics ID | follow ID\n"
     "       (every form takes --url URL)\n";
@@ -154,7 +155,7 @@ static int follow(const char *id) {
 static int jobs_create(int argc, char **argv) {
     const char *url = NULL, *data = NULL, *valid = NULL, *method = "h2lpt", *gate = NULL, *rank = NULL,
                *alpha = NULL, *virt = NULL, *epochs = NULL, *batch = NULL, *lr = NULL, *seed = NULL,
-               *suffix = NULL, *max_len = NULL, *max_steps = NULL;
+               *suffix = NULL, *max_len = NULL, *max_steps = NULL, *targets = NULL;
     int follow_it = 0;
     cli_opt opts[] = {{"--url", &url, NULL},          {"--data", &data, NULL},
                       {"--valid", &valid, NULL},      {"--method", &method, NULL},
@@ -163,7 +164,8 @@ static int jobs_create(int argc, char **argv) {
                       {"--epochs", &epochs, NULL},    {"--batch-size", &batch, NULL},
                       {"--lr", &lr, NULL},            {"--seed", &seed, NULL},
                       {"--suffix", &suffix, NULL},    {"--max-length", &max_len, NULL},
-                      {"--max-steps", &max_steps, NULL}, {"--follow", NULL, &follow_it}};
+                      {"--max-steps", &max_steps, NULL}, {"--targets", &targets, NULL},
+                      {"--follow", NULL, &follow_it}};
     char **rest;
     int n, st = cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof *opts), jobs_usage, &rest, &n);
     if (st) return st == CLI_HELP ? CLI_OK : st;
@@ -199,6 +201,12 @@ static int jobs_create(int argc, char **argv) {
     if (rank) cJSON_AddNumberToObject(settings, "r", (double)r);
     if (alpha) cJSON_AddNumberToObject(settings, "lora_alpha", a);
     if (virt) cJSON_AddNumberToObject(settings, "num_virtual_tokens", (double)pv);
+    if (targets) {
+        cJSON *t = cJSON_AddArrayToObject(settings, "target_modules");
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", targets);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) cJSON_AddItemToArray(t, cJSON_CreateString(tok));
+    }
     cJSON *hp = cJSON_AddObjectToObject(body, "hyperparameters");
     if (epochs) cJSON_AddNumberToObject(hp, "n_epochs", (double)ep);
     if (batch) cJSON_AddNumberToObject(hp, "batch_size", (double)bs);

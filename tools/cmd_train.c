@@ -21,6 +21,7 @@
 static const char train_usage[] =
     "usage: hlpt train --model DIR --data FILE [--valid FILE] [--method hlpt|h2lpt|lora|prefix]\n"
     "                  [--gate causal|sequence|none] [--rank R] [--alpha A] [--virtual-tokens P]\n"
+    "                  [--targets q_proj,v_proj,...]\n"
     "                  [--epochs N] [--batch-size B] [--grad-accum K] [--lr X] [--max-length T]\n"
     "                  [--seed S] [--max-steps N] [--eval-every N] [--threads N] [--recompute]\n"
     "                  [--resume CKPT] [--checkpoint FILE] --out DIR\n"
@@ -108,7 +109,7 @@ int cmd_train(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *valid = NULL, *method = "hlpt", *gate = NULL, *rank = NULL,
                *alpha = NULL, *virt = NULL, *epochs = NULL, *batch = NULL, *accum = NULL, *lr = NULL,
                *max_len = NULL, *seed = NULL, *resume = NULL, *out = NULL, *max_steps = NULL,
-               *eval_every = NULL, *threads = NULL, *ckpt = NULL;
+               *eval_every = NULL, *threads = NULL, *ckpt = NULL, *targets = NULL;
     int recompute = 0;
     cli_opt opts[] = {{"--model", &model, NULL},     {"--data", &data, NULL},
                       {"--valid", &valid, NULL},     {"--method", &method, NULL},
@@ -120,7 +121,7 @@ int cmd_train(int argc, char **argv) {
                       {"--resume", &resume, NULL},   {"--out", &out, NULL},
                       {"--max-steps", &max_steps, NULL}, {"--eval-every", &eval_every, NULL},
                       {"--threads", &threads, NULL}, {"--checkpoint", &ckpt, NULL},
-                      {"--recompute", NULL, &recompute}};
+                      {"--targets", &targets, NULL},  {"--recompute", NULL, &recompute}};
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof *opts), train_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
@@ -167,6 +168,20 @@ int cmd_train(int argc, char **argv) {
     if (r > 0) cfg.r = (int)r;
     if (a > 0) cfg.alpha = (float)a;
     if (pv > 0) cfg.n_virtual = (int)pv;
+    if (targets) {
+        /* "down_proj,up_proj": the modules LoRA adapts. */
+        cfg.targets = 0;
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", targets);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+            int mod = hlpt_module_from_name(tok);
+            if (mod < 0) {
+                hlpt_model_close(m);
+                return cli_fail("--targets: unknown module '%s' (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)", tok) + 1;
+            }
+            cfg.targets |= 1u << mod;
+        }
+    }
     snprintf(cfg.base_name, sizeof cfg.base_name, "%s", model);
     snprintf(cfg.base_hash, sizeof cfg.base_hash, "%s", hlpt_model_hash(m));
     char ckpt_default[4200];
