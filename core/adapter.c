@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "hlpt/err.h"
+#include "hlpt/fileio.h"
 #include "hlpt/safetensors.h"
 #include "rng.h"
 
@@ -470,30 +471,6 @@ void hlpt_adapter_init(hlpt_adapter *a, uint64_t seed) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Loading                                                                                         */
 
-static int read_file(const char *path, char **buf, size_t *n, char *why, size_t len) {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return hlpt_why(why, len, errno == ENOENT ? HLPT_ERR_NOENT : HLPT_ERR_IO, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (size < 0 || size > (64L << 20)) {
-        fclose(f);
-        return hlpt_why(why, len, HLPT_ERR_FORMAT, "%s: unreasonable size", path);
-    }
-    *buf = malloc((size_t)size + 1);
-    if (!*buf || fread(*buf, 1, (size_t)size, f) != (size_t)size) {
-        fclose(f);
-        free(*buf);
-        *buf = NULL;
-        return hlpt_why(why, len, HLPT_ERR_IO, "%s: read failed", path);
-    }
-    (*buf)[size] = 0;
-    *n = (size_t)size;
-    fclose(f);
-    return HLPT_OK;
-}
-
 /* Translates a PEFT LORA config into ours: gate none, PEFT's layers_to_transform (all when null). */
 static int peft_lora_config(const cJSON *j, const hlpt_config *c, hlpt_adapter_config *cfg, char *why, size_t len) {
     static const char *const unsupported[] = {"use_dora", "use_rslora", "use_qalora", "lora_bias"};
@@ -659,28 +636,14 @@ out:
 
 int hlpt_adapter_load(const char *dir, const hlpt_config *c, const char *base_hash,
                       hlpt_adapter **out, char *why, size_t len) {
+    *out = NULL;
     char path[4096];
     char *cj = NULL, *w = NULL;
     size_t cn = 0, wn = 0;
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    int err = read_file(path, &cj, &cn, why, len);
-    if (!err) {
-        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-        /* Adapters are small; reading them keeps load_mem the one code path. */
-        FILE *f = fopen(path, "rb");
-        if (!f) {
-            err = hlpt_why(why, len, HLPT_ERR_NOENT, "%s: %s", path, strerror(errno));
-        } else {
-            fseek(f, 0, SEEK_END);
-            long size = ftell(f);
-            fseek(f, 0, SEEK_SET);
-            w = size >= 0 ? malloc((size_t)size + 1) : NULL;
-            if (!w || fread(w, 1, (size_t)size, f) != (size_t)size)
-                err = hlpt_why(why, len, HLPT_ERR_IO, "%s: read failed", path);
-            wn = (size_t)size;
-            fclose(f);
-        }
-    }
+    int err = hlpt_file_read(path, (size_t)16 << 20, &cj, &cn, why, len);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if (!err) err = hlpt_file_read(path, (size_t)1 << 36, &w, &wn, why, len);
     if (!err) err = hlpt_adapter_load_mem(cj, cn, w, wn, c, base_hash, out, why, len);
     free(cj);
     free(w);
@@ -707,21 +670,6 @@ int hlpt_adapter_to_safetensors(const hlpt_adapter *a, const float *arena, const
     return err;
 }
 
-static int write_all(const char *path, const void *buf, size_t n, char *why, size_t len) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", tmp, strerror(errno));
-    int ok = fwrite(buf, 1, n, f) == n;
-    ok &= fflush(f) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return hlpt_why(why, len, HLPT_ERR_IO, "%s: write failed", path);
-    }
-    return HLPT_OK;
-}
-
 int hlpt_adapter_save(const hlpt_adapter *a, const char *dir, const char *extra_json, char *why,
                       size_t len) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -742,13 +690,13 @@ int hlpt_adapter_save(const hlpt_adapter *a, const char *dir, const char *extra_
     cJSON_Delete(o);
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    int err = text ? write_all(path, text, strlen(text), why, len) : HLPT_ERR_NOMEM;
+    int err = text ? hlpt_file_write(path, text, strlen(text), 1, why, len) : HLPT_ERR_NOMEM;
     free(text);
     void *buf = NULL;
     size_t n = 0;
     if (!err) err = hlpt_adapter_to_safetensors(a, a->params, NULL, &buf, &n, why, len);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if (!err) err = write_all(path, buf, n, why, len);
+    if (!err) err = hlpt_file_write(path, buf, n, 1, why, len);
     free(buf);
     return err;
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "hlpt/err.h"
+#include "hlpt/fileio.h"
 
 enum { SAID_NOTHING, SAID_DONE, SAID_STOPPED, SAID_ERROR };
 enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN };
@@ -107,38 +108,13 @@ static worker *find_worker(const hlptd_jobs *j, const char *id) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Files                                                                                           */
 
-static int write_file(const char *path, const void *buf, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    int ok = fwrite(buf, 1, n, f) == n;
-    ok &= fclose(f) == 0;
-    return ok ? 0 : -1;
-}
-
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[size] = 0;
-    *n = buf ? (size_t)size : 0;
-    return buf;
-}
-
 /* Writes a stored file's content to path (the worker reads plain files, never the store). */
 static int export_file(hlptd_jobs *j, const char *file_id, const char *path, char *why, size_t len) {
     void *buf;
     size_t n;
     int err = hlpt_store_file_content(j->st, file_id, &buf, &n, why, len);
     if (err) return err;
-    if (write_file(path, buf, n)) err = hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
+    err = hlpt_file_write(path, buf, n, 0, why, len);
     free(buf);
     return err;
 }
@@ -183,8 +159,8 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
     const char *path = str(o, "path");
     size_t n;
-    char why[256], *blob = path ? read_file(path, &n) : NULL;
-    if (!blob) {
+    char why[256], *blob = NULL;
+    if (!path || hlpt_file_read(path, (size_t)1 << 34, &blob, &n, why, sizeof why)) {
         event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be read", (int)num(o, "step"));
         return;
     }
@@ -211,9 +187,10 @@ static void on_done_line(worker *w, const cJSON *o) {
     char path[1200], why[256], name[256];
     size_t cn = 0, wn = 0;
     snprintf(path, sizeof path, "%s/adapter_config.json", dir ? dir : "");
-    char *cfg = read_file(path, &cn);
+    char *cfg = NULL, *weights = NULL;
+    hlpt_file_read(path, (size_t)1 << 24, &cfg, &cn, why, sizeof why);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir ? dir : "");
-    char *weights = read_file(path, &wn);
+    hlpt_file_read(path, (size_t)1 << 34, &weights, &wn, why, sizeof why);
     hlpt_job *job = NULL;
     hlpt_store_job_get(j->st, w->job_id, &job, why, sizeof why);
     if (!cfg || !weights || !job) {
@@ -410,7 +387,7 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
         void *state;
         size_t n;
         if (hlpt_store_checkpoint_state(j->st, ck->id, &state, &n, why, len) == HLPT_OK) {
-            have_ckpt = write_file(resume, state, n) == 0;
+            have_ckpt = hlpt_file_write(resume, state, n, 0, why, len) == HLPT_OK;
             free(state);
         }
     }

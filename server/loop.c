@@ -20,6 +20,7 @@
 #include "app.h"
 #include "fine_tuning.h"
 #include "hlpt/err.h"
+#include "hlpt/fileio.h"
 #include "hlpt/model.h"
 #include "hlpt/tensor.h"
 #include "http.h"
@@ -122,21 +123,6 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
 }
 
 /* ---- files in the data directory ---------------------------------------------------------------- */
-
-/* Writes text to path via a temporary file and rename, so readers never see half a file. */
-static int write_file_atomic(const char *path, const char *text, char *why, size_t len) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", tmp, strerror(errno));
-    int ok = fputs(text, f) >= 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
-    }
-    return HLPT_OK;
-}
 
 static char *join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -309,9 +295,9 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     char text[64];
     snprintf(text, sizeof text, "%d\n", hlpt_http_port(d->http));
     d->files_written = 1;
-    if ((err = write_file_atomic(d->port_path, text, why, len))) goto fail;
+    if ((err = hlpt_file_write(d->port_path, text, strlen(text), 0, why, len))) goto fail;
     snprintf(text, sizeof text, "%ld\n", (long)getpid());
-    if ((err = write_file_atomic(d->pid_path, text, why, len))) goto fail;
+    if ((err = hlpt_file_write(d->pid_path, text, strlen(text), 0, why, len))) goto fail;
     hlpt_info("listening on %s:%d", cfg->listen_host, hlpt_http_port(d->http));
     *out = d;
     return HLPT_OK;

@@ -36,6 +36,7 @@
 
 #include "hlpt/adapter.h"
 #include "hlpt/err.h"
+#include "hlpt/fileio.h"
 #include "hlpt/model.h"
 #include "hlpt/tensor.h"
 #include "hlpt/train.h"
@@ -98,27 +99,11 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
     emit(o);
 }
 
-static int write_file(const char *path, const void *buf, size_t n) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return -1;
-    int ok = fwrite(buf, 1, n, f) == n;
-    ok &= fflush(f) == 0;
-    ok &= fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
     worker_ctx *w = ctx;
     char path[4200];
     snprintf(path, sizeof path, "%s/ckpt-%08d.safetensors", w->job_dir, step);
-    if (write_file(path, blob, n) != 0) return -1;
+    if (hlpt_file_write(path, blob, n, 1, NULL, 0) != HLPT_OK) return -1;
     cJSON *o = line("checkpoint");
     cJSON_AddNumberToObject(o, "step", step);
     cJSON_AddStringToObject(o, "path", path);
@@ -134,47 +119,6 @@ static int should_stop(void *ctx) {
     return stop_requested;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[size] = 0;
-    *n = buf ? (size_t)size : 0;
-    return buf;
-}
-
-/* Everything on fd until end of file (a pipe: no seeking). Returns owned, NUL-terminated. */
-static char *read_all(int fd, size_t *n) {
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) return NULL;
-        if (len + 1 == cap) {
-            char *p = realloc(buf, cap *= 2);
-            if (!p) {
-                free(buf);
-                return NULL;
-            }
-            buf = p;
-        }
-        ssize_t k = read(fd, buf + len, cap - len - 1);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
-        len += (size_t)k;
-    }
-    buf[len] = 0;
-    *n = len;
-    return buf;
-}
-
 static const char *str_field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
@@ -184,9 +128,10 @@ static const char *str_field(const cJSON *o, const char *key) {
 static int load_set(const hlpt_model *m, const char *path, const hlpt_train_params *p, hlpt_examples *e,
                     char *why, size_t len) {
     size_t n;
-    char *buf = slurp(path, &n);
-    if (!buf) return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
-    int err = hlpt_examples_load(hlpt_model_tokenizer(m), hlpt_model_config(m), buf, n, p, e, why, len);
+    char *buf;
+    int err = hlpt_file_read(path, (size_t)1 << 32, &buf, &n, why, len);
+    if (err) return err;
+    err = hlpt_examples_load(hlpt_model_tokenizer(m), hlpt_model_config(m), buf, n, p, e, why, len);
     free(buf);
     return err;
 }
@@ -200,7 +145,8 @@ int hlptd_worker_main(int argc, char **argv) {
     signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the daemon, which decides */
 
     size_t n;
-    char *spec_text = read_all(0, &n);
+    char *spec_text = NULL;
+    hlpt_fd_read(0, (size_t)16 << 20, &spec_text, &n, NULL, 0);
     cJSON *spec = spec_text ? cJSON_ParseWithLength(spec_text, n) : NULL;
     free(spec_text);
     if (!cJSON_IsObject(spec)) {
@@ -286,9 +232,9 @@ int hlptd_worker_main(int argc, char **argv) {
     }
     int resumed_from = 0;
     if (resume) {
-        char *blob = slurp(resume, &n);
-        err = blob ? hlpt_trainer_restore(t, blob, n, why, sizeof why)
-                   : hlpt_why(why, sizeof why, HLPT_ERR_IO, "%s: %s", resume, strerror(errno));
+        char *blob = NULL;
+        err = hlpt_file_read(resume, (size_t)1 << 34, &blob, &n, why, sizeof why);
+        if (!err) err = hlpt_trainer_restore(t, blob, n, why, sizeof why);
         free(blob);
         if (err) {
             status = fail("resume: %s", why);

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "hlpt/adapter.h"
 #include "hlpt/err.h"
+#include "hlpt/fileio.h"
 #include "hlpt/model.h"
 #include "hlpt/tensor.h"
 #include "hlpt/train.h"
@@ -58,47 +59,15 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
     fflush(stdout);
 }
 
-static int write_file(const char *path, const void *buf, size_t n) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return -1;
-    int ok = fwrite(buf, 1, n, f) == n;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path)) {
-        remove(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
     train_view *v = ctx;
-    return write_file(v->ckpt_path, blob, n);
-}
-
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[size] = 0;
-    *n = (size_t)size;
-    return buf;
+    return hlpt_file_write(v->ckpt_path, blob, n, 1, NULL, 0);
 }
 
 static int load_set(const hlpt_model *m, const char *path, const hlpt_train_params *p, hlpt_examples *e) {
     size_t n;
-    char why[512] = "";
-    char *buf = slurp(path, &n);
-    if (!buf) return cli_fail("%s: cannot read", path);
+    char why[512] = "", *buf;
+    if (hlpt_file_read(path, (size_t)1 << 32, &buf, &n, why, sizeof why)) return cli_fail("%s", why);
     int err = hlpt_examples_load(hlpt_model_tokenizer(m), hlpt_model_config(m), buf, n, p, e, why, sizeof why);
     free(buf);
     if (err) return cli_fail("%s: %s", path, why);
@@ -202,9 +171,9 @@ int cmd_train(int argc, char **argv) {
     }
     if (resume) {
         size_t n;
-        char *blob = slurp(resume, &n);
-        if (!blob) {
-            st = cli_fail("%s: cannot read", resume);
+        char *blob;
+        if (hlpt_file_read(resume, (size_t)1 << 34, &blob, &n, why, sizeof why)) {
+            st = cli_fail("%s", why);
             goto out;
         }
         err = hlpt_trainer_restore(t, blob, n, why, sizeof why);
