@@ -7,7 +7,7 @@ set -eu
 BUILD=${BUILD:-build}
 TASK=${TASK:-math}
 EVAL_LIMIT=${EVAL_LIMIT:-100}
-EPOCHS=${EPOCHS:-2}
+STEPS=${STEPS:-200}
 out=$BUILD/demo
 mkdir -p "$out"
 data=$(mktemp -d /tmp/hlpt-demo.XXXXXX)
@@ -41,8 +41,11 @@ echo "== the base model on $EVAL_LIMIT held-out $TASK questions"
 "$BUILD/hlpt" eval --task "$TASK" --data "data/$TASK/test.jsonl" --limit "$EVAL_LIMIT" | tee "$out/before.json"
 
 echo "== fine-tuning an H²LPT adapter on data/$TASK/train.jsonl"
+# H²LPT on this 8-layer model: gated LoRA (rank 16) on the feed-forward layers of layers 0-1, gated
+# prefixes on layers 6-7, nothing on layers 2-5; 200 steps of 16 examples.
 model=$("$BUILD/hlpt" jobs create --data "data/$TASK/train.jsonl" --valid "data/$TASK/valid.jsonl" \
-    --method h2lpt --epochs "$EPOCHS" --suffix demo --follow)
+    --method h2lpt --rank 16 --alpha 32 --targets gate_proj,up_proj,down_proj --lr 1e-2 \
+    --batch-size 16 --max-steps "$STEPS" --suffix demo --follow)
 job=$("$BUILD/hlpt" jobs list | sed -n 's/.*"id": *"\(ftjob-[^"]*\)".*/\1/p' | head -1)
 curl -sf "$HLPT_URL/v1/fine_tuning/jobs/$job/loss.svg" -o "$out/loss.svg" || true
 curl -sf "$HLPT_URL/v1/fine_tuning/jobs/$job/metrics?format=csv" -o "$out/metrics.csv" || true
