@@ -120,12 +120,10 @@ demo: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(HLPTD) $(HLPT) $(DESTDIR)$(PREFIX)/bin/
-	install -d $(DESTDIR)$(PREFIX)/share/hlpt/migrations
-	install -m 0644 migrations/*.sql $(DESTDIR)$(PREFIX)/share/hlpt/migrations/
 	install -d $(DESTDIR)/lib/systemd/system $(DESTDIR)/usr/lib/sysusers.d $(DESTDIR)/usr/lib/tmpfiles.d
-	-install -m 0644 systemd/hlptd.service $(DESTDIR)/lib/systemd/system/
-	-install -m 0644 systemd/hlptd.sysusers $(DESTDIR)/usr/lib/sysusers.d/hlptd.conf
-	-install -m 0644 systemd/hlptd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/hlptd.conf
+	install -m 0644 systemd/hlptd.service $(DESTDIR)/lib/systemd/system/
+	install -m 0644 systemd/hlptd.sysusers $(DESTDIR)/usr/lib/sysusers.d/hlptd.conf
+	install -m 0644 systemd/hlptd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/hlptd.conf
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -128,71 +128,124 @@ def start_daemon(data_dir, workers, threads):
     raise SystemExit("hlptd did not start; see %s/hlptd.log" % data_dir)
 
 
+def load_state(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"jobs": {}}
+
+
+def save_state(path, state):
+    with open(path + ".tmp", "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def key(name, task, seed):
+    return "%s|%s|%d" % (name, task, seed)
+
+
+def train_phase(args, base, state, tasks, seeds):
+    """Creates every job not yet created, waits for all, records their figures in the state."""
+    if "files" not in state:
+        state["files"] = {t: [upload(base, os.path.join(ROOT, "data", t, "train.jsonl")),
+                              upload(base, os.path.join(ROOT, "data", t, "valid.jsonl"))] for t in tasks}
+        save_state(args.state, state)
+    for name, mtype, settings in CONFIGS:
+        for t in tasks:
+            for seed in seeds:
+                k = key(name, t, seed)
+                if k in state["jobs"]:
+                    continue
+                body = {"training_file": state["files"][t][0], "validation_file": state["files"][t][1], "seed": seed,
+                        "suffix": re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:40],
+                        "method": {"type": mtype, mtype: dict(settings)},
+                        "hyperparameters": {"max_steps": args.steps, "batch_size": args.batch,
+                                            "micro_batch_size": min(args.batch, 8), "learning_rate": args.lr,
+                                            "eval_every": max(1, args.steps // 6),
+                                            "warmup_steps": max(1, args.steps // 10)}}
+                state["jobs"][k] = {"id": request(base + "/v1/fine_tuning/jobs", "POST", body)["id"]}
+                save_state(args.state, state)
+    started = time.time()
+    while True:
+        pending = 0
+        for k, rec in state["jobs"].items():
+            if "status" in rec:
+                continue
+            job = request(base + "/v1/fine_tuning/jobs/" + rec["id"])
+            if job["status"] not in ("succeeded", "failed", "cancelled"):
+                pending += 1
+                continue
+            rec["status"] = job["status"]
+            if job["status"] != "succeeded":
+                print("%s: %s %s" % (k, job["status"], job.get("error")), flush=True)
+                continue
+            metrics = request(base + "/v1/fine_tuning/jobs/%s/metrics" % rec["id"])["data"]
+            events = request(base + "/v1/fine_tuning/jobs/%s/events?limit=100" % rec["id"])["data"]
+            adapter = request(base + "/v1/adapters/" + job["fine_tuned_model"]) if args.registry else {}
+            train = [m["train_loss"] for m in metrics if m.get("train_loss") is not None]
+            valid = [m["valid_loss"] for m in metrics if m.get("valid_loss") is not None]
+            tps = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")]
+            rec.update({"adapter": job["fine_tuned_model"], "metrics": metrics,
+                        "final_train": statistics.mean(train[-5:]) if train else None,
+                        "final_valid": valid[-1] if valid else None,
+                        "tokens_per_s": statistics.median(tps) if tps else 0,
+                        "trainable": next((e["data"]["trainable_params"] for e in events
+                                           if isinstance(e.get("data"), dict) and "trainable_params" in e["data"]), 0),
+                        "bytes": adapter.get("bytes", 0)})
+            save_state(args.state, state)
+            print("%-45s valid loss %.3f  (%.0f s)" % (k, rec["final_valid"] or math.nan, time.time() - started), flush=True)
+        if pending == 0:
+            return
+        time.sleep(3)
+
+
+def eval_phase(args, base, state, tasks, seeds):
+    tests = {}
+    for t in tasks:
+        with open(os.path.join(ROOT, "data", t, "test.jsonl")) as f:
+            tests[t] = [json.loads(l) for l in f if l.strip()][:args.eval]
+    if "base_accuracy" not in state:
+        state["base_accuracy"] = {t: accuracy(base, "base", t, tests[t], 16) for t in tasks}
+        save_state(args.state, state)
+    for k, rec in state["jobs"].items():
+        if rec.get("status") == "succeeded" and "accuracy" not in rec:
+            task = k.split("|")[1]
+            rec["accuracy"] = accuracy(base, rec["adapter"], task, tests[task], 16)
+            if not rec.get("bytes"):
+                rec["bytes"] = request(base + "/v1/adapters/" + rec["adapter"]).get("bytes", 0)
+            save_state(args.state, state)
+            print("%-45s accuracy %.3f" % (k, rec["accuracy"]), flush=True)
+
+
 def run(args):
     tasks = args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    data_dir = tempfile.mkdtemp(prefix="hlpt-compare-")
-    daemon, base = start_daemon(data_dir, args.workers, 1)
-    results = {}  # (config, task) -> list of per-seed dicts
-    curves = {}
+    os.makedirs(args.data_dir, exist_ok=True)
+    state = load_state(args.state)
+    daemon, base = start_daemon(args.data_dir, args.workers, 1)
     try:
-        files = {t: (upload(base, os.path.join(ROOT, "data", t, "train.jsonl")),
-                     upload(base, os.path.join(ROOT, "data", t, "valid.jsonl"))) for t in tasks}
-        tests = {}
-        for t in tasks:
-            with open(os.path.join(ROOT, "data", t, "test.jsonl")) as f:
-                tests[t] = [json.loads(l) for l in f if l.strip()][:args.eval]
-        base_acc = {t: accuracy(base, "base", t, tests[t], 8) for t in tasks}
-        print("base model: " + ", ".join("%s %.3f" % (t, a) for t, a in base_acc.items()), flush=True)
-        jobs = []
-        for name, mtype, settings in CONFIGS:
-            for t in tasks:
-                for seed in seeds:
-                    body = {"training_file": files[t][0], "validation_file": files[t][1], "seed": seed,
-                            "suffix": re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:40],
-                            "method": {"type": mtype, mtype: dict(settings)},
-                            "hyperparameters": {"max_steps": args.steps, "batch_size": args.batch,
-                                                "micro_batch_size": min(args.batch, 8),
-                                                "learning_rate": args.lr, "eval_every": max(1, args.steps // 6),
-                                                "warmup_steps": max(1, args.steps // 10)}}
-                    job = request(base + "/v1/fine_tuning/jobs", "POST", body)
-                    jobs.append((name, t, seed, job["id"]))
-        pending = list(jobs)
-        started = time.time()
-        while pending:
-            time.sleep(2)
-            for item in list(pending):
-                name, t, seed, jid = item
-                job = request(base + "/v1/fine_tuning/jobs/" + jid)
-                if job["status"] in ("succeeded", "failed", "cancelled"):
-                    pending.remove(item)
-                    if job["status"] != "succeeded":
-                        print("%s / %s / seed %d: %s %s" % (name, t, seed, job["status"], job.get("error")), flush=True)
-                        continue
-                    metrics = request(base + "/v1/fine_tuning/jobs/%s/metrics" % jid)["data"]
-                    adapter = request(base + "/v1/adapters/" + job["fine_tuned_model"])
-                    acc = accuracy(base, job["fine_tuned_model"], t, tests[t], 8)
-                    train = [m["train_loss"] for m in metrics if m.get("train_loss") is not None]
-                    valid = [m["valid_loss"] for m in metrics if m.get("valid_loss") is not None]
-                    tps = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")]
-                    events = request(base + "/v1/fine_tuning/jobs/%s/events?limit=100" % jid)["data"]
-                    trainable = next((e["data"]["trainable_params"] for e in events
-                                      if isinstance(e.get("data"), dict) and "trainable_params" in e["data"]), 0)
-                    results.setdefault((name, t), []).append({
-                        "seed": seed, "accuracy": acc, "final_train": statistics.mean(train[-5:]) if train else math.nan,
-                        "final_valid": valid[-1] if valid else math.nan, "tokens_per_s": statistics.median(tps) if tps else 0,
-                        "bytes": adapter.get("bytes", 0), "trainable": trainable})
-                    curves.setdefault((name, t), []).append(metrics)
-                    print("%-22s %-8s seed %d: accuracy %.3f, valid loss %.3f (%.0f s elapsed)" % (
-                        name, t, seed, acc, valid[-1] if valid else math.nan, time.time() - started), flush=True)
+        if args.phase in ("all", "train"):
+            train_phase(args, base, state, tasks, seeds)
+        if args.phase in ("all", "eval"):
+            eval_phase(args, base, state, tasks, seeds)
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
             daemon.wait(timeout=60)
         except subprocess.TimeoutExpired:
             daemon.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
-    write_report(args, tasks, seeds, base_acc, results, curves)
+    if args.phase in ("all", "eval"):
+        results, curves = {}, {}
+        for k, rec in state["jobs"].items():
+            name, t, seed = k.split("|")
+            if "accuracy" not in rec:
+                continue
+            r = dict(rec, seed=int(seed))
+            results.setdefault((name, t), []).append(r)
+            curves.setdefault((name, t), []).append(rec["metrics"])
+        write_report(args, tasks, seeds, state["base_accuracy"], results, curves)
 
 
 def svg_curves(title, series):
@@ -298,7 +351,16 @@ def main():
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "RESULTS.md"))
-    run(ap.parse_args())
+    ap.add_argument("--phase", choices=["all", "train", "eval"], default="all",
+                    help="train: run every job and record it; eval: measure accuracy and write the report")
+    ap.add_argument("--data-dir", default=os.path.join(BUILD, "compare-data"),
+                    help="the daemon's data directory, kept between phases")
+    ap.add_argument("--state", default=None, help="where the phases keep their records (default DATA_DIR/state.json)")
+    ap.add_argument("--no-registry", dest="registry", action="store_false",
+                    help="do not ask /v1/adapters for sizes during training")
+    args = ap.parse_args()
+    args.state = args.state or os.path.join(args.data_dir, "state.json")
+    run(args)
 
 
 if __name__ == "__main__":

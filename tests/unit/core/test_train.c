@@ -242,6 +242,37 @@ START_TEST(test_model_gradient_finite_differences) {
 }
 END_TEST
 
+/* Recomputing activations in backward gives the same gradients as keeping them, for less memory. */
+START_TEST(test_recompute_same_gradients) {
+    hlpt_model *m = base();
+    hlpt_adapter *a = new_adapter(m, HLPT_METHOD_HLPT, 5);
+    for (size_t i = 0; i < a->n_params; i++) a->params[i] += 0.03f * (float)cos(0.7 * i);
+    int ids[16], labels[16], lens[2] = {9, 7};
+    for (int i = 0; i < 16; i++) {
+        ids[i] = 3 + (i * 97) % 1000;
+        labels[i] = i % 9 < 3 ? -100 : ids[i];
+    }
+    hlpt_runner *r;
+    ck_assert_int_eq(hlpt_runner_new(m, &r), 0);
+    float *g0 = calloc(a->n_params, sizeof(float)), *g1 = calloc(a->n_params, sizeof(float));
+    hlpt_train_opts keep = {.train = 1, .dropout_seed = 3}, again = {.train = 1, .recompute = 1, .dropout_seed = 3};
+    hlpt_loss l0, l1;
+    char why[256];
+    ck_assert_int_eq(hlpt_model_train_step(r, a, ids, labels, lens, 2, &keep, g0, 0.1f, &l0, why, sizeof why), 0);
+    ck_assert_int_eq(hlpt_model_train_step(r, a, ids, labels, lens, 2, &again, g1, 0.1f, &l1, why, sizeof why), 0);
+    ck_assert(l0.loss_sum == l1.loss_sum);
+    ck_assert_int_eq(memcmp(g0, g1, a->n_params * sizeof(float)), 0);
+    size_t full = hlpt_model_train_bytes_per_token(m, a, 64, 0), less = hlpt_model_train_bytes_per_token(m, a, 64, 1);
+    printf("activations per token: %zu bytes kept, %zu with recomputation\n", full, less);
+    ck_assert(less < full);
+    free(g0);
+    free(g1);
+    hlpt_runner_free(r);
+    hlpt_adapter_free(a);
+    hlpt_model_close(m);
+}
+END_TEST
+
 START_TEST(test_params_validation) {
     hlpt_train_params p;
     char why[256];
@@ -274,6 +305,7 @@ static Suite *suite(void) {
     tcase_add_loop_test(tc, test_learns_synthetic_task, 0, 2);
     tcase_add_test(tc, test_deterministic_and_resume_exact);
     tcase_add_loop_test(tc, test_model_gradient_finite_differences, 0, 3);
+    tcase_add_test(tc, test_recompute_same_gradients);
     tcase_add_test(tc, test_params_validation);
     suite_add_tcase(s, tc);
     return s;
