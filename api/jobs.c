@@ -71,7 +71,8 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     cJSON_AddNumberToObject(p, "tokens_per_s", job->tokens_per_s);
     hlptd_job_live live;
     double train = NAN, valid = NAN, acc = NAN, lr = NAN;
-    if (hlptd_jobs_live(hlptd_job_queue(d), job->id, &live)) {
+    /* A worker that has not reported a step yet has no figures (its live record is zeros). */
+    if (hlptd_jobs_live(hlptd_job_queue(d), job->id, &live) && live.step > 0) {
         train = live.train_loss;
         valid = live.valid_loss;
         lr = live.learning_rate;

@@ -295,24 +295,26 @@ static void maybe_finish(worker *w) {
 static void worker_finish(worker *w) {
     hlptd_jobs *j = w->jobs;
     char msg[600];
+    /* The event goes in before the status: an event stream ends ([DONE]) as soon as it sees a final
+     * status, so the job's last word must already be there. */
     if (w->want == WANT_CANCEL) {
-        set_status(j, w->job_id, "cancelled", NULL, NULL);
         event(j, w->job_id, "info", NULL, "Job cancelled");
+        set_status(j, w->job_id, "cancelled", NULL, NULL);
     } else if (w->said == SAID_DONE) {
-        set_status(j, w->job_id, "succeeded", NULL, NULL);
         event(j, w->job_id, "info", NULL, "The job has successfully completed");
+        set_status(j, w->job_id, "succeeded", NULL, NULL);
     } else if (w->said == SAID_STOPPED && w->want == WANT_PAUSE) {
-        set_status(j, w->job_id, "paused", NULL, NULL);
         event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
+        set_status(j, w->job_id, "paused", NULL, NULL);
     } else if (w->said == SAID_STOPPED) {
-        set_status(j, w->job_id, "queued", NULL, NULL);
         event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
+        set_status(j, w->job_id, "queued", NULL, NULL);
     } else {
         if (w->said == SAID_ERROR) snprintf(msg, sizeof msg, "%s", w->error);
         else if (w->term_signal) snprintf(msg, sizeof msg, "the worker was killed by signal %d (%s)", w->term_signal, strsignal(w->term_signal));
         else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
-        set_status(j, w->job_id, "failed", w->said == SAID_ERROR ? "training_error" : "worker_died", msg);
         event(j, w->job_id, "error", NULL, "Job failed: %s", msg);
+        set_status(j, w->job_id, "failed", w->said == SAID_ERROR ? "training_error" : "worker_died", msg);
     }
     close_handle(w, (uv_handle_t *)&w->proc);
     close_handle(w, (uv_handle_t *)&w->in);
@@ -410,6 +412,7 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
     cJSON_AddItemToObject(spec, "hyperparameters", hp ? hp : cJSON_CreateObject());
     cJSON_AddNumberToObject(spec, "seed", (double)job->seed);
     cJSON_AddNumberToObject(spec, "threads", j->o.threads > 0 ? j->o.threads : 1);
+    cJSON_AddNumberToObject(spec, "daemon_pid", (double)getpid());
     if (have_ckpt) cJSON_AddStringToObject(spec, "resume_checkpoint", resume);
     w->spec = cJSON_PrintUnformatted(spec);
     cJSON_Delete(spec);
@@ -490,8 +493,8 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
         if (hlpt_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
         int err = start_job(j, job, why, sizeof why);
         if (err) {
-            set_status(j, job->id, "failed", "setup_failed", why);
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
+            set_status(j, job->id, "failed", "setup_failed", why);
         }
         hlpt_job_free(job);
     }
@@ -531,8 +534,8 @@ int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len) {
         return HLPT_OK;
     }
     if (!strcmp(status, "queued") || !strcmp(status, "paused") || !strcmp(status, "validating_files")) {
-        set_status(j, id, "cancelled", NULL, NULL);
         event(j, id, "info", NULL, "Job cancelled");
+        set_status(j, id, "cancelled", NULL, NULL);
         return HLPT_OK;
     }
     return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);

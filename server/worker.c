@@ -20,7 +20,7 @@
  *
  * Job spec: {"model_dir", "job_dir", "training_file", "validation_file"?, "validation_split"?,
  *            "method": {"type", "<type>": {...}}, "hyperparameters": {...}, "seed"?,
- *            "resume_checkpoint"?, "threads"?}
+ *            "resume_checkpoint"?, "threads"?, "daemon_pid"?}
  */
 #include "worker.h"
 
@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,6 +144,9 @@ int hlptd_worker_main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the daemon, which decides */
+    /* A worker dies with its daemon: a daemon killed outright leaves no one to store what the worker
+     * does, and the restarted daemon resumes the job in a new worker in the same job directory. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
 
     size_t n;
     char *spec_text = NULL;
@@ -162,6 +166,12 @@ int hlptd_worker_main(int argc, char **argv) {
     const char *model_dir = str_field(spec, "model_dir"), *job_dir = str_field(spec, "job_dir");
     const char *train_path = str_field(spec, "training_file"), *valid_path = str_field(spec, "validation_file");
     const char *resume = str_field(spec, "resume_checkpoint");
+    /* The daemon may have died before PR_SET_PDEATHSIG was in place. */
+    const cJSON *daemon_pid = cJSON_GetObjectItemCaseSensitive(spec, "daemon_pid");
+    if (cJSON_IsNumber(daemon_pid) && (double)getppid() != daemon_pid->valuedouble) {
+        status = fail("%s", "the daemon that started this worker is gone");
+        goto out;
+    }
     const cJSON *threads = cJSON_GetObjectItemCaseSensitive(spec, "threads");
     if (!model_dir || !job_dir || !train_path) {
         status = fail("%s", "the job spec needs model_dir, job_dir and training_file");
