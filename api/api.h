@@ -36,6 +36,21 @@ void hlpt_api_jobs_metrics(hlpt_req *r);     /* GET  /v1/fine_tuning/jobs/{id}/m
 void hlpt_api_jobs_checkpoints(hlpt_req *r); /* GET  /v1/fine_tuning/jobs/{id}/checkpoints */
 void hlpt_api_jobs_loss_svg(hlpt_req *r);    /* GET  /v1/fine_tuning/jobs/{id}/loss.svg */
 
+/* Generation and models (api/generate.c). */
+void hlpt_api_completions(hlpt_req *r);      /* POST /v1/completions */
+void hlpt_api_chat_completions(hlpt_req *r); /* POST /v1/chat/completions */
+void hlpt_api_models(hlpt_req *r);           /* GET  /v1/models */
+
+/* The adapter registry (api/adapters.c). */
+void hlpt_api_adapters_list(hlpt_req *r);    /* GET    /v1/adapters */
+void hlpt_api_adapters_get(hlpt_req *r);     /* GET    /v1/adapters/{id} */
+void hlpt_api_adapters_delete(hlpt_req *r);  /* DELETE /v1/adapters/{id} */
+void hlpt_api_adapters_import(hlpt_req *r);  /* POST   /v1/adapters (multipart: config, weights, name?) */
+void hlpt_api_adapters_file(hlpt_req *r);    /* GET    /v1/adapters/{id}/files/{name} */
+
+/* Prometheus text (api/metrics.c). */
+void hlpt_api_metrics(hlpt_req *r);          /* GET /metrics */
+
 /* Shared by handlers: reads ?limit= (default def, 1..max) and ?after=; replies 400 and returns
  * nonzero on a bad value. */
 int hlpt_api_page_args(hlpt_req *r, int def, int max, int *limit, const char **after);

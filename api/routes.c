@@ -23,6 +23,18 @@ const hlpt_route hlpt_api_routes[] = {
     {"GET", "/v1/fine_tuning/jobs/{id}/metrics", hlpt_api_jobs_metrics, 0},
     {"GET", "/v1/fine_tuning/jobs/{id}/checkpoints", hlpt_api_jobs_checkpoints, 0},
     {"GET", "/v1/fine_tuning/jobs/{id}/loss.svg", hlpt_api_jobs_loss_svg, 0},
+
+    {"POST", "/v1/completions", hlpt_api_completions, 0},
+    {"POST", "/v1/chat/completions", hlpt_api_chat_completions, 0},
+    {"GET", "/v1/models", hlpt_api_models, 0},
+
+    {"GET", "/v1/adapters", hlpt_api_adapters_list, 0},
+    {"POST", "/v1/adapters", hlpt_api_adapters_import, 0},
+    {"GET", "/v1/adapters/{id}", hlpt_api_adapters_get, 0},
+    {"DELETE", "/v1/adapters/{id}", hlpt_api_adapters_delete, 0},
+    {"GET", "/v1/adapters/{id}/files/{name}", hlpt_api_adapters_file, 0},
+
+    {"GET", "/metrics", hlpt_api_metrics, 0},
 };
 
 const size_t hlpt_api_nroutes = sizeof hlpt_api_routes / sizeof hlpt_api_routes[0];

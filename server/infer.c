@@ -162,10 +162,11 @@ static int cache_get(hlptd_infer *inf, const char *id, cached **out, char *why, 
 
 static void finish(hlptd_infer *inf, live *lv, hlptd_event ev) {
     hlptd_req *r = lv->r;
+    hlpt_gen *g = r->gen;
     r->done_s = now_s();
+    /* The last callback: its owner may free r in it, so r is not touched after it. */
     r->on_event(r, ev, NULL, 0);
-    /* The request may be freed by its owner now; the generation is ours. */
-    hlpt_gen_free(r->gen);
+    hlpt_gen_free(g);
     if (lv->ad) lv->ad->refs--;
 }
 

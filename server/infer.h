@@ -38,7 +38,7 @@ void hlptd_infer_stop(hlptd_infer *inf);
 typedef enum { HLPTD_EV_TEXT, HLPTD_EV_DONE, HLPTD_EV_ERROR } hlptd_event;
 
 /* A generation request. The submitter fills it and keeps it alive until HLPTD_EV_DONE or
- * HLPTD_EV_ERROR has been delivered (the last callback for it). */
+ * HLPTD_EV_ERROR has been delivered: that last callback may free it. */
 struct hlptd_req {
     char adapter_id[64];     /* "" for the base */
     int *prompt;             /* owned by the request's submitter */

@@ -1,0 +1,244 @@
+/*
+ * adapters.c - the adapter registry: list, show, delete, import (hlpt or HF PEFT files), and the two
+ * files of an adapter for export.
+ *
+ * An import is validated on the HTTP thread by loading it against the base model (the model is
+ * immutable, so any thread may), exactly as serving will load it: a bad adapter is refused with the
+ * tensor named, and nothing is stored. Storing happens on the loop thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "app.h"
+#include "hlpt/adapter.h"
+#include "hlpt/err.h"
+#include "http.h"
+#include "store.h"
+
+static cJSON *adapter_json(hlptd *d, const hlpt_adapter_rec *a) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", a->id);
+    cJSON_AddStringToObject(o, "object", "adapter");
+    cJSON_AddStringToObject(o, "name", a->name);
+    cJSON_AddNumberToObject(o, "created_at", (double)a->created_at);
+    cJSON_AddNumberToObject(o, "bytes", (double)a->bytes);
+    cJSON_AddStringToObject(o, "parent", hlptd_model_name(d));
+    if (a->base_hash) cJSON_AddStringToObject(o, "base_hash", a->base_hash);
+    else cJSON_AddNullToObject(o, "base_hash");
+    if (a->job_id) cJSON_AddStringToObject(o, "fine_tuning_job_id", a->job_id);
+    else cJSON_AddNullToObject(o, "fine_tuning_job_id");
+    if (a->checkpoint_id) cJSON_AddStringToObject(o, "checkpoint_id", a->checkpoint_id);
+    else cJSON_AddNullToObject(o, "checkpoint_id");
+    cJSON *cfg = a->config ? cJSON_Parse(a->config) : NULL;
+    cJSON_AddItemToObject(o, "config", cfg ? cfg : cJSON_CreateNull());
+    return o;
+}
+
+static int get_or_404(hlptd *d, hlpt_req *r, hlpt_adapter_rec **a) {
+    char why[256];
+    const char *id = hlpt_req_param(r, "id");
+    if (hlpt_store_adapter_get(hlptd_store(d), id, a, why, sizeof why) != HLPT_OK) {
+        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no adapter %s", id);
+        return -1;
+    }
+    return 0;
+}
+
+static void list_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    int limit;
+    const char *after;
+    if (hlpt_api_page_args(r, 20, 100, &limit, &after)) return;
+    hlpt_adapter_rec **a = NULL;
+    size_t n = 0;
+    int more = 0;
+    char why[256];
+    int err = hlpt_store_adapter_list(hlptd_store(d), after, limit, &a, &n, &more, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, "after", "%s", why);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddStringToObject(o, "object", "list");
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(data, adapter_json(d, a[i]));
+    cJSON_AddBoolToObject(o, "has_more", more);
+    hlpt_adapter_rec_list_free(a, n);
+    hlpt_reply_json(r, 200, o);
+}
+
+static void get_work(void *app, hlpt_req *r) {
+    hlpt_adapter_rec *a;
+    if (get_or_404(app, r, &a)) return;
+    hlpt_reply_json(r, 200, adapter_json(app, a));
+    hlpt_adapter_rec_free(a);
+}
+
+static void delete_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    hlpt_adapter_rec *a;
+    if (get_or_404(d, r, &a)) return;
+    char why[256];
+    int err = hlpt_store_adapter_delete(hlptd_store(d), a->id, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, "id", "%s", why);
+    } else {
+        /* Served requests keep their copy until they end; the cache frees it then. */
+        if (hlptd_inference(d)) hlptd_infer_forget(hlptd_inference(d), a->id);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", a->id);
+        cJSON_AddStringToObject(o, "object", "adapter");
+        cJSON_AddBoolToObject(o, "deleted", 1);
+        hlpt_reply_json(r, 200, o);
+    }
+    hlpt_adapter_rec_free(a);
+}
+
+/* GET /v1/adapters/{id}/files/{name}: adapter_config.json or adapter_model.safetensors. A plain
+ * LoRA adapter's config is given in HF PEFT's form so that PEFT loads the directory as it is. */
+static void file_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    hlpt_adapter_rec *a;
+    if (get_or_404(d, r, &a)) return;
+    const char *name = hlpt_req_param(r, "name");
+    char why[256];
+    if (!strcmp(name, "adapter_model.safetensors")) {
+        void *buf;
+        size_t n;
+        int err = hlpt_store_adapter_weights(hlptd_store(d), a->id, &buf, &n, why, sizeof why);
+        if (err) hlpt_reply_err(r, err, NULL, "%s", why);
+        else hlpt_reply_bytes(r, 200, "application/octet-stream", buf, n);
+    } else if (!strcmp(name, "adapter_config.json")) {
+        char *text = NULL;
+        const hlpt_model *m = hlptd_model(d);
+        hlpt_adapter_config cfg;
+        cJSON *j = cJSON_Parse(a->config);
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
+        const cJSON *method = cJSON_GetObjectItemCaseSensitive(j, "method");
+        if (m && cJSON_IsString(type) && !strcmp(type->valuestring, "HLPT") && cJSON_IsString(method) &&
+            hlpt_method_from_name(method->valuestring) >= 0) {
+            hlpt_adapter_config_defaults(&cfg, (hlpt_method)hlpt_method_from_name(method->valuestring),
+                                         hlpt_model_config(m)->n_layers);
+            if (hlpt_adapter_config_apply(&cfg, j, hlpt_model_config(m)->n_layers, 1, why, sizeof why) == HLPT_OK)
+                text = hlpt_adapter_config_peft_json(&cfg, hlpt_model_config(m)->n_layers);
+        }
+        cJSON_Delete(j);
+        if (!text) text = strdup(a->config);
+        hlpt_reply_bytes(r, 200, "application/json", text, text ? strlen(text) : 0);
+    } else {
+        hlpt_reply_err(r, HLPT_ERR_NOENT, "name", "an adapter has adapter_config.json and adapter_model.safetensors");
+    }
+    hlpt_adapter_rec_free(a);
+}
+
+typedef struct {
+    char *name, *config;
+    void *weights;
+    size_t weights_len;
+    char base_hash[40];
+} import_args;
+
+static void import_free(void *p) {
+    import_args *a = p;
+    if (!a) return;
+    free(a->name);
+    free(a->config);
+    free(a->weights);
+    free(a);
+}
+
+static void import_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    import_args *in = hlpt_req_data(r);
+    hlpt_adapter_rec_new rec = {.name = in->name, .config = in->config, .weights = in->weights,
+                                .weights_bytes = in->weights_len, .base_hash = in->base_hash};
+    hlpt_adapter_rec *a = NULL;
+    char why[256];
+    int err = hlpt_store_adapter_insert(hlptd_store(d), &rec, &a, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, err == HLPT_ERR_EXISTS ? "name" : NULL, "%s", why);
+        return;
+    }
+    hlpt_reply_json(r, 200, adapter_json(d, a));
+    hlpt_adapter_rec_free(a);
+}
+
+static int valid_name(const char *s, size_t n) {
+    if (n == 0 || n > 100) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-_.:", c))) return 0;
+    }
+    return 1;
+}
+
+void hlpt_api_adapters_import(hlpt_req *r) {
+    hlptd *d = hlpt_req_app(r);
+    const hlpt_model *m = hlptd_model(d);
+    if (!m) {
+        hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+        return;
+    }
+    const char *cfg, *weights, *name = NULL, *fname;
+    size_t cn, wn, nn = 0;
+    char why[512];
+    int err = hlpt_req_form(r, "config", &cfg, &cn, &fname, why, sizeof why);
+    if (err == HLPT_ERR_FORMAT) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "%s", why);
+        return;
+    }
+    if (err) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "a multipart field `config` (adapter_config.json) is required");
+        return;
+    }
+    if (hlpt_req_form(r, "weights", &weights, &wn, &fname, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "weights", "a multipart file `weights` (adapter_model.safetensors) is required");
+        return;
+    }
+    if (hlpt_req_form(r, "name", &name, &nn, &fname, why, sizeof why) == HLPT_OK && !valid_name(name, nn)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be 1-100 letters, digits, '-', '_', '.' or ':'");
+        return;
+    }
+    /* Load it as serving will: shapes, layers, modules and base hash are all checked. */
+    hlpt_adapter *a = NULL;
+    err = hlpt_adapter_load_mem(cfg, cn, weights, wn, hlpt_model_config(m), hlpt_model_hash(m), &a, why, sizeof why);
+    if (err) {
+        hlpt_reply_http_err(r, err == HLPT_ERR_NOMEM ? 500 : 422, "invalid_request_error", "invalid_adapter", "weights",
+                            "the adapter does not load on %s: %s", hlptd_model_name(d), why);
+        return;
+    }
+    hlpt_adapter_free(a);
+    import_args *in = calloc(1, sizeof *in);
+    if (!in) {
+        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        return;
+    }
+    if (name) {
+        in->name = malloc(nn + 1);
+        if (in->name) memcpy(in->name, name, nn), in->name[nn] = 0;
+    } else {
+        char id[HLPT_ID_MAX];
+        hlpt_id_new(id, "imported-");
+        in->name = strdup(id);
+    }
+    in->config = malloc(cn + 1);
+    in->weights = malloc(wn ? wn : 1);
+    if (!in->name || !in->config || !in->weights) {
+        import_free(in);
+        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        return;
+    }
+    memcpy(in->config, cfg, cn);
+    in->config[cn] = 0;
+    memcpy(in->weights, weights, wn);
+    in->weights_len = wn;
+    snprintf(in->base_hash, sizeof in->base_hash, "%s", hlpt_model_hash(m));
+    hlpt_req_set_data(r, in, import_free);
+    hlpt_req_defer(r, import_work);
+}
+
+void hlpt_api_adapters_list(hlpt_req *r) { hlpt_req_defer(r, list_work); }
+void hlpt_api_adapters_get(hlpt_req *r) { hlpt_req_defer(r, get_work); }
+void hlpt_api_adapters_delete(hlpt_req *r) { hlpt_req_defer(r, delete_work); }
+void hlpt_api_adapters_file(hlpt_req *r) { hlpt_req_defer(r, file_work); }

@@ -1,0 +1,173 @@
+/*
+ * metrics.c - GET /metrics in the Prometheus text format (0.0.4): generation requests and tokens by
+ * endpoint and adapter, time-to-first-token and per-token latency histograms, and the live figures
+ * of the inference thread and the job queue.
+ *
+ * The counters are a small table under one mutex: a generation adds one row update when it ends,
+ * which is nothing next to the generation itself.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "app.h"
+#include "hlpt/err.h"
+#include "http.h"
+#include "serving.h"
+
+static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+#define NB (sizeof buckets / sizeof *buckets)
+#define MAX_SERIES 256
+
+typedef struct {
+    char endpoint[16];
+    char adapter[128];
+    long requests, tokens;
+} series;
+
+typedef struct {
+    long count[NB + 1];
+    double sum;
+    long n;
+} histogram;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static series table[MAX_SERIES];
+static int n_series;
+static long overflow_requests;
+static histogram ttft, per_token;
+
+static void observe(histogram *h, double v) {
+    size_t i = 0;
+    while (i < NB && v > buckets[i]) i++;
+    h->count[i]++;
+    h->sum += v;
+    h->n++;
+}
+
+void api_metrics_request(const char *endpoint, const char *adapter, int tokens, double submitted_s,
+                         double first_token_s, double done_s) {
+    pthread_mutex_lock(&mu);
+    series *s = NULL;
+    for (int i = 0; i < n_series && !s; i++)
+        if (!strcmp(table[i].endpoint, endpoint) && !strcmp(table[i].adapter, adapter)) s = &table[i];
+    if (!s && n_series < MAX_SERIES) {
+        s = &table[n_series++];
+        snprintf(s->endpoint, sizeof s->endpoint, "%s", endpoint);
+        snprintf(s->adapter, sizeof s->adapter, "%s", adapter);
+    }
+    if (s) {
+        s->requests++;
+        s->tokens += tokens;
+    } else {
+        overflow_requests++;
+    }
+    if (first_token_s > 0) observe(&ttft, first_token_s - submitted_s);
+    if (tokens > 1 && done_s > first_token_s && first_token_s > 0) observe(&per_token, (done_s - first_token_s) / (tokens - 1));
+    pthread_mutex_unlock(&mu);
+}
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(text *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if (t->n + (size_t)k + 1 > t->cap) {
+        size_t cap = (t->cap + (size_t)k + 1) * 2;
+        char *p = realloc(t->p, cap);
+        if (!p) return;
+        t->p = p;
+        t->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->p + t->n, t->cap - t->n, fmt, ap);
+    va_end(ap);
+    t->n += (size_t)k;
+}
+
+/* Label values escape backslash, quote and newline. */
+static void label(text *t, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') put(t, "\\%c", *s);
+        else if (*s == '\n') put(t, "\\n");
+        else put(t, "%c", *s);
+    }
+}
+
+static void hist(text *t, const char *name, const char *help, const histogram *h) {
+    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    long cum = 0;
+    for (size_t i = 0; i < NB; i++) {
+        cum += h->count[i];
+        put(t, "%s_bucket{le=\"%g\"} %ld\n", name, buckets[i], cum);
+    }
+    put(t, "%s_bucket{le=\"+Inf\"} %ld\n%s_sum %.6f\n%s_count %ld\n", name, h->n, name, h->sum, name, h->n);
+}
+
+/* The exposition text (returns owned). */
+char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *len) {
+    text t = {0};
+    pthread_mutex_lock(&mu);
+    put(&t, "# HELP hlpt_requests_total Generation requests finished, by endpoint and adapter.\n"
+            "# TYPE hlpt_requests_total counter\n");
+    for (int i = 0; i < n_series; i++) {
+        put(&t, "hlpt_requests_total{endpoint=\"%s\",adapter=\"", table[i].endpoint);
+        label(&t, table[i].adapter);
+        put(&t, "\"} %ld\n", table[i].requests);
+    }
+    put(&t, "# HELP hlpt_generated_tokens_total Tokens generated, by endpoint and adapter.\n"
+            "# TYPE hlpt_generated_tokens_total counter\n");
+    for (int i = 0; i < n_series; i++) {
+        put(&t, "hlpt_generated_tokens_total{endpoint=\"%s\",adapter=\"", table[i].endpoint);
+        label(&t, table[i].adapter);
+        put(&t, "\"} %ld\n", table[i].tokens);
+    }
+    hist(&t, "hlpt_time_to_first_token_seconds", "Time from a request's arrival at the inference thread to its first token.", &ttft);
+    hist(&t, "hlpt_time_per_token_seconds", "Mean time between tokens after the first, per request.", &per_token);
+    pthread_mutex_unlock(&mu);
+    put(&t, "# HELP hlpt_queue_depth Generation requests waiting for a place in the batch.\n# TYPE hlpt_queue_depth gauge\n"
+            "hlpt_queue_depth %d\n", is->queued);
+    put(&t, "# HELP hlpt_active_sequences Sequences in the running batch.\n# TYPE hlpt_active_sequences gauge\n"
+            "hlpt_active_sequences %d\n", is->active);
+    put(&t, "# HELP hlpt_batch_size Sequences in the last decode step.\n# TYPE hlpt_batch_size gauge\n"
+            "hlpt_batch_size %g\n", is->last_batch);
+    put(&t, "# HELP hlpt_decode_steps_total Batched model steps run.\n# TYPE hlpt_decode_steps_total counter\n"
+            "hlpt_decode_steps_total %ld\n", is->steps);
+    put(&t, "# HELP hlpt_prompt_tokens_total Prompt tokens prefilled.\n# TYPE hlpt_prompt_tokens_total counter\n"
+            "hlpt_prompt_tokens_total %ld\n", is->prompt_tokens);
+    put(&t, "# HELP hlpt_adapters_resident Adapters loaded in the cache.\n# TYPE hlpt_adapters_resident gauge\n"
+            "hlpt_adapters_resident %d\n", is->adapters_resident);
+    put(&t, "# HELP hlpt_adapter_bytes Bytes of adapter parameters in the cache.\n# TYPE hlpt_adapter_bytes gauge\n"
+            "hlpt_adapter_bytes %zu\n", is->adapter_bytes);
+    put(&t, "# HELP hlpt_adapter_loads_total Adapters loaded into the cache.\n# TYPE hlpt_adapter_loads_total counter\n"
+            "hlpt_adapter_loads_total %ld\n", is->adapter_loads);
+    put(&t, "# HELP hlpt_adapter_evictions_total Adapters dropped from the cache.\n# TYPE hlpt_adapter_evictions_total counter\n"
+            "hlpt_adapter_evictions_total %ld\n", is->adapter_evictions);
+    put(&t, "# HELP hlpt_running_jobs Fine-tuning jobs running.\n# TYPE hlpt_running_jobs gauge\nhlpt_running_jobs %d\n",
+        running_jobs);
+    *len = t.n;
+    return t.p;
+}
+
+static void metrics_work(void *app, hlpt_req *r) {
+    hlptd *d = app;
+    hlptd_infer_stats is = {0};
+    if (hlptd_inference(d)) hlptd_infer_get_stats(hlptd_inference(d), &is);
+    int running = hlptd_job_queue(d) ? hlptd_jobs_running(hlptd_job_queue(d)) : 0;
+    size_t n;
+    char *body = api_metrics_render(&is, running, &n);
+    if (!body) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+    else hlpt_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, n);
+}
+
+void hlpt_api_metrics(hlpt_req *r) { hlpt_req_defer(r, metrics_work); }
