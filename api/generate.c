@@ -2,19 +2,27 @@
  * generate.c - OpenAI completions and chat completions with a per-request adapter, and the model
  * list.
  *
- * A request's life: the HTTP thread validates the body and tokenizes the prompt (chat messages are
- * rendered with the same template code that renders training data, so an adapter sees at serving
- * time the text it was trained on); the loop thread resolves `model` to the base or an adapter in
- * the store and hands n hlptd_req to the inference thread, keeping the HTTP request. The inference
- * thread's callbacks then stream chunks (SSE) or, when every choice is done, reply and finish the
- * request. No HTTP thread ever waits for the model.
+ * A request's life: the HTTP thread validates the body (api_gen_request_parse) and tokenizes the
+ * prompt (api_gen_tokenize; chat messages are rendered by the same template code that renders
+ * training data, so an adapter sees at serving time the text it was trained on); the loop thread
+ * resolves `model` to the base or an adapter in the store and hands n hlptd_req to the inference
+ * thread, keeping the HTTP request. The inference thread's callbacks then stream chunks (SSE) or,
+ * when every choice is done, reply and finish the request. No HTTP thread ever waits for the model.
+ *
+ * Who answers: a count of pending parts (one per choice, plus one for the loop's work function
+ * while it submits) decides; whoever brings it to zero replies. So a generation that ends before
+ * the work function has returned is answered by the work function itself, as a plain reply, and
+ * hlpt_req_finish is only ever called on a request that the loop has let go.
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "api.h"
@@ -26,7 +34,277 @@
 #include "serving.h"
 #include "store.h"
 
-#define MAX_N 8
+/* ---------------------------------------------------------------------------------------------- */
+/* Validation (pure: HTTP thread, unit tests)                                                      */
+
+/* The fields either endpoint knows; anything else is a 400 naming it (a typo must not be ignored). */
+static const char *const known_keys[] = {
+    "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+    "stop", "seed", "n", "logprobs", "top_logprobs", "stream", "stream_options", "user", "ignore_eos",
+    "frequency_penalty", "presence_penalty", "echo", "suffix", "best_of", "logit_bias",
+};
+
+static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...) {
+    *param = name;
+    if (why && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+static const cJSON *field(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+/* A number field in [lo, hi]; an integer when want_int. Absent or null keeps *out. */
+static int num_field(const cJSON *j, const char *key, double lo, double hi, int want_int, double *out,
+                     const char **param, char *why, size_t len) {
+    const cJSON *v = field(j, key);
+    if (!v) return HLPT_OK;
+    if (!cJSON_IsNumber(v) || (want_int && v->valuedouble != floor(v->valuedouble)))
+        return fail(param, key, why, len, HLPT_ERR_INVAL, "`%s` must be %s", key, want_int ? "an integer" : "a number");
+    if (!(v->valuedouble >= lo && v->valuedouble <= hi)) {
+        if (want_int) return fail(param, key, why, len, HLPT_ERR_INVAL, "`%s` must be an integer from %.0f to %.0f", key, lo, hi);
+        return fail(param, key, why, len, HLPT_ERR_INVAL, "`%s` must be between %g and %g", key, lo, hi);
+    }
+    *out = v->valuedouble;
+    return HLPT_OK;
+}
+
+static int bool_field(const cJSON *j, const char *key, int *out, const char **param, char *why, size_t len) {
+    const cJSON *v = field(j, key);
+    if (!v) return HLPT_OK;
+    if (!cJSON_IsBool(v)) return fail(param, key, why, len, HLPT_ERR_INVAL, "`%s` must be true or false", key);
+    *out = cJSON_IsTrue(v);
+    return HLPT_OK;
+}
+
+/* Fields of OpenAI's API that change sampling in ways hlpt does not implement: accepted only at
+ * their neutral value, refused otherwise (never silently ignored). */
+static int neutral_fields(const cJSON *j, int chat, const char **param, char *why, size_t len) {
+    static const char *const penalties[] = {"frequency_penalty", "presence_penalty"};
+    for (size_t i = 0; i < sizeof penalties / sizeof *penalties; i++) {
+        double v = 0;
+        int err = num_field(j, penalties[i], -2, 2, 0, &v, param, why, len);
+        if (err) return err;
+        if (v != 0) return fail(param, penalties[i], why, len, HLPT_ERR_UNSUPPORTED, "`%s` is not supported (only 0)", penalties[i]);
+    }
+    int echo = 0;
+    int err = bool_field(j, "echo", &echo, param, why, len);
+    if (err) return err;
+    if (echo) return fail(param, "echo", why, len, HLPT_ERR_UNSUPPORTED, "`echo` is not supported");
+    if (chat && field(j, "echo")) return fail(param, "echo", why, len, HLPT_ERR_INVAL, "chat completions have no `echo`");
+    double best_of = 1;
+    if ((err = num_field(j, "best_of", 1, 20, 1, &best_of, param, why, len))) return err;
+    if (best_of != 1) return fail(param, "best_of", why, len, HLPT_ERR_UNSUPPORTED, "`best_of` is not supported (only 1)");
+    const cJSON *suffix = field(j, "suffix");
+    if (suffix && !(cJSON_IsString(suffix) && !*suffix->valuestring))
+        return fail(param, "suffix", why, len, HLPT_ERR_UNSUPPORTED, "`suffix` is not supported");
+    const cJSON *bias = field(j, "logit_bias");
+    if (bias && !(cJSON_IsObject(bias) && !bias->child))
+        return fail(param, "logit_bias", why, len, HLPT_ERR_UNSUPPORTED, "`logit_bias` is not supported");
+    const cJSON *user = field(j, "user");
+    if (user && !cJSON_IsString(user)) return fail(param, "user", why, len, HLPT_ERR_INVAL, "`user` must be a string");
+    return HLPT_OK;
+}
+
+static int stop_field(const cJSON *j, api_gen_request *q, const char **param, char *why, size_t len) {
+    const cJSON *stop = field(j, "stop"), *v;
+    if (!stop) return HLPT_OK;
+    hlpt_gen_params *p = &q->params;
+    if (cJSON_IsString(stop)) {
+        if (!*stop->valuestring) return fail(param, "stop", why, len, HLPT_ERR_INVAL, "`stop` must not be empty");
+        if (!(q->stop[0] = strdup(stop->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+        p->n_stop = 1;
+    } else if (cJSON_IsArray(stop) && cJSON_GetArraySize(stop) <= HLPT_MAX_STOP) {
+        cJSON_ArrayForEach(v, stop) {
+            if (!cJSON_IsString(v) || !*v->valuestring)
+                return fail(param, "stop", why, len, HLPT_ERR_INVAL, "`stop` must be a string or an array of non-empty strings");
+            if (!(q->stop[p->n_stop++] = strdup(v->valuestring)))
+                return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+        }
+    } else {
+        return fail(param, "stop", why, len, HLPT_ERR_INVAL, "`stop` must be a string or an array of at most %d strings",
+                    HLPT_MAX_STOP);
+    }
+    for (int i = 0; i < p->n_stop; i++) p->stop[i] = q->stop[i];
+    return HLPT_OK;
+}
+
+/* The chat's prompt: the messages as the training template renders them, the assistant's turn
+ * opened. */
+static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, char *why, size_t len) {
+    if (field(j, "prompt")) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "chat completions take `messages`, not `prompt`");
+    const cJSON *msgs = field(j, "messages"), *m;
+    int n = cJSON_GetArraySize(msgs);
+    if (!cJSON_IsArray(msgs) || n == 0)
+        return fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages` is required: a non-empty array of {role, content}");
+    hlpt_chat_msg *v = calloc((size_t)n, sizeof *v);
+    if (!v) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    int i = 0, err = HLPT_OK;
+    cJSON_ArrayForEach(m, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsObject(m)) err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d]` must be an object", i);
+        else if (!cJSON_IsString(role))
+            err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d].role` must be a string", i);
+        else if (!cJSON_IsString(content))
+            err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d].content` must be a string", i);
+        if (err) break;
+        v[i++] = (hlpt_chat_msg){role->valuestring, content->valuestring};
+    }
+    if (!err && (err = hlpt_chat_prompt(v, n, NULL, &q->prompt, why, len))) {
+        *param = "messages";
+        if (err == HLPT_ERR_FORMAT) err = HLPT_ERR_INVAL;
+    }
+    free(v);
+    return err;
+}
+
+int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const char **param, char *why, size_t len) {
+    memset(q, 0, sizeof *q);
+    *param = NULL;
+    q->chat = chat;
+    q->n = 1;
+    q->max_tokens_key = "max_tokens";
+    hlpt_gen_params *p = &q->params;
+    hlpt_gen_params_defaults(p);
+    if (!cJSON_IsObject(j)) return fail(param, NULL, why, len, HLPT_ERR_INVAL, "the body must be a JSON object");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, j) {
+        int known = 0;
+        for (size_t i = 0; i < sizeof known_keys / sizeof *known_keys; i++) known |= !strcmp(v->string, known_keys[i]);
+        if (!known) return fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s`", v->string);
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
+    if (!cJSON_IsString(model) || !*model->valuestring || strlen(model->valuestring) >= sizeof q->model)
+        return fail(param, "model", why, len, HLPT_ERR_INVAL,
+                    "`model` is required: the base model's name, \"base\", or an adapter's name or id");
+    snprintf(q->model, sizeof q->model, "%s", model->valuestring);
+    int err = neutral_fields(j, chat, param, why, len);
+    if (err) return err;
+
+    double max_tokens = chat ? 256 : 16, temperature = 1, top_p = 1, top_k = 0, n = 1, lp = 0, tlp = 0;
+    if (field(j, "max_completion_tokens")) q->max_tokens_key = "max_completion_tokens";
+    if ((err = num_field(j, q->max_tokens_key, 1, 1 << 20, 1, &max_tokens, param, why, len)) ||
+        (err = num_field(j, "temperature", 0, 2, 0, &temperature, param, why, len)) ||
+        (err = num_field(j, "top_p", 0, 1, 0, &top_p, param, why, len)) ||
+        (err = num_field(j, "top_k", 0, 1 << 30, 1, &top_k, param, why, len)) ||
+        (err = num_field(j, "n", 1, API_GEN_MAX_N, 1, &n, param, why, len)))
+        return err;
+    if (top_p <= 0) return fail(param, "top_p", why, len, HLPT_ERR_INVAL, "`top_p` must be greater than 0 and at most 1");
+    /* A seed is any integer JSON carries exactly; without one, each request draws its own. */
+    double seed = 0;
+    if ((err = num_field(j, "seed", -9007199254740991.0, 9007199254740991.0, 1, &seed, param, why, len))) return err;
+    uint64_t s;
+    if (field(j, "seed")) s = (uint64_t)(int64_t)seed;
+    else if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)q;
+
+    if (chat) {
+        if ((err = bool_field(j, "logprobs", &q->logprobs, param, why, len)) ||
+            (err = num_field(j, "top_logprobs", 0, HLPT_MAX_TOP_LOGPROBS, 1, &tlp, param, why, len)))
+            return err;
+        if (field(j, "top_logprobs") && !q->logprobs)
+            return fail(param, "top_logprobs", why, len, HLPT_ERR_INVAL, "`top_logprobs` needs `logprobs` true");
+    } else {
+        if (field(j, "top_logprobs"))
+            return fail(param, "top_logprobs", why, len, HLPT_ERR_INVAL,
+                        "completions take `logprobs` as the number of alternatives; `top_logprobs` is chat's");
+        if ((err = num_field(j, "logprobs", 0, HLPT_MAX_TOP_LOGPROBS, 1, &lp, param, why, len))) return err;
+        q->logprobs = field(j, "logprobs") != NULL;
+        tlp = lp;
+    }
+    q->top_logprobs = (int)tlp;
+    int ignore_eos = 0;
+    if ((err = bool_field(j, "stream", &q->stream, param, why, len)) ||
+        (err = bool_field(j, "ignore_eos", &ignore_eos, param, why, len)))
+        return err;
+    const cJSON *so = field(j, "stream_options");
+    if (so) {
+        if (!q->stream) return fail(param, "stream_options", why, len, HLPT_ERR_INVAL, "`stream_options` needs `stream` true");
+        if (!cJSON_IsObject(so)) return fail(param, "stream_options", why, len, HLPT_ERR_INVAL, "`stream_options` must be an object");
+        cJSON_ArrayForEach(v, so) if (strcmp(v->string, "include_usage"))
+            return fail(param, "stream_options", why, len, HLPT_ERR_INVAL, "unknown field `stream_options.%.64s`", v->string);
+        if ((err = bool_field(so, "include_usage", &q->include_usage, param, why, len))) {
+            *param = "stream_options";
+            return err;
+        }
+    }
+    if (q->stream && q->logprobs)
+        return fail(param, "logprobs", why, len, HLPT_ERR_UNSUPPORTED, "`logprobs` is not available with `stream`");
+    if ((err = stop_field(j, q, param, why, len))) return err;
+
+    q->n = (int)n;
+    p->max_tokens = (int)max_tokens;
+    p->temperature = (float)temperature;
+    p->top_p = (float)top_p;
+    p->top_k = (int)top_k;
+    p->seed = s;
+    p->ignore_eos = ignore_eos;
+    p->logprobs = q->logprobs;
+    p->top_logprobs = q->top_logprobs;
+
+    if (chat) return chat_prompt(j, q, param, why, len);
+    if (field(j, "messages")) return fail(param, "messages", why, len, HLPT_ERR_INVAL, "completions take `prompt`; `messages` is for /v1/chat/completions");
+    const cJSON *pr = field(j, "prompt");
+    /* OpenAI also takes a batch of prompts; one prompt in an array is the same request. */
+    if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) == 1 && cJSON_IsString(cJSON_GetArrayItem(pr, 0)))
+        pr = cJSON_GetArrayItem(pr, 0);
+    if (!cJSON_IsString(pr)) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt` is required and must be a string");
+    if (!(q->prompt = strdup(pr->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    return HLPT_OK;
+}
+
+void api_gen_request_free(api_gen_request *q) {
+    if (!q) return;
+    for (int i = 0; i < HLPT_MAX_STOP; i++) free(q->stop[i]);
+    free(q->prompt);
+    memset(q, 0, sizeof *q);
+}
+
+int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **out, int *n_out, const char **param,
+                     char *why, size_t len) {
+    *out = NULL;
+    *n_out = 0;
+    *param = q->chat ? "messages" : "prompt";
+    const hlpt_config *cfg = hlpt_model_config(m);
+    int *ids = NULL, k = 0;
+    int err = hlpt_tokenizer_encode(hlpt_model_tokenizer(m), q->prompt, strlen(q->prompt), 0, &ids, &k, why, len);
+    if (err) return err;
+    int bos = cfg->bos_id >= 0;
+    int *p = malloc(sizeof(int) * (size_t)(k + bos));
+    if (!p) {
+        free(ids);
+        return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    }
+    if (bos) p[0] = cfg->bos_id;
+    if (k) memcpy(p + bos, ids, sizeof(int) * (size_t)k);
+    free(ids);
+    k += bos;
+    if (k == 0) {
+        free(p);
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "the prompt is empty and the model has no BOS token to start from");
+    }
+    /* A prefix adapter's virtual tokens take positions too: that is checked once the adapter is known. */
+    if ((long)k + q->params.max_tokens > cfg->max_pos) {
+        if (k < cfg->max_pos) *param = q->max_tokens_key;
+        free(p);
+        return hlpt_why(why, len, HLPT_ERR_INVAL,
+                        "the prompt (%d tokens) plus %s (%d) exceed the model's context of %d tokens", k,
+                        q->max_tokens_key, q->params.max_tokens, cfg->max_pos);
+    }
+    *out = p;
+    *n_out = k;
+    return HLPT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* One request in flight                                                                           */
 
 typedef struct gen_call gen_call;
 
@@ -35,7 +313,6 @@ typedef struct {
     gen_call *call;
     int index;
     char *text;              /* final text (non-streaming), owned */
-    size_t text_len;
     hlpt_finish finish;
     int completion_tokens;
     hlpt_gen_token *toks;    /* logprobs (non-streaming), owned */
@@ -43,25 +320,23 @@ typedef struct {
 } choice;
 
 struct gen_call {
+    api_gen_request q;
     hlpt_req *req;
     hlptd *d;
-    int chat, stream, n, logprobs, top_logprobs;
-    char model[256];         /* as the client named it */
     char adapter_label[128]; /* for metrics: "base" or the adapter name */
-    char id[48];
+    char id[HLPT_ID_MAX + 8];
     long created;
     int *prompt;
     int n_prompt;
-    hlpt_gen_params params;
-    char *stop_store[HLPT_MAX_STOP];
-    choice choices[MAX_N];
+    choice choices[API_GEN_MAX_N];
     pthread_mutex_t mu;
     atomic_int refs;         /* the HTTP request's, and one per choice in flight */
-    int remaining;
-    int failed;
+    int pending;             /* under mu: choices not done, + 1 while the work function submits */
+    int failed;              /* under mu */
     int err;
     char why[256];
     hlpt_sse *sse;
+    atomic_int gone;         /* the streaming client left */
 };
 
 /* Drops one reference; the last frees the call. A stream's request may end (client gone) while its
@@ -69,11 +344,11 @@ struct gen_call {
 static void call_release(void *p) {
     gen_call *c = p;
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
-    for (int i = 0; i < c->n; i++) {
+    for (int i = 0; i < API_GEN_MAX_N; i++) {
         free(c->choices[i].text);
         free(c->choices[i].toks);
     }
-    for (int i = 0; i < HLPT_MAX_STOP; i++) free(c->stop_store[i]);
+    api_gen_request_free(&c->q);
     free(c->prompt);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -81,76 +356,123 @@ static void call_release(void *p) {
 
 static const char *finish_name(hlpt_finish f) { return f == HLPT_FINISH_STOP ? "stop" : "length"; }
 
-/* The logprobs object of a completion choice (OpenAI's legacy shape) or of a chat choice. */
+/* The text a token adds after prev (decoding the pair keeps a leading space that decoding the
+ * token alone would drop). Returns owned. */
+static char *token_text(const hlpt_tokenizer *tok, int prev, int id) {
+    int ids[2] = {prev, id};
+    char *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    if (prev < 0 || hlpt_tokenizer_decode(tok, ids, 1, 0, &a, &na, NULL, 0) ||
+        hlpt_tokenizer_decode(tok, ids, 2, 0, &b, &nb, NULL, 0) || nb < na || memcmp(a, b, na)) {
+        free(a);
+        free(b);
+        b = NULL;
+        return hlpt_tokenizer_decode(tok, &id, 1, 0, &b, &nb, NULL, 0) ? strdup("") : b;
+    }
+    memmove(b, b + na, nb - na + 1);
+    free(a);
+    return b;
+}
+
+static void add_token(cJSON *o, const char *key, const hlpt_tokenizer *tok, int prev, int id) {
+    char *t = token_text(tok, prev, id);
+    cJSON_AddStringToObject(o, key, t ? t : "");
+    free(t);
+}
+
+/* The logprobs object of a completion choice (OpenAI's legacy shape: tokens, token_logprobs,
+ * top_logprobs as {token: logprob}) or of a chat choice (content: [{token, logprob, top_logprobs}]). */
 static cJSON *logprobs_json(const gen_call *c, const hlpt_gen_token *t, int n) {
     const hlpt_tokenizer *tok = hlpt_model_tokenizer(hlptd_model(c->d));
+    int prev = c->prompt[c->n_prompt - 1];
     cJSON *o = cJSON_CreateObject();
-    if (c->chat) {
+    if (c->q.chat) {
         cJSON *content = cJSON_AddArrayToObject(o, "content");
         for (int i = 0; i < n; i++) {
             cJSON *e = cJSON_CreateObject();
-            const char *piece = hlpt_tokenizer_piece(tok, t[i].id);
-            cJSON_AddStringToObject(e, "token", piece ? piece : "");
+            add_token(e, "token", tok, prev, t[i].id);
             cJSON_AddNumberToObject(e, "logprob", t[i].logprob);
             cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
             for (int k = 0; k < t[i].n_top; k++) {
                 cJSON *a = cJSON_CreateObject();
-                const char *p = hlpt_tokenizer_piece(tok, t[i].top_id[k]);
-                cJSON_AddStringToObject(a, "token", p ? p : "");
+                add_token(a, "token", tok, prev, t[i].top_id[k]);
                 cJSON_AddNumberToObject(a, "logprob", t[i].top_logprob[k]);
                 cJSON_AddItemToArray(top, a);
             }
             cJSON_AddItemToArray(content, e);
+            prev = t[i].id;
         }
         return o;
     }
     cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs"),
           *tops = cJSON_AddArrayToObject(o, "top_logprobs");
     for (int i = 0; i < n; i++) {
-        const char *piece = hlpt_tokenizer_piece(tok, t[i].id);
-        cJSON_AddItemToArray(tokens, cJSON_CreateString(piece ? piece : ""));
+        char *s = token_text(tok, prev, t[i].id);
+        cJSON_AddItemToArray(tokens, cJSON_CreateString(s ? s : ""));
+        free(s);
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(t[i].logprob));
         cJSON *top = cJSON_CreateObject();
         for (int k = 0; k < t[i].n_top; k++) {
-            const char *p = hlpt_tokenizer_piece(tok, t[i].top_id[k]);
+            /* Two ids may decode alike (U+FFFD): the first, most likely, keeps the key. */
+            char *p = token_text(tok, prev, t[i].top_id[k]);
             if (p && !cJSON_GetObjectItemCaseSensitive(top, p)) cJSON_AddNumberToObject(top, p, t[i].top_logprob[k]);
+            free(p);
         }
         cJSON_AddItemToArray(tops, top);
+        prev = t[i].id;
     }
     return o;
 }
 
+/* OpenAI counts the prompt once however many choices share it. */
 static cJSON *usage_json(const gen_call *c) {
     int completion = 0;
-    for (int i = 0; i < c->n; i++) completion += c->choices[i].completion_tokens;
+    for (int i = 0; i < c->q.n; i++) completion += c->choices[i].completion_tokens;
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", c->n_prompt * c->n);
+    cJSON_AddNumberToObject(u, "prompt_tokens", c->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", completion);
-    cJSON_AddNumberToObject(u, "total_tokens", c->n_prompt * c->n + completion);
+    cJSON_AddNumberToObject(u, "total_tokens", c->n_prompt + completion);
     return u;
 }
 
 static cJSON *envelope(const gen_call *c, int chunk) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", c->id);
-    cJSON_AddStringToObject(o, "object", c->chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+    cJSON_AddStringToObject(o, "object", c->q.chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)c->created);
-    cJSON_AddStringToObject(o, "model", c->model);
+    cJSON_AddStringToObject(o, "model", c->q.model);
     return o;
 }
 
-/* One streamed chunk: text delta of a choice, or its finish. Inference thread. */
-static void send_chunk(gen_call *c, int index, const char *delta, size_t n, const char *finish) {
+static void cancel_all(gen_call *c) {
+    for (int i = 0; i < c->q.n; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
+}
+
+static void send_json(gen_call *c, cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (s && !atomic_load(&c->gone) && hlpt_sse_send(c->sse, NULL, s) == HLPT_ERR_CANCELLED) {
+        /* The client left: stop generating for it. */
+        atomic_store(&c->gone, 1);
+        cancel_all(c);
+    }
+    free(s);
+}
+
+/* One streamed chunk of a choice: its role (chat's first chunk), a text delta, or its finish. */
+static void send_chunk(gen_call *c, int index, const char *role, const char *delta, size_t n, const char *finish) {
     cJSON *o = envelope(c, 1), *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     char *text = malloc(n + 1);
     if (text) {
-        memcpy(text, delta ? delta : "", n);
+        if (n) memcpy(text, delta, n);
         text[n] = 0;
     }
-    if (c->chat) {
+    if (c->q.chat) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-        if (n || !finish) cJSON_AddStringToObject(d, "content", text ? text : "");
+        if (role) cJSON_AddStringToObject(d, "role", role);
+        if (role || n) cJSON_AddStringToObject(d, "content", text ? text : "");
+        cJSON_AddNullToObject(ch, "logprobs");
     } else {
         cJSON_AddStringToObject(ch, "text", text ? text : "");
         cJSON_AddNullToObject(ch, "logprobs");
@@ -159,43 +481,75 @@ static void send_chunk(gen_call *c, int index, const char *delta, size_t n, cons
     if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
     else cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(choices, ch);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (s && hlpt_sse_send(c->sse, NULL, s) == HLPT_ERR_CANCELLED) {
-        /* The client left: stop generating for it. */
-        for (int i = 0; i < c->n; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
-    }
-    free(s);
+    send_json(c, o);
 }
 
-/* The non-streaming answer, once every choice is done. Inference thread. */
-static void reply_all(gen_call *c) {
-    cJSON *o = envelope(c, 0), *choices = cJSON_AddArrayToObject(o, "choices");
-    for (int i = 0; i < c->n; i++) {
-        choice *ch = &c->choices[i];
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddNumberToObject(j, "index", i);
-        if (c->chat) {
-            cJSON *m = cJSON_AddObjectToObject(j, "message");
-            cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddStringToObject(m, "content", ch->text ? ch->text : "");
-        } else {
-            cJSON_AddStringToObject(j, "text", ch->text ? ch->text : "");
+/* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
+ * inference thread (in_work 0) or in the work function (1), which must not call finish. */
+static void complete(gen_call *c, int in_work) {
+    if (c->q.stream) {
+        if (c->failed) {
+            cJSON *e = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(e, "error");
+            const char *type, *code;
+            hlpt_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
+            cJSON_AddStringToObject(in, "message", c->why);
+            cJSON_AddStringToObject(in, "type", type ? type : "server_error");
+            cJSON_AddNullToObject(in, "param");
+            cJSON_AddStringToObject(in, "code", code ? code : "internal_error");
+            send_json(c, e);
+        } else if (c->q.include_usage) {
+            cJSON *o = envelope(c, 1);
+            cJSON_AddArrayToObject(o, "choices");
+            cJSON_AddItemToObject(o, "usage", usage_json(c));
+            send_json(c, o);
         }
-        if (c->logprobs) cJSON_AddItemToObject(j, "logprobs", logprobs_json(c, ch->toks, ch->n_toks));
-        else cJSON_AddNullToObject(j, "logprobs");
-        cJSON_AddStringToObject(j, "finish_reason", finish_name(ch->finish));
-        cJSON_AddItemToArray(choices, j);
+        if (!atomic_load(&c->gone)) hlpt_sse_send(c->sse, NULL, "[DONE]");
+        hlpt_sse_close(c->sse);
+        hlpt_sse_unref(c->sse);
+        c->sse = NULL;
+        return;
     }
-    cJSON_AddItemToObject(o, "usage", usage_json(c));
-    hlpt_reply_json(c->req, 200, o);
+    if (c->failed) {
+        const char *param = c->err == HLPT_ERR_NOENT ? "model" : c->err == HLPT_ERR_RANGE ? c->q.max_tokens_key : NULL;
+        hlpt_reply_err(c->req, c->err ? c->err : HLPT_ERR_INTERNAL, param, "%s", c->why);
+    } else {
+        cJSON *o = envelope(c, 0), *choices = cJSON_AddArrayToObject(o, "choices");
+        for (int i = 0; i < c->q.n; i++) {
+            choice *ch = &c->choices[i];
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddNumberToObject(j, "index", i);
+            if (c->q.chat) {
+                cJSON *m = cJSON_AddObjectToObject(j, "message");
+                cJSON_AddStringToObject(m, "role", "assistant");
+                cJSON_AddStringToObject(m, "content", ch->text ? ch->text : "");
+            } else {
+                cJSON_AddStringToObject(j, "text", ch->text ? ch->text : "");
+            }
+            if (c->q.logprobs) cJSON_AddItemToObject(j, "logprobs", logprobs_json(c, ch->toks, ch->n_toks));
+            else cJSON_AddNullToObject(j, "logprobs");
+            cJSON_AddStringToObject(j, "finish_reason", finish_name(ch->finish));
+            cJSON_AddItemToArray(choices, j);
+        }
+        cJSON_AddItemToObject(o, "usage", usage_json(c));
+        hlpt_reply_json(c->req, 200, o);
+    }
+    if (!in_work) hlpt_req_finish(c->req);
 }
 
+/* One part is done; the last one answers. */
+static void part_done(gen_call *c, int in_work) {
+    pthread_mutex_lock(&c->mu);
+    int last = --c->pending == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last) complete(c, in_work);
+}
+
+/* Inference thread (or the work function, for a refused submission). */
 static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) {
     choice *ch = (choice *)r;
     gen_call *c = ch->call;
     if (ev == HLPTD_EV_TEXT) {
-        if (c->stream && !c->failed) send_chunk(c, ch->index, delta, n, NULL);
+        if (c->q.stream) send_chunk(c, ch->index, NULL, delta, n, NULL);
         return;
     }
     if (ev == HLPTD_EV_DONE && r->gen) {
@@ -205,58 +559,36 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
         const hlpt_gen_token *t = hlpt_gen_tokens(r->gen, &nt);
         ch->finish = hlpt_gen_finish(r->gen);
         ch->completion_tokens = nt;
-        if (c->stream && len > r->sent && !c->failed) send_chunk(c, ch->index, text + r->sent, len - r->sent, NULL);
-        if (!c->stream) {
+        if (c->q.stream) {
+            if (len > r->sent) send_chunk(c, ch->index, NULL, text + r->sent, len - r->sent, NULL);
+            send_chunk(c, ch->index, NULL, NULL, 0, finish_name(ch->finish));
+        } else {
             ch->text = malloc(len + 1);
             if (ch->text) {
                 memcpy(ch->text, text, len);
                 ch->text[len] = 0;
             }
-            if (c->logprobs && nt) {
+            if (c->q.logprobs && nt) {
                 ch->toks = malloc(sizeof *t * (size_t)nt);
                 if (ch->toks) memcpy(ch->toks, t, sizeof *t * (size_t)nt);
                 ch->n_toks = ch->toks ? nt : 0;
             }
         }
-        api_metrics_request(c->chat ? "chat" : "completions", c->adapter_label, nt, r->submitted_s, r->first_token_s,
+        api_metrics_request(c->q.chat ? "chat" : "completions", c->adapter_label, nt, r->submitted_s, r->first_token_s,
                             r->done_s);
-        if (c->stream && !c->failed) send_chunk(c, ch->index, NULL, 0, finish_name(ch->finish));
-    }
-    pthread_mutex_lock(&c->mu);
-    if (ev == HLPTD_EV_ERROR && !c->failed) {
-        c->failed = 1;
-        c->err = r->err;
-        snprintf(c->why, sizeof c->why, "%s", r->why);
-    }
-    int last = --c->remaining == 0;
-    pthread_mutex_unlock(&c->mu);
-    if (!last) {
-        call_release(c);
-        return;
-    }
-    /* The last choice: answer, and let go of the request. */
-    if (c->stream) {
-        if (c->failed) {
-            cJSON *e = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(e, "error");
-            cJSON_AddStringToObject(in, "message", c->why);
-            cJSON_AddStringToObject(in, "type", "server_error");
-            char *s = cJSON_PrintUnformatted(e);
-            hlpt_sse_send(c->sse, NULL, s);
-            free(s);
-            cJSON_Delete(e);
+    } else if (ev == HLPTD_EV_ERROR) {
+        pthread_mutex_lock(&c->mu);
+        if (!c->failed) {
+            c->failed = 1;
+            c->err = r->err;
+            snprintf(c->why, sizeof c->why, "%s", r->why[0] ? r->why : hlpt_strerror(r->err));
         }
-        hlpt_sse_send(c->sse, NULL, "[DONE]");
-        hlpt_sse_close(c->sse);
-        hlpt_sse_unref(c->sse);
-        call_release(c);
-        return;
+        pthread_mutex_unlock(&c->mu);
+        /* One choice failed: the others need not run on for an answer that is an error. */
+        cancel_all(c);
     }
-    if (c->failed) hlpt_reply_err(c->req, c->err ? c->err : HLPT_ERR_INTERNAL, c->err == HLPT_ERR_NOENT ? "model" : NULL,
-                                  "%s", c->why);
-    else reply_all(c);
-    hlpt_req *req = c->req;
+    part_done(c, 0);
     call_release(c);
-    hlpt_req_finish(req);
 }
 
 /* Loop thread: model name -> adapter id (or base), then off to the inference thread. */
@@ -269,12 +601,17 @@ static void generate_work(void *app, hlpt_req *r) {
         return;
     }
     char adapter_id[64] = "";
-    if (strcmp(c->model, "base") && strcmp(c->model, hlptd_model_name(d))) {
+    if (strcmp(c->q.model, "base") && strcmp(c->q.model, hlptd_model_name(d))) {
         hlpt_adapter_rec *a = NULL;
         char why[256];
-        if (hlpt_store_adapter_get(hlptd_store(d), c->model, &a, why, sizeof why) != HLPT_OK) {
+        int err = hlpt_store_adapter_get(hlptd_store(d), c->q.model, &a, why, sizeof why);
+        if (err == HLPT_ERR_NOENT) {
             hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
-                                "The model `%s` does not exist", c->model);
+                                "The model `%s` does not exist", c->q.model);
+            return;
+        }
+        if (err) {
+            hlpt_reply_err(r, err, "model", "%s", why);
             return;
         }
         snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
@@ -283,93 +620,31 @@ static void generate_work(void *app, hlpt_req *r) {
     } else {
         snprintf(c->adapter_label, sizeof c->adapter_label, "base");
     }
-    if (c->stream) {
-        c->sse = hlpt_req_stream(r);
-        if (!c->sse) return;
-    }
-    c->remaining = c->n;
-    atomic_fetch_add(&c->refs, c->n);
-    for (int i = 0; i < c->n; i++) {
+    if (c->q.stream && !(c->sse = hlpt_req_stream(r))) return;
+    for (int i = 0; i < c->q.n; i++) {
         choice *ch = &c->choices[i];
         ch->call = c;
         ch->index = i;
         snprintf(ch->r.adapter_id, sizeof ch->r.adapter_id, "%s", adapter_id);
         ch->r.prompt = c->prompt;
         ch->r.n_prompt = c->n_prompt;
-        ch->r.params = c->params;
-        ch->r.params.seed = c->params.seed + (uint64_t)i;
+        ch->r.params = c->q.params;
+        ch->r.params.seed = c->q.params.seed + (uint64_t)i;
         ch->r.on_event = on_event;
+        /* OpenAI's first chat chunk of a choice names the role. */
+        if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
     }
-    for (int i = 0; i < c->n; i++) {
+    c->pending = c->q.n + 1;
+    atomic_fetch_add(&c->refs, c->q.n);
+    for (int i = 0; i < c->q.n; i++) {
         if (hlptd_infer_submit(inf, &c->choices[i].r) != HLPT_OK) {
-            /* Stopping: the remaining choices fail at once through the same path. */
+            /* Stopping: this choice fails at once through the same path. */
             c->choices[i].r.err = HLPT_ERR_STATE;
             snprintf(c->choices[i].r.why, sizeof c->choices[i].r.why, "the daemon is shutting down");
             on_event(&c->choices[i].r, HLPTD_EV_ERROR, NULL, 0);
         }
     }
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Validation (HTTP thread)                                                                        */
-
-static int bad(hlpt_req *r, const char *param, const char *msg) {
-    hlpt_reply_err(r, HLPT_ERR_INVAL, param, "%s", msg);
-    return -1;
-}
-
-/* A number field in [lo, hi]; integer when want_int. Absent or null keeps *out. */
-static int num_field(hlpt_req *r, const cJSON *j, const char *key, double lo, double hi, int want_int, double *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    char msg[160];
-    if (!cJSON_IsNumber(v) || (want_int && v->valuedouble != floor(v->valuedouble))) {
-        snprintf(msg, sizeof msg, "`%s` must be %s", key, want_int ? "an integer" : "a number");
-        return bad(r, key, msg);
-    }
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi)) {
-        if (want_int) snprintf(msg, sizeof msg, "`%s` must be an integer from %.0f to %.0f", key, lo, hi);
-        else snprintf(msg, sizeof msg, "`%s` must be between %g and %g", key, lo, hi);
-        return bad(r, key, msg);
-    }
-    *out = v->valuedouble;
-    return 0;
-}
-
-static const char *const known_keys[] = {
-    "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
-    "stop", "seed", "n", "logprobs", "top_logprobs", "stream", "stream_options", "user", "ignore_eos",
-    "frequency_penalty", "presence_penalty", "echo", "suffix", "best_of", "logit_bias",
-};
-
-/* The prompt text of a chat: the messages rendered by the training template, up to where the
- * assistant's reply begins. */
-static int chat_prompt(hlpt_req *r, const cJSON *messages, char **prompt) {
-    if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0)
-        return bad(r, "messages", "`messages` must be a non-empty array of {role, content}");
-    cJSON *line = cJSON_CreateObject(), *copy = cJSON_Duplicate(messages, 1);
-    cJSON *asst = cJSON_CreateObject();
-    cJSON_AddStringToObject(asst, "role", "assistant");
-    cJSON_AddStringToObject(asst, "content", ".");
-    cJSON_AddItemToArray(copy, asst);
-    cJSON_AddItemToObject(line, "messages", copy);
-    char *text = cJSON_PrintUnformatted(line);
-    cJSON_Delete(line);
-    hlpt_example ex = {0};
-    char why[256];
-    int err = text ? hlpt_dataset_parse_line(text, strlen(text), 1, NULL, &ex, why, sizeof why) : HLPT_ERR_NOMEM;
-    free(text);
-    if (err) {
-        /* The parser speaks of line 1 and its own last message: say it of the request. */
-        const char *field = strstr(why, "field ");
-        char msg[300];
-        snprintf(msg, sizeof msg, "invalid `messages`: %s", field ? field + 6 : why);
-        return bad(r, "messages", msg);
-    }
-    *prompt = ex.prompt;
-    ex.prompt = NULL;
-    hlpt_example_free(&ex);
-    return 0;
+    part_done(c, 1);
 }
 
 static void generate_handler(hlpt_req *r, int chat) {
@@ -381,36 +656,6 @@ static void generate_handler(hlpt_req *r, int chat) {
     }
     cJSON *j = hlpt_req_json(r);
     if (!j) return;
-    if (!cJSON_IsObject(j)) {
-        bad(r, NULL, "the body must be a JSON object");
-        return;
-    }
-    const cJSON *v;
-    cJSON_ArrayForEach(v, j) {
-        int known = 0;
-        for (size_t i = 0; i < sizeof known_keys / sizeof *known_keys; i++) known |= !strcmp(v->string, known_keys[i]);
-        if (!known) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unknown field `%.64s`", v->string);
-            bad(r, v->string, msg);
-            return;
-        }
-    }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
-    if (!cJSON_IsString(model) || !*model->valuestring || strlen(model->valuestring) >= 256) {
-        bad(r, "model", "`model` is required: the base model's name, \"base\", or an adapter's name or id");
-        return;
-    }
-    const cJSON *echo = cJSON_GetObjectItemCaseSensitive(j, "echo");
-    if (cJSON_IsTrue(echo)) {
-        bad(r, "echo", "`echo` is not supported");
-        return;
-    }
-    const cJSON *best_of = cJSON_GetObjectItemCaseSensitive(j, "best_of");
-    if (best_of && !cJSON_IsNull(best_of) && !(cJSON_IsNumber(best_of) && best_of->valuedouble == 1)) {
-        bad(r, "best_of", "`best_of` is not supported");
-        return;
-    }
     gen_call *c = calloc(1, sizeof *c);
     if (!c) {
         hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
@@ -418,118 +663,16 @@ static void generate_handler(hlpt_req *r, int chat) {
     }
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->refs, 1);
-    c->chat = chat;
+    atomic_init(&c->gone, 0);
     c->d = d;
     c->req = r;
-    snprintf(c->model, sizeof c->model, "%s", model->valuestring);
     hlpt_req_set_data(r, c, call_release);
-
-    hlpt_gen_params *p = &c->params;
-    hlpt_gen_params_defaults(p);
-    double max_tokens = chat ? 256 : 16, temperature = 1, top_p = 1, top_k = 0, seed = 0, n = 1, lp = 0, tlp = 0;
-    const char *mt_key = cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    if (num_field(r, j, mt_key, 1, 1 << 20, 1, &max_tokens) || num_field(r, j, "temperature", 0, 2, 0, &temperature) ||
-        num_field(r, j, "top_p", 1e-9, 1, 0, &top_p) || num_field(r, j, "top_k", 0, 1 << 30, 1, &top_k) ||
-        num_field(r, j, "seed", 0, 9007199254740991.0, 1, &seed) || num_field(r, j, "n", 1, MAX_N, 1, &n))
-        return;
-    const cJSON *logprobs = cJSON_GetObjectItemCaseSensitive(j, "logprobs");
-    if (chat) {
-        if (logprobs && !cJSON_IsNull(logprobs) && !cJSON_IsBool(logprobs)) {
-            bad(r, "logprobs", "`logprobs` must be true or false");
-            return;
-        }
-        if (num_field(r, j, "top_logprobs", 0, 20, 1, &tlp)) return;
-        c->logprobs = cJSON_IsTrue(logprobs);
-        c->top_logprobs = (int)tlp;
-    } else {
-        if (num_field(r, j, "logprobs", 0, 20, 1, &lp)) return;
-        c->logprobs = logprobs && !cJSON_IsNull(logprobs);
-        c->top_logprobs = (int)lp;
-    }
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(j, "stream"), *ign = cJSON_GetObjectItemCaseSensitive(j, "ignore_eos");
-    if ((stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream)) || (ign && !cJSON_IsNull(ign) && !cJSON_IsBool(ign))) {
-        bad(r, stream && !cJSON_IsBool(stream) ? "stream" : "ignore_eos", "must be true or false");
-        return;
-    }
-    c->stream = cJSON_IsTrue(stream);
-    if (c->stream && c->logprobs) {
-        bad(r, "logprobs", "`logprobs` is not available with `stream`");
-        return;
-    }
-    c->n = (int)n;
-    p->max_tokens = (int)max_tokens;
-    p->temperature = (float)temperature;
-    p->top_p = (float)top_p;
-    p->top_k = (int)top_k;
-    p->seed = (uint64_t)seed;
-    p->ignore_eos = cJSON_IsTrue(ign);
-    p->logprobs = c->logprobs;
-    p->top_logprobs = c->top_logprobs;
-    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(j, "stop");
-    if (stop && !cJSON_IsNull(stop)) {
-        if (cJSON_IsString(stop)) {
-            c->stop_store[0] = strdup(stop->valuestring);
-            p->n_stop = 1;
-        } else if (cJSON_IsArray(stop) && cJSON_GetArraySize(stop) <= HLPT_MAX_STOP) {
-            cJSON_ArrayForEach(v, stop) {
-                if (!cJSON_IsString(v) || !*v->valuestring) {
-                    bad(r, "stop", "`stop` must be a string or an array of non-empty strings");
-                    return;
-                }
-                c->stop_store[p->n_stop++] = strdup(v->valuestring);
-            }
-        } else {
-            bad(r, "stop", "`stop` must be a string or an array of at most 8 strings");
-            return;
-        }
-        for (int i = 0; i < p->n_stop; i++) p->stop[i] = c->stop_store[i];
-    }
-
-    /* The prompt, tokenized here: BOS first, as in training. */
-    char *text = NULL;
-    if (chat) {
-        if (cJSON_GetObjectItemCaseSensitive(j, "prompt")) {
-            bad(r, "prompt", "chat completions take `messages`, not `prompt`");
-            return;
-        }
-        if (chat_prompt(r, cJSON_GetObjectItemCaseSensitive(j, "messages"), &text)) return;
-    } else {
-        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(j, "prompt");
-        if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) == 1 && cJSON_IsString(cJSON_GetArrayItem(pr, 0)))
-            pr = cJSON_GetArrayItem(pr, 0);
-        if (!cJSON_IsString(pr)) {
-            bad(r, "prompt", "`prompt` is required and must be a string");
-            return;
-        }
-        text = strdup(pr->valuestring);
-    }
-    const hlpt_config *cfg = hlpt_model_config(m);
-    int *ids = NULL, k = 0;
+    const char *param;
     char why[256];
-    int err = text ? hlpt_tokenizer_encode(hlpt_model_tokenizer(m), text, strlen(text), 0, &ids, &k, why, sizeof why)
-                   : HLPT_ERR_NOMEM;
-    free(text);
+    int err = api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
+    if (!err) err = api_gen_tokenize(m, &c->q, &c->prompt, &c->n_prompt, &param, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, chat ? "messages" : "prompt", "%s", why);
-        return;
-    }
-    int bos = cfg->bos_id >= 0;
-    c->prompt = malloc(sizeof(int) * (size_t)(k + 1));
-    if (!c->prompt) {
-        free(ids);
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-        return;
-    }
-    if (bos) c->prompt[0] = cfg->bos_id;
-    memcpy(c->prompt + bos, ids, sizeof(int) * (size_t)k);
-    free(ids);
-    c->n_prompt = k + bos;
-    /* Prefix slots take positions too: the worst case is checked again per adapter. */
-    if ((long)c->n_prompt + p->max_tokens > cfg->max_pos) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "the prompt (%d tokens) plus max_tokens (%d) exceed the model's context of %d tokens",
-                 c->n_prompt, p->max_tokens, cfg->max_pos);
-        bad(r, c->n_prompt >= cfg->max_pos ? (chat ? "messages" : "prompt") : mt_key, msg);
+        hlpt_reply_err(r, err, param, "%s", why);
         return;
     }
     hlpt_id_new(c->id, chat ? "chatcmpl-" : "cmpl-");
@@ -543,41 +686,43 @@ void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, 1); }
 /* ---------------------------------------------------------------------------------------------- */
 /* Models                                                                                          */
 
+static cJSON *model_json(const char *id, long created, const char *parent) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "id", id);
+    cJSON_AddStringToObject(e, "object", "model");
+    cJSON_AddNumberToObject(e, "created", (double)created);
+    cJSON_AddStringToObject(e, "owned_by", "hlpt");
+    if (parent) cJSON_AddStringToObject(e, "parent", parent);
+    else cJSON_AddNullToObject(e, "parent");
+    return e;
+}
+
+/* Every model at once (OpenAI's /v1/models does not page): the base, then each adapter by name. */
 static void models_work(void *app, hlpt_req *r) {
     hlptd *d = app;
-    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "id", hlptd_model_name(d));
-    cJSON_AddStringToObject(b, "object", "model");
-    cJSON_AddNumberToObject(b, "created", 0);
-    cJSON_AddStringToObject(b, "owned_by", "hlpt");
-    cJSON_AddNullToObject(b, "parent");
-    cJSON_AddItemToArray(data, b);
-    const char *after = NULL;
-    int more = 1;
-    char why[256];
-    char last[HLPT_ID_MAX] = "";
-    while (more) {
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    cJSON_AddItemToArray(data, model_json(hlptd_model_name(d), 0, NULL));
+    char after[HLPT_ID_MAX] = "", why[256];
+    for (int more = 1; more;) {
         hlpt_adapter_rec **a = NULL;
         size_t n = 0;
-        if (hlpt_store_adapter_list(hlptd_store(d), after, 100, &a, &n, &more, why, sizeof why)) break;
+        int err = hlpt_store_adapter_list(hlptd_store(d), after[0] ? after : NULL, 100, &a, &n, &more, why, sizeof why);
+        if (err) {
+            cJSON_Delete(o);
+            hlpt_reply_err(r, err, NULL, "%s", why);
+            return;
+        }
         for (size_t i = 0; i < n; i++) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "id", a[i]->name);
-            cJSON_AddStringToObject(e, "object", "model");
-            cJSON_AddNumberToObject(e, "created", (double)a[i]->created_at);
-            cJSON_AddStringToObject(e, "owned_by", "hlpt");
-            cJSON_AddStringToObject(e, "parent", hlptd_model_name(d));
+            cJSON *e = model_json(a[i]->name, (long)a[i]->created_at, hlptd_model_name(d));
             cJSON_AddStringToObject(e, "adapter_id", a[i]->id);
             cJSON_AddItemToArray(data, e);
-            snprintf(last, sizeof last, "%s", a[i]->id);
         }
+        if (n) snprintf(after, sizeof after, "%s", a[n - 1]->id);
         hlpt_adapter_rec_list_free(a, n);
-        after = last;
         if (!n) break;
     }
-    cJSON_AddBoolToObject(o, "has_more", 0);
     hlpt_reply_json(r, 200, o);
 }
 

@@ -1,19 +1,61 @@
 /*
- * serving.h - what the generation handlers share with the metrics module (api/metrics.c).
+ * serving.h - the pieces of the generation handlers (api/generate.c) and the metrics module
+ * (api/metrics.c) that do not need a running daemon: request validation, prompt tokenization and
+ * the Prometheus exposition, so that they are tested on their own.
  */
 #ifndef HLPT_API_SERVING_H
 #define HLPT_API_SERVING_H
 
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "hlpt/generate.h"
+#include "hlpt/model.h"
+#include "infer.h"
+
+#define API_GEN_MAX_N 8 /* `n`: choices of one request */
+
+/* A validated body of POST /v1/completions (chat 0) or /v1/chat/completions (chat 1). */
+typedef struct {
+    int chat;
+    char model[256];             /* as the client named it */
+    int n;                       /* 1..API_GEN_MAX_N; choice i samples with seed params.seed + i */
+    int stream;
+    int include_usage;           /* stream_options.include_usage: a last chunk with usage */
+    int logprobs;                /* report logprobs (completions: `logprobs` given; chat: true) */
+    int top_logprobs;            /* 0..20 alternatives per token */
+    const char *max_tokens_key;  /* "max_tokens" or "max_completion_tokens" (static), for errors */
+    hlpt_gen_params params;      /* params.stop[i] points at stop[i] */
+    char *stop[HLPT_MAX_STOP];   /* owned */
+    char *prompt;                /* owned: the prompt text (chat: rendered with the training template) */
+} api_gen_request;
+
+/* Validates body (borrowed) field by field, as OpenAI's API defines it, into *q (owned parts:
+ * api_gen_request_free, also after a failure). Defaults: max_tokens 16 (completions) / 256 (chat),
+ * temperature 1, top_p 1, top_k 0 (off), n 1, seed random. On failure returns HLPT_ERR_INVAL
+ * (a wrong type or range) or HLPT_ERR_UNSUPPORTED (`echo`, `best_of` > 1, penalties, ...) with
+ * *param the offending field (static or borrowed from body; NULL when the body is no object) and
+ * a message in why. */
+int api_gen_request_parse(const cJSON *body, int chat, api_gen_request *q, const char **param, char *why,
+                          size_t len);
+void api_gen_request_free(api_gen_request *q);
+
+/* The prompt's token ids as training feeds them: BOS (config bos_id, when any) then the text
+ * encoded without parsing special tokens. Checks that prompt + max_tokens fit the model's context
+ * (HLPT_ERR_INVAL, *param "prompt"/"messages" when the prompt alone does not fit, else
+ * q->max_tokens_key). *ids returned owned. Any thread (the model is immutable). */
+int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **ids, int *n, const char **param,
+                     char *why, size_t len);
+
 /* Records one finished generation: endpoint ("completions", "chat"), adapter label ("base" or the
  * adapter's name), generated tokens, and its submitted / first token / done times (monotonic
- * seconds). Any thread. */
+ * seconds; first_token_s 0 = none). Any thread. */
 void api_metrics_request(const char *endpoint, const char *adapter, int tokens, double submitted_s,
                          double first_token_s, double done_s);
 
-/* The exposition text of /metrics from the counters and the given live figures (returns owned,
- * *len bytes). */
-#include <stddef.h>
-#include "infer.h"
+/* The exposition text of /metrics (format 0.0.4) from the counters and the given live figures.
+ * Returns owned (free()), *len bytes; NULL when out of memory. Any thread. */
 char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *len);
 
 #endif

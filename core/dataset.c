@@ -186,6 +186,26 @@ static hlpt_dataset_format classify(const cJSON *o) {
 enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 static const char *const role_names[] = {"system", "user", "assistant"};
 
+/* One turn that is not the completion: system (or remembered for folding), user, or an earlier
+ * assistant reply. Shared by training lines and serving prompts so that both render alike. */
+static void emit_turn(const chat_tpl *t, int role, const char *text, const char **system, int *first_user, sbuf *prompt) {
+    if (role == ROLE_SYSTEM) {
+        if (t->sys_begin) sb_add(prompt, t->sys_begin), sb_add(prompt, text), sb_add(prompt, t->sys_end);
+        else *system = text;
+    } else if (role == ROLE_USER) {
+        sb_add(prompt, t->user_begin);
+        if (*first_user && *system)
+            sb_add(prompt, t->sys_fold_begin), sb_add(prompt, *system), sb_add(prompt, t->sys_fold_end);
+        *first_user = 0;
+        sb_add(prompt, text);
+        sb_add(prompt, t->user_end);
+    } else {
+        sb_add(prompt, t->asst_begin);
+        sb_add(prompt, text);
+        sb_add(prompt, t->asst_end);
+    }
+}
+
 static int render_messages(const ctx *c, const cJSON *o, const chat_tpl *t, sbuf *prompt, sbuf *completion) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
     int n = cJSON_GetArraySize(msgs);
@@ -210,29 +230,47 @@ static int render_messages(const ctx *c, const cJSON *o, const chat_tpl *t, sbuf
         if (last && role != ROLE_ASSISTANT)
             return bad(c, "field `messages`: the last message must be the assistant's (it is what is trained on)");
         if (last && !*text) return bad(c, "field `messages[%d].content` is empty", i);
-        if (role == ROLE_SYSTEM) {
-            if (t->sys_begin) sb_add(prompt, t->sys_begin), sb_add(prompt, text), sb_add(prompt, t->sys_end);
-            else system = text;
-        } else if (role == ROLE_USER) {
-            sb_add(prompt, t->user_begin);
-            if (first_user && system)
-                sb_add(prompt, t->sys_fold_begin), sb_add(prompt, system), sb_add(prompt, t->sys_fold_end);
-            first_user = 0;
-            sb_add(prompt, text);
-            sb_add(prompt, t->user_end);
-        } else {
+        if (last) {
             sb_add(prompt, t->asst_begin);
-            if (last) {
-                sb_add(completion, text);
-                sb_add(completion, t->final_end);
-            } else {
-                sb_add(prompt, text);
-                sb_add(prompt, t->asst_end);
-            }
+            sb_add(completion, text);
+            sb_add(completion, t->final_end);
+        } else {
+            emit_turn(t, role, text, &system, &first_user, prompt);
         }
         i++;
     }
     return HLPT_OK;
+}
+
+int hlpt_chat_prompt(const hlpt_chat_msg *msgs, int n, const char *chat_template, char **out, char *why, size_t len) {
+    *out = NULL;
+    const chat_tpl *t = find_template(chat_template);
+    if (!t) return hlpt_why(why, len, HLPT_ERR_INVAL, "unknown chat template `%s` (known: chatml, llama2)", chat_template);
+    if (n <= 0) return hlpt_why(why, len, HLPT_ERR_FORMAT, "`messages` must be a non-empty array");
+    const char *system = NULL;
+    int first_user = 1;
+    sbuf prompt = {0};
+    for (int i = 0; i < n; i++) {
+        int role = -1;
+        for (int k = 0; k < 3 && msgs[i].role; k++)
+            if (strcmp(msgs[i].role, role_names[k]) == 0) role = k;
+        if (role < 0) {
+            free(prompt.p);
+            return hlpt_why(why, len, HLPT_ERR_FORMAT, "`messages[%d].role` must be one of system, user, assistant", i);
+        }
+        if (!msgs[i].content) {
+            free(prompt.p);
+            return hlpt_why(why, len, HLPT_ERR_FORMAT, "`messages[%d].content` missing", i);
+        }
+        if (role == ROLE_SYSTEM && i != 0) {
+            free(prompt.p);
+            return hlpt_why(why, len, HLPT_ERR_FORMAT, "`messages[%d]`: a system message must come first", i);
+        }
+        emit_turn(t, role, msgs[i].content, &system, &first_user, &prompt);
+    }
+    sb_add(&prompt, t->asst_begin);
+    *out = sb_take(&prompt);
+    return *out ? HLPT_OK : hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
 }
 
 static int render(const ctx *c, const cJSON *o, hlpt_dataset_format f, const chat_tpl *t, sbuf *prompt,

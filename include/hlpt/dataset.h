@@ -49,6 +49,20 @@ const char *hlpt_chat_template_default(void);
 /* 1 when `name` is a known template. */
 int hlpt_chat_template_known(const char *name);
 
+/* One chat message (both borrowed): role "system" | "user" | "assistant". */
+typedef struct {
+    const char *role;
+    const char *content;
+} hlpt_chat_msg;
+
+/* The prompt a model continues to answer a conversation (serving's chat completions): every
+ * message rendered exactly as in a training line of the messages format, then the assistant's
+ * turn opened. So for a training line whose messages are msgs + one assistant reply, the line's
+ * prompt equals this prompt. A system message may only come first. *out returned owned (free());
+ * NULL on failure. Errors: HLPT_ERR_FORMAT ("`messages[2].role` must be one of ..."),
+ * HLPT_ERR_INVAL (unknown template), HLPT_ERR_NOMEM. */
+int hlpt_chat_prompt(const hlpt_chat_msg *msgs, int n, const char *chat_template, char **out, char *why, size_t len);
+
 typedef struct {
     hlpt_dataset_format format;
     char *prompt;     /* owned, NUL-terminated UTF-8; "" for text */
