@@ -2,13 +2,15 @@
  * adapters.c - the adapter registry: list, show, delete, import (hlpt or HF PEFT files), and the two
  * files of an adapter for export.
  *
- * An import is validated on the HTTP thread by loading it against the base model (the model is
- * immutable, so any thread may), exactly as serving will load it: a bad adapter is refused with the
- * tensor named, and nothing is stored. Storing happens on the loop thread.
+ * An import (multipart, or JSON with the weights in base64) is validated on the HTTP thread by
+ * loading it against the base model (the model is immutable, so any thread may), exactly as
+ * serving will load it: a bad adapter is refused with the tensor named, and nothing is stored.
+ * Storing happens on the loop thread.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api.h"
 #include "app.h"
@@ -27,11 +29,11 @@ static cJSON *adapter_json(hlptd *d, const hlpt_adapter_rec *a) {
     cJSON_AddStringToObject(o, "parent", hlptd_model_name(d));
     if (a->base_hash) cJSON_AddStringToObject(o, "base_hash", a->base_hash);
     else cJSON_AddNullToObject(o, "base_hash");
-    if (a->job_id) cJSON_AddStringToObject(o, "fine_tuning_job_id", a->job_id);
-    else cJSON_AddNullToObject(o, "fine_tuning_job_id");
+    if (a->job_id) cJSON_AddStringToObject(o, "job_id", a->job_id);
+    else cJSON_AddNullToObject(o, "job_id");
     if (a->checkpoint_id) cJSON_AddStringToObject(o, "checkpoint_id", a->checkpoint_id);
     else cJSON_AddNullToObject(o, "checkpoint_id");
-    cJSON *cfg = a->config ? cJSON_Parse(a->config) : NULL;
+    cJSON *cfg = a->config ? cJSON_ParseWithOpts(a->config, NULL, 1) : NULL;
     cJSON_AddItemToObject(o, "config", cfg ? cfg : cJSON_CreateNull());
     return o;
 }
@@ -113,7 +115,7 @@ static void file_work(void *app, hlpt_req *r) {
         char *text = NULL;
         const hlpt_model *m = hlptd_model(d);
         hlpt_adapter_config cfg;
-        cJSON *j = cJSON_Parse(a->config);
+        cJSON *j = cJSON_ParseWithOpts(a->config, NULL, 1);
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
         const cJSON *method = cJSON_GetObjectItemCaseSensitive(j, "method");
         if (m && cJSON_IsString(type) && !strcmp(type->valuestring, "HLPT") && cJSON_IsString(method) &&
@@ -173,6 +175,119 @@ static int valid_name(const char *s, size_t n) {
     return 1;
 }
 
+/* Standard base64 (RFC 4648, padding optional, whitespace skipped) into a new buffer. */
+static int base64_decode(const char *s, unsigned char **out, size_t *n) {
+    size_t len = strlen(s), k = 0;
+    unsigned char *b = malloc(len / 4 * 3 + 3);
+    if (!b) return HLPT_ERR_NOMEM;
+    unsigned acc = 0;
+    int bits = 0, pad = 0;
+    for (; *s; s++) {
+        int v;
+        char c = *s;
+        if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        if (pad) goto bad; /* data after padding */
+        if (c >= 'A' && c <= 'Z') v = c - 'A';
+        else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9') v = c - '0' + 52;
+        else if (c == '+') v = 62;
+        else if (c == '/') v = 63;
+        else goto bad;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            b[k++] = (unsigned char)(acc >> bits);
+        }
+    }
+    if (bits >= 6 || pad > 2) goto bad; /* a lone sixth of a byte */
+    *out = b;
+    *n = k;
+    return HLPT_OK;
+bad:
+    free(b);
+    return HLPT_ERR_INVAL;
+}
+
+/* The three parts of an import, borrowed from the request (or from *owned, freed by the caller). */
+typedef struct {
+    const char *config, *weights, *name;
+    size_t config_len, weights_len, name_len;
+    char *owned_config;
+    unsigned char *owned_weights;
+} import_parts;
+
+/* JSON body: {"name"?, "config": {...} | "text", "weights_base64": "..."}. */
+static int parts_from_json(hlpt_req *r, import_parts *p) {
+    cJSON *j = hlpt_req_json(r);
+    if (!j) return -1;
+    if (!cJSON_IsObject(j)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "the body must be a JSON object {name?, config, weights_base64}");
+        return -1;
+    }
+    const cJSON *v;
+    cJSON_ArrayForEach(v, j) if (strcmp(v->string, "name") && strcmp(v->string, "config") && strcmp(v->string, "weights_base64")) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, v->string, "unknown field `%.64s`", v->string);
+        return -1;
+    }
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(j, "config"), *w = cJSON_GetObjectItemCaseSensitive(j, "weights_base64"),
+                *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+    if (cJSON_IsObject(cfg)) p->owned_config = cJSON_PrintUnformatted(cfg);
+    else if (cJSON_IsString(cfg)) p->owned_config = strdup(cfg->valuestring);
+    else {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "`config` is required: the adapter_config.json object");
+        return -1;
+    }
+    if (!cJSON_IsString(w)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "weights_base64", "`weights_base64` is required: adapter_model.safetensors in base64");
+        return -1;
+    }
+    if (name && !cJSON_IsNull(name) && !cJSON_IsString(name)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be a string");
+        return -1;
+    }
+    int err = p->owned_config ? base64_decode(w->valuestring, &p->owned_weights, &p->weights_len) : HLPT_ERR_NOMEM;
+    if (err) {
+        hlpt_reply_err(r, err, err == HLPT_ERR_INVAL ? "weights_base64" : NULL,
+                       err == HLPT_ERR_INVAL ? "`weights_base64` is not valid base64" : "out of memory");
+        return -1;
+    }
+    p->config = p->owned_config;
+    p->config_len = strlen(p->owned_config);
+    p->weights = (const char *)p->owned_weights;
+    if (cJSON_IsString(name)) {
+        p->name = name->valuestring;
+        p->name_len = strlen(name->valuestring);
+    }
+    return 0;
+}
+
+/* multipart/form-data: field `config` (adapter_config.json text), file `weights`
+ * (adapter_model.safetensors), optional field `name`. */
+static int parts_from_form(hlpt_req *r, import_parts *p) {
+    const char *fname;
+    char why[512];
+    int err = hlpt_req_form(r, "config", &p->config, &p->config_len, &fname, why, sizeof why);
+    if (err == HLPT_ERR_FORMAT) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "%s", why);
+        return -1;
+    }
+    if (err) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "a multipart field `config` (adapter_config.json) is required");
+        return -1;
+    }
+    if (hlpt_req_form(r, "weights", &p->weights, &p->weights_len, &fname, why, sizeof why)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "weights", "a multipart file `weights` (adapter_model.safetensors) is required");
+        return -1;
+    }
+    if (hlpt_req_form(r, "name", &p->name, &p->name_len, &fname, why, sizeof why) != HLPT_OK) p->name = NULL;
+    return 0;
+}
+
 void hlpt_api_adapters_import(hlpt_req *r) {
     hlptd *d = hlpt_req_app(r);
     const hlpt_model *m = hlptd_model(d);
@@ -180,62 +295,72 @@ void hlpt_api_adapters_import(hlpt_req *r) {
         hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
-    const char *cfg, *weights, *name = NULL, *fname;
-    size_t cn, wn, nn = 0;
-    char why[512];
-    int err = hlpt_req_form(r, "config", &cfg, &cn, &fname, why, sizeof why);
-    if (err == HLPT_ERR_FORMAT) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "%s", why);
-        return;
-    }
-    if (err) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "a multipart field `config` (adapter_config.json) is required");
-        return;
-    }
-    if (hlpt_req_form(r, "weights", &weights, &wn, &fname, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "weights", "a multipart file `weights` (adapter_model.safetensors) is required");
-        return;
-    }
-    if (hlpt_req_form(r, "name", &name, &nn, &fname, why, sizeof why) == HLPT_OK && !valid_name(name, nn)) {
+    import_parts p = {0};
+    const char *ct = hlpt_req_header(r, "Content-Type");
+    int json = ct && !strncasecmp(ct, "application/json", 16);
+    import_args *in = NULL;
+    if (json ? parts_from_json(r, &p) : parts_from_form(r, &p)) goto out;
+    if (p.name && !valid_name(p.name, p.name_len)) {
         hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be 1-100 letters, digits, '-', '_', '.' or ':'");
-        return;
+        goto out;
+    }
+    if (p.name && ((p.name_len == 4 && !memcmp(p.name, "base", 4)) ||
+                   (p.name_len == strlen(hlptd_model_name(d)) && !memcmp(p.name, hlptd_model_name(d), p.name_len)))) {
+        hlpt_reply_err(r, HLPT_ERR_EXISTS, "name", "`%.*s` names the base model", (int)p.name_len, p.name);
+        goto out;
+    }
+    const char *end = NULL;
+    cJSON *cj = cJSON_ParseWithOpts(p.config, &end, 0);
+    int cfg_ok = cJSON_IsObject(cj) && (size_t)(end - p.config) <= p.config_len;
+    cJSON_Delete(cj);
+    if (!cfg_ok) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "`config` is not a JSON object (adapter_config.json)");
+        goto out;
     }
     /* Load it as serving will: shapes, layers, modules and base hash are all checked. */
     hlpt_adapter *a = NULL;
-    err = hlpt_adapter_load_mem(cfg, cn, weights, wn, hlpt_model_config(m), hlpt_model_hash(m), &a, why, sizeof why);
+    char why[512];
+    int err = hlpt_adapter_load_mem(p.config, p.config_len, p.weights, p.weights_len, hlpt_model_config(m),
+                                    hlpt_model_hash(m), &a, why, sizeof why);
+    if (err == HLPT_ERR_NOMEM) {
+        hlpt_reply_err(r, err, NULL, "out of memory");
+        goto out;
+    }
     if (err) {
-        hlpt_reply_http_err(r, err == HLPT_ERR_NOMEM ? 500 : 422, "invalid_request_error", "invalid_adapter", "weights",
-                            "the adapter does not load on %s: %s", hlptd_model_name(d), why);
-        return;
+        /* A file that is not what it should be is a bad request; one that is well formed but does
+         * not fit this base is unprocessable. */
+        hlpt_reply_http_err(r, err == HLPT_ERR_MISMATCH ? 422 : 400, "invalid_request_error", "invalid_adapter",
+                            json ? "weights_base64" : "weights", "the adapter does not load on %s: %s",
+                            hlptd_model_name(d), why);
+        goto out;
     }
     hlpt_adapter_free(a);
-    import_args *in = calloc(1, sizeof *in);
-    if (!in) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-        return;
-    }
-    if (name) {
-        in->name = malloc(nn + 1);
-        if (in->name) memcpy(in->name, name, nn), in->name[nn] = 0;
+    if (!(in = calloc(1, sizeof *in))) goto oom;
+    if (p.name) {
+        if ((in->name = malloc(p.name_len + 1))) memcpy(in->name, p.name, p.name_len), in->name[p.name_len] = 0;
     } else {
         char id[HLPT_ID_MAX];
         hlpt_id_new(id, "imported-");
         in->name = strdup(id);
     }
-    in->config = malloc(cn + 1);
-    in->weights = malloc(wn ? wn : 1);
-    if (!in->name || !in->config || !in->weights) {
-        import_free(in);
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-        return;
-    }
-    memcpy(in->config, cfg, cn);
-    in->config[cn] = 0;
-    memcpy(in->weights, weights, wn);
-    in->weights_len = wn;
+    in->config = malloc(p.config_len + 1);
+    in->weights = malloc(p.weights_len ? p.weights_len : 1);
+    if (!in->name || !in->config || !in->weights) goto oom;
+    memcpy(in->config, p.config, p.config_len);
+    in->config[p.config_len] = 0;
+    memcpy(in->weights, p.weights, p.weights_len);
+    in->weights_len = p.weights_len;
     snprintf(in->base_hash, sizeof in->base_hash, "%s", hlpt_model_hash(m));
     hlpt_req_set_data(r, in, import_free);
+    in = NULL;
     hlpt_req_defer(r, import_work);
+    goto out;
+oom:
+    hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+out:
+    import_free(in);
+    free(p.owned_config);
+    free(p.owned_weights);
 }
 
 void hlpt_api_adapters_list(hlpt_req *r) { hlpt_req_defer(r, list_work); }
