@@ -230,10 +230,10 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
         if (!cJSON_IsObject(so)) return fail(param, "stream_options", why, len, HLPT_ERR_INVAL, "`stream_options` must be an object");
         cJSON_ArrayForEach(v, so) if (strcmp(v->string, "include_usage"))
             return fail(param, "stream_options", why, len, HLPT_ERR_INVAL, "unknown field `stream_options.%.64s`", v->string);
-        if ((err = bool_field(so, "include_usage", &q->include_usage, param, why, len))) {
-            *param = "stream_options";
-            return err;
-        }
+        const cJSON *iu = field(so, "include_usage");
+        if (iu && !cJSON_IsBool(iu))
+            return fail(param, "stream_options", why, len, HLPT_ERR_INVAL, "`stream_options.include_usage` must be true or false");
+        q->include_usage = cJSON_IsTrue(iu);
     }
     if (q->stream && q->logprobs)
         return fail(param, "logprobs", why, len, HLPT_ERR_UNSUPPORTED, "`logprobs` is not available with `stream`");

@@ -37,7 +37,8 @@ typedef struct {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static series table[MAX_SERIES];
 static int n_series;
-static long overflow_requests;
+/* Past MAX_SERIES label pairs (adapters come and go), requests count under adapter="other". */
+static series other = {"other", "other", 0, 0};
 static histogram ttft, per_token;
 
 static void observe(histogram *h, double v) {
@@ -59,12 +60,9 @@ void api_metrics_request(const char *endpoint, const char *adapter, int tokens, 
         snprintf(s->endpoint, sizeof s->endpoint, "%s", endpoint);
         snprintf(s->adapter, sizeof s->adapter, "%s", adapter);
     }
-    if (s) {
-        s->requests++;
-        s->tokens += tokens;
-    } else {
-        overflow_requests++;
-    }
+    if (!s) s = &other;
+    s->requests++;
+    s->tokens += tokens;
     if (first_token_s > 0) observe(&ttft, first_token_s - submitted_s);
     if (tokens > 1 && done_s > first_token_s && first_token_s > 0) observe(&per_token, (done_s - first_token_s) / (tokens - 1));
     pthread_mutex_unlock(&mu);
@@ -73,6 +71,7 @@ void api_metrics_request(const char *endpoint, const char *adapter, int tokens, 
 typedef struct {
     char *p;
     size_t n, cap;
+    int oom;
 } text;
 
 static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -81,11 +80,14 @@ static void put(text *t, const char *fmt, ...) {
     va_start(ap, fmt);
     int k = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (k < 0) return;
+    if (k < 0 || t->oom) return;
     if (t->n + (size_t)k + 1 > t->cap) {
         size_t cap = (t->cap + (size_t)k + 1) * 2;
         char *p = realloc(t->p, cap);
-        if (!p) return;
+        if (!p) {
+            t->oom = 1;
+            return;
+        }
         t->p = p;
         t->cap = cap;
     }
@@ -114,23 +116,26 @@ static void hist(text *t, const char *name, const char *help, const histogram *h
     put(t, "%s_bucket{le=\"+Inf\"} %ld\n%s_sum %.6f\n%s_count %ld\n", name, h->n, name, h->sum, name, h->n);
 }
 
-/* The exposition text (returns owned). */
 char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *len) {
     text t = {0};
     pthread_mutex_lock(&mu);
     put(&t, "# HELP hlpt_requests_total Generation requests finished, by endpoint and adapter.\n"
             "# TYPE hlpt_requests_total counter\n");
-    for (int i = 0; i < n_series; i++) {
-        put(&t, "hlpt_requests_total{endpoint=\"%s\",adapter=\"", table[i].endpoint);
-        label(&t, table[i].adapter);
-        put(&t, "\"} %ld\n", table[i].requests);
+    for (int i = 0; i <= n_series; i++) {
+        const series *e = i < n_series ? &table[i] : &other;
+        if (e == &other && !other.requests) break;
+        put(&t, "hlpt_requests_total{endpoint=\"%s\",adapter=\"", e->endpoint);
+        label(&t, e->adapter);
+        put(&t, "\"} %ld\n", e->requests);
     }
     put(&t, "# HELP hlpt_generated_tokens_total Tokens generated, by endpoint and adapter.\n"
             "# TYPE hlpt_generated_tokens_total counter\n");
-    for (int i = 0; i < n_series; i++) {
-        put(&t, "hlpt_generated_tokens_total{endpoint=\"%s\",adapter=\"", table[i].endpoint);
-        label(&t, table[i].adapter);
-        put(&t, "\"} %ld\n", table[i].tokens);
+    for (int i = 0; i <= n_series; i++) {
+        const series *e = i < n_series ? &table[i] : &other;
+        if (e == &other && !other.requests) break;
+        put(&t, "hlpt_generated_tokens_total{endpoint=\"%s\",adapter=\"", e->endpoint);
+        label(&t, e->adapter);
+        put(&t, "\"} %ld\n", e->tokens);
     }
     hist(&t, "hlpt_time_to_first_token_seconds", "Time from a request's arrival at the inference thread to its first token.", &ttft);
     hist(&t, "hlpt_time_per_token_seconds", "Mean time between tokens after the first, per request.", &per_token);
@@ -155,6 +160,10 @@ char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *
             "hlpt_adapter_evictions_total %ld\n", is->adapter_evictions);
     put(&t, "# HELP hlpt_running_jobs Fine-tuning jobs running.\n# TYPE hlpt_running_jobs gauge\nhlpt_running_jobs %d\n",
         running_jobs);
+    if (t.oom) {
+        free(t.p);
+        return NULL;
+    }
     *len = t.n;
     return t.p;
 }

@@ -1,0 +1,195 @@
+/*
+ * /metrics rendering: the exposition text parses as Prometheus text format 0.0.4 (every sample
+ * after its family's HELP and TYPE, label values escaped), counters add up per endpoint and adapter,
+ * histograms are cumulative with +Inf equal to the count, and the live figures come out as given.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check_main.h"
+#include "serving.h"
+
+typedef struct {
+    char name[128];
+    char labels[256]; /* raw text between the braces, "" when none */
+    double value;
+} sample;
+
+/* Parses the text strictly enough to catch format slips; returns the number of samples. */
+static int parse_exposition(const char *text, size_t n, sample *out, int max) {
+    char typed[64][128];
+    int n_typed = 0, k = 0;
+    const char *p = text, *end = text + n;
+    ck_assert_msg(n > 0 && text[n - 1] == '\n', "the text must end with a newline");
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        ck_assert_ptr_nonnull(nl);
+        char line[512];
+        size_t len = (size_t)(nl - p);
+        ck_assert_uint_lt(len, sizeof line);
+        memcpy(line, p, len);
+        line[len] = 0;
+        p = nl + 1;
+        if (!strncmp(line, "# HELP ", 7)) continue;
+        if (!strncmp(line, "# TYPE ", 7)) {
+            char name[128], type[32];
+            ck_assert_int_eq(sscanf(line + 7, "%127s %31s", name, type), 2);
+            ck_assert_msg(!strcmp(type, "counter") || !strcmp(type, "gauge") || !strcmp(type, "histogram"), "type %s", type);
+            ck_assert_int_lt(n_typed, 64);
+            snprintf(typed[n_typed++], sizeof typed[0], "%s", name);
+            continue;
+        }
+        ck_assert_msg(line[0] != '#' && line[0], "unexpected line `%s`", line);
+        ck_assert_int_lt(k, max);
+        sample *s = &out[k++];
+        size_t i = strspn(line, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
+        ck_assert_msg(i > 0 && i < sizeof s->name, "bad metric name in `%s`", line);
+        memcpy(s->name, line, i);
+        s->name[i] = 0;
+        s->labels[0] = 0;
+        const char *q = line + i;
+        if (*q == '{') {
+            /* Label values: quoted, with \\, \" and \n escapes only. */
+            const char *r = q + 1;
+            int in_str = 0;
+            for (; *r && (in_str || *r != '}'); r++) {
+                if (in_str && *r == '\\') {
+                    ck_assert_msg(r[1] == '\\' || r[1] == '"' || r[1] == 'n', "bad escape in `%s`", line);
+                    r++;
+                } else if (*r == '"') {
+                    in_str = !in_str;
+                }
+            }
+            ck_assert_msg(*r == '}', "unclosed labels in `%s`", line);
+            snprintf(s->labels, sizeof s->labels, "%.*s", (int)(r - q - 1), q + 1);
+            q = r + 1;
+        }
+        ck_assert_msg(*q == ' ', "no space before the value in `%s`", line);
+        char *e;
+        s->value = strtod(q + 1, &e);
+        ck_assert_msg(e != q + 1 && *e == 0, "bad value in `%s`", line);
+        /* The family (name less _bucket/_sum/_count for histograms) was typed before. */
+        int found = 0;
+        for (int t = 0; t < n_typed && !found; t++) {
+            size_t tl = strlen(typed[t]);
+            found = !strcmp(s->name, typed[t]) ||
+                    (!strncmp(s->name, typed[t], tl) &&
+                     (!strcmp(s->name + tl, "_bucket") || !strcmp(s->name + tl, "_sum") || !strcmp(s->name + tl, "_count")));
+        }
+        ck_assert_msg(found, "sample %s comes before its # TYPE", s->name);
+    }
+    return k;
+}
+
+static double value_of(const sample *s, int n, const char *name, const char *labels) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s[i].name, name) && !strcmp(s[i].labels, labels ? labels : "")) return s[i].value;
+    ck_abort_msg("no sample %s{%s}", name, labels ? labels : "");
+    return NAN;
+}
+
+static void check_histogram(const sample *s, int n, const char *name, const double *want_cum, int n_want, double sum) {
+    char bname[160], cname[160], sname[160];
+    snprintf(bname, sizeof bname, "%s_bucket", name);
+    snprintf(cname, sizeof cname, "%s_count", name);
+    snprintf(sname, sizeof sname, "%s_sum", name);
+    double prev = 0, count = value_of(s, n, cname, NULL);
+    int buckets = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(s[i].name, bname)) continue;
+        ck_assert_msg(s[i].value >= prev, "%s buckets not cumulative at {%s}", name, s[i].labels);
+        prev = s[i].value;
+        buckets++;
+    }
+    ck_assert_int_gt(buckets, 1);
+    ck_assert_double_eq(value_of(s, n, bname, "le=\"+Inf\""), count);
+    for (int i = 0; i + 1 < n_want; i += 2) {
+        char le[64];
+        snprintf(le, sizeof le, "le=\"%g\"", want_cum[i]);
+        ck_assert_msg(value_of(s, n, bname, le) == want_cum[i + 1], "%s{%s} = %g, wanted %g", bname, le,
+                      value_of(s, n, bname, le), want_cum[i + 1]);
+    }
+    ck_assert_double_eq_tol(value_of(s, n, sname, NULL), sum, 1e-5);
+}
+
+START_TEST(test_render) {
+    /* time to first token: 3 ms, 200 ms, 40 s, 0.5 s; per token: (10.2 - 10.003) / 4 = 49 ms,
+     * (1.0 - 0.2) / 4 = 0.2 s, (144 - 140) / 1 = 4 s. */
+    api_metrics_request("completions", "base", 5, 10.0, 10.003, 10.2);
+    api_metrics_request("completions", "base", 5, 0.0, 0.2, 1.0);
+    api_metrics_request("chat", "ft:m:x", 2, 100.0, 140.0, 144.0);
+    api_metrics_request("chat", "a\"b\\c", 1, 1.0, 1.5, 1.5); /* one token: no per-token figure */
+    api_metrics_request("chat", "none", 0, 1.0, 0, 2.0);      /* no token at all: no first-token figure */
+    hlptd_infer_stats is = {.queued = 3, .active = 2, .steps = 77, .tokens_generated = 13, .prompt_tokens = 40,
+                            .adapters_resident = 2, .adapter_bytes = 123456, .adapter_loads = 5,
+                            .adapter_evictions = 3, .last_batch = 2};
+    size_t len = 0;
+    char *text = api_metrics_render(&is, 1, &len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_uint_eq(strlen(text), len);
+    static sample s[512];
+    int n = parse_exposition(text, len, s, 512);
+
+    ck_assert_double_eq(value_of(s, n, "hlpt_requests_total", "endpoint=\"completions\",adapter=\"base\""), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_generated_tokens_total", "endpoint=\"completions\",adapter=\"base\""), 10);
+    ck_assert_double_eq(value_of(s, n, "hlpt_requests_total", "endpoint=\"chat\",adapter=\"ft:m:x\""), 1);
+    ck_assert_double_eq(value_of(s, n, "hlpt_generated_tokens_total", "endpoint=\"chat\",adapter=\"ft:m:x\""), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_requests_total", "endpoint=\"chat\",adapter=\"a\\\"b\\\\c\""), 1);
+
+    const double ttft[] = {0.005, 1, 0.1, 1, 0.25, 2, 30, 3};
+    check_histogram(s, n, "hlpt_time_to_first_token_seconds", ttft, 8, 0.003 + 0.2 + 40.0 + 0.5);
+    ck_assert_double_eq(value_of(s, n, "hlpt_time_to_first_token_seconds_count", NULL), 4);
+    const double tpt[] = {0.025, 0, 0.05, 1, 0.1, 1, 0.25, 2, 2.5, 2, 5, 3};
+    check_histogram(s, n, "hlpt_time_per_token_seconds", tpt, 12, (10.2 - 10.003) / 4 + (1.0 - 0.2) / 4 + 4.0);
+    ck_assert_double_eq(value_of(s, n, "hlpt_time_per_token_seconds_count", NULL), 3);
+
+    ck_assert_double_eq(value_of(s, n, "hlpt_queue_depth", NULL), 3);
+    ck_assert_double_eq(value_of(s, n, "hlpt_active_sequences", NULL), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_batch_size", NULL), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_decode_steps_total", NULL), 77);
+    ck_assert_double_eq(value_of(s, n, "hlpt_prompt_tokens_total", NULL), 40);
+    ck_assert_double_eq(value_of(s, n, "hlpt_adapters_resident", NULL), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_adapter_bytes", NULL), 123456);
+    ck_assert_double_eq(value_of(s, n, "hlpt_adapter_loads_total", NULL), 5);
+    ck_assert_double_eq(value_of(s, n, "hlpt_adapter_evictions_total", NULL), 3);
+    ck_assert_double_eq(value_of(s, n, "hlpt_running_jobs", NULL), 1);
+    free(text);
+}
+END_TEST
+
+/* Adapters come and go; past a bound, their requests still count, under adapter="other". */
+START_TEST(test_bounded_series) {
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "ad%d", i);
+        api_metrics_request("completions", name, 1, 0, 0.001, 0.001);
+    }
+    hlptd_infer_stats is = {0};
+    size_t len;
+    char *text = api_metrics_render(&is, 0, &len);
+    ck_assert_ptr_nonnull(text);
+    static sample s[2048];
+    int n = parse_exposition(text, len, s, 2048);
+    double total = 0;
+    int series = 0;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s[i].name, "hlpt_requests_total")) total += s[i].value, series++;
+    ck_assert_double_eq(total, 300);
+    ck_assert_int_le(series, 257);
+    ck_assert_double_gt(value_of(s, n, "hlpt_requests_total", "endpoint=\"other\",adapter=\"other\""), 0);
+    free(text);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("api_metrics");
+    TCase *tc = tcase_create("core");
+    /* Each test runs in its own process (Check's fork mode), so each starts from empty counters. */
+    tcase_add_test(tc, test_render);
+    tcase_add_test(tc, test_bounded_series);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+HLPT_CHECK_MAIN()
