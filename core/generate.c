@@ -220,6 +220,30 @@ static size_t unsettled_tail(const hlpt_gen *g, const char *s, size_t n) {
     return hold;
 }
 
+static int is_byte_piece(const hlpt_tokenizer *tok, int id) {
+    const char *p = hlpt_tokenizer_piece(tok, id);
+    return p && strlen(p) == 6 && !strncmp(p, "<0x", 3) && p[5] == '>';
+}
+
+/* HF's ByteFallback decodes a run of byte pieces ("<0xE2>") as one unit: valid UTF-8 as text,
+ * otherwise one U+FFFD per byte. So while a run is still growing at the end of the completion, even
+ * its whole characters may yet turn into U+FFFDs ("f" of <0x66> once <0xE2> follows): none of its
+ * text is final. Returns how many leading bytes of text precede such a run (n when there is none). */
+static size_t settled_before_byte_run(const hlpt_gen *g, const char *text, size_t n) {
+    const hlpt_tokenizer *tok = hlpt_model_tokenizer(g->m);
+    const int *gen = g->ids + g->n_prompt;
+    int i = g->n_gen;
+    while (i > 0 && is_byte_piece(tok, gen[i - 1])) i--;
+    if (i == g->n_gen) return n;
+    if (i == 0) return 0;
+    char *before = NULL;
+    size_t k = 0, same = 0;
+    if (hlpt_tokenizer_decode(tok, gen, i, 1, &before, &k, NULL, 0) != HLPT_OK) return 0;
+    while (same < k && same < n && before[same] == text[same]) same++;
+    free(before);
+    return same;
+}
+
 int hlpt_gen_accept(hlpt_gen *g, const float *logits) {
     if (g->finish) return 1;
     const hlpt_config *c = hlpt_model_config(g->m);
@@ -261,7 +285,13 @@ int hlpt_gen_accept(hlpt_gen *g, const float *logits) {
         }
     }
     if (!g->finish && g->n_gen >= g->p.max_tokens) g->finish = HLPT_FINISH_LENGTH;
-    g->ready = g->finish ? g->text_len : g->text_len - unsettled_tail(g, g->text, g->text_len);
+    if (g->finish) {
+        g->ready = g->text_len;
+    } else {
+        g->ready = g->text_len - unsettled_tail(g, g->text, g->text_len);
+        size_t settled = settled_before_byte_run(g, g->text, g->text_len);
+        if (settled < g->ready) g->ready = settled;
+    }
     return g->finish != HLPT_FINISH_NONE;
 }
 
