@@ -354,6 +354,16 @@ class ServingTest(unittest.TestCase):
         status, _, data = self.d.request("POST", "/v1/completions", "{not json", {"Content-Type": "application/json"})
         self.assertEqual(status, 400, data)
 
+    def test_prefix_slots_count_against_the_context(self):
+        k = self.complete("base", "Hello", max_tokens=1)["usage"]["prompt_tokens"]
+        ctx = json.loads(read(os.path.join(MODEL, "config.json"), "r"))["max_position_embeddings"]
+        r = self.complete("base", "Hello", max_tokens=ctx - k, temperature=0)
+        self.assertEqual(r["usage"]["total_tokens"], k + r["usage"]["completion_tokens"])
+        # hlpt-causal puts 4 virtual tokens before the prompt: the same request no longer fits.
+        status, r = self.d.json("POST", "/v1/completions", {"model": "causal", "prompt": "Hello", "max_tokens": ctx - k})
+        self.assertIn("context", self.error(status, r, 400, "max_tokens")["message"])
+        self.complete("causal", "Hello", max_tokens=ctx - k - 4)
+
     # ---- models and adapters ------------------------------------------------------------------
 
     def test_models(self):
