@@ -14,6 +14,11 @@ void api_metrics_request(const char *endpoint, const char *adapter, int tokens, 
  * *len bytes). */
 #include <stddef.h>
 #include "infer.h"
-char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *len);
+#include "jobs.h"
+typedef struct {
+    char id[64];
+    hlptd_job_live live;
+} api_job_figures;
+char *api_metrics_render(const hlptd_infer_stats *is, const api_job_figures *jobs, int n_jobs, size_t *len);
 
 #endif
