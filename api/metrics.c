@@ -116,7 +116,7 @@ static void hist(text *t, const char *name, const char *help, const histogram *h
     put(t, "%s_bucket{le=\"+Inf\"} %ld\n%s_sum %.6f\n%s_count %ld\n", name, h->n, name, h->sum, name, h->n);
 }
 
-char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *len) {
+char *api_metrics_render(const hlptd_infer_stats *is, const api_job_figures *jobs, int n_jobs, size_t *len) {
     text t = {0};
     pthread_mutex_lock(&mu);
     put(&t, "# HELP hlpt_requests_total Generation requests finished, by endpoint and adapter.\n"
@@ -159,7 +159,18 @@ char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *
     put(&t, "# HELP hlpt_adapter_evictions_total Adapters dropped from the cache.\n# TYPE hlpt_adapter_evictions_total counter\n"
             "hlpt_adapter_evictions_total %ld\n", is->adapter_evictions);
     put(&t, "# HELP hlpt_running_jobs Fine-tuning jobs running.\n# TYPE hlpt_running_jobs gauge\nhlpt_running_jobs %d\n",
-        running_jobs);
+        n_jobs);
+    const char *names[3] = {"hlpt_job_train_loss", "hlpt_job_tokens_per_second", "hlpt_job_step"};
+    const char *helps[3] = {"Latest training loss of a running job.", "Training tokens per second of a running job.",
+                            "Optimizer steps done by a running job."};
+    for (int k = 0; k < 3; k++) {
+        put(&t, "# HELP %s %s\n# TYPE %s gauge\n", names[k], helps[k], names[k]);
+        for (int i = 0; i < n_jobs; i++) {
+            const hlptd_job_live *l = &jobs[i].live;
+            double v = k == 0 ? l->train_loss : k == 1 ? l->tokens_per_s : l->step;
+            if (l->step > 0) put(&t, "%s{job=\"%s\"} %g\n", names[k], jobs[i].id, v);
+        }
+    }
     if (t.oom) {
         free(t.p);
         return NULL;
@@ -168,13 +179,27 @@ char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *
     return t.p;
 }
 
+typedef struct {
+    api_job_figures *v;
+    int n, cap;
+} job_list;
+
+static void collect(void *ctx, const char *id, const hlptd_job_live *live) {
+    job_list *l = ctx;
+    if (l->n == l->cap) return;
+    snprintf(l->v[l->n].id, sizeof l->v[l->n].id, "%s", id);
+    l->v[l->n++].live = *live;
+}
+
 static void metrics_work(void *app, hlpt_req *r) {
     hlptd *d = app;
     hlptd_infer_stats is = {0};
     if (hlptd_inference(d)) hlptd_infer_get_stats(hlptd_inference(d), &is);
-    int running = hlptd_job_queue(d) ? hlptd_jobs_running(hlptd_job_queue(d)) : 0;
+    api_job_figures figs[64];
+    job_list jl = {figs, 0, 64};
+    if (hlptd_job_queue(d)) hlptd_jobs_each_live(hlptd_job_queue(d), collect, &jl);
     size_t n;
-    char *body = api_metrics_render(&is, running, &n);
+    char *body = api_metrics_render(&is, figs, jl.n, &n);
     if (!body) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
     else hlpt_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, n);
 }

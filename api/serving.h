@@ -13,6 +13,7 @@
 #include "hlpt/generate.h"
 #include "hlpt/model.h"
 #include "infer.h"
+#include "jobs.h"
 
 #define API_GEN_MAX_N 8 /* `n`: choices of one request */
 
@@ -54,8 +55,15 @@ int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **ids, i
 void api_metrics_request(const char *endpoint, const char *adapter, int tokens, double submitted_s,
                          double first_token_s, double done_s);
 
-/* The exposition text of /metrics (format 0.0.4) from the counters and the given live figures.
- * Returns owned (free()), *len bytes; NULL when out of memory. Any thread. */
-char *api_metrics_render(const hlptd_infer_stats *is, int running_jobs, size_t *len);
+/* One running job's live figures, for /metrics. */
+typedef struct {
+    char id[64];
+    hlptd_job_live live;
+} api_job_figures;
+
+/* The exposition text of /metrics (format 0.0.4) from the counters and the given live figures:
+ * the inference thread's, and those of the n_jobs running jobs (borrowed). Returns owned (free()),
+ * *len bytes; NULL when out of memory. Any thread. */
+char *api_metrics_render(const hlptd_infer_stats *is, const api_job_figures *jobs, int n_jobs, size_t *len);
 
 #endif

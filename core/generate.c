@@ -201,7 +201,11 @@ static int is_eos(const hlpt_config *c, int id) {
  * character standing for one, or the beginning of a stop string. */
 static size_t unsettled_tail(const hlpt_gen *g, const char *s, size_t n) {
     size_t hold = 0;
-    if (n >= 3 && !memcmp(s + n - 3, "\xEF\xBF\xBD", 3)) hold = 3;
+    /* A replacement character stands for bytes whose character is not complete yet (a byte-level
+     * or byte-fallback piece); when the rest arrives, the text from there on changes. Everything
+     * from the first one on waits (until the end, when the text is final whatever it holds). */
+    const char *fffd = memmem(s, n, "\xEF\xBF\xBD", 3);
+    if (fffd) hold = n - (size_t)(fffd - s);
     for (size_t back = 1; back <= 3 && back <= n; back++) {
         unsigned char ch = (unsigned char)s[n - back];
         if ((ch & 0xC0) == 0x80) continue;

@@ -606,3 +606,8 @@ int hlptd_jobs_live(const hlptd_jobs *j, const char *id, hlptd_job_live *out) {
     *out = w->live;
     return 1;
 }
+
+void hlptd_jobs_each_live(const hlptd_jobs *j, void (*fn)(void *ctx, const char *id, const hlptd_job_live *live),
+                          void *ctx) {
+    for (const worker *w = j->workers; w; w = w->next) fn(ctx, w->job_id, &w->live);
+}

@@ -58,5 +58,8 @@ typedef struct {
     int step, total_steps;
 } hlptd_job_live;
 int hlptd_jobs_live(const hlptd_jobs *j, const char *id, hlptd_job_live *out);
+/* Calls fn for every running job with its live figures. */
+void hlptd_jobs_each_live(const hlptd_jobs *j, void (*fn)(void *ctx, const char *id, const hlptd_job_live *live),
+                          void *ctx);
 
 #endif

@@ -4,6 +4,9 @@
 # line "N passed, N failed". Exit status is non-zero when anything failed.
 BUILD=${BUILD:-build}
 export HLPT_BUILD="$BUILD"
+# Check kills a test after 4 s by default; on a loaded 2-core machine (or under ASan) numeric suites
+# need longer. Suites that need more still set their own.
+export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-120}
 passed=0
 failed=0
 skipped=0

@@ -79,8 +79,13 @@ class ServingTest(unittest.TestCase):
         status, cls.peft_ad = cls.d.json("POST", "/v1/adapters", {
             "name": "peft-qv", "config": json.loads(cfg), "weights_base64": base64.b64encode(w).decode()})
         assert status == 200, cls.peft_ad
+        # And a sequence-gate adapter, whose requests re-feed their whole text at every step.
+        cfg, w = adapter_files("hlpt-sequence")
+        status, body = cls.import_multipart("sequence", cfg, w)
+        assert status == 200, body
         cls.adapters = {"causal": os.path.join(FIXTURES, "hlpt-causal"),
-                        "peft-qv": os.path.join(FIXTURES, "peft-lora-qv")}
+                        "peft-qv": os.path.join(FIXTURES, "peft-lora-qv"),
+                        "sequence": os.path.join(FIXTURES, "hlpt-sequence")}
 
     @classmethod
     def tearDownClass(cls):
@@ -147,14 +152,15 @@ class ServingTest(unittest.TestCase):
 
     def test_adapters_change_the_output(self):
         # Not a property of the server, but without it the tests above could not tell adapters apart.
-        r = [self.complete(m, "Hello", max_tokens=1, temperature=0, logprobs=0)["choices"][0]["logprobs"]
-             for m in ("base", "causal", "peft-qv")]
-        lps = [x["token_logprobs"][0] for x in r]
-        self.assertNotEqual(lps[0], lps[1])
-        self.assertNotEqual(lps[0], lps[2])
+        models = ("base", "causal", "peft-qv", "sequence")
+        texts = {m: self.greedy(m, "The quick brown fox", 12) for m in models}
+        self.assertEqual(len(set(texts.values())), len(models), texts)
+        lps = {m: self.complete(m, "Hello", max_tokens=1, temperature=0, logprobs=0)["choices"][0]["logprobs"]
+               ["token_logprobs"][0] for m in models}
+        self.assertEqual(len(set(lps.values())), len(models), lps)
 
     def test_concurrent_clients_get_their_solo_text(self):
-        jobs = [(m, p) for m in ("base", "causal", "peft-qv") for p in PROMPTS]
+        jobs = [(m, p) for m in ("base", "causal", "peft-qv", "sequence") for p in PROMPTS]
         solo = {j: self.greedy(j[0], j[1], 16) for j in jobs}
         for _ in range(2):
             got, errors = {}, []
@@ -174,7 +180,7 @@ class ServingTest(unittest.TestCase):
             self.assertEqual(got, solo)
 
     def test_stream_equals_plain(self):
-        for model in ("base", "causal"):
+        for model in ("base", "causal", "sequence"):
             body = dict(model=model, prompt="Once upon a time", max_tokens=20, temperature=0.8, seed=11)
             plain = self.complete(**body)["choices"][0]
             events = sse_events(self.d, "/v1/completions", dict(body, stream=True))

@@ -1,7 +1,8 @@
 /*
  * /metrics rendering: the exposition text parses as Prometheus text format 0.0.4 (every sample
  * after its family's HELP and TYPE, label values escaped), counters add up per endpoint and adapter,
- * histograms are cumulative with +Inf equal to the count, and the live figures come out as given.
+ * histograms are cumulative with +Inf equal to the count, and the live figures of the inference
+ * thread and of running jobs come out as given.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -124,8 +125,16 @@ START_TEST(test_render) {
     hlptd_infer_stats is = {.queued = 3, .active = 2, .steps = 77, .tokens_generated = 13, .prompt_tokens = 40,
                             .adapters_resident = 2, .adapter_bytes = 123456, .adapter_loads = 5,
                             .adapter_evictions = 3, .last_batch = 2};
+    /* Two running jobs; the second has not reported a step yet, so it has no figures. */
+    api_job_figures jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    snprintf(jobs[0].id, sizeof jobs[0].id, "ftjob-a");
+    jobs[0].live.train_loss = 1.25;
+    jobs[0].live.tokens_per_s = 900;
+    jobs[0].live.step = 12;
+    snprintf(jobs[1].id, sizeof jobs[1].id, "ftjob-b");
     size_t len = 0;
-    char *text = api_metrics_render(&is, 1, &len);
+    char *text = api_metrics_render(&is, jobs, 2, &len);
     ck_assert_ptr_nonnull(text);
     ck_assert_uint_eq(strlen(text), len);
     static sample s[512];
@@ -153,7 +162,11 @@ START_TEST(test_render) {
     ck_assert_double_eq(value_of(s, n, "hlpt_adapter_bytes", NULL), 123456);
     ck_assert_double_eq(value_of(s, n, "hlpt_adapter_loads_total", NULL), 5);
     ck_assert_double_eq(value_of(s, n, "hlpt_adapter_evictions_total", NULL), 3);
-    ck_assert_double_eq(value_of(s, n, "hlpt_running_jobs", NULL), 1);
+    ck_assert_double_eq(value_of(s, n, "hlpt_running_jobs", NULL), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_job_train_loss", "job=\"ftjob-a\""), 1.25);
+    ck_assert_double_eq(value_of(s, n, "hlpt_job_tokens_per_second", "job=\"ftjob-a\""), 900);
+    ck_assert_double_eq(value_of(s, n, "hlpt_job_step", "job=\"ftjob-a\""), 12);
+    for (int i = 0; i < n; i++) ck_assert_msg(!strstr(s[i].labels, "ftjob-b"), "%s{%s}", s[i].name, s[i].labels);
     free(text);
 }
 END_TEST
@@ -167,7 +180,7 @@ START_TEST(test_bounded_series) {
     }
     hlptd_infer_stats is = {0};
     size_t len;
-    char *text = api_metrics_render(&is, 0, &len);
+    char *text = api_metrics_render(&is, NULL, 0, &len);
     ck_assert_ptr_nonnull(text);
     static sample s[2048];
     int n = parse_exposition(text, len, s, 2048);

@@ -185,7 +185,7 @@ END_TEST
 static Suite *suite(void) {
     Suite *s = suite_create("attention");
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 20);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_forward);
     tcase_add_test(tc, test_incremental);
     tcase_add_test(tc, test_backward_prefix_gqa);
