@@ -122,10 +122,10 @@ static int show_progress(const cJSON *job, int tty) {
         if (over) fputc('\n', stderr);
         fflush(stderr);
     } else {
+        /* Progress is a report, not the result: stdout keeps only the fine-tuned model's name. */
         char *s = cJSON_PrintUnformatted(p ? p : job);
-        printf("{\"status\":\"%s\",\"progress\":%s}\n", status ? status : "", s);
+        fprintf(stderr, "{\"status\":\"%s\",\"progress\":%s}\n", status ? status : "", s);
         free(s);
-        fflush(stdout);
     }
     return over;
 }

@@ -46,7 +46,7 @@ echo "== fine-tuning an H²LPT adapter on data/$TASK/train.jsonl"
 model=$("$BUILD/hlpt" jobs create --data "data/$TASK/train.jsonl" --valid "data/$TASK/valid.jsonl" \
     --method h2lpt --rank 16 --alpha 32 --targets gate_proj,up_proj,down_proj --lr 1e-2 \
     --batch-size 16 --max-steps "$STEPS" --suffix demo --follow)
-job=$("$BUILD/hlpt" jobs list | sed -n 's/.*"id": *"\(ftjob-[^"]*\)".*/\1/p' | head -1)
+job=$(curl -sf "$HLPT_URL/v1/adapters/$model" | sed -n 's/.*"job_id": *"\(ftjob-[^"]*\)".*/\1/p')
 curl -sf "$HLPT_URL/v1/fine_tuning/jobs/$job/loss.svg" -o "$out/loss.svg" || true
 curl -sf "$HLPT_URL/v1/fine_tuning/jobs/$job/metrics?format=csv" -o "$out/metrics.csv" || true
 
