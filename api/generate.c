@@ -485,7 +485,7 @@ static void send_chunk(gen_call *c, int index, const char *role, const char *del
 }
 
 /* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
- * inference thread (in_work 0) or in the work function (1), which must not call finish. */
+ * inference thread, or in the work function when every choice ended there. */
 static void complete(gen_call *c, int in_work) {
     if (c->q.stream) {
         if (c->failed) {
@@ -533,7 +533,8 @@ static void complete(gen_call *c, int in_work) {
         cJSON_AddItemToObject(o, "usage", usage_json(c));
         hlpt_reply_json(c->req, 200, o);
     }
-    if (!in_work) hlpt_req_finish(c->req);
+    /* Kept (see generate_work): the loop resumes the connection, wherever this runs. */
+    hlpt_req_finish(c->req);
 }
 
 /* One part is done; the last one answers. */
@@ -636,6 +637,9 @@ static void generate_work(void *app, hlpt_req *r) {
     }
     c->pending = c->q.n + 1;
     atomic_fetch_add(&c->refs, c->q.n);
+    /* A stream has its reply (the event stream) already; a plain answer comes from the last
+     * choice, on the inference thread. */
+    if (!c->q.stream) hlpt_req_keep(r);
     for (int i = 0; i < c->q.n; i++) {
         if (hlptd_infer_submit(inf, &c->choices[i].r) != HLPT_OK) {
             /* Stopping: this choice fails at once through the same path. */

@@ -127,7 +127,8 @@ struct hlpt_req {
     int www_auth;
     hlpt_sse *sse;  /* r's reference, until handed to the MHD response */
     int streaming;
-    hlpt_req *next; /* in the loop's queue */
+    int kept;       /* its work handed it to another thread, which calls hlpt_req_finish */
+    hlpt_req *next; /* in the loop's queue, or in the finished list */
 };
 
 struct hlpt_sse {
@@ -149,6 +150,7 @@ struct hlpt_http {
     hlpt_http_opts o;
     pthread_mutex_t mu;
     hlpt_req *qhead, *qtail;
+    hlpt_req *finished;      /* kept requests whose keeper is done; the loop resumes them */
     int closing;
     char **keys;
     size_t nkeys;
@@ -784,22 +786,42 @@ static enum MHD_Result hand_off(hlpt_req *r) {
     return MHD_YES;
 }
 
+void hlpt_req_keep(hlpt_req *r) { r->kept = 1; }
+
+/* The keeper may finish while the work function that kept r has not returned yet: resuming from
+ * here could then race the loop's own look at r. So a finished request goes back to the loop,
+ * which resumes it after every work function it is running has returned. */
 void hlpt_req_finish(hlpt_req *r) {
+    hlpt_http *h = r->h;
     if (r->state != ST_REPLIED) hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: finished without a reply");
-    MHD_resume_connection(r->conn);
+    pthread_mutex_lock(&h->mu);
+    r->next = h->finished;
+    h->finished = r;
+    pthread_mutex_unlock(&h->mu);
+    if (h->o.wake) h->o.wake(h->o.wake_ctx);
 }
 
 void hlpt_http_run_deferred(hlpt_http *h) {
     pthread_mutex_lock(&h->mu);
-    hlpt_req *r = h->qhead;
+    hlpt_req *r = h->qhead, *done = h->finished;
     h->qhead = h->qtail = NULL;
+    h->finished = NULL;
     pthread_mutex_unlock(&h->mu);
+    while (done) {
+        hlpt_req *next = done->next;
+        done->next = NULL;
+        MHD_resume_connection(done->conn);
+        done = next;
+    }
     while (r) {
         hlpt_req *next = r->next;
         r->next = NULL;
         r->work(h->o.app, r);
-        /* No reply: the work kept r and will call hlpt_req_finish. */
-        if (r->state == ST_REPLIED) MHD_resume_connection(r->conn);
+        /* A kept request is its keeper's until hlpt_req_finish; any other has its reply now. */
+        if (!r->kept) {
+            if (r->state != ST_REPLIED) hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
+            MHD_resume_connection(r->conn);
+        }
         r = next;
     }
 }

@@ -118,7 +118,11 @@ void *hlpt_req_data(const hlpt_req *r);
 
 /* Hands r to the loop thread: work(app, r) runs there. Call from a handler as its last action. */
 void hlpt_req_defer(hlpt_req *r, hlpt_work_fn work);
-/* Completes a request kept past its work function (it has a reply by now). Any thread. */
+/* Called by a work function that hands r to another thread (a keeper) instead of replying: r then
+ * stays suspended until the keeper replies and calls hlpt_req_finish. Loop thread. */
+void hlpt_req_keep(hlpt_req *r);
+/* Completes a kept request (it has a reply by now); the loop resumes the connection. Any thread,
+ * once, after which r is not the caller's any more. */
 void hlpt_req_finish(hlpt_req *r);
 
 /* ---- replies (the owning thread; the last one set wins) --------------------------------------- */
