@@ -334,6 +334,15 @@ def write_report(args, tasks, seeds, base_acc, results, curves):
         lines.append("![validation loss on %s](results/valid-loss-%s.svg)" % (t, t))
         lines.append("")
     lines += ["## Beside the paper", "", PAPER, ""]
+    # The discussion is written by people, from the figures: keep it across regenerations.
+    try:
+        with open(args.out) as f:
+            old = f.read()
+        mark = "## What the miniature shows"
+        if mark in old:
+            lines += [old[old.index(mark):].rstrip("\n"), ""]
+    except OSError:
+        pass
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "raw.json"), "w") as f:
