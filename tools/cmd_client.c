@@ -24,6 +24,19 @@ static int print_json(cJSON *j) {
     return CLI_OK;
 }
 
+/* A GET whose answer is not JSON (file content, CSV): the body as it is, or the daemon's error. */
+static int print_raw(const char *path) {
+    client_resp r;
+    if (client_request("GET", path, NULL, &r) != 0 || r.status >= 400) {
+        cJSON_Delete(client_json(&r));
+        client_resp_free(&r);
+        return CLI_FAIL;
+    }
+    fwrite(r.body, 1, r.len, stdout);
+    client_resp_free(&r);
+    return CLI_OK;
+}
+
 static const char *str(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : NULL;
@@ -72,17 +85,7 @@ static int cmd_files(int argc, char **argv) {
     if (n == 1 && !strcmp(rest[0], "list")) return print_json(client_call("GET", "/v1/files", NULL));
     if (n == 2 && (!strcmp(rest[0], "show") || !strcmp(rest[0], "delete") || !strcmp(rest[0], "content"))) {
         snprintf(path, sizeof path, "/v1/files/%s%s", rest[1], !strcmp(rest[0], "content") ? "/content" : "");
-        if (!strcmp(rest[0], "content")) {
-            client_resp r;
-            if (client_request("GET", path, NULL, &r) != 0 || r.status >= 400) {
-                cJSON_Delete(client_json(&r));
-                client_resp_free(&r);
-                return CLI_FAIL;
-            }
-            fwrite(r.body, 1, r.len, stdout);
-            client_resp_free(&r);
-            return CLI_OK;
-        }
+        if (!strcmp(rest[0], "content")) return print_raw(path);
         return print_json(client_call(!strcmp(rest[0], "delete") ? "DELETE" : "GET", path, NULL));
     }
     fputs(files_usage, stderr);
@@ -257,17 +260,7 @@ static int cmd_jobs(int argc, char **argv) {
     if (!strcmp(verb, "events") || !strcmp(verb, "metrics") || !strcmp(verb, "checkpoints")) {
         snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/%s%s", id, verb,
                  format && !strcmp(format, "csv") ? "?format=csv" : "");
-        if (format && !strcmp(format, "csv")) {
-            client_resp r;
-            if (client_request("GET", path, NULL, &r) != 0 || r.status >= 400) {
-                cJSON_Delete(client_json(&r));
-                client_resp_free(&r);
-                return CLI_FAIL;
-            }
-            fwrite(r.body, 1, r.len, stdout);
-            client_resp_free(&r);
-            return CLI_OK;
-        }
+        if (format && !strcmp(format, "csv")) return print_raw(path);
         return print_json(client_call("GET", path, NULL));
     }
     fputs(jobs_usage, stderr);
