@@ -116,7 +116,9 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     exe[k] = 0;
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
                           .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir,
-                          .max_workers = cfg->workers, .threads = cfg->threads > 0 ? cfg->threads : 1,
+                          .max_workers = cfg->workers,
+                          /* --threads 0 means every core, for workers as for the daemon. */
+                          .threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
                           .on_change = on_job_change, .ctx = d};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
     return HLPT_OK;
