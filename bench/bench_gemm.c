@@ -11,74 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "hlpt/err.h"
 #include "hlpt/tensor.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* GFLOP/s of C[M,N] = A[M,K] B[N,K]^T (the layout of a linear layer), best of runs over ~0.5 s. */
-static double gemm_gflops(int M, int N, int K) {
-    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
-    float *C = malloc(sizeof(float) * (size_t)M * N);
-    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
-    hlpt_gemm(0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N); /* warm-up */
-    double best = 1e30, t_end = now() + 0.5;
-    int runs = 0;
-    while (runs < 3 || now() < t_end) {
-        double t0 = now();
-        hlpt_gemm(0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-        double dt = now() - t0;
-        best = dt < best ? dt : best;
-        runs++;
-    }
-    free(A), free(B), free(C);
-    return 2.0 * M * N * K / best * 1e-9;
-}
-
-typedef struct {
-    const float *p; /* this thread's slice */
-    size_t n;       /* floats in the slice */
-    float sum;      /* result, kept so the loop is not optimised away */
-} stream_arg;
-
-static void *stream_sum(void *arg) {
-    stream_arg *a = arg;
-    /* Four independent 16-float sums (four vector registers) so add latency does not bound it. */
-    float s0[16] = {0}, s1[16] = {0}, s2[16] = {0}, s3[16] = {0};
-    for (size_t i = 0; i + 64 <= a->n; i += 64)
-        for (int j = 0; j < 16; j++) {
-            s0[j] += a->p[i + j];
-            s1[j] += a->p[i + 16 + j];
-            s2[j] += a->p[i + 32 + j];
-            s3[j] += a->p[i + 48 + j];
-        }
-    for (int j = 0; j < 16; j++) a->sum += s0[j] + s1[j] + s2[j] + s3[j];
-    return NULL;
-}
-
-/* GB/s (1e9 bytes) of reading buf[n] with `threads` threads, best of 5 passes. */
-static double read_bandwidth(const float *buf, size_t n, int threads) {
-    double best = 1e30;
-    for (int pass = 0; pass < 5; pass++) {
-        pthread_t th[2];
-        stream_arg args[2];
-        double t0 = now();
-        for (int i = 0; i < threads; i++) {
-            args[i] = (stream_arg){buf + n / threads * i, n / threads, 0.0f};
-            pthread_create(&th[i], NULL, stream_sum, &args[i]);
-        }
-        for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
-        double dt = now() - t0;
-        best = dt < best ? dt : best;
-        if (args[0].sum == 12345.0f) printf(" "); /* keeps the sums live */
-    }
-    return n * sizeof(float) / best * 1e-9;
-}
 
 int main(int argc, char **argv) {
     (void)argc;

@@ -18,16 +18,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "hlpt/err.h"
 #include "hlpt/model.h"
 #include "hlpt/safetensors.h"
 #include "hlpt/tensor.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 
@@ -122,54 +118,10 @@ static int make_model(const char *dir) {
 
 /* ---------------------------------------------------------------------------------------------- */
 
-/* Streaming read bandwidth over a buffer much larger than the caches, GB/s. */
-static double read_bandwidth(void) {
-    size_t n = (size_t)1 << 28; /* 1 GiB of floats */
-    float *buf = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now_s();
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (size_t i = 0; i < n; i += 4) {
-            s0 += buf[i];
-            s1 += buf[i + 1];
-            s2 += buf[i + 2];
-            s3 += buf[i + 3];
-        }
-        double dt = now_s() - t0;
-        volatile float sink = s0 + s1 + s2 + s3;
-        (void)sink;
-        double gbs = n * sizeof(float) / dt / 1e9;
-        best = gbs > best ? gbs : best;
-    }
-    free(buf);
-    return best;
-}
-
-static double sgemm_gflops(int M, int N, int K) {
-    float *a = malloc(sizeof(float) * (size_t)M * K), *b = malloc(sizeof(float) * (size_t)N * K),
-          *c = malloc(sizeof(float) * (size_t)M * N);
-    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = 0.01f * (float)(i % 97);
-    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = 0.01f * (float)(i % 89);
-    hlpt_gemm(0, 1, M, N, K, 1, a, K, b, K, 0, c, N);
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now_s();
-        hlpt_gemm(0, 1, M, N, K, 1, a, K, b, K, 0, c, N);
-        double g = 2.0 * M * N * K / (now_s() - t0) / 1e9;
-        best = g > best ? g : best;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
-
 static int run(const char *dir, int prompt, int decode) {
     char why[512] = "";
     hlpt_model *m;
-    double t0 = now_s();
+    double t0 = now();
     if (hlpt_model_open(dir, &m, why, sizeof why)) {
         fprintf(stderr, "bench_model: %s: %s\n", dir, why);
         return 1;
@@ -180,17 +132,17 @@ static int run(const char *dir, int prompt, int decode) {
     double per_token = (double)bytes - (c->tie_embeddings ? 0 : (double)c->vocab * c->hidden * 4);
     double params_flop = per_token / 4; /* FLOPs per token = 2 x matmul parameters */
     printf("model %s: %d layers, hidden %d, %d heads (%d kv), ffn %d, vocab %d; %.0f MB f32, loaded in %.1f s\n",
-           dir, c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->ffn, c->vocab, bytes / 1e6, now_s() - t0);
+           dir, c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->ffn, c->vocab, bytes / 1e6, now() - t0);
     printf("OpenBLAS core: %s\n", hlpt_blas_corename());
-    double bw = read_bandwidth();
-    printf("memory read bandwidth (1 thread streaming sum): %.1f GB/s\n", bw);
+    double bws[3] = {0, machine_bandwidth(1), machine_bandwidth(2)};
+    printf("memory read bandwidth (streaming sum): %.1f GB/s 1 thread, %.1f GB/s 2 threads\n", bws[1], bws[2]);
     int *ids = malloc(sizeof(int) * (size_t)(prompt + decode));
     for (int i = 0; i < prompt + decode; i++) ids[i] = 3 + (i * 7919) % (c->vocab - 3);
     hlpt_runner *r;
     hlpt_runner_new(m, &r);
     for (int threads = 1; threads <= 2; threads++) {
         hlpt_blas_set_threads(threads);
-        double peak = sgemm_gflops(prompt, c->ffn, c->hidden);
+        double peak = gemm_gflops(prompt, c->ffn, c->hidden), bw = bws[threads];
         hlpt_seq *s;
         hlpt_seq_new(m, NULL, prompt + decode, &s);
         const float *lg;
@@ -200,19 +152,19 @@ static int run(const char *dir, int prompt, int decode) {
         int warm = 16;
         hlpt_model_step(r, &s, &tp, &warm, 1, 0, &lg, why, sizeof why);
         hlpt_seq_reset(s);
-        t0 = now_s();
+        t0 = now();
         if (hlpt_model_step(r, &s, &tp, &n, 1, 0, &lg, why, sizeof why)) {
             fprintf(stderr, "bench_model: %s\n", why);
             return 1;
         }
-        double prefill = now_s() - t0;
-        t0 = now_s();
+        double prefill = now() - t0;
+        t0 = now();
         for (int i = 0; i < decode; i++) {
             int one = 1;
             tp = ids + prompt + i;
             hlpt_model_step(r, &s, &tp, &one, 1, 0, &lg, why, sizeof why);
         }
-        double dec = now_s() - t0;
+        double dec = now() - t0;
         double pf_tps = prompt / prefill, dec_tps = decode / dec;
         printf("threads %d: sgemm %dx%dx%d %.1f GFLOP/s\n", threads, prompt, c->ffn, c->hidden, peak);
         printf("threads %d: prefill %d tokens: %.1f tokens/s, %.1f GFLOP/s (%.0f%% of sgemm)\n", threads, prompt,

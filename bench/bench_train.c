@@ -14,32 +14,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "hlpt/adapter.h"
 #include "hlpt/model.h"
 #include "hlpt/tensor.h"
 #include "hlpt/train.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double sgemm_peak(int M, int N, int K) {
-    float *a = calloc((size_t)M * K, 4), *b = calloc((size_t)N * K, 4), *c = calloc((size_t)M * N, 4);
-    hlpt_gemm(0, 1, M, N, K, 1, a, K, b, K, 0, c, N);
-    double best = 0;
-    for (int i = 0; i < 3; i++) {
-        double t0 = now_s();
-        hlpt_gemm(0, 1, M, N, K, 1, a, K, b, K, 0, c, N);
-        double g = 2.0 * M * N * K / (now_s() - t0) / 1e9;
-        best = g > best ? g : best;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
 
 int main(int argc, char **argv) {
     hlpt_blas_init(argv);
@@ -66,7 +45,7 @@ int main(int argc, char **argv) {
     }
     const hlpt_config *c = hlpt_model_config(m);
     double base_params = (double)hlpt_model_bytes(m) / 4 - (c->tie_embeddings ? 0 : (double)c->vocab * c->hidden);
-    double peak = sgemm_peak(B * T, c->ffn, c->hidden);
+    double peak = gemm_gflops(B * T, c->ffn, c->hidden);
     printf("model %s: %d layers, hidden %d; %.1f M matmul parameters; OpenBLAS %s, %d threads, sgemm %.1f GFLOP/s\n",
            dir, c->n_layers, c->hidden, base_params / 1e6, hlpt_blas_corename(), threads, peak);
     printf("batch %d sequences x %d tokens, %d optimizer steps each\n\n", B, T, steps);
@@ -97,12 +76,12 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_train: %s\n", why);
             return 1;
         }
-        double t0 = now_s();
+        double t0 = now();
         if (hlpt_trainer_run(t, NULL, why, sizeof why)) {
             fprintf(stderr, "bench_train: %s\n", why);
             return 1;
         }
-        double dt = now_s() - t0, tps = (double)B * T * steps / dt, gflops = tps * 4 * base_params / 1e9;
+        double dt = now() - t0, tps = (double)B * T * steps / dt, gflops = tps * 4 * base_params / 1e9;
         printf("%-8s %12zu %14zu %12.0f %12.1f %9.0f%%\n", hlpt_method_name((hlpt_method)meth), a->n_params,
                hlpt_model_train_bytes_per_token(m, a, T, 0), tps, gflops, 100 * gflops / peak);
         hlpt_trainer_free(t);
