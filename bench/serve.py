@@ -7,8 +7,9 @@ model that `build/bench/bench_model --make-model DIR` writes).
                            [--requests 4] [--threads 2]
 
 For each M it prints aggregate generated tokens/s, p50/p99 time to first token and per-token
-latency (from streamed chunks), and the latency of a trivial request (max_tokens 1, base model)
-sent while the load runs. The M adapters mix LoRA (q,v), prefix and hybrid HLPT plans; they are made
+latency (the daemon's own histograms from /metrics, at bucket resolution: the value is the bucket's
+upper bound), and the latency of a trivial request (max_tokens 1, base model) sent while the load
+runs. The M adapters mix LoRA (q,v), prefix and hybrid HLPT plans; they are made
 here with random weights and imported through POST /v1/adapters. The target: mixed-adapter
 throughput at least 0.8x the single-adapter throughput.
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -95,30 +97,38 @@ def import_adapter(base, name, config, weights):
         return json.loads(r.read())
 
 
-def stream_completion(base, model, prompt, max_tokens):
-    """Returns (ttft, [inter-token gaps], tokens) from a streamed completion."""
+def completion(base, model, prompt, max_tokens):
+    """Returns the completion tokens of one greedy request."""
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                       "stream": True, "ignore_eos": True}).encode()
+                       "ignore_eos": True}).encode()
     req = urllib.request.Request(base + "/v1/completions", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
-    t0 = time.time()
-    first, last, gaps, n = None, None, [], 0
     with urllib.request.urlopen(req, timeout=600) as r:
-        for line in r:
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            now = time.time()
-            if first is None:
-                first = now - t0
-            else:
-                gaps.append(now - last)
-            last = now
-            n += 1
-    return first or 0.0, gaps, n
+        return json.loads(r.read())["usage"]["completion_tokens"]
+
+
+def histograms(base):
+    """The daemon's latency histograms from /metrics: name -> [(le, cumulative count)]."""
+    text = urllib.request.urlopen(base + "/metrics", timeout=60).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'(hlpt_time_(?:to_first_token|per_token)_seconds)_bucket\{le="([^"]+)"\} (\d+)', line)
+        if m:
+            out.setdefault(m.group(1), []).append((float(m.group(2)), int(m.group(3))))
+    return out
+
+
+def quantile(before, after, name, q):
+    """q-quantile of the observations between two snapshots, at bucket resolution (upper bound)."""
+    b = dict(before.get(name, []))
+    rows = [(le, c - b.get(le, 0)) for le, c in after.get(name, [])]
+    total = rows[-1][1] if rows else 0
+    if total == 0:
+        return float("nan")
+    for le, c in rows:
+        if c >= q * total:
+            return le
+    return float("inf")
 
 
 def pct(v, p):
@@ -129,16 +139,14 @@ def pct(v, p):
 
 
 def load(base, models, clients, requests, max_tokens):
-    ttft, gaps, tokens = [], [], [0]
+    tokens = [0]
     lock = threading.Lock()
     prompts = ["Once upon a time %d" % i for i in range(clients)]
 
     def client(i):
         for k in range(requests):
-            f, g, n = stream_completion(base, models[i % len(models)], prompts[i], max_tokens)
+            n = completion(base, models[i % len(models)], prompts[i], max_tokens)
             with lock:
-                ttft.append(f)
-                gaps.extend(g)
                 tokens[0] += n
 
     trivial = []
@@ -153,6 +161,7 @@ def load(base, models, clients, requests, max_tokens):
             trivial.append(time.time() - t0)
             stop.wait(0.5)
 
+    before = histograms(base)
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     stop = threading.Event()
     probe = threading.Thread(target=prober, args=(stop,))
@@ -162,10 +171,14 @@ def load(base, models, clients, requests, max_tokens):
     probe.start()
     for t in threads:
         t.join()
+    wall = time.time() - t0
     stop.set()
     probe.join()
-    wall = time.time() - t0
-    return tokens[0] / wall, ttft, gaps, trivial
+    after = histograms(base)
+    lat = {k: quantile(before, after, "hlpt_time_%s_seconds" % n, q)
+           for k, n, q in (("ttft50", "to_first_token", 0.5), ("ttft99", "to_first_token", 0.99),
+                           ("tok50", "per_token", 0.5), ("tok99", "per_token", 0.99))}
+    return tokens[0] / wall, lat, trivial
 
 
 def main():
@@ -209,11 +222,11 @@ def main():
         ref = None
         for m in counts:
             models = names[:m]
-            tps, ttft, gaps, trivial = load(base, models, a.clients, a.requests, a.tokens)
+            tps, lat, trivial = load(base, models, a.clients, a.requests, a.tokens)
             ref = ref or tps
             print("%-10s %10.1f %11.0fms %11.0fms %11.0fms %11.0fms %13.0fms   (%.2fx of one adapter)" % (
                 "%d%s" % (m, " (" + ",".join(sorted({n.split("-")[-1] for n in models})) + ")" if m > 1 else ""),
-                tps, 1e3 * pct(ttft, 50), 1e3 * pct(ttft, 99), 1e3 * pct(gaps, 50), 1e3 * pct(gaps, 99),
+                tps, 1e3 * lat["ttft50"], 1e3 * lat["ttft99"], 1e3 * lat["tok50"], 1e3 * lat["tok99"],
                 1e3 * pct(trivial, 50), tps / ref), flush=True)
     finally:
         p.send_signal(signal.SIGTERM)
