@@ -273,6 +273,51 @@ START_TEST(test_recompute_same_gradients) {
 }
 END_TEST
 
+/* Early stopping: a learning rate that makes validation worse stops the run after `patience`
+ * evaluations without improvement, and the best parameters are those of the best evaluation. */
+START_TEST(test_early_stopping_keeps_best) {
+    hlpt_model *m = base();
+    hlpt_examples train = {0}, valid = {0};
+    make_set(&train, 32, 1);
+    make_set(&valid, 8, 2);
+    hlpt_adapter *a = new_adapter(m, HLPT_METHOD_LORA, 3);
+    hlpt_train_params p;
+    small_params(&p);
+    p.n_epochs = 20;
+    p.learning_rate = 3.0f; /* diverges */
+    p.schedule = HLPT_SCHED_CONSTANT;
+    p.warmup_steps = 0;
+    p.max_grad_norm = 0;
+    p.eval_every = 1;
+    p.patience = 2;
+    hlpt_trainer *t;
+    char why[256];
+    ck_assert_int_eq(hlpt_trainer_new(m, a, &train, &valid, &p, &t, why, sizeof why), 0);
+    capture c = {.at = -1};
+    hlpt_train_hooks h = {.ctx = &c, .on_progress = record};
+    ck_assert_int_eq(hlpt_trainer_run(t, &h, why, sizeof why), 0);
+    ck_assert_int_lt(hlpt_trainer_step(t), hlpt_trainer_total_steps(t));
+    int best_step;
+    double best_loss;
+    const float *best = hlpt_trainer_best_params(t, &best_step, &best_loss);
+    ck_assert_int_ge(best_step, 1);
+    ck_assert_int_le(best_step, hlpt_trainer_step(t) - 2);
+    /* The best parameters are not the last ones, and evaluate to the best loss. */
+    ck_assert_int_ne(memcmp(best, a->params, a->n_params * sizeof(float)), 0);
+    memcpy(a->params, best, a->n_params * sizeof(float));
+    double loss, acc;
+    ck_assert_int_eq(hlpt_trainer_evaluate(t, &loss, &acc, why, sizeof why), 0);
+    ck_assert(fabs(loss - best_loss) < 1e-9);
+    printf("early stop after %d of %d steps; best step %d (valid loss %.3f)\n", hlpt_trainer_step(t),
+           hlpt_trainer_total_steps(t), best_step, best_loss);
+    hlpt_trainer_free(t);
+    hlpt_adapter_free(a);
+    hlpt_examples_free(&train);
+    hlpt_examples_free(&valid);
+    hlpt_model_close(m);
+}
+END_TEST
+
 START_TEST(test_params_validation) {
     hlpt_train_params p;
     char why[256];
@@ -306,6 +351,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_deterministic_and_resume_exact);
     tcase_add_loop_test(tc, test_model_gradient_finite_differences, 0, 3);
     tcase_add_test(tc, test_recompute_same_gradients);
+    tcase_add_test(tc, test_early_stopping_keeps_best);
     tcase_add_test(tc, test_params_validation);
     suite_add_tcase(s, tc);
     return s;
