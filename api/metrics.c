@@ -140,26 +140,25 @@ char *api_metrics_render(const hlptd_infer_stats *is, const api_job_figures *job
     hist(&t, "hlpt_time_to_first_token_seconds", "Time from a request's arrival at the inference thread to its first token.", &ttft);
     hist(&t, "hlpt_time_per_token_seconds", "Mean time between tokens after the first, per request.", &per_token);
     pthread_mutex_unlock(&mu);
-    put(&t, "# HELP hlpt_queue_depth Generation requests waiting for a place in the batch.\n# TYPE hlpt_queue_depth gauge\n"
-            "hlpt_queue_depth %d\n", is->queued);
-    put(&t, "# HELP hlpt_active_sequences Sequences in the running batch.\n# TYPE hlpt_active_sequences gauge\n"
-            "hlpt_active_sequences %d\n", is->active);
-    put(&t, "# HELP hlpt_batch_size Sequences in the last decode step.\n# TYPE hlpt_batch_size gauge\n"
-            "hlpt_batch_size %g\n", is->last_batch);
-    put(&t, "# HELP hlpt_decode_steps_total Batched model steps run.\n# TYPE hlpt_decode_steps_total counter\n"
-            "hlpt_decode_steps_total %ld\n", is->steps);
-    put(&t, "# HELP hlpt_prompt_tokens_total Prompt tokens prefilled.\n# TYPE hlpt_prompt_tokens_total counter\n"
-            "hlpt_prompt_tokens_total %ld\n", is->prompt_tokens);
-    put(&t, "# HELP hlpt_adapters_resident Adapters loaded in the cache.\n# TYPE hlpt_adapters_resident gauge\n"
-            "hlpt_adapters_resident %d\n", is->adapters_resident);
-    put(&t, "# HELP hlpt_adapter_bytes Bytes of adapter parameters in the cache.\n# TYPE hlpt_adapter_bytes gauge\n"
-            "hlpt_adapter_bytes %zu\n", is->adapter_bytes);
-    put(&t, "# HELP hlpt_adapter_loads_total Adapters loaded into the cache.\n# TYPE hlpt_adapter_loads_total counter\n"
-            "hlpt_adapter_loads_total %ld\n", is->adapter_loads);
-    put(&t, "# HELP hlpt_adapter_evictions_total Adapters dropped from the cache.\n# TYPE hlpt_adapter_evictions_total counter\n"
-            "hlpt_adapter_evictions_total %ld\n", is->adapter_evictions);
-    put(&t, "# HELP hlpt_running_jobs Fine-tuning jobs running.\n# TYPE hlpt_running_jobs gauge\nhlpt_running_jobs %d\n",
-        n_jobs);
+    /* The inference thread's and the queue's figures: one table, one line each. */
+    const struct {
+        const char *name, *type, *help;
+        double value;
+    } figures[] = {
+        {"hlpt_queue_depth", "gauge", "Generation requests waiting for a place in the batch.", is->queued},
+        {"hlpt_active_sequences", "gauge", "Sequences in the running batch.", is->active},
+        {"hlpt_batch_size", "gauge", "Sequences in the last decode step.", is->last_batch},
+        {"hlpt_decode_steps_total", "counter", "Batched model steps run.", (double)is->steps},
+        {"hlpt_prompt_tokens_total", "counter", "Prompt tokens prefilled.", (double)is->prompt_tokens},
+        {"hlpt_adapters_resident", "gauge", "Adapters loaded in the cache.", is->adapters_resident},
+        {"hlpt_adapter_bytes", "gauge", "Bytes of adapter parameters in the cache.", (double)is->adapter_bytes},
+        {"hlpt_adapter_loads_total", "counter", "Adapters loaded into the cache.", (double)is->adapter_loads},
+        {"hlpt_adapter_evictions_total", "counter", "Adapters dropped from the cache.", (double)is->adapter_evictions},
+        {"hlpt_running_jobs", "gauge", "Fine-tuning jobs running.", n_jobs},
+    };
+    for (size_t i = 0; i < sizeof figures / sizeof *figures; i++)
+        put(&t, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", figures[i].name, figures[i].help, figures[i].name,
+            figures[i].type, figures[i].name, figures[i].value);
     const char *names[3] = {"hlpt_job_train_loss", "hlpt_job_tokens_per_second", "hlpt_job_step"};
     const char *helps[3] = {"Latest training loss of a running job.", "Training tokens per second of a running job.",
                             "Optimizer steps done by a running job."};
