@@ -81,27 +81,23 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     } else {
         cJSON_AddNullToObject(p, "eta_s");
     }
+    /* One read of the job's rows: the last for the latest figures, and the validation history
+     * for the latest and the best validation loss (which may be from earlier steps). */
     hlpt_metric *rows = NULL;
     size_t n = 0;
     char why[128];
-    if (hlpt_store_metric_list(hlptd_store(d), job->id, job->step > 0 ? job->step - 1 : 0, 1, &rows, &n, why, sizeof why) ==
-            HLPT_OK && n) {
-        if (!isfinite(train)) train = rows[0].train_loss;
-        if (!isfinite(lr)) lr = rows[0].lr;
-    }
-    free(rows);
-    /* The latest validation figures may be from an earlier step. */
-    hlpt_metric *all = NULL;
-    if (hlpt_store_metric_list(hlptd_store(d), job->id, 0, 1 << 30, &all, &n, why, sizeof why) == HLPT_OK) {
+    if (hlpt_store_metric_list(hlptd_store(d), job->id, 0, 1 << 30, &rows, &n, why, sizeof why) == HLPT_OK && n) {
+        if (!isfinite(train)) train = rows[n - 1].train_loss;
+        if (!isfinite(lr)) lr = rows[n - 1].lr;
         double best = INFINITY;
         long best_step = -1;
         for (size_t i = 0; i < n; i++) {
-            if (!isfinite(all[i].valid_loss)) continue;
-            valid = all[i].valid_loss;
-            acc = all[i].valid_acc;
-            if (all[i].valid_loss < best) {
-                best = all[i].valid_loss;
-                best_step = (long)all[i].step;
+            if (!isfinite(rows[i].valid_loss)) continue;
+            valid = rows[i].valid_loss;
+            acc = rows[i].valid_acc;
+            if (rows[i].valid_loss < best) {
+                best = rows[i].valid_loss;
+                best_step = (long)rows[i].step;
             }
         }
         if (best_step >= 0) {
@@ -110,7 +106,7 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
             cJSON_AddNumberToObject(b, "valid_loss", best);
         }
     }
-    free(all);
+    free(rows);
     add_num_or_null(p, "train_loss", train);
     add_num_or_null(p, "valid_loss", valid);
     add_num_or_null(p, "valid_token_accuracy", acc);

@@ -15,6 +15,8 @@
 #include "hlpt/tokenizer.h"
 #include "rng.h"
 
+static size_t sample_scratch_bytes(int V);
+
 struct hlpt_gen {
     const hlpt_model *m;
     const hlpt_adapter *a;
@@ -24,6 +26,8 @@ struct hlpt_gen {
     int n_prompt, n_gen;
     int recompute;       /* sequence gates: re-feed everything each step */
     hlpt_gen_token *toks;/* [max_tokens] */
+    float *work;         /* [V] the logits the sampler may reorder */
+    void *cands;         /* [V] the sampler's sort buffer */
     char *text;          /* decoded completion */
     size_t text_len;
     size_t ready;
@@ -63,7 +67,11 @@ int hlpt_gen_new(const hlpt_model *m, const hlpt_adapter *a, const int *prompt, 
     g->ids = malloc(sizeof(int) * ((size_t)n + p->max_tokens));
     g->toks = calloc((size_t)p->max_tokens, sizeof *g->toks);
     g->text = calloc(1, 1);
-    int err = g->ids && g->toks && g->text ? hlpt_seq_new(m, a, n + p->max_tokens, &g->seq) : HLPT_ERR_NOMEM;
+    /* Per-request scratch, so that a token costs no allocation. */
+    g->work = malloc(sizeof(float) * (size_t)c->vocab);
+    g->cands = malloc(sample_scratch_bytes(c->vocab));
+    int err = g->ids && g->toks && g->text && g->work && g->cands ? hlpt_seq_new(m, a, n + p->max_tokens, &g->seq)
+                                                                  : HLPT_ERR_NOMEM;
     if (err) {
         hlpt_gen_free(g);
         return err;
@@ -79,6 +87,8 @@ void hlpt_gen_free(hlpt_gen *g) {
     free(g->ids);
     free(g->toks);
     free(g->text);
+    free(g->work);
+    free(g->cands);
     free(g);
 }
 
@@ -135,13 +145,16 @@ typedef struct {
     int id;
 } cand;
 
+static size_t sample_scratch_bytes(int V) { return sizeof(cand) * (size_t)(V > 0 ? V : 1); }
+
 static int cand_desc(const void *x, const void *y) {
     const cand *a = x, *b = y;
     if (a->logit != b->logit) return a->logit < b->logit ? 1 : -1;
     return a->id - b->id;
 }
 
-int hlpt_sample(float *logits, int V, const hlpt_gen_params *p, uint64_t *state) {
+/* The sampler with its sort buffer given (V cands). */
+static int sample(float *logits, cand *c, int V, const hlpt_gen_params *p, uint64_t *state) {
     int best = 0;
     for (int v = 1; v < V; v++)
         if (logits[v] > logits[best]) best = v;
@@ -158,8 +171,6 @@ int hlpt_sample(float *logits, int V, const hlpt_gen_params *p, uint64_t *state)
         }
         return best;
     }
-    cand *c = malloc(sizeof *c * (size_t)V);
-    if (!c) return best;
     for (int v = 0; v < V; v++) c[v] = (cand){logits[v] * inv_t, v};
     qsort(c, (size_t)V, sizeof *c, cand_desc);
     int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
@@ -187,6 +198,12 @@ int hlpt_sample(float *logits, int V, const hlpt_gen_params *p, uint64_t *state)
             break;
         }
     }
+    return pick;
+}
+
+int hlpt_sample(float *logits, int V, const hlpt_gen_params *p, uint64_t *state) {
+    cand *c = malloc(sample_scratch_bytes(V));
+    int pick = c ? sample(logits, c, V, p, state) : 0;
     free(c);
     return pick;
 }
@@ -253,14 +270,8 @@ int hlpt_gen_accept(hlpt_gen *g, const float *logits) {
     const hlpt_config *c = hlpt_model_config(g->m);
     int V = c->vocab;
     hlpt_gen_token *t = &g->toks[g->n_gen];
-    float *work = malloc(sizeof(float) * (size_t)V);
-    if (!work) {
-        g->finish = HLPT_FINISH_LENGTH;
-        return 1;
-    }
-    memcpy(work, logits, sizeof(float) * (size_t)V);
-    t->id = hlpt_sample(work, V, &g->p, &g->rng);
-    free(work);
+    memcpy(g->work, logits, sizeof(float) * (size_t)V);
+    t->id = sample(g->work, g->cands, V, &g->p, &g->rng);
     if (g->p.logprobs || g->p.top_logprobs)
         record_logprobs(t, logits, V, g->p.top_logprobs < HLPT_MAX_TOP_LOGPROBS ? g->p.top_logprobs : HLPT_MAX_TOP_LOGPROBS);
     if (!g->p.ignore_eos && is_eos(c, t->id)) {

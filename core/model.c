@@ -478,6 +478,7 @@ struct hlpt_runner {
     growbuf logits;   /* [rows, V] */
     growbuf grads;    /* backward scratch */
     growbuf misc;     /* positions, segments, targets */
+    growbuf tab;      /* layer_acts descriptors of a training step */
 };
 
 int hlpt_runner_new(const hlpt_model *m, hlpt_runner **out) {
@@ -494,6 +495,7 @@ void hlpt_runner_free(hlpt_runner *r) {
     free(r->logits.p);
     free(r->grads.p);
     free(r->misc.p);
+    free(r->tab.p);
     free(r);
 }
 
@@ -947,8 +949,8 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
     /* xs: the input of every layer, then the final normed states. */
     float *xs = r->xs.p;
     for (int i = 0; i < N; i++) memcpy(xs + (size_t)i * C, m->embed + (size_t)tokens[i] * C, sizeof(float) * C);
-    layer_acts *acts = calloc((size_t)kept, sizeof *acts);
-    if (!acts) return HLPT_ERR_NOMEM;
+    if (grow(&r->tab, (size_t)kept * sizeof(layer_acts))) return HLPT_ERR_NOMEM;
+    layer_acts *acts = r->tab.p;
     for (int k = 0; k < kept; k++) acts_slice(&sh, &acts[k], (char *)r->acts.p + (size_t)k * per_layer);
     for (int l = 0; l < L; l++) {
         layer_acts *t = &acts[grads && !recompute && l >= low ? l - low : 0];
@@ -970,10 +972,7 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
     }
     loss->loss_sum = crossentropy_forward_backward(grads ? lg : NULL, lg, targets, N, V, grad_scale,
                                                    &loss->n_targets);
-    if (!grads) {
-        free(acts);
-        return HLPT_OK;
-    }
+    if (!grads) return HLPT_OK;
 
     grads_slice(&sh, &gs, r->grads.p);
     /* dx of the top: through lm_head and the final norm. dh reused as dhf. */
@@ -992,6 +991,5 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
         }
         layer_backward(&b, l, t, x_in, dx, l > low, &gs, grads);
     }
-    free(acts);
     return HLPT_OK;
 }
