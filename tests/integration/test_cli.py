@@ -419,6 +419,19 @@ class TestTrain(TempDirCase):
                 self.ok("forward", "--model", self.model, "--adapter", out, "--tokens", "1,400,500",
                         "--out", self.path(method + ".safetensors"))
 
+    def test_targets(self):
+        # --targets picks the modules LoRA adapts: the config says so and the tensors follow.
+        out = self.path("targets")
+        self.train(out, "--method", "hlpt", "--max-steps", 1, "--targets", "gate_proj,up_proj")
+        self.assertEqual(sorted(load_json(os.path.join(out, "adapter_config.json"))["target_modules"]),
+                         ["gate_proj", "up_proj"])
+        names, _ = read_safetensors(os.path.join(out, "adapter_model.safetensors"))
+        lora = [n for n in names if "lora_A" in n]
+        self.assertTrue(lora and all(".mlp.gate_proj." in n or ".mlp.up_proj." in n for n in lora), lora)
+        r = hlpt("train", "--model", self.model, "--data", self.data, "--targets", "wq", "--out", self.path("bad"))
+        self.assertEqual(r.rc, 2, r.describe())
+        self.assertIn("unknown module 'wq'", r.stderr)
+
     def test_same_seed_same_run(self):
         _, a = self.train(self.path("a"), "--max-steps", 3)
         _, b = self.train(self.path("b"), "--max-steps", 3)
