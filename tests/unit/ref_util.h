@@ -1,6 +1,7 @@
 /*
- * ref_util.h - reading reference tensors of tests/fixtures in tests: whole tensors as float or int
- * arrays, and the relative L2 error the numeric checks print against their tolerance.
+ * ref_util.h - tests/fixtures in tests: opening the fixture models and adapters, reading reference
+ * tensors as float or int arrays, and the relative L2 error the numeric checks print against their
+ * tolerance.
  */
 #ifndef HLPT_REF_UTIL_H
 #define HLPT_REF_UTIL_H
@@ -12,7 +13,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
+#include "hlpt/model.h"
 #include "hlpt/safetensors.h"
+
+/* A fixture base model (e.g. "llama2-mha-f32"), opened or the test fails. */
+static inline hlpt_model *fixture_model(const char *name) {
+    char dir[512], why[256] = "";
+    hlpt_model *m = NULL;
+    fixture_path(dir, sizeof dir, name);
+    int err = hlpt_model_open(dir, &m, why, sizeof why);
+    ck_assert_msg(err == 0, "%s: %s", name, why);
+    return m;
+}
+
+/* A fixture adapter (e.g. "hlpt-causal") for base m, loaded or the test fails. */
+static inline hlpt_adapter *fixture_adapter(const hlpt_model *m, const char *name) {
+    char dir[512], why[256] = "";
+    hlpt_adapter *a = NULL;
+    fixture_path(dir, sizeof dir, name);
+    int err = hlpt_adapter_load(dir, hlpt_model_config(m), hlpt_model_hash(m), &a, why, sizeof why);
+    ck_assert_msg(err == 0, "%s: %s", name, why);
+    return a;
+}
 
 /* The tensor as floats (returns owned); fails the test when absent. */
 static inline float *ref_f32(const hlpt_st *st, const char *name, int64_t *numel) {

@@ -17,27 +17,10 @@
 
 static const char *const adapters[] = {"hlpt-causal", "hlpt-sequence", "peft-lora-qv"};
 
-static hlpt_model *base(void) {
-    char dir[512], why[256] = "";
-    hlpt_model *m;
-    fixture_path(dir, sizeof dir, "llama2-mha-f32");
-    ck_assert_msg(hlpt_model_open(dir, &m, why, sizeof why) == 0, "%s", why);
-    return m;
-}
-
-static hlpt_adapter *load(hlpt_model *m, const char *name) {
-    char dir[512], why[256] = "";
-    hlpt_adapter *a = NULL;
-    fixture_path(dir, sizeof dir, name);
-    int err = hlpt_adapter_load(dir, hlpt_model_config(m), hlpt_model_hash(m), &a, why, sizeof why);
-    ck_assert_msg(err == 0, "%s: %s", name, why);
-    return a;
-}
-
 START_TEST(test_fixture_logits_loss_grads) {
     const char *name = adapters[_i];
-    hlpt_model *m = base();
-    hlpt_adapter *a = load(m, name);
+    hlpt_model *m = fixture_model("llama2-mha-f32");
+    hlpt_adapter *a = fixture_adapter(m, name);
     char path[512], rel[128], why[256] = "";
     snprintf(rel, sizeof rel, "%s/ref.safetensors", name);
     hlpt_st *ref;
@@ -98,8 +81,8 @@ END_TEST
 /* Token-by-token decoding with an adapter equals a full pass (causal and none gates are exact
  * under the cache; the prefix is cached once). */
 START_TEST(test_adapter_kv_cache_exact) {
-    hlpt_model *m = base();
-    hlpt_adapter *a = load(m, _i == 0 ? "hlpt-causal" : "peft-lora-qv");
+    hlpt_model *m = fixture_model("llama2-mha-f32");
+    hlpt_adapter *a = fixture_adapter(m, _i == 0 ? "hlpt-causal" : "peft-lora-qv");
     int V = hlpt_model_config(m)->vocab, ids[12];
     for (int i = 0; i < 12; i++) ids[i] = 1 + (i * 53) % (V - 1);
     hlpt_runner *r;
@@ -135,8 +118,8 @@ END_TEST
 
 /* A batch mixing the base, a LoRA and a hybrid adapter gives each sequence its own logits. */
 START_TEST(test_mixed_adapter_batch) {
-    hlpt_model *m = base();
-    hlpt_adapter *h = load(m, "hlpt-causal"), *l = load(m, "peft-lora-qv");
+    hlpt_model *m = fixture_model("llama2-mha-f32");
+    hlpt_adapter *h = fixture_adapter(m, "hlpt-causal"), *l = fixture_adapter(m, "peft-lora-qv");
     int V = hlpt_model_config(m)->vocab;
     int ids[3][6] = {{1, 10, 20, 30, 40, 50}, {1, 60, 70, 80, 90, 99}, {1, 5, 6, 7, 8, 9}};
     const hlpt_adapter *which[3] = {h, NULL, l};
@@ -228,7 +211,7 @@ static void copy_file(const char *from, const char *to) {
 }
 
 START_TEST(test_load_errors) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     char tmp[] = "/tmp/hlpt-adapter-XXXXXX", path[600], src[512], why[256];
     ck_assert_ptr_nonnull(mkdtemp(tmp));
     fixture_path(src, sizeof src, "hlpt-causal/adapter_model.safetensors");
@@ -283,7 +266,7 @@ START_TEST(test_load_errors) {
 END_TEST
 
 START_TEST(test_save_load_round_trip) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_adapter_config c;
     hlpt_adapter_config_defaults(&c, HLPT_METHOD_H2LPT, 8);
     c.r = 3;
@@ -324,8 +307,8 @@ END_TEST
 /* A plain LoRA adapter exported in PEFT's config form loads back as the same adapter; hybrids have
  * no PEFT form. */
 START_TEST(test_peft_export_round_trip) {
-    hlpt_model *m = base();
-    hlpt_adapter *a = load(m, "peft-lora-qv");
+    hlpt_model *m = fixture_model("llama2-mha-f32");
+    hlpt_adapter *a = fixture_adapter(m, "peft-lora-qv");
     char *peft = hlpt_adapter_config_peft_json(&a->cfg, 8);
     ck_assert_ptr_nonnull(peft);
     ck_assert_ptr_nonnull(strstr(peft, "\"LORA\""));
@@ -339,7 +322,7 @@ START_TEST(test_peft_export_round_trip) {
     ck_assert_int_eq(b->n_params, a->n_params);
     ck_assert_int_eq(memcmp(a->params, b->params, a->n_params * sizeof(float)), 0);
     ck_assert_int_eq(b->cfg.targets, a->cfg.targets);
-    hlpt_adapter *h = load(m, "hlpt-causal");
+    hlpt_adapter *h = fixture_adapter(m, "hlpt-causal");
     ck_assert_ptr_null(hlpt_adapter_config_peft_json(&h->cfg, 8));
     free(peft);
     free(w);

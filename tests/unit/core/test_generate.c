@@ -9,15 +9,8 @@
 #include <math.h>
 
 #include "../check_main.h"
+#include "../ref_util.h"
 #include "hlpt/err.h"
-
-static hlpt_model *base(void) {
-    char dir[512], why[256] = "";
-    hlpt_model *m;
-    fixture_path(dir, sizeof dir, "llama2-mha-f32");
-    ck_assert_msg(hlpt_model_open(dir, &m, why, sizeof why) == 0, "%s", why);
-    return m;
-}
 
 /* Generated ids of one request; returns how many, fills ids. */
 static int run(hlpt_model *m, const hlpt_adapter *a, const hlpt_gen_params *p, int *ids, hlpt_finish *finish,
@@ -42,7 +35,7 @@ static int run(hlpt_model *m, const hlpt_adapter *a, const hlpt_gen_params *p, i
 }
 
 START_TEST(test_sampling_rules) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_gen_params p;
     hlpt_gen_params_defaults(&p);
     p.max_tokens = 12;
@@ -71,7 +64,7 @@ START_TEST(test_sampling_rules) {
 END_TEST
 
 START_TEST(test_stop_and_finish) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_gen_params p;
     hlpt_gen_params_defaults(&p);
     p.temperature = 0;
@@ -100,7 +93,7 @@ START_TEST(test_stop_and_finish) {
 END_TEST
 
 START_TEST(test_context_limit) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_gen_params p;
     hlpt_gen_params_defaults(&p);
     p.max_tokens = 600; /* the fixture's context is 512 */
@@ -117,7 +110,7 @@ END_TEST
 /* A sequence-gate adapter's generation recomputes the whole text each step: its tokens are the
  * argmax of a full pass over the text so far. */
 START_TEST(test_sequence_gate_exact) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     char dir[512], why[256];
     hlpt_adapter *a;
     fixture_path(dir, sizeof dir, "hlpt-sequence");

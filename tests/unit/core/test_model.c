@@ -17,15 +17,6 @@
 
 static const char *const bases[] = {"llama2-mha-f32", "llama3-gqa-tied-bf16"};
 
-static hlpt_model *open_base(const char *name) {
-    char dir[512], why[256] = "";
-    hlpt_model *m = NULL;
-    fixture_path(dir, sizeof dir, name);
-    int err = hlpt_model_open(dir, &m, why, sizeof why);
-    ck_assert_msg(err == 0, "%s: %s", name, why);
-    return m;
-}
-
 static hlpt_st *open_ref(const char *name) {
     char path[512], why[256] = "";
     hlpt_st *st = NULL;
@@ -38,7 +29,7 @@ static hlpt_st *open_ref(const char *name) {
 
 START_TEST(test_logits_match_transformers) {
     const char *name = bases[_i];
-    hlpt_model *m = open_base(name);
+    hlpt_model *m = fixture_model(name);
     hlpt_st *ref = open_ref(name);
     hlpt_runner *r;
     ck_assert_int_eq(hlpt_runner_new(m, &r), 0);
@@ -69,7 +60,7 @@ END_TEST
 
 START_TEST(test_greedy_matches_transformers) {
     const char *name = bases[_i];
-    hlpt_model *m = open_base(name);
+    hlpt_model *m = fixture_model(name);
     hlpt_st *ref = open_ref(name);
     hlpt_runner *r;
     ck_assert_int_eq(hlpt_runner_new(m, &r), 0);
@@ -107,7 +98,7 @@ END_TEST
 
 /* Feeding a sequence in pieces through the KV cache gives the logits of one full pass. */
 START_TEST(test_kv_cache_equals_recompute) {
-    hlpt_model *m = open_base(bases[_i]);
+    hlpt_model *m = fixture_model(bases[_i]);
     int V = hlpt_model_config(m)->vocab;
     int ids[20];
     for (int i = 0; i < 20; i++) ids[i] = 3 + (i * 37) % (V - 3);
@@ -148,7 +139,7 @@ END_TEST
 
 /* Two sequences of different lengths in one step get the logits each gets alone. */
 START_TEST(test_batch_equals_alone) {
-    hlpt_model *m = open_base(bases[0]);
+    hlpt_model *m = fixture_model(bases[0]);
     int V = hlpt_model_config(m)->vocab;
     int a[9] = {1, 50, 60, 70, 80, 90, 100, 110, 120}, b[4] = {1, 400, 500, 600};
     hlpt_runner *r;

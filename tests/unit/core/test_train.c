@@ -10,15 +10,8 @@
 #include <math.h>
 
 #include "../check_main.h"
+#include "../ref_util.h"
 #include "hlpt/err.h"
-
-static hlpt_model *base(void) {
-    char dir[512], why[256] = "";
-    hlpt_model *m;
-    fixture_path(dir, sizeof dir, "llama2-mha-f32");
-    ck_assert_msg(hlpt_model_open(dir, &m, why, sizeof why) == 0, "%s", why);
-    return m;
-}
 
 /* The task: after a prompt of random tokens, answer the last prompt token, then 500 501. */
 static void make_set(hlpt_examples *e, int n, uint64_t seed) {
@@ -78,7 +71,7 @@ START_TEST(test_examples_labels) {
 END_TEST
 
 START_TEST(test_learns_synthetic_task) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_examples train = {0}, valid = {0};
     make_set(&train, 32, 1);
     make_set(&valid, 8, 2);
@@ -134,7 +127,7 @@ static void record(void *ctx, const hlpt_train_progress *p) {
  * ends with exactly the parameters of the uninterrupted run. Dropout is on: its masks must resume
  * too. */
 START_TEST(test_deterministic_and_resume_exact) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_examples train = {0};
     make_set(&train, 24, 5);
     hlpt_train_params p;
@@ -189,7 +182,7 @@ END_TEST
 /* d loss / d theta by the model's backward against central differences in a few coordinates of
  * every tensor, for each gate mode, with LoRA on attention and FFN modules and a prefix. */
 START_TEST(test_model_gradient_finite_differences) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_adapter_config c;
     hlpt_adapter_config_defaults(&c, HLPT_METHOD_HLPT, 8);
     c.r = 2;
@@ -244,7 +237,7 @@ END_TEST
 
 /* Recomputing activations in backward gives the same gradients as keeping them, for less memory. */
 START_TEST(test_recompute_same_gradients) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_adapter *a = new_adapter(m, HLPT_METHOD_HLPT, 5);
     for (size_t i = 0; i < a->n_params; i++) a->params[i] += 0.03f * (float)cos(0.7 * i);
     int ids[16], labels[16], lens[2] = {9, 7};
@@ -276,7 +269,7 @@ END_TEST
 /* Early stopping: a learning rate that makes validation worse stops the run after `patience`
  * evaluations without improvement, and the best parameters are those of the best evaluation. */
 START_TEST(test_early_stopping_keeps_best) {
-    hlpt_model *m = base();
+    hlpt_model *m = fixture_model("llama2-mha-f32");
     hlpt_examples train = {0}, valid = {0};
     make_set(&train, 32, 1);
     make_set(&valid, 8, 2);
