@@ -19,8 +19,10 @@ CFLAGS   ?= $(OPT) -g
 # -MMD -MP: header dependencies without a separate `make depend` step.
 # -D_GNU_SOURCE: memfd_create, F_SEAL_*, mremap and friends.
 XCFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
-            -MMD -MP -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
-LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+            -MMD -MP -fopenmp -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
+# oneDNN (libdnnl-dev): the BF16 matmul of the base's products (core/engine.c). Debian's build threads
+# with OpenMP, as the engine's own kernel does: -fopenmp on every compile and link.
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -ldnnl -fopenmp -lm -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
 CORE_SRC   := $(wildcard core/*.c)

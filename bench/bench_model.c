@@ -122,7 +122,7 @@ static int run(const char *dir, int prompt, int decode) {
     char why[512] = "";
     hlpt_model *m;
     double t0 = now();
-    if (hlpt_model_open(dir, &m, why, sizeof why)) {
+    if (hlpt_model_open(dir, HLPT_BASE_F32, &m, why, sizeof why)) {
         fprintf(stderr, "bench_model: %s: %s\n", dir, why);
         return 1;
     }

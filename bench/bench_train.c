@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
     hlpt_blas_set_threads(threads);
     char why[512] = "";
     hlpt_model *m;
-    if (hlpt_model_open(dir, &m, why, sizeof why)) {
+    if (hlpt_model_open(dir, HLPT_BASE_F32, &m, why, sizeof why)) {
         fprintf(stderr, "bench_train: %s\n", why);
         return 1;
     }

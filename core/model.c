@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/safetensors.h"
 #include "layers.h"
@@ -41,7 +42,8 @@
 /* Dimension codes of the tables; resolved by dim_of(). */
 enum { DIM_1, DIM_C, DIM_QD, DIM_KVD, DIM_F, DIM_V };
 
-/* X(field, HF name, rows, cols); cols DIM_1 means a vector. */
+/* X(field, HF name, rows, cols); cols DIM_1 means a vector (kept F32), anything else a matrix stored
+ * by the engine (include/hlpt/engine.h). */
 #define GLOBAL_WEIGHTS(X)                                   \
     X(embed, "model.embed_tokens.weight", DIM_V, DIM_C)     \
     X(norm, "model.norm.weight", DIM_C, DIM_1)              \
@@ -62,10 +64,19 @@ enum { DIM_1, DIM_C, DIM_QD, DIM_KVD, DIM_F, DIM_V };
 typedef struct {
     const float *attn_norm; /* [C] */
     const float *mlp_norm;  /* [C] */
-    const float *w[HLPT_MOD_COUNT]; /* q[QD,C] k[KVD,C] v[KVD,C] o[C,QD] gate[F,C] up[F,C] down[C,F] */
+    hlpt_weight w[HLPT_MOD_COUNT]; /* q[QD,C] k[KVD,C] v[KVD,C] o[C,QD] gate[F,C] up[F,C] down[C,F] */
 } layer_weights;
 
-#define SHM_MAGIC "HLPTARN1"
+/* One tensor of the tables: where it lives in the arena and which field points at it. */
+typedef struct {
+    char name[96];          /* HF name */
+    int rows, cols;         /* cols 1: a vector */
+    const float **vec;      /* a vector's field, or NULL */
+    hlpt_weight *mat;       /* a matrix's field, or NULL */
+    size_t off, bytes;      /* in the arena */
+} tensor_slot;
+
+#define SHM_MAGIC "HLPTARN2"
 #define SHM_HEADER 4096
 
 typedef struct {
@@ -73,6 +84,7 @@ typedef struct {
     uint32_t header_bytes;
     uint32_t config_bytes;  /* sizeof(hlpt_config), guards against a different build */
     uint64_t arena_bytes;
+    uint32_t dtype;         /* hlpt_base_dtype of the arena (F32 or BF16) */
     hlpt_config cfg;
     char hash[17];
 } shm_header;
@@ -80,16 +92,20 @@ _Static_assert(sizeof(shm_header) <= SHM_HEADER, "header fits its page");
 
 struct hlpt_model {
     hlpt_config cfg;
+    hlpt_base_dtype dtype;  /* F32 or BF16: how the matrices are stored and multiplied */
     hlpt_tokenizer *tok;
     void *map;              /* whole mapping (header page + arena in shared mode) */
     size_t map_bytes;
-    float *arena;
+    char *arena;
     size_t arena_bytes;
     int fd;                 /* memfd in shared mode, else -1 */
     char hash[17];
-    const float *embed, *norm, *lm_head;
+    hlpt_weight embed, lm_head;
+    const float *norm;
     layer_weights *layers;  /* [L] */
     float *inv_freq;        /* [D/2] RoPE frequencies */
+    tensor_slot *slots;     /* every tensor, in table order */
+    int n_slots;
 };
 
 static int64_t dim_of(const hlpt_config *c, int code) {
@@ -103,70 +119,114 @@ static int64_t dim_of(const hlpt_config *c, int code) {
     }
 }
 
-/* 64-byte aligned slots, in floats. */
-static size_t slot(int64_t rows, int64_t cols) { return (size_t)((rows * cols + 15) & ~(int64_t)15); }
+/* The float32 slot of a tensor in the F32 arena: 64-byte aligned, in floats. The base hash walks
+ * these slots whatever the dtype, so that an adapter names the same base in either. */
+static size_t slot_floats(int64_t rows, int64_t cols) { return (size_t)((rows * cols + 15) & ~(int64_t)15); }
 
-/* Walks the tables: computes the arena size, and when arena is not NULL points every weight into it.
- * Tied embeddings store no lm_head. */
-static size_t layout(hlpt_model *m, float *arena) {
+/* Walks the tables once: one slot per stored tensor (tied embeddings store no lm_head), with its
+ * arena offset for the model's dtype. Matrices are packed for the matmul except an untied embedding
+ * table, which is only ever read a row at a time. */
+static int build_slots(hlpt_model *m) {
     const hlpt_config *c = &m->cfg;
+    int n = 3 + 9 * c->n_layers;
+    m->slots = calloc((size_t)n, sizeof *m->slots);
+    if (!m->slots) return HLPT_ERR_NOMEM;
     size_t off = 0;
-#define X(field, name, r, k)                                                        \
-    if (!(c->tie_embeddings && !strcmp(#field, "lm_head"))) {                       \
-        if (arena) m->field = arena + off;                                          \
-        off += slot(dim_of(c, r), dim_of(c, k));                                    \
+    int k = 0;
+#define PUT(fieldp, vecp, hfname, r, cdim)                                                  \
+    do {                                                                                   \
+        tensor_slot *s = &m->slots[k++];                                                   \
+        snprintf(s->name, sizeof s->name, "%s", hfname);                                   \
+        s->rows = (int)dim_of(c, r);                                                       \
+        s->cols = (int)dim_of(c, cdim);                                                    \
+        s->vec = vecp;                                                                     \
+        s->mat = fieldp;                                                                   \
+        if (s->mat) {                                                                      \
+            int packed = m->dtype == HLPT_BASE_BF16 && (s->mat != &m->embed || c->tie_embeddings); \
+            *s->mat = (hlpt_weight){.O = s->rows, .I = s->cols, .dtype = m->dtype, .packed = packed}; \
+            s->bytes = hlpt_weight_bytes(m->dtype, packed, s->rows, s->cols);             \
+        } else {                                                                           \
+            s->bytes = slot_floats(s->rows, 1) * sizeof(float);                            \
+        }                                                                                  \
+        s->off = off;                                                                      \
+        off += s->bytes;                                                                   \
+    } while (0)
+#define GLOBAL(field, hfname, r, cdim)                                                     \
+    if (!(c->tie_embeddings && !strcmp(#field, "lm_head"))) {                              \
+        if (cdim == DIM_1) PUT(NULL, (const float **)&m->field, hfname, r, cdim);          \
+        else PUT((hlpt_weight *)&m->field, NULL, hfname, r, cdim);                         \
     }
-    GLOBAL_WEIGHTS(X)
-#undef X
-    if (arena && c->tie_embeddings) m->lm_head = m->embed;
-    for (int l = 0; l < c->n_layers; l++) {
-        layer_weights *lw = arena ? &m->layers[l] : NULL;
-#define X(field, name, r, k)                                                        \
-    if (lw) lw->field = arena + off;                                                \
-    off += slot(dim_of(c, r), dim_of(c, k));
-        LAYER_WEIGHTS(X)
-#undef X
-    }
-    return off * sizeof(float);
-}
-
-/* Reads every tensor of the tables from the checkpoint into the arena (pointers already set). */
-static int fill(hlpt_model *m, const hlpt_st *st, char *why, size_t len) {
-    const hlpt_config *c = &m->cfg;
-    char name[160];
-    int err;
-#define X(field, hfname, r, k)                                                      \
-    if (!(c->tie_embeddings && !strcmp(#field, "lm_head"))) {                       \
-        int64_t shape[2] = {dim_of(c, r), dim_of(c, k)};                            \
-        err = hlpt_st_get_f32(st, hfname, k == DIM_1 ? 1 : 2, shape, (float *)m->field, why, len); \
-        if (err) return err;                                                        \
-    }
-    GLOBAL_WEIGHTS(X)
-#undef X
+    GLOBAL_WEIGHTS(GLOBAL)
+#undef GLOBAL
     for (int l = 0; l < c->n_layers; l++) {
         layer_weights *lw = &m->layers[l];
-#define X(field, hfname, r, k)                                                      \
-    {                                                                               \
-        int64_t shape[2] = {dim_of(c, r), dim_of(c, k)};                            \
-        snprintf(name, sizeof name, "model.layers.%d.%s", l, hfname);               \
-        err = hlpt_st_get_f32(st, name, k == DIM_1 ? 1 : 2, shape, (float *)lw->field, why, len); \
-        if (err) return err;                                                        \
+        char name[96];
+#define LAYER(field, hfname, r, cdim)                                                      \
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, hfname);                          \
+    if (cdim == DIM_1) PUT(NULL, (const float **)&lw->field, name, r, cdim);               \
+    else PUT((hlpt_weight *)&lw->field, NULL, name, r, cdim);
+        LAYER_WEIGHTS(LAYER)
+#undef LAYER
     }
-        LAYER_WEIGHTS(X)
-#undef X
-    }
+#undef PUT
+    m->n_slots = k;
+    m->arena_bytes = off;
     return HLPT_OK;
 }
 
-/* FNV-1a over 64-bit words: identifies the weights an adapter was trained on. */
-static void arena_hash(const float *arena, size_t bytes, char out[17]) {
-    const uint64_t *w = (const uint64_t *)arena;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < bytes / 8; i++) {
-        h ^= w[i];
-        h *= 0x100000001b3ULL;
+/* Points every field into the arena (pointers valid until close). */
+static void point(hlpt_model *m) {
+    for (int i = 0; i < m->n_slots; i++) {
+        tensor_slot *s = &m->slots[i];
+        if (s->vec) *s->vec = (const float *)(m->arena + s->off);
+        else s->mat->data = m->arena + s->off;
     }
-    snprintf(out, 17, "%016llx", (unsigned long long)h);
+    if (m->cfg.tie_embeddings) m->lm_head = m->embed;
+}
+
+/* FNV-1a over 64-bit words of the F32 slots (see slot_floats): identifies the base weights. */
+typedef struct {
+    uint64_t h;
+} base_hash;
+
+static void hash_feed(base_hash *bh, const float *x, size_t n_floats) {
+    const uint64_t *w = (const uint64_t *)x;
+    for (size_t i = 0; i < n_floats / 2; i++) {
+        bh->h ^= w[i];
+        bh->h *= 0x100000001b3ULL;
+    }
+}
+
+/* Reads every tensor of the tables from the checkpoint into the arena, as F32 first (in place in an
+ * F32 arena, else through scratch that the engine then rounds and packs), hashing as it goes. Each
+ * tensor's file pages are dropped once converted, so resident memory stays near the arena's size. */
+static int fill(hlpt_model *m, const hlpt_st *st, char *why, size_t len) {
+    size_t most = 0;
+    for (int i = 0; i < m->n_slots; i++) {
+        size_t f = slot_floats(m->slots[i].rows, m->slots[i].cols);
+        most = f > most ? f : most;
+    }
+    float *scratch = NULL;
+    if (m->dtype != HLPT_BASE_F32 && !(scratch = malloc(most * sizeof(float))))
+        return hlpt_why(why, len, HLPT_ERR_NOMEM, "%zu bytes to convert the weights", most * sizeof(float));
+    base_hash bh = {0xcbf29ce484222325ULL};
+    int err = HLPT_OK;
+    for (int i = 0; i < m->n_slots && !err; i++) {
+        tensor_slot *s = &m->slots[i];
+        int64_t shape[2] = {s->rows, s->cols};
+        size_t n = (size_t)s->rows * s->cols, nslot = slot_floats(s->rows, s->cols);
+        int f32_here = s->vec || m->dtype == HLPT_BASE_F32;
+        float *dst = f32_here ? (float *)(m->arena + s->off) : scratch;
+        err = hlpt_st_get_f32(st, s->name, s->vec ? 1 : 2, shape, dst, why, len);
+        if (err) break;
+        memset(dst + n, 0, (nslot - n) * sizeof(float));
+        hash_feed(&bh, dst, nslot);
+        if (!f32_here) hlpt_weight_store(s->mat, m->arena + s->off, dst);
+        hlpt_st_release(st, s->name);
+    }
+    free(scratch);
+    snprintf(m->hash, sizeof m->hash, "%016llx", (unsigned long long)bh.h);
+    return err;
 }
 
 static int model_prepare(hlpt_model *m, const char *dir, char *why, size_t len) {
@@ -174,11 +234,10 @@ static int model_prepare(hlpt_model *m, const char *dir, char *why, size_t len) 
     m->fd = -1;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     m->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
-    if (!m->layers || !m->inv_freq) return HLPT_ERR_NOMEM;
+    if (!m->layers || !m->inv_freq || build_slots(m)) return HLPT_ERR_NOMEM;
     /* As HF computes it: 1 / theta^(2j/D) in float32. */
     for (int j = 0; j < c->head_dim / 2; j++)
         m->inv_freq[j] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * j) / c->head_dim));
-    m->arena_bytes = layout(m, NULL);
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     return hlpt_tokenizer_load(path, &m->tok, why, len);
@@ -191,15 +250,20 @@ void hlpt_model_close(hlpt_model *m) {
     hlpt_tokenizer_free(m->tok);
     free(m->layers);
     free(m->inv_freq);
+    free(m->slots);
     free(m);
 }
 
-static int model_load(const char *dir, int shared, hlpt_model **out, char *why, size_t len) {
+static int model_load(const char *dir, hlpt_base_dtype dtype, int shared, hlpt_model **out, char *why,
+                      size_t len) {
     *out = NULL;
     hlpt_st *st = NULL;
+    int err = hlpt_engine_check(dtype, why, len);
+    if (err) return err;
     hlpt_model *m = calloc(1, sizeof *m);
     if (!m) return HLPT_ERR_NOMEM;
-    int err = hlpt_config_load(dir, &m->cfg, why, len);
+    m->dtype = hlpt_base_dtype_resolve(dtype);
+    err = hlpt_config_load(dir, &m->cfg, why, len);
     if (!err) err = model_prepare(m, dir, why, len);
     if (!err) err = hlpt_st_open(dir, &st, why, len);
     if (err) goto out;
@@ -221,10 +285,9 @@ static int model_load(const char *dir, int shared, hlpt_model **out, char *why, 
         err = hlpt_why(why, len, HLPT_ERR_NOMEM, "mapping %zu bytes of weights: %s", m->map_bytes, strerror(errno));
         goto out;
     }
-    m->arena = (float *)((char *)m->map + head);
-    layout(m, m->arena);
+    m->arena = (char *)m->map + head;
+    point(m);
     if ((err = fill(m, st, why, len))) goto out;
-    arena_hash(m->arena, m->arena_bytes, m->hash);
 
     if (shared) {
         shm_header *h = m->map;
@@ -232,6 +295,7 @@ static int model_load(const char *dir, int shared, hlpt_model **out, char *why, 
         h->header_bytes = SHM_HEADER;
         h->config_bytes = sizeof(hlpt_config);
         h->arena_bytes = m->arena_bytes;
+        h->dtype = (uint32_t)m->dtype;
         h->cfg = m->cfg;
         memcpy(h->hash, m->hash, 17);
         /* F_SEAL_WRITE needs every writable mapping gone: unmap, seal, map again read-only. */
@@ -249,8 +313,8 @@ static int model_load(const char *dir, int shared, hlpt_model **out, char *why, 
             err = hlpt_why(why, len, HLPT_ERR_IO, "mapping sealed weights: %s", strerror(errno));
             goto out;
         }
-        m->arena = (float *)((char *)m->map + head);
-        layout(m, m->arena);
+        m->arena = (char *)m->map + head;
+        point(m);
     } else if (mprotect(m->map, m->map_bytes, PROT_READ) != 0) {
         err = hlpt_why(why, len, HLPT_ERR_IO, "protecting weights: %s", strerror(errno));
         goto out;
@@ -265,12 +329,12 @@ out:
     return HLPT_OK;
 }
 
-int hlpt_model_open(const char *dir, hlpt_model **out, char *why, size_t len) {
-    return model_load(dir, 0, out, why, len);
+int hlpt_model_open(const char *dir, hlpt_base_dtype dtype, hlpt_model **out, char *why, size_t len) {
+    return model_load(dir, dtype, 0, out, why, len);
 }
 
-int hlpt_model_open_shared(const char *dir, hlpt_model **out, char *why, size_t len) {
-    return model_load(dir, 1, out, why, len);
+int hlpt_model_open_shared(const char *dir, hlpt_base_dtype dtype, hlpt_model **out, char *why, size_t len) {
+    return model_load(dir, dtype, 1, out, why, len);
 }
 
 int hlpt_model_attach(const char *dir, int fd, hlpt_model **out, char *why, size_t len) {
@@ -292,21 +356,24 @@ int hlpt_model_attach(const char *dir, int fd, hlpt_model **out, char *why, size
     }
     const shm_header *h = m->map;
     if (memcmp(h->magic, SHM_MAGIC, 8) || h->config_bytes != sizeof(hlpt_config) ||
-        h->header_bytes != SHM_HEADER || h->arena_bytes + SHM_HEADER != m->map_bytes) {
+        h->header_bytes != SHM_HEADER || h->arena_bytes + SHM_HEADER != m->map_bytes ||
+        (h->dtype != HLPT_BASE_F32 && h->dtype != HLPT_BASE_BF16)) {
         err = hlpt_why(why, len, HLPT_ERR_FORMAT, "fd %d: bad arena header", fd);
         goto out;
     }
     m->cfg = h->cfg;
+    m->dtype = (hlpt_base_dtype)h->dtype;
     memcpy(m->hash, h->hash, 17);
     m->hash[16] = 0;
+    if ((err = hlpt_engine_check(m->dtype, why, len))) goto out;
     if ((err = model_prepare(m, dir, why, len))) goto out;
     if (m->arena_bytes != h->arena_bytes) {
         err = hlpt_why(why, len, HLPT_ERR_FORMAT, "fd %d: arena size does not match its config", fd);
         goto out;
     }
     m->fd = -1; /* the fd stays the caller's */
-    m->arena = (float *)((char *)m->map + SHM_HEADER);
-    layout(m, m->arena);
+    m->arena = (char *)m->map + SHM_HEADER;
+    point(m);
 out:
     if (err) {
         hlpt_model_close(m);
@@ -321,7 +388,14 @@ const hlpt_tokenizer *hlpt_model_tokenizer(const hlpt_model *m) { return m->tok;
 const char *hlpt_model_hash(const hlpt_model *m) { return m->hash; }
 int hlpt_model_fd(const hlpt_model *m) { return m->fd; }
 size_t hlpt_model_bytes(const hlpt_model *m) { return m->arena_bytes; }
+hlpt_base_dtype hlpt_model_dtype(const hlpt_model *m) { return m->dtype; }
 
+size_t hlpt_model_matrix_bytes(const hlpt_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_slots; i++)
+        if (m->slots[i].mat && !(m->slots[i].mat == &m->embed && !m->cfg.tie_embeddings)) n += m->slots[i].bytes;
+    return n;
+}
 /* ---------------------------------------------------------------------------------------------- */
 /* Sequences (KV caches)                                                                           */
 
@@ -334,7 +408,8 @@ struct hlpt_seq {
     const hlpt_adapter *a;
     int cap;               /* positions */
     int n;                 /* tokens cached */
-    float *k, *v;          /* [L, cap, KVD] */
+    size_t elt;            /* bytes per cached value: 4 (F32 base) or 2 (BF16 base) */
+    void *k, *v;           /* [L, cap, KVD] of F32 or BF16, as the base */
     double *gsum;          /* [L, GATE_SLOTS] causal gate running sums */
     int *gcnt;             /* [L, GATE_SLOTS] */
 };
@@ -349,8 +424,9 @@ int hlpt_seq_new(const hlpt_model *m, const hlpt_adapter *a, int max_tokens, hlp
     s->m = m;
     s->a = a;
     s->cap = max_tokens;
-    s->k = malloc(kv * sizeof(float));
-    s->v = malloc(kv * sizeof(float));
+    s->elt = m->dtype == HLPT_BASE_BF16 ? sizeof(uint16_t) : sizeof(float);
+    s->k = malloc(kv * s->elt);
+    s->v = malloc(kv * s->elt);
     s->gsum = calloc((size_t)c->n_layers * GATE_SLOTS, sizeof(double));
     s->gcnt = calloc((size_t)c->n_layers * GATE_SLOTS, sizeof(int));
     if (!s->k || !s->v || !s->gsum || !s->gcnt) {
@@ -381,7 +457,7 @@ int hlpt_seq_len(const hlpt_seq *s) { return s->n; }
 int hlpt_seq_capacity(const hlpt_seq *s) { return s->cap; }
 size_t hlpt_seq_bytes(const hlpt_seq *s) {
     const hlpt_config *c = &s->m->cfg;
-    return 2 * (size_t)c->n_layers * s->cap * c->n_kv_heads * c->head_dim * sizeof(float);
+    return 2 * (size_t)c->n_layers * s->cap * c->n_kv_heads * c->head_dim * s->elt;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -479,12 +555,20 @@ struct hlpt_runner {
     growbuf grads;    /* backward scratch */
     growbuf misc;     /* positions, segments, targets */
     growbuf tab;      /* layer_acts descriptors of a training step */
+    growbuf kv;       /* a BF16 cache's keys and values widened to F32 for attention */
+    hlpt_engine *eng; /* the base's products: cached primitives and scratch */
 };
 
 int hlpt_runner_new(const hlpt_model *m, hlpt_runner **out) {
-    *out = calloc(1, sizeof **out);
-    if (!*out) return HLPT_ERR_NOMEM;
-    (*out)->m = m;
+    *out = NULL;
+    hlpt_runner *r = calloc(1, sizeof *r);
+    if (!r) return HLPT_ERR_NOMEM;
+    r->m = m;
+    if (hlpt_engine_new(&r->eng)) {
+        free(r);
+        return HLPT_ERR_NOMEM;
+    }
+    *out = r;
     return HLPT_OK;
 }
 
@@ -496,6 +580,8 @@ void hlpt_runner_free(hlpt_runner *r) {
     free(r->grads.p);
     free(r->misc.p);
     free(r->tab.p);
+    free(r->kv.p);
+    hlpt_engine_free(r->eng);
     free(r);
 }
 
@@ -510,6 +596,8 @@ typedef struct {
     const int *pos;        /* [N] RoPE positions */
     int train;             /* dropout on, training segments (no caches) */
     uint64_t seed;         /* dropout seed */
+    hlpt_engine *eng;      /* the runner's */
+    float *kv;             /* scratch: [2, S_max, KVD] for widening a BF16 cache */
 } batch;
 
 static float lora_scale(const hlpt_adapter *a) { return a->cfg.alpha / (float)a->cfg.r; }
@@ -559,6 +647,24 @@ static void lora_apply(const batch *b, int l, int mod, const float *inp, float *
     }
 }
 
+/* Writes rows [past, past+n) of layer l's cache (keys or values) from new[n,KVD] and returns the
+ * cache's rows [0, past+n) as F32: the cache itself when F32, else widened into wide. A BF16 cache
+ * rounds new keys before any query sees them, so a token attends to the same keys now as later. */
+static const float *cache_append(const hlpt_seq *seq, void *cache, int l, int past, int n, const float *new_rows,
+                                 float *wide) {
+    const hlpt_config *c = &seq->m->cfg;
+    size_t KVD = (size_t)c->n_kv_heads * c->head_dim, layer = (size_t)l * seq->cap * KVD;
+    if (seq->elt == sizeof(float)) {
+        float *f = (float *)cache + layer;
+        memcpy(f + (size_t)past * KVD, new_rows, sizeof(float) * n * KVD);
+        return f;
+    }
+    uint16_t *h = (uint16_t *)cache + layer;
+    hlpt_bf16_from_f32(h + (size_t)past * KVD, new_rows, (size_t)n * KVD);
+    hlpt_bf16_to_f32_n(wide, h, (size_t)(past + n) * KVD);
+    return wide;
+}
+
 /* x_out[N,C] = block l (x_in[N,C]); activations into t. */
 static void layer_forward(const batch *b, int l, layer_acts *t, const float *x_in, float *x_out) {
     const hlpt_model *m = b->m;
@@ -568,9 +674,9 @@ static void layer_forward(const batch *b, int l, layer_acts *t, const float *x_i
     int QD = H * D, KVD = KV * D;
 
     rmsnorm_forward(t->h1, t->rstd1, x_in, W->attn_norm, N, C, c->rms_eps);
-    matmul_forward(t->q, t->h1, W->w[HLPT_MOD_Q], N, C, QD, 0);
-    matmul_forward(t->k, t->h1, W->w[HLPT_MOD_K], N, C, KVD, 0);
-    matmul_forward(t->v, t->h1, W->w[HLPT_MOD_V], N, C, KVD, 0);
+    hlpt_linear(b->eng, t->q, t->h1, &W->w[HLPT_MOD_Q], N, 0);
+    hlpt_linear(b->eng, t->k, t->h1, &W->w[HLPT_MOD_K], N, 0);
+    hlpt_linear(b->eng, t->v, t->h1, &W->w[HLPT_MOD_V], N, 0);
     lora_apply(b, l, HLPT_MOD_Q, t->h1, t->q, C, QD, t);
     lora_apply(b, l, HLPT_MOD_K, t->h1, t->k, C, KVD, t);
     lora_apply(b, l, HLPT_MOD_V, t->h1, t->v, C, KVD, t);
@@ -591,29 +697,25 @@ static void layer_forward(const batch *b, int l, layer_acts *t, const float *x_i
         int S = s->n;
         if (s->seq) {
             /* Append the new keys to the cache, then attend over all of it. */
-            float *ck = s->seq->k + ((size_t)l * s->seq->cap) * KVD;
-            float *cv = s->seq->v + ((size_t)l * s->seq->cap) * KVD;
-            memcpy(ck + (size_t)s->past * KVD, k, sizeof(float) * (size_t)s->n * KVD);
-            memcpy(cv + (size_t)s->past * KVD, v, sizeof(float) * (size_t)s->n * KVD);
-            k = ck;
-            v = cv;
             S = s->past + s->n;
+            k = cache_append(s->seq, s->seq->k, l, s->past, s->n, k, b->kv);
+            v = cache_append(s->seq, s->seq->v, l, s->past, s->n, v, b->kv + (size_t)S * KVD);
         }
         attention_forward(t->ao + (size_t)s->off * QD, t->att + s->att_off, t->q + (size_t)s->off * QD,
                           k, v, pf ? pf->key : NULL, pf ? pf->value : NULL, g, s->n, S, P, H, KV, D);
     }
 
-    matmul_forward(t->x2, t->ao, W->w[HLPT_MOD_O], N, QD, C, 0);
+    hlpt_linear(b->eng, t->x2, t->ao, &W->w[HLPT_MOD_O], N, 0);
     lora_apply(b, l, HLPT_MOD_O, t->ao, t->x2, QD, C, t);
     for (size_t i = 0; i < (size_t)N * C; i++) t->x2[i] += x_in[i];
 
     rmsnorm_forward(t->h2, t->rstd2, t->x2, W->mlp_norm, N, C, c->rms_eps);
-    matmul_forward(t->fg, t->h2, W->w[HLPT_MOD_GATE], N, C, F, 0);
-    matmul_forward(t->fu, t->h2, W->w[HLPT_MOD_UP], N, C, F, 0);
+    hlpt_linear(b->eng, t->fg, t->h2, &W->w[HLPT_MOD_GATE], N, 0);
+    hlpt_linear(b->eng, t->fu, t->h2, &W->w[HLPT_MOD_UP], N, 0);
     lora_apply(b, l, HLPT_MOD_GATE, t->h2, t->fg, C, F, t);
     lora_apply(b, l, HLPT_MOD_UP, t->h2, t->fu, C, F, t);
     swiglu_forward(t->fa, t->fg, t->fu, N, F);
-    matmul_forward(x_out, t->fa, W->w[HLPT_MOD_DOWN], N, F, C, 0);
+    hlpt_linear(b->eng, x_out, t->fa, &W->w[HLPT_MOD_DOWN], N, 0);
     lora_apply(b, l, HLPT_MOD_DOWN, t->fa, x_out, F, C, t);
     for (size_t i = 0; i < (size_t)N * C; i++) x_out[i] += t->x2[i];
 }
@@ -653,6 +755,31 @@ static size_t plan_att(const batch *b) {
     return off;
 }
 
+/* The widest input of any base product (what hlpt_linear reads) and the widest output (what
+ * hlpt_linear_backward reads). */
+static int max_input(const hlpt_config *c) {
+    int QD = c->n_heads * c->head_dim, x = c->hidden;
+    x = QD > x ? QD : x;
+    return c->ffn > x ? c->ffn : x;
+}
+
+static int max_output(const hlpt_config *c) {
+    int x = max_input(c);
+    return c->vocab > x ? c->vocab : x;
+}
+
+/* Elements of the largest matrix repacked transposed (hlpt_linear_backward's scratch). */
+static size_t backward_scratch(const hlpt_model *m) {
+    size_t most = 0;
+    for (int i = 0; i < m->n_slots; i++) {
+        const hlpt_weight *w = m->slots[i].mat;
+        if (!w || !w->packed) continue;
+        size_t n = hlpt_weight_bytes(w->dtype, 1, w->I, w->O) / sizeof(uint16_t);
+        most = n > most ? n : most;
+    }
+    return most;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Inference step                                                                                  */
 
@@ -686,20 +813,27 @@ int hlpt_model_step(hlpt_runner *r, hlpt_seq **seqs, const int *const *tokens, c
         for (int t = 0; t < n[i]; t++) pos[off + t] = segs[i].pos0 + seqs[i]->n + t;
         off += n[i];
     }
-    batch b = {.m = m, .segs = segs, .n_segs = n_seqs, .N = N, .pos = pos, .train = 0};
+    batch b = {.m = m, .segs = segs, .n_segs = n_seqs, .N = N, .pos = pos, .train = 0, .eng = r->eng};
     size_t att = plan_att(&b);
     acts_shape sh = batch_shape(&b, att);
     layer_acts t;
-    size_t rows = all_logits ? (size_t)N : (size_t)n_seqs;
+    size_t rows = all_logits ? (size_t)N : (size_t)n_seqs, kv = 0;
+    if (m->dtype == HLPT_BASE_BF16)
+        for (int i = 0; i < n_seqs; i++) {
+            size_t S = (size_t)segs[i].past + segs[i].n;
+            kv = S > kv ? S : kv;
+        }
     if (grow(&r->acts, acts_slice(&sh, &t, NULL)) || grow(&r->xs, 2 * (size_t)N * C * sizeof(float)) ||
-        grow(&r->logits, rows * V * sizeof(float)))
+        grow(&r->logits, rows * V * sizeof(float)) || grow(&r->kv, 2 * kv * sh.KVD * sizeof(float)) ||
+        hlpt_engine_reserve(r->eng, N, max_input(c), 0))
         return hlpt_why(why, len, HLPT_ERR_NOMEM, "scratch for %d tokens", N);
     acts_slice(&sh, &t, r->acts.p);
+    b.kv = r->kv.p;
 
     float *x = r->xs.p, *y = x + (size_t)N * C;
     for (int i = 0, row = 0; i < n_seqs; i++)
         for (int k = 0; k < n[i]; k++, row++)
-            memcpy(x + (size_t)row * C, m->embed + (size_t)tokens[i][k] * C, sizeof(float) * C);
+            hlpt_weight_row(&m->embed, tokens[i][k], x + (size_t)row * C);
     for (int l = 0; l < c->n_layers; l++) {
         layer_forward(&b, l, &t, x, y);
         float *tmp = x; x = y; y = tmp;
@@ -710,12 +844,12 @@ int hlpt_model_step(hlpt_runner *r, hlpt_seq **seqs, const int *const *tokens, c
     float *out = r->logits.p;
     if (all_logits) {
         rmsnorm_forward(y, NULL, x, m->norm, N, C, c->rms_eps);
-        matmul_forward(out, y, m->lm_head, N, C, V, 0);
+        hlpt_linear(r->eng, out, y, &m->lm_head, N, 0);
     } else {
         for (int i = 0; i < n_seqs; i++)
             memcpy(y + (size_t)i * C, x + (size_t)(segs[i].off + segs[i].n - 1) * C, sizeof(float) * C);
         rmsnorm_forward(y, NULL, y, m->norm, n_seqs, C, c->rms_eps);
-        matmul_forward(out, y, m->lm_head, n_seqs, C, V, 0);
+        hlpt_linear(r->eng, out, y, &m->lm_head, n_seqs, 0);
     }
     *logits = out;
     return HLPT_OK;
@@ -813,7 +947,7 @@ static void layer_backward(const batch *b, int l, layer_acts *t, const float *x_
     if (need_h2) {
         dfa = gs->dfa;
         memset(dfa, 0, sizeof(float) * (size_t)N * F);
-        matmul_backward(dfa, NULL, dx, t->fa, W->w[HLPT_MOD_DOWN], N, F, C);
+        hlpt_linear_backward(b->eng, dfa, dx, &W->w[HLPT_MOD_DOWN], N);
     }
     lora_back(b, l, HLPT_MOD_DOWN, t->fa, dfa, dx, F, C, t, gs, grads);
     if (!need_h2) return;
@@ -826,8 +960,8 @@ static void layer_backward(const batch *b, int l, layer_acts *t, const float *x_
     float *dh = need_attn ? gs->dh : NULL;
     if (dh) {
         memset(dh, 0, sizeof(float) * (size_t)N * C);
-        matmul_backward(dh, NULL, gs->dfg, t->h2, W->w[HLPT_MOD_GATE], N, C, F);
-        matmul_backward(dh, NULL, gs->dfu, t->h2, W->w[HLPT_MOD_UP], N, C, F);
+        hlpt_linear_backward(b->eng, dh, gs->dfg, &W->w[HLPT_MOD_GATE], N);
+        hlpt_linear_backward(b->eng, dh, gs->dfu, &W->w[HLPT_MOD_UP], N);
     }
     lora_back(b, l, HLPT_MOD_GATE, t->h2, dh, gs->dfg, C, F, t, gs, grads);
     lora_back(b, l, HLPT_MOD_UP, t->h2, dh, gs->dfu, C, F, t, gs, grads);
@@ -837,7 +971,7 @@ static void layer_backward(const batch *b, int l, layer_acts *t, const float *x_
 
     /* x2 = x_in + o(ao) (+LoRA) */
     memset(gs->dao, 0, sizeof(float) * (size_t)N * QD);
-    matmul_backward(gs->dao, NULL, dx, t->ao, W->w[HLPT_MOD_O], N, QD, C);
+    hlpt_linear_backward(b->eng, gs->dao, dx, &W->w[HLPT_MOD_O], N);
     lora_back(b, l, HLPT_MOD_O, t->ao, gs->dao, dx, QD, C, t, gs, grads);
 
     /* ao = attention(q, k, v, prefix, g) per segment */
@@ -867,9 +1001,9 @@ static void layer_backward(const batch *b, int l, layer_acts *t, const float *x_
     dh = need_dx ? gs->dh : NULL;
     if (dh) {
         memset(dh, 0, sizeof(float) * (size_t)N * C);
-        matmul_backward(dh, NULL, gs->dq, t->h1, W->w[HLPT_MOD_Q], N, C, QD);
-        matmul_backward(dh, NULL, gs->dk, t->h1, W->w[HLPT_MOD_K], N, C, KVD);
-        matmul_backward(dh, NULL, gs->dv, t->h1, W->w[HLPT_MOD_V], N, C, KVD);
+        hlpt_linear_backward(b->eng, dh, gs->dq, &W->w[HLPT_MOD_Q], N);
+        hlpt_linear_backward(b->eng, dh, gs->dk, &W->w[HLPT_MOD_K], N);
+        hlpt_linear_backward(b->eng, dh, gs->dv, &W->w[HLPT_MOD_V], N);
     }
     for (int si = 0; si < b->n_segs; si++) {
         const segment *s = &b->segs[si];
@@ -932,7 +1066,7 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
     int train = opts && opts->train;
     int recompute = opts && opts->recompute;
     batch b = {.m = m, .segs = segs, .n_segs = n_seqs, .N = N, .pos = pos, .train = train,
-               .seed = opts ? opts->dropout_seed : 0};
+               .seed = opts ? opts->dropout_seed : 0, .eng = r->eng};
     acts_shape sh = batch_shape(&b, plan_att(&b));
     layer_acts probe;
     size_t per_layer = acts_slice(&sh, &probe, NULL);
@@ -943,12 +1077,14 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
     size_t gbytes = grads ? grads_slice(&sh, &gs, NULL) + (size_t)N * C * sizeof(float) : 0;
     if (grow(&r->acts, (size_t)kept * per_layer) ||
         grow(&r->xs, (size_t)(L + 2) * N * C * sizeof(float)) ||
-        grow(&r->logits, (size_t)N * V * sizeof(float)) || grow(&r->grads, gbytes))
+        grow(&r->logits, (size_t)N * V * sizeof(float)) || grow(&r->grads, gbytes) ||
+        hlpt_engine_reserve(r->eng, N, grads ? max_output(c) : max_input(c),
+                            grads ? backward_scratch(m) : 0))
         return hlpt_why(why, len, HLPT_ERR_NOMEM, "activations for %d tokens", N);
 
     /* xs: the input of every layer, then the final normed states. */
     float *xs = r->xs.p;
-    for (int i = 0; i < N; i++) memcpy(xs + (size_t)i * C, m->embed + (size_t)tokens[i] * C, sizeof(float) * C);
+    for (int i = 0; i < N; i++) hlpt_weight_row(&m->embed, tokens[i], xs + (size_t)i * C);
     if (grow(&r->tab, (size_t)kept * sizeof(layer_acts))) return HLPT_ERR_NOMEM;
     layer_acts *acts = r->tab.p;
     for (int k = 0; k < kept; k++) acts_slice(&sh, &acts[k], (char *)r->acts.p + (size_t)k * per_layer);
@@ -961,7 +1097,7 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
     /* Final norm: rstd saved at the end of the grad scratch. */
     float *rstdf = grads ? (float *)((char *)r->grads.p + gbytes - (size_t)N * C * sizeof(float)) : NULL;
     rmsnorm_forward(hf, rstdf, xs + (size_t)L * N * C, m->norm, N, C, c->rms_eps);
-    matmul_forward(lg, hf, m->lm_head, N, C, V, 0);
+    hlpt_linear(r->eng, lg, hf, &m->lm_head, N, 0);
     for (int i = 0; i < N; i++) {
         if (targets[i] == -100) continue;
         const float *row = lg + (size_t)i * V;
@@ -979,7 +1115,7 @@ int hlpt_model_train_step(hlpt_runner *r, const hlpt_adapter *a, const int *toke
     float *dx = hf; /* hf is dead after the logits; reuse it as dx */
     float *dhf = gs.dh;
     memset(dhf, 0, sizeof(float) * (size_t)N * C);
-    matmul_backward(dhf, NULL, lg, hf, m->lm_head, N, C, V);
+    hlpt_linear_backward(r->eng, dhf, lg, &m->lm_head, N);
     memset(dx, 0, sizeof(float) * (size_t)N * C);
     rmsnorm_backward(dx, NULL, dhf, xs + (size_t)L * N * C, m->norm, rstdf, N, C);
     for (int l = L - 1; l >= low; l--) {

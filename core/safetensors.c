@@ -776,6 +776,17 @@ fail:
     return rc;
 }
 
+void hlpt_st_release(const hlpt_st *st, const char *name) {
+    const hlpt_st_tensor *t = hlpt_st_find(st, name);
+    if (!t || !t->nbytes) return;
+    int i = (int)(t - st->tensors);
+    if (!st->files[st->file_of[i]].mapped) return;
+    /* Whole pages inside the tensor only: a neighbour may still be needed. */
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + pg - 1) & ~(pg - 1), b = ((uintptr_t)t->data + t->nbytes) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 int hlpt_st_get_f32(const hlpt_st *st, const char *name, int ndim, const int64_t *shape, float *dst,
                     char *why, size_t len) {
     const hlpt_st_tensor *t = hlpt_st_find(st, name);

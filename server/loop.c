@@ -97,7 +97,7 @@ static void on_job_change(void *ctx, const char *job_id) { api_jobs_changed(ctx,
  * HTTP is up, so /health answers "loading" meanwhile. */
 static int load_base_model(hlptd *d, char *why, size_t len) {
     const hlptd_config *cfg = d->cfg;
-    int err = hlpt_model_open_shared(cfg->model, &d->model, why, len);
+    int err = hlpt_model_open_shared(cfg->model, HLPT_BASE_F32, &d->model, why, len);
     if (err) return err;
     const char *base = strrchr(cfg->model, '/');
     snprintf(d->model_name, sizeof d->model_name, "%s", base && base[1] ? base + 1 : cfg->model);

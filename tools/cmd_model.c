@@ -19,7 +19,7 @@
 static int open_model(const char *dir, const char *adapter_dir, hlpt_model **m, hlpt_adapter **a) {
     char why[512] = "";
     *a = NULL;
-    int err = hlpt_model_open(dir, m, why, sizeof why);
+    int err = hlpt_model_open(dir, HLPT_BASE_F32, m, why, sizeof why);
     if (err) return cli_fail("%s: %s%s%s", dir, hlpt_strerror(err), *why ? ": " : "", why);
     if (adapter_dir) {
         err = hlpt_adapter_load(adapter_dir, hlpt_model_config(*m), hlpt_model_hash(*m), a, why, sizeof why);

@@ -128,7 +128,7 @@ int cmd_train(int argc, char **argv) {
     hlpt_adapter *ad = NULL;
     hlpt_trainer *t = NULL;
     hlpt_examples train = {0}, val = {0};
-    int err = hlpt_model_open(model, &m, why, sizeof why);
+    int err = hlpt_model_open(model, HLPT_BASE_F32, &m, why, sizeof why);
     if (err) return cli_fail("%s: %s", model, why);
     const hlpt_config *c = hlpt_model_config(m);
     hlpt_adapter_config cfg;

@@ -3,7 +3,7 @@
 # it asks apt only when dpkg says something is absent.
 set -e
 PKGS="build-essential pkg-config clang libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev
-      libsqlite3-dev check libpcre2-dev libcurl4-openssl-dev python3 curl wordnet-base"
+      libsqlite3-dev check libpcre2-dev libcurl4-openssl-dev libdnnl-dev python3 curl wordnet-base"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

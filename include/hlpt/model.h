@@ -3,7 +3,8 @@
  * forward with per-sequence KV caches and per-sequence adapters, and the training forward/backward
  * of adapter parameters.
  *
- * The base weights are one float32 arena, laid out by a table of tensors (model.c). In shared mode
+ * The base weights are one arena, laid out by a table of tensors (model.c): norms in float32, matrices
+ * as the engine stores them for the chosen dtype (include/hlpt/engine.h). In shared mode
  * the arena lives in a memfd that is written once, sealed against writes, shrinking and growing, and
  * mapped read-only: a worker process attaches to it by fd and sees the same physical pages.
  *
@@ -18,14 +19,17 @@
 
 #include "hlpt/adapter.h"
 #include "hlpt/config.h"
+#include "hlpt/engine.h"
 #include "hlpt/tokenizer.h"
 
 typedef struct hlpt_model hlpt_model;
 
-/* Loads dir (config.json, model.safetensors or shards, tokenizer.json) into private memory. */
-int hlpt_model_open(const char *dir, hlpt_model **out, char *why, size_t len);
+/* Loads dir (config.json, model.safetensors or shards, tokenizer.json) into private memory, its
+ * matrices stored as dtype (HLPT_BASE_AUTO: BF16 where the CPU has it, include/hlpt/engine.h).
+ * HLPT_ERR_UNSUPPORTED when dtype cannot run on this CPU. */
+int hlpt_model_open(const char *dir, hlpt_base_dtype dtype, hlpt_model **out, char *why, size_t len);
 /* The same into a sealed memfd (hlpt_model_fd gives it to workers). */
-int hlpt_model_open_shared(const char *dir, hlpt_model **out, char *why, size_t len);
+int hlpt_model_open_shared(const char *dir, hlpt_base_dtype dtype, hlpt_model **out, char *why, size_t len);
 /* Maps a sealed memfd made by hlpt_model_open_shared (in another process); dir supplies the
  * tokenizer. Takes nothing: fd stays the caller's. Fails with HLPT_ERR_FORMAT when fd does not hold
  * a sealed hlpt arena. */
@@ -34,10 +38,14 @@ void hlpt_model_close(hlpt_model *m);
 
 const hlpt_config *hlpt_model_config(const hlpt_model *m);      /* valid until close */
 const hlpt_tokenizer *hlpt_model_tokenizer(const hlpt_model *m); /* valid until close */
-/* 16 hex digits identifying the base weights (an adapter records it). */
+/* 16 hex digits identifying the base weights (an adapter records it): the same whatever the dtype,
+ * as it is computed over the F32 values the checkpoint holds. */
 const char *hlpt_model_hash(const hlpt_model *m);
 int hlpt_model_fd(const hlpt_model *m);                          /* -1 unless shared */
 size_t hlpt_model_bytes(const hlpt_model *m);                    /* arena size */
+/* Bytes of the matrices a token's forward reads whole (all but an untied embedding table). */
+size_t hlpt_model_matrix_bytes(const hlpt_model *m);
+hlpt_base_dtype hlpt_model_dtype(const hlpt_model *m);          /* F32 or BF16 */
 
 /*
  * A sequence under generation: its KV cache (max_tokens positions), the running sums of causal

@@ -139,6 +139,10 @@ int hlpt_st_to_f32(const hlpt_st_tensor *t, float *dst, char *why, size_t len);
  */
 int hlpt_st_get_f32(const hlpt_st *st, const char *name, int ndim, const int64_t *shape, float *dst,
                     char *why, size_t len);
+/* Drops the pages of tensor name from this process's mapping of its file (they come back from the
+ * page cache if read again): a loader that converts tensors one by one keeps its resident memory to
+ * the converted copy. A no-op for unknown names and borrowed buffers. */
+void hlpt_st_release(const hlpt_st *st, const char *name);
 /* Writes "[d0, d1, ...]" into buf[len] (truncated, always terminated when len > 0); returns buf.
  * For error messages. */
 char *hlpt_st_shape_str(char *buf, size_t len, int ndim, const int64_t *shape);

@@ -22,7 +22,7 @@ static inline hlpt_model *fixture_model(const char *name) {
     char dir[512], why[256] = "";
     hlpt_model *m = NULL;
     fixture_path(dir, sizeof dir, name);
-    int err = hlpt_model_open(dir, &m, why, sizeof why);
+    int err = hlpt_model_open(dir, HLPT_BASE_F32, &m, why, sizeof why);
     ck_assert_msg(err == 0, "%s: %s", name, why);
     return m;
 }

@@ -265,7 +265,7 @@ END_TEST
 START_TEST(test_tokenize) {
     char dir[512];
     hlpt_model *m = NULL;
-    ck_assert_int_eq(hlpt_model_open(fixture_path(dir, sizeof dir, "llama2-mha-f32"), &m, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_model_open(fixture_path(dir, sizeof dir, "llama2-mha-f32"), HLPT_BASE_F32, &m, why, sizeof why), HLPT_OK);
     const hlpt_config *cfg = hlpt_model_config(m);
     ck_assert_int_ge(cfg->bos_id, 0);
     api_gen_request q;

@@ -17,7 +17,7 @@ static char why[512];
 
 static void setup(void) {
     char dir[512];
-    ck_assert_int_eq(hlpt_model_open(fixture_path(dir, sizeof dir, "llama2-mha-f32"), &model, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_model_open(fixture_path(dir, sizeof dir, "llama2-mha-f32"), HLPT_BASE_F32, &model, why, sizeof why), HLPT_OK);
 }
 
 static void teardown(void) { hlpt_model_close(model); }

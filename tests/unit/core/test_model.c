@@ -176,8 +176,8 @@ START_TEST(test_shared_arena_sealed) {
     char dir[512], why[256] = "";
     fixture_path(dir, sizeof dir, bases[1]);
     hlpt_model *owner, *worker, *priv;
-    ck_assert_msg(hlpt_model_open_shared(dir, &owner, why, sizeof why) == 0, "%s", why);
-    ck_assert_msg(hlpt_model_open(dir, &priv, why, sizeof why) == 0, "%s", why);
+    ck_assert_msg(hlpt_model_open_shared(dir, HLPT_BASE_F32, &owner, why, sizeof why) == 0, "%s", why);
+    ck_assert_msg(hlpt_model_open(dir, HLPT_BASE_F32, &priv, why, sizeof why) == 0, "%s", why);
     int fd = hlpt_model_fd(owner);
     ck_assert_int_ge(fd, 0);
     ck_assert_msg(hlpt_model_attach(dir, fd, &worker, why, sizeof why) == 0, "%s", why);
@@ -223,7 +223,7 @@ END_TEST
 START_TEST(test_open_errors) {
     char why[256] = "";
     hlpt_model *m = (hlpt_model *)1;
-    ck_assert_int_ne(hlpt_model_open("/nonexistent/model", &m, why, sizeof why), 0);
+    ck_assert_int_ne(hlpt_model_open("/nonexistent/model", HLPT_BASE_F32, &m, why, sizeof why), 0);
     ck_assert_ptr_null(m);
     ck_assert_msg(strlen(why) > 0, "an error names its cause");
 }

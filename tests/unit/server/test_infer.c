@@ -98,7 +98,7 @@ static void wait_for(waiter *w) {
 static void setup(void) {
     char dir[512], why[256];
     fixture_path(dir, sizeof dir, "llama2-mha-f32");
-    ck_assert_msg(hlpt_model_open(dir, &model, why, sizeof why) == 0, "%s", why);
+    ck_assert_msg(hlpt_model_open(dir, HLPT_BASE_F32, &model, why, sizeof why) == 0, "%s", why);
     /* A big LoRA on every module of every layer, rank 64: about 7 MB of parameters. */
     hlpt_adapter_config c;
     hlpt_adapter_config_defaults(&c, HLPT_METHOD_LORA, 8);

@@ -1,0 +1,525 @@
+/*
+ * engine.c - the base's weight storage and products (include/hlpt/engine.h): F32 through OpenBLAS,
+ * BF16 through oneDNN matmul and an AVX512-BF16 kernel of our own. The only includer of oneDNN.
+ *
+ * The packed BF16 layout of W[O,I], seen as the matmul's B[K=I, N=O] (oneDNN tag BA16a64b2a):
+ * K is padded to Kp (a multiple of 32), N to Np (a multiple of 64); tiles of 32 x 64 elements are
+ * laid N-tile major, K-tile minor; inside a tile, 16 rows of input pairs, each row 64 outputs x 2
+ * inputs. So element (k, n) sits at
+ *     ((n / 64) * (Kp / 32) + k / 32) * 2048 + ((k % 32) / 2) * 128 + (n % 64) * 2 + k % 2
+ * and one 64-byte load at a pair row holds 16 outputs x 2 inputs: exactly the operand of
+ * vdpbf16ps, which multiplies pairs and sums into 16 F32 lanes. The padding holds zeros.
+ *
+ * Small batches (decoding: 1..HLPT_ENGINE_SMALL_M rows) are bandwidth-bound: kernel_rows() gives
+ * each OpenMP thread whole N-tile columns, streams each column once from memory and keeps a tile of
+ * up to 12 rows x 32 outputs of sums in registers. Large batches are compute-bound and go to
+ * oneDNN's brgemm matmul on the same packed bytes.
+ */
+#include "hlpt/engine.h"
+
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "hlpt/err.h"
+#include "hlpt/tensor.h"
+#include "layers.h"
+
+#define KT 32   /* K tile: 16 input pairs */
+#define NT 64   /* N tile: 64 outputs */
+#define TILE (KT * NT)
+
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* CPU and dtypes                                                                                  */
+
+/* AVX512-BF16 (vdpbf16ps, vcvtneps2bf16) with the OS saving zmm state; AMX-BF16 implies it on every
+ * CPU that has AMX. */
+static int cpu_has_bf16(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 5) & 1;
+#else
+    return 0;
+#endif
+}
+
+static int cpu_has_amx(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (d >> 22) & 1;
+#else
+    return 0;
+#endif
+}
+
+int hlpt_base_dtype_parse(const char *name, hlpt_base_dtype *out) {
+    static const struct {
+        const char *name;
+        hlpt_base_dtype dt;
+    } names[] = {{"auto", HLPT_BASE_AUTO}, {"f32", HLPT_BASE_F32}, {"float32", HLPT_BASE_F32},
+                 {"bf16", HLPT_BASE_BF16}, {"bfloat16", HLPT_BASE_BF16}};
+    for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++)
+        if (!strcasecmp(name, names[i].name)) {
+            *out = names[i].dt;
+            return HLPT_OK;
+        }
+    return HLPT_ERR_INVAL;
+}
+
+const char *hlpt_base_dtype_name(hlpt_base_dtype dt) {
+    return dt == HLPT_BASE_F32 ? "f32" : dt == HLPT_BASE_BF16 ? "bf16" : "auto";
+}
+
+hlpt_base_dtype hlpt_base_dtype_resolve(hlpt_base_dtype dt) {
+    if (dt != HLPT_BASE_AUTO) return dt;
+    return cpu_has_bf16() ? HLPT_BASE_BF16 : HLPT_BASE_F32;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* oneDNN: one CPU engine per process; primitives per context                                       */
+
+static dnnl_engine_t g_dnnl;
+static int g_dnnl_ok;
+static char g_impl[96] = "unavailable";
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void dnnl_md_2d(dnnl_memory_desc_t *md, int rows, int cols, int ld, dnnl_data_type_t dt) {
+    dnnl_dims_t dims = {rows, cols}, strides = {ld, 1};
+    dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
+}
+
+/* The matmul dst[M,N] (+)= src[M,K] (bf16, row stride ld_src) x B[K,N] (packed); NULL on failure. */
+static dnnl_primitive_t matmul_create(int M, int K, int N, int ld_src, int ld_dst, int accumulate,
+                                      char *impl, size_t impl_len) {
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t bd = {K, N};
+    dnnl_md_2d(&a, M, K, ld_src, dnnl_bf16);
+    dnnl_md_2d(&c, M, N, ld_dst, dnnl_f32);
+    if (dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_BA16a64b2a) != dnnl_success) return NULL;
+    dnnl_matmul_desc_t desc;
+    if (dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) != dnnl_success) return NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t p = NULL;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+    if (accumulate) {
+        if (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success ||
+            dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)
+            goto out;
+    }
+    if (dnnl_primitive_desc_create(&pd, &desc, attr, g_dnnl, NULL) != dnnl_success) goto out;
+    if (impl) {
+        const char *s = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
+        snprintf(impl, impl_len, "%s", s ? s : "?");
+    }
+    if (dnnl_primitive_create(&p, pd) != dnnl_success) p = NULL;
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return p;
+}
+
+static void dnnl_init_once(void) {
+    if (!cpu_has_bf16()) return;
+    if (dnnl_engine_create(&g_dnnl, dnnl_cpu, 0) != dnnl_success) return;
+    /* Probe: the packed layout must be one oneDNN's matmul takes as it is, through a real kernel
+     * (a reference implementation would be far slower than our own kernel at any size). */
+    char impl[96] = "";
+    dnnl_primitive_t p = matmul_create(64, 64, 64, 64, 64, 0, impl, sizeof impl);
+    if (p) dnnl_primitive_destroy(p);
+    if (p && strncmp(impl, "ref", 3) != 0) {
+        g_dnnl_ok = 1;
+        snprintf(g_impl, sizeof g_impl, "%s", impl);
+    }
+}
+
+static int dnnl_ready(void) {
+    pthread_once(&g_once, dnnl_init_once);
+    return g_dnnl_ok;
+}
+
+int hlpt_engine_check(hlpt_base_dtype dt, char *why, size_t len) {
+    if (hlpt_base_dtype_resolve(dt) != HLPT_BASE_BF16) return HLPT_OK;
+    if (!cpu_has_bf16())
+        return hlpt_why(why, len, HLPT_ERR_UNSUPPORTED,
+                        "dtype bf16 needs a CPU with AVX512-BF16 or AMX; use --dtype f32");
+    return HLPT_OK;
+}
+
+const char *hlpt_engine_describe(hlpt_base_dtype dt) {
+    static char line[256];
+    if (hlpt_base_dtype_resolve(dt) == HLPT_BASE_F32) {
+        snprintf(line, sizeof line, "f32: OpenBLAS %s sgemm", hlpt_blas_corename());
+        return line;
+    }
+    int ok = dnnl_ready();
+    snprintf(line, sizeof line, "bf16: %s%s%s, AVX512-BF16 kernel up to %d rows%s", ok ? "oneDNN " : "",
+             ok ? g_impl : "", ok ? " above" : "no oneDNN matmul (own kernel at every size)",
+             HLPT_ENGINE_SMALL_M, cpu_has_amx() ? "; CPU has AMX" : "");
+    return line;
+}
+
+void hlpt_engine_set_threads(int n) {
+    if (n < 1) n = 1;
+    hlpt_blas_set_threads(n);
+    omp_set_num_threads(n);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* BF16 conversions                                                                                */
+
+static uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_widen(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void bf16_from_f32_avx(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)h);
+    }
+    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+#endif
+
+void hlpt_bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
+#if defined(__x86_64__)
+    static int avx = -1;
+    if (avx < 0) avx = cpu_has_bf16();
+    if (avx) {
+        bf16_from_f32_avx(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+void hlpt_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_widen(src[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Storage                                                                                         */
+
+/* Offset of B(k, n) in the packed layout with Kp padded inputs. */
+static size_t packed_at(int Kp, int k, int n) {
+    return ((size_t)(n / NT) * (Kp / KT) + k / KT) * TILE + (size_t)((k % KT) / 2) * (2 * NT) +
+           (size_t)(n % NT) * 2 + (k & 1);
+}
+
+size_t hlpt_weight_bytes(hlpt_base_dtype dt, int packed, int O, int I) {
+    if (dt == HLPT_BASE_F32) return round_up((size_t)O * I * sizeof(float), 64);
+    if (packed) return round_up((size_t)I, KT) * round_up((size_t)O, NT) * 2;
+    return round_up((size_t)O * I * 2, 64);
+}
+
+void hlpt_weight_store(const hlpt_weight *w, void *dst, const float *src) {
+    size_t bytes = hlpt_weight_bytes(w->dtype, w->packed, w->O, w->I);
+    int O = w->O, I = w->I;
+    if (w->dtype == HLPT_BASE_F32) {
+        memcpy(dst, src, (size_t)O * I * sizeof(float));
+        memset((char *)dst + (size_t)O * I * sizeof(float), 0, bytes - (size_t)O * I * sizeof(float));
+        return;
+    }
+    uint16_t *d = dst;
+    if (!w->packed) {
+        hlpt_bf16_from_f32(d, src, (size_t)O * I);
+        memset(d + (size_t)O * I, 0, bytes - (size_t)O * I * 2);
+        return;
+    }
+    /* Destination order (N tile, K tile, pair row, output, pair): written sequentially, reading 64
+     * source rows side by side. */
+    int Kp = (int)round_up((size_t)I, KT), Np = (int)round_up((size_t)O, NT);
+    size_t at = 0;
+    for (int n0 = 0; n0 < Np; n0 += NT)
+        for (int k0 = 0; k0 < Kp; k0 += KT)
+            for (int kk = 0; kk < KT; kk += 2)
+                for (int n = n0; n < n0 + NT; n++)
+                    for (int k = k0 + kk; k < k0 + kk + 2; k++)
+                        d[at++] = n < O && k < I ? bf16_round(src[(size_t)n * I + k]) : 0;
+}
+
+void hlpt_weight_row(const hlpt_weight *w, int o, float *out) {
+    int I = w->I;
+    if (w->dtype == HLPT_BASE_F32) {
+        memcpy(out, (const float *)w->data + (size_t)o * I, sizeof(float) * I);
+    } else if (!w->packed) {
+        hlpt_bf16_to_f32_n(out, (const uint16_t *)w->data + (size_t)o * I, (size_t)I);
+    } else {
+        const uint16_t *d = w->data;
+        int Kp = (int)round_up((size_t)I, KT);
+        for (int i = 0; i < I; i++) out[i] = bf16_widen(d[packed_at(Kp, i, o)]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The small-batch kernel                                                                          */
+
+#if defined(__x86_64__)
+/*
+ * C[rows, 32 outputs from column c0 of tile column wt] (+)= X[rows, Kp] . B: one half tile column
+ * (32 of the 64 outputs) for up to MR rows, sums in MR x 2 registers. x rows are BF16 with stride
+ * ldx (>= Kp, zero past K); out rows F32 with stride ldo, n_valid (<= 32) outputs written.
+ */
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
+tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint16_t *wt, int half,
+          int nkt, int n_valid, int accumulate, const int MR) {
+    __m512 acc[12][2];
+    for (int m = 0; m < MR; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    const uint16_t *w = wt + half * 64; /* outputs 32..63 start 64 elements into a pair row */
+    for (int kt = 0; kt < nkt; kt++, w += TILE) {
+        const uint16_t *xk = x + kt * KT;
+        for (int kk = 0; kk < KT / 2; kk++) {
+            __m512i w0 = _mm512_loadu_si512(w + kk * 2 * NT);
+            __m512i w1 = _mm512_loadu_si512(w + kk * 2 * NT + 32);
+            for (int m = 0; m < MR; m++) {
+                if (m >= rows) break;
+                int32_t pair;
+                memcpy(&pair, xk + (size_t)m * ldx + 2 * kk, 4);
+                __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
+                acc[m][0] = _mm512_dpbf16_ps(acc[m][0], (__m512bh)w0, xb);
+                acc[m][1] = _mm512_dpbf16_ps(acc[m][1], (__m512bh)w1, xb);
+            }
+        }
+    }
+    __mmask16 k0 = n_valid >= 16 ? 0xffff : (__mmask16)((1u << n_valid) - 1);
+    __mmask16 k1 = n_valid >= 32 ? 0xffff : n_valid <= 16 ? 0 : (__mmask16)((1u << (n_valid - 16)) - 1);
+    for (int m = 0; m < MR && m < rows; m++) {
+        float *o = out + (size_t)m * ldo;
+        if (accumulate) {
+            acc[m][0] = _mm512_add_ps(acc[m][0], _mm512_maskz_loadu_ps(k0, o));
+            acc[m][1] = _mm512_add_ps(acc[m][1], _mm512_maskz_loadu_ps(k1, o + 16));
+        }
+        _mm512_mask_storeu_ps(o, k0, acc[m][0]);
+        _mm512_mask_storeu_ps(o + 16, k1, acc[m][1]);
+    }
+}
+
+/* out[M,N] (+)= x[M,Kp] (bf16) . B (packed, Kp x Np); threads split the N tiles. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+kernel_rows(float *out, int ldo, const uint16_t *x, int ldx, int M, const uint16_t *B, int Kp, int N,
+            int accumulate) {
+    int nkt = Kp / KT, nnt = (N + NT - 1) / NT;
+    /* Each half tile column, all rows: 2 * nnt work items, in order, so a thread's items are
+     * neighbours in memory. */
+#pragma omp parallel for schedule(static)
+    for (int item = 0; item < 2 * nnt; item++) {
+        int nt = item / 2, half = item % 2;
+        int c0 = nt * NT + half * 32;
+        if (c0 >= N) continue;
+        int n_valid = N - c0 < 32 ? N - c0 : 32;
+        const uint16_t *wt = B + (size_t)nt * nkt * TILE;
+        for (int m0 = 0; m0 < M; m0 += 12) {
+            int rows = M - m0 < 12 ? M - m0 : 12;
+            float *o = out + (size_t)m0 * ldo + c0;
+            const uint16_t *xm = x + (size_t)m0 * ldx;
+            if (rows <= 1)
+                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 1);
+            else if (rows <= 4)
+                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 4);
+            else if (rows <= 8)
+                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 8);
+            else
+                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 12);
+        }
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Contexts                                                                                        */
+
+/* Cached matmul primitives; least recently used goes first. Training sees a new row count most
+ * steps, 12 shapes each: the cache holds several steps' worth. */
+#define PRIM_CAP 96
+
+typedef struct {
+    int M, K, N, ld_src, ld_dst, accumulate;
+    dnnl_primitive_t p;      /* NULL: creation failed, use the kernel */
+    unsigned long long used;
+} prim_entry;
+
+struct hlpt_engine {
+    dnnl_stream_t stream;
+    prim_entry prims[PRIM_CAP];
+    int n_prims;
+    unsigned long long clock;
+    uint16_t *xb;            /* activations rounded to BF16: rows x ld, zero past K */
+    size_t xb_cap;           /* elements */
+    uint16_t *wt;            /* a weight repacked transposed (backward) */
+    size_t wt_cap;           /* elements */
+};
+
+int hlpt_engine_new(hlpt_engine **out) {
+    hlpt_engine *e = calloc(1, sizeof *e);
+    if (!e) return HLPT_ERR_NOMEM;
+    if (dnnl_ready() && dnnl_stream_create(&e->stream, g_dnnl, dnnl_stream_default_flags) != dnnl_success)
+        e->stream = NULL;
+    *out = e;
+    return HLPT_OK;
+}
+
+void hlpt_engine_free(hlpt_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_prims; i++)
+        if (e->prims[i].p) dnnl_primitive_destroy(e->prims[i].p);
+    if (e->stream) dnnl_stream_destroy(e->stream);
+    free(e->xb);
+    free(e->wt);
+    free(e);
+}
+
+static int grow_u16(uint16_t **p, size_t *cap, size_t n) {
+    if (n <= *cap) return HLPT_OK;
+    /* 64-byte aligned for the kernel's loads and oneDNN. */
+    void *q = NULL;
+    if (posix_memalign(&q, 64, n * sizeof(uint16_t) + 64) != 0) return HLPT_ERR_NOMEM;
+    free(*p);
+    *p = q;
+    *cap = n;
+    return HLPT_OK;
+}
+
+int hlpt_engine_reserve(hlpt_engine *e, int rows, int in, size_t max_weight) {
+    size_t ld = round_up((size_t)(in > 0 ? in : 1), KT);
+    if (grow_u16(&e->xb, &e->xb_cap, (size_t)(rows > 0 ? rows : 1) * ld)) return HLPT_ERR_NOMEM;
+    if (max_weight && grow_u16(&e->wt, &e->wt_cap, max_weight)) return HLPT_ERR_NOMEM;
+    return HLPT_OK;
+}
+
+static dnnl_primitive_t prim_get(hlpt_engine *e, int M, int K, int N, int ld_src, int ld_dst, int accumulate) {
+    prim_entry *lru = NULL;
+    e->clock++;
+    for (int i = 0; i < e->n_prims; i++) {
+        prim_entry *p = &e->prims[i];
+        if (p->M == M && p->K == K && p->N == N && p->ld_src == ld_src && p->ld_dst == ld_dst &&
+            p->accumulate == accumulate) {
+            p->used = e->clock;
+            return p->p;
+        }
+        if (!lru || p->used < lru->used) lru = p;
+    }
+    prim_entry *slot = e->n_prims < PRIM_CAP ? &e->prims[e->n_prims++] : lru;
+    if (slot->p) dnnl_primitive_destroy(slot->p);
+    *slot = (prim_entry){.M = M, .K = K, .N = N, .ld_src = ld_src, .ld_dst = ld_dst,
+                         .accumulate = accumulate, .used = e->clock};
+    slot->p = matmul_create(M, K, N, ld_src, ld_dst, accumulate, NULL, 0);
+    return slot->p;
+}
+
+/* out[M,N] (+)= xb[M,Kp] . B (packed K x N). */
+static void bf16_product(hlpt_engine *e, float *out, int ldo, int M, const uint16_t *B, int K, int N,
+                         int accumulate) {
+    int Kp = (int)round_up((size_t)K, KT);
+    dnnl_primitive_t p = NULL;
+    if (M > HLPT_ENGINE_SMALL_M && e->stream) p = prim_get(e, M, K, N, Kp, ldo, accumulate);
+    if (p) {
+        dnnl_memory_desc_t a, b, c;
+        dnnl_dims_t bd = {K, N};
+        dnnl_md_2d(&a, M, K, Kp, dnnl_bf16);
+        dnnl_md_2d(&c, M, N, ldo, dnnl_f32);
+        dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_BA16a64b2a);
+        dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
+        int ok = dnnl_memory_create(&ma, &a, g_dnnl, e->xb) == dnnl_success &&
+                 dnnl_memory_create(&mb, &b, g_dnnl, (void *)B) == dnnl_success &&
+                 dnnl_memory_create(&mc, &c, g_dnnl, out) == dnnl_success;
+        if (ok) {
+            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+            ok = dnnl_primitive_execute(p, e->stream, 3, args) == dnnl_success &&
+                 dnnl_stream_wait(e->stream) == dnnl_success;
+        }
+        if (ma) dnnl_memory_destroy(ma);
+        if (mb) dnnl_memory_destroy(mb);
+        if (mc) dnnl_memory_destroy(mc);
+        if (ok) return;
+    }
+#if defined(__x86_64__)
+    kernel_rows(out, ldo, e->xb, Kp, M, B, Kp, N, accumulate);
+#else
+    HLPT_ASSERT(!"bf16 products need x86-64");
+#endif
+}
+
+/* xb[N, round_up(K, 32)] = bf16(src[N,K]), zero past K. */
+static void round_rows(hlpt_engine *e, const float *src, int N, int K) {
+    int Kp = (int)round_up((size_t)K, KT);
+    HLPT_ASSERT((size_t)N * Kp <= e->xb_cap);
+    for (int r = 0; r < N; r++) {
+        uint16_t *d = e->xb + (size_t)r * Kp;
+        hlpt_bf16_from_f32(d, src + (size_t)r * K, (size_t)K);
+        memset(d + K, 0, sizeof(uint16_t) * (size_t)(Kp - K));
+    }
+}
+
+void hlpt_linear(hlpt_engine *e, float *out, const float *inp, const hlpt_weight *w, int N, int accumulate) {
+    if (N <= 0) return;
+    if (w->dtype == HLPT_BASE_F32) {
+        matmul_forward(out, inp, w->data, N, w->I, w->O, accumulate);
+        return;
+    }
+    HLPT_ASSERT(w->packed);
+    round_rows(e, inp, N, w->I);
+    bf16_product(e, out, w->O, N, w->data, w->I, w->O, accumulate);
+}
+
+/* wt = W repacked as the matmul's B'[K=O, N=I]: element (o, i) is W[o, i] = B(i, o). Destination
+ * order, as hlpt_weight_store; the sources of one destination tile lie in two source tiles. */
+static void repack_transposed(uint16_t *wt, const hlpt_weight *w) {
+    const uint16_t *src = w->data;
+    int O = w->O, I = w->I;
+    int Kp = (int)round_up((size_t)I, KT);        /* source: K = I */
+    int Kq = (int)round_up((size_t)O, KT), Nq = (int)round_up((size_t)I, NT); /* destination */
+    size_t at = 0;
+    for (int n0 = 0; n0 < Nq; n0 += NT)
+        for (int k0 = 0; k0 < Kq; k0 += KT)
+            for (int kk = 0; kk < KT; kk += 2)
+                for (int n = n0; n < n0 + NT; n++)
+                    for (int k = k0 + kk; k < k0 + kk + 2; k++)
+                        wt[at++] = n < I && k < O ? src[packed_at(Kp, n, k)] : 0;
+}
+
+void hlpt_linear_backward(hlpt_engine *e, float *dinp, const float *dout, const hlpt_weight *w, int N) {
+    if (N <= 0) return;
+    if (w->dtype == HLPT_BASE_F32) {
+        matmul_backward(dinp, NULL, dout, NULL, w->data, N, w->I, w->O);
+        return;
+    }
+    HLPT_ASSERT(w->packed);
+    HLPT_ASSERT(round_up((size_t)w->O, KT) * round_up((size_t)w->I, NT) <= e->wt_cap);
+    repack_transposed(e->wt, w);
+    round_rows(e, dout, N, w->O);
+    bf16_product(e, dinp, w->I, N, e->wt, w->O, w->I, 1);
+}
