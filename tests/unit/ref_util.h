@@ -17,15 +17,19 @@
 #include "hlpt/model.h"
 #include "hlpt/safetensors.h"
 
-/* A fixture base model (e.g. "llama2-mha-f32"), opened or the test fails. */
-static inline hlpt_model *fixture_model(const char *name) {
+/* A fixture base model (e.g. "llama2-mha-f32") with its matrices as dtype, opened or the test
+ * fails. */
+static inline hlpt_model *fixture_model_as(const char *name, hlpt_base_dtype dtype) {
     char dir[512], why[256] = "";
     hlpt_model *m = NULL;
     fixture_path(dir, sizeof dir, name);
-    int err = hlpt_model_open(dir, HLPT_BASE_F32, &m, why, sizeof why);
+    int err = hlpt_model_open(dir, dtype, &m, why, sizeof why);
     ck_assert_msg(err == 0, "%s: %s", name, why);
     return m;
 }
+
+/* The same on the exact F32 path. */
+static inline hlpt_model *fixture_model(const char *name) { return fixture_model_as(name, HLPT_BASE_F32); }
 
 /* A fixture adapter (e.g. "hlpt-causal") for base m, loaded or the test fails. */
 static inline hlpt_adapter *fixture_adapter(const hlpt_model *m, const char *name) {
