@@ -15,7 +15,7 @@
 #include "hlpt/err.h"
 #include "log.h"
 
-enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_ADDR, OPT_LEVEL };
+enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_ADDR, OPT_LEVEL, OPT_DTYPE };
 
 typedef struct {
     const char *field; /* "data_dir" */
@@ -252,6 +252,11 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
                             "option --%s: `%s` is not one of debug, info, warn, error (from %s)", flag, val, from);
         c->log_level = (int)v;
         return HLPT_OK;
+    case OPT_DTYPE:
+        if (hlpt_base_dtype_parse(val, &c->dtype) != HLPT_OK)
+            return hlpt_why(why, len, HLPT_ERR_INVAL, "option --%s: `%s` is not one of auto, bf16, f32 (from %s)",
+                            flag, val, from);
+        return HLPT_OK;
     }
     char *dup = NULL;
     if (o->type == OPT_STR || o->type == OPT_ADDR) {
@@ -267,6 +272,7 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
 #define store_INT(p, s, n) (*(p) = (int)(n))
 #define store_SIZE(p, s, n) ((void)(p))
 #define store_LEVEL(p, s, n) ((void)(p))
+#define store_DTYPE(p, s, n) ((void)(p))
         HLPTD_OPTIONS(X)
 #undef X
 #undef store_STR
@@ -274,6 +280,7 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
 #undef store_INT
 #undef store_SIZE
 #undef store_LEVEL
+#undef store_DTYPE
     }
     return HLPT_OK;
 }

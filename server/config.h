@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "hlpt/engine.h"
+
 /* X(field, type, default, min, max, metavar, help) - the field name with `_` → `-` is the flag. */
 #define HLPTD_OPTIONS(X)                                                                           \
     X(model, STR, NULL, 0, 0, "DIR", "base model directory (Hugging Face layout); required")      \
@@ -20,6 +22,7 @@
     X(listen, ADDR, "127.0.0.1:8080", 0, 0, "HOST:PORT", "address to serve HTTP on; port 0 picks a free one") \
     X(workers, INT, "1", 1, 256, "N", "training jobs running at once (one worker process each)")  \
     X(threads, INT, "0", 0, 1024, "N", "compute threads per worker and for inference; 0 = all cores") \
+    X(dtype, DTYPE, "auto", 0, 0, "auto|bf16|f32", "base matrices' dtype; auto = bf16 where the CPU has AVX512-BF16 or AMX, else f32") \
     X(http_threads, INT, "4", 1, 256, "N", "HTTP threads (libmicrohttpd thread pool)")            \
     X(api_key_file, STR, NULL, 0, 0, "FILE", "accept only `Authorization: Bearer KEY` with a KEY from FILE (one per line)") \
     X(config, STR, NULL, 0, 0, "FILE", "read `key = value` settings from FILE")                   \
@@ -34,6 +37,7 @@ typedef struct {
     int listen_port;       /* its port, 0 = any free port */
     int workers;           /* concurrent training workers */
     int threads;           /* compute threads, 0 = all cores */
+    hlpt_base_dtype dtype; /* the base's matrices: AUTO, F32 or BF16 (include/hlpt/engine.h) */
     int http_threads;      /* libmicrohttpd thread pool size */
     char *api_key_file;    /* NULL = no authentication (owned) */
     char *config;          /* the config file that was read, or NULL (owned) */

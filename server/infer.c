@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hlpt/engine.h"
 #include "hlpt/err.h"
 
 typedef struct cached {
@@ -225,6 +226,9 @@ static void apply_forgets(hlptd_infer *inf) {
 
 static void *infer_main(void *arg) {
     hlptd_infer *inf = arg;
+    /* OpenMP sizes its team per calling thread: the setting of the thread that started this one
+     * does not carry over (include/hlpt/engine.h). */
+    if (inf->o.threads > 0) hlpt_engine_set_threads(inf->o.threads);
     int V = hlpt_model_config(inf->m)->vocab;
     hlpt_seq **seqs = calloc((size_t)inf->o.max_batch, sizeof *seqs);
     const int **toks = calloc((size_t)inf->o.max_batch, sizeof *toks);

@@ -27,6 +27,8 @@ typedef struct {
     size_t adapter_budget;   /* bytes of adapter parameters kept resident (LRU beyond it) */
     int max_batch;           /* sequences per decode step */
     int max_prefill;         /* prompt tokens admitted per step (long prompts wait their turn) */
+    int threads;             /* product threads, set by the inference thread itself (OpenMP's count
+                              * is per thread); 0 = the libraries' defaults */
     hlptd_adapter_fetch fetch;
     void *fetch_ctx;
 } hlptd_infer_opts;

@@ -19,10 +19,10 @@
 #include "api.h"
 #include "app.h"
 #include "fine_tuning.h"
+#include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
 #include "hlpt/model.h"
-#include "hlpt/tensor.h"
 #include "http.h"
 #include "infer.h"
 #include "jobs.h"
@@ -97,17 +97,21 @@ static void on_job_change(void *ctx, const char *job_id) { api_jobs_changed(ctx,
  * HTTP is up, so /health answers "loading" meanwhile. */
 static int load_base_model(hlptd *d, char *why, size_t len) {
     const hlptd_config *cfg = d->cfg;
-    int err = hlpt_model_open_shared(cfg->model, HLPT_BASE_F32, &d->model, why, len);
+    /* --threads 0 means every core, for the loop, the inference thread and workers alike. */
+    int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    hlpt_engine_set_threads(threads);
+    int err = hlpt_model_open_shared(cfg->model, cfg->dtype, &d->model, why, len);
     if (err) return err;
     const char *base = strrchr(cfg->model, '/');
     snprintf(d->model_name, sizeof d->model_name, "%s", base && base[1] ? base + 1 : cfg->model);
     size_t n = strlen(d->model_name);
     while (n > 1 && d->model_name[n - 1] == '/') d->model_name[--n] = 0;
-    if (cfg->threads > 0) hlpt_blas_set_threads(cfg->threads);
-    hlpt_info("base model %s: %zu MB of float32 weights sealed in shared memory (hash %s)", d->model_name,
-              hlpt_model_bytes(d->model) >> 20, hlpt_model_hash(d->model));
+    hlpt_base_dtype dt = hlpt_model_dtype(d->model);
+    hlpt_info("base model %s: %zu MB of %s weights (--dtype %s) sealed in shared memory (hash %s); products %s",
+              d->model_name, hlpt_model_bytes(d->model) >> 20, hlpt_base_dtype_name(dt),
+              hlpt_base_dtype_name(cfg->dtype), hlpt_model_hash(d->model), hlpt_engine_describe(dt));
     hlptd_infer_opts io = {.adapter_budget = (size_t)256 << 20, .max_batch = 32, .max_prefill = 4096,
-                           .fetch = fetch_adapter, .fetch_ctx = d};
+                           .threads = threads, .fetch = fetch_adapter, .fetch_ctx = d};
     if ((err = hlptd_infer_start(d->model, &io, &d->infer)))
         return hlpt_why(why, len, err, "starting the inference thread failed");
     char exe[4096];
@@ -116,9 +120,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     exe[k] = 0;
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
                           .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir,
-                          .max_workers = cfg->workers,
-                          /* --threads 0 means every core, for workers as for the daemon. */
-                          .threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+                          .max_workers = cfg->workers, .threads = threads,
                           .on_change = on_job_change, .ctx = d};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
     return HLPT_OK;
@@ -233,7 +235,10 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     d->lock_fd = -1;
     atomic_init(&d->ready, 0);
     atomic_init(&d->stopping, 0);
-    int err;
+    /* A dtype this CPU cannot multiply (bf16 without AVX512-BF16 or AMX) fails the start before
+     * anything is bound or written. */
+    int err = hlpt_engine_check(cfg->dtype, why, len);
+    if (err) goto fail;
     if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
         err = hlpt_why(why, len, HLPT_ERR_IO, "data directory %s: %s", cfg->data_dir, strerror(errno));
         goto fail;

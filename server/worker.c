@@ -36,10 +36,10 @@
 #include <unistd.h>
 
 #include "hlpt/adapter.h"
+#include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
 #include "hlpt/model.h"
-#include "hlpt/tensor.h"
 #include "hlpt/train.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -177,7 +177,7 @@ int hlptd_worker_main(int argc, char **argv) {
         status = fail("%s", "the job spec needs model_dir, job_dir and training_file");
         goto out;
     }
-    if (cJSON_IsNumber(threads) && threads->valueint > 0) hlpt_blas_set_threads(threads->valueint);
+    if (cJSON_IsNumber(threads) && threads->valueint > 0) hlpt_engine_set_threads(threads->valueint);
     if ((err = hlpt_model_attach(model_dir, HLPTD_WORKER_MODEL_FD, &m, why, sizeof why))) {
         status = fail("base model: %s", why);
         goto out;

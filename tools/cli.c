@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hlpt/err.h"
+
 int cli_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -137,6 +139,15 @@ int cli_u64(const char *flag, const char *s, uint64_t *out) {
         return CLI_USAGE;
     }
     *out = v;
+    return CLI_OK;
+}
+
+int cli_dtype(const char *flag, const char *s, hlpt_base_dtype *out) {
+    if (!s) return CLI_OK;
+    if (hlpt_base_dtype_parse(s, out) != HLPT_OK) {
+        fprintf(stderr, "hlpt: %s: expected auto, bf16 or f32, got '%s'\n", flag, s);
+        return CLI_USAGE;
+    }
     return CLI_OK;
 }
 

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "hlpt/engine.h"
+
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_HELP = 3 };
 
 typedef struct {
@@ -30,6 +32,8 @@ int cli_require(const char *cmd, const cli_opt *opts, int n_opts, const char *re
 int cli_int(const char *flag, const char *s, long lo, long hi, long *out);
 int cli_float(const char *flag, const char *s, double lo, double hi, double *out);
 int cli_u64(const char *flag, const char *s, uint64_t *out);
+/* --dtype: auto, bf16 or f32 (hlpt_base_dtype_parse). */
+int cli_dtype(const char *flag, const char *s, hlpt_base_dtype *out);
 /* "1,2,3" -> owned array (free()); -100 allowed when allow_neg. */
 int cli_int_list(const char *flag, const char *s, int allow_neg, int **out, int *n);
 /* Prints "hlpt: " + message to stderr and returns CLI_FAIL. */

@@ -15,11 +15,12 @@
 #include "hlpt/tensor.h"
 #include "hlpt/tokenizer.h"
 
-/* Opens the model and, when adapter_dir is given, its adapter. */
-static int open_model(const char *dir, const char *adapter_dir, hlpt_model **m, hlpt_adapter **a) {
+/* Opens the model with its matrices in dtype (--dtype) and, when adapter_dir is given, its adapter. */
+static int open_model(const char *dir, hlpt_base_dtype dtype, const char *adapter_dir, hlpt_model **m,
+                      hlpt_adapter **a) {
     char why[512] = "";
     *a = NULL;
-    int err = hlpt_model_open(dir, HLPT_BASE_F32, m, why, sizeof why);
+    int err = hlpt_model_open(dir, dtype, m, why, sizeof why);
     if (err) return cli_fail("%s: %s%s%s", dir, hlpt_strerror(err), *why ? ": " : "", why);
     if (adapter_dir) {
         err = hlpt_adapter_load(adapter_dir, hlpt_model_config(*m), hlpt_model_hash(*m), a, why, sizeof why);
@@ -32,23 +33,34 @@ static int open_model(const char *dir, const char *adapter_dir, hlpt_model **m, 
     return CLI_OK;
 }
 
+/* The --dtype line of every usage text here. */
+#define DTYPE_HELP                                                                                 \
+    "--dtype stores the base's matrices as bf16 or f32; auto (the default) is bf16 where the CPU\n"   \
+    "has AVX512-BF16 or AMX, else f32. f32 reproduces the reference fixtures to 1e-4.\n"
+
 static const char forward_usage[] =
     "usage: hlpt forward --model DIR --tokens 1,2,3 --out FILE [--adapter DIR]\n"
-    "Writes the logits [T, V] (F32) of the token sequence to a safetensors file.\n";
+    "                    [--dtype auto|bf16|f32]\n"
+    "Writes the logits [T, V] (F32) of the token sequence to a safetensors file.\n"
+    DTYPE_HELP;
 
 int cmd_forward(int argc, char **argv) {
-    const char *model = NULL, *tokens = NULL, *out = NULL, *adapter = NULL;
+    const char *model = NULL, *tokens = NULL, *out = NULL, *adapter = NULL, *dtype = NULL;
     cli_opt opts[] = {{"--model", &model, NULL}, {"--tokens", &tokens, NULL}, {"--out", &out, NULL},
-                      {"--adapter", &adapter, NULL}};
+                      {"--adapter", &adapter, NULL}, {"--dtype", &dtype, NULL}};
+    int n_opts = (int)(sizeof opts / sizeof *opts);
     char **rest;
-    int n_rest, st = cli_parse(argc, argv, opts, 4, forward_usage, &rest, &n_rest);
+    int n_rest, st = cli_parse(argc, argv, opts, n_opts, forward_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
-    if ((st = cli_require("forward", opts, 4, "--model --tokens --out", n_rest, rest, 0, forward_usage))) return st;
+    if ((st = cli_require("forward", opts, n_opts, "--model --tokens --out", n_rest, rest, 0, forward_usage)))
+        return st;
+    hlpt_base_dtype dt = HLPT_BASE_AUTO;
+    if ((st = cli_dtype("--dtype", dtype, &dt))) return st;
     int *ids, n;
     if ((st = cli_int_list("--tokens", tokens, 0, &ids, &n))) return st;
     hlpt_model *m;
     hlpt_adapter *a;
-    if ((st = open_model(model, adapter, &m, &a))) {
+    if ((st = open_model(model, dt, adapter, &m, &a))) {
         free(ids);
         return st;
     }
@@ -79,18 +91,21 @@ int cmd_forward(int argc, char **argv) {
 static const char generate_usage[] =
     "usage: hlpt generate --model DIR --prompt TEXT [--adapter DIR] [--max-tokens N]\n"
     "                     [--temperature T] [--top-p P] [--top-k K] [--seed S] [--ignore-eos] [--ids]\n"
+    "                     [--dtype auto|bf16|f32]\n"
     "Continues the prompt (BOS is added first). Temperature 0 (the default) is greedy decoding.\n"
-    "--ids prints the generated token ids as a JSON array instead of the text.\n";
+    "--ids prints the generated token ids as a JSON array instead of the text.\n"
+    DTYPE_HELP;
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *adapter = NULL, *max_tokens = NULL, *temp = NULL,
-               *top_p = NULL, *top_k = NULL, *seed = NULL;
+               *top_p = NULL, *top_k = NULL, *seed = NULL, *dtype = NULL;
     int ignore_eos = 0, as_ids = 0;
     cli_opt opts[] = {{"--model", &model, NULL},          {"--prompt", &prompt, NULL},
                       {"--adapter", &adapter, NULL},      {"--max-tokens", &max_tokens, NULL},
                       {"--temperature", &temp, NULL},     {"--top-p", &top_p, NULL},
                       {"--top-k", &top_k, NULL},          {"--seed", &seed, NULL},
-                      {"--ignore-eos", NULL, &ignore_eos}, {"--ids", NULL, &as_ids}};
+                      {"--ignore-eos", NULL, &ignore_eos}, {"--ids", NULL, &as_ids},
+                      {"--dtype", &dtype, NULL}};
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof *opts), generate_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
@@ -102,9 +117,10 @@ int cmd_generate(int argc, char **argv) {
     p.temperature = 0;
     long mt = 64, tk = 0;
     double t = 0, tp = 1;
+    hlpt_base_dtype dt = HLPT_BASE_AUTO;
     if ((st = cli_int("--max-tokens", max_tokens, 1, 1 << 20, &mt)) || (st = cli_float("--temperature", temp, 0, 100, &t)) ||
         (st = cli_float("--top-p", top_p, 1e-9, 1, &tp)) || (st = cli_int("--top-k", top_k, 0, 1 << 30, &tk)) ||
-        (st = cli_u64("--seed", seed, &p.seed)))
+        (st = cli_u64("--seed", seed, &p.seed)) || (st = cli_dtype("--dtype", dtype, &dt)))
         return st;
     p.max_tokens = (int)mt;
     p.temperature = (float)t;
@@ -114,7 +130,7 @@ int cmd_generate(int argc, char **argv) {
 
     hlpt_model *m;
     hlpt_adapter *a;
-    if ((st = open_model(model, adapter, &m, &a))) return st;
+    if ((st = open_model(model, dt, adapter, &m, &a))) return st;
     const hlpt_config *c = hlpt_model_config(m);
     char why[512] = "";
     int *ids = NULL, n = 0, *full = NULL;
@@ -162,18 +178,24 @@ int cmd_generate(int argc, char **argv) {
 
 static const char grad_usage[] =
     "usage: hlpt grad --model DIR --adapter DIR --tokens 1,2,3 --labels -100,-100,5 --out FILE\n"
+    "                 [--dtype auto|bf16|f32]\n"
     "Writes loss [1] (mean cross-entropy; logits[t] predicts labels[t+1]) and grad.<tensor> for every\n"
-    "adapter tensor to a safetensors file. Dropout is off.\n";
+    "adapter tensor to a safetensors file. Dropout is off.\n"
+    DTYPE_HELP;
 
 int cmd_grad(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *tokens = NULL, *labels = NULL, *out = NULL;
+    const char *model = NULL, *adapter = NULL, *tokens = NULL, *labels = NULL, *out = NULL, *dtype = NULL;
     cli_opt opts[] = {{"--model", &model, NULL}, {"--adapter", &adapter, NULL}, {"--tokens", &tokens, NULL},
-                      {"--labels", &labels, NULL}, {"--out", &out, NULL}};
+                      {"--labels", &labels, NULL}, {"--out", &out, NULL}, {"--dtype", &dtype, NULL}};
+    int n_opts = (int)(sizeof opts / sizeof *opts);
     char **rest;
-    int n_rest, st = cli_parse(argc, argv, opts, 5, grad_usage, &rest, &n_rest);
+    int n_rest, st = cli_parse(argc, argv, opts, n_opts, grad_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
-    if ((st = cli_require("grad", opts, 5, "--model --adapter --tokens --labels --out", n_rest, rest, 0, grad_usage)))
+    if ((st = cli_require("grad", opts, n_opts, "--model --adapter --tokens --labels --out", n_rest, rest, 0,
+                          grad_usage)))
         return st;
+    hlpt_base_dtype dt = HLPT_BASE_AUTO;
+    if ((st = cli_dtype("--dtype", dtype, &dt))) return st;
     int *ids = NULL, *lab = NULL, n, nl;
     if ((st = cli_int_list("--tokens", tokens, 0, &ids, &n)) || (st = cli_int_list("--labels", labels, 1, &lab, &nl))) {
         free(ids);
@@ -186,7 +208,7 @@ int cmd_grad(int argc, char **argv) {
     }
     hlpt_model *m;
     hlpt_adapter *a;
-    if ((st = open_model(model, adapter, &m, &a))) {
+    if ((st = open_model(model, dt, adapter, &m, &a))) {
         free(ids);
         free(lab);
         return st;
@@ -204,7 +226,7 @@ int cmd_grad(int argc, char **argv) {
     hlpt_st_writer *w = NULL;
     float mean = loss.n_targets ? (float)(loss.loss_sum / loss.n_targets) : 0;
     int64_t one = 1;
-    char (*names)[160] = calloc((size_t)a->n_tensors + 1, sizeof *names);
+    char (*names)[sizeof a->tensors[0].name + 8] = calloc((size_t)a->n_tensors + 1, sizeof *names);
     if (!err && !names) err = HLPT_ERR_NOMEM;
     if (!err) err = hlpt_st_writer_new(&w);
     if (!err) err = hlpt_st_writer_add(w, "loss", HLPT_DTYPE_F32, 1, &one, &mean);

@@ -13,10 +13,10 @@
 #include "cli.h"
 #include "commands.h"
 #include "hlpt/adapter.h"
+#include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
 #include "hlpt/model.h"
-#include "hlpt/tensor.h"
 #include "hlpt/train.h"
 
 static const char train_usage[] =
@@ -25,11 +25,13 @@ static const char train_usage[] =
     "                  [--targets q_proj,v_proj,...]\n"
     "                  [--epochs N] [--batch-size B] [--grad-accum K] [--lr X] [--max-length T]\n"
     "                  [--seed S] [--max-steps N] [--eval-every N] [--threads N] [--recompute]\n"
-    "                  [--resume CKPT] [--checkpoint FILE] --out DIR\n"
+    "                  [--resume CKPT] [--checkpoint FILE] [--dtype auto|bf16|f32] --out DIR\n"
     "Trains an adapter and writes it to DIR (adapter_config.json, adapter_model.safetensors).\n"
     "--batch-size is examples per forward pass; --grad-accum passes per optimizer step.\n"
     "--checkpoint FILE keeps the latest checkpoint there (default DIR/checkpoint.safetensors);\n"
-    "--resume continues from one exactly.\n";
+    "--resume continues from one exactly.\n"
+    "--dtype stores the base's matrices as bf16 or f32; auto (the default) is bf16 where the CPU\n"
+    "has AVX512-BF16 or AMX, else f32.\n";
 
 typedef struct {
     int tty;
@@ -78,7 +80,7 @@ int cmd_train(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *valid = NULL, *method = "hlpt", *gate = NULL, *rank = NULL,
                *alpha = NULL, *virt = NULL, *epochs = NULL, *batch = NULL, *accum = NULL, *lr = NULL,
                *max_len = NULL, *seed = NULL, *resume = NULL, *out = NULL, *max_steps = NULL,
-               *eval_every = NULL, *threads = NULL, *ckpt = NULL, *targets = NULL;
+               *eval_every = NULL, *threads = NULL, *ckpt = NULL, *targets = NULL, *dtype = NULL;
     int recompute = 0;
     cli_opt opts[] = {{"--model", &model, NULL},     {"--data", &data, NULL},
                       {"--valid", &valid, NULL},     {"--method", &method, NULL},
@@ -90,7 +92,8 @@ int cmd_train(int argc, char **argv) {
                       {"--resume", &resume, NULL},   {"--out", &out, NULL},
                       {"--max-steps", &max_steps, NULL}, {"--eval-every", &eval_every, NULL},
                       {"--threads", &threads, NULL}, {"--checkpoint", &ckpt, NULL},
-                      {"--targets", &targets, NULL},  {"--recompute", NULL, &recompute}};
+                      {"--targets", &targets, NULL},  {"--recompute", NULL, &recompute},
+                      {"--dtype", &dtype, NULL}};
     char **rest;
     int n_rest, st = cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof *opts), train_usage, &rest, &n_rest);
     if (st) return st == CLI_HELP ? CLI_OK : st;
@@ -106,12 +109,14 @@ int cmd_train(int argc, char **argv) {
     long r = -1, pv = -1, ep = p.n_epochs, mb = p.micro_batch, ga = p.batch_size / p.micro_batch,
          ml = p.max_length, ms = 0, ee = 0, th = 0;
     double a = -1, rate = p.learning_rate;
+    hlpt_base_dtype dt = HLPT_BASE_AUTO;
     if ((st = cli_int("--rank", rank, 1, 4096, &r)) || (st = cli_float("--alpha", alpha, 1e-6, 1e6, &a)) ||
         (st = cli_int("--virtual-tokens", virt, 1, 1024, &pv)) || (st = cli_int("--epochs", epochs, 1, 1000, &ep)) ||
         (st = cli_int("--batch-size", batch, 1, 4096, &mb)) || (st = cli_int("--grad-accum", accum, 1, 4096, &ga)) ||
         (st = cli_float("--lr", lr, 1e-9, 10, &rate)) || (st = cli_int("--max-length", max_len, 2, 1 << 16, &ml)) ||
         (st = cli_u64("--seed", seed, &p.seed)) || (st = cli_int("--max-steps", max_steps, 0, 100000000, &ms)) ||
-        (st = cli_int("--eval-every", eval_every, 0, 10000000, &ee)) || (st = cli_int("--threads", threads, 0, 1024, &th)))
+        (st = cli_int("--eval-every", eval_every, 0, 10000000, &ee)) || (st = cli_int("--threads", threads, 0, 1024, &th)) ||
+        (st = cli_dtype("--dtype", dtype, &dt)))
         return st;
     p.n_epochs = (int)ep;
     p.micro_batch = (int)mb;
@@ -121,14 +126,14 @@ int cmd_train(int argc, char **argv) {
     p.max_steps = (int)ms;
     p.eval_every = (int)ee;
     p.recompute = recompute;
-    if (th > 0) hlpt_blas_set_threads((int)th);
+    if (th > 0) hlpt_engine_set_threads((int)th);
 
     char why[512] = "";
     hlpt_model *m = NULL;
     hlpt_adapter *ad = NULL;
     hlpt_trainer *t = NULL;
     hlpt_examples train = {0}, val = {0};
-    int err = hlpt_model_open(model, HLPT_BASE_F32, &m, why, sizeof why);
+    int err = hlpt_model_open(model, dt, &m, why, sizeof why);
     if (err) return cli_fail("%s: %s", model, why);
     const hlpt_config *c = hlpt_model_config(m);
     hlpt_adapter_config cfg;

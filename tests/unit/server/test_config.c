@@ -33,6 +33,7 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.listen_port, 8080);
     ck_assert_int_eq(c.workers, 1);
     ck_assert_int_eq(c.threads, 0);
+    ck_assert_int_eq(c.dtype, HLPT_BASE_AUTO);
     ck_assert_ptr_null(c.api_key_file);
     ck_assert_uint_eq(c.max_body_bytes, (size_t)1 << 30);
     ck_assert_int_eq(c.log_level, HLPT_LOG_INFO);
@@ -86,6 +87,9 @@ START_TEST(test_errors_name_the_option) {
         {"--listen=127.0.0.1:70000", NULL, NULL, {"--listen", "HOST:PORT"}},
         {"--max-body-bytes=12Q", NULL, NULL, {"--max-body-bytes", "12Q"}},
         {"--log-level=loud", NULL, NULL, {"--log-level", "debug, info, warn, error"}},
+        {"--dtype=bogus", NULL, NULL, {"--dtype", "`bogus` is not one of auto, bf16, f32 (from --dtype)"}},
+        {NULL, "HLPTD_DTYPE=fp16", NULL, {"--dtype", "(from HLPTD_DTYPE)"}},
+        {NULL, NULL, "dtype = \n", {"--dtype", ":1)"}},
         {"--bogus=1", NULL, NULL, {"unknown option --bogus", ""}},
         {NULL, NULL, "bogus = 1\n", {"unknown option `bogus`", "line 1"}},
         {NULL, NULL, "no equals sign\n", {"line 1", "key = value"}},
@@ -141,12 +145,55 @@ START_TEST(test_listen_forms) {
 }
 END_TEST
 
+/* --dtype in its three spellings, with the usual precedence; the names hlpt_base_dtype_parse takes. */
+START_TEST(test_dtype) {
+    hlptd_config c;
+    char *const *argv = ARGV("--model", "/m", "--data-dir", "/d", "--dtype", "bf16");
+    ck_assert_int_eq(hlptd_config_load(&c, 7, argv, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c.dtype, HLPT_BASE_BF16);
+    hlptd_config_free(&c);
+
+    char *const env[] = {"HLPTD_DTYPE=F32", NULL};
+    ck_assert_int_eq(hlptd_config_load(&c, 5, ARGV("--model", "/m", "--data-dir", "/d"), env, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c.dtype, HLPT_BASE_F32);
+    hlptd_config_free(&c);
+
+    write_conf("dtype = bfloat16\n");
+    char cflag[80];
+    snprintf(cflag, sizeof cflag, "--config=%s", conf);
+    char *const fargv[] = {"hlptd", "--model=/m", "--data-dir=/d", cflag, NULL};
+    ck_assert_int_eq(hlptd_config_load(&c, 4, fargv, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c.dtype, HLPT_BASE_BF16); /* the file */
+    hlptd_config_free(&c);
+    ck_assert_int_eq(hlptd_config_load(&c, 4, fargv, env, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c.dtype, HLPT_BASE_F32); /* the environment over the file */
+    hlptd_config_free(&c);
+    char *const fargv2[] = {"hlptd", "--model=/m", "--data-dir=/d", cflag, "--dtype=auto", NULL};
+    ck_assert_int_eq(hlptd_config_load(&c, 5, fargv2, env, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c.dtype, HLPT_BASE_AUTO); /* the flag over both */
+    hlptd_config_free(&c);
+    unlink(conf);
+
+    /* --help lists it with its default. */
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    hlptd_config_usage(f);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(buf, "--dtype auto|bf16|f32"));
+    ck_assert_ptr_nonnull(strstr(buf, "[auto]"));
+    ck_assert_ptr_nonnull(strstr(buf, "HLPTD_DTYPE"));
+    free(buf);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_precedence);
     tcase_add_test(tc, test_errors_name_the_option);
+    tcase_add_test(tc, test_dtype);
     tcase_add_test(tc, test_required_and_help);
     tcase_add_test(tc, test_listen_forms);
     suite_add_tcase(s, tc);
