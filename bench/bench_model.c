@@ -1,59 +1,119 @@
 /*
- * bench_model - single-stream prefill and decode speed of a model directory, at 1 and 2 BLAS
- * threads, against the machine's own sgemm rate and memory read bandwidth (measured here too).
+ * bench_model - prefill, single-stream decode and batched decode speed of a model directory, at 1
+ * and 2 threads, against the ceilings measured in the same run: the product rate of the dtype in use
+ * (OpenBLAS sgemm for f32, the engine's BF16 product for bf16) and the memory read bandwidth.
  *
- *   bench_model --make-model DIR     writes a random-weight model of a realistic shape (a slice of a
- *                                    1B model: hidden 2048, 32 heads, 4 kv heads, ffn 5632, vocab
- *                                    32000, 4 layers; BF16 on disk) so speed needs no download
- *   bench_model --model DIR [--prompt 512] [--decode 64]
+ *   bench_model --make-model DIR [--shape slice-1b|tinyllama-1.1b|llama2-7b]
+ *        writes a random-weight model of a realistic shape in BF16, so speed needs no download:
+ *        slice-1b (default): hidden 2048, 32 heads, 4 kv heads, ffn 5632, vocab 32000, 4 layers;
+ *        tinyllama-1.1b: the same with 22 layers; llama2-7b: hidden 4096, 32 heads (MHA), ffn 11008,
+ *        vocab 32000, 32 layers (13.5 GB, written one tensor at a time)
+ *   bench_model --model DIR [--dtype auto|bf16|f32] [--prompt 256] [--decode 64] [--batch 1,8,16]
+ *               [--threads 1,2]
  *
- * Decode is memory-bound: each token reads every weight once, so the figure of merit is weight
- * bytes per second against the read bandwidth. Prefill is compute-bound: 2 x parameters FLOPs per
- * token against sgemm's rate.
+ * Decode is memory-bound: each token reads every matrix once, so the figure of merit is matrix bytes
+ * per second against the read bandwidth. Prefill is compute-bound: 2 x matrix parameters FLOPs per
+ * token against the product rate. Batched decode feeds one token to each of B sequences a step:
+ * aggregate tokens/s, and its ratio to one stream.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "bench_util.h"
+#include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/model.h"
-#include "hlpt/safetensors.h"
 #include "hlpt/tensor.h"
-
 
 /* ---------------------------------------------------------------------------------------------- */
 
 static uint64_t rng = 0x1234567;
-static float randn(void) {
-    /* xorshift + Box-Muller: quality is irrelevant here, speed is not. */
+/* Uniform in [-scale*sqrt(3), scale*sqrt(3)] (standard deviation scale): cheap enough for 7B. */
+static uint16_t random_bf16(float scale) {
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
-    double u1 = ((rng >> 11) + 1) * 0x1.0p-53;
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    double u2 = (rng >> 11) * 0x1.0p-53;
-    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+    float f = ((float)((rng >> 40) * 0x1.0p-24) * 2.0f - 1.0f) * scale * 1.7320508f;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
 }
 
-static uint16_t *random_bf16(size_t n, float scale) {
-    uint16_t *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) {
-        float f = randn() * scale;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        p[i] = (uint16_t)(u >> 16);
+typedef struct {
+    const char *name;
+    int L, C, H, KV, D, F, V;
+} model_shape;
+
+static const model_shape shapes[] = {
+    {"slice-1b", 4, 2048, 32, 4, 64, 5632, 32000},
+    {"tinyllama-1.1b", 22, 2048, 32, 4, 64, 5632, 32000},
+    {"llama2-7b", 32, 4096, 32, 32, 128, 11008, 32000},
+};
+
+typedef struct {
+    char name[96];
+    int64_t rows, cols; /* cols 1: a vector (norm weights, all ones) */
+} st_entry;
+
+/* Writes a BF16 safetensors file tensor by tensor: the header first (offsets are known from the
+ * shapes), then each tensor's random values through a 1 MB buffer. */
+static int write_streaming(const char *path, const st_entry *t, int n) {
+    size_t cap = 256 + (size_t)n * 160, len = 0;
+    char *json = malloc(cap);
+    uint64_t off = 0;
+    len += (size_t)snprintf(json + len, cap - len, "{");
+    for (int i = 0; i < n; i++) {
+        uint64_t bytes = (uint64_t)t[i].rows * t[i].cols * 2;
+        if (t[i].cols == 1)
+            len += (size_t)snprintf(json + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%lld],"
+                                    "\"data_offsets\":[%llu,%llu]}", i ? "," : "", t[i].name, (long long)t[i].rows,
+                                    (unsigned long long)off, (unsigned long long)(off + bytes));
+        else
+            len += (size_t)snprintf(json + len, cap - len, "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%lld,%lld],"
+                                    "\"data_offsets\":[%llu,%llu]}", i ? "," : "", t[i].name, (long long)t[i].rows,
+                                    (long long)t[i].cols, (unsigned long long)off, (unsigned long long)(off + bytes));
+        off += bytes;
     }
-    return p;
+    len += (size_t)snprintf(json + len, cap - len, "}");
+    while (len % 8) json[len++] = ' ';
+    FILE *f = fopen(path, "wb");
+    if (!f) return 1;
+    uint64_t hl = len;
+    fwrite(&hl, 8, 1, f);
+    fwrite(json, 1, len, f);
+    free(json);
+    uint16_t *buf = malloc(1 << 20);
+    for (int i = 0; i < n; i++) {
+        uint64_t left = (uint64_t)t[i].rows * t[i].cols;
+        while (left) {
+            size_t k = left < (1 << 19) ? (size_t)left : (1 << 19);
+            for (size_t j = 0; j < k; j++) buf[j] = t[i].cols == 1 ? 0x3f80 /* 1.0 */ : random_bf16(0.02f);
+            if (fwrite(buf, 2, k, f) != k) {
+                fclose(f);
+                free(buf);
+                return 1;
+            }
+            left -= k;
+        }
+    }
+    free(buf);
+    return fclose(f) != 0;
 }
 
-static int make_model(const char *dir) {
-    const int L = 4, C = 2048, H = 32, KV = 4, D = 64, F = 5632, V = 32000;
+static int make_model(const char *dir, const char *shape_name) {
+    const model_shape *sh = NULL;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (!strcmp(shapes[i].name, shape_name)) sh = &shapes[i];
+    if (!sh) {
+        fprintf(stderr, "bench_model: --shape: expected slice-1b, tinyllama-1.1b or llama2-7b, got '%s'\n", shape_name);
+        return 2;
+    }
+    int L = sh->L, C = sh->C, H = sh->H, KV = sh->KV, D = sh->D, F = sh->F, V = sh->V;
     mkdir(dir, 0755);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -67,135 +127,185 @@ static int make_model(const char *dir) {
             "\"hidden_act\":\"silu\",\"torch_dtype\":\"bfloat16\"}\n",
             C, H, KV, D, F, V, L);
     fclose(f);
-    hlpt_st_writer *w;
-    hlpt_st_writer_new(&w);
-    char names[64][96];
-    void *bufs[64];
-    int nb = 0;
-#define ADD(name, r, c)                                                                   \
-    do {                                                                                  \
-        int64_t shape[2] = {(r), (c)};                                                    \
-        snprintf(names[nb], sizeof names[nb], "%s", name);                                \
-        bufs[nb] = random_bf16((size_t)(r) * (c), (c) == 1 ? 0.0f : 0.02f);               \
-        if ((c) == 1)                                                                     \
-            for (int64_t i = 0; i < (r); i++) ((uint16_t *)bufs[nb])[i] = 0x3f80; /* 1.0 */ \
-        hlpt_st_writer_add(w, names[nb], HLPT_DTYPE_BF16, (c) == 1 ? 1 : 2, shape, bufs[nb]); \
-        nb++;                                                                             \
-    } while (0)
-    ADD("model.embed_tokens.weight", V, C);
-    ADD("lm_head.weight", V, C);
-    ADD("model.norm.weight", C, 1);
+    int n = 3 + 9 * L, k = 0;
+    st_entry *t = calloc((size_t)n, sizeof *t);
+#define ADD(r, c, ...) (snprintf(t[k].name, sizeof t[k].name, __VA_ARGS__), t[k].rows = (r), t[k].cols = (c), k++)
+    ADD(V, C, "model.embed_tokens.weight");
+    ADD(V, C, "lm_head.weight");
+    ADD(C, 1, "model.norm.weight");
     for (int l = 0; l < L; l++) {
-        char n[96];
-#define LAYER(suffix, r, c) snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix); ADD(n, r, c)
-        LAYER("input_layernorm.weight", C, 1);
-        LAYER("post_attention_layernorm.weight", C, 1);
-        LAYER("self_attn.q_proj.weight", H * D, C);
-        LAYER("self_attn.k_proj.weight", KV * D, C);
-        LAYER("self_attn.v_proj.weight", KV * D, C);
-        LAYER("self_attn.o_proj.weight", C, H * D);
-        LAYER("mlp.gate_proj.weight", F, C);
-        LAYER("mlp.up_proj.weight", F, C);
-        LAYER("mlp.down_proj.weight", C, F);
-#undef LAYER
+        ADD(C, 1, "model.layers.%d.input_layernorm.weight", l);
+        ADD(C, 1, "model.layers.%d.post_attention_layernorm.weight", l);
+        ADD(H * D, C, "model.layers.%d.self_attn.q_proj.weight", l);
+        ADD(KV * D, C, "model.layers.%d.self_attn.k_proj.weight", l);
+        ADD(KV * D, C, "model.layers.%d.self_attn.v_proj.weight", l);
+        ADD(C, H * D, "model.layers.%d.self_attn.o_proj.weight", l);
+        ADD(F, C, "model.layers.%d.mlp.gate_proj.weight", l);
+        ADD(F, C, "model.layers.%d.mlp.up_proj.weight", l);
+        ADD(C, F, "model.layers.%d.mlp.down_proj.weight", l);
     }
 #undef ADD
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    char why[256] = "";
-    int err = hlpt_st_writer_write(w, path, why, sizeof why);
-    hlpt_st_writer_free(w);
-    for (int i = 0; i < nb; i++) free(bufs[i]);
+    int err = write_streaming(path, t, n);
+    free(t);
     if (err) {
-        fprintf(stderr, "bench_model: %s\n", why);
+        fprintf(stderr, "bench_model: writing %s failed\n", path);
         return 1;
     }
     /* Any LLaMA tokenizer will do: the benchmark feeds ids. */
     snprintf(path, sizeof path, "cp tests/fixtures/llama2-mha-f32/tokenizer.json %s/tokenizer.json", dir);
     if (system(path) != 0) return 1;
-    printf("random model written to %s\n", dir);
+    printf("random %s model written to %s\n", sh->name, dir);
     return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 
-static int run(const char *dir, int prompt, int decode) {
+/* Peak resident memory of this process so far, GB. */
+static double peak_rss_gb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1e6; /* kilobytes on Linux */
+}
+
+static int parse_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (s && *s && n < cap) {
+        out[n++] = atoi(s);
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    return n;
+}
+
+static int run(const char *dir, hlpt_base_dtype dtype, int prompt, int decode, const int *batches, int n_batches,
+               const int *threads_list, int n_threads) {
     char why[512] = "";
     hlpt_model *m;
     double t0 = now();
-    if (hlpt_model_open(dir, HLPT_BASE_F32, &m, why, sizeof why)) {
+    if (hlpt_model_open(dir, dtype, &m, why, sizeof why)) {
         fprintf(stderr, "bench_model: %s: %s\n", dir, why);
         return 1;
     }
+    double load = now() - t0;
     const hlpt_config *c = hlpt_model_config(m);
-    size_t bytes = hlpt_model_bytes(m);
-    /* Weights read per decoded token: every matrix except the embedding table (one row is read). */
-    double per_token = (double)bytes - (c->tie_embeddings ? 0 : (double)c->vocab * c->hidden * 4);
-    double params_flop = per_token / 4; /* FLOPs per token = 2 x matmul parameters */
-    printf("model %s: %d layers, hidden %d, %d heads (%d kv), ffn %d, vocab %d; %.0f MB f32, loaded in %.1f s\n",
-           dir, c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->ffn, c->vocab, bytes / 1e6, now() - t0);
-    printf("OpenBLAS core: %s\n", hlpt_blas_corename());
-    double bws[3] = {0, machine_bandwidth(1), machine_bandwidth(2)};
-    printf("memory read bandwidth (streaming sum): %.1f GB/s 1 thread, %.1f GB/s 2 threads\n", bws[1], bws[2]);
-    int *ids = malloc(sizeof(int) * (size_t)(prompt + decode));
-    for (int i = 0; i < prompt + decode; i++) ids[i] = 3 + (i * 7919) % (c->vocab - 3);
+    int bf16 = hlpt_model_dtype(m) == HLPT_BASE_BF16;
+    double per_token = (double)hlpt_model_matrix_bytes(m); /* bytes each decoded token reads */
+    double params = per_token / (bf16 ? 2 : 4);            /* FLOPs per token = 2 x these */
+    printf("model %s: %d layers, hidden %d, %d heads (%d kv), ffn %d, vocab %d; %.2f B matrix parameters\n", dir,
+           c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->ffn, c->vocab, params / 1e9);
+    printf("dtype %s: %.0f MB of weights (%.2f bytes/parameter), loaded in %.1f s, peak resident %.2f GB\n",
+           hlpt_base_dtype_name(hlpt_model_dtype(m)), hlpt_model_bytes(m) / 1e6,
+           (double)hlpt_model_bytes(m) / (params + (c->tie_embeddings ? 0 : (double)c->vocab * c->hidden)), load,
+           peak_rss_gb());
+    printf("engine: %s\n", hlpt_engine_describe(hlpt_model_dtype(m)));
+    int most = 1;
+    for (int i = 0; i < n_batches; i++) most = batches[i] > most ? batches[i] : most;
+    int ctx = prompt + decode + 16;
+    int *ids = malloc(sizeof(int) * (size_t)ctx);
+    for (int i = 0; i < ctx; i++) ids[i] = 3 + (i * 7919) % (c->vocab - 3);
     hlpt_runner *r;
     hlpt_runner_new(m, &r);
-    for (int threads = 1; threads <= 2; threads++) {
-        hlpt_blas_set_threads(threads);
-        double peak = gemm_gflops(prompt, c->ffn, c->hidden), bw = bws[threads];
-        hlpt_seq *s;
-        hlpt_seq_new(m, NULL, prompt + decode, &s);
+    hlpt_seq **seqs = calloc((size_t)most, sizeof *seqs);
+    for (int i = 0; i < most; i++) hlpt_seq_new(m, NULL, ctx, &seqs[i]);
+    for (int ti = 0; ti < n_threads; ti++) {
+        int threads = threads_list[ti];
+        hlpt_engine_set_threads(threads);
+        double bw = machine_bandwidth(threads);
+        double rate = bf16 ? bf16_gflops(prompt, c->ffn, c->hidden) : gemm_gflops(prompt, c->ffn, c->hidden);
+        printf("threads %d: ceilings: %s %dx%dx%d %.1f GFLOP/s; read bandwidth %.1f GB/s\n", threads,
+               bf16 ? "bf16 product" : "sgemm", prompt, c->ffn, c->hidden, rate, bw);
+        hlpt_seq *s = seqs[0];
         const float *lg;
         const int *tp = ids;
-        int n = prompt;
-        /* warm-up pass over a short prompt */
-        int warm = 16;
-        hlpt_model_step(r, &s, &tp, &warm, 1, 0, &lg, why, sizeof why);
+        int n = prompt, warm = 16;
+        hlpt_model_step(r, &s, &tp, &warm, 1, 0, &lg, why, sizeof why); /* warm-up */
         hlpt_seq_reset(s);
         t0 = now();
         if (hlpt_model_step(r, &s, &tp, &n, 1, 0, &lg, why, sizeof why)) {
             fprintf(stderr, "bench_model: %s\n", why);
             return 1;
         }
-        double prefill = now() - t0;
+        double prefill = now() - t0, pf_tps = prompt / prefill, pf_gflops = pf_tps * 2 * params / 1e9;
+        printf("threads %d: prefill %d tokens: %.1f tokens/s, %.1f GFLOP/s (%.0f%% of the product rate)\n", threads,
+               prompt, pf_tps, pf_gflops, 100 * pf_gflops / rate);
         t0 = now();
         for (int i = 0; i < decode; i++) {
             int one = 1;
             tp = ids + prompt + i;
             hlpt_model_step(r, &s, &tp, &one, 1, 0, &lg, why, sizeof why);
         }
-        double dec = now() - t0;
-        double pf_tps = prompt / prefill, dec_tps = decode / dec;
-        printf("threads %d: sgemm %dx%dx%d %.1f GFLOP/s\n", threads, prompt, c->ffn, c->hidden, peak);
-        printf("threads %d: prefill %d tokens: %.1f tokens/s, %.1f GFLOP/s (%.0f%% of sgemm)\n", threads, prompt,
-               pf_tps, pf_tps * 2 * params_flop / 1e9, 100 * pf_tps * 2 * params_flop / 1e9 / peak);
+        double dec_tps = decode / (now() - t0);
         printf("threads %d: decode %d tokens: %.2f tokens/s, %.1f GB/s of weights (%.0f%% of read bandwidth)\n",
                threads, decode, dec_tps, dec_tps * per_token / 1e9, 100 * dec_tps * per_token / 1e9 / bw);
-        hlpt_seq_free(s);
+        for (int bi = 0; bi < n_batches; bi++) {
+            int B = batches[bi];
+            const int *toks[256];
+            int ones[256];
+            /* Each sequence starts from 16 prompt tokens, then decodes one token a step. */
+            for (int i = 0; i < B; i++) {
+                hlpt_seq_reset(seqs[i]);
+                toks[i] = ids + i;
+                ones[i] = 16;
+            }
+            hlpt_model_step(r, seqs, toks, ones, B, 0, &lg, why, sizeof why);
+            for (int i = 0; i < B; i++) ones[i] = 1;
+            int steps = decode;
+            t0 = now();
+            for (int st = 0; st < steps; st++) {
+                for (int i = 0; i < B; i++) toks[i] = ids + 16 + i + st;
+                if (hlpt_model_step(r, seqs, toks, ones, B, 0, &lg, why, sizeof why)) {
+                    fprintf(stderr, "bench_model: %s\n", why);
+                    return 1;
+                }
+            }
+            double agg = (double)B * steps / (now() - t0);
+            printf("threads %d: decode batch %d: %.1f tokens/s aggregate, %.2fx one stream\n", threads, B, agg,
+                   agg / dec_tps);
+        }
     }
+    for (int i = 0; i < most; i++) hlpt_seq_free(seqs[i]);
+    free(seqs);
     hlpt_runner_free(r);
     free(ids);
     hlpt_model_close(m);
     return 0;
 }
 
+static const char usage[] =
+    "usage: bench_model --make-model DIR [--shape slice-1b|tinyllama-1.1b|llama2-7b]\n"
+    "       bench_model --model DIR [--dtype auto|bf16|f32] [--prompt N] [--decode N] [--batch 1,8,16]\n"
+    "                   [--threads 1,2]\n";
+
 int main(int argc, char **argv) {
     hlpt_blas_init(argv);
-    const char *model = NULL;
-    int prompt = 512, decode = 64;
+    const char *model = NULL, *make = NULL, *shape = "slice-1b";
+    int prompt = 256, decode = 64, batches[16], n_batches = 0, threads[8] = {1, 2}, n_threads = 2;
+    hlpt_base_dtype dtype = HLPT_BASE_AUTO;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--make-model") && i + 1 < argc) return make_model(argv[i + 1]);
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
+        if (!strcmp(argv[i], "--make-model") && i + 1 < argc) make = argv[++i];
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) shape = argv[++i];
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode") && i + 1 < argc) decode = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench_model --make-model DIR | --model DIR [--prompt N] [--decode N]\n");
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) n_batches = parse_list(argv[++i], batches, 16);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = parse_list(argv[++i], threads, 8);
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            if (hlpt_base_dtype_parse(argv[++i], &dtype)) {
+                fprintf(stderr, "bench_model: --dtype: expected auto, bf16 or f32\n");
+                return 2;
+            }
+        } else {
+            fputs(usage, stderr);
             return 2;
         }
     }
-    if (!model || prompt < 1 || decode < 1) {
-        fprintf(stderr, "usage: bench_model --make-model DIR | --model DIR [--prompt N] [--decode N]\n");
+    if (make) return make_model(make, shape);
+    for (int i = 0; i < n_batches; i++)
+        if (batches[i] < 1 || batches[i] > 256) n_batches = -1;
+    if (!model || prompt < 16 || decode < 1 || n_batches < 0 || n_threads < 1) {
+        fputs(usage, stderr);
         return 2;
     }
-    return run(model, prompt, decode);
+    return run(model, dtype, prompt, decode, batches, n_batches, threads, n_threads);
 }

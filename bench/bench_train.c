@@ -1,10 +1,11 @@
 /*
  * bench_train - training speed of the four methods on one model (forward + backward + AdamW):
  * tokens/s, trainable parameters, activation bytes per token, and the achieved fraction of the
- * machine's sgemm rate, counting 4 x base parameters FLOPs per token (2 forward, 2 for activation
+ * product rate of the dtype in use (sgemm for f32, the engine's BF16 product for bf16, measured in
+ * the same run), counting 4 x base parameters FLOPs per token (2 forward, 2 for activation
  * gradients; the base gets no weight gradient).
  *
- *   bench_train --model DIR [--tokens T] [--batch B] [--steps N] [--threads N]
+ *   bench_train --model DIR [--dtype auto|bf16|f32] [--tokens T] [--batch B] [--steps N] [--threads N]
  *
  * Use bench_model --make-model DIR for the realistic shape (a 4-layer slice of a 1B model).
  */
@@ -16,6 +17,7 @@
 
 #include "bench_util.h"
 #include "hlpt/adapter.h"
+#include "hlpt/engine.h"
 #include "hlpt/model.h"
 #include "hlpt/tensor.h"
 #include "hlpt/train.h"
@@ -24,32 +26,39 @@ int main(int argc, char **argv) {
     hlpt_blas_init(argv);
     const char *dir = NULL;
     int T = 256, B = 4, steps = 3, threads = 2;
+    hlpt_base_dtype dtype = HLPT_BASE_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc && !hlpt_base_dtype_parse(argv[i + 1], &dtype)) i++;
         else dir = NULL, i = argc;
     }
     if (!dir || T < 2 || B < 1 || steps < 1 || threads < 1) {
-        fprintf(stderr, "usage: bench_train --model DIR [--tokens T] [--batch B] [--steps N] [--threads N]\n");
+        fprintf(stderr, "usage: bench_train --model DIR [--dtype auto|bf16|f32] [--tokens T] [--batch B] [--steps N] "
+                        "[--threads N]\n");
         return 2;
     }
-    hlpt_blas_set_threads(threads);
     char why[512] = "";
     hlpt_model *m;
-    if (hlpt_model_open(dir, HLPT_BASE_F32, &m, why, sizeof why)) {
+    if (hlpt_model_open(dir, dtype, &m, why, sizeof why)) {
         fprintf(stderr, "bench_train: %s\n", why);
         return 1;
     }
+    hlpt_engine_set_threads(threads);
     const hlpt_config *c = hlpt_model_config(m);
-    double base_params = (double)hlpt_model_bytes(m) / 4 - (c->tie_embeddings ? 0 : (double)c->vocab * c->hidden);
-    double peak = gemm_gflops(B * T, c->ffn, c->hidden);
-    printf("model %s: %d layers, hidden %d; %.1f M matmul parameters; OpenBLAS %s, %d threads, sgemm %.1f GFLOP/s\n",
-           dir, c->n_layers, c->hidden, base_params / 1e6, hlpt_blas_corename(), threads, peak);
+    int bf16 = hlpt_model_dtype(m) == HLPT_BASE_BF16;
+    double base_params = (double)hlpt_model_matrix_bytes(m) / (bf16 ? 2 : 4);
+    double peak = bf16 ? bf16_gflops(B * T, c->ffn, c->hidden) : gemm_gflops(B * T, c->ffn, c->hidden);
+    printf("model %s: %d layers, hidden %d; %.1f M matmul parameters; dtype %s, %d threads\n", dir, c->n_layers,
+           c->hidden, base_params / 1e6, hlpt_base_dtype_name(hlpt_model_dtype(m)), threads);
+    printf("engine: %s; ceiling: %s %dx%dx%d %.1f GFLOP/s\n", hlpt_engine_describe(hlpt_model_dtype(m)),
+           bf16 ? "bf16 product" : "sgemm", B * T, c->ffn, c->hidden, peak);
     printf("batch %d sequences x %d tokens, %d optimizer steps each\n\n", B, T, steps);
-    printf("%-8s %12s %14s %12s %12s %10s\n", "method", "trainable", "act bytes/tok", "tokens/s", "GFLOP/s", "of sgemm");
+    printf("%-8s %12s %14s %12s %12s %10s\n", "method", "trainable", "act bytes/tok", "tokens/s", "GFLOP/s",
+           bf16 ? "of bf16" : "of sgemm");
     hlpt_examples ex = {0};
     int *prompt = malloc(sizeof(int) * (size_t)T);
     for (int i = 0; i < B * steps; i++) {

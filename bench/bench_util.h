@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "hlpt/engine.h"
 #include "hlpt/tensor.h"
 
 static inline double now(void) {
@@ -36,6 +37,39 @@ static inline double gemm_gflops(int M, int N, int K) {
         runs++;
     }
     free(A), free(B), free(C);
+    return 2.0 * M * N * K / best * 1e-9;
+}
+
+/* GFLOP/s of the same product with W stored as BF16 in the engine's packed layout, through
+ * hlpt_linear (the BF16 ceiling: oneDNN above HLPT_ENGINE_SMALL_M rows, the engine's kernel below);
+ * 0 where BF16 cannot run. Threads: as set with hlpt_engine_set_threads. */
+static inline double bf16_gflops(int M, int N, int K) {
+    char why[128];
+    if (hlpt_engine_check(HLPT_BASE_BF16, why, sizeof why)) return 0;
+    hlpt_weight w = {.O = N, .I = K, .dtype = HLPT_BASE_BF16, .packed = 1};
+    size_t bytes = hlpt_weight_bytes(HLPT_BASE_BF16, 1, N, K);
+    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
+    float *C = malloc(sizeof(float) * (size_t)M * N);
+    void *packed = aligned_alloc(64, bytes);
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
+    hlpt_weight_store(&w, packed, B);
+    w.data = packed;
+    hlpt_engine *e;
+    hlpt_engine_new(&e);
+    hlpt_engine_reserve(e, M, K, 0);
+    hlpt_linear(e, C, A, &w, M, 0); /* warm-up: creates the primitive */
+    double best = 1e30, t_end = now() + 0.5;
+    int runs = 0;
+    while (runs < 3 || now() < t_end) {
+        double t0 = now();
+        hlpt_linear(e, C, A, &w, M, 0);
+        double dt = now() - t0;
+        best = dt < best ? dt : best;
+        runs++;
+    }
+    hlpt_engine_free(e);
+    free(A), free(B), free(C), free(packed);
     return 2.0 * M * N * K / best * 1e-9;
 }
 

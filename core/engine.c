@@ -12,7 +12,7 @@
  *
  * Small batches (decoding: 1..HLPT_ENGINE_SMALL_M rows) are bandwidth-bound: kernel_rows() gives
  * each OpenMP thread whole N-tile columns, streams each column once from memory and keeps a tile of
- * up to 12 rows x 32 outputs of sums in registers. Large batches are compute-bound and go to
+ * up to 6 rows x 64 outputs of sums in registers. Large batches are compute-bound and go to
  * oneDNN's brgemm matmul on the same packed bytes.
  */
 #include "hlpt/engine.h"
@@ -20,6 +20,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,7 +141,10 @@ out:
 }
 
 static void dnnl_init_once(void) {
-    if (!cpu_has_bf16()) return;
+    /* HLPT_NO_ONEDNN=1: the engine's own code at every size (a fallback to test, and a way out should
+     * a oneDNN build misbehave). */
+    const char *off = getenv("HLPT_NO_ONEDNN");
+    if (!cpu_has_bf16() || (off && *off && strcmp(off, "0"))) return;
     if (dnnl_engine_create(&g_dnnl, dnnl_cpu, 0) != dnnl_success) return;
     /* Probe: the packed layout must be one oneDNN's matmul takes as it is, through a real kernel
      * (a reference implementation would be far slower than our own kernel at any size). */
@@ -179,10 +183,25 @@ const char *hlpt_engine_describe(hlpt_base_dtype dt) {
     return line;
 }
 
+/* The thread policy. The BF16 products run on OpenMP threads, which spin a while after each
+ * parallel region; OpenBLAS's threads spin too. Both pools at full size would fight for the cores
+ * at every switch between a base product and the attention or adapter products around it (decoding
+ * on 2 threads ran at a third of its 1-thread speed). So once a BF16 base is in the process, OpenMP
+ * gets the cores and OpenBLAS, left with the small products, runs on the calling thread alone; an
+ * F32 base leaves OpenMP idle and gives OpenBLAS the cores. */
+static atomic_int g_threads;   /* as last set; 0: never set */
+static atomic_int g_bf16_base; /* a BF16 base was opened in this process */
+
 void hlpt_engine_set_threads(int n) {
     if (n < 1) n = 1;
-    hlpt_blas_set_threads(n);
+    atomic_store(&g_threads, n);
     omp_set_num_threads(n);
+    hlpt_blas_set_threads(atomic_load(&g_bf16_base) ? 1 : n);
+}
+
+void hlpt_engine_note_base(hlpt_base_dtype dt) {
+    if (dt != HLPT_BASE_BF16 || atomic_exchange(&g_bf16_base, 1)) return;
+    hlpt_blas_set_threads(1);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -290,21 +309,24 @@ void hlpt_weight_row(const hlpt_weight *w, int o, float *out) {
 
 #if defined(__x86_64__)
 /*
- * C[rows, 32 outputs from column c0 of tile column wt] (+)= X[rows, Kp] . B: one half tile column
- * (32 of the 64 outputs) for up to MR rows, sums in MR x 2 registers. x rows are BF16 with stride
- * ldx (>= Kp, zero past K); out rows F32 with stride ldo, n_valid (<= 32) outputs written.
+ * C[rows, the 64 outputs of one tile column] (+)= X[rows, Kp] . B for up to MR rows, sums in MR x 4
+ * registers: each 256-byte pair row of the column is read once, whole. x rows are BF16 with stride
+ * ldx (>= Kp, zero past K); out rows F32 with stride ldo, n_valid (<= 64) outputs written.
  */
 __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
-tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint16_t *wt, int half,
-          int nkt, int n_valid, int accumulate, const int MR) {
-    __m512 acc[12][2];
-    for (int m = 0; m < MR; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
-    const uint16_t *w = wt + half * 64; /* outputs 32..63 start 64 elements into a pair row */
+tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint16_t *wt, int nkt, int n_valid,
+          int accumulate, const int MR) {
+    __m512 acc[6][4];
+    for (int m = 0; m < MR; m++)
+        for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
+    const uint16_t *w = wt;
     for (int kt = 0; kt < nkt; kt++, w += TILE) {
         const uint16_t *xk = x + kt * KT;
+        _mm_prefetch((const char *)(w + 4 * TILE), _MM_HINT_T0);
         for (int kk = 0; kk < KT / 2; kk++) {
-            __m512i w0 = _mm512_loadu_si512(w + kk * 2 * NT);
-            __m512i w1 = _mm512_loadu_si512(w + kk * 2 * NT + 32);
+            const uint16_t *row = w + kk * 2 * NT;
+            __m512i w0 = _mm512_load_si512(row), w1 = _mm512_load_si512(row + 32);
+            __m512i w2 = _mm512_load_si512(row + 64), w3 = _mm512_load_si512(row + 96);
             for (int m = 0; m < MR; m++) {
                 if (m >= rows) break;
                 int32_t pair;
@@ -312,48 +334,44 @@ tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint1
                 __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
                 acc[m][0] = _mm512_dpbf16_ps(acc[m][0], (__m512bh)w0, xb);
                 acc[m][1] = _mm512_dpbf16_ps(acc[m][1], (__m512bh)w1, xb);
+                acc[m][2] = _mm512_dpbf16_ps(acc[m][2], (__m512bh)w2, xb);
+                acc[m][3] = _mm512_dpbf16_ps(acc[m][3], (__m512bh)w3, xb);
             }
         }
     }
-    __mmask16 k0 = n_valid >= 16 ? 0xffff : (__mmask16)((1u << n_valid) - 1);
-    __mmask16 k1 = n_valid >= 32 ? 0xffff : n_valid <= 16 ? 0 : (__mmask16)((1u << (n_valid - 16)) - 1);
     for (int m = 0; m < MR && m < rows; m++) {
         float *o = out + (size_t)m * ldo;
-        if (accumulate) {
-            acc[m][0] = _mm512_add_ps(acc[m][0], _mm512_maskz_loadu_ps(k0, o));
-            acc[m][1] = _mm512_add_ps(acc[m][1], _mm512_maskz_loadu_ps(k1, o + 16));
+        for (int j = 0; j < 4; j++) {
+            int left = n_valid - 16 * j;
+            if (left <= 0) break;
+            __mmask16 k = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            __m512 v = acc[m][j];
+            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, o + 16 * j));
+            _mm512_mask_storeu_ps(o + 16 * j, k, v);
         }
-        _mm512_mask_storeu_ps(o, k0, acc[m][0]);
-        _mm512_mask_storeu_ps(o + 16, k1, acc[m][1]);
     }
 }
 
-/* out[M,N] (+)= x[M,Kp] (bf16) . B (packed, Kp x Np); threads split the N tiles. */
+/* out[M,N] (+)= x[M,Kp] (bf16) . B (packed, Kp x Np); threads split the tile columns, each
+ * streamed once from memory for all rows (later row tiles find it in L2). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
 kernel_rows(float *out, int ldo, const uint16_t *x, int ldx, int M, const uint16_t *B, int Kp, int N,
             int accumulate) {
     int nkt = Kp / KT, nnt = (N + NT - 1) / NT;
-    /* Each half tile column, all rows: 2 * nnt work items, in order, so a thread's items are
-     * neighbours in memory. */
-#pragma omp parallel for schedule(static)
-    for (int item = 0; item < 2 * nnt; item++) {
-        int nt = item / 2, half = item % 2;
-        int c0 = nt * NT + half * 32;
-        if (c0 >= N) continue;
-        int n_valid = N - c0 < 32 ? N - c0 : 32;
+#pragma omp parallel for schedule(dynamic, 2)
+    for (int nt = 0; nt < nnt; nt++) {
+        int c0 = nt * NT, n_valid = N - c0 < NT ? N - c0 : NT;
         const uint16_t *wt = B + (size_t)nt * nkt * TILE;
-        for (int m0 = 0; m0 < M; m0 += 12) {
-            int rows = M - m0 < 12 ? M - m0 : 12;
+        for (int m0 = 0; m0 < M; m0 += 6) {
+            int rows = M - m0 < 6 ? M - m0 : 6;
             float *o = out + (size_t)m0 * ldo + c0;
             const uint16_t *xm = x + (size_t)m0 * ldx;
             if (rows <= 1)
-                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 1);
-            else if (rows <= 4)
-                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 4);
-            else if (rows <= 8)
-                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 8);
+                tile_rows(o, ldo, xm, ldx, rows, wt, nkt, n_valid, accumulate, 1);
+            else if (rows <= 3)
+                tile_rows(o, ldo, xm, ldx, rows, wt, nkt, n_valid, accumulate, 3);
             else
-                tile_rows(o, ldo, xm, ldx, rows, wt, half, nkt, n_valid, accumulate, 12);
+                tile_rows(o, ldo, xm, ldx, rows, wt, nkt, n_valid, accumulate, 6);
         }
     }
 }
@@ -374,6 +392,7 @@ typedef struct {
 
 struct hlpt_engine {
     dnnl_stream_t stream;
+    int no_stream;           /* oneDNN could not give a stream: never ask again */
     prim_entry prims[PRIM_CAP];
     int n_prims;
     unsigned long long clock;
@@ -381,21 +400,36 @@ struct hlpt_engine {
     size_t xb_cap;           /* elements */
     uint16_t *wt;            /* a weight repacked transposed (backward) */
     size_t wt_cap;           /* elements */
+    struct {
+        int O, I;
+        dnnl_primitive_t p;  /* NULL: creation failed, repack by hand */
+    } reorders[16];          /* transposing repacks, one per weight shape */
+    int n_reorders;
 };
 
 int hlpt_engine_new(hlpt_engine **out) {
-    hlpt_engine *e = calloc(1, sizeof *e);
-    if (!e) return HLPT_ERR_NOMEM;
-    if (dnnl_ready() && dnnl_stream_create(&e->stream, g_dnnl, dnnl_stream_default_flags) != dnnl_success)
-        e->stream = NULL;
-    *out = e;
-    return HLPT_OK;
+    *out = calloc(1, sizeof **out);
+    return *out ? HLPT_OK : HLPT_ERR_NOMEM;
+}
+
+/* The context's oneDNN stream, made at its first large BF16 product (an F32 base never needs one);
+ * NULL when oneDNN is unusable, and then the kernel runs every size. */
+static dnnl_stream_t stream_of(hlpt_engine *e) {
+    if (!e->stream && !e->no_stream) {
+        if (!dnnl_ready() || dnnl_stream_create(&e->stream, g_dnnl, dnnl_stream_default_flags) != dnnl_success) {
+            e->stream = NULL;
+            e->no_stream = 1;
+        }
+    }
+    return e->stream;
 }
 
 void hlpt_engine_free(hlpt_engine *e) {
     if (!e) return;
     for (int i = 0; i < e->n_prims; i++)
         if (e->prims[i].p) dnnl_primitive_destroy(e->prims[i].p);
+    for (int i = 0; i < e->n_reorders; i++)
+        if (e->reorders[i].p) dnnl_primitive_destroy(e->reorders[i].p);
     if (e->stream) dnnl_stream_destroy(e->stream);
     free(e->xb);
     free(e->wt);
@@ -445,7 +479,7 @@ static void bf16_product(hlpt_engine *e, float *out, int ldo, int M, const uint1
                          int accumulate) {
     int Kp = (int)round_up((size_t)K, KT);
     dnnl_primitive_t p = NULL;
-    if (M > HLPT_ENGINE_SMALL_M && e->stream) p = prim_get(e, M, K, N, Kp, ldo, accumulate);
+    if (M > HLPT_ENGINE_SMALL_M && stream_of(e)) p = prim_get(e, M, K, N, Kp, ldo, accumulate);
     if (p) {
         dnnl_memory_desc_t a, b, c;
         dnnl_dims_t bd = {K, N};
@@ -511,6 +545,56 @@ static void repack_transposed(uint16_t *wt, const hlpt_weight *w) {
                         wt[at++] = n < I && k < O ? src[packed_at(Kp, n, k)] : 0;
 }
 
+/* The two memory descriptors of the transposing repack of W[O,I]: the packed B[K=I, N=O] seen with
+ * its axes swapped, and the packed B'[K=O, N=I]. */
+static int repack_mds(const hlpt_weight *w, dnnl_memory_desc_t *from, dnnl_memory_desc_t *to) {
+    dnnl_memory_desc_t fwd;
+    dnnl_dims_t fd = {w->I, w->O}, td = {w->O, w->I};
+    int perm[2] = {1, 0};
+    return dnnl_memory_desc_init_by_tag(&fwd, 2, fd, dnnl_bf16, dnnl_BA16a64b2a) == dnnl_success &&
+           dnnl_memory_desc_permute_axes(from, &fwd, perm) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(to, 2, td, dnnl_bf16, dnnl_BA16a64b2a) == dnnl_success;
+}
+
+/* e->wt = W repacked transposed, by oneDNN's reorder (a JIT transposition, about 15x faster than
+ * repack_transposed) where it can, else by hand. */
+static void repack(hlpt_engine *e, const hlpt_weight *w) {
+    dnnl_primitive_t p = NULL;
+    int i = 0, have = 0;
+    for (; i < e->n_reorders; i++)
+        if (e->reorders[i].O == w->O && e->reorders[i].I == w->I) {
+            p = e->reorders[i].p;
+            have = 1;
+            break;
+        }
+    dnnl_memory_desc_t from, to;
+    int mds = stream_of(e) && repack_mds(w, &from, &to);
+    if (!have && mds && e->n_reorders < (int)(sizeof e->reorders / sizeof e->reorders[0])) {
+        dnnl_primitive_desc_t pd = NULL;
+        if (dnnl_reorder_primitive_desc_create(&pd, &from, g_dnnl, &to, g_dnnl, NULL) == dnnl_success) {
+            if (dnnl_primitive_create(&p, pd) != dnnl_success) p = NULL;
+            dnnl_primitive_desc_destroy(pd);
+        }
+        e->reorders[e->n_reorders].O = w->O;
+        e->reorders[e->n_reorders].I = w->I;
+        e->reorders[e->n_reorders++].p = p;
+    }
+    if (p && mds) {
+        dnnl_memory_t mf = NULL, mt = NULL;
+        int ok = dnnl_memory_create(&mf, &from, g_dnnl, (void *)w->data) == dnnl_success &&
+                 dnnl_memory_create(&mt, &to, g_dnnl, e->wt) == dnnl_success;
+        if (ok) {
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mf}, {DNNL_ARG_TO, mt}};
+            ok = dnnl_primitive_execute(p, e->stream, 2, args) == dnnl_success &&
+                 dnnl_stream_wait(e->stream) == dnnl_success;
+        }
+        if (mf) dnnl_memory_destroy(mf);
+        if (mt) dnnl_memory_destroy(mt);
+        if (ok) return;
+    }
+    repack_transposed(e->wt, w);
+}
+
 void hlpt_linear_backward(hlpt_engine *e, float *dinp, const float *dout, const hlpt_weight *w, int N) {
     if (N <= 0) return;
     if (w->dtype == HLPT_BASE_F32) {
@@ -519,7 +603,7 @@ void hlpt_linear_backward(hlpt_engine *e, float *dinp, const float *dout, const 
     }
     HLPT_ASSERT(w->packed);
     HLPT_ASSERT(round_up((size_t)w->O, KT) * round_up((size_t)w->I, NT) <= e->wt_cap);
-    repack_transposed(e->wt, w);
+    repack(e, w);
     round_rows(e, dout, N, w->O);
     bf16_product(e, dinp, w->I, N, e->wt, w->O, w->I, 1);
 }

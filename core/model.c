@@ -263,6 +263,7 @@ static int model_load(const char *dir, hlpt_base_dtype dtype, int shared, hlpt_m
     hlpt_model *m = calloc(1, sizeof *m);
     if (!m) return HLPT_ERR_NOMEM;
     m->dtype = hlpt_base_dtype_resolve(dtype);
+    hlpt_engine_note_base(m->dtype);
     err = hlpt_config_load(dir, &m->cfg, why, len);
     if (!err) err = model_prepare(m, dir, why, len);
     if (!err) err = hlpt_st_open(dir, &st, why, len);
@@ -366,6 +367,7 @@ int hlpt_model_attach(const char *dir, int fd, hlpt_model **out, char *why, size
     memcpy(m->hash, h->hash, 17);
     m->hash[16] = 0;
     if ((err = hlpt_engine_check(m->dtype, why, len))) goto out;
+    hlpt_engine_note_base(m->dtype);
     if ((err = model_prepare(m, dir, why, len))) goto out;
     if (m->arena_bytes != h->arena_bytes) {
         err = hlpt_why(why, len, HLPT_ERR_FORMAT, "fd %d: arena size does not match its config", fd);

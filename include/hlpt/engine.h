@@ -17,7 +17,7 @@
  *    same dispatch. Embedding tables that are not also the lm_head stay row-major BF16.
  *
  * Threads: BF16 products run on OpenMP threads (oneDNN's runtime and the kernel's), F32 products on
- * OpenBLAS's; hlpt_engine_set_threads() sizes both. An hlpt_engine context belongs to one thread at
+ * OpenBLAS's; hlpt_engine_set_threads() sizes both so that they never compete for the cores. An hlpt_engine context belongs to one thread at
  * a time (a runner owns one); weights are immutable and shared by every thread and process.
  */
 #ifndef HLPT_ENGINE_H
@@ -46,9 +46,13 @@ int hlpt_engine_check(hlpt_base_dtype dt, char *why, size_t len);
 /* One line saying what runs the products of dt here, e.g. "bf16: oneDNN brg:avx512_core_bf16,
  * AVX512-BF16 kernel up to 16 rows". Static storage. */
 const char *hlpt_engine_describe(hlpt_base_dtype dt);
-/* Threads of every product pool (OpenMP and OpenBLAS), >= 1. Call from the thread that will run
- * the products (OpenMP's setting is per thread). */
+/* Threads of the products, >= 1: the pool of the base's products gets n, the other one thread
+ * (core/engine.c says why). Call from each thread that will run products: OpenMP's setting is per
+ * thread. */
 void hlpt_engine_set_threads(int n);
+/* Called by the model loader with the base's dtype: a BF16 base moves the cores to OpenMP for good
+ * in this process. */
+void hlpt_engine_note_base(hlpt_base_dtype dt);
 
 /* A base weight W[O,I] (out = inp @ W^T) as the engine stores it. A plain value: copy freely. */
 typedef struct {

@@ -129,8 +129,15 @@ static double check_product(const float *got, const double *want, const double *
     return worst;
 }
 
+/* Loop index 7 and up: without oneDNN (HLPT_NO_ONEDNN), so the kernel runs every size and the
+ * backward repacks by hand. Check forks each test, so the setting stays in that test. */
+static void choose_backend(int i) {
+    if (i >= 7) setenv("HLPT_NO_ONEDNN", "1", 1);
+}
+
 START_TEST(test_linear_forward) {
     if (!have_bf16()) return;
+    choose_backend(_i);
     int M = rows_cases[_i % 7];
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int O = shapes[s][0], I = shapes[s][1];
@@ -156,8 +163,8 @@ START_TEST(test_linear_forward) {
             ck_assert_int_eq(hlpt_engine_reserve(e, M, I, 0), HLPT_OK);
             hlpt_linear(e, out, x, &t.w, M, acc);
             double err = check_product(out, want, mag, (size_t)M * O);
-            printf("forward M=%d O=%d I=%d acc=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n", M, O, I,
-                   acc, err);
+            printf("%s forward M=%d O=%d I=%d acc=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n",
+                   _i >= 7 ? "kernel only" : "dispatch", M, O, I, acc, err);
             ck_assert_msg(err <= 1e-5, "forward M=%d O=%d I=%d: %.3e", M, O, I, err);
             hlpt_engine_free(e);
         }
@@ -169,6 +176,7 @@ END_TEST
 
 START_TEST(test_linear_backward) {
     if (!have_bf16()) return;
+    choose_backend(_i);
     int M = rows_cases[_i % 7];
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int O = shapes[s][0], I = shapes[s][1];
@@ -193,7 +201,8 @@ START_TEST(test_linear_backward) {
         ck_assert_int_eq(hlpt_engine_reserve(e, M, O, hlpt_weight_bytes(HLPT_BASE_BF16, 1, I, O) / 2), HLPT_OK);
         hlpt_linear_backward(e, dx, dy, &t.w, M);
         double err = check_product(dx, want, mag, (size_t)M * I);
-        printf("backward M=%d O=%d I=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n", M, O, I, err);
+        printf("%s backward M=%d O=%d I=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n", _i >= 7 ? "kernel only" : "dispatch",
+               M, O, I, err);
         ck_assert_msg(err <= 1e-5, "backward M=%d O=%d I=%d: %.3e", M, O, I, err);
         hlpt_engine_free(e);
         free(dy), free(dx), free(want), free(mag);
@@ -228,8 +237,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_rounding);
     tcase_add_test(tc, test_dtype_names);
     tcase_add_test(tc, test_weight_rows);
-    tcase_add_loop_test(tc, test_linear_forward, 0, 7);
-    tcase_add_loop_test(tc, test_linear_backward, 0, 7);
+    tcase_add_loop_test(tc, test_linear_forward, 0, 14);
+    tcase_add_loop_test(tc, test_linear_backward, 0, 14);
     suite_add_tcase(s, tc);
     return s;
 }
