@@ -18,6 +18,17 @@ ADAPTER_BASE = "llama2-mha-f32"  # the base every fixture adapter was made for
 TIMEOUT = 120  # seconds, for any one command
 
 
+def cpu_has_bf16():
+    """Whether this CPU multiplies BF16 natively (AVX512-BF16 or AMX): what `--dtype auto` picks
+    bf16 on, and what `--dtype bf16` needs (include/hlpt/engine.h)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def fixture(*parts):
     return os.path.join(FIXTURES, *parts)
 

@@ -34,6 +34,12 @@ LONG_HP = {"n_epochs": 100, "batch_size": 2, "max_steps": LONG_STEPS, "save_ever
 LONG_METHOD = {"type": "lora", "lora": {"r": 2, "lora_dropout": 0.1}}
 LONG_SEED = 1234
 
+# The jobs train with the base in f32: a bf16 training step on this tiny model costs tens of times
+# an f32 one (the BF16 products' fixed costs dominate at its sizes), which would take the long job
+# well past these tests' time bounds. The daemon's default dtype is exercised by test_serving.py,
+# test_client.py and test_shm.py.
+DAEMON_ARGS = ["--threads", "1", "--dtype", "f32"]
+
 SHORT_HP = {"n_epochs": 1, "batch_size": 2, "max_steps": 6, "save_every": 2, "warmup_steps": 0, "max_length": 32}
 
 
@@ -192,7 +198,7 @@ _reference = {}
 
 def reference_weights():
     if "weights" not in _reference:
-        d = Daemon(args=["--workers", "1", "--threads", "1"])
+        d = Daemon(args=["--workers", "1"] + DAEMON_ARGS)
         try:
             d.start()
             fid = upload(d, TRAIN)
@@ -229,7 +235,7 @@ class JobsTest(unittest.TestCase):
     left) even when the test fails."""
 
     def daemon(self, data_dir=None, workers=1):
-        d = Daemon(data_dir=data_dir, args=["--workers", str(workers), "--threads", "1"])
+        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + DAEMON_ARGS)
         self.addCleanup(d.cleanup)
         self.addCleanup(self.reap, d)
         d.start()

@@ -4,7 +4,8 @@ models, the adapter registry (import, export, delete), and /metrics.
 References are independent of the daemon: greedy text is compared with `hlpt generate` (the core
 library run offline on the same model and adapter directory), batched requests with the same
 request sent alone, streams with non-streamed answers, chat with the plain completion of the
-ChatML text that training renders."""
+ChatML text that training renders. The daemon runs its default `--dtype auto`; DtypeTest starts it
+with each dtype named."""
 import base64
 import http.client
 import json
@@ -17,6 +18,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers_cli import cpu_has_bf16  # noqa: E402
 from hlptd import BUILD, MODEL, ROOT, Daemon, multipart  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -35,10 +37,10 @@ def adapter_files(name):
     return read(os.path.join(d, "adapter_config.json"), "r"), read(os.path.join(d, "adapter_model.safetensors"))
 
 
-def offline(prompt, adapter=None, max_tokens=12):
+def offline(prompt, adapter=None, max_tokens=12, dtype="auto"):
     """Greedy text from the core library without the daemon."""
     cmd = [HLPT, "generate", "--model", MODEL, "--prompt", prompt, "--max-tokens", str(max_tokens),
-           "--temperature", "0", "--ignore-eos"]
+           "--temperature", "0", "--ignore-eos", "--dtype", dtype]
     if adapter:
         cmd += ["--adapter", adapter]
     out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout
@@ -518,6 +520,60 @@ class ServingTest(unittest.TestCase):
         self.assertEqual(self.greedy("base", "Hello"), offline("Hello"))
         status, _, data = self.d.request("GET", "/metrics")
         self.assertIn("hlpt_queue_depth 0", data.decode())
+
+
+class DtypeTest(unittest.TestCase):
+    """--dtype (or HLPTD_DTYPE): a bad value stops the start with a message naming the option; each
+    dtype serves, says in its log which it runs, and decodes as `hlpt generate` does with it."""
+
+    def daemon(self, args=(), env=None):
+        d = Daemon(args=args, env=env)
+        self.addCleanup(d.cleanup)
+        return d
+
+    def test_bad_dtype_refused(self):
+        for args, env, source in ((["--dtype", "bogus"], None, "(from --dtype)"),
+                                  ([], {"HLPTD_DTYPE": "fp16"}, "(from HLPTD_DTYPE)")):
+            with self.subTest(source=source):
+                d = self.daemon(args, env)
+                with self.assertRaises(RuntimeError):
+                    d.start(timeout=10)
+                self.assertEqual(d.proc.returncode, 2)
+                self.assertIn("option --dtype", d.log())
+                self.assertIn(source, d.log())
+                self.assertFalse(os.path.exists(os.path.join(d.data_dir, "hlptd.port")))
+
+    def check_serves(self, d, dtype):
+        d.start()
+        self.assertIn("of %s weights" % dtype, d.log())
+        self.assertIn("products %s:" % dtype, d.log())
+        status, r = d.json("POST", "/v1/completions", dict(model="base", prompt="Hello", max_tokens=12,
+                                                           temperature=0, ignore_eos=True), timeout=30)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["choices"][0]["text"], offline("Hello", dtype=dtype))
+        self.assertEqual(d.stop(), 0, d.log()[-4000:])
+
+    def test_bf16(self):
+        d = self.daemon(["--dtype", "bf16", "--threads", "1"])
+        if not cpu_has_bf16():
+            # A clean refusal at startup, naming what the CPU lacks.
+            with self.assertRaises(RuntimeError):
+                d.start(timeout=10)
+            self.assertEqual(d.proc.returncode, 1)
+            self.assertIn("bf16", d.log())
+            self.skipTest("skipped (this CPU has no AVX512-BF16 or AMX: bf16 refused as it should be)")
+        self.check_serves(d, "bf16")
+        self.assertIn("(--dtype bf16)", d.log())
+
+    def test_f32_from_the_environment(self):
+        d = self.daemon(env={"HLPTD_DTYPE": "f32"})
+        self.check_serves(d, "f32")
+        self.assertIn("(--dtype f32)", d.log())
+
+    def test_default_is_auto(self):
+        d = self.daemon()
+        self.check_serves(d, "bf16" if cpu_has_bf16() else "f32")
+        self.assertIn("(--dtype auto)", d.log())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The base model's weights are shared, not copied: a job's worker process maps the daemon's sealed
-memfd read-only, and the pages of that mapping are the daemon's (none private to the worker)."""
+memfd read-only, and the pages of that mapping are the daemon's (none private to the worker). So for
+either dtype of the base: the worker reads the dtype from the arena and packs nothing of its own."""
 import json
 import os
 import sys
@@ -7,6 +8,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers_cli import cpu_has_bf16  # noqa: E402
 from hlptd import ROOT, Daemon  # noqa: E402
 
 DEMO = os.path.join(ROOT, "models", "demo")
@@ -44,10 +46,15 @@ def arena_mappings(pid):
     return maps
 
 
-class SharedWeights(unittest.TestCase):
+class SharedWeights:
+    """The test, run by one subclass per dtype."""
+
+    dtype = None
+
     def setUp(self):
-        self.d = Daemon(model=DEMO, args=["--workers", "1", "--threads", "1"])
+        self.d = Daemon(model=DEMO, args=["--workers", "1", "--threads", "1", "--dtype", self.dtype])
         self.d.start(timeout=60)
+        self.assertIn("of %s weights" % self.dtype, self.d.log())
 
     def tearDown(self):
         self.d.kill()
@@ -83,9 +90,22 @@ class SharedWeights(unittest.TestCase):
         rss = sum(m["Rss"] for m in theirs)
         size = sum(m["Size"] for m in theirs)
         self.assertGreater(rss, 0)
-        print("worker %d maps %d kB of weights, %d kB resident, 0 kB private" % (worker, size, rss))
+        print("%s: worker %d maps %d kB of weights, %d kB resident, 0 kB private" % (self.dtype, worker, size, rss))
         st, _ = self.d.json("POST", "/v1/fine_tuning/jobs/%s/cancel" % job["id"])
         self.assertEqual(st, 200)
+
+
+class SharedWeightsF32(SharedWeights, unittest.TestCase):
+    dtype = "f32"
+
+
+class SharedWeightsBF16(SharedWeights, unittest.TestCase):
+    dtype = "bf16"
+
+    def setUp(self):
+        if not cpu_has_bf16():
+            self.skipTest("skipped (this CPU has no AVX512-BF16 or AMX)")
+        super().setUp()
 
 
 if __name__ == "__main__":
