@@ -106,9 +106,8 @@ static void dnnl_md_2d(dnnl_memory_desc_t *md, int rows, int cols, int ld, dnnl_
     dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
 }
 
-/* The matmul dst[M,N] (+)= src[M,K] (bf16, row stride ld_src) x B[K,N] (packed); NULL on failure. */
-static dnnl_primitive_t matmul_create(int M, int K, int N, int ld_src, int ld_dst, int accumulate,
-                                      char *impl, size_t impl_len) {
+/* The matmul dst[M,N] = src[M,K] (bf16, row stride ld_src) x B[K,N] (packed); NULL on failure. */
+static dnnl_primitive_t matmul_create(int M, int K, int N, int ld_src, int ld_dst, char *impl, size_t impl_len) {
     dnnl_memory_desc_t a, b, c;
     dnnl_dims_t bd = {K, N};
     dnnl_md_2d(&a, M, K, ld_src, dnnl_bf16);
@@ -116,27 +115,16 @@ static dnnl_primitive_t matmul_create(int M, int K, int N, int ld_src, int ld_ds
     if (dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_BA16a64b2a) != dnnl_success) return NULL;
     dnnl_matmul_desc_t desc;
     if (dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) != dnnl_success) return NULL;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t p = NULL;
-    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
-    if (accumulate) {
-        if (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success ||
-            dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)
-            goto out;
-    }
-    if (dnnl_primitive_desc_create(&pd, &desc, attr, g_dnnl, NULL) != dnnl_success) goto out;
+    if (dnnl_primitive_desc_create(&pd, &desc, NULL, g_dnnl, NULL) != dnnl_success) return NULL;
     if (impl) {
         const char *s = NULL;
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
         snprintf(impl, impl_len, "%s", s ? s : "?");
     }
     if (dnnl_primitive_create(&p, pd) != dnnl_success) p = NULL;
-out:
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (po) dnnl_post_ops_destroy(po);
-    dnnl_primitive_attr_destroy(attr);
+    dnnl_primitive_desc_destroy(pd);
     return p;
 }
 
@@ -149,7 +137,7 @@ static void dnnl_init_once(void) {
     /* Probe: the packed layout must be one oneDNN's matmul takes as it is, through a real kernel
      * (a reference implementation would be far slower than our own kernel at any size). */
     char impl[96] = "";
-    dnnl_primitive_t p = matmul_create(64, 64, 64, 64, 64, 0, impl, sizeof impl);
+    dnnl_primitive_t p = matmul_create(64, 64, 64, 64, 64, impl, sizeof impl);
     if (p) dnnl_primitive_destroy(p);
     if (p && strncmp(impl, "ref", 3) != 0) {
         g_dnnl_ok = 1;
@@ -380,12 +368,11 @@ kernel_rows(float *out, int ldo, const uint16_t *x, int ldx, int M, const uint16
 /* ---------------------------------------------------------------------------------------------- */
 /* Contexts                                                                                        */
 
-/* Cached matmul primitives; least recently used goes first. Training sees a new row count most
- * steps, 12 shapes each: the cache holds several steps' worth. */
-#define PRIM_CAP 96
+/* Cached matmul primitives, by bucketed row count and shape; least recently used goes first. */
+#define PRIM_CAP 128
 
 typedef struct {
-    int M, K, N, ld_src, ld_dst, accumulate;
+    int M, K, N, ld_src, ld_dst;
     dnnl_primitive_t p;      /* NULL: creation failed, use the kernel */
     unsigned long long used;
 } prim_entry;
@@ -400,6 +387,8 @@ struct hlpt_engine {
     size_t xb_cap;           /* elements */
     uint16_t *wt;            /* a weight repacked transposed (backward) */
     size_t wt_cap;           /* elements */
+    float *yb;               /* oneDNN's output at the bucketed row count */
+    size_t yb_cap;           /* elements */
     struct {
         int O, I;
         dnnl_primitive_t p;  /* NULL: creation failed, repack by hand */
@@ -433,6 +422,7 @@ void hlpt_engine_free(hlpt_engine *e) {
     if (e->stream) dnnl_stream_destroy(e->stream);
     free(e->xb);
     free(e->wt);
+    free(e->yb);
     free(e);
 }
 
@@ -447,20 +437,43 @@ static int grow_u16(uint16_t **p, size_t *cap, size_t n) {
     return HLPT_OK;
 }
 
+/* The row count a oneDNN primitive is made for: M rounded up, so that training (whose row count
+ * changes with every micro-batch) and prefill reuse a few dozen primitives instead of making 12 new
+ * ones a step. The padding rows are zeros in and discarded out. */
+static int bucket_rows(int M) {
+    int q = M <= 512 ? 64 : M <= 2048 ? 128 : 256;
+    return (M + q - 1) / q * q;
+}
+
+/* Matrices below this many elements run the kernel at every row count: they sit in cache, and a
+ * oneDNN call costs more than their product. */
+#define SMALL_WEIGHT (512 * 1024)
+
+/* Grows a float scratch on the first product of a larger shape (the products' only allocation;
+ * a failure sends the product to the kernel, which needs none). */
+static int grow_f32(float **p, size_t *cap, size_t n) {
+    if (n <= *cap) return HLPT_OK;
+    void *q = NULL;
+    if (posix_memalign(&q, 64, n * sizeof(float)) != 0) return HLPT_ERR_NOMEM;
+    free(*p);
+    *p = q;
+    *cap = n;
+    return HLPT_OK;
+}
+
 int hlpt_engine_reserve(hlpt_engine *e, int rows, int in, size_t max_weight) {
     size_t ld = round_up((size_t)(in > 0 ? in : 1), KT);
-    if (grow_u16(&e->xb, &e->xb_cap, (size_t)(rows > 0 ? rows : 1) * ld)) return HLPT_ERR_NOMEM;
+    if (grow_u16(&e->xb, &e->xb_cap, (size_t)bucket_rows(rows > 0 ? rows : 1) * ld)) return HLPT_ERR_NOMEM;
     if (max_weight && grow_u16(&e->wt, &e->wt_cap, max_weight)) return HLPT_ERR_NOMEM;
     return HLPT_OK;
 }
 
-static dnnl_primitive_t prim_get(hlpt_engine *e, int M, int K, int N, int ld_src, int ld_dst, int accumulate) {
+static dnnl_primitive_t prim_get(hlpt_engine *e, int M, int K, int N, int ld_src, int ld_dst) {
     prim_entry *lru = NULL;
     e->clock++;
     for (int i = 0; i < e->n_prims; i++) {
         prim_entry *p = &e->prims[i];
-        if (p->M == M && p->K == K && p->N == N && p->ld_src == ld_src && p->ld_dst == ld_dst &&
-            p->accumulate == accumulate) {
+        if (p->M == M && p->K == K && p->N == N && p->ld_src == ld_src && p->ld_dst == ld_dst) {
             p->used = e->clock;
             return p->p;
         }
@@ -468,37 +481,61 @@ static dnnl_primitive_t prim_get(hlpt_engine *e, int M, int K, int N, int ld_src
     }
     prim_entry *slot = e->n_prims < PRIM_CAP ? &e->prims[e->n_prims++] : lru;
     if (slot->p) dnnl_primitive_destroy(slot->p);
-    *slot = (prim_entry){.M = M, .K = K, .N = N, .ld_src = ld_src, .ld_dst = ld_dst,
-                         .accumulate = accumulate, .used = e->clock};
-    slot->p = matmul_create(M, K, N, ld_src, ld_dst, accumulate, NULL, 0);
+    *slot = (prim_entry){.M = M, .K = K, .N = N, .ld_src = ld_src, .ld_dst = ld_dst, .used = e->clock};
+    slot->p = matmul_create(M, K, N, ld_src, ld_dst, NULL, 0);
     return slot->p;
 }
 
-/* out[M,N] (+)= xb[M,Kp] . B (packed K x N). */
+/* Runs primitive p: dst[Mb, N] (row stride ldd) = xb[Mb, Kp] . B. */
+static int dnnl_run(hlpt_engine *e, dnnl_primitive_t p, float *dst, int ldd, int Mb, const uint16_t *B, int K,
+                    int N) {
+    int Kp = (int)round_up((size_t)K, KT);
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t bd = {K, N};
+    dnnl_md_2d(&a, Mb, K, Kp, dnnl_bf16);
+    dnnl_md_2d(&c, Mb, N, ldd, dnnl_f32);
+    dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_BA16a64b2a);
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
+    int ok = dnnl_memory_create(&ma, &a, g_dnnl, e->xb) == dnnl_success &&
+             dnnl_memory_create(&mb, &b, g_dnnl, (void *)B) == dnnl_success &&
+             dnnl_memory_create(&mc, &c, g_dnnl, dst) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+        ok = dnnl_primitive_execute(p, e->stream, 3, args) == dnnl_success &&
+             dnnl_stream_wait(e->stream) == dnnl_success;
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    return ok;
+}
+
+/* out[M,N] (+)= xb[M,Kp] . B (packed K x N). Large products go to oneDNN at the bucketed row count:
+ * straight into out when that is M and nothing accumulates, else through yb, whose first M rows are
+ * then copied or added. Anything oneDNN cannot do falls to the kernel. */
 static void bf16_product(hlpt_engine *e, float *out, int ldo, int M, const uint16_t *B, int K, int N,
                          int accumulate) {
     int Kp = (int)round_up((size_t)K, KT);
-    dnnl_primitive_t p = NULL;
-    if (M > HLPT_ENGINE_SMALL_M && stream_of(e)) p = prim_get(e, M, K, N, Kp, ldo, accumulate);
-    if (p) {
-        dnnl_memory_desc_t a, b, c;
-        dnnl_dims_t bd = {K, N};
-        dnnl_md_2d(&a, M, K, Kp, dnnl_bf16);
-        dnnl_md_2d(&c, M, N, ldo, dnnl_f32);
-        dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_bf16, dnnl_BA16a64b2a);
-        dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
-        int ok = dnnl_memory_create(&ma, &a, g_dnnl, e->xb) == dnnl_success &&
-                 dnnl_memory_create(&mb, &b, g_dnnl, (void *)B) == dnnl_success &&
-                 dnnl_memory_create(&mc, &c, g_dnnl, out) == dnnl_success;
-        if (ok) {
-            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
-            ok = dnnl_primitive_execute(p, e->stream, 3, args) == dnnl_success &&
-                 dnnl_stream_wait(e->stream) == dnnl_success;
+    if (M > HLPT_ENGINE_SMALL_M && (size_t)K * N >= SMALL_WEIGHT && stream_of(e)) {
+        int Mb = bucket_rows(M), direct = Mb == M && !accumulate;
+        dnnl_primitive_t p = NULL;
+        if ((size_t)Mb * Kp <= e->xb_cap && (direct || !grow_f32(&e->yb, &e->yb_cap, (size_t)Mb * N)))
+            p = prim_get(e, Mb, K, N, Kp, direct ? ldo : N);
+        if (p) {
+            memset(e->xb + (size_t)M * Kp, 0, sizeof(uint16_t) * (size_t)(Mb - M) * Kp);
+            if (direct && dnnl_run(e, p, out, ldo, Mb, B, K, N)) return;
+            if (!direct && dnnl_run(e, p, e->yb, N, Mb, B, K, N)) {
+                for (int r = 0; r < M; r++) {
+                    float *o = out + (size_t)r * ldo;
+                    const float *y = e->yb + (size_t)r * N;
+                    if (accumulate)
+                        for (int j = 0; j < N; j++) o[j] += y[j];
+                    else
+                        memcpy(o, y, sizeof(float) * (size_t)N);
+                }
+                return;
+            }
         }
-        if (ma) dnnl_memory_destroy(ma);
-        if (mb) dnnl_memory_destroy(mb);
-        if (mc) dnnl_memory_destroy(mc);
-        if (ok) return;
     }
 #if defined(__x86_64__)
     kernel_rows(out, ldo, e->xb, Kp, M, B, Kp, N, accumulate);

@@ -114,9 +114,12 @@ START_TEST(test_weight_rows) {
 END_TEST
 
 /* Rows of the products: both sides of the kernel/oneDNN threshold and partial tiles. */
-static const int rows_cases[] = {1, 3, 12, 13, HLPT_ENGINE_SMALL_M, HLPT_ENGINE_SMALL_M + 1, 57};
-/* (O, I): outputs and inputs, multiples of the tiles and not. */
-static const int shapes[][2] = {{64, 64}, {100, 70}, {176, 64}, {1024, 96}, {33, 200}};
+/* 57 runs oneDNN at 64 rows through its scratch, 64 straight into the output. */
+static const int rows_cases[] = {1, 3, 12, 13, HLPT_ENGINE_SMALL_M, HLPT_ENGINE_SMALL_M + 1, 57, 64};
+#define N_ROWS_CASES 8
+/* (O, I): outputs and inputs, multiples of the tiles and not; the last is large enough for oneDNN
+ * (smaller matrices run the kernel at every row count). */
+static const int shapes[][2] = {{64, 64}, {100, 70}, {176, 64}, {1024, 96}, {33, 200}, {1030, 520}};
 
 /* The worst error relative to the sum of |terms| of the same output, so rounding of the F32 sum is
  * all that may differ. */
@@ -129,16 +132,16 @@ static double check_product(const float *got, const double *want, const double *
     return worst;
 }
 
-/* Loop index 7 and up: without oneDNN (HLPT_NO_ONEDNN), so the kernel runs every size and the
- * backward repacks by hand. Check forks each test, so the setting stays in that test. */
+/* Loop index N_ROWS_CASES and up: without oneDNN (HLPT_NO_ONEDNN), so the kernel runs every size
+ * and the backward repacks by hand. Check forks each test, so the setting stays in that test. */
 static void choose_backend(int i) {
-    if (i >= 7) setenv("HLPT_NO_ONEDNN", "1", 1);
+    if (i >= N_ROWS_CASES) setenv("HLPT_NO_ONEDNN", "1", 1);
 }
 
 START_TEST(test_linear_forward) {
     if (!have_bf16()) return;
     choose_backend(_i);
-    int M = rows_cases[_i % 7];
+    int M = rows_cases[_i % N_ROWS_CASES];
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int O = shapes[s][0], I = shapes[s][1];
         test_weight t = make_weight(O, I, 1);
@@ -164,7 +167,7 @@ START_TEST(test_linear_forward) {
             hlpt_linear(e, out, x, &t.w, M, acc);
             double err = check_product(out, want, mag, (size_t)M * O);
             printf("%s forward M=%d O=%d I=%d acc=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n",
-                   _i >= 7 ? "kernel only" : "dispatch", M, O, I, acc, err);
+                   _i >= N_ROWS_CASES ? "kernel only" : "dispatch", M, O, I, acc, err);
             ck_assert_msg(err <= 1e-5, "forward M=%d O=%d I=%d: %.3e", M, O, I, err);
             hlpt_engine_free(e);
         }
@@ -177,7 +180,7 @@ END_TEST
 START_TEST(test_linear_backward) {
     if (!have_bf16()) return;
     choose_backend(_i);
-    int M = rows_cases[_i % 7];
+    int M = rows_cases[_i % N_ROWS_CASES];
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int O = shapes[s][0], I = shapes[s][1];
         test_weight t = make_weight(O, I, 1);
@@ -201,7 +204,7 @@ START_TEST(test_linear_backward) {
         ck_assert_int_eq(hlpt_engine_reserve(e, M, O, hlpt_weight_bytes(HLPT_BASE_BF16, 1, I, O) / 2), HLPT_OK);
         hlpt_linear_backward(e, dx, dy, &t.w, M);
         double err = check_product(dx, want, mag, (size_t)M * I);
-        printf("%s backward M=%d O=%d I=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n", _i >= 7 ? "kernel only" : "dispatch",
+        printf("%s backward M=%d O=%d I=%d: worst error %.2e of the |terms| sum (tol 1e-5)\n", _i >= N_ROWS_CASES ? "kernel only" : "dispatch",
                M, O, I, err);
         ck_assert_msg(err <= 1e-5, "backward M=%d O=%d I=%d: %.3e", M, O, I, err);
         hlpt_engine_free(e);
@@ -237,8 +240,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_rounding);
     tcase_add_test(tc, test_dtype_names);
     tcase_add_test(tc, test_weight_rows);
-    tcase_add_loop_test(tc, test_linear_forward, 0, 14);
-    tcase_add_loop_test(tc, test_linear_backward, 0, 14);
+    tcase_add_loop_test(tc, test_linear_forward, 0, 2 * N_ROWS_CASES);
+    tcase_add_loop_test(tc, test_linear_backward, 0, 2 * N_ROWS_CASES);
     suite_add_tcase(s, tc);
     return s;
 }
