@@ -1,6 +1,5 @@
 /*
- * generate.c - OpenAI completions and chat completions with a per-request adapter, and the model
- * list.
+ * generate.c - OpenAI completions and chat completions with a per-request adapter.
  *
  * A request's life: the HTTP thread validates the body (api_gen_request_parse) and tokenizes the
  * prompt (api_gen_tokenize; chat messages are rendered by the same template code that renders
@@ -601,26 +600,21 @@ static void generate_work(void *app, hlpt_req *r) {
         hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
-    char adapter_id[64] = "";
-    if (strcmp(c->q.model, "base") && strcmp(c->q.model, hlptd_model_name(d))) {
-        hlpt_adapter_rec *a = NULL;
-        char why[256];
-        int err = hlpt_store_adapter_get(hlptd_store(d), c->q.model, &a, why, sizeof why);
-        if (err == HLPT_ERR_NOENT) {
-            hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
-                                "The model `%s` does not exist", c->q.model);
-            return;
-        }
-        if (err) {
-            hlpt_reply_err(r, err, "model", "%s", why);
-            return;
-        }
-        snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
-        snprintf(c->adapter_label, sizeof c->adapter_label, "%s", a->name);
-        hlpt_adapter_rec_free(a);
-    } else {
-        snprintf(c->adapter_label, sizeof c->adapter_label, "base");
+    char adapter_id[64] = "", why[256];
+    hlpt_adapter_rec *a = NULL;
+    int err = api_model_resolve(d, c->q.model, &a, why, sizeof why);
+    if (err == HLPT_ERR_NOENT) {
+        hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model", "The model `%s` does not exist",
+                            c->q.model);
+        return;
     }
+    if (err) {
+        hlpt_reply_err(r, err, "model", "%s", why);
+        return;
+    }
+    snprintf(c->adapter_label, sizeof c->adapter_label, "%s", a ? a->name : "base");
+    if (a) snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
+    hlpt_adapter_rec_free(a);
     if (c->q.stream && !(c->sse = hlpt_req_stream(r))) return;
     for (int i = 0; i < c->q.n; i++) {
         choice *ch = &c->choices[i];
@@ -686,48 +680,3 @@ static void generate_handler(hlpt_req *r, int chat) {
 
 void hlpt_api_completions(hlpt_req *r) { generate_handler(r, 0); }
 void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, 1); }
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Models                                                                                          */
-
-static cJSON *model_json(const char *id, long created, const char *parent) {
-    cJSON *e = cJSON_CreateObject();
-    cJSON_AddStringToObject(e, "id", id);
-    cJSON_AddStringToObject(e, "object", "model");
-    cJSON_AddNumberToObject(e, "created", (double)created);
-    cJSON_AddStringToObject(e, "owned_by", "hlpt");
-    if (parent) cJSON_AddStringToObject(e, "parent", parent);
-    else cJSON_AddNullToObject(e, "parent");
-    return e;
-}
-
-/* Every model at once (OpenAI's /v1/models does not page): the base, then each adapter by name. */
-static void models_work(void *app, hlpt_req *r) {
-    hlptd *d = app;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(o, "data");
-    cJSON_AddItemToArray(data, model_json(hlptd_model_name(d), 0, NULL));
-    char after[HLPT_ID_MAX] = "", why[256];
-    for (int more = 1; more;) {
-        hlpt_adapter_rec **a = NULL;
-        size_t n = 0;
-        int err = hlpt_store_adapter_list(hlptd_store(d), after[0] ? after : NULL, 100, &a, &n, &more, why, sizeof why);
-        if (err) {
-            cJSON_Delete(o);
-            hlpt_reply_err(r, err, NULL, "%s", why);
-            return;
-        }
-        for (size_t i = 0; i < n; i++) {
-            cJSON *e = model_json(a[i]->name, (long)a[i]->created_at, hlptd_model_name(d));
-            cJSON_AddStringToObject(e, "adapter_id", a[i]->id);
-            cJSON_AddItemToArray(data, e);
-        }
-        if (n) snprintf(after, sizeof after, "%s", a[n - 1]->id);
-        hlpt_adapter_rec_list_free(a, n);
-        if (!n) break;
-    }
-    hlpt_reply_json(r, 200, o);
-}
-
-void hlpt_api_models(hlpt_req *r) { hlpt_req_defer(r, models_work); }

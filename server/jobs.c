@@ -198,9 +198,7 @@ static void on_done_line(worker *w, const cJSON *o) {
         snprintf(w->error, sizeof w->error, "the trained adapter could not be read");
         goto out;
     }
-    /* ft:<base>:<suffix>:<job id tail> */
-    snprintf(name, sizeof name, "ft:%s:%s:%s", j->model_name, job->suffix && *job->suffix ? job->suffix : "hlpt",
-             w->job_id + strlen(HLPT_ID_JOB));
+    hlptd_jobs_model_name(j->model_name, job, -1, name, sizeof name);
     cJSON *c = cJSON_Parse(cfg);
     const char *hash = c ? str(c, "base_hash") : NULL;
     hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
@@ -456,6 +454,13 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
 
 /* ---------------------------------------------------------------------------------------------- */
 /* API                                                                                             */
+
+void hlptd_jobs_model_name(const char *base, const hlpt_job *job, int64_t step, char *out, size_t cap) {
+    const char *tail = job->id + (strncmp(job->id, HLPT_ID_JOB, strlen(HLPT_ID_JOB)) ? 0 : strlen(HLPT_ID_JOB));
+    const char *suffix = job->suffix && *job->suffix ? job->suffix : "hlpt";
+    if (step < 0) snprintf(out, cap, "ft:%s:%s:%s", base, suffix, tail);
+    else snprintf(out, cap, "ft:%s:%s:%s:ckpt-step-%lld", base, suffix, tail, (long long)step);
+}
 
 int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out) {
     *out = NULL;

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import unittest
+from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hlptd import Daemon  # noqa: E402
@@ -111,6 +112,38 @@ class OpenAITest(unittest.TestCase):
         self.assertEqual([e["id"] for e in got], [e["id"] for e in full["data"]])
         self.error(*self.d.json("GET", "%s/%s/events?after=ftevent-nope" % (JOBS, job_id)), 404, "after")
         self.error(*self.d.json("GET", "%s/%s/events?limit=0" % (JOBS, job_id)), 400, "limit")
+
+
+    # ---- models --------------------------------------------------------------------------------
+
+    def test_models_retrieve_and_delete(self):
+        status, page = self.d.json("GET", "/v1/models")
+        self.assertEqual(status, 200)
+        ids = [m["id"] for m in page["data"]]
+        base = page["data"][0]
+        self.assertIsNone(base["parent"])
+        self.assertGreater(base["created"], 1e9, "the base's created is a real time")
+        for model_id in ids:
+            status, m = self.d.json("GET", "/v1/models/" + quote(model_id, safe=""))
+            self.assertEqual(status, 200, m)
+            self.assertEqual(m["id"], model_id)
+            self.assertEqual(m["object"], "model")
+        self.assertIn(self.done["fine_tuned_model"], ids)
+        status, m = self.d.json("GET", "/v1/models/base")
+        self.assertEqual((status, m["id"]), (200, base["id"]))
+        self.error(*self.d.json("GET", "/v1/models/ft:nope"), 404, "model")
+        err = self.error(*self.d.json("DELETE", "/v1/models/" + base["id"]), 403, "model")
+        self.assertIn("base", err["message"])
+        # A job of its own, so that deleting its model leaves the shared one.
+        job = self.create(training_file=self.train, method=LORA, hyperparameters=SHORT_HP)
+        job = self.wait_job(job["id"], "succeeded")
+        name = job["fine_tuned_model"]
+        status, body = self.d.json("DELETE", "/v1/models/" + quote(name, safe=""))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body, {"id": name, "object": "model", "deleted": True})
+        self.error(*self.d.json("GET", "/v1/models/" + quote(name, safe="")), 404, "model")
+        self.error(*self.d.json("DELETE", "/v1/models/" + quote(name, safe="")), 404, "model")
+        self.error(*self.d.json("POST", "/v1/completions", {"model": name, "prompt": "a"}), 404, "model")
 
 
 if __name__ == "__main__":
