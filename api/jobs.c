@@ -26,6 +26,9 @@
 #include "hlpt/train.h"
 #include "http.h"
 
+/* What OpenAI's `supervised` method trains here (docs/rest.md). */
+#define API_JOBS_DEFAULT_METHOD "hlpt"
+
 static int terminal(const char *status) {
     return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
 }
@@ -38,6 +41,21 @@ static void add_num_or_null(cJSON *o, const char *k, double v) {
 static cJSON *parse_or_empty(const char *json) {
     cJSON *j = json ? cJSON_Parse(json) : NULL;
     return j ? j : cJSON_CreateObject();
+}
+
+/* The job's method as the client gave it: OpenAI's {type: supervised, supervised: {hyperparameters}}
+ * with `hlpt_method` saying what it trains, or hlpt's own {type, <type>: {settings}}. */
+static cJSON *method_json(const hlpt_job *job) {
+    cJSON *stored = parse_or_empty(job->method);
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(stored, "requested");
+    if (!cJSON_IsString(req) || strcmp(req->valuestring, "supervised")) return stored;
+    cJSON_DeleteItemFromObjectCaseSensitive(stored, "requested");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "supervised");
+    cJSON *sup = cJSON_AddObjectToObject(o, "supervised");
+    cJSON_AddItemToObject(sup, "hyperparameters", parse_or_empty(job->hyperparameters));
+    cJSON_AddItemToObject(o, "hlpt_method", stored);
+    return o;
 }
 
 /* The OpenAI job object, with hlpt's progress figures. Loop thread. */
@@ -55,7 +73,7 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     cJSON_AddStringToObject(o, "training_file", job->training_file);
     if (job->validation_file) cJSON_AddStringToObject(o, "validation_file", job->validation_file);
     else cJSON_AddNullToObject(o, "validation_file");
-    cJSON_AddItemToObject(o, "method", parse_or_empty(job->method));
+    cJSON_AddItemToObject(o, "method", method_json(job));
     cJSON_AddItemToObject(o, "hyperparameters", parse_or_empty(job->hyperparameters));
     cJSON_AddNumberToObject(o, "seed", (double)job->seed);
     if (job->suffix) cJSON_AddStringToObject(o, "suffix", job->suffix);
@@ -254,39 +272,86 @@ void hlpt_api_jobs_create(hlpt_req *r) {
         return;
     }
 
-    /* method: {type, <type>: {settings}}; validated by building the adapter config. */
+    /* method: {type, <type>: {settings..., hyperparameters?}}. OpenAI's `supervised` trains the
+     * daemon's default method; its only setting is `hyperparameters`. */
     const hlpt_config *c = hlpt_model_config(m);
     char why[512] = "", param[96];
-    const char *type = "hlpt";
+    const char *type = API_JOBS_DEFAULT_METHOD, *given = NULL;
+    const cJSON *settings = NULL, *nested_hp = NULL;
     if (method && !cJSON_IsNull(method)) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(method, "type");
-        if (!cJSON_IsObject(method) || !cJSON_IsString(t) || hlpt_method_from_name(t->valuestring) < 0) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type", "`method.type` must be one of hlpt, h2lpt, lora, prefix");
+        if (!cJSON_IsObject(method) || !cJSON_IsString(t)) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type",
+                           "`method` must be an object with `type`: supervised, hlpt, h2lpt, lora or prefix");
             return;
         }
-        type = t->valuestring;
+        given = t->valuestring;
+        if (!strcmp(given, "dpo") || !strcmp(given, "reinforcement")) {
+            hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "method.type",
+                           "`method.type` %s is not supported: hlpt trains supervised (supervised, hlpt, h2lpt, lora, prefix)",
+                           given);
+            return;
+        }
+        if (strcmp(given, "supervised") && hlpt_method_from_name(given) < 0) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type",
+                           "`method.type` must be one of supervised, hlpt, h2lpt, lora, prefix");
+            return;
+        }
+        if (strcmp(given, "supervised")) type = given;
         cJSON_ArrayForEach(v, method) {
-            if (strcmp(v->string, "type") && strcmp(v->string, type)) {
+            if (strcmp(v->string, "type") && strcmp(v->string, given)) {
                 snprintf(param, sizeof param, "method.%s", v->string);
-                hlpt_reply_err(r, HLPT_ERR_INVAL, param, "unknown field `method.%s` (settings go in `method.%s`)", v->string, type);
+                hlpt_reply_err(r, HLPT_ERR_INVAL, param, "unknown field `method.%s` (settings go in `method.%s`)", v->string, given);
                 return;
             }
         }
+        settings = cJSON_GetObjectItemCaseSensitive(method, given);
+        if (settings && !cJSON_IsNull(settings) && !cJSON_IsObject(settings)) {
+            snprintf(param, sizeof param, "method.%s", given);
+            hlpt_reply_err(r, HLPT_ERR_INVAL, param, "`method.%s` must be an object", given);
+            return;
+        }
+        if (settings && cJSON_IsNull(settings)) settings = NULL;
+        nested_hp = settings ? cJSON_GetObjectItemCaseSensitive(settings, "hyperparameters") : NULL;
+        if (nested_hp && cJSON_IsNull(nested_hp)) nested_hp = NULL;
+        if (!strcmp(given, "supervised") && settings) {
+            cJSON_ArrayForEach(v, settings) {
+                if (strcmp(v->string, "hyperparameters")) {
+                    snprintf(param, sizeof param, "method.supervised.%s", v->string);
+                    hlpt_reply_err(r, HLPT_ERR_INVAL, param,
+                                   "unknown field `method.supervised.%s` (only `hyperparameters`; adapter settings need "
+                                   "one of hlpt's method types)", v->string);
+                    return;
+                }
+            }
+        }
     }
+    if (nested_hp && hp && !cJSON_IsNull(hp)) {
+        snprintf(param, sizeof param, "method.%s.hyperparameters", given);
+        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "give `hyperparameters` once: at the top level or in `%s`", param);
+        return;
+    }
+    if (nested_hp) hp = nested_hp;
+    /* The adapter settings, without the hyperparameters that travel beside them. */
+    cJSON *plan = settings && strcmp(given, "supervised") ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(plan, "hyperparameters");
     hlpt_adapter_config acfg;
     hlpt_adapter_config_defaults(&acfg, (hlpt_method)hlpt_method_from_name(type), c->n_layers);
-    const cJSON *settings = method ? cJSON_GetObjectItemCaseSensitive(method, type) : NULL;
-    if (settings && hlpt_adapter_config_apply(&acfg, settings, c->n_layers, 0, why, sizeof why)) {
+    if (hlpt_adapter_config_apply(&acfg, plan, c->n_layers, 0, why, sizeof why)) {
+        cJSON_Delete(plan);
         snprintf(param, sizeof param, "method.%s", type);
         hlpt_reply_err(r, HLPT_ERR_INVAL, param, "%s", why);
         return;
     }
     /* hyperparameters: the trainer's own parser decides; validation_split is the worker's. */
+    char hp_name[96] = "hyperparameters";
+    if (nested_hp) snprintf(hp_name, sizeof hp_name, "method.%s.hyperparameters", given);
     hlpt_train_params tp;
     hlpt_train_params_defaults(&tp);
     if (hp && !cJSON_IsNull(hp)) {
         if (!cJSON_IsObject(hp)) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "hyperparameters", "`hyperparameters` must be an object");
+            cJSON_Delete(plan);
+            hlpt_reply_err(r, HLPT_ERR_INVAL, hp_name, "`%s` must be an object", hp_name);
             return;
         }
         cJSON *copy = cJSON_Duplicate(hp, 1);
@@ -297,22 +362,29 @@ void hlpt_api_jobs_create(hlpt_req *r) {
             err = hlpt_why(why, sizeof why, HLPT_ERR_RANGE, "hyperparameters.validation_split: must be in (0, 1)");
         cJSON_Delete(split);
         if (err) {
-            /* why starts with the field's path. */
+            cJSON_Delete(plan);
+            /* why starts with the field's path ("hyperparameters.n_epochs: ..."). */
+            size_t top = strlen("hyperparameters");
             char *colon = strchr(why, ':');
-            snprintf(param, sizeof param, "%.*s", colon ? (int)(colon - why) : (int)strlen("hyperparameters"), why);
+            size_t k = colon ? (size_t)(colon - why) : top;
+            if (k < top || strncmp(why, "hyperparameters", top)) k = top;
+            snprintf(param, sizeof param, "%s%.*s", hp_name, (int)(k - top), why + top);
             hlpt_reply_err(r, err, param, "%s", why);
             return;
         }
     }
     create_args *a = calloc(1, sizeof *a);
     if (!a) {
+        cJSON_Delete(plan);
         hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
-    /* The method is stored complete (type and its settings) so the job says what it will train. */
+    /* The method is stored as the worker reads it (type and its adapter settings), so the job says
+     * what it will train; `requested` keeps OpenAI's type when that is what the client asked for. */
     cJSON *m_store = cJSON_CreateObject();
     cJSON_AddStringToObject(m_store, "type", type);
-    cJSON_AddItemToObject(m_store, type, settings ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject());
+    cJSON_AddItemToObject(m_store, type, plan);
+    if (given && !strcmp(given, "supervised")) cJSON_AddStringToObject(m_store, "requested", "supervised");
     a->method = cJSON_PrintUnformatted(m_store);
     cJSON_Delete(m_store);
     a->hyperparameters = hp && !cJSON_IsNull(hp) ? cJSON_PrintUnformatted(hp) : strdup("{}");

@@ -146,5 +146,47 @@ class OpenAITest(unittest.TestCase):
         self.error(*self.d.json("POST", "/v1/completions", {"model": name, "prompt": "a"}), 404, "model")
 
 
+    # ---- methods -------------------------------------------------------------------------------
+
+    def test_supervised_method(self):
+        hp = dict(SHORT_HP, n_epochs=2, learning_rate_multiplier=2)
+        job = self.create(training_file=self.train, method={"type": "supervised", "supervised": {"hyperparameters": hp}})
+        self.assertEqual(job["method"]["type"], "supervised")
+        self.assertEqual(job["method"]["supervised"]["hyperparameters"], hp)
+        self.assertEqual(job["method"]["hlpt_method"]["type"], "hlpt", "supervised trains the default method")
+        self.assertEqual(job["hyperparameters"], hp)
+        job = self.wait_job(job["id"], "succeeded")
+        status, page = self.d.json("GET", "%s/%s/metrics" % (JOBS, job["id"]))
+        self.assertEqual(page["data"][-1]["step"], SHORT_HP["max_steps"], "the nested hyperparameters were applied")
+        # Without settings at all; and hlpt's own types keep working, hyperparameters nested or not.
+        self.create(training_file=self.train, method={"type": "supervised"}, hyperparameters=SHORT_HP)
+        self.create(training_file=self.train, method={"type": "lora", "lora": {"r": 2, "hyperparameters": SHORT_HP}})
+        bad = [
+            ({"type": "dpo", "dpo": {}}, "method.type", 400, "dpo"),
+            ({"type": "reinforcement"}, "method.type", 400, "reinforcement"),
+            ({"type": "sft"}, "method.type", 400, "supervised"),
+            ({"type": "supervised", "supervised": {"r": 4}}, "method.supervised.r", 400, "hyperparameters"),
+            ({"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}},
+             "method.supervised.hyperparameters.n_epochs", 400, "n_epochs"),
+            ({"type": "supervised", "supervised": {"hyperparameters": []}}, "method.supervised.hyperparameters", 400, "object"),
+            ({"type": "supervised", "supervised": 3}, "method.supervised", 400, "object"),
+        ]
+        for method, param, code, word in bad:
+            status, body = self.d.json("POST", JOBS, {"training_file": self.train, "method": method})
+            err = self.error(status, body, code, param)
+            self.assertIn(word, err["message"])
+        status, body = self.d.json("POST", JOBS, {"training_file": self.train, "hyperparameters": SHORT_HP,
+                                                  "method": {"type": "supervised", "supervised": {"hyperparameters": SHORT_HP}}})
+        self.error(status, body, 400, "method.supervised.hyperparameters")
+        # Jobs that were created here and not waited for are cancelled so that the queue stays short.
+        self.cancel_unfinished()
+
+    def cancel_unfinished(self):
+        status, page = self.d.json("GET", JOBS + "?limit=100")
+        for j in page["data"]:
+            if j["status"] not in TERMINAL:
+                self.d.json("POST", "%s/%s/cancel" % (JOBS, j["id"]))
+
+
 if __name__ == "__main__":
     unittest.main()
