@@ -30,7 +30,9 @@
 #include "hlpt/fileio.h"
 
 enum { SAID_NOTHING, SAID_DONE, SAID_STOPPED, SAID_ERROR };
-enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN };
+/* What was asked of a running worker. Cancel and pause set the job's status at once; the worker
+ * catches up behind it. WANT_REQUEUE: paused, then resumed before the worker had stopped. */
+enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN, WANT_REQUEUE };
 
 typedef struct worker {
     hlptd_jobs *jobs;
@@ -222,6 +224,8 @@ out:
 
 static void on_line(worker *w, const char *line, size_t n) {
     hlptd_jobs *j = w->jobs;
+    /* A cancelled job is over: what its worker says before the kill lands is dropped. */
+    if (w->want == WANT_CANCEL) return;
     cJSON *o = cJSON_ParseWithLength(line, n);
     const char *type = o ? str(o, "type") : NULL;
     if (!type) {
@@ -296,14 +300,16 @@ static void worker_finish(worker *w) {
     /* The event goes in before the status: an event stream ends ([DONE]) as soon as it sees a final
      * status, so the job's last word must already be there. */
     if (w->want == WANT_CANCEL) {
-        event(j, w->job_id, "info", NULL, "Job cancelled");
-        set_status(j, w->job_id, "cancelled", NULL, NULL);
+        /* Cancelled when it was asked (hlptd_jobs_cancel); the worker is gone now. */
     } else if (w->said == SAID_DONE) {
         event(j, w->job_id, "info", NULL, "The job has successfully completed");
         set_status(j, w->job_id, "succeeded", NULL, NULL);
     } else if (w->said == SAID_STOPPED && w->want == WANT_PAUSE) {
         event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
         set_status(j, w->job_id, "paused", NULL, NULL);
+    } else if (w->said == SAID_STOPPED && w->want == WANT_REQUEUE) {
+        event(j, w->job_id, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
+        set_status(j, w->job_id, "queued", NULL, NULL);
     } else if (w->said == SAID_STOPPED) {
         event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
         set_status(j, w->job_id, "queued", NULL, NULL);
@@ -313,6 +319,14 @@ static void worker_finish(worker *w) {
         else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
         event(j, w->job_id, "error", NULL, "Job failed: %s", msg);
         set_status(j, w->job_id, "failed", w->said == SAID_ERROR ? "training_error" : "worker_died", msg);
+    }
+    /* The worker's copies of the dataset files go with it: a job that runs again (resumed, or
+     * after a restart) exports them afresh, and a deleted file leaves no bytes behind. */
+    static const char *const copies[] = {"train.jsonl", "valid.jsonl", "resume.safetensors"};
+    for (size_t i = 0; i < sizeof copies / sizeof *copies; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", w->dir, copies[i]);
+        unlink(path);
     }
     close_handle(w, (uv_handle_t *)&w->proc);
     close_handle(w, (uv_handle_t *)&w->in);
@@ -496,6 +510,11 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
     while (!j->draining && j->running < j->o.max_workers) {
         hlpt_job *job = NULL;
         if (hlpt_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
+        if (find_worker(j, job->id)) {
+            /* Resumed while its last worker still stops: the queue waits for that exit. */
+            hlpt_job_free(job);
+            return;
+        }
         int err = start_job(j, job, why, sizeof why);
         if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
@@ -532,38 +551,36 @@ int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len) {
     char status[32];
     int err = job_status(j, id, status, sizeof status, why, len);
     if (err) return err;
+    if (strcmp(status, "queued") && strcmp(status, "paused") && strcmp(status, "validating_files") &&
+        strcmp(status, "running"))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);
     worker *w = find_worker(j, id);
     if (w) {
         w->want = WANT_CANCEL;
         uv_process_kill(&w->proc, SIGKILL);
-        return HLPT_OK;
     }
-    if (!strcmp(status, "queued") || !strcmp(status, "paused") || !strcmp(status, "validating_files")) {
-        event(j, id, "info", NULL, "Job cancelled");
-        set_status(j, id, "cancelled", NULL, NULL);
-        return HLPT_OK;
-    }
-    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);
+    event(j, id, "info", NULL, "Job cancelled");
+    set_status(j, id, "cancelled", NULL, NULL);
+    return HLPT_OK;
 }
 
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     char status[32];
     int err = job_status(j, id, status, sizeof status, why, len);
     if (err) return err;
+    if (strcmp(status, "queued") && strcmp(status, "running"))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, status);
     worker *w = find_worker(j, id);
     if (w) {
         /* The worker checkpoints at the next step boundary, says "stopped" and exits. */
         w->want = WANT_PAUSE;
         uv_process_kill(&w->proc, SIGUSR1);
         event(j, id, "info", NULL, "Pausing: the job stops at its next checkpoint");
-        return HLPT_OK;
-    }
-    if (!strcmp(status, "queued")) {
-        set_status(j, id, "paused", NULL, NULL);
+    } else {
         event(j, id, "info", NULL, "Job paused before it started");
-        return HLPT_OK;
     }
-    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, status);
+    set_status(j, id, "paused", NULL, NULL);
+    return HLPT_OK;
 }
 
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
@@ -571,6 +588,8 @@ int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
     int err = job_status(j, id, status, sizeof status, why, len);
     if (err) return err;
     if (strcmp(status, "paused")) return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, status);
+    worker *w = find_worker(j, id);
+    if (w && w->want == WANT_PAUSE) w->want = WANT_REQUEUE;
     set_status(j, id, "queued", NULL, NULL);
     event(j, id, "info", NULL, "Job resumed; it continues from its last checkpoint");
     hlptd_jobs_schedule(j);

@@ -43,8 +43,10 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
 /* Starts queued jobs while workers are free (call after a job was created or resumed). */
 void hlptd_jobs_schedule(hlptd_jobs *j);
 
-/* Lifecycle. Errors: HLPT_ERR_NOENT unknown job, HLPT_ERR_STATE when the job's status does not
- * allow it (why says which status). */
+/* Lifecycle. Cancel and pause set the new status at once (cancelled, paused); a running worker is
+ * killed, or checkpoints and stops, behind it. Cancel: queued, paused or running jobs; pause: queued
+ * or running; resume: paused. Errors: HLPT_ERR_NOENT unknown job, HLPT_ERR_STATE when the job's
+ * status does not allow it (why says which status), so acting twice is an error. */
 int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len);

@@ -469,6 +469,7 @@ class JobsTest(unittest.TestCase):
         wait_for(lambda: get_job(d, job["id"])["progress"]["step"] >= 1, 30, "the job to take a step")
         status, resp = d.json("POST", "%s/%s/cancel" % (JOBS, job["id"]))
         self.assertEqual(status, 200, resp)
+        self.assertEqual(resp["status"], "cancelled", "cancel answers with the new state")
         done = wait_job(d, job["id"], "cancelled", timeout=20)
         self.assertIsNone(done["fine_tuned_model"])
         self.assertIsNone(done["error"])
@@ -484,8 +485,10 @@ class JobsTest(unittest.TestCase):
         self.wait_checkpoint(d, job["id"])
         status, resp = d.json("POST", "%s/%s/pause" % (JOBS, job["id"]))
         self.assertEqual(status, 200, resp)
-        paused = wait_job(d, job["id"], "paused", timeout=20)
+        self.assertEqual(resp["status"], "paused", "pause answers with the new state")
+        # The worker catches up: it checkpoints the step it stopped at, then exits.
         wait_for(lambda: not workers_of(d), 10, "the paused job's worker to exit")
+        paused = wait_job(d, job["id"], "paused", timeout=20)
         at = paused["progress"]["step"]
         self.assertLess(at, LONG_STEPS, "the job finished before the pause took effect")
         ck = checkpoints(d, job["id"])

@@ -188,5 +188,71 @@ class OpenAITest(unittest.TestCase):
                 self.d.json("POST", "%s/%s/cancel" % (JOBS, j["id"]))
 
 
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def workers(self):
+        out = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid == self.d.proc.pid:
+                    out.append(int(pid))
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    def test_cancel_and_pause_answer_the_new_state(self):
+        job = self.create(training_file=self.train, method=LORA, hyperparameters=LONG_HP)
+        wait_for(lambda: self.job(job["id"])["progress"]["step"] >= 1, 30, "a step")
+        status, resp = self.d.json("POST", "%s/%s/pause" % (JOBS, job["id"]))
+        self.assertEqual((status, resp["status"]), (200, "paused"), resp)
+        self.error(*self.d.json("POST", "%s/%s/pause" % (JOBS, job["id"])), 409)
+        # Resumed at once, perhaps before the worker has stopped: the job waits for it, then runs on.
+        status, resp = self.d.json("POST", "%s/%s/resume" % (JOBS, job["id"]))
+        self.assertEqual((status, resp["status"]), (200, "queued"), resp)
+        self.error(*self.d.json("POST", "%s/%s/resume" % (JOBS, job["id"])), 409)
+        wait_for(lambda: self.job(job["id"])["status"] == "running", 30, "the job to run again")
+        status, resp = self.d.json("POST", "%s/%s/cancel" % (JOBS, job["id"]))
+        self.assertEqual((status, resp["status"]), (200, "cancelled"), resp)
+        err = self.error(*self.d.json("POST", "%s/%s/cancel" % (JOBS, job["id"])), 409)
+        self.assertIn("cancelled", err["message"])
+        wait_for(lambda: not self.workers(), 20, "the worker to be gone")
+        time.sleep(0.1)
+        self.assertEqual(self.job(job["id"])["status"], "cancelled")
+        msgs = [e["message"] for e in self.d.json("GET", "%s/%s/events?limit=100" % (JOBS, job["id"]))[1]["data"]]
+        self.assertEqual(msgs.count("Job cancelled"), 1, msgs)
+        self.assertEqual(self.d.json("GET", "/health")[0], 200)
+
+    # ---- files ---------------------------------------------------------------------------------
+
+    def test_file_delete_after_finished_jobs(self):
+        status, f = self.d.upload("once.jsonl", TRAIN)
+        self.assertEqual(status, 200, f)
+        job = self.create(training_file=f["id"], method=LORA, hyperparameters=LONG_HP)
+        wait_for(lambda: self.job(job["id"])["status"] == "running", 30, "the job to run")
+        err = self.error(*self.d.json("DELETE", "/v1/files/" + f["id"]), 409, "id")
+        self.assertIn("job", err["message"])
+        self.d.json("POST", "%s/%s/pause" % (JOBS, job["id"]))
+        self.error(*self.d.json("DELETE", "/v1/files/" + f["id"]), 409, "id")
+        self.d.json("POST", "%s/%s/cancel" % (JOBS, job["id"]))
+        wait_for(lambda: not self.workers(), 20, "the worker to be gone")
+        status, body = self.d.json("DELETE", "/v1/files/" + f["id"])
+        self.assertEqual((status, body), (200, {"id": f["id"], "object": "file", "deleted": True}))
+        self.error(*self.d.json("GET", "/v1/files/" + f["id"]), 404, "id")
+        self.assertEqual(self.d.request("GET", "/v1/files/%s/content" % f["id"])[0], 404)
+        self.error(*self.d.json("DELETE", "/v1/files/" + f["id"]), 404, "id")
+        self.assertNotIn(f["id"], [x["id"] for x in self.d.json("GET", "/v1/files")[1]["data"]])
+        # The job keeps its figures and names the file; no copy of the bytes is left on disk.
+        j = self.job(job["id"])
+        self.assertEqual(j["training_file"], f["id"])
+        self.assertEqual(self.d.json("GET", "%s/%s/metrics" % (JOBS, job["id"]))[0], 200)
+        job_dir = os.path.join(self.d.data_dir, "jobs", job["id"])
+        left = os.listdir(job_dir) if os.path.isdir(job_dir) else []
+        self.assertFalse([n for n in left if n.endswith(".jsonl")], left)
+        # A job cannot be created from a deleted file.
+        self.error(*self.d.json("POST", JOBS, {"training_file": f["id"]}), 404, "training_file")
+
+
 if __name__ == "__main__":
     unittest.main()
