@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "hlpt/adapter.h"
@@ -28,6 +29,8 @@
 
 /* What OpenAI's `supervised` method trains here (docs/rest.md). */
 #define API_JOBS_DEFAULT_METHOD "hlpt"
+/* One daemon is one organization; OpenAI's job objects name theirs. */
+#define API_JOBS_ORGANIZATION "org-hlpt"
 
 static int terminal(const char *status) {
     return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
@@ -80,6 +83,18 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     else cJSON_AddNullToObject(o, "suffix");
     if (job->error) cJSON_AddItemToObject(o, "error", parse_or_empty(job->error));
     else cJSON_AddNullToObject(o, "error");
+    cJSON_AddStringToObject(o, "organization_id", API_JOBS_ORGANIZATION);
+    if (job->suffix) cJSON_AddStringToObject(o, "user_provided_suffix", job->suffix);
+    else cJSON_AddNullToObject(o, "user_provided_suffix");
+    cJSON *meta = job->metadata ? cJSON_Parse(job->metadata) : NULL;
+    if (meta) cJSON_AddItemToObject(o, "metadata", meta);
+    else cJSON_AddNullToObject(o, "metadata");
+    cJSON *integ = job->integrations ? cJSON_Parse(job->integrations) : NULL;
+    cJSON_AddItemToObject(o, "integrations", integ ? integ : cJSON_CreateArray());
+    cJSON *results = cJSON_AddArrayToObject(o, "result_files");
+    if (job->result_file) cJSON_AddItemToArray(results, cJSON_CreateString(job->result_file));
+    if (job->trained_tokens >= 0) cJSON_AddNumberToObject(o, "trained_tokens", (double)job->trained_tokens);
+    else cJSON_AddNullToObject(o, "trained_tokens");
 
     /* Progress: the live worker's last line, else the last stored metric row. */
     cJSON *p = cJSON_AddObjectToObject(o, "progress");
@@ -96,8 +111,10 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
         lr = live.learning_rate;
         double eta = live.step > 0 && live.elapsed_s > 0 ? live.elapsed_s / live.step * (live.total_steps - live.step) : NAN;
         add_num_or_null(p, "eta_s", eta);
+        add_num_or_null(o, "estimated_finish", isfinite(eta) ? (double)(time(NULL) + (time_t)eta) : NAN);
     } else {
         cJSON_AddNullToObject(p, "eta_s");
+        cJSON_AddNullToObject(o, "estimated_finish");
     }
     /* One read of the job's rows: the last for the latest figures, and the validation history
      * for the latest and the best validation loss (which may be from earlier steps). */
@@ -153,7 +170,7 @@ static void reply_job(hlptd *d, hlpt_req *r, const char *id, int status) {
 
 /* What the handler validated, for the loop. */
 typedef struct {
-    char *training_file, *validation_file, *method, *hyperparameters, *suffix, *model;
+    char *training_file, *validation_file, *method, *hyperparameters, *suffix, *model, *metadata, *integrations;
     int64_t seed;
 } create_args;
 
@@ -166,6 +183,8 @@ static void create_args_free(void *p) {
     free(a->hyperparameters);
     free(a->suffix);
     free(a->model);
+    free(a->metadata);
+    free(a->integrations);
     free(a);
 }
 
@@ -195,7 +214,8 @@ static void create_work(void *app, hlpt_req *r) {
     }
     hlpt_job_new in = {.status = "queued", .model = a->model, .training_file = a->training_file,
                        .validation_file = a->validation_file, .method = a->method,
-                       .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix};
+                       .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix,
+                       .metadata = a->metadata, .integrations = a->integrations};
     hlpt_job *job = NULL;
     int err = hlpt_store_job_insert(st, &in, &job, why, sizeof why);
     if (err) {
@@ -269,6 +289,31 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     }
     if (suffix && !cJSON_IsNull(suffix) && (!cJSON_IsString(suffix) || !valid_suffix(suffix->valuestring))) {
         hlpt_reply_err(r, HLPT_ERR_INVAL, "suffix", "`suffix` must be 1-40 letters, digits, '-' or '_'");
+        return;
+    }
+
+    /* metadata: OpenAI's limits, up to 16 string pairs, keys to 64 and values to 512 characters. */
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "metadata"),
+                *integ = cJSON_GetObjectItemCaseSensitive(j, "integrations");
+    if (meta && !cJSON_IsNull(meta)) {
+        if (!cJSON_IsObject(meta) || cJSON_GetArraySize(meta) > 16) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "metadata", "`metadata` must be an object of at most 16 strings");
+            return;
+        }
+        cJSON_ArrayForEach(v, meta) {
+            if (!cJSON_IsString(v) || strlen(v->string) > 64 || strlen(v->valuestring) > 512) {
+                char p[96];
+                snprintf(p, sizeof p, "metadata.%.64s", v->string);
+                hlpt_reply_err(r, HLPT_ERR_INVAL, p, "`metadata` values must be strings of at most 512 characters, "
+                               "keys at most 64");
+                return;
+            }
+        }
+    }
+    /* integrations: hlpt reports to none (it reaches no outside service); an empty list is fine. */
+    if (integ && !cJSON_IsNull(integ) && (!cJSON_IsArray(integ) || cJSON_GetArraySize(integ) > 0)) {
+        hlpt_reply_err(r, cJSON_IsArray(integ) ? HLPT_ERR_UNSUPPORTED : HLPT_ERR_INVAL, "integrations",
+                       "`integrations` are not supported: hlptd reports to no outside service (give [] or leave it out)");
         return;
     }
 
@@ -393,6 +438,8 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     a->suffix = cJSON_IsString(suffix) ? strdup(suffix->valuestring) : NULL;
     a->model = strdup(hlptd_model_name(d));
     a->seed = cJSON_IsNumber(seed) ? (int64_t)seed->valuedouble : 42;
+    a->metadata = meta && cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
+    a->integrations = integ && cJSON_IsArray(integ) ? cJSON_PrintUnformatted(integ) : NULL;
     hlpt_req_set_data(r, a, create_args_free);
     hlpt_req_defer(r, create_work);
 }
@@ -413,6 +460,28 @@ static int query_limit(hlpt_req *r) {
     return (int)v;
 }
 
+/* OpenAI's metadata filter, `?metadata[key]=value` (several: all must match). With job NULL,
+ * answers whether the request has no such filter (1) or has one (0). */
+static int metadata_matches(hlpt_req *r, const hlpt_job *job) {
+    cJSON *meta = job && job->metadata ? cJSON_Parse(job->metadata) : NULL;
+    int ok = 1;
+    const char *k, *v;
+    for (size_t i = 0; ok && (k = hlpt_req_query_at(r, i, &v)); i++) {
+        size_t n = strlen(k);
+        if (strncmp(k, "metadata[", 9) || n < 11 || k[n - 1] != ']') continue;
+        if (!job) {
+            ok = 0;
+            break;
+        }
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(n - 10), k + 9);
+        const cJSON *have = cJSON_GetObjectItemCaseSensitive(meta, key);
+        ok = cJSON_IsString(have) && !strcmp(have->valuestring, v ? v : "");
+    }
+    cJSON_Delete(meta);
+    return ok;
+}
+
 static void list_work(void *app, hlpt_req *r) {
     hlptd *d = app;
     int limit = query_limit(r);
@@ -423,8 +492,9 @@ static void list_work(void *app, hlpt_req *r) {
     int more = 0;
     char why[256];
     const char *after = hlpt_req_query(r, "after");
-    /* A status filter pages over the unfiltered list; ask for more and filter. */
-    int err = hlpt_store_job_list(hlptd_store(d), after, status ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
+    /* A filter pages over the unfiltered list; ask for more and filter. */
+    int filtered = status || metadata_matches(r, NULL) == 0;
+    int err = hlpt_store_job_list(hlptd_store(d), after, filtered ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
     if (err) {
         hlpt_reply_err(r, err, "after", "%s", why);
         return;
@@ -434,6 +504,7 @@ static void list_work(void *app, hlpt_req *r) {
     int shown = 0;
     for (size_t i = 0; i < n; i++) {
         if (status && strcmp(jobs[i]->status, status)) continue;
+        if (!metadata_matches(r, jobs[i])) continue;
         if (shown == limit) {
             more = 1;
             break;

@@ -51,6 +51,7 @@ typedef struct worker {
     int said, want;
     char error[512];
     hlptd_job_live live;
+    int64_t tokens_seen;     /* the last progress line's: the job's trained_tokens at the end */
     struct worker *next;
 } worker;
 
@@ -145,6 +146,7 @@ static void on_progress_line(worker *w, const cJSON *o) {
     int total = (int)num(o, "total_steps");
     double epoch = num(o, "epoch");
     hlpt_store_job_set_progress(j->st, w->job_id, m.step, total, isnan(epoch) ? 0 : epoch, m.tokens_per_s, why, sizeof why);
+    if (!isnan(num(o, "tokens_seen"))) w->tokens_seen = (int64_t)num(o, "tokens_seen");
     w->live = (hlptd_job_live){.train_loss = m.train_loss, .valid_loss = m.valid_loss, .learning_rate = m.lr,
                                .tokens_per_s = m.tokens_per_s, .elapsed_s = num(o, "elapsed_s"),
                                .step = (int)m.step, .total_steps = total};
@@ -182,6 +184,52 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     unlink(path);
 }
 
+/* One CSV cell: empty for a value not measured. */
+static void csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
+    char cell[64];
+    int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%c", v, sep) : snprintf(cell, sizeof cell, "%c", sep);
+    if (*len + (size_t)k + 1 > *cap) {
+        size_t ncap = (*cap + (size_t)k + 1) * 2;
+        char *nb = realloc(*buf, ncap);
+        if (!nb) return;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, cell, (size_t)k + 1);
+    *len += (size_t)k;
+}
+
+/* The job's results file, as OpenAI's: one row per logged step with the columns OpenAI's result
+ * files have (hlpt does not measure training accuracy: that column stays empty). Stored as a file
+ * of purpose fine-tune-results; returns its id in out (empty on failure). */
+static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX]) {
+    hlpt_metric *rows = NULL;
+    size_t n = 0, cap = 256, len = 0;
+    char why[256];
+    out[0] = 0;
+    if (hlpt_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, why, sizeof why)) return;
+    char *buf = malloc(cap);
+    if (buf) len = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
+    for (size_t i = 0; buf && i < n; i++) {
+        csv_cell(&buf, &len, &cap, (double)rows[i].step, ',');
+        csv_cell(&buf, &len, &cap, rows[i].train_loss, ',');
+        csv_cell(&buf, &len, &cap, NAN, ',');
+        csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',');
+        csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n');
+    }
+    hlpt_file *f = NULL;
+    char name[HLPT_ID_MAX + 32];
+    snprintf(name, sizeof name, "%s-results.csv", job_id);
+    if (buf && hlpt_store_file_insert(j->st, name, "fine-tune-results", "processed", buf, len, (int64_t)n, NULL, &f, why,
+                                      sizeof why) == HLPT_OK)
+        snprintf(out, HLPT_ID_MAX, "%s", f->id);
+    else
+        fprintf(stderr, "hlptd: job %s: storing the results file failed: %s\n", job_id, buf ? why : "out of memory");
+    hlpt_file_free(f);
+    free(buf);
+    free(rows);
+}
+
 /* The worker's adapter becomes a registered one, named as OpenAI names fine-tuned models. */
 static void on_done_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
@@ -211,6 +259,9 @@ static void on_done_line(worker *w, const cJSON *o) {
         snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
     } else {
         hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why);
+        char results[HLPT_ID_MAX];
+        store_results(j, w->job_id, results);
+        hlpt_store_job_set_results(j->st, w->job_id, w->tokens_seen, results[0] ? results : NULL, why, sizeof why);
         event(j, w->job_id, "info", NULL, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
         w->said = SAID_DONE;
     }

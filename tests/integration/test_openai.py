@@ -20,7 +20,7 @@ TRAIN = "".join(json.dumps({"text": "the quick brown fox jumps over the lazy dog
                 for i in range(16))
 VALID = "".join(json.dumps({"text": "a lazy dog sleeps %d hours" % i}) + "\n" for i in range(4))
 SHORT_HP = {"n_epochs": 1, "batch_size": 2, "max_steps": 6, "save_every": 2, "warmup_steps": 0, "max_length": 32}
-LONG_HP = {"n_epochs": 100, "batch_size": 2, "max_steps": 3000, "save_every": 50, "max_length": 32}
+LONG_HP = {"n_epochs": 1000, "batch_size": 2, "max_steps": 8000, "save_every": 50, "max_length": 32}
 LORA = {"type": "lora", "lora": {"r": 2}}
 
 
@@ -252,6 +252,49 @@ class OpenAITest(unittest.TestCase):
         self.assertFalse([n for n in left if n.endswith(".jsonl")], left)
         # A job cannot be created from a deleted file.
         self.error(*self.d.json("POST", JOBS, {"training_file": f["id"]}), 404, "training_file")
+
+
+    # ---- job fields ----------------------------------------------------------------------------
+
+    def test_job_fields_metadata_and_results(self):
+        j = self.job(self.done["id"])
+        self.assertEqual(j["organization_id"], "org-hlpt")
+        self.assertEqual(j["user_provided_suffix"], "shared")
+        self.assertEqual(j["metadata"], {"team": "a", "run": "1"})
+        self.assertEqual(j["integrations"], [])
+        self.assertIsNone(j["estimated_finish"])
+        self.assertGreater(j["trained_tokens"], 0)
+        self.assertEqual(len(j["result_files"]), 1)
+        status, f = self.d.json("GET", "/v1/files/" + j["result_files"][0])
+        self.assertEqual(status, 200, f)
+        self.assertEqual(f["purpose"], "fine-tune-results")
+        status, _, csv = self.d.request("GET", "/v1/files/%s/content" % f["id"])
+        lines = csv.decode().splitlines()
+        self.assertEqual(lines[0], "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy")
+        self.assertEqual(len(lines) - 1, SHORT_HP["max_steps"])
+        self.assertEqual(lines[-1].split(",")[0], str(SHORT_HP["max_steps"]))
+        # Filters as the SDK sends them: metadata[key]=value, all must match.
+        def listed(query):
+            status, page = self.d.json("GET", JOBS + "?limit=100&" + query)
+            self.assertEqual(status, 200, page)
+            return [x["id"] for x in page["data"]]
+        self.assertIn(j["id"], listed("metadata%5Bteam%5D=a"))
+        self.assertIn(j["id"], listed("metadata[team]=a&metadata[run]=1"))
+        self.assertNotIn(j["id"], listed("metadata[team]=b"))
+        self.assertNotIn(j["id"], listed("metadata[nope]=a"))
+        self.assertEqual(listed("metadata[team]=a"), [j["id"]])
+        # Bad metadata and integrations are refused naming the field.
+        for body, param in (({"metadata": []}, "metadata"), ({"metadata": {"k": 1}}, "metadata.k"),
+                            ({"metadata": {"k%d" % i: "v" for i in range(17)}}, "metadata"),
+                            ({"metadata": {"k": "v" * 513}}, "metadata.k"),
+                            ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
+                            ({"integrations": {}}, "integrations")):
+            self.error(*self.d.json("POST", JOBS, dict(body, training_file=self.train)), 400, param)
+        job = self.create(training_file=self.train, integrations=[], metadata=None, method=LORA, hyperparameters=SHORT_HP)
+        self.assertIsNone(job["metadata"])
+        self.assertIsNone(job["trained_tokens"])
+        self.assertEqual(job["result_files"], [])
+        self.wait_job(job["id"], "succeeded")
 
 
 if __name__ == "__main__":
