@@ -49,6 +49,8 @@ typedef struct worker {
     int64_t exit_status;
     int term_signal;
     int said, want;
+    int started;             /* said "started": its stop-signal handlers are in place */
+    int pending_signal;      /* a stop signal asked for before that, sent once it has started */
     char error[512];
     hlptd_job_live live;
     int64_t tokens_seen;     /* the last progress line's: the job's trained_tokens at the end */
@@ -285,6 +287,8 @@ static void on_line(worker *w, const char *line, size_t n) {
     }
     char why[256];
     if (!strcmp(type, "started")) {
+        w->started = 1;
+        if (w->pending_signal) uv_process_kill(&w->proc, w->pending_signal);
         int from = (int)num(o, "resumed_from");
         hlpt_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
         char *data = cJSON_PrintUnformatted(o);
@@ -427,6 +431,15 @@ static void on_spec_written(uv_write_t *req, int status) {
     worker *w = req->data;
     /* Closing stdin is the end of the spec for the worker. */
     close_handle(w, (uv_handle_t *)&w->in);
+}
+
+/* Asks a worker to checkpoint and stop (SIGUSR1: pause, SIGTERM: drain). Until it has said
+ * "started" it may not have its handlers yet, and the signal's default action would kill it: the
+ * signal waits for that line. */
+static void signal_stop(worker *w, int sig) {
+    if (w->exited) return;
+    if (w->started) uv_process_kill(&w->proc, sig);
+    else w->pending_signal = sig;
 }
 
 /* Prepares the job directory and spec, spawns the worker. Returns an error for the job. */
@@ -625,7 +638,7 @@ int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     if (w) {
         /* The worker checkpoints at the next step boundary, says "stopped" and exits. */
         w->want = WANT_PAUSE;
-        uv_process_kill(&w->proc, SIGUSR1);
+        signal_stop(w, SIGUSR1);
         event(j, id, "info", NULL, "Pausing: the job stops at its next checkpoint");
     } else {
         event(j, id, "info", NULL, "Job paused before it started");
@@ -657,7 +670,7 @@ void hlptd_jobs_drain(hlptd_jobs *j, void (*done)(void *ctx), void *ctx) {
     j->drained_ctx = ctx;
     for (worker *w = j->workers; w; w = w->next) {
         if (w->want == WANT_NONE) w->want = WANT_DRAIN;
-        if (!w->exited) uv_process_kill(&w->proc, SIGTERM);
+        signal_stop(w, SIGTERM);
     }
 }
 
