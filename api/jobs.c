@@ -447,10 +447,10 @@ void hlpt_api_jobs_create(hlpt_req *r) {
 /* ---------------------------------------------------------------------------------------------- */
 /* List, show, lifecycle                                                                           */
 
-/* ?limit= as an integer in [1, 100], default 20; replies 400 and returns -1 when malformed. */
-static int query_limit(hlpt_req *r) {
+/* ?limit= as an integer in [1, 100], default def; replies 400 and returns -1 when malformed. */
+static int query_limit(hlpt_req *r, int def) {
     const char *s = hlpt_req_query(r, "limit");
-    if (!s) return 20;
+    if (!s) return def;
     char *end;
     long v = strtol(s, &end, 10);
     if (end == s || *end || v < 1 || v > 100) {
@@ -484,7 +484,7 @@ static int metadata_matches(hlpt_req *r, const hlpt_job *job) {
 
 static void list_work(void *app, hlpt_req *r) {
     hlptd *d = app;
-    int limit = query_limit(r);
+    int limit = query_limit(r, 20);
     if (limit < 0) return;
     const char *status = hlpt_req_query(r, "status");
     hlpt_job **jobs = NULL;
@@ -646,7 +646,7 @@ static void events_work(void *app, hlpt_req *r) {
         subscribers = s;
         return;
     }
-    int limit = query_limit(r);
+    int limit = query_limit(r, 20);
     if (limit < 0) return;
     /* Newest first, paged by event id, as OpenAI lists them (the stream above is oldest first). */
     const char *after = hlpt_req_query(r, "after");
@@ -746,37 +746,74 @@ static void metrics_work(void *app, hlpt_req *r) {
     hlpt_reply_json(r, 200, o);
 }
 
+/* A checkpoint's metrics under OpenAI's names. hlpt measures no training accuracy (null), and
+ * evaluates the whole validation set, so the full_valid_* figures are the valid_* ones. */
+static cJSON *checkpoint_metrics(const hlpt_checkpoint *c) {
+    cJSON *stored = parse_or_empty(c->metrics), *o = cJSON_CreateObject();
+    const cJSON *train = cJSON_GetObjectItemCaseSensitive(stored, "train_loss"),
+                *valid = cJSON_GetObjectItemCaseSensitive(stored, "valid_loss"),
+                *acc = cJSON_GetObjectItemCaseSensitive(stored, "valid_acc");
+    double t = cJSON_IsNumber(train) ? train->valuedouble : NAN, v = cJSON_IsNumber(valid) ? valid->valuedouble : NAN,
+           a = cJSON_IsNumber(acc) ? acc->valuedouble : NAN;
+    cJSON_AddNumberToObject(o, "step", (double)c->step);
+    add_num_or_null(o, "train_loss", t);
+    cJSON_AddNullToObject(o, "train_mean_token_accuracy");
+    add_num_or_null(o, "valid_loss", v);
+    add_num_or_null(o, "valid_mean_token_accuracy", a);
+    add_num_or_null(o, "full_valid_loss", v);
+    add_num_or_null(o, "full_valid_mean_token_accuracy", a);
+    cJSON_Delete(stored);
+    return o;
+}
+
 static void checkpoints_work(void *app, hlpt_req *r) {
     hlptd *d = app;
     const char *id = hlpt_req_param(r, "id");
     hlpt_checkpoint **c = NULL;
     size_t n = 0;
+    int more = 0;
     char why[256];
     hlpt_job *job = NULL;
     if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
         hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
         return;
     }
-    hlpt_job_free(job);
-    if (hlpt_store_checkpoint_list(hlptd_store(d), id, &c, &n, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_DB, NULL, "%s", why);
+    int limit = query_limit(r, 10);
+    if (limit < 0) {
+        hlpt_job_free(job);
+        return;
+    }
+    const char *after = hlpt_req_query(r, "after");
+    int err = hlpt_store_checkpoint_page(hlptd_store(d), id, after && *after ? after : NULL, limit, &c, &n, &more, why,
+                                         sizeof why);
+    if (err) {
+        hlpt_job_free(job);
+        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
     cJSON_AddStringToObject(o, "object", "list");
     for (size_t i = 0; i < n; i++) {
+        char model[512];
+        hlptd_jobs_model_name(hlptd_model_name(d), job, c[i]->step, model, sizeof model);
         cJSON *k = cJSON_CreateObject();
         cJSON_AddStringToObject(k, "id", c[i]->id);
         cJSON_AddStringToObject(k, "object", "fine_tuning.job.checkpoint");
         cJSON_AddNumberToObject(k, "created_at", (double)c[i]->created_at);
         cJSON_AddStringToObject(k, "fine_tuning_job_id", c[i]->job_id);
+        cJSON_AddStringToObject(k, "fine_tuned_model_checkpoint", model);
         cJSON_AddNumberToObject(k, "step_number", (double)c[i]->step);
         cJSON_AddNumberToObject(k, "bytes", (double)c[i]->bytes);
-        cJSON_AddItemToObject(k, "metrics", parse_or_empty(c[i]->metrics));
+        cJSON_AddItemToObject(k, "metrics", checkpoint_metrics(c[i]));
         cJSON_AddItemToArray(data, k);
     }
-    cJSON_AddBoolToObject(o, "has_more", 0);
+    if (n) {
+        cJSON_AddStringToObject(o, "first_id", c[0]->id);
+        cJSON_AddStringToObject(o, "last_id", c[n - 1]->id);
+    }
+    cJSON_AddBoolToObject(o, "has_more", more);
     hlpt_checkpoint_list_free(c, n);
+    hlpt_job_free(job);
     hlpt_reply_json(r, 200, o);
 }
 

@@ -101,7 +101,7 @@ def metric_steps(d, job_id):
 
 
 def checkpoints(d, job_id):
-    status, page = d.json("GET", "%s/%s/checkpoints" % (JOBS, job_id))
+    status, page = d.json("GET", "%s/%s/checkpoints?limit=100" % (JOBS, job_id))
     if status != 200:
         raise AssertionError("checkpoints: %d %s" % (status, page))
     return page["data"]

@@ -297,5 +297,41 @@ class OpenAITest(unittest.TestCase):
         self.wait_job(job["id"], "succeeded")
 
 
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def test_checkpoints_page_and_serve(self):
+        job_id = self.done["id"]
+        status, page = self.d.json("GET", "%s/%s/checkpoints?limit=100" % (JOBS, job_id))
+        self.assertEqual(status, 200, page)
+        steps = [c["step_number"] for c in page["data"]]
+        self.assertEqual(steps, [6, 4, 2], "newest first")
+        c = page["data"][0]
+        self.assertEqual(set(c["metrics"]), {"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                                             "valid_mean_token_accuracy", "full_valid_loss",
+                                             "full_valid_mean_token_accuracy"})
+        self.assertEqual(c["metrics"]["step"], 6)
+        self.assertIsInstance(c["metrics"]["valid_loss"], float)
+        self.assertEqual(c["fine_tuned_model_checkpoint"], self.done["fine_tuned_model"] + ":ckpt-step-6")
+        status, one = self.d.json("GET", "%s/%s/checkpoints?limit=1" % (JOBS, job_id))
+        self.assertEqual((len(one["data"]), one["has_more"]), (1, True))
+        status, rest = self.d.json("GET", "%s/%s/checkpoints?limit=5&after=%s" % (JOBS, job_id, one["data"][0]["id"]))
+        self.assertEqual([x["step_number"] for x in rest["data"]], [4, 2])
+        self.assertFalse(rest["has_more"])
+        self.error(*self.d.json("GET", "%s/%s/checkpoints?limit=101" % (JOBS, job_id)), 400, "limit")
+        self.error(*self.d.json("GET", "%s/%s/checkpoints?after=ftckpt-x" % (JOBS, job_id)), 404, "after")
+        # A checkpoint is a model: retrieve it, and generate with it (its adapter at that step).
+        model = page["data"][-1]["fine_tuned_model_checkpoint"]
+        status, m = self.d.json("GET", "/v1/models/" + quote(model, safe=""))
+        self.assertEqual((status, m["id"]), (200, model), m)
+        for path, body in (("/v1/completions", {"prompt": "the quick"}),
+                           ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})):
+            status, out = self.d.json("POST", path, dict(body, model=model, max_tokens=3, temperature=0))
+            self.assertEqual(status, 200, out)
+            self.assertEqual(out["model"], model)
+        self.error(*self.d.json("GET", "/v1/models/" + quote(self.done["fine_tuned_model"] + ":ckpt-step-5", safe="")),
+                   404, "model")
+        self.error(*self.d.json("POST", "/v1/completions", {"model": "ft:x:y:z:ckpt-step-2", "prompt": "a"}), 404, "model")
+
+
 if __name__ == "__main__":
     unittest.main()
