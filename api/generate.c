@@ -41,7 +41,15 @@ static const char *const known_keys[] = {
     "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "stop", "seed", "n", "logprobs", "top_logprobs", "stream", "stream_options", "user", "ignore_eos",
     "frequency_penalty", "presence_penalty", "echo", "suffix", "best_of", "logit_bias",
+    /* Chat's only: accepted (store, metadata, service_tier and parallel_tool_calls change nothing
+     * here), or refused unless neutral (tools, tool_choice, response_format). */
+    "store", "metadata", "service_tier", "parallel_tool_calls", "tools", "tool_choice", "response_format",
 };
+
+static const char *const chat_only_keys[] = {"store", "metadata", "service_tier", "parallel_tool_calls", "tools",
+                                             "tool_choice", "response_format"};
+
+
 
 static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -113,6 +121,39 @@ static int neutral_fields(const cJSON *j, int chat, const char **param, char *wh
     return HLPT_OK;
 }
 
+/* Chat's OpenAI fields that hlpt takes without acting on them, and those it supports only at their
+ * neutral value: no tools (hlpt renders tool calls in the conversation, but does not parse a
+ * model's output into tool_calls), text responses only. */
+static int chat_fields(const cJSON *j, const char **param, char *why, size_t len) {
+    const cJSON *v;
+    if ((v = field(j, "store")) && !cJSON_IsBool(v))
+        return fail(param, "store", why, len, HLPT_ERR_INVAL, "`store` must be true or false");
+    if ((v = field(j, "parallel_tool_calls")) && !cJSON_IsBool(v))
+        return fail(param, "parallel_tool_calls", why, len, HLPT_ERR_INVAL, "`parallel_tool_calls` must be true or false");
+    if ((v = field(j, "service_tier")) && !cJSON_IsString(v))
+        return fail(param, "service_tier", why, len, HLPT_ERR_INVAL, "`service_tier` must be a string");
+    if ((v = field(j, "metadata"))) {
+        const cJSON *e;
+        if (!cJSON_IsObject(v)) return fail(param, "metadata", why, len, HLPT_ERR_INVAL, "`metadata` must be an object of strings");
+        cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e))
+            return fail(param, "metadata", why, len, HLPT_ERR_INVAL, "`metadata` must be an object of strings");
+    }
+    if ((v = field(j, "tools")) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
+        return fail(param, "tools", why, len, HLPT_ERR_UNSUPPORTED,
+                    "`tools` is not supported: hlpt does not turn a model's output into tool calls");
+    if ((v = field(j, "tool_choice")) && !(cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"))))
+        return fail(param, "tool_choice", why, len, HLPT_ERR_UNSUPPORTED, "`tool_choice` is not supported (only none or auto)");
+    if ((v = field(j, "response_format"))) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+        if (!cJSON_IsObject(v) || !cJSON_IsString(t))
+            return fail(param, "response_format", why, len, HLPT_ERR_INVAL, "`response_format` must be an object with `type`");
+        if (strcmp(t->valuestring, "text"))
+            return fail(param, "response_format", why, len, HLPT_ERR_UNSUPPORTED,
+                        "`response_format` type `%.32s` is not supported (only text)", t->valuestring);
+    }
+    return HLPT_OK;
+}
+
 static int stop_field(const cJSON *j, api_gen_request *q, const char **param, char *why, size_t len) {
     const cJSON *stop = field(j, "stop"), *v;
     if (!stop) return HLPT_OK;
@@ -145,22 +186,31 @@ static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, c
     if (!cJSON_IsArray(msgs) || n == 0)
         return fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages` is required: a non-empty array of {role, content}");
     hlpt_chat_msg *v = calloc((size_t)n, sizeof *v);
-    if (!v) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!v || !texts) {
+        free(v);
+        free(texts);
+        return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    }
     int i = 0, err = HLPT_OK;
     cJSON_ArrayForEach(m, msgs) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!cJSON_IsObject(m)) err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d]` must be an object", i);
-        else if (!cJSON_IsString(role))
-            err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d].role` must be a string", i);
-        else if (!cJSON_IsString(content))
-            err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d].content` must be a string", i);
-        if (err) break;
-        v[i++] = (hlpt_chat_msg){role->valuestring, content->valuestring};
+        /* OpenAI's text shapes (content parts, developer, tool calls and results) become the
+         * (role, text) turns the training template renders. */
+        const char *role;
+        if ((err = hlpt_chat_message(m, i, &role, &texts[i], why, len))) {
+            *param = "messages";
+            if (err == HLPT_ERR_FORMAT) err = HLPT_ERR_INVAL;
+            break;
+        }
+        v[i] = (hlpt_chat_msg){role, texts[i]};
+        i++;
     }
     if (!err && (err = hlpt_chat_prompt(v, n, NULL, &q->prompt, why, len))) {
         *param = "messages";
         if (err == HLPT_ERR_FORMAT) err = HLPT_ERR_INVAL;
     }
+    for (int k = 0; k < n; k++) free(texts[k]);
+    free(texts);
     free(v);
     return err;
 }
@@ -179,6 +229,9 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
         int known = 0;
         for (size_t i = 0; i < sizeof known_keys / sizeof *known_keys; i++) known |= !strcmp(v->string, known_keys[i]);
         if (!known) return fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s`", v->string);
+        for (size_t i = 0; !chat && i < sizeof chat_only_keys / sizeof *chat_only_keys; i++)
+            if (!strcmp(v->string, chat_only_keys[i]))
+                return fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s` (it is chat's)", v->string);
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     if (!cJSON_IsString(model) || !*model->valuestring || strlen(model->valuestring) >= sizeof q->model)
@@ -186,6 +239,7 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
                     "`model` is required: the base model's name, \"base\", or an adapter's name or id");
     snprintf(q->model, sizeof q->model, "%s", model->valuestring);
     int err = neutral_fields(j, chat, param, why, len);
+    if (!err && chat) err = chat_fields(j, param, why, len);
     if (err) return err;
 
     double max_tokens = chat ? 256 : 16, temperature = 1, top_p = 1, top_k = 0, n = 1, lp = 0, tlp = 0;
@@ -373,9 +427,13 @@ static char *token_text(const hlpt_tokenizer *tok, int prev, int id) {
     return b;
 }
 
+/* A chat logprob entry's token and its UTF-8 bytes (OpenAI's `bytes`: the text as byte values). */
 static void add_token(cJSON *o, const char *key, const hlpt_tokenizer *tok, int prev, int id) {
     char *t = token_text(tok, prev, id);
     cJSON_AddStringToObject(o, key, t ? t : "");
+    cJSON *bytes = cJSON_AddArrayToObject(o, "bytes");
+    for (const unsigned char *p = (const unsigned char *)(t ? t : ""); *p; p++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber(*p));
     free(t);
 }
 
@@ -521,6 +579,7 @@ static void complete(gen_call *c, int in_work) {
                 cJSON *m = cJSON_AddObjectToObject(j, "message");
                 cJSON_AddStringToObject(m, "role", "assistant");
                 cJSON_AddStringToObject(m, "content", ch->text ? ch->text : "");
+                cJSON_AddNullToObject(m, "refusal");
             } else {
                 cJSON_AddStringToObject(j, "text", ch->text ? ch->text : "");
             }

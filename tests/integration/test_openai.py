@@ -333,5 +333,65 @@ class OpenAITest(unittest.TestCase):
         self.error(*self.d.json("POST", "/v1/completions", {"model": "ft:x:y:z:ckpt-step-2", "prompt": "a"}), 404, "model")
 
 
+    # ---- chat shapes ---------------------------------------------------------------------------
+
+    TOOL_CHAT = [
+        {"role": "developer", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "5C"},
+    ]
+
+    def test_chat_openai_shapes(self):
+        def chat(**body):
+            return self.d.json("POST", "/v1/chat/completions", dict({"model": "base", "max_tokens": 4, "temperature": 0}, **body))
+        status, out = chat(messages=self.TOOL_CHAT, store=False, metadata={"a": "b"}, service_tier="auto",
+                           user="u1", parallel_tool_calls=True, tools=[], tool_choice="none",
+                           response_format={"type": "text"}, logprobs=True, top_logprobs=2)
+        self.assertEqual(status, 200, out)
+        msg = out["choices"][0]["message"]
+        self.assertIsNone(msg["refusal"])
+        for e in out["choices"][0]["logprobs"]["content"]:
+            self.assertEqual(bytes(e["bytes"]).decode("utf-8", "replace"), e["token"])
+            for a in e["top_logprobs"]:
+                self.assertIsInstance(a["bytes"], list)
+        # Content parts render as the plain string does: the same greedy text.
+        status, plain = chat(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+        status, parts = chat(messages=[{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+                                       {"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+        self.assertEqual(status, 200, parts)
+        self.assertEqual(plain["choices"][0]["message"]["content"], parts["choices"][0]["message"]["content"])
+        self.assertEqual(plain["usage"]["prompt_tokens"], parts["usage"]["prompt_tokens"])
+        bad = [
+            ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+            ({"tool_choice": "required"}, "tool_choice"),
+            ({"response_format": {"type": "json_object"}}, "response_format"),
+            ({"response_format": "json"}, "response_format"),
+            ({"store": "yes"}, "store"),
+            ({"metadata": {"a": 1}}, "metadata"),
+            ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages"),
+            ({"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+        ]
+        for body, param in bad:
+            body = dict({"messages": [{"role": "user", "content": "x"}]}, **body)
+            err = self.error(*chat(**body), 400, param)
+            self.assertTrue(param in err["message"] or "role" in err["message"] or "type" in err["message"], err)
+        # Chat's fields are not completions'.
+        self.error(*self.d.json("POST", "/v1/completions", {"model": "base", "prompt": "a", "store": True}), 400, "store")
+
+    def test_training_file_with_openai_shapes(self):
+        line = {"messages": self.TOOL_CHAT + [{"role": "assistant", "content": [{"type": "text", "text": "Cold."}]}]}
+        status, f = self.d.upload("tools.jsonl", "".join(json.dumps(line) + "\n" for _ in range(4)))
+        self.assertEqual(status, 200, f)
+        self.assertEqual(f["stats"]["format"], "messages")
+        job = self.create(training_file=f["id"], method=LORA, hyperparameters=dict(SHORT_HP, max_length=400))
+        self.wait_job(job["id"], "succeeded")
+        bad = {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}, {"role": "assistant", "content": "x"}]}
+        status, body = self.d.upload("bad.jsonl", json.dumps(bad) + "\n")
+        err = self.error(status, body, 400, "file")
+        self.assertIn("messages[0].content[0].type", err["message"])
+
+
 if __name__ == "__main__":
     unittest.main()
