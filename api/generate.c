@@ -205,7 +205,7 @@ static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, c
         v[i] = (hlpt_chat_msg){role, texts[i]};
         i++;
     }
-    if (!err && (err = hlpt_chat_prompt(v, n, NULL, &q->prompt, why, len))) {
+    if (!err && (err = hlpt_chat_prompt(v, n, NULL, &q->prompts[0], why, len))) {
         *param = "messages";
         if (err == HLPT_ERR_FORMAT) err = HLPT_ERR_INVAL;
     }
@@ -213,6 +213,53 @@ static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, c
     free(texts);
     free(v);
     return err;
+}
+
+/* A prompt of token ids: a non-empty array of non-negative integers (the vocabulary is checked
+ * when the prompt is tokenized). Returns 0 when v is no such array. */
+static int ids_prompt(const cJSON *v, api_gen_request *q, int k) {
+    int n = cJSON_GetArraySize(v);
+    if (!cJSON_IsArray(v) || n == 0) return 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2147483647.0 ||
+                                 e->valuedouble != floor(e->valuedouble)) return 0;
+    if (!(q->prompt_ids[k] = malloc(sizeof(int) * (size_t)n))) return 0;
+    int i = 0;
+    cJSON_ArrayForEach(e, v) q->prompt_ids[k][i++] = (int)e->valuedouble;
+    q->n_prompt_ids[k] = n;
+    return 1;
+}
+
+/* OpenAI's prompt: a string, an array of strings, an array of token ids, or an array of those. */
+static int prompt_field(const cJSON *pr, api_gen_request *q, const char **param, char *why, size_t len) {
+    static const char shape[] = "`prompt` is required: a string, an array of strings, an array of token ids, "
+                                "or an array of token-id arrays";
+    if (cJSON_IsString(pr)) {
+        q->n_prompts = 1;
+        if (!(q->prompts[0] = strdup(pr->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+        return HLPT_OK;
+    }
+    int n = cJSON_GetArraySize(pr);
+    if (!cJSON_IsArray(pr) || n == 0) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "%s", shape);
+    if (cJSON_IsNumber(cJSON_GetArrayItem(pr, 0))) {
+        if (!ids_prompt(pr, q, 0)) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt`: token ids must be non-negative integers");
+        q->n_prompts = 1;
+        return HLPT_OK;
+    }
+    if (n > API_GEN_MAX_PROMPTS)
+        return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt`: at most %d prompts in one request", API_GEN_MAX_PROMPTS);
+    const cJSON *v;
+    int k = 0;
+    cJSON_ArrayForEach(v, pr) {
+        if (cJSON_IsString(v)) {
+            if (!(q->prompts[k] = strdup(v->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+        } else if (!ids_prompt(v, q, k)) {
+            return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt[%d]`: %s", k,
+                        cJSON_IsArray(v) ? "token ids must be non-negative integers" : "must be a string or an array of token ids");
+        }
+        q->n_prompts = ++k;
+    }
+    return HLPT_OK;
 }
 
 int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const char **param, char *why, size_t len) {
@@ -302,34 +349,59 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
     p->logprobs = q->logprobs;
     p->top_logprobs = q->top_logprobs;
 
-    if (chat) return chat_prompt(j, q, param, why, len);
+    if (chat) {
+        q->n_prompts = 1;
+        err = chat_prompt(j, q, param, why, len);
+        q->prompt = q->prompts[0];
+        return err;
+    }
     if (field(j, "messages")) return fail(param, "messages", why, len, HLPT_ERR_INVAL, "completions take `prompt`; `messages` is for /v1/chat/completions");
-    const cJSON *pr = field(j, "prompt");
-    /* OpenAI also takes a batch of prompts; one prompt in an array is the same request. */
-    if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) == 1 && cJSON_IsString(cJSON_GetArrayItem(pr, 0)))
-        pr = cJSON_GetArrayItem(pr, 0);
-    if (!cJSON_IsString(pr)) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt` is required and must be a string");
-    if (!(q->prompt = strdup(pr->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    if ((err = prompt_field(field(j, "prompt"), q, param, why, len))) return err;
+    if (q->n_prompts * q->n > API_GEN_MAX_CHOICES)
+        return fail(param, "n", why, len, HLPT_ERR_INVAL, "%d prompts × n %d exceed %d choices in one request", q->n_prompts,
+                    q->n, API_GEN_MAX_CHOICES);
+    q->prompt = q->prompts[0];
     return HLPT_OK;
 }
 
 void api_gen_request_free(api_gen_request *q) {
     if (!q) return;
     for (int i = 0; i < HLPT_MAX_STOP; i++) free(q->stop[i]);
-    free(q->prompt);
+    for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) {
+        free(q->prompts[i]);
+        free(q->prompt_ids[i]);
+    }
     memset(q, 0, sizeof *q);
 }
 
 int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **out, int *n_out, const char **param,
                      char *why, size_t len) {
+    return api_gen_tokenize_at(m, q, 0, out, n_out, param, why, len);
+}
+
+int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, int **out, int *n_out,
+                        const char **param, char *why, size_t len) {
     *out = NULL;
     *n_out = 0;
     *param = q->chat ? "messages" : "prompt";
     const hlpt_config *cfg = hlpt_model_config(m);
-    int *ids = NULL, k = 0;
-    int err = hlpt_tokenizer_encode(hlpt_model_tokenizer(m), q->prompt, strlen(q->prompt), 0, &ids, &k, why, len);
-    if (err) return err;
+    int *ids = NULL, k = 0, err;
+    if (i < 0 || i >= q->n_prompts) return hlpt_why(why, len, HLPT_ERR_INVAL, "no prompt %d", i);
     int bos = cfg->bos_id >= 0;
+    if (q->prompt_ids[i]) {
+        /* Token ids are the exact input: no BOS is added to them. */
+        k = q->n_prompt_ids[i];
+        for (int t = 0; t < k; t++)
+            if (q->prompt_ids[i][t] >= cfg->vocab)
+                return hlpt_why(why, len, HLPT_ERR_INVAL, "`prompt`: token id %d is outside the vocabulary of %d",
+                                q->prompt_ids[i][t], cfg->vocab);
+        if (!(ids = malloc(sizeof(int) * (size_t)k))) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        memcpy(ids, q->prompt_ids[i], sizeof(int) * (size_t)k);
+        bos = 0;
+    } else if ((err = hlpt_tokenizer_encode(hlpt_model_tokenizer(m), q->prompts[i], strlen(q->prompts[i]), 0, &ids, &k,
+                                            why, len))) {
+        return err;
+    }
     int *p = malloc(sizeof(int) * (size_t)(k + bos));
     if (!p) {
         free(ids);
@@ -364,7 +436,8 @@ typedef struct gen_call gen_call;
 typedef struct {
     hlptd_req r;             /* first: the callback gets &choice->r */
     gen_call *call;
-    int index;
+    int index;               /* OpenAI's numbering: prompt × n + the choice's place among its prompt's */
+    int prompt;              /* which prompt of the request */
     char *text;              /* final text (non-streaming), owned */
     hlpt_finish finish;
     int completion_tokens;
@@ -379,9 +452,11 @@ struct gen_call {
     char adapter_label[128]; /* for metrics: "base" or the adapter name */
     char id[HLPT_ID_MAX + 8];
     long created;
-    int *prompt;
-    int n_prompt;
-    choice choices[API_GEN_MAX_N];
+    int *prompt[API_GEN_MAX_PROMPTS]; /* each prompt's token ids, owned */
+    int n_prompt[API_GEN_MAX_PROMPTS];
+    int prompt_tokens;       /* all prompts together, for usage */
+    int n_choices;           /* q.n_prompts × q.n */
+    choice choices[API_GEN_MAX_CHOICES];
     pthread_mutex_t mu;
     atomic_int refs;         /* the HTTP request's, and one per choice in flight */
     int pending;             /* under mu: choices not done, + 1 while the work function submits */
@@ -397,12 +472,12 @@ struct gen_call {
 static void call_release(void *p) {
     gen_call *c = p;
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
-    for (int i = 0; i < API_GEN_MAX_N; i++) {
+    for (int i = 0; i < API_GEN_MAX_CHOICES; i++) {
         free(c->choices[i].text);
         free(c->choices[i].toks);
     }
     api_gen_request_free(&c->q);
-    free(c->prompt);
+    for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) free(c->prompt[i]);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -439,9 +514,9 @@ static void add_token(cJSON *o, const char *key, const hlpt_tokenizer *tok, int 
 
 /* The logprobs object of a completion choice (OpenAI's legacy shape: tokens, token_logprobs,
  * top_logprobs as {token: logprob}) or of a chat choice (content: [{token, logprob, top_logprobs}]). */
-static cJSON *logprobs_json(const gen_call *c, const hlpt_gen_token *t, int n) {
+static cJSON *logprobs_json(const gen_call *c, const choice *ch, const hlpt_gen_token *t, int n) {
     const hlpt_tokenizer *tok = hlpt_model_tokenizer(hlptd_model(c->d));
-    int prev = c->prompt[c->n_prompt - 1];
+    int prev = c->prompt[ch->prompt][c->n_prompt[ch->prompt] - 1];
     cJSON *o = cJSON_CreateObject();
     if (c->q.chat) {
         cJSON *content = cJSON_AddArrayToObject(o, "content");
@@ -484,11 +559,11 @@ static cJSON *logprobs_json(const gen_call *c, const hlpt_gen_token *t, int n) {
 /* OpenAI counts the prompt once however many choices share it. */
 static cJSON *usage_json(const gen_call *c) {
     int completion = 0;
-    for (int i = 0; i < c->q.n; i++) completion += c->choices[i].completion_tokens;
+    for (int i = 0; i < c->n_choices; i++) completion += c->choices[i].completion_tokens;
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", c->n_prompt);
+    cJSON_AddNumberToObject(u, "prompt_tokens", c->prompt_tokens);
     cJSON_AddNumberToObject(u, "completion_tokens", completion);
-    cJSON_AddNumberToObject(u, "total_tokens", c->n_prompt + completion);
+    cJSON_AddNumberToObject(u, "total_tokens", c->prompt_tokens + completion);
     return u;
 }
 
@@ -502,7 +577,7 @@ static cJSON *envelope(const gen_call *c, int chunk) {
 }
 
 static void cancel_all(gen_call *c) {
-    for (int i = 0; i < c->q.n; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
+    for (int i = 0; i < c->n_choices; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
 }
 
 static void send_json(gen_call *c, cJSON *o) {
@@ -571,10 +646,10 @@ static void complete(gen_call *c, int in_work) {
         hlpt_reply_err(c->req, c->err ? c->err : HLPT_ERR_INTERNAL, param, "%s", c->why);
     } else {
         cJSON *o = envelope(c, 0), *choices = cJSON_AddArrayToObject(o, "choices");
-        for (int i = 0; i < c->q.n; i++) {
+        for (int i = 0; i < c->n_choices; i++) {
             choice *ch = &c->choices[i];
             cJSON *j = cJSON_CreateObject();
-            cJSON_AddNumberToObject(j, "index", i);
+            cJSON_AddNumberToObject(j, "index", ch->index);
             if (c->q.chat) {
                 cJSON *m = cJSON_AddObjectToObject(j, "message");
                 cJSON_AddStringToObject(m, "role", "assistant");
@@ -583,7 +658,7 @@ static void complete(gen_call *c, int in_work) {
             } else {
                 cJSON_AddStringToObject(j, "text", ch->text ? ch->text : "");
             }
-            if (c->q.logprobs) cJSON_AddItemToObject(j, "logprobs", logprobs_json(c, ch->toks, ch->n_toks));
+            if (c->q.logprobs) cJSON_AddItemToObject(j, "logprobs", logprobs_json(c, ch, ch->toks, ch->n_toks));
             else cJSON_AddNullToObject(j, "logprobs");
             cJSON_AddStringToObject(j, "finish_reason", finish_name(ch->finish));
             cJSON_AddItemToArray(choices, j);
@@ -675,25 +750,28 @@ static void generate_work(void *app, hlpt_req *r) {
     if (a) snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
     hlpt_adapter_rec_free(a);
     if (c->q.stream && !(c->sse = hlpt_req_stream(r))) return;
-    for (int i = 0; i < c->q.n; i++) {
+    for (int i = 0; i < c->n_choices; i++) {
         choice *ch = &c->choices[i];
         ch->call = c;
         ch->index = i;
+        ch->prompt = i / c->q.n;
         snprintf(ch->r.adapter_id, sizeof ch->r.adapter_id, "%s", adapter_id);
-        ch->r.prompt = c->prompt;
-        ch->r.n_prompt = c->n_prompt;
+        ch->r.prompt = c->prompt[ch->prompt];
+        ch->r.n_prompt = c->n_prompt[ch->prompt];
         ch->r.params = c->q.params;
-        ch->r.params.seed = c->q.params.seed + (uint64_t)i;
+        /* Choice k of every prompt samples with seed + k: a prompt's text does not depend on the
+         * batch it came in. */
+        ch->r.params.seed = c->q.params.seed + (uint64_t)(i % c->q.n);
         ch->r.on_event = on_event;
         /* OpenAI's first chat chunk of a choice names the role. */
         if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
     }
-    c->pending = c->q.n + 1;
-    atomic_fetch_add(&c->refs, c->q.n);
+    c->pending = c->n_choices + 1;
+    atomic_fetch_add(&c->refs, c->n_choices);
     /* A stream has its reply (the event stream) already; a plain answer comes from the last
      * choice, on the inference thread. */
     if (!c->q.stream) hlpt_req_keep(r);
-    for (int i = 0; i < c->q.n; i++) {
+    for (int i = 0; i < c->n_choices; i++) {
         if (hlptd_infer_submit(inf, &c->choices[i].r) != HLPT_OK) {
             /* Stopping: this choice fails at once through the same path. */
             c->choices[i].r.err = HLPT_ERR_STATE;
@@ -727,7 +805,11 @@ static void generate_handler(hlpt_req *r, int chat) {
     const char *param;
     char why[256];
     int err = api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
-    if (!err) err = api_gen_tokenize(m, &c->q, &c->prompt, &c->n_prompt, &param, why, sizeof why);
+    for (int i = 0; !err && i < c->q.n_prompts; i++) {
+        err = api_gen_tokenize_at(m, &c->q, i, &c->prompt[i], &c->n_prompt[i], &param, why, sizeof why);
+        c->prompt_tokens += c->n_prompt[i];
+    }
+    c->n_choices = c->q.n_prompts * c->q.n;
     if (err) {
         hlpt_reply_err(r, err, param, "%s", why);
         return;

@@ -393,5 +393,38 @@ class OpenAITest(unittest.TestCase):
         self.assertIn("messages[0].content[0].type", err["message"])
 
 
+    # ---- completions ---------------------------------------------------------------------------
+
+    def complete(self, **body):
+        return self.d.json("POST", "/v1/completions", dict({"model": "base", "max_tokens": 4, "temperature": 0}, **body))
+
+    def test_prompt_arrays(self):
+        one = {p: self.complete(prompt=p)[1] for p in ("the quick", "a lazy dog")}
+        status, out = self.complete(prompt=["the quick", "a lazy dog"], n=2, seed=3, temperature=1)
+        self.assertEqual(status, 200, out)
+        self.assertEqual([c["index"] for c in out["choices"]], [0, 1, 2, 3])
+        # Choice k of each prompt samples with seed + k whatever the batch: prompt-by-prompt requests agree.
+        for i, p in enumerate(("the quick", "a lazy dog")):
+            status, single = self.complete(prompt=p, n=2, seed=3, temperature=1)
+            self.assertEqual([c["text"] for c in single["choices"]], [c["text"] for c in out["choices"][2 * i:2 * i + 2]])
+        self.assertEqual(out["usage"]["prompt_tokens"], sum(one[p]["usage"]["prompt_tokens"] for p in one))
+        # Token ids are the exact input: one prompt each, counted as given.
+        status, ids_out = self.complete(prompt=[[1, 5, 6], [1, 7]])
+        self.assertEqual(status, 200, ids_out)
+        self.assertEqual(len(ids_out["choices"]), 2)
+        self.assertEqual(ids_out["usage"]["prompt_tokens"], 5)
+        status, flat = self.complete(prompt=[1, 5, 6])
+        self.assertEqual(flat["choices"][0]["text"], ids_out["choices"][0]["text"])
+        # Streaming numbers the choices the same way.
+        status, _, raw = self.d.request("POST", "/v1/completions", json.dumps(
+            {"model": "base", "prompt": ["a", "b"], "max_tokens": 2, "stream": True}), {"Content-Type": "application/json"})
+        idx = {json.loads(l[6:])["choices"][0]["index"] for l in raw.decode().splitlines()
+               if l.startswith("data: {")}
+        self.assertEqual(idx, {0, 1})
+        for prompt in ([], [1, -1], ["a", 3], [[1], "a", 2.5], ["x"] * 17, [[10 ** 7]]):
+            self.error(*self.complete(prompt=prompt), 400, "prompt")
+        self.error(*self.complete(prompt=["x"] * 9, n=8), 400, "n")
+
+
 if __name__ == "__main__":
     unittest.main()
