@@ -40,6 +40,7 @@ void hlpt_api_jobs_loss_svg(hlpt_req *r);    /* GET  /v1/fine_tuning/jobs/{id}/l
 /* Generation (api/generate.c). */
 void hlpt_api_completions(hlpt_req *r);      /* POST /v1/completions */
 void hlpt_api_chat_completions(hlpt_req *r); /* POST /v1/chat/completions */
+void hlpt_api_responses(hlpt_req *r);        /* POST /v1/responses (text) */
 
 /* Models (api/models.c). */
 void hlpt_api_models(hlpt_req *r);           /* GET    /v1/models */

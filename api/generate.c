@@ -364,6 +364,128 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
     return HLPT_OK;
 }
 
+/* The fields of a Responses request, and how each maps onto a chat request (NULL: checked here). */
+static const struct {
+    const char *key, *chat_key;
+} responses_keys[] = {
+    {"model", "model"}, {"input", NULL}, {"instructions", NULL}, {"max_output_tokens", "max_completion_tokens"},
+    {"temperature", "temperature"}, {"top_p", "top_p"}, {"stream", "stream"}, {"store", "store"},
+    {"metadata", "metadata"}, {"user", "user"}, {"service_tier", "service_tier"},
+    {"parallel_tool_calls", "parallel_tool_calls"}, {"tools", "tools"}, {"tool_choice", "tool_choice"},
+    {"text", NULL}, {"truncation", NULL}, {"previous_response_id", NULL}, {"reasoning", NULL},
+    {"include", NULL}, {"background", NULL},
+};
+
+/* A chat field's name as the Responses API calls it, for error replies. */
+static const char *responses_name(const char *chat_key) {
+    if (!chat_key) return NULL;
+    if (!strcmp(chat_key, "messages")) return "input";
+    for (size_t i = 0; i < sizeof responses_keys / sizeof *responses_keys; i++)
+        if (responses_keys[i].chat_key && !strcmp(responses_keys[i].chat_key, chat_key)) return responses_keys[i].key;
+    return chat_key;
+}
+
+int api_responses_request_parse(const cJSON *j, api_gen_request *q, api_responses_extra *x, const char **param,
+                                char *why, size_t len) {
+    memset(q, 0, sizeof *q);
+    memset(x, 0, sizeof *x);
+    *param = NULL;
+    if (!cJSON_IsObject(j)) return fail(param, NULL, why, len, HLPT_ERR_INVAL, "the body must be a JSON object");
+    cJSON *chat = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(chat, "messages");
+    const cJSON *v;
+    int err = HLPT_OK;
+    cJSON_ArrayForEach(v, j) {
+        size_t i = 0;
+        while (i < sizeof responses_keys / sizeof *responses_keys && strcmp(responses_keys[i].key, v->string)) i++;
+        if (i == sizeof responses_keys / sizeof *responses_keys) {
+            err = fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s`", v->string);
+            goto out;
+        }
+        if (responses_keys[i].chat_key && !cJSON_IsNull(v))
+            cJSON_AddItemToObject(chat, responses_keys[i].chat_key, cJSON_Duplicate(v, 1));
+    }
+    /* Fields hlpt has no use for, accepted at their neutral value only. */
+    if ((v = field(j, "previous_response_id"))) {
+        err = fail(param, "previous_response_id", why, len, HLPT_ERR_UNSUPPORTED,
+                   "`previous_response_id` is not supported: hlptd keeps no responses (send the conversation in `input`)");
+        goto out;
+    }
+    if ((v = field(j, "background")) && !cJSON_IsFalse(v)) {
+        err = fail(param, "background", why, len, HLPT_ERR_UNSUPPORTED, "`background` is not supported");
+        goto out;
+    }
+    if ((v = field(j, "reasoning")) && !(cJSON_IsObject(v) && !v->child)) {
+        err = fail(param, "reasoning", why, len, HLPT_ERR_UNSUPPORTED, "`reasoning` is not supported");
+        goto out;
+    }
+    if ((v = field(j, "include")) && !(cJSON_IsArray(v) && !v->child)) {
+        err = fail(param, "include", why, len, HLPT_ERR_UNSUPPORTED, "`include` is not supported");
+        goto out;
+    }
+    if ((v = field(j, "truncation")) && !(cJSON_IsString(v) && !strcmp(v->valuestring, "disabled"))) {
+        err = fail(param, "truncation", why, len, HLPT_ERR_UNSUPPORTED, "`truncation` is not supported (only disabled)");
+        goto out;
+    }
+    if ((v = field(j, "text"))) {
+        const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(v, "format"), *t = cJSON_GetObjectItemCaseSensitive(fmt, "type");
+        if (!cJSON_IsObject(v) || (fmt && !(cJSON_IsString(t) && !strcmp(t->valuestring, "text")))) {
+            err = fail(param, "text", why, len, HLPT_ERR_UNSUPPORTED, "`text.format` is not supported (only text)");
+            goto out;
+        }
+    }
+    if ((v = field(j, "instructions"))) {
+        if (!cJSON_IsString(v)) {
+            err = fail(param, "instructions", why, len, HLPT_ERR_INVAL, "`instructions` must be a string");
+            goto out;
+        }
+        x->instructions = strdup(v->valuestring);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "developer");
+        cJSON_AddStringToObject(m, "content", v->valuestring);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    const cJSON *input = field(j, "input");
+    if (cJSON_IsString(input)) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "user");
+        cJSON_AddStringToObject(m, "content", input->valuestring);
+        cJSON_AddItemToArray(msgs, m);
+    } else if (cJSON_IsArray(input) && cJSON_GetArraySize(input) > 0) {
+        int i = 0;
+        cJSON_ArrayForEach(v, input) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type");
+            if (!cJSON_IsObject(v) || (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "message")))) {
+                err = fail(param, "input", why, len, HLPT_ERR_UNSUPPORTED,
+                           "`input[%d]`: only message items ({role, content}) are supported", i);
+                goto out;
+            }
+            cJSON *m = cJSON_Duplicate(v, 1);
+            cJSON_DeleteItemFromObjectCaseSensitive(m, "type");
+            cJSON_AddItemToArray(msgs, m);
+            i++;
+        }
+    } else {
+        err = fail(param, "input", why, len, HLPT_ERR_INVAL, "`input` is required: a string or an array of messages");
+        goto out;
+    }
+    x->max_output_tokens = field(j, "max_output_tokens") != NULL;
+    if ((v = field(j, "metadata")) && cJSON_IsObject(v)) x->metadata = cJSON_PrintUnformatted(v);
+    /* The chat request's own default is 256 tokens; the Responses API has no n, seed or stop. */
+    err = api_gen_request_parse(chat, 1, q, param, why, len);
+    if (!err && q->stream) q->include_usage = 1;
+    if (err) *param = responses_name(*param);
+out:
+    cJSON_Delete(chat);
+    return err;
+}
+
+void api_responses_extra_free(api_responses_extra *x) {
+    if (!x) return;
+    free(x->instructions);
+    free(x->metadata);
+    memset(x, 0, sizeof *x);
+}
+
 void api_gen_request_free(api_gen_request *q) {
     if (!q) return;
     for (int i = 0; i < HLPT_MAX_STOP; i++) free(q->stop[i]);
@@ -465,6 +587,15 @@ struct gen_call {
     char why[256];
     hlpt_sse *sse;
     atomic_int gone;         /* the streaming client left */
+    /* /v1/responses: the request's extra fields, the message id, the event counter, and the text
+     * streamed so far (its done events repeat it). Written by one thread at a time: the work
+     * function, then the inference thread. */
+    int responses;
+    api_responses_extra rx;
+    char msg_id[HLPT_ID_MAX + 8];
+    long seq;
+    char *rtext;
+    size_t rtext_n;
 };
 
 /* Drops one reference; the last frees the call. A stream's request may end (client gone) while its
@@ -477,6 +608,8 @@ static void call_release(void *p) {
         free(c->choices[i].toks);
     }
     api_gen_request_free(&c->q);
+    api_responses_extra_free(&c->rx);
+    free(c->rtext);
     for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) free(c->prompt[i]);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -591,8 +724,163 @@ static void send_json(gen_call *c, cJSON *o) {
     free(s);
 }
 
+/* ---- /v1/responses: OpenAI's response object and its typed stream events ---------------------- */
+
+static cJSON *response_usage(const gen_call *c) {
+    int out = c->choices[0].completion_tokens;
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "input_tokens", c->prompt_tokens);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "input_tokens_details"), "cached_tokens", 0);
+    cJSON_AddNumberToObject(u, "output_tokens", out);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "output_tokens_details"), "reasoning_tokens", 0);
+    cJSON_AddNumberToObject(u, "total_tokens", c->prompt_tokens + out);
+    return u;
+}
+
+static cJSON *output_text_part(const char *text) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "type", "output_text");
+    cJSON_AddStringToObject(p, "text", text);
+    cJSON_AddArrayToObject(p, "annotations");
+    cJSON_AddArrayToObject(p, "logprobs");
+    return p;
+}
+
+/* The assistant message item; text NULL while it is being written. */
+static cJSON *message_item(const gen_call *c, const char *text) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "type", "message");
+    cJSON_AddStringToObject(m, "id", c->msg_id);
+    cJSON_AddStringToObject(m, "status", text ? "completed" : "in_progress");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON *content = cJSON_AddArrayToObject(m, "content");
+    if (text) cJSON_AddItemToArray(content, output_text_part(text));
+    return m;
+}
+
+/* The response object: in progress (text NULL), or done with its text. */
+static cJSON *response_json(const gen_call *c, const char *text) {
+    int length = text && c->choices[0].finish != HLPT_FINISH_STOP;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", c->id);
+    cJSON_AddStringToObject(o, "object", "response");
+    cJSON_AddNumberToObject(o, "created_at", (double)c->created);
+    cJSON_AddStringToObject(o, "status", !text ? "in_progress" : length ? "incomplete" : "completed");
+    cJSON_AddNullToObject(o, "error");
+    if (length) cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "incomplete_details"), "reason", "max_output_tokens");
+    else cJSON_AddNullToObject(o, "incomplete_details");
+    if (c->rx.instructions) cJSON_AddStringToObject(o, "instructions", c->rx.instructions);
+    else cJSON_AddNullToObject(o, "instructions");
+    if (c->rx.max_output_tokens) cJSON_AddNumberToObject(o, "max_output_tokens", c->q.params.max_tokens);
+    else cJSON_AddNullToObject(o, "max_output_tokens");
+    cJSON_AddStringToObject(o, "model", c->q.model);
+    cJSON *out = cJSON_AddArrayToObject(o, "output");
+    if (text) cJSON_AddItemToArray(out, message_item(c, text));
+    cJSON_AddBoolToObject(o, "parallel_tool_calls", 1);
+    cJSON_AddNullToObject(o, "previous_response_id");
+    cJSON_AddBoolToObject(o, "store", 0);
+    cJSON_AddNumberToObject(o, "temperature", c->q.params.temperature);
+    cJSON *fmt = cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "text"), "format");
+    cJSON_AddStringToObject(fmt, "type", "text");
+    cJSON_AddStringToObject(o, "tool_choice", "auto");
+    cJSON_AddArrayToObject(o, "tools");
+    cJSON_AddNumberToObject(o, "top_p", c->q.params.top_p);
+    cJSON_AddStringToObject(o, "truncation", "disabled");
+    cJSON *meta = c->rx.metadata ? cJSON_Parse(c->rx.metadata) : NULL;
+    cJSON_AddItemToObject(o, "metadata", meta ? meta : cJSON_CreateObject());
+    if (text) cJSON_AddItemToObject(o, "usage", response_usage(c));
+    else cJSON_AddNullToObject(o, "usage");
+    if (text) cJSON_AddStringToObject(o, "output_text", text);
+    return o;
+}
+
+/* One typed event: `event: <type>` and the object (taken) with its type and sequence number. */
+static void send_event(gen_call *c, const char *type, cJSON *o) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNumberToObject(e, "sequence_number", (double)c->seq++);
+    cJSON *it;
+    while ((it = o->child)) cJSON_AddItemToObject(e, it->string, cJSON_DetachItemViaPointer(o, it));
+    cJSON_Delete(o);
+    char *s = cJSON_PrintUnformatted(e);
+    cJSON_Delete(e);
+    if (s && !atomic_load(&c->gone) && hlpt_sse_send(c->sse, type, s) == HLPT_ERR_CANCELLED) {
+        atomic_store(&c->gone, 1);
+        cancel_all(c);
+    }
+    free(s);
+}
+
+/* The text part's position: the one message, its one part. */
+static cJSON *part_ref(const gen_call *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "item_id", c->msg_id);
+    cJSON_AddNumberToObject(o, "output_index", 0);
+    cJSON_AddNumberToObject(o, "content_index", 0);
+    return o;
+}
+
+/* The events before the first token: the response exists, is in progress, has a message with one
+ * text part. */
+static void responses_stream_open(gen_call *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response_json(c, NULL));
+    send_event(c, "response.created", o);
+    o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response_json(c, NULL));
+    send_event(c, "response.in_progress", o);
+    o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "output_index", 0);
+    cJSON_AddItemToObject(o, "item", message_item(c, NULL));
+    send_event(c, "response.output_item.added", o);
+    o = part_ref(c);
+    cJSON *part = output_text_part("");
+    cJSON_DeleteItemFromObjectCaseSensitive(part, "logprobs");
+    cJSON_AddItemToObject(o, "part", part);
+    send_event(c, "response.content_part.added", o);
+}
+
+static void responses_stream_delta(gen_call *c, const char *delta, size_t n) {
+    char *grown = realloc(c->rtext, c->rtext_n + n + 1);
+    if (grown) {
+        memcpy(grown + c->rtext_n, delta, n);
+        c->rtext_n += n;
+        grown[c->rtext_n] = 0;
+        c->rtext = grown;
+    }
+    char *text = strndup(delta, n);
+    cJSON *o = part_ref(c);
+    cJSON_AddStringToObject(o, "delta", text ? text : "");
+    cJSON_AddArrayToObject(o, "logprobs");
+    free(text);
+    send_event(c, "response.output_text.delta", o);
+}
+
+static void responses_stream_close(gen_call *c) {
+    const char *text = c->rtext ? c->rtext : "";
+    cJSON *o = part_ref(c);
+    cJSON_AddStringToObject(o, "text", text);
+    cJSON_AddArrayToObject(o, "logprobs");
+    send_event(c, "response.output_text.done", o);
+    o = part_ref(c);
+    cJSON_AddItemToObject(o, "part", output_text_part(text));
+    send_event(c, "response.content_part.done", o);
+    o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "output_index", 0);
+    cJSON_AddItemToObject(o, "item", message_item(c, text));
+    send_event(c, "response.output_item.done", o);
+    o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response_json(c, text));
+    send_event(c, c->choices[0].finish == HLPT_FINISH_STOP ? "response.completed" : "response.incomplete", o);
+}
+
 /* One streamed chunk of a choice: its role (chat's first chunk), a text delta, or its finish. */
 static void send_chunk(gen_call *c, int index, const char *role, const char *delta, size_t n, const char *finish) {
+    if (c->responses) {
+        /* The opening and closing events are responses_stream_open and _close's. */
+        if (n) responses_stream_delta(c, delta, n);
+        return;
+    }
     cJSON *o = envelope(c, 1), *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     char *text = malloc(n + 1);
@@ -619,6 +907,28 @@ static void send_chunk(gen_call *c, int index, const char *role, const char *del
 /* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
  * inference thread, or in the work function when every choice ended there. */
 static void complete(gen_call *c, int in_work) {
+    if (c->q.stream && c->responses) {
+        if (c->failed) {
+            const char *type, *code;
+            hlpt_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "code", code ? code : "internal_error");
+            cJSON_AddStringToObject(e, "message", c->why);
+            cJSON_AddNullToObject(e, "param");
+            send_event(c, "error", e);
+        } else {
+            responses_stream_close(c);
+        }
+        hlpt_sse_close(c->sse);
+        hlpt_sse_unref(c->sse);
+        c->sse = NULL;
+        return;
+    }
+    if (c->responses && !c->failed) {
+        hlpt_reply_json(c->req, 200, response_json(c, c->choices[0].text ? c->choices[0].text : ""));
+        hlpt_req_finish(c->req);
+        return;
+    }
     if (c->q.stream) {
         if (c->failed) {
             cJSON *e = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(e, "error");
@@ -708,8 +1018,8 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
                 ch->n_toks = ch->toks ? nt : 0;
             }
         }
-        api_metrics_request(c->q.chat ? "chat" : "completions", c->adapter_label, nt, r->submitted_s, r->first_token_s,
-                            r->done_s);
+        api_metrics_request(c->responses ? "responses" : c->q.chat ? "chat" : "completions", c->adapter_label, nt,
+                            r->submitted_s, r->first_token_s, r->done_s);
     } else if (ev == HLPTD_EV_ERROR) {
         pthread_mutex_lock(&c->mu);
         if (!c->failed) {
@@ -763,8 +1073,10 @@ static void generate_work(void *app, hlpt_req *r) {
          * batch it came in. */
         ch->r.params.seed = c->q.params.seed + (uint64_t)(i % c->q.n);
         ch->r.on_event = on_event;
-        /* OpenAI's first chat chunk of a choice names the role. */
-        if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
+        /* OpenAI's first chat chunk of a choice names the role; a response stream opens with its
+         * own events. */
+        if (c->q.stream && c->responses) responses_stream_open(c);
+        else if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
     }
     c->pending = c->n_choices + 1;
     atomic_fetch_add(&c->refs, c->n_choices);
@@ -782,7 +1094,10 @@ static void generate_work(void *app, hlpt_req *r) {
     part_done(c, 1);
 }
 
-static void generate_handler(hlpt_req *r, int chat) {
+enum { GEN_COMPLETIONS, GEN_CHAT, GEN_RESPONSES };
+
+static void generate_handler(hlpt_req *r, int kind) {
+    int chat = kind != GEN_COMPLETIONS;
     hlptd *d = hlpt_req_app(r);
     const hlpt_model *m = hlptd_model(d);
     if (!m) {
@@ -804,20 +1119,25 @@ static void generate_handler(hlpt_req *r, int chat) {
     hlpt_req_set_data(r, c, call_release);
     const char *param;
     char why[256];
-    int err = api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
+    c->responses = kind == GEN_RESPONSES;
+    int err = c->responses ? api_responses_request_parse(j, &c->q, &c->rx, &param, why, sizeof why)
+                           : api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
     for (int i = 0; !err && i < c->q.n_prompts; i++) {
         err = api_gen_tokenize_at(m, &c->q, i, &c->prompt[i], &c->n_prompt[i], &param, why, sizeof why);
         c->prompt_tokens += c->n_prompt[i];
     }
     c->n_choices = c->q.n_prompts * c->q.n;
+    if (err && c->responses) param = responses_name(param);
     if (err) {
         hlpt_reply_err(r, err, param, "%s", why);
         return;
     }
-    hlpt_id_new(c->id, chat ? "chatcmpl-" : "cmpl-");
+    hlpt_id_new(c->id, c->responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-");
+    hlpt_id_new(c->msg_id, "msg_");
     c->created = (long)time(NULL);
     hlpt_req_defer(r, generate_work);
 }
 
-void hlpt_api_completions(hlpt_req *r) { generate_handler(r, 0); }
-void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, 1); }
+void hlpt_api_completions(hlpt_req *r) { generate_handler(r, GEN_COMPLETIONS); }
+void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, GEN_CHAT); }
+void hlpt_api_responses(hlpt_req *r) { generate_handler(r, GEN_RESPONSES); }

@@ -48,6 +48,23 @@ int api_gen_request_parse(const cJSON *body, int chat, api_gen_request *q, const
                           size_t len);
 void api_gen_request_free(api_gen_request *q);
 
+/* What a /v1/responses request carries beyond a chat request (owned strings). */
+typedef struct {
+    char *instructions;          /* or NULL */
+    char *metadata;              /* JSON object text, or NULL */
+    int max_output_tokens;       /* given (1) or the default (0) */
+} api_responses_extra;
+
+/* Validates a body of POST /v1/responses (text only, as OpenAI's Responses API defines it) into the
+ * chat request it amounts to: `instructions` become a developer message first, `input` (a string,
+ * or message items with string or input_text content) the conversation, max_output_tokens the
+ * token limit; a stream reports usage at its end. Errors as api_gen_request_parse's, *param naming
+ * the Responses field (`input`, `max_output_tokens`, ...). q and x are owned (free both also after
+ * a failure). */
+int api_responses_request_parse(const cJSON *body, api_gen_request *q, api_responses_extra *x, const char **param,
+                                char *why, size_t len);
+void api_responses_extra_free(api_responses_extra *x);
+
 /* The prompt's token ids as training feeds them: BOS (config bos_id, when any) then the text
  * encoded without parsing special tokens. Checks that prompt + max_tokens fit the model's context
  * (HLPT_ERR_INVAL, *param "prompt"/"messages" when the prompt alone does not fit, else

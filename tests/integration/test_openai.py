@@ -426,5 +426,72 @@ class OpenAITest(unittest.TestCase):
         self.error(*self.complete(prompt=["x"] * 9, n=8), 400, "n")
 
 
+    # ---- responses -----------------------------------------------------------------------------
+
+    def test_responses(self):
+        def respond(**body):
+            return self.d.json("POST", "/v1/responses", dict({"model": "base", "temperature": 0}, **body))
+        status, r = respond(input="the quick", instructions="Be brief.", max_output_tokens=5, metadata={"k": "v"})
+        self.assertEqual(status, 200, r)
+        self.assertEqual((r["object"], r["status"]), ("response", "incomplete"))
+        self.assertEqual(r["incomplete_details"], {"reason": "max_output_tokens"})
+        self.assertTrue(r["id"].startswith("resp_"))
+        self.assertEqual(r["instructions"], "Be brief.")
+        self.assertEqual(r["max_output_tokens"], 5)
+        self.assertEqual(r["metadata"], {"k": "v"})
+        item = r["output"][0]
+        self.assertEqual((item["type"], item["role"], item["content"][0]["type"]), ("message", "assistant", "output_text"))
+        self.assertEqual(r["usage"]["output_tokens"], 5)
+        self.assertEqual(r["usage"]["total_tokens"], r["usage"]["input_tokens"] + 5)
+        # The same conversation through chat gives the same text.
+        status, chat = self.d.json("POST", "/v1/chat/completions", {
+            "model": "base", "temperature": 0, "max_tokens": 5,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the quick"}]})
+        self.assertEqual(item["content"][0]["text"], chat["choices"][0]["message"]["content"])
+        self.assertEqual(r["usage"]["input_tokens"], chat["usage"]["prompt_tokens"])
+        # Message items, content parts, and an adapter through `model`.
+        status, r2 = respond(model=self.done["fine_tuned_model"], max_output_tokens=3,
+                             input=[{"role": "developer", "content": "Be brief."},
+                                    {"type": "message", "role": "user",
+                                     "content": [{"type": "input_text", "text": "the quick"}]}])
+        self.assertEqual(status, 200, r2)
+        self.assertEqual(r2["model"], self.done["fine_tuned_model"])
+        # Streaming: typed events in order, the deltas adding up to the text.
+        status, hdr, raw = self.d.request("POST", "/v1/responses", json.dumps(
+            {"model": "base", "input": "the quick", "instructions": "Be brief.", "max_output_tokens": 5,
+             "temperature": 0, "stream": True}), {"Content-Type": "application/json"})
+        self.assertEqual(status, 200)
+        self.assertTrue(hdr["content-type"].startswith("text/event-stream"))
+        events = []
+        for block in raw.decode().split("\n\n"):
+            lines = block.strip().splitlines()
+            if not lines:
+                continue
+            self.assertTrue(lines[0].startswith("event: "), block)
+            data = json.loads(lines[1][6:])
+            self.assertEqual(data["type"], lines[0][7:])
+            events.append(data)
+        types = [e["type"] for e in events]
+        self.assertEqual(types[:4], ["response.created", "response.in_progress", "response.output_item.added",
+                                     "response.content_part.added"])
+        self.assertEqual(types[-4:], ["response.output_text.done", "response.content_part.done",
+                                      "response.output_item.done", "response.incomplete"])
+        self.assertEqual([e["sequence_number"] for e in events], list(range(len(events))))
+        deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        self.assertEqual(deltas, item["content"][0]["text"])
+        self.assertEqual(events[-1]["response"]["usage"], r["usage"])
+        bad = [({"input": 3}, "input"), ({}, "input"), ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+               ({"input": "x", "temperature": 3}, "temperature"), ({"input": "x", "colour": 1}, "colour"),
+               ({"input": [{"type": "function_call_output", "output": "x"}]}, "input"),
+               ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text"),
+               ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+               ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+               ({"input": "x", "instructions": 5}, "instructions"),
+               ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, "input")]
+        for body, param in bad:
+            self.error(*respond(**body), 400, param)
+        self.error(*respond(model="nope", input="x"), 404, "model")
+
+
 if __name__ == "__main__":
     unittest.main()
