@@ -4,6 +4,7 @@ file deletion once no job needs the file; job fields, metadata and the results f
 models; prompt arrays, chat content parts and tool messages; /v1/responses. Python 3 standard
 library only; the fixture model (tests/fixtures/llama2-mha-f32) trains and generates.
 """
+import base64
 import json
 import os
 import sys
@@ -491,6 +492,30 @@ class OpenAITest(unittest.TestCase):
         for body, param in bad:
             self.error(*respond(**body), 400, param)
         self.error(*respond(model="nope", input="x"), 404, "model")
+
+
+    # ---- adapters from other tools -------------------------------------------------------------
+
+    def test_adapter_config_without_virtual_tokens_loads(self):
+        status, rec = self.d.json("GET", "/v1/adapters/" + quote(self.done["fine_tuned_model"], safe=""))
+        self.assertEqual(status, 200, rec)
+        cfg = rec["config"] if isinstance(rec["config"], dict) else json.loads(rec["config"])
+        self.assertEqual(cfg["peft_type"], "HLPT")
+        self.assertEqual(cfg["prefix_layers"], [])
+        cfg["num_virtual_tokens"] = 0
+        status, _, weights = self.d.request("GET", "/v1/adapters/%s/files/adapter_model.safetensors" % rec["id"])
+        self.assertEqual(status, 200)
+        body = {"name": "no-virtual-tokens", "config": cfg, "weights_base64": base64.b64encode(weights).decode()}
+        status, imported = self.d.json("POST", "/v1/adapters", body)
+        self.assertEqual(status, 200, imported)
+        status, out = self.d.json("POST", "/v1/completions", {"model": "no-virtual-tokens", "prompt": "a", "max_tokens": 2})
+        self.assertEqual(status, 200, out)
+        # With a prefix layer, 0 virtual tokens is still an error naming the field.
+        cfg = dict(cfg, prefix_layers=[0])
+        status, body = self.d.json("POST", "/v1/adapters", {"name": "bad", "config": cfg,
+                                                           "weights_base64": base64.b64encode(weights).decode()})
+        self.assertEqual(status, 400, body)
+        self.assertIn("num_virtual_tokens", body["error"]["message"])
 
 
 if __name__ == "__main__":
