@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "http.h"
+#include "store.h"
 
 /* The routes, one line each (api/routes.c). */
 extern const hlpt_route hlpt_api_routes[];
@@ -36,10 +37,21 @@ void hlpt_api_jobs_metrics(hlpt_req *r);     /* GET  /v1/fine_tuning/jobs/{id}/m
 void hlpt_api_jobs_checkpoints(hlpt_req *r); /* GET  /v1/fine_tuning/jobs/{id}/checkpoints */
 void hlpt_api_jobs_loss_svg(hlpt_req *r);    /* GET  /v1/fine_tuning/jobs/{id}/loss.svg */
 
-/* Generation and models (api/generate.c). */
+/* Generation (api/generate.c). */
 void hlpt_api_completions(hlpt_req *r);      /* POST /v1/completions */
 void hlpt_api_chat_completions(hlpt_req *r); /* POST /v1/chat/completions */
-void hlpt_api_models(hlpt_req *r);           /* GET  /v1/models */
+void hlpt_api_responses(hlpt_req *r);        /* POST /v1/responses (text) */
+
+/* Models (api/models.c). */
+void hlpt_api_models(hlpt_req *r);           /* GET    /v1/models */
+void hlpt_api_models_get(hlpt_req *r);       /* GET    /v1/models/{id} */
+void hlpt_api_models_delete(hlpt_req *r);    /* DELETE /v1/models/{id} (a fine-tuned model) */
+
+/* Loop thread: what serves the model `id` (a base name, an adapter's name or id, or a checkpoint's
+ * model id, whose adapter is registered on first use): *rec NULL for the base, else the adapter
+ * (returned owned). HLPT_ERR_NOENT when no model has that id. */
+typedef struct hlptd hlptd;
+int api_model_resolve(hlptd *d, const char *id, hlpt_adapter_rec **rec, char *why, size_t len);
 
 /* The adapter registry (api/adapters.c). */
 void hlpt_api_adapters_list(hlpt_req *r);    /* GET    /v1/adapters */

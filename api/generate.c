@@ -1,6 +1,5 @@
 /*
- * generate.c - OpenAI completions and chat completions with a per-request adapter, and the model
- * list.
+ * generate.c - OpenAI completions and chat completions with a per-request adapter.
  *
  * A request's life: the HTTP thread validates the body (api_gen_request_parse) and tokenizes the
  * prompt (api_gen_tokenize; chat messages are rendered by the same template code that renders
@@ -42,7 +41,15 @@ static const char *const known_keys[] = {
     "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "stop", "seed", "n", "logprobs", "top_logprobs", "stream", "stream_options", "user", "ignore_eos",
     "frequency_penalty", "presence_penalty", "echo", "suffix", "best_of", "logit_bias",
+    /* Chat's only: accepted (store, metadata, service_tier and parallel_tool_calls change nothing
+     * here), or refused unless neutral (tools, tool_choice, response_format). */
+    "store", "metadata", "service_tier", "parallel_tool_calls", "tools", "tool_choice", "response_format",
 };
+
+static const char *const chat_only_keys[] = {"store", "metadata", "service_tier", "parallel_tool_calls", "tools",
+                                             "tool_choice", "response_format"};
+
+
 
 static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -114,6 +121,39 @@ static int neutral_fields(const cJSON *j, int chat, const char **param, char *wh
     return HLPT_OK;
 }
 
+/* Chat's OpenAI fields that hlpt takes without acting on them, and those it supports only at their
+ * neutral value: no tools (hlpt renders tool calls in the conversation, but does not parse a
+ * model's output into tool_calls), text responses only. */
+static int chat_fields(const cJSON *j, const char **param, char *why, size_t len) {
+    const cJSON *v;
+    if ((v = field(j, "store")) && !cJSON_IsBool(v))
+        return fail(param, "store", why, len, HLPT_ERR_INVAL, "`store` must be true or false");
+    if ((v = field(j, "parallel_tool_calls")) && !cJSON_IsBool(v))
+        return fail(param, "parallel_tool_calls", why, len, HLPT_ERR_INVAL, "`parallel_tool_calls` must be true or false");
+    if ((v = field(j, "service_tier")) && !cJSON_IsString(v))
+        return fail(param, "service_tier", why, len, HLPT_ERR_INVAL, "`service_tier` must be a string");
+    if ((v = field(j, "metadata"))) {
+        const cJSON *e;
+        if (!cJSON_IsObject(v)) return fail(param, "metadata", why, len, HLPT_ERR_INVAL, "`metadata` must be an object of strings");
+        cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e))
+            return fail(param, "metadata", why, len, HLPT_ERR_INVAL, "`metadata` must be an object of strings");
+    }
+    if ((v = field(j, "tools")) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
+        return fail(param, "tools", why, len, HLPT_ERR_UNSUPPORTED,
+                    "`tools` is not supported: hlpt does not turn a model's output into tool calls");
+    if ((v = field(j, "tool_choice")) && !(cJSON_IsString(v) && (!strcmp(v->valuestring, "none") || !strcmp(v->valuestring, "auto"))))
+        return fail(param, "tool_choice", why, len, HLPT_ERR_UNSUPPORTED, "`tool_choice` is not supported (only none or auto)");
+    if ((v = field(j, "response_format"))) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+        if (!cJSON_IsObject(v) || !cJSON_IsString(t))
+            return fail(param, "response_format", why, len, HLPT_ERR_INVAL, "`response_format` must be an object with `type`");
+        if (strcmp(t->valuestring, "text"))
+            return fail(param, "response_format", why, len, HLPT_ERR_UNSUPPORTED,
+                        "`response_format` type `%.32s` is not supported (only text)", t->valuestring);
+    }
+    return HLPT_OK;
+}
+
 static int stop_field(const cJSON *j, api_gen_request *q, const char **param, char *why, size_t len) {
     const cJSON *stop = field(j, "stop"), *v;
     if (!stop) return HLPT_OK;
@@ -146,24 +186,80 @@ static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, c
     if (!cJSON_IsArray(msgs) || n == 0)
         return fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages` is required: a non-empty array of {role, content}");
     hlpt_chat_msg *v = calloc((size_t)n, sizeof *v);
-    if (!v) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!v || !texts) {
+        free(v);
+        free(texts);
+        return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    }
     int i = 0, err = HLPT_OK;
     cJSON_ArrayForEach(m, msgs) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!cJSON_IsObject(m)) err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d]` must be an object", i);
-        else if (!cJSON_IsString(role))
-            err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d].role` must be a string", i);
-        else if (!cJSON_IsString(content))
-            err = fail(param, "messages", why, len, HLPT_ERR_INVAL, "`messages[%d].content` must be a string", i);
-        if (err) break;
-        v[i++] = (hlpt_chat_msg){role->valuestring, content->valuestring};
+        /* OpenAI's text shapes (content parts, developer, tool calls and results) become the
+         * (role, text) turns the training template renders. */
+        const char *role;
+        if ((err = hlpt_chat_message(m, i, &role, &texts[i], why, len))) {
+            *param = "messages";
+            if (err == HLPT_ERR_FORMAT) err = HLPT_ERR_INVAL;
+            break;
+        }
+        v[i] = (hlpt_chat_msg){role, texts[i]};
+        i++;
     }
-    if (!err && (err = hlpt_chat_prompt(v, n, NULL, &q->prompt, why, len))) {
+    if (!err && (err = hlpt_chat_prompt(v, n, NULL, &q->prompts[0], why, len))) {
         *param = "messages";
         if (err == HLPT_ERR_FORMAT) err = HLPT_ERR_INVAL;
     }
+    for (int k = 0; k < n; k++) free(texts[k]);
+    free(texts);
     free(v);
     return err;
+}
+
+/* A prompt of token ids: a non-empty array of non-negative integers (the vocabulary is checked
+ * when the prompt is tokenized). Returns 0 when v is no such array. */
+static int ids_prompt(const cJSON *v, api_gen_request *q, int k) {
+    int n = cJSON_GetArraySize(v);
+    if (!cJSON_IsArray(v) || n == 0) return 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2147483647.0 ||
+                                 e->valuedouble != floor(e->valuedouble)) return 0;
+    if (!(q->prompt_ids[k] = malloc(sizeof(int) * (size_t)n))) return 0;
+    int i = 0;
+    cJSON_ArrayForEach(e, v) q->prompt_ids[k][i++] = (int)e->valuedouble;
+    q->n_prompt_ids[k] = n;
+    return 1;
+}
+
+/* OpenAI's prompt: a string, an array of strings, an array of token ids, or an array of those. */
+static int prompt_field(const cJSON *pr, api_gen_request *q, const char **param, char *why, size_t len) {
+    static const char shape[] = "`prompt` is required: a string, an array of strings, an array of token ids, "
+                                "or an array of token-id arrays";
+    if (cJSON_IsString(pr)) {
+        q->n_prompts = 1;
+        if (!(q->prompts[0] = strdup(pr->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+        return HLPT_OK;
+    }
+    int n = cJSON_GetArraySize(pr);
+    if (!cJSON_IsArray(pr) || n == 0) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "%s", shape);
+    if (cJSON_IsNumber(cJSON_GetArrayItem(pr, 0))) {
+        if (!ids_prompt(pr, q, 0)) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt`: token ids must be non-negative integers");
+        q->n_prompts = 1;
+        return HLPT_OK;
+    }
+    if (n > API_GEN_MAX_PROMPTS)
+        return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt`: at most %d prompts in one request", API_GEN_MAX_PROMPTS);
+    const cJSON *v;
+    int k = 0;
+    cJSON_ArrayForEach(v, pr) {
+        if (cJSON_IsString(v)) {
+            if (!(q->prompts[k] = strdup(v->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+        } else if (!ids_prompt(v, q, k)) {
+            return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt[%d]`: %s", k,
+                        cJSON_IsArray(v) ? "token ids must be non-negative integers" : "must be a string or an array of token ids");
+        }
+        q->n_prompts = ++k;
+    }
+    return HLPT_OK;
 }
 
 int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const char **param, char *why, size_t len) {
@@ -180,6 +276,9 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
         int known = 0;
         for (size_t i = 0; i < sizeof known_keys / sizeof *known_keys; i++) known |= !strcmp(v->string, known_keys[i]);
         if (!known) return fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s`", v->string);
+        for (size_t i = 0; !chat && i < sizeof chat_only_keys / sizeof *chat_only_keys; i++)
+            if (!strcmp(v->string, chat_only_keys[i]))
+                return fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s` (it is chat's)", v->string);
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     if (!cJSON_IsString(model) || !*model->valuestring || strlen(model->valuestring) >= sizeof q->model)
@@ -187,6 +286,7 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
                     "`model` is required: the base model's name, \"base\", or an adapter's name or id");
     snprintf(q->model, sizeof q->model, "%s", model->valuestring);
     int err = neutral_fields(j, chat, param, why, len);
+    if (!err && chat) err = chat_fields(j, param, why, len);
     if (err) return err;
 
     double max_tokens = chat ? 256 : 16, temperature = 1, top_p = 1, top_k = 0, n = 1, lp = 0, tlp = 0;
@@ -249,34 +349,181 @@ int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const ch
     p->logprobs = q->logprobs;
     p->top_logprobs = q->top_logprobs;
 
-    if (chat) return chat_prompt(j, q, param, why, len);
+    if (chat) {
+        q->n_prompts = 1;
+        err = chat_prompt(j, q, param, why, len);
+        q->prompt = q->prompts[0];
+        return err;
+    }
     if (field(j, "messages")) return fail(param, "messages", why, len, HLPT_ERR_INVAL, "completions take `prompt`; `messages` is for /v1/chat/completions");
-    const cJSON *pr = field(j, "prompt");
-    /* OpenAI also takes a batch of prompts; one prompt in an array is the same request. */
-    if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) == 1 && cJSON_IsString(cJSON_GetArrayItem(pr, 0)))
-        pr = cJSON_GetArrayItem(pr, 0);
-    if (!cJSON_IsString(pr)) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "`prompt` is required and must be a string");
-    if (!(q->prompt = strdup(pr->valuestring))) return fail(param, NULL, why, len, HLPT_ERR_NOMEM, "out of memory");
+    if ((err = prompt_field(field(j, "prompt"), q, param, why, len))) return err;
+    if (q->n_prompts * q->n > API_GEN_MAX_CHOICES)
+        return fail(param, "n", why, len, HLPT_ERR_INVAL, "%d prompts × n %d exceed %d choices in one request", q->n_prompts,
+                    q->n, API_GEN_MAX_CHOICES);
+    q->prompt = q->prompts[0];
     return HLPT_OK;
+}
+
+/* The fields of a Responses request, and how each maps onto a chat request (NULL: checked here). */
+static const struct {
+    const char *key, *chat_key;
+} responses_keys[] = {
+    {"model", "model"}, {"input", NULL}, {"instructions", NULL}, {"max_output_tokens", "max_completion_tokens"},
+    {"temperature", "temperature"}, {"top_p", "top_p"}, {"stream", "stream"}, {"store", "store"},
+    {"metadata", "metadata"}, {"user", "user"}, {"service_tier", "service_tier"},
+    {"parallel_tool_calls", "parallel_tool_calls"}, {"tools", "tools"}, {"tool_choice", "tool_choice"},
+    {"text", NULL}, {"truncation", NULL}, {"previous_response_id", NULL}, {"reasoning", NULL},
+    {"include", NULL}, {"background", NULL},
+};
+
+/* A chat field's name as the Responses API calls it, for error replies. */
+static const char *responses_name(const char *chat_key) {
+    if (!chat_key) return NULL;
+    if (!strcmp(chat_key, "messages")) return "input";
+    for (size_t i = 0; i < sizeof responses_keys / sizeof *responses_keys; i++)
+        if (responses_keys[i].chat_key && !strcmp(responses_keys[i].chat_key, chat_key)) return responses_keys[i].key;
+    return chat_key;
+}
+
+int api_responses_request_parse(const cJSON *j, api_gen_request *q, api_responses_extra *x, const char **param,
+                                char *why, size_t len) {
+    memset(q, 0, sizeof *q);
+    memset(x, 0, sizeof *x);
+    *param = NULL;
+    if (!cJSON_IsObject(j)) return fail(param, NULL, why, len, HLPT_ERR_INVAL, "the body must be a JSON object");
+    cJSON *chat = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(chat, "messages");
+    const cJSON *v;
+    int err = HLPT_OK;
+    cJSON_ArrayForEach(v, j) {
+        size_t i = 0;
+        while (i < sizeof responses_keys / sizeof *responses_keys && strcmp(responses_keys[i].key, v->string)) i++;
+        if (i == sizeof responses_keys / sizeof *responses_keys) {
+            err = fail(param, v->string, why, len, HLPT_ERR_INVAL, "unknown field `%.64s`", v->string);
+            goto out;
+        }
+        if (responses_keys[i].chat_key && !cJSON_IsNull(v))
+            cJSON_AddItemToObject(chat, responses_keys[i].chat_key, cJSON_Duplicate(v, 1));
+    }
+    /* Fields hlpt has no use for, accepted at their neutral value only. */
+    if ((v = field(j, "previous_response_id"))) {
+        err = fail(param, "previous_response_id", why, len, HLPT_ERR_UNSUPPORTED,
+                   "`previous_response_id` is not supported: hlptd keeps no responses (send the conversation in `input`)");
+        goto out;
+    }
+    if ((v = field(j, "background")) && !cJSON_IsFalse(v)) {
+        err = fail(param, "background", why, len, HLPT_ERR_UNSUPPORTED, "`background` is not supported");
+        goto out;
+    }
+    if ((v = field(j, "reasoning")) && !(cJSON_IsObject(v) && !v->child)) {
+        err = fail(param, "reasoning", why, len, HLPT_ERR_UNSUPPORTED, "`reasoning` is not supported");
+        goto out;
+    }
+    if ((v = field(j, "include")) && !(cJSON_IsArray(v) && !v->child)) {
+        err = fail(param, "include", why, len, HLPT_ERR_UNSUPPORTED, "`include` is not supported");
+        goto out;
+    }
+    if ((v = field(j, "truncation")) && !(cJSON_IsString(v) && !strcmp(v->valuestring, "disabled"))) {
+        err = fail(param, "truncation", why, len, HLPT_ERR_UNSUPPORTED, "`truncation` is not supported (only disabled)");
+        goto out;
+    }
+    if ((v = field(j, "text"))) {
+        const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(v, "format"), *t = cJSON_GetObjectItemCaseSensitive(fmt, "type");
+        if (!cJSON_IsObject(v) || (fmt && !(cJSON_IsString(t) && !strcmp(t->valuestring, "text")))) {
+            err = fail(param, "text", why, len, HLPT_ERR_UNSUPPORTED, "`text.format` is not supported (only text)");
+            goto out;
+        }
+    }
+    if ((v = field(j, "instructions"))) {
+        if (!cJSON_IsString(v)) {
+            err = fail(param, "instructions", why, len, HLPT_ERR_INVAL, "`instructions` must be a string");
+            goto out;
+        }
+        x->instructions = strdup(v->valuestring);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "developer");
+        cJSON_AddStringToObject(m, "content", v->valuestring);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    const cJSON *input = field(j, "input");
+    if (cJSON_IsString(input)) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "user");
+        cJSON_AddStringToObject(m, "content", input->valuestring);
+        cJSON_AddItemToArray(msgs, m);
+    } else if (cJSON_IsArray(input) && cJSON_GetArraySize(input) > 0) {
+        int i = 0;
+        cJSON_ArrayForEach(v, input) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type");
+            if (!cJSON_IsObject(v) || (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "message")))) {
+                err = fail(param, "input", why, len, HLPT_ERR_UNSUPPORTED,
+                           "`input[%d]`: only message items ({role, content}) are supported", i);
+                goto out;
+            }
+            cJSON *m = cJSON_Duplicate(v, 1);
+            cJSON_DeleteItemFromObjectCaseSensitive(m, "type");
+            cJSON_AddItemToArray(msgs, m);
+            i++;
+        }
+    } else {
+        err = fail(param, "input", why, len, HLPT_ERR_INVAL, "`input` is required: a string or an array of messages");
+        goto out;
+    }
+    x->max_output_tokens = field(j, "max_output_tokens") != NULL;
+    if ((v = field(j, "metadata")) && cJSON_IsObject(v)) x->metadata = cJSON_PrintUnformatted(v);
+    /* The chat request's own default is 256 tokens; the Responses API has no n, seed or stop. */
+    err = api_gen_request_parse(chat, 1, q, param, why, len);
+    if (!err && q->stream) q->include_usage = 1;
+    if (err) *param = responses_name(*param);
+out:
+    cJSON_Delete(chat);
+    return err;
+}
+
+void api_responses_extra_free(api_responses_extra *x) {
+    if (!x) return;
+    free(x->instructions);
+    free(x->metadata);
+    memset(x, 0, sizeof *x);
 }
 
 void api_gen_request_free(api_gen_request *q) {
     if (!q) return;
     for (int i = 0; i < HLPT_MAX_STOP; i++) free(q->stop[i]);
-    free(q->prompt);
+    for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) {
+        free(q->prompts[i]);
+        free(q->prompt_ids[i]);
+    }
     memset(q, 0, sizeof *q);
 }
 
 int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **out, int *n_out, const char **param,
                      char *why, size_t len) {
+    return api_gen_tokenize_at(m, q, 0, out, n_out, param, why, len);
+}
+
+int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, int **out, int *n_out,
+                        const char **param, char *why, size_t len) {
     *out = NULL;
     *n_out = 0;
     *param = q->chat ? "messages" : "prompt";
     const hlpt_config *cfg = hlpt_model_config(m);
-    int *ids = NULL, k = 0;
-    int err = hlpt_tokenizer_encode(hlpt_model_tokenizer(m), q->prompt, strlen(q->prompt), 0, &ids, &k, why, len);
-    if (err) return err;
+    int *ids = NULL, k = 0, err;
+    if (i < 0 || i >= q->n_prompts) return hlpt_why(why, len, HLPT_ERR_INVAL, "no prompt %d", i);
     int bos = cfg->bos_id >= 0;
+    if (q->prompt_ids[i]) {
+        /* Token ids are the exact input: no BOS is added to them. */
+        k = q->n_prompt_ids[i];
+        for (int t = 0; t < k; t++)
+            if (q->prompt_ids[i][t] >= cfg->vocab)
+                return hlpt_why(why, len, HLPT_ERR_INVAL, "`prompt`: token id %d is outside the vocabulary of %d",
+                                q->prompt_ids[i][t], cfg->vocab);
+        if (!(ids = malloc(sizeof(int) * (size_t)k))) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        memcpy(ids, q->prompt_ids[i], sizeof(int) * (size_t)k);
+        bos = 0;
+    } else if ((err = hlpt_tokenizer_encode(hlpt_model_tokenizer(m), q->prompts[i], strlen(q->prompts[i]), 0, &ids, &k,
+                                            why, len))) {
+        return err;
+    }
     int *p = malloc(sizeof(int) * (size_t)(k + bos));
     if (!p) {
         free(ids);
@@ -311,7 +558,8 @@ typedef struct gen_call gen_call;
 typedef struct {
     hlptd_req r;             /* first: the callback gets &choice->r */
     gen_call *call;
-    int index;
+    int index;               /* OpenAI's numbering: prompt × n + the choice's place among its prompt's */
+    int prompt;              /* which prompt of the request */
     char *text;              /* final text (non-streaming), owned */
     hlpt_finish finish;
     int completion_tokens;
@@ -326,9 +574,11 @@ struct gen_call {
     char adapter_label[128]; /* for metrics: "base" or the adapter name */
     char id[HLPT_ID_MAX + 8];
     long created;
-    int *prompt;
-    int n_prompt;
-    choice choices[API_GEN_MAX_N];
+    int *prompt[API_GEN_MAX_PROMPTS]; /* each prompt's token ids, owned */
+    int n_prompt[API_GEN_MAX_PROMPTS];
+    int prompt_tokens;       /* all prompts together, for usage */
+    int n_choices;           /* q.n_prompts × q.n */
+    choice choices[API_GEN_MAX_CHOICES];
     pthread_mutex_t mu;
     atomic_int refs;         /* the HTTP request's, and one per choice in flight */
     int pending;             /* under mu: choices not done, + 1 while the work function submits */
@@ -337,6 +587,15 @@ struct gen_call {
     char why[256];
     hlpt_sse *sse;
     atomic_int gone;         /* the streaming client left */
+    /* /v1/responses: the request's extra fields, the message id, the event counter, and the text
+     * streamed so far (its done events repeat it). Written by one thread at a time: the work
+     * function, then the inference thread. */
+    int responses;
+    api_responses_extra rx;
+    char msg_id[HLPT_ID_MAX + 8];
+    long seq;
+    char *rtext;
+    size_t rtext_n;
 };
 
 /* Drops one reference; the last frees the call. A stream's request may end (client gone) while its
@@ -344,12 +603,14 @@ struct gen_call {
 static void call_release(void *p) {
     gen_call *c = p;
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
-    for (int i = 0; i < API_GEN_MAX_N; i++) {
+    for (int i = 0; i < API_GEN_MAX_CHOICES; i++) {
         free(c->choices[i].text);
         free(c->choices[i].toks);
     }
     api_gen_request_free(&c->q);
-    free(c->prompt);
+    api_responses_extra_free(&c->rx);
+    free(c->rtext);
+    for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) free(c->prompt[i]);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -374,17 +635,21 @@ static char *token_text(const hlpt_tokenizer *tok, int prev, int id) {
     return b;
 }
 
+/* A chat logprob entry's token and its UTF-8 bytes (OpenAI's `bytes`: the text as byte values). */
 static void add_token(cJSON *o, const char *key, const hlpt_tokenizer *tok, int prev, int id) {
     char *t = token_text(tok, prev, id);
     cJSON_AddStringToObject(o, key, t ? t : "");
+    cJSON *bytes = cJSON_AddArrayToObject(o, "bytes");
+    for (const unsigned char *p = (const unsigned char *)(t ? t : ""); *p; p++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber(*p));
     free(t);
 }
 
 /* The logprobs object of a completion choice (OpenAI's legacy shape: tokens, token_logprobs,
  * top_logprobs as {token: logprob}) or of a chat choice (content: [{token, logprob, top_logprobs}]). */
-static cJSON *logprobs_json(const gen_call *c, const hlpt_gen_token *t, int n) {
+static cJSON *logprobs_json(const gen_call *c, const choice *ch, const hlpt_gen_token *t, int n) {
     const hlpt_tokenizer *tok = hlpt_model_tokenizer(hlptd_model(c->d));
-    int prev = c->prompt[c->n_prompt - 1];
+    int prev = c->prompt[ch->prompt][c->n_prompt[ch->prompt] - 1];
     cJSON *o = cJSON_CreateObject();
     if (c->q.chat) {
         cJSON *content = cJSON_AddArrayToObject(o, "content");
@@ -427,11 +692,11 @@ static cJSON *logprobs_json(const gen_call *c, const hlpt_gen_token *t, int n) {
 /* OpenAI counts the prompt once however many choices share it. */
 static cJSON *usage_json(const gen_call *c) {
     int completion = 0;
-    for (int i = 0; i < c->q.n; i++) completion += c->choices[i].completion_tokens;
+    for (int i = 0; i < c->n_choices; i++) completion += c->choices[i].completion_tokens;
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", c->n_prompt);
+    cJSON_AddNumberToObject(u, "prompt_tokens", c->prompt_tokens);
     cJSON_AddNumberToObject(u, "completion_tokens", completion);
-    cJSON_AddNumberToObject(u, "total_tokens", c->n_prompt + completion);
+    cJSON_AddNumberToObject(u, "total_tokens", c->prompt_tokens + completion);
     return u;
 }
 
@@ -445,7 +710,7 @@ static cJSON *envelope(const gen_call *c, int chunk) {
 }
 
 static void cancel_all(gen_call *c) {
-    for (int i = 0; i < c->q.n; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
+    for (int i = 0; i < c->n_choices; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
 }
 
 static void send_json(gen_call *c, cJSON *o) {
@@ -459,8 +724,163 @@ static void send_json(gen_call *c, cJSON *o) {
     free(s);
 }
 
+/* ---- /v1/responses: OpenAI's response object and its typed stream events ---------------------- */
+
+static cJSON *response_usage(const gen_call *c) {
+    int out = c->choices[0].completion_tokens;
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "input_tokens", c->prompt_tokens);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "input_tokens_details"), "cached_tokens", 0);
+    cJSON_AddNumberToObject(u, "output_tokens", out);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "output_tokens_details"), "reasoning_tokens", 0);
+    cJSON_AddNumberToObject(u, "total_tokens", c->prompt_tokens + out);
+    return u;
+}
+
+static cJSON *output_text_part(const char *text) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "type", "output_text");
+    cJSON_AddStringToObject(p, "text", text);
+    cJSON_AddArrayToObject(p, "annotations");
+    cJSON_AddArrayToObject(p, "logprobs");
+    return p;
+}
+
+/* The assistant message item; text NULL while it is being written. */
+static cJSON *message_item(const gen_call *c, const char *text) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "type", "message");
+    cJSON_AddStringToObject(m, "id", c->msg_id);
+    cJSON_AddStringToObject(m, "status", text ? "completed" : "in_progress");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON *content = cJSON_AddArrayToObject(m, "content");
+    if (text) cJSON_AddItemToArray(content, output_text_part(text));
+    return m;
+}
+
+/* The response object: in progress (text NULL), or done with its text. */
+static cJSON *response_json(const gen_call *c, const char *text) {
+    int length = text && c->choices[0].finish != HLPT_FINISH_STOP;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", c->id);
+    cJSON_AddStringToObject(o, "object", "response");
+    cJSON_AddNumberToObject(o, "created_at", (double)c->created);
+    cJSON_AddStringToObject(o, "status", !text ? "in_progress" : length ? "incomplete" : "completed");
+    cJSON_AddNullToObject(o, "error");
+    if (length) cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "incomplete_details"), "reason", "max_output_tokens");
+    else cJSON_AddNullToObject(o, "incomplete_details");
+    if (c->rx.instructions) cJSON_AddStringToObject(o, "instructions", c->rx.instructions);
+    else cJSON_AddNullToObject(o, "instructions");
+    if (c->rx.max_output_tokens) cJSON_AddNumberToObject(o, "max_output_tokens", c->q.params.max_tokens);
+    else cJSON_AddNullToObject(o, "max_output_tokens");
+    cJSON_AddStringToObject(o, "model", c->q.model);
+    cJSON *out = cJSON_AddArrayToObject(o, "output");
+    if (text) cJSON_AddItemToArray(out, message_item(c, text));
+    cJSON_AddBoolToObject(o, "parallel_tool_calls", 1);
+    cJSON_AddNullToObject(o, "previous_response_id");
+    cJSON_AddBoolToObject(o, "store", 0);
+    cJSON_AddNumberToObject(o, "temperature", c->q.params.temperature);
+    cJSON *fmt = cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "text"), "format");
+    cJSON_AddStringToObject(fmt, "type", "text");
+    cJSON_AddStringToObject(o, "tool_choice", "auto");
+    cJSON_AddArrayToObject(o, "tools");
+    cJSON_AddNumberToObject(o, "top_p", c->q.params.top_p);
+    cJSON_AddStringToObject(o, "truncation", "disabled");
+    cJSON *meta = c->rx.metadata ? cJSON_Parse(c->rx.metadata) : NULL;
+    cJSON_AddItemToObject(o, "metadata", meta ? meta : cJSON_CreateObject());
+    if (text) cJSON_AddItemToObject(o, "usage", response_usage(c));
+    else cJSON_AddNullToObject(o, "usage");
+    if (text) cJSON_AddStringToObject(o, "output_text", text);
+    return o;
+}
+
+/* One typed event: `event: <type>` and the object (taken) with its type and sequence number. */
+static void send_event(gen_call *c, const char *type, cJSON *o) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNumberToObject(e, "sequence_number", (double)c->seq++);
+    cJSON *it;
+    while ((it = o->child)) cJSON_AddItemToObject(e, it->string, cJSON_DetachItemViaPointer(o, it));
+    cJSON_Delete(o);
+    char *s = cJSON_PrintUnformatted(e);
+    cJSON_Delete(e);
+    if (s && !atomic_load(&c->gone) && hlpt_sse_send(c->sse, type, s) == HLPT_ERR_CANCELLED) {
+        atomic_store(&c->gone, 1);
+        cancel_all(c);
+    }
+    free(s);
+}
+
+/* The text part's position: the one message, its one part. */
+static cJSON *part_ref(const gen_call *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "item_id", c->msg_id);
+    cJSON_AddNumberToObject(o, "output_index", 0);
+    cJSON_AddNumberToObject(o, "content_index", 0);
+    return o;
+}
+
+/* The events before the first token: the response exists, is in progress, has a message with one
+ * text part. */
+static void responses_stream_open(gen_call *c) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response_json(c, NULL));
+    send_event(c, "response.created", o);
+    o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response_json(c, NULL));
+    send_event(c, "response.in_progress", o);
+    o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "output_index", 0);
+    cJSON_AddItemToObject(o, "item", message_item(c, NULL));
+    send_event(c, "response.output_item.added", o);
+    o = part_ref(c);
+    cJSON *part = output_text_part("");
+    cJSON_DeleteItemFromObjectCaseSensitive(part, "logprobs");
+    cJSON_AddItemToObject(o, "part", part);
+    send_event(c, "response.content_part.added", o);
+}
+
+static void responses_stream_delta(gen_call *c, const char *delta, size_t n) {
+    char *grown = realloc(c->rtext, c->rtext_n + n + 1);
+    if (grown) {
+        memcpy(grown + c->rtext_n, delta, n);
+        c->rtext_n += n;
+        grown[c->rtext_n] = 0;
+        c->rtext = grown;
+    }
+    char *text = strndup(delta, n);
+    cJSON *o = part_ref(c);
+    cJSON_AddStringToObject(o, "delta", text ? text : "");
+    cJSON_AddArrayToObject(o, "logprobs");
+    free(text);
+    send_event(c, "response.output_text.delta", o);
+}
+
+static void responses_stream_close(gen_call *c) {
+    const char *text = c->rtext ? c->rtext : "";
+    cJSON *o = part_ref(c);
+    cJSON_AddStringToObject(o, "text", text);
+    cJSON_AddArrayToObject(o, "logprobs");
+    send_event(c, "response.output_text.done", o);
+    o = part_ref(c);
+    cJSON_AddItemToObject(o, "part", output_text_part(text));
+    send_event(c, "response.content_part.done", o);
+    o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "output_index", 0);
+    cJSON_AddItemToObject(o, "item", message_item(c, text));
+    send_event(c, "response.output_item.done", o);
+    o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response_json(c, text));
+    send_event(c, c->choices[0].finish == HLPT_FINISH_STOP ? "response.completed" : "response.incomplete", o);
+}
+
 /* One streamed chunk of a choice: its role (chat's first chunk), a text delta, or its finish. */
 static void send_chunk(gen_call *c, int index, const char *role, const char *delta, size_t n, const char *finish) {
+    if (c->responses) {
+        /* The opening and closing events are responses_stream_open and _close's. */
+        if (n) responses_stream_delta(c, delta, n);
+        return;
+    }
     cJSON *o = envelope(c, 1), *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     char *text = malloc(n + 1);
@@ -487,6 +907,28 @@ static void send_chunk(gen_call *c, int index, const char *role, const char *del
 /* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
  * inference thread, or in the work function when every choice ended there. */
 static void complete(gen_call *c, int in_work) {
+    if (c->q.stream && c->responses) {
+        if (c->failed) {
+            const char *type, *code;
+            hlpt_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "code", code ? code : "internal_error");
+            cJSON_AddStringToObject(e, "message", c->why);
+            cJSON_AddNullToObject(e, "param");
+            send_event(c, "error", e);
+        } else {
+            responses_stream_close(c);
+        }
+        hlpt_sse_close(c->sse);
+        hlpt_sse_unref(c->sse);
+        c->sse = NULL;
+        return;
+    }
+    if (c->responses && !c->failed) {
+        hlpt_reply_json(c->req, 200, response_json(c, c->choices[0].text ? c->choices[0].text : ""));
+        hlpt_req_finish(c->req);
+        return;
+    }
     if (c->q.stream) {
         if (c->failed) {
             cJSON *e = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(e, "error");
@@ -514,18 +956,19 @@ static void complete(gen_call *c, int in_work) {
         hlpt_reply_err(c->req, c->err ? c->err : HLPT_ERR_INTERNAL, param, "%s", c->why);
     } else {
         cJSON *o = envelope(c, 0), *choices = cJSON_AddArrayToObject(o, "choices");
-        for (int i = 0; i < c->q.n; i++) {
+        for (int i = 0; i < c->n_choices; i++) {
             choice *ch = &c->choices[i];
             cJSON *j = cJSON_CreateObject();
-            cJSON_AddNumberToObject(j, "index", i);
+            cJSON_AddNumberToObject(j, "index", ch->index);
             if (c->q.chat) {
                 cJSON *m = cJSON_AddObjectToObject(j, "message");
                 cJSON_AddStringToObject(m, "role", "assistant");
                 cJSON_AddStringToObject(m, "content", ch->text ? ch->text : "");
+                cJSON_AddNullToObject(m, "refusal");
             } else {
                 cJSON_AddStringToObject(j, "text", ch->text ? ch->text : "");
             }
-            if (c->q.logprobs) cJSON_AddItemToObject(j, "logprobs", logprobs_json(c, ch->toks, ch->n_toks));
+            if (c->q.logprobs) cJSON_AddItemToObject(j, "logprobs", logprobs_json(c, ch, ch->toks, ch->n_toks));
             else cJSON_AddNullToObject(j, "logprobs");
             cJSON_AddStringToObject(j, "finish_reason", finish_name(ch->finish));
             cJSON_AddItemToArray(choices, j);
@@ -575,8 +1018,8 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
                 ch->n_toks = ch->toks ? nt : 0;
             }
         }
-        api_metrics_request(c->q.chat ? "chat" : "completions", c->adapter_label, nt, r->submitted_s, r->first_token_s,
-                            r->done_s);
+        api_metrics_request(c->responses ? "responses" : c->q.chat ? "chat" : "completions", c->adapter_label, nt,
+                            r->submitted_s, r->first_token_s, r->done_s);
     } else if (ev == HLPTD_EV_ERROR) {
         pthread_mutex_lock(&c->mu);
         if (!c->failed) {
@@ -601,46 +1044,46 @@ static void generate_work(void *app, hlpt_req *r) {
         hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
-    char adapter_id[64] = "";
-    if (strcmp(c->q.model, "base") && strcmp(c->q.model, hlptd_model_name(d))) {
-        hlpt_adapter_rec *a = NULL;
-        char why[256];
-        int err = hlpt_store_adapter_get(hlptd_store(d), c->q.model, &a, why, sizeof why);
-        if (err == HLPT_ERR_NOENT) {
-            hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
-                                "The model `%s` does not exist", c->q.model);
-            return;
-        }
-        if (err) {
-            hlpt_reply_err(r, err, "model", "%s", why);
-            return;
-        }
-        snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
-        snprintf(c->adapter_label, sizeof c->adapter_label, "%s", a->name);
-        hlpt_adapter_rec_free(a);
-    } else {
-        snprintf(c->adapter_label, sizeof c->adapter_label, "base");
+    char adapter_id[64] = "", why[256];
+    hlpt_adapter_rec *a = NULL;
+    int err = api_model_resolve(d, c->q.model, &a, why, sizeof why);
+    if (err == HLPT_ERR_NOENT) {
+        hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model", "The model `%s` does not exist",
+                            c->q.model);
+        return;
     }
+    if (err) {
+        hlpt_reply_err(r, err, "model", "%s", why);
+        return;
+    }
+    snprintf(c->adapter_label, sizeof c->adapter_label, "%s", a ? a->name : "base");
+    if (a) snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
+    hlpt_adapter_rec_free(a);
     if (c->q.stream && !(c->sse = hlpt_req_stream(r))) return;
-    for (int i = 0; i < c->q.n; i++) {
+    for (int i = 0; i < c->n_choices; i++) {
         choice *ch = &c->choices[i];
         ch->call = c;
         ch->index = i;
+        ch->prompt = i / c->q.n;
         snprintf(ch->r.adapter_id, sizeof ch->r.adapter_id, "%s", adapter_id);
-        ch->r.prompt = c->prompt;
-        ch->r.n_prompt = c->n_prompt;
+        ch->r.prompt = c->prompt[ch->prompt];
+        ch->r.n_prompt = c->n_prompt[ch->prompt];
         ch->r.params = c->q.params;
-        ch->r.params.seed = c->q.params.seed + (uint64_t)i;
+        /* Choice k of every prompt samples with seed + k: a prompt's text does not depend on the
+         * batch it came in. */
+        ch->r.params.seed = c->q.params.seed + (uint64_t)(i % c->q.n);
         ch->r.on_event = on_event;
-        /* OpenAI's first chat chunk of a choice names the role. */
-        if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
+        /* OpenAI's first chat chunk of a choice names the role; a response stream opens with its
+         * own events. */
+        if (c->q.stream && c->responses) responses_stream_open(c);
+        else if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
     }
-    c->pending = c->q.n + 1;
-    atomic_fetch_add(&c->refs, c->q.n);
+    c->pending = c->n_choices + 1;
+    atomic_fetch_add(&c->refs, c->n_choices);
     /* A stream has its reply (the event stream) already; a plain answer comes from the last
      * choice, on the inference thread. */
     if (!c->q.stream) hlpt_req_keep(r);
-    for (int i = 0; i < c->q.n; i++) {
+    for (int i = 0; i < c->n_choices; i++) {
         if (hlptd_infer_submit(inf, &c->choices[i].r) != HLPT_OK) {
             /* Stopping: this choice fails at once through the same path. */
             c->choices[i].r.err = HLPT_ERR_STATE;
@@ -651,7 +1094,10 @@ static void generate_work(void *app, hlpt_req *r) {
     part_done(c, 1);
 }
 
-static void generate_handler(hlpt_req *r, int chat) {
+enum { GEN_COMPLETIONS, GEN_CHAT, GEN_RESPONSES };
+
+static void generate_handler(hlpt_req *r, int kind) {
+    int chat = kind != GEN_COMPLETIONS;
     hlptd *d = hlpt_req_app(r);
     const hlpt_model *m = hlptd_model(d);
     if (!m) {
@@ -673,61 +1119,25 @@ static void generate_handler(hlpt_req *r, int chat) {
     hlpt_req_set_data(r, c, call_release);
     const char *param;
     char why[256];
-    int err = api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
-    if (!err) err = api_gen_tokenize(m, &c->q, &c->prompt, &c->n_prompt, &param, why, sizeof why);
+    c->responses = kind == GEN_RESPONSES;
+    int err = c->responses ? api_responses_request_parse(j, &c->q, &c->rx, &param, why, sizeof why)
+                           : api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
+    for (int i = 0; !err && i < c->q.n_prompts; i++) {
+        err = api_gen_tokenize_at(m, &c->q, i, &c->prompt[i], &c->n_prompt[i], &param, why, sizeof why);
+        c->prompt_tokens += c->n_prompt[i];
+    }
+    c->n_choices = c->q.n_prompts * c->q.n;
+    if (err && c->responses) param = responses_name(param);
     if (err) {
         hlpt_reply_err(r, err, param, "%s", why);
         return;
     }
-    hlpt_id_new(c->id, chat ? "chatcmpl-" : "cmpl-");
+    hlpt_id_new(c->id, c->responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-");
+    hlpt_id_new(c->msg_id, "msg_");
     c->created = (long)time(NULL);
     hlpt_req_defer(r, generate_work);
 }
 
-void hlpt_api_completions(hlpt_req *r) { generate_handler(r, 0); }
-void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, 1); }
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Models                                                                                          */
-
-static cJSON *model_json(const char *id, long created, const char *parent) {
-    cJSON *e = cJSON_CreateObject();
-    cJSON_AddStringToObject(e, "id", id);
-    cJSON_AddStringToObject(e, "object", "model");
-    cJSON_AddNumberToObject(e, "created", (double)created);
-    cJSON_AddStringToObject(e, "owned_by", "hlpt");
-    if (parent) cJSON_AddStringToObject(e, "parent", parent);
-    else cJSON_AddNullToObject(e, "parent");
-    return e;
-}
-
-/* Every model at once (OpenAI's /v1/models does not page): the base, then each adapter by name. */
-static void models_work(void *app, hlpt_req *r) {
-    hlptd *d = app;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(o, "data");
-    cJSON_AddItemToArray(data, model_json(hlptd_model_name(d), 0, NULL));
-    char after[HLPT_ID_MAX] = "", why[256];
-    for (int more = 1; more;) {
-        hlpt_adapter_rec **a = NULL;
-        size_t n = 0;
-        int err = hlpt_store_adapter_list(hlptd_store(d), after[0] ? after : NULL, 100, &a, &n, &more, why, sizeof why);
-        if (err) {
-            cJSON_Delete(o);
-            hlpt_reply_err(r, err, NULL, "%s", why);
-            return;
-        }
-        for (size_t i = 0; i < n; i++) {
-            cJSON *e = model_json(a[i]->name, (long)a[i]->created_at, hlptd_model_name(d));
-            cJSON_AddStringToObject(e, "adapter_id", a[i]->id);
-            cJSON_AddItemToArray(data, e);
-        }
-        if (n) snprintf(after, sizeof after, "%s", a[n - 1]->id);
-        hlpt_adapter_rec_list_free(a, n);
-        if (!n) break;
-    }
-    hlpt_reply_json(r, 200, o);
-}
-
-void hlpt_api_models(hlpt_req *r) { hlpt_req_defer(r, models_work); }
+void hlpt_api_completions(hlpt_req *r) { generate_handler(r, GEN_COMPLETIONS); }
+void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, GEN_CHAT); }
+void hlpt_api_responses(hlpt_req *r) { generate_handler(r, GEN_RESPONSES); }

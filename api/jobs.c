@@ -19,12 +19,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "hlpt/adapter.h"
 #include "hlpt/err.h"
 #include "hlpt/train.h"
 #include "http.h"
+
+/* What OpenAI's `supervised` method trains here (docs/rest.md). */
+#define API_JOBS_DEFAULT_METHOD "hlpt"
+/* One daemon is one organization; OpenAI's job objects name theirs. */
+#define API_JOBS_ORGANIZATION "org-hlpt"
 
 static int terminal(const char *status) {
     return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
@@ -38,6 +44,21 @@ static void add_num_or_null(cJSON *o, const char *k, double v) {
 static cJSON *parse_or_empty(const char *json) {
     cJSON *j = json ? cJSON_Parse(json) : NULL;
     return j ? j : cJSON_CreateObject();
+}
+
+/* The job's method as the client gave it: OpenAI's {type: supervised, supervised: {hyperparameters}}
+ * with `hlpt_method` saying what it trains, or hlpt's own {type, <type>: {settings}}. */
+static cJSON *method_json(const hlpt_job *job) {
+    cJSON *stored = parse_or_empty(job->method);
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(stored, "requested");
+    if (!cJSON_IsString(req) || strcmp(req->valuestring, "supervised")) return stored;
+    cJSON_DeleteItemFromObjectCaseSensitive(stored, "requested");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "supervised");
+    cJSON *sup = cJSON_AddObjectToObject(o, "supervised");
+    cJSON_AddItemToObject(sup, "hyperparameters", parse_or_empty(job->hyperparameters));
+    cJSON_AddItemToObject(o, "hlpt_method", stored);
+    return o;
 }
 
 /* The OpenAI job object, with hlpt's progress figures. Loop thread. */
@@ -55,13 +76,25 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     cJSON_AddStringToObject(o, "training_file", job->training_file);
     if (job->validation_file) cJSON_AddStringToObject(o, "validation_file", job->validation_file);
     else cJSON_AddNullToObject(o, "validation_file");
-    cJSON_AddItemToObject(o, "method", parse_or_empty(job->method));
+    cJSON_AddItemToObject(o, "method", method_json(job));
     cJSON_AddItemToObject(o, "hyperparameters", parse_or_empty(job->hyperparameters));
     cJSON_AddNumberToObject(o, "seed", (double)job->seed);
     if (job->suffix) cJSON_AddStringToObject(o, "suffix", job->suffix);
     else cJSON_AddNullToObject(o, "suffix");
     if (job->error) cJSON_AddItemToObject(o, "error", parse_or_empty(job->error));
     else cJSON_AddNullToObject(o, "error");
+    cJSON_AddStringToObject(o, "organization_id", API_JOBS_ORGANIZATION);
+    if (job->suffix) cJSON_AddStringToObject(o, "user_provided_suffix", job->suffix);
+    else cJSON_AddNullToObject(o, "user_provided_suffix");
+    cJSON *meta = job->metadata ? cJSON_Parse(job->metadata) : NULL;
+    if (meta) cJSON_AddItemToObject(o, "metadata", meta);
+    else cJSON_AddNullToObject(o, "metadata");
+    cJSON *integ = job->integrations ? cJSON_Parse(job->integrations) : NULL;
+    cJSON_AddItemToObject(o, "integrations", integ ? integ : cJSON_CreateArray());
+    cJSON *results = cJSON_AddArrayToObject(o, "result_files");
+    if (job->result_file) cJSON_AddItemToArray(results, cJSON_CreateString(job->result_file));
+    if (job->trained_tokens >= 0) cJSON_AddNumberToObject(o, "trained_tokens", (double)job->trained_tokens);
+    else cJSON_AddNullToObject(o, "trained_tokens");
 
     /* Progress: the live worker's last line, else the last stored metric row. */
     cJSON *p = cJSON_AddObjectToObject(o, "progress");
@@ -78,8 +111,10 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
         lr = live.learning_rate;
         double eta = live.step > 0 && live.elapsed_s > 0 ? live.elapsed_s / live.step * (live.total_steps - live.step) : NAN;
         add_num_or_null(p, "eta_s", eta);
+        add_num_or_null(o, "estimated_finish", isfinite(eta) ? (double)(time(NULL) + (time_t)eta) : NAN);
     } else {
         cJSON_AddNullToObject(p, "eta_s");
+        cJSON_AddNullToObject(o, "estimated_finish");
     }
     /* One read of the job's rows: the last for the latest figures, and the validation history
      * for the latest and the best validation loss (which may be from earlier steps). */
@@ -135,7 +170,7 @@ static void reply_job(hlptd *d, hlpt_req *r, const char *id, int status) {
 
 /* What the handler validated, for the loop. */
 typedef struct {
-    char *training_file, *validation_file, *method, *hyperparameters, *suffix, *model;
+    char *training_file, *validation_file, *method, *hyperparameters, *suffix, *model, *metadata, *integrations;
     int64_t seed;
 } create_args;
 
@@ -148,6 +183,8 @@ static void create_args_free(void *p) {
     free(a->hyperparameters);
     free(a->suffix);
     free(a->model);
+    free(a->metadata);
+    free(a->integrations);
     free(a);
 }
 
@@ -177,7 +214,8 @@ static void create_work(void *app, hlpt_req *r) {
     }
     hlpt_job_new in = {.status = "queued", .model = a->model, .training_file = a->training_file,
                        .validation_file = a->validation_file, .method = a->method,
-                       .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix};
+                       .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix,
+                       .metadata = a->metadata, .integrations = a->integrations};
     hlpt_job *job = NULL;
     int err = hlpt_store_job_insert(st, &in, &job, why, sizeof why);
     if (err) {
@@ -254,39 +292,111 @@ void hlpt_api_jobs_create(hlpt_req *r) {
         return;
     }
 
-    /* method: {type, <type>: {settings}}; validated by building the adapter config. */
-    const hlpt_config *c = hlpt_model_config(m);
-    char why[512] = "", param[96];
-    const char *type = "hlpt";
-    if (method && !cJSON_IsNull(method)) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(method, "type");
-        if (!cJSON_IsObject(method) || !cJSON_IsString(t) || hlpt_method_from_name(t->valuestring) < 0) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type", "`method.type` must be one of hlpt, h2lpt, lora, prefix");
+    /* metadata: OpenAI's limits, up to 16 string pairs, keys to 64 and values to 512 characters. */
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "metadata"),
+                *integ = cJSON_GetObjectItemCaseSensitive(j, "integrations");
+    if (meta && !cJSON_IsNull(meta)) {
+        if (!cJSON_IsObject(meta) || cJSON_GetArraySize(meta) > 16) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "metadata", "`metadata` must be an object of at most 16 strings");
             return;
         }
-        type = t->valuestring;
-        cJSON_ArrayForEach(v, method) {
-            if (strcmp(v->string, "type") && strcmp(v->string, type)) {
-                snprintf(param, sizeof param, "method.%s", v->string);
-                hlpt_reply_err(r, HLPT_ERR_INVAL, param, "unknown field `method.%s` (settings go in `method.%s`)", v->string, type);
+        cJSON_ArrayForEach(v, meta) {
+            if (!cJSON_IsString(v) || strlen(v->string) > 64 || strlen(v->valuestring) > 512) {
+                char p[96];
+                snprintf(p, sizeof p, "metadata.%.64s", v->string);
+                hlpt_reply_err(r, HLPT_ERR_INVAL, p, "`metadata` values must be strings of at most 512 characters, "
+                               "keys at most 64");
                 return;
             }
         }
     }
+    /* integrations: hlpt reports to none (it reaches no outside service); an empty list is fine. */
+    if (integ && !cJSON_IsNull(integ) && (!cJSON_IsArray(integ) || cJSON_GetArraySize(integ) > 0)) {
+        hlpt_reply_err(r, cJSON_IsArray(integ) ? HLPT_ERR_UNSUPPORTED : HLPT_ERR_INVAL, "integrations",
+                       "`integrations` are not supported: hlptd reports to no outside service (give [] or leave it out)");
+        return;
+    }
+
+    /* method: {type, <type>: {settings..., hyperparameters?}}. OpenAI's `supervised` trains the
+     * daemon's default method; its only setting is `hyperparameters`. */
+    const hlpt_config *c = hlpt_model_config(m);
+    char why[512] = "", param[96];
+    const char *type = API_JOBS_DEFAULT_METHOD, *given = NULL;
+    const cJSON *settings = NULL, *nested_hp = NULL;
+    if (method && !cJSON_IsNull(method)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(method, "type");
+        if (!cJSON_IsObject(method) || !cJSON_IsString(t)) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type",
+                           "`method` must be an object with `type`: supervised, hlpt, h2lpt, lora or prefix");
+            return;
+        }
+        given = t->valuestring;
+        if (!strcmp(given, "dpo") || !strcmp(given, "reinforcement")) {
+            hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "method.type",
+                           "`method.type` %s is not supported: hlpt trains supervised (supervised, hlpt, h2lpt, lora, prefix)",
+                           given);
+            return;
+        }
+        if (strcmp(given, "supervised") && hlpt_method_from_name(given) < 0) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type",
+                           "`method.type` must be one of supervised, hlpt, h2lpt, lora, prefix");
+            return;
+        }
+        if (strcmp(given, "supervised")) type = given;
+        cJSON_ArrayForEach(v, method) {
+            if (strcmp(v->string, "type") && strcmp(v->string, given)) {
+                snprintf(param, sizeof param, "method.%s", v->string);
+                hlpt_reply_err(r, HLPT_ERR_INVAL, param, "unknown field `method.%s` (settings go in `method.%s`)", v->string, given);
+                return;
+            }
+        }
+        settings = cJSON_GetObjectItemCaseSensitive(method, given);
+        if (settings && !cJSON_IsNull(settings) && !cJSON_IsObject(settings)) {
+            snprintf(param, sizeof param, "method.%s", given);
+            hlpt_reply_err(r, HLPT_ERR_INVAL, param, "`method.%s` must be an object", given);
+            return;
+        }
+        if (settings && cJSON_IsNull(settings)) settings = NULL;
+        nested_hp = settings ? cJSON_GetObjectItemCaseSensitive(settings, "hyperparameters") : NULL;
+        if (nested_hp && cJSON_IsNull(nested_hp)) nested_hp = NULL;
+        if (!strcmp(given, "supervised") && settings) {
+            cJSON_ArrayForEach(v, settings) {
+                if (strcmp(v->string, "hyperparameters")) {
+                    snprintf(param, sizeof param, "method.supervised.%s", v->string);
+                    hlpt_reply_err(r, HLPT_ERR_INVAL, param,
+                                   "unknown field `method.supervised.%s` (only `hyperparameters`; adapter settings need "
+                                   "one of hlpt's method types)", v->string);
+                    return;
+                }
+            }
+        }
+    }
+    if (nested_hp && hp && !cJSON_IsNull(hp)) {
+        snprintf(param, sizeof param, "method.%s.hyperparameters", given);
+        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "give `hyperparameters` once: at the top level or in `%s`", param);
+        return;
+    }
+    if (nested_hp) hp = nested_hp;
+    /* The adapter settings, without the hyperparameters that travel beside them. */
+    cJSON *plan = settings && strcmp(given, "supervised") ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(plan, "hyperparameters");
     hlpt_adapter_config acfg;
     hlpt_adapter_config_defaults(&acfg, (hlpt_method)hlpt_method_from_name(type), c->n_layers);
-    const cJSON *settings = method ? cJSON_GetObjectItemCaseSensitive(method, type) : NULL;
-    if (settings && hlpt_adapter_config_apply(&acfg, settings, c->n_layers, 0, why, sizeof why)) {
+    if (hlpt_adapter_config_apply(&acfg, plan, c->n_layers, 0, why, sizeof why)) {
+        cJSON_Delete(plan);
         snprintf(param, sizeof param, "method.%s", type);
         hlpt_reply_err(r, HLPT_ERR_INVAL, param, "%s", why);
         return;
     }
     /* hyperparameters: the trainer's own parser decides; validation_split is the worker's. */
+    char hp_name[96] = "hyperparameters";
+    if (nested_hp) snprintf(hp_name, sizeof hp_name, "method.%s.hyperparameters", given);
     hlpt_train_params tp;
     hlpt_train_params_defaults(&tp);
     if (hp && !cJSON_IsNull(hp)) {
         if (!cJSON_IsObject(hp)) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "hyperparameters", "`hyperparameters` must be an object");
+            cJSON_Delete(plan);
+            hlpt_reply_err(r, HLPT_ERR_INVAL, hp_name, "`%s` must be an object", hp_name);
             return;
         }
         cJSON *copy = cJSON_Duplicate(hp, 1);
@@ -297,22 +407,29 @@ void hlpt_api_jobs_create(hlpt_req *r) {
             err = hlpt_why(why, sizeof why, HLPT_ERR_RANGE, "hyperparameters.validation_split: must be in (0, 1)");
         cJSON_Delete(split);
         if (err) {
-            /* why starts with the field's path. */
+            cJSON_Delete(plan);
+            /* why starts with the field's path ("hyperparameters.n_epochs: ..."). */
+            size_t top = strlen("hyperparameters");
             char *colon = strchr(why, ':');
-            snprintf(param, sizeof param, "%.*s", colon ? (int)(colon - why) : (int)strlen("hyperparameters"), why);
+            size_t k = colon ? (size_t)(colon - why) : top;
+            if (k < top || strncmp(why, "hyperparameters", top)) k = top;
+            snprintf(param, sizeof param, "%s%.*s", hp_name, (int)(k - top), why + top);
             hlpt_reply_err(r, err, param, "%s", why);
             return;
         }
     }
     create_args *a = calloc(1, sizeof *a);
     if (!a) {
+        cJSON_Delete(plan);
         hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
-    /* The method is stored complete (type and its settings) so the job says what it will train. */
+    /* The method is stored as the worker reads it (type and its adapter settings), so the job says
+     * what it will train; `requested` keeps OpenAI's type when that is what the client asked for. */
     cJSON *m_store = cJSON_CreateObject();
     cJSON_AddStringToObject(m_store, "type", type);
-    cJSON_AddItemToObject(m_store, type, settings ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject());
+    cJSON_AddItemToObject(m_store, type, plan);
+    if (given && !strcmp(given, "supervised")) cJSON_AddStringToObject(m_store, "requested", "supervised");
     a->method = cJSON_PrintUnformatted(m_store);
     cJSON_Delete(m_store);
     a->hyperparameters = hp && !cJSON_IsNull(hp) ? cJSON_PrintUnformatted(hp) : strdup("{}");
@@ -321,6 +438,8 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     a->suffix = cJSON_IsString(suffix) ? strdup(suffix->valuestring) : NULL;
     a->model = strdup(hlptd_model_name(d));
     a->seed = cJSON_IsNumber(seed) ? (int64_t)seed->valuedouble : 42;
+    a->metadata = meta && cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
+    a->integrations = integ && cJSON_IsArray(integ) ? cJSON_PrintUnformatted(integ) : NULL;
     hlpt_req_set_data(r, a, create_args_free);
     hlpt_req_defer(r, create_work);
 }
@@ -328,10 +447,10 @@ void hlpt_api_jobs_create(hlpt_req *r) {
 /* ---------------------------------------------------------------------------------------------- */
 /* List, show, lifecycle                                                                           */
 
-/* ?limit= as an integer in [1, 100], default 20; replies 400 and returns -1 when malformed. */
-static int query_limit(hlpt_req *r) {
+/* ?limit= as an integer in [1, 100], default def; replies 400 and returns -1 when malformed. */
+static int query_limit(hlpt_req *r, int def) {
     const char *s = hlpt_req_query(r, "limit");
-    if (!s) return 20;
+    if (!s) return def;
     char *end;
     long v = strtol(s, &end, 10);
     if (end == s || *end || v < 1 || v > 100) {
@@ -341,9 +460,31 @@ static int query_limit(hlpt_req *r) {
     return (int)v;
 }
 
+/* OpenAI's metadata filter, `?metadata[key]=value` (several: all must match). With job NULL,
+ * answers whether the request has no such filter (1) or has one (0). */
+static int metadata_matches(hlpt_req *r, const hlpt_job *job) {
+    cJSON *meta = job && job->metadata ? cJSON_Parse(job->metadata) : NULL;
+    int ok = 1;
+    const char *k, *v;
+    for (size_t i = 0; ok && (k = hlpt_req_query_at(r, i, &v)); i++) {
+        size_t n = strlen(k);
+        if (strncmp(k, "metadata[", 9) || n < 11 || k[n - 1] != ']') continue;
+        if (!job) {
+            ok = 0;
+            break;
+        }
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(n - 10), k + 9);
+        const cJSON *have = cJSON_GetObjectItemCaseSensitive(meta, key);
+        ok = cJSON_IsString(have) && !strcmp(have->valuestring, v ? v : "");
+    }
+    cJSON_Delete(meta);
+    return ok;
+}
+
 static void list_work(void *app, hlpt_req *r) {
     hlptd *d = app;
-    int limit = query_limit(r);
+    int limit = query_limit(r, 20);
     if (limit < 0) return;
     const char *status = hlpt_req_query(r, "status");
     hlpt_job **jobs = NULL;
@@ -351,8 +492,9 @@ static void list_work(void *app, hlpt_req *r) {
     int more = 0;
     char why[256];
     const char *after = hlpt_req_query(r, "after");
-    /* A status filter pages over the unfiltered list; ask for more and filter. */
-    int err = hlpt_store_job_list(hlptd_store(d), after, status ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
+    /* A filter pages over the unfiltered list; ask for more and filter. */
+    int filtered = status || metadata_matches(r, NULL) == 0;
+    int err = hlpt_store_job_list(hlptd_store(d), after, filtered ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
     if (err) {
         hlpt_reply_err(r, err, "after", "%s", why);
         return;
@@ -362,6 +504,7 @@ static void list_work(void *app, hlpt_req *r) {
     int shown = 0;
     for (size_t i = 0; i < n; i++) {
         if (status && strcmp(jobs[i]->status, status)) continue;
+        if (!metadata_matches(r, jobs[i])) continue;
         if (shown == limit) {
             more = 1;
             break;
@@ -503,16 +646,17 @@ static void events_work(void *app, hlpt_req *r) {
         subscribers = s;
         return;
     }
-    int limit = query_limit(r);
+    int limit = query_limit(r, 20);
     if (limit < 0) return;
+    /* Newest first, paged by event id, as OpenAI lists them (the stream above is oldest first). */
     const char *after = hlpt_req_query(r, "after");
-    int64_t since = after ? strtoll(after, NULL, 10) : 0;
     hlpt_event **ev = NULL;
     size_t n = 0;
     int more = 0;
-    int err = hlpt_store_event_list(hlptd_store(d), id, since, limit, &ev, &n, &more, why, sizeof why);
+    int err = hlpt_store_event_page(hlptd_store(d), id, after && *after ? after : NULL, limit, &ev, &n, &more, why,
+                                    sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, NULL, "%s", why);
+        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
@@ -602,37 +746,74 @@ static void metrics_work(void *app, hlpt_req *r) {
     hlpt_reply_json(r, 200, o);
 }
 
+/* A checkpoint's metrics under OpenAI's names. hlpt measures no training accuracy (null), and
+ * evaluates the whole validation set, so the full_valid_* figures are the valid_* ones. */
+static cJSON *checkpoint_metrics(const hlpt_checkpoint *c) {
+    cJSON *stored = parse_or_empty(c->metrics), *o = cJSON_CreateObject();
+    const cJSON *train = cJSON_GetObjectItemCaseSensitive(stored, "train_loss"),
+                *valid = cJSON_GetObjectItemCaseSensitive(stored, "valid_loss"),
+                *acc = cJSON_GetObjectItemCaseSensitive(stored, "valid_acc");
+    double t = cJSON_IsNumber(train) ? train->valuedouble : NAN, v = cJSON_IsNumber(valid) ? valid->valuedouble : NAN,
+           a = cJSON_IsNumber(acc) ? acc->valuedouble : NAN;
+    cJSON_AddNumberToObject(o, "step", (double)c->step);
+    add_num_or_null(o, "train_loss", t);
+    cJSON_AddNullToObject(o, "train_mean_token_accuracy");
+    add_num_or_null(o, "valid_loss", v);
+    add_num_or_null(o, "valid_mean_token_accuracy", a);
+    add_num_or_null(o, "full_valid_loss", v);
+    add_num_or_null(o, "full_valid_mean_token_accuracy", a);
+    cJSON_Delete(stored);
+    return o;
+}
+
 static void checkpoints_work(void *app, hlpt_req *r) {
     hlptd *d = app;
     const char *id = hlpt_req_param(r, "id");
     hlpt_checkpoint **c = NULL;
     size_t n = 0;
+    int more = 0;
     char why[256];
     hlpt_job *job = NULL;
     if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
         hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
         return;
     }
-    hlpt_job_free(job);
-    if (hlpt_store_checkpoint_list(hlptd_store(d), id, &c, &n, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_DB, NULL, "%s", why);
+    int limit = query_limit(r, 10);
+    if (limit < 0) {
+        hlpt_job_free(job);
+        return;
+    }
+    const char *after = hlpt_req_query(r, "after");
+    int err = hlpt_store_checkpoint_page(hlptd_store(d), id, after && *after ? after : NULL, limit, &c, &n, &more, why,
+                                         sizeof why);
+    if (err) {
+        hlpt_job_free(job);
+        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
     cJSON_AddStringToObject(o, "object", "list");
     for (size_t i = 0; i < n; i++) {
+        char model[512];
+        hlptd_jobs_model_name(hlptd_model_name(d), job, c[i]->step, model, sizeof model);
         cJSON *k = cJSON_CreateObject();
         cJSON_AddStringToObject(k, "id", c[i]->id);
         cJSON_AddStringToObject(k, "object", "fine_tuning.job.checkpoint");
         cJSON_AddNumberToObject(k, "created_at", (double)c[i]->created_at);
         cJSON_AddStringToObject(k, "fine_tuning_job_id", c[i]->job_id);
+        cJSON_AddStringToObject(k, "fine_tuned_model_checkpoint", model);
         cJSON_AddNumberToObject(k, "step_number", (double)c[i]->step);
         cJSON_AddNumberToObject(k, "bytes", (double)c[i]->bytes);
-        cJSON_AddItemToObject(k, "metrics", parse_or_empty(c[i]->metrics));
+        cJSON_AddItemToObject(k, "metrics", checkpoint_metrics(c[i]));
         cJSON_AddItemToArray(data, k);
     }
-    cJSON_AddBoolToObject(o, "has_more", 0);
+    if (n) {
+        cJSON_AddStringToObject(o, "first_id", c[0]->id);
+        cJSON_AddStringToObject(o, "last_id", c[n - 1]->id);
+    }
+    cJSON_AddBoolToObject(o, "has_more", more);
     hlpt_checkpoint_list_free(c, n);
+    hlpt_job_free(job);
     hlpt_reply_json(r, 200, o);
 }
 

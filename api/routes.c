@@ -26,7 +26,10 @@ const hlpt_route hlpt_api_routes[] = {
 
     {"POST", "/v1/completions", hlpt_api_completions, 0},
     {"POST", "/v1/chat/completions", hlpt_api_chat_completions, 0},
+    {"POST", "/v1/responses", hlpt_api_responses, 0},
     {"GET", "/v1/models", hlpt_api_models, 0},
+    {"GET", "/v1/models/{id}", hlpt_api_models_get, 0},
+    {"DELETE", "/v1/models/{id}", hlpt_api_models_delete, 0},
 
     {"GET", "/v1/adapters", hlpt_api_adapters_list, 0},
     {"POST", "/v1/adapters", hlpt_api_adapters_import, 0},

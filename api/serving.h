@@ -15,7 +15,9 @@
 #include "infer.h"
 #include "jobs.h"
 
-#define API_GEN_MAX_N 8 /* `n`: choices of one request */
+#define API_GEN_MAX_N 8        /* `n`: choices per prompt */
+#define API_GEN_MAX_PROMPTS 16 /* completions: prompts in one request */
+#define API_GEN_MAX_CHOICES 64 /* prompts × n */
 
 /* A validated body of POST /v1/completions (chat 0) or /v1/chat/completions (chat 1). */
 typedef struct {
@@ -29,7 +31,11 @@ typedef struct {
     const char *max_tokens_key;  /* "max_tokens" or "max_completion_tokens" (static), for errors */
     hlpt_gen_params params;      /* params.stop[i] points at stop[i] */
     char *stop[HLPT_MAX_STOP];   /* owned */
-    char *prompt;                /* owned: the prompt text (chat: rendered with the training template) */
+    char *prompt;                /* the first prompt's text (prompts[0]), or NULL when it is token ids */
+    int n_prompts;               /* 1 (chat) .. API_GEN_MAX_PROMPTS; n_prompts × n <= API_GEN_MAX_CHOICES */
+    char *prompts[API_GEN_MAX_PROMPTS];     /* owned texts (chat: rendered with the training template) */
+    int *prompt_ids[API_GEN_MAX_PROMPTS];   /* owned: a prompt given as token ids, used as given */
+    int n_prompt_ids[API_GEN_MAX_PROMPTS];
 } api_gen_request;
 
 /* Validates body (borrowed) field by field, as OpenAI's API defines it, into *q (owned parts:
@@ -42,12 +48,33 @@ int api_gen_request_parse(const cJSON *body, int chat, api_gen_request *q, const
                           size_t len);
 void api_gen_request_free(api_gen_request *q);
 
+/* What a /v1/responses request carries beyond a chat request (owned strings). */
+typedef struct {
+    char *instructions;          /* or NULL */
+    char *metadata;              /* JSON object text, or NULL */
+    int max_output_tokens;       /* given (1) or the default (0) */
+} api_responses_extra;
+
+/* Validates a body of POST /v1/responses (text only, as OpenAI's Responses API defines it) into the
+ * chat request it amounts to: `instructions` become a developer message first, `input` (a string,
+ * or message items with string or input_text content) the conversation, max_output_tokens the
+ * token limit; a stream reports usage at its end. Errors as api_gen_request_parse's, *param naming
+ * the Responses field (`input`, `max_output_tokens`, ...). q and x are owned (free both also after
+ * a failure). */
+int api_responses_request_parse(const cJSON *body, api_gen_request *q, api_responses_extra *x, const char **param,
+                                char *why, size_t len);
+void api_responses_extra_free(api_responses_extra *x);
+
 /* The prompt's token ids as training feeds them: BOS (config bos_id, when any) then the text
  * encoded without parsing special tokens. Checks that prompt + max_tokens fit the model's context
  * (HLPT_ERR_INVAL, *param "prompt"/"messages" when the prompt alone does not fit, else
  * q->max_tokens_key). *ids returned owned. Any thread (the model is immutable). */
 int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **ids, int *n, const char **param,
                      char *why, size_t len);
+/* The same for prompt i of a batch. A prompt given as token ids is taken as it is (no BOS added);
+ * an id outside the vocabulary is HLPT_ERR_INVAL naming `prompt`. */
+int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, int **ids, int *n, const char **param,
+                        char *why, size_t len);
 
 /* Records one finished generation: endpoint ("completions", "chat"), adapter label ("base" or the
  * adapter's name), generated tokens, and its submitted / first token / done times (monotonic

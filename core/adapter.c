@@ -198,8 +198,9 @@ int hlpt_adapter_config_apply(hlpt_adapter_config *cfg, const cJSON *json, int L
     if (v && (err = want_num(v, "lora_dropout", 0, 1, 1, &cfg->dropout, why, len))) return err;
     if ((v = cJSON_GetObjectItemCaseSensitive(json, "target_modules")) && (err = want_targets(v, &cfg->targets, why, len)))
         return err;
+    /* 0 is what other tools write for a plan without prefix layers; checked against the plan below. */
     if ((v = cJSON_GetObjectItemCaseSensitive(json, "num_virtual_tokens")) &&
-        (err = want_int(v, "num_virtual_tokens", 1, 1024, &cfg->n_virtual, why, len)))
+        (err = want_int(v, "num_virtual_tokens", 0, 1024, &cfg->n_virtual, why, len)))
         return err;
     if ((v = cJSON_GetObjectItemCaseSensitive(json, "gate"))) {
         int g = cJSON_IsString(v) ? hlpt_gate_from_name(v->valuestring) : -1;
@@ -233,9 +234,11 @@ int hlpt_adapter_config_apply(hlpt_adapter_config *cfg, const cJSON *json, int L
         snprintf(cfg->base_name, sizeof cfg->base_name, "%s", v->valuestring);
     if ((v = cJSON_GetObjectItemCaseSensitive(json, "base_hash")) && cJSON_IsString(v))
         snprintf(cfg->base_hash, sizeof cfg->base_hash, "%s", v->valuestring);
-    int any = 0;
-    for (int i = 0; i < L; i++) any |= cfg->lora_layer[i] | cfg->prefix_layer[i];
+    int any = 0, any_prefix = 0;
+    for (int i = 0; i < L; i++) any |= cfg->lora_layer[i] | cfg->prefix_layer[i], any_prefix |= cfg->prefix_layer[i];
     if (!any) return hlpt_why(why, len, HLPT_ERR_INVAL, "the layer plan adapts no layer");
+    if (any_prefix && cfg->n_virtual < 1)
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "num_virtual_tokens: must be at least 1 when a layer has a prefix");
     return HLPT_OK;
 }
 

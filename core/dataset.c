@@ -186,6 +186,121 @@ static hlpt_dataset_format classify(const cJSON *o) {
 enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
 static const char *const role_names[] = {"system", "user", "assistant"};
 
+/* ---- OpenAI's message shapes ---------------------------------------------------------------------
+ * Requests and training lines may use every text shape OpenAI's chat API takes; they are brought
+ * to (role, text) before a template renders them, so both render alike:
+ *   - `developer` is the system role under its newer name;
+ *   - content is a string, an array of text parts ({type: "text", text}) joined, or null for an
+ *     assistant turn that only calls tools;
+ *   - an assistant's tool_calls follow its text, one block each,
+ *     <tool_call>\n{"name": …, "arguments": …}\n</tool_call> (arguments parsed when they are JSON);
+ *   - a `tool` message is a user turn holding <tool_response>\n…\n</tool_response>.
+ * The tool blocks are the ones Qwen2.5's chat template writes; the llama2 and chatml templates
+ * have no tool role of their own. */
+
+static int chat_fail(char *why, size_t len, int i, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int chat_fail(char *why, size_t len, int i, const char *fmt, ...) {
+    if (why && len) {
+        int k = snprintf(why, len, "`messages[%d]", i);
+        if (k > 0 && (size_t)k < len) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(why + k, len - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return HLPT_ERR_FORMAT;
+}
+
+/* The text of a content value: a string, or text parts joined. */
+static int content_text(const cJSON *ct, int i, sbuf *out, char *why, size_t len) {
+    if (cJSON_IsString(ct)) {
+        sb_add(out, ct->valuestring);
+        return HLPT_OK;
+    }
+    if (!cJSON_IsArray(ct)) return chat_fail(why, len, i, ".content` must be a string or an array of text parts");
+    int k = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, ct) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type"), *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsObject(part) || !cJSON_IsString(type))
+            return chat_fail(why, len, i, ".content[%d]` must be an object {type, text}", k);
+        if (strcmp(type->valuestring, "text") && strcmp(type->valuestring, "input_text") &&
+            strcmp(type->valuestring, "output_text"))
+            return chat_fail(why, len, i, ".content[%d].type` `%.32s` is not supported: text parts only", k,
+                             type->valuestring);
+        if (!cJSON_IsString(text)) return chat_fail(why, len, i, ".content[%d].text` must be a string", k);
+        sb_add(out, text->valuestring);
+        k++;
+    }
+    return HLPT_OK;
+}
+
+/* Appends an assistant's tool calls as <tool_call> blocks. */
+static int tool_calls_text(const cJSON *calls, int i, sbuf *out, char *why, size_t len) {
+    if (!cJSON_IsArray(calls)) return chat_fail(why, len, i, ".tool_calls` must be an array");
+    int k = 0;
+    const cJSON *call;
+    cJSON_ArrayForEach(call, calls) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name"), *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsObject(call) || !cJSON_IsObject(fn) || !cJSON_IsString(name))
+            return chat_fail(why, len, i, ".tool_calls[%d].function.name` must be a string", k);
+        if (args && !cJSON_IsString(args) && !cJSON_IsObject(args))
+            return chat_fail(why, len, i, ".tool_calls[%d].function.arguments` must be a JSON string", k);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", name->valuestring);
+        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        if (parsed) cJSON_AddItemToObject(o, "arguments", parsed);
+        else if (args) cJSON_AddItemToObject(o, "arguments", cJSON_Duplicate(args, 1));
+        else cJSON_AddItemToObject(o, "arguments", cJSON_CreateObject());
+        char *j = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (out->n) sb_add(out, "\n");
+        sb_add(out, "<tool_call>\n");
+        sb_add(out, j ? j : "{}");
+        sb_add(out, "\n</tool_call>");
+        free(j);
+        k++;
+    }
+    return HLPT_OK;
+}
+
+int hlpt_chat_message(const cJSON *m, int i, const char **role, char **text, char *why, size_t len) {
+    *role = NULL;
+    *text = NULL;
+    if (!cJSON_IsObject(m)) return chat_fail(why, len, i, "` must be an object");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role"), *ct = cJSON_GetObjectItemCaseSensitive(m, "content"),
+                *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!r) return chat_fail(why, len, i, ".role` missing");
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    int k = -1;
+    for (int j = 0; j < 5 && cJSON_IsString(r); j++)
+        if (!strcmp(r->valuestring, roles[j])) k = j;
+    if (k < 0) return chat_fail(why, len, i, ".role` must be one of system, developer, user, assistant, tool");
+    if (calls && cJSON_IsNull(calls)) calls = NULL;
+    if (calls && k != 3) return chat_fail(why, len, i, ".tool_calls` belong to assistant messages");
+    if (!ct && !calls) return chat_fail(why, len, i, ".content` missing");
+    sbuf out = {0};
+    int err = HLPT_OK;
+    if (k == 4) sb_add(&out, "<tool_response>\n");
+    if (ct && !(cJSON_IsNull(ct) && calls)) err = content_text(ct, i, &out, why, len);
+    if (!err && k == 4) sb_add(&out, "\n</tool_response>");
+    if (!err && calls) err = tool_calls_text(calls, i, &out, why, len);
+    if (!err) {
+        *text = sb_take(&out);
+        out.p = NULL; /* taken, or freed by sb_take */
+        if (!*text) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    }
+    if (err) {
+        free(out.p);
+        return err;
+    }
+    static const char *const as[] = {"system", "system", "user", "assistant", "user"};
+    *role = as[k];
+    return HLPT_OK;
+}
+
 /* One turn that is not the completion: system (or remembered for folding), user, or an earlier
  * assistant reply. Shared by training lines and serving prompts so that both render alike. */
 static void emit_turn(const chat_tpl *t, int role, const char *text, const char **system, int *first_user, sbuf *prompt) {
@@ -210,36 +325,46 @@ static int render_messages(const ctx *c, const cJSON *o, const chat_tpl *t, sbuf
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
     int n = cJSON_GetArraySize(msgs);
     if (!cJSON_IsArray(msgs) || n == 0) return bad(c, "field `messages` must be a non-empty array");
+    /* The texts live until the prompt is rendered: a folded system message is emitted later. */
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!texts) return hlpt_why(c->why, c->len, HLPT_ERR_NOMEM, "out of memory");
     const char *system = NULL;
-    int i = 0, first_user = 1;
+    int i = 0, first_user = 1, err = HLPT_OK;
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
-        if (!cJSON_IsObject(m)) return bad(c, "field `messages[%d]` must be an object", i);
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role");
-        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!r) return bad(c, "field `messages[%d].role` missing", i);
-        int role = -1;
-        for (int k = 0; k < 3 && cJSON_IsString(r); k++)
-            if (strcmp(r->valuestring, role_names[k]) == 0) role = k;
-        if (role < 0) return bad(c, "field `messages[%d].role` must be one of system, user, assistant", i);
-        if (!ct) return bad(c, "field `messages[%d].content` missing", i);
-        if (!cJSON_IsString(ct)) return bad(c, "field `messages[%d].content` must be a string", i);
-        const char *text = ct->valuestring;
+        const char *role;
+        char msg[256];
+        if (hlpt_chat_message(m, i, &role, &texts[i], msg, sizeof msg)) {
+            err = bad(c, "field %s", msg);
+            break;
+        }
+        int r = !strcmp(role, "system") ? ROLE_SYSTEM : !strcmp(role, "user") ? ROLE_USER : ROLE_ASSISTANT;
+        const char *text = texts[i];
         int last = i == n - 1;
-        if (role == ROLE_SYSTEM && i != 0) return bad(c, "field `messages[%d]`: a system message must come first", i);
-        if (last && role != ROLE_ASSISTANT)
-            return bad(c, "field `messages`: the last message must be the assistant's (it is what is trained on)");
-        if (last && !*text) return bad(c, "field `messages[%d].content` is empty", i);
+        if (r == ROLE_SYSTEM && i != 0) {
+            err = bad(c, "field `messages[%d]`: a system message must come first", i);
+            break;
+        }
+        if (last && r != ROLE_ASSISTANT) {
+            err = bad(c, "field `messages`: the last message must be the assistant's (it is what is trained on)");
+            break;
+        }
+        if (last && !*text) {
+            err = bad(c, "field `messages[%d].content` is empty", i);
+            break;
+        }
         if (last) {
             sb_add(prompt, t->asst_begin);
             sb_add(completion, text);
             sb_add(completion, t->final_end);
         } else {
-            emit_turn(t, role, text, &system, &first_user, prompt);
+            emit_turn(t, r, text, &system, &first_user, prompt);
         }
         i++;
     }
-    return HLPT_OK;
+    for (int k = 0; k < n; k++) free(texts[k]);
+    free(texts);
+    return err;
 }
 
 int hlpt_chat_prompt(const hlpt_chat_msg *msgs, int n, const char *chat_template, char **out, char *why, size_t len) {

@@ -577,3 +577,42 @@ out:
     hlpt_st_close(st);
     return err;
 }
+
+int hlpt_checkpoint_adapter(const void *blob, size_t n, const hlpt_config *c, hlpt_adapter **out, char *why,
+                            size_t len) {
+    *out = NULL;
+    hlpt_st *st = NULL;
+    hlpt_adapter *a = NULL;
+    cJSON *j = NULL;
+    int err = hlpt_st_open_mem(blob, n, &st, why, len);
+    if (err) return err;
+    const char *fmt = hlpt_st_metadata(st, "format"), *text = hlpt_st_metadata(st, "adapter_config");
+    if (!fmt || strcmp(fmt, "hlpt-checkpoint-1") || !text) {
+        err = hlpt_why(why, len, HLPT_ERR_FORMAT, "not an hlpt checkpoint");
+        goto out;
+    }
+    j = cJSON_Parse(text);
+    const cJSON *m = j ? cJSON_GetObjectItemCaseSensitive(j, "method") : NULL;
+    int method = cJSON_IsString(m) ? hlpt_method_from_name(m->valuestring) : -1;
+    if (method < 0) {
+        err = hlpt_why(why, len, HLPT_ERR_FORMAT, "checkpoint: adapter_config names no method");
+        goto out;
+    }
+    hlpt_adapter_config cfg;
+    hlpt_adapter_config_defaults(&cfg, (hlpt_method)method, c->n_layers);
+    if ((err = hlpt_adapter_config_apply(&cfg, j, c->n_layers, 1, why, len)) ||
+        (err = hlpt_adapter_new(c, &cfg, &a, why, len)))
+        goto out;
+    int64_t shape[1] = {(int64_t)a->n_params};
+    if ((err = hlpt_st_get_f32(st, "params", 1, shape, a->params, why, len)) == HLPT_ERR_MISMATCH)
+        err = hlpt_why(why, len, HLPT_ERR_MISMATCH, "checkpoint: its parameters do not fit its adapter plan");
+out:
+    cJSON_Delete(j);
+    hlpt_st_close(st);
+    if (err) {
+        hlpt_adapter_free(a);
+        return err;
+    }
+    *out = a;
+    return HLPT_OK;
+}

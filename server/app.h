@@ -5,6 +5,8 @@
 #ifndef HLPTD_APP_H
 #define HLPTD_APP_H
 
+#include <stdint.h>
+
 #include "hlpt/model.h"
 #include "infer.h"
 #include "jobs.h"
@@ -16,6 +18,8 @@ typedef struct hlptd hlptd;
 const hlpt_model *hlptd_model(hlptd *d);
 /* Any thread: the base model's name (its directory's base name), what `model` names it by. */
 const char *hlptd_model_name(hlptd *d);
+/* Any thread: when the base model was made (Unix seconds; its config.json's modification time). */
+int64_t hlptd_model_created(hlptd *d);
 /* Any thread: the inference thread (NULL while the model loads). */
 hlptd_infer *hlptd_inference(hlptd *d);
 /* Loop thread only. */

@@ -308,6 +308,11 @@ void hlpt_reply_err(hlpt_req *r, int err, const char *param, const char *fmt, ..
 const char *hlpt_req_method(const hlpt_req *r) { return r->method; }
 const char *hlpt_req_path(const hlpt_req *r) { return r->path; }
 const char *hlpt_req_query(const hlpt_req *r, const char *name) { return kv_get(&r->query, name, 0); }
+const char *hlpt_req_query_at(const hlpt_req *r, size_t i, const char **value) {
+    if (i >= r->query.n) return NULL;
+    if (value) *value = r->query.v[i].v;
+    return r->query.v[i].k;
+}
 const char *hlpt_req_header(const hlpt_req *r, const char *name) { return kv_get(&r->headers, name, 1); }
 void *hlpt_req_app(const hlpt_req *r) { return r->h->o.app; }
 void *hlpt_req_data(const hlpt_req *r) { return r->data; }

@@ -97,6 +97,9 @@ const char *hlpt_req_path(const hlpt_req *r);
 const char *hlpt_req_param(const hlpt_req *r, const char *name);
 /* A decoded query argument, "" for `?flag` without value, NULL when absent. */
 const char *hlpt_req_query(const hlpt_req *r, const char *name);
+/* The i-th query argument's name (and decoded value through *value), in the order given; NULL
+ * past the last. For arguments named by pattern, e.g. OpenAI's `metadata[key]=value`. */
+const char *hlpt_req_query_at(const hlpt_req *r, size_t i, const char **value);
 /* A request header (case-insensitive name), or NULL. */
 const char *hlpt_req_header(const hlpt_req *r, const char *name);
 /* The body, NUL-terminated (the NUL is not counted in *n). Never NULL. */

@@ -30,7 +30,9 @@
 #include "hlpt/fileio.h"
 
 enum { SAID_NOTHING, SAID_DONE, SAID_STOPPED, SAID_ERROR };
-enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN };
+/* What was asked of a running worker. Cancel and pause set the job's status at once; the worker
+ * catches up behind it. WANT_REQUEUE: paused, then resumed before the worker had stopped. */
+enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN, WANT_REQUEUE };
 
 typedef struct worker {
     hlptd_jobs *jobs;
@@ -47,8 +49,11 @@ typedef struct worker {
     int64_t exit_status;
     int term_signal;
     int said, want;
+    int started;             /* said "started": its stop-signal handlers are in place */
+    int pending_signal;      /* a stop signal asked for before that, sent once it has started */
     char error[512];
     hlptd_job_live live;
+    int64_t tokens_seen;     /* the last progress line's: the job's trained_tokens at the end */
     struct worker *next;
 } worker;
 
@@ -143,6 +148,7 @@ static void on_progress_line(worker *w, const cJSON *o) {
     int total = (int)num(o, "total_steps");
     double epoch = num(o, "epoch");
     hlpt_store_job_set_progress(j->st, w->job_id, m.step, total, isnan(epoch) ? 0 : epoch, m.tokens_per_s, why, sizeof why);
+    if (!isnan(num(o, "tokens_seen"))) w->tokens_seen = (int64_t)num(o, "tokens_seen");
     w->live = (hlptd_job_live){.train_loss = m.train_loss, .valid_loss = m.valid_loss, .learning_rate = m.lr,
                                .tokens_per_s = m.tokens_per_s, .elapsed_s = num(o, "elapsed_s"),
                                .step = (int)m.step, .total_steps = total};
@@ -180,6 +186,52 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     unlink(path);
 }
 
+/* One CSV cell: empty for a value not measured. */
+static void csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
+    char cell[64];
+    int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%c", v, sep) : snprintf(cell, sizeof cell, "%c", sep);
+    if (*len + (size_t)k + 1 > *cap) {
+        size_t ncap = (*cap + (size_t)k + 1) * 2;
+        char *nb = realloc(*buf, ncap);
+        if (!nb) return;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, cell, (size_t)k + 1);
+    *len += (size_t)k;
+}
+
+/* The job's results file, as OpenAI's: one row per logged step with the columns OpenAI's result
+ * files have (hlpt does not measure training accuracy: that column stays empty). Stored as a file
+ * of purpose fine-tune-results; returns its id in out (empty on failure). */
+static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX]) {
+    hlpt_metric *rows = NULL;
+    size_t n = 0, cap = 256, len = 0;
+    char why[256];
+    out[0] = 0;
+    if (hlpt_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, why, sizeof why)) return;
+    char *buf = malloc(cap);
+    if (buf) len = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
+    for (size_t i = 0; buf && i < n; i++) {
+        csv_cell(&buf, &len, &cap, (double)rows[i].step, ',');
+        csv_cell(&buf, &len, &cap, rows[i].train_loss, ',');
+        csv_cell(&buf, &len, &cap, NAN, ',');
+        csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',');
+        csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n');
+    }
+    hlpt_file *f = NULL;
+    char name[HLPT_ID_MAX + 32];
+    snprintf(name, sizeof name, "%s-results.csv", job_id);
+    if (buf && hlpt_store_file_insert(j->st, name, "fine-tune-results", "processed", buf, len, (int64_t)n, NULL, &f, why,
+                                      sizeof why) == HLPT_OK)
+        snprintf(out, HLPT_ID_MAX, "%s", f->id);
+    else
+        fprintf(stderr, "hlptd: job %s: storing the results file failed: %s\n", job_id, buf ? why : "out of memory");
+    hlpt_file_free(f);
+    free(buf);
+    free(rows);
+}
+
 /* The worker's adapter becomes a registered one, named as OpenAI names fine-tuned models. */
 static void on_done_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
@@ -198,9 +250,7 @@ static void on_done_line(worker *w, const cJSON *o) {
         snprintf(w->error, sizeof w->error, "the trained adapter could not be read");
         goto out;
     }
-    /* ft:<base>:<suffix>:<job id tail> */
-    snprintf(name, sizeof name, "ft:%s:%s:%s", j->model_name, job->suffix && *job->suffix ? job->suffix : "hlpt",
-             w->job_id + strlen(HLPT_ID_JOB));
+    hlptd_jobs_model_name(j->model_name, job, -1, name, sizeof name);
     cJSON *c = cJSON_Parse(cfg);
     const char *hash = c ? str(c, "base_hash") : NULL;
     hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
@@ -211,6 +261,9 @@ static void on_done_line(worker *w, const cJSON *o) {
         snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
     } else {
         hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why);
+        char results[HLPT_ID_MAX];
+        store_results(j, w->job_id, results);
+        hlpt_store_job_set_results(j->st, w->job_id, w->tokens_seen, results[0] ? results : NULL, why, sizeof why);
         event(j, w->job_id, "info", NULL, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
         w->said = SAID_DONE;
     }
@@ -224,6 +277,8 @@ out:
 
 static void on_line(worker *w, const char *line, size_t n) {
     hlptd_jobs *j = w->jobs;
+    /* A cancelled job is over: what its worker says before the kill lands is dropped. */
+    if (w->want == WANT_CANCEL) return;
     cJSON *o = cJSON_ParseWithLength(line, n);
     const char *type = o ? str(o, "type") : NULL;
     if (!type) {
@@ -232,6 +287,8 @@ static void on_line(worker *w, const char *line, size_t n) {
     }
     char why[256];
     if (!strcmp(type, "started")) {
+        w->started = 1;
+        if (w->pending_signal) uv_process_kill(&w->proc, w->pending_signal);
         int from = (int)num(o, "resumed_from");
         hlpt_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
         char *data = cJSON_PrintUnformatted(o);
@@ -298,14 +355,16 @@ static void worker_finish(worker *w) {
     /* The event goes in before the status: an event stream ends ([DONE]) as soon as it sees a final
      * status, so the job's last word must already be there. */
     if (w->want == WANT_CANCEL) {
-        event(j, w->job_id, "info", NULL, "Job cancelled");
-        set_status(j, w->job_id, "cancelled", NULL, NULL);
+        /* Cancelled when it was asked (hlptd_jobs_cancel); the worker is gone now. */
     } else if (w->said == SAID_DONE) {
         event(j, w->job_id, "info", NULL, "The job has successfully completed");
         set_status(j, w->job_id, "succeeded", NULL, NULL);
     } else if (w->said == SAID_STOPPED && w->want == WANT_PAUSE) {
         event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
         set_status(j, w->job_id, "paused", NULL, NULL);
+    } else if (w->said == SAID_STOPPED && w->want == WANT_REQUEUE) {
+        event(j, w->job_id, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
+        set_status(j, w->job_id, "queued", NULL, NULL);
     } else if (w->said == SAID_STOPPED) {
         event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
         set_status(j, w->job_id, "queued", NULL, NULL);
@@ -315,6 +374,14 @@ static void worker_finish(worker *w) {
         else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
         event(j, w->job_id, "error", NULL, "Job failed: %s", msg);
         set_status(j, w->job_id, "failed", w->said == SAID_ERROR ? "training_error" : "worker_died", msg);
+    }
+    /* The worker's copies of the dataset files go with it: a job that runs again (resumed, or
+     * after a restart) exports them afresh, and a deleted file leaves no bytes behind. */
+    static const char *const copies[] = {"train.jsonl", "valid.jsonl", "resume.safetensors"};
+    for (size_t i = 0; i < sizeof copies / sizeof *copies; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", w->dir, copies[i]);
+        unlink(path);
     }
     close_handle(w, (uv_handle_t *)&w->proc);
     close_handle(w, (uv_handle_t *)&w->in);
@@ -364,6 +431,15 @@ static void on_spec_written(uv_write_t *req, int status) {
     worker *w = req->data;
     /* Closing stdin is the end of the spec for the worker. */
     close_handle(w, (uv_handle_t *)&w->in);
+}
+
+/* Asks a worker to checkpoint and stop (SIGUSR1: pause, SIGTERM: drain). Until it has said
+ * "started" it may not have its handlers yet, and the signal's default action would kill it: the
+ * signal waits for that line. */
+static void signal_stop(worker *w, int sig) {
+    if (w->exited) return;
+    if (w->started) uv_process_kill(&w->proc, sig);
+    else w->pending_signal = sig;
 }
 
 /* Prepares the job directory and spec, spawns the worker. Returns an error for the job. */
@@ -457,6 +533,13 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
 /* ---------------------------------------------------------------------------------------------- */
 /* API                                                                                             */
 
+void hlptd_jobs_model_name(const char *base, const hlpt_job *job, int64_t step, char *out, size_t cap) {
+    const char *tail = job->id + (strncmp(job->id, HLPT_ID_JOB, strlen(HLPT_ID_JOB)) ? 0 : strlen(HLPT_ID_JOB));
+    const char *suffix = job->suffix && *job->suffix ? job->suffix : "hlpt";
+    if (step < 0) snprintf(out, cap, "ft:%s:%s:%s", base, suffix, tail);
+    else snprintf(out, cap, "ft:%s:%s:%s:ckpt-step-%lld", base, suffix, tail, (long long)step);
+}
+
 int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out) {
     *out = NULL;
     hlptd_jobs *j = calloc(1, sizeof *j);
@@ -491,6 +574,11 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
     while (!j->draining && j->running < j->o.max_workers) {
         hlpt_job *job = NULL;
         if (hlpt_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
+        if (find_worker(j, job->id)) {
+            /* Resumed while its last worker still stops: the queue waits for that exit. */
+            hlpt_job_free(job);
+            return;
+        }
         int err = start_job(j, job, why, sizeof why);
         if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
@@ -527,38 +615,36 @@ int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len) {
     char status[32];
     int err = job_status(j, id, status, sizeof status, why, len);
     if (err) return err;
+    if (strcmp(status, "queued") && strcmp(status, "paused") && strcmp(status, "validating_files") &&
+        strcmp(status, "running"))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);
     worker *w = find_worker(j, id);
     if (w) {
         w->want = WANT_CANCEL;
         uv_process_kill(&w->proc, SIGKILL);
-        return HLPT_OK;
     }
-    if (!strcmp(status, "queued") || !strcmp(status, "paused") || !strcmp(status, "validating_files")) {
-        event(j, id, "info", NULL, "Job cancelled");
-        set_status(j, id, "cancelled", NULL, NULL);
-        return HLPT_OK;
-    }
-    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);
+    event(j, id, "info", NULL, "Job cancelled");
+    set_status(j, id, "cancelled", NULL, NULL);
+    return HLPT_OK;
 }
 
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     char status[32];
     int err = job_status(j, id, status, sizeof status, why, len);
     if (err) return err;
+    if (strcmp(status, "queued") && strcmp(status, "running"))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, status);
     worker *w = find_worker(j, id);
     if (w) {
         /* The worker checkpoints at the next step boundary, says "stopped" and exits. */
         w->want = WANT_PAUSE;
-        uv_process_kill(&w->proc, SIGUSR1);
+        signal_stop(w, SIGUSR1);
         event(j, id, "info", NULL, "Pausing: the job stops at its next checkpoint");
-        return HLPT_OK;
-    }
-    if (!strcmp(status, "queued")) {
-        set_status(j, id, "paused", NULL, NULL);
+    } else {
         event(j, id, "info", NULL, "Job paused before it started");
-        return HLPT_OK;
     }
-    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, status);
+    set_status(j, id, "paused", NULL, NULL);
+    return HLPT_OK;
 }
 
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
@@ -566,6 +652,8 @@ int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
     int err = job_status(j, id, status, sizeof status, why, len);
     if (err) return err;
     if (strcmp(status, "paused")) return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, status);
+    worker *w = find_worker(j, id);
+    if (w && w->want == WANT_PAUSE) w->want = WANT_REQUEUE;
     set_status(j, id, "queued", NULL, NULL);
     event(j, id, "info", NULL, "Job resumed; it continues from its last checkpoint");
     hlptd_jobs_schedule(j);
@@ -582,7 +670,7 @@ void hlptd_jobs_drain(hlptd_jobs *j, void (*done)(void *ctx), void *ctx) {
     j->drained_ctx = ctx;
     for (worker *w = j->workers; w; w = w->next) {
         if (w->want == WANT_NONE) w->want = WANT_DRAIN;
-        if (!w->exited) uv_process_kill(&w->proc, SIGTERM);
+        signal_stop(w, SIGTERM);
     }
 }
 

@@ -27,6 +27,11 @@ typedef struct {
     void *ctx;
 } hlptd_jobs_opts;
 
+/* The model id of a job's fine-tuned model, as OpenAI names them: "ft:<base>:<suffix>:<job id
+ * without its prefix>" (suffix "hlpt" when the job has none), and with step >= 0 that of its
+ * checkpoint at that step ("…:ckpt-step-<step>"). Any thread. */
+void hlptd_jobs_model_name(const char *base, const hlpt_job *job, int64_t step, char *out, size_t cap);
+
 /* Borrows loop and store for its life; copies opts' strings. */
 int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out);
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
@@ -38,8 +43,10 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
 /* Starts queued jobs while workers are free (call after a job was created or resumed). */
 void hlptd_jobs_schedule(hlptd_jobs *j);
 
-/* Lifecycle. Errors: HLPT_ERR_NOENT unknown job, HLPT_ERR_STATE when the job's status does not
- * allow it (why says which status). */
+/* Lifecycle. Cancel and pause set the new status at once (cancelled, paused); a running worker is
+ * killed, or checkpoints and stops, behind it. Cancel: queued, paused or running jobs; pause: queued
+ * or running; resume: paused. Errors: HLPT_ERR_NOENT unknown job, HLPT_ERR_STATE when the job's
+ * status does not allow it (why says which status), so acting twice is an error. */
 int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len);

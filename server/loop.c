@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -45,6 +46,7 @@ struct hlptd {
     hlpt_http *http;
     hlpt_model *model;   /* sealed shared weights; NULL until loaded */
     char model_name[256];
+    int64_t model_created; /* the base's config.json mtime: when the model was made, as far as we know */
     hlptd_infer *infer;  /* inference thread; NULL until the model is loaded */
     hlptd_jobs *jobs;
     char *db_path;
@@ -64,6 +66,7 @@ int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
 hlpt_store *hlptd_store(hlptd *d) { return d->store; }
 const hlpt_model *hlptd_model(hlptd *d) { return atomic_load(&d->ready) ? d->model : NULL; }
 const char *hlptd_model_name(hlptd *d) { return d->model_name; }
+int64_t hlptd_model_created(hlptd *d) { return d->model_created; }
 hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
 hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
 const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
@@ -106,6 +109,10 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     snprintf(d->model_name, sizeof d->model_name, "%s", base && base[1] ? base + 1 : cfg->model);
     size_t n = strlen(d->model_name);
     while (n > 1 && d->model_name[n - 1] == '/') d->model_name[--n] = 0;
+    char cfg_path[4200];
+    struct stat sb;
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", cfg->model);
+    d->model_created = stat(cfg_path, &sb) == 0 ? (int64_t)sb.st_mtime : (int64_t)time(NULL);
     hlpt_base_dtype dt = hlpt_model_dtype(d->model);
     hlpt_info("base model %s: %zu MB of %s weights (--dtype %s) sealed in shared memory (hash %s); products %s",
               d->model_name, hlpt_model_bytes(d->model) >> 20, hlpt_base_dtype_name(dt),

@@ -367,7 +367,7 @@ int hlpt_store_file_insert(hlpt_store *st, const char *filename, const char *pur
 int hlpt_store_file_get(hlpt_store *st, const char *id, hlpt_file **out, char *why, size_t len) {
     sqlite3_stmt *s;
     *out = NULL;
-    int err = prep(st, "SELECT " FILE_COLS " FROM files WHERE id = ?1", &s, why, len);
+    int err = prep(st, "SELECT " FILE_COLS " FROM files WHERE id = ?1 AND deleted_at IS NULL", &s, why, len);
     if (err) return err;
     bind_text(s, 1, id);
     return fetch_one(st, s, file_row, (void **)out, "file", id, why, len);
@@ -376,24 +376,52 @@ int hlpt_store_file_get(hlpt_store *st, const char *id, hlpt_file **out, char *w
 int hlpt_store_file_list(hlpt_store *st, const char *after, int limit, hlpt_file ***out, size_t *n, int *has_more,
                          char *why, size_t len) {
     return list_page(st, "SELECT seq FROM files WHERE id = ?1",
-                     "SELECT " FILE_COLS " FROM files WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2", "file", after, limit,
+                     "SELECT " FILE_COLS " FROM files WHERE seq < ?1 AND deleted_at IS NULL ORDER BY seq DESC LIMIT ?2", "file", after, limit,
                      file_row, file_free_v, (void ***)out, n, has_more, why, len);
 }
 
 int hlpt_store_file_content(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len) {
     sqlite3_stmt *s;
     *buf = NULL;
-    int err = prep(st, "SELECT content FROM files WHERE id = ?1", &s, why, len);
+    int err = prep(st, "SELECT content FROM files WHERE id = ?1 AND deleted_at IS NULL", &s, why, len);
     if (err) return err;
     bind_text(s, 1, id);
     return read_blob(st, s, "file", id, buf, n, why, len);
 }
 
-int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+/* How many jobs name the file, and how many of them still need its bytes. */
+static int file_users(hlpt_store *st, const char *id, int64_t *all, int64_t *live, char *why, size_t len) {
     sqlite3_stmt *s;
-    int err = prep(st, "DELETE FROM files WHERE id = ?1", &s, why, len), changes = 0;
+    int err = prep(st,
+                   "SELECT COUNT(*), COALESCE(SUM(status IN ('validating_files', 'queued', 'running', 'paused')), 0)"
+                   " FROM jobs WHERE training_file = ?1 OR validation_file = ?1",
+                   &s, why, len);
     if (err) return err;
     bind_text(s, 1, id);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *all = sqlite3_column_int64(s, 0);
+        *live = sqlite3_column_int64(s, 1);
+    } else {
+        err = db_fail(st, "file users", why, len);
+    }
+    sqlite3_finalize(s);
+    return err;
+}
+
+int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+    int64_t all = 0, live = 0;
+    int err = file_users(st, id, &all, &live, why, len), changes = 0;
+    if (err) return err;
+    if (live) return hlpt_why(why, len, HLPT_ERR_STATE, "file `%s` is used by a queued, running or paused fine-tuning job", id);
+    /* Finished jobs keep naming the file: the row stays, without its bytes, marked deleted. */
+    sqlite3_stmt *s;
+    err = prep(st,
+               all ? "UPDATE files SET content = x'', path = NULL, deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL"
+                   : "DELETE FROM files WHERE id = ?1 AND deleted_at IS NULL",
+               &s, why, len);
+    if (err) return err;
+    bind_text(s, 1, id);
+    if (all) sqlite3_bind_int64(s, 2, now());
     err = exec_stmt(st, s, &changes, "delete file", why, len);
     if (err && sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
         return hlpt_why(why, len, HLPT_ERR_STATE, "file `%s` is used by a fine-tuning job", id);
@@ -406,7 +434,7 @@ int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len
 #define JOB_COLS                                                                                    \
     "id, status, model, training_file, validation_file, method, hyperparameters, seed, suffix, "    \
     "created_at, started_at, finished_at, error, fine_tuned_model, step, total_steps, epoch, "      \
-    "tokens_per_s, queue_order"
+    "tokens_per_s, queue_order, metadata, integrations, trained_tokens, result_file"
 
 void hlpt_job_free(hlpt_job *j) {
     if (!j) return;
@@ -419,6 +447,9 @@ void hlpt_job_free(hlpt_job *j) {
     free(j->suffix);
     free(j->error);
     free(j->fine_tuned_model);
+    free(j->metadata);
+    free(j->integrations);
+    free(j->result_file);
     free(j);
 }
 
@@ -452,6 +483,10 @@ static void *job_row(sqlite3_stmt *s) {
     j->epoch = sqlite3_column_double(s, 16);
     j->tokens_per_s = sqlite3_column_double(s, 17);
     j->queue_order = sqlite3_column_int64(s, 18);
+    j->metadata = col_str(s, 19, &oom);
+    j->integrations = col_str(s, 20, &oom);
+    j->trained_tokens = sqlite3_column_type(s, 21) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 21);
+    j->result_file = col_str(s, 22, &oom);
     if (oom) {
         hlpt_job_free(j);
         return NULL;
@@ -479,8 +514,9 @@ int hlpt_store_job_insert(hlpt_store *st, const hlpt_job_new *in, hlpt_job **out
     sqlite3_stmt *s;
     err = prep(st,
                "INSERT INTO jobs (id, status, model, training_file, validation_file, method, hyperparameters, seed,"
-               " suffix, created_at, queue_order)"
-               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, (SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs))",
+               " suffix, created_at, metadata, integrations, queue_order)"
+               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+               " (SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs))",
                &s, why, len);
     if (err) return err;
     bind_text(s, 1, id);
@@ -493,6 +529,8 @@ int hlpt_store_job_insert(hlpt_store *st, const hlpt_job_new *in, hlpt_job **out
     sqlite3_bind_int64(s, 8, in->seed);
     bind_text(s, 9, in->suffix);
     sqlite3_bind_int64(s, 10, now());
+    bind_text(s, 11, in->metadata);
+    bind_text(s, 12, in->integrations);
     if ((err = exec_stmt(st, s, NULL, "insert job", why, len))) return err;
     return out ? hlpt_store_job_get(st, id, out, why, len) : HLPT_OK;
 }
@@ -561,6 +599,18 @@ int hlpt_store_job_set_fine_tuned_model(hlpt_store *st, const char *id, const ch
     if (err) return err;
     bind_text(s, 1, id);
     bind_text(s, 2, name);
+    return job_update(st, s, id, why, len);
+}
+
+int hlpt_store_job_set_results(hlpt_store *st, const char *id, int64_t trained_tokens, const char *result_file,
+                               char *why, size_t len) {
+    sqlite3_stmt *s;
+    int err = prep(st, "UPDATE jobs SET trained_tokens = ?2, result_file = COALESCE(?3, result_file) WHERE id = ?1", &s,
+                   why, len);
+    if (err) return err;
+    bind_text(s, 1, id);
+    sqlite3_bind_int64(s, 2, trained_tokens);
+    bind_text(s, 3, result_file);
     return job_update(st, s, id, why, len);
 }
 
@@ -677,6 +727,42 @@ int hlpt_store_event_list(hlpt_store *st, const char *job_id, int64_t since_seq,
     sqlite3_bind_int64(s, 2, since_seq);
     sqlite3_bind_int64(s, 3, (int64_t)limit + 1);
     return collect(st, s, limit, event_row, event_free_v, (void ***)out, n, has_more, why, len);
+}
+
+/* A newest-first page of one job's rows: seq_sql selects the seq of ?1 within job ?2, list_sql takes
+ * ?1 = job, ?2 = seq bound (exclusive), ?3 = limit + 1. */
+static int job_page(hlpt_store *st, const char *seq_sql, const char *list_sql, const char *what, const char *job_id,
+                    const char *after, int limit, row_fn conv, row_free_fn rfree, void ***out, size_t *n,
+                    int *has_more, char *why, size_t len) {
+    *out = NULL;
+    *n = 0;
+    if (limit < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "limit must not be negative");
+    int64_t bound = INT64_MAX;
+    sqlite3_stmt *s;
+    int err;
+    if (after) {
+        if ((err = prep(st, seq_sql, &s, why, len))) return err;
+        bind_text(s, 1, after);
+        bind_text(s, 2, job_id);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) bound = sqlite3_column_int64(s, 0);
+        else if (rc == SQLITE_DONE) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s` in job `%s` (after)", what, after, job_id);
+        else err = db_fail(st, what, why, len);
+        sqlite3_finalize(s);
+        if (err) return err;
+    }
+    if ((err = prep(st, list_sql, &s, why, len))) return err;
+    bind_text(s, 1, job_id);
+    sqlite3_bind_int64(s, 2, bound);
+    sqlite3_bind_int64(s, 3, (int64_t)limit + 1);
+    return collect(st, s, limit, conv, rfree, out, n, has_more, why, len);
+}
+
+int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after, int limit, hlpt_event ***out,
+                          size_t *n, int *has_more, char *why, size_t len) {
+    return job_page(st, "SELECT seq FROM job_events WHERE id = ?1 AND job_id = ?2",
+                    "SELECT " EVENT_COLS " FROM job_events WHERE job_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                    "event", job_id, after, limit, event_row, event_free_v, (void ***)out, n, has_more, why, len);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */
@@ -810,6 +896,26 @@ int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoi
     if (err) return err;
     bind_text(s, 1, job_id);
     return collect(st, s, -1, ckpt_row, checkpoint_free_v, (void ***)out, n, NULL, why, len);
+}
+
+int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
+                               hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len) {
+    return job_page(st, "SELECT seq FROM checkpoints WHERE id = ?1 AND job_id = ?2",
+                    "SELECT " CKPT_COLS " FROM checkpoints WHERE job_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                    "checkpoint", job_id, after, limit, ckpt_row, checkpoint_free_v, (void ***)out, n, has_more, why,
+                    len);
+}
+
+int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,
+                                  size_t len) {
+    sqlite3_stmt *s;
+    *out = NULL;
+    int err = prep(st, "SELECT " CKPT_COLS " FROM checkpoints WHERE job_id = ?1 AND step = ?2 ORDER BY seq DESC LIMIT 1",
+                   &s, why, len);
+    if (err) return err;
+    bind_text(s, 1, job_id);
+    sqlite3_bind_int64(s, 2, step);
+    return fetch_one(st, s, ckpt_row, (void **)out, "checkpoint of job", job_id, why, len);
 }
 
 int hlpt_store_checkpoint_latest(hlpt_store *st, const char *job_id, hlpt_checkpoint **out, char *why, size_t len) {

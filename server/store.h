@@ -13,8 +13,9 @@
  *
  * Rows come back as plain structs with owned strings (free with the matching _free); times are
  * Unix seconds; JSON columns are compact JSON text (NULL when absent). Lists page in insertion
- * order: newest first for files, jobs and adapters (as the OpenAI API lists), oldest first for
- * events, metrics and checkpoints; `after` is the id of the last row of the previous page.
+ * order, newest first as the OpenAI API lists (files, jobs, adapters, a job's events and
+ * checkpoints); `after` is the id of the last row of the previous page. Event streams and metrics
+ * read oldest first, by seq and step.
  *
  * Errors: HLPT_ERR_NOENT (no such row; why names the id), HLPT_ERR_EXISTS (unique name taken),
  * HLPT_ERR_STATE (a row still referenced, e.g. a file used by a job), HLPT_ERR_INVAL (bad argument),
@@ -87,7 +88,9 @@ int hlpt_store_file_list(hlpt_store *st, const char *after, int limit, hlpt_file
                          int *has_more, char *why, size_t len);
 /* The content: *buf is owned (free()), *n its size. */
 int hlpt_store_file_content(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len);
-/* HLPT_ERR_STATE while a job names the file. */
+/* HLPT_ERR_STATE while a queued, running or paused job names the file. A file that only finished
+ * jobs name loses its bytes and is marked deleted (the jobs keep naming it); any other is removed.
+ * A deleted file is HLPT_ERR_NOENT to every file function. */
 int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len);
 
 /* ---- jobs ----------------------------------------------------------------------------------- */
@@ -112,6 +115,10 @@ typedef struct {
     double epoch;
     double tokens_per_s;
     int64_t queue_order;     /* smaller runs first */
+    char *metadata;          /* JSON object or NULL */
+    char *integrations;      /* JSON array or NULL */
+    int64_t trained_tokens;  /* -1 = not yet */
+    char *result_file;       /* file id of the results CSV, or NULL */
 } hlpt_job;
 void hlpt_job_free(hlpt_job *j);
 void hlpt_job_list_free(hlpt_job **v, size_t n);
@@ -126,6 +133,8 @@ typedef struct {
     const char *hyperparameters; /* JSON */
     int64_t seed;
     const char *suffix;          /* or NULL */
+    const char *metadata;        /* JSON object or NULL */
+    const char *integrations;    /* JSON array or NULL */
 } hlpt_job_new;
 
 /* Inserts a job at the end of the queue. HLPT_ERR_NOENT when a file id does not exist. */
@@ -140,6 +149,9 @@ int hlpt_store_job_set_status(hlpt_store *st, const char *id, const char *status
 int hlpt_store_job_set_progress(hlpt_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len);
 int hlpt_store_job_set_fine_tuned_model(hlpt_store *st, const char *id, const char *name, char *why, size_t len);
+/* What a finished job produced: the tokens it trained on, and its results file (NULL keeps it). */
+int hlpt_store_job_set_results(hlpt_store *st, const char *id, int64_t trained_tokens, const char *result_file,
+                               char *why, size_t len);
 /* The queued job with the smallest queue_order: *out owned, or NULL with HLPT_OK when none. */
 int hlpt_store_job_next_queued(hlpt_store *st, hlpt_job **out, char *why, size_t len);
 /* Ids of jobs in a given status (e.g. "running" at start-up, to resume them). */
@@ -166,8 +178,13 @@ void hlpt_event_list_free(hlpt_event **v, size_t n);
 /* Appends an event (borrows all; data may be NULL); *out owned when out is not NULL. */
 int hlpt_store_event_add(hlpt_store *st, const char *job_id, const char *level, const char *message,
                          const char *data, hlpt_event **out, char *why, size_t len);
-/* Events of a job with seq > since_seq, oldest first, at most limit. */
+/* Events of a job with seq > since_seq, oldest first, at most limit (event streams). */
 int hlpt_store_event_list(hlpt_store *st, const char *job_id, int64_t since_seq, int limit, hlpt_event ***out,
+                          size_t *n, int *has_more, char *why, size_t len);
+
+/* A page of a job's events, newest first, starting after event `after` (NULL = the newest);
+ * HLPT_ERR_NOENT when `after` is no event of that job. */
+int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after, int limit, hlpt_event ***out,
                           size_t *n, int *has_more, char *why, size_t len);
 
 /* ---- metrics -------------------------------------------------------------------------------- */
@@ -207,6 +224,12 @@ int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t ste
 /* A job's checkpoints in step order (without their state). */
 int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoint ***out, size_t *n, char *why,
                                size_t len);
+/* A page of a job's checkpoints, newest first, after checkpoint `after` (NULL = the newest). */
+int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
+                               hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len);
+/* The (newest) checkpoint of a job at a step; HLPT_ERR_NOENT when there is none. */
+int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,
+                                  size_t len);
 /* The newest checkpoint of a job, or *out NULL with HLPT_OK when it has none. */
 int hlpt_store_checkpoint_latest(hlpt_store *st, const char *job_id, hlpt_checkpoint **out, char *why, size_t len);
 /* The state blob: *buf owned (free()). */

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Runs every unit suite (the Check binaries under $BUILD/tests) and every integration test
-# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1), then prints one closing
-# line "N passed, N failed". Exit status is non-zero when anything failed.
+# Runs every unit suite (the Check binaries under $BUILD/tests), every integration test
+# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1) and every OpenAI SDK suite
+# (tests/node/test_*.mjs), then prints one closing line "N passed, N failed, N skipped". Exit status
+# is non-zero when anything failed.
 BUILD=${BUILD:-build}
 export HLPT_BUILD="$BUILD"
 # Check kills a test after 4 s by default; on a loaded 2-core machine (or under ASan) numeric suites
@@ -47,6 +48,35 @@ for t in tests/integration/test_*.py; do
     skipped=$((skipped + sk))
     # Say why anything was skipped: a skip is not a pass.
     [ "$sk" -gt 0 ] && grep -E 'skipped ' "$log" | sed 's/^/     /' 
+    if [ "$f" -ne 0 ]; then
+        failed_names="$failed_names $t"
+        echo "FAIL $t"; cat "$log"
+    else
+        echo "ok   $t ($((n - sk)) passed, $sk skipped)"
+    fi
+done
+
+# The OpenAI SDK suites (tests/node/test_*.mjs) drive a real hlptd with the official Node client
+# (npm `openai` 6.x), installed once into $BUILD/node_modules, which git ignores. Each suite ends with
+# "node: N passed, N failed, N skipped" and is bounded by timeout(1).
+for t in tests/node/test_*.mjs; do
+    [ -e "$t" ] || continue
+    n=1 f=1 sk=0
+    if [ ! -f "$BUILD/node_modules/openai/package.json" ] &&
+        ! npm install --prefix "$BUILD" --no-audit --no-fund --silent "openai@^6" >"$log" 2>&1; then
+        st=1; echo "npm install of openai failed" >>"$log"
+    elif timeout 300 node "$t" >"$log" 2>&1; then st=0; else st=1; fi
+    line=$(grep -E '^node: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$log" | tail -1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | sed -E 's/^node: ([0-9]+) passed.*/\1/')
+        f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+        sk=$(echo "$line" | sed -E 's/.* ([0-9]+) skipped.*/\1/')
+        n=$((p + f + sk))
+        [ "$st" -ne 0 ] && [ "$f" -eq 0 ] && f=1 && n=$((n + 1))
+    fi
+    passed=$((passed + n - f - sk))
+    failed=$((failed + f))
+    skipped=$((skipped + sk))
     if [ "$f" -ne 0 ]; then
         failed_names="$failed_names $t"
         echo "FAIL $t"; cat "$log"

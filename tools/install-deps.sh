@@ -8,6 +8,10 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# Node.js and npm run the OpenAI SDK tests (tests/node). Some installs ship npm inside the nodejs
+# package (NodeSource's), where Debian's npm package would conflict: ask for them only when the
+# commands are absent.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 [ -z "$missing" ] && exit 0
 echo "installing:$missing" >&2
 SUDO=""

@@ -49,6 +49,15 @@ const char *hlpt_chat_template_default(void);
 /* 1 when `name` is a known template. */
 int hlpt_chat_template_known(const char *name);
 
+/* One message of OpenAI's chat API (borrowed; index i for messages) as the templates render it:
+ * *role "system" | "user" | "assistant" (static) and its text (returned owned). Takes every text
+ * shape OpenAI accepts: role developer (as system), content as a string or an array of text parts,
+ * an assistant's tool_calls (content may be null) and tool messages, the tool ones rendered as
+ * Qwen2.5's template writes them (<tool_call>, <tool_response>). HLPT_ERR_FORMAT with why naming
+ * the field ("`messages[2].content[0].type` ..."); HLPT_ERR_NOMEM. Any thread. */
+struct cJSON;
+int hlpt_chat_message(const struct cJSON *m, int i, const char **role, char **text, char *why, size_t len);
+
 /* One chat message (both borrowed): role "system" | "user" | "assistant". */
 typedef struct {
     const char *role;

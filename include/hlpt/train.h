@@ -134,6 +134,12 @@ int hlpt_trainer_evaluate(hlpt_trainer *t, double *loss, double *acc, char *why,
 int hlpt_trainer_checkpoint(hlpt_trainer *t, void **blob, size_t *n, char *why, size_t len);
 /* Restores a checkpoint made for the same adapter plan and data. */
 int hlpt_trainer_restore(hlpt_trainer *t, const void *blob, size_t n, char *why, size_t len);
+/* The adapter a checkpoint holds (borrows blob): its plan and its parameters at the checkpoint's
+ * step, for base c, without the optimizer state; *out returned owned (hlpt_adapter_free).
+ * HLPT_ERR_FORMAT for bytes that are no hlpt checkpoint, HLPT_ERR_MISMATCH when they do not fit c.
+ * Any thread. */
+int hlpt_checkpoint_adapter(const void *blob, size_t n, const hlpt_config *c, hlpt_adapter **out, char *why,
+                            size_t len);
 /* The parameters of the best evaluation so far (or the current ones without a validation set). */
 const float *hlpt_trainer_best_params(const hlpt_trainer *t, int *best_step, double *best_loss);
 

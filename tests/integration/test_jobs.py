@@ -81,17 +81,17 @@ def wait_job(d, job_id, statuses, timeout=60):
 
 
 def events(d, job_id):
-    """Every event of the job, oldest first, paging through ?after=."""
+    """Every event of the job, oldest first: the list pages newest first through ?after=<event id>."""
     out, after = [], None
     for _ in range(1000):
-        path = "%s/%s/events?limit=100" % (JOBS, job_id) + ("&after=%d" % after if after is not None else "")
+        path = "%s/%s/events?limit=100" % (JOBS, job_id) + ("&after=%s" % after if after is not None else "")
         status, page = d.json("GET", path)
         if status != 200:
             raise AssertionError("events: %d %s" % (status, page))
         out += page["data"]
         if not page["has_more"] or not page["data"]:
-            return out
-        after = page["data"][-1]["seq"]
+            return out[::-1]
+        after = page["data"][-1]["id"]
     raise AssertionError("events never stopped paging")
 
 
@@ -107,7 +107,7 @@ def metric_steps(d, job_id):
 
 
 def checkpoints(d, job_id):
-    status, page = d.json("GET", "%s/%s/checkpoints" % (JOBS, job_id))
+    status, page = d.json("GET", "%s/%s/checkpoints?limit=100" % (JOBS, job_id))
     if status != 200:
         raise AssertionError("checkpoints: %d %s" % (status, page))
     return page["data"]
@@ -475,6 +475,7 @@ class JobsTest(unittest.TestCase):
         wait_for(lambda: get_job(d, job["id"])["progress"]["step"] >= 1, 30, "the job to take a step")
         status, resp = d.json("POST", "%s/%s/cancel" % (JOBS, job["id"]))
         self.assertEqual(status, 200, resp)
+        self.assertEqual(resp["status"], "cancelled", "cancel answers with the new state")
         done = wait_job(d, job["id"], "cancelled", timeout=20)
         self.assertIsNone(done["fine_tuned_model"])
         self.assertIsNone(done["error"])
@@ -490,8 +491,10 @@ class JobsTest(unittest.TestCase):
         self.wait_checkpoint(d, job["id"])
         status, resp = d.json("POST", "%s/%s/pause" % (JOBS, job["id"]))
         self.assertEqual(status, 200, resp)
-        paused = wait_job(d, job["id"], "paused", timeout=20)
+        self.assertEqual(resp["status"], "paused", "pause answers with the new state")
+        # The worker catches up: it checkpoints the step it stopped at, then exits.
         wait_for(lambda: not workers_of(d), 10, "the paused job's worker to exit")
+        paused = wait_job(d, job["id"], "paused", timeout=20)
         at = paused["progress"]["step"]
         self.assertLess(at, LONG_STEPS, "the job finished before the pause took effect")
         ck = checkpoints(d, job["id"])

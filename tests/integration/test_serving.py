@@ -271,7 +271,7 @@ class ServingTest(unittest.TestCase):
         content = chat["choices"][0]["logprobs"]["content"]
         self.assertEqual(len(content), 3)
         for t in content:
-            self.assertEqual(set(t), {"token", "logprob", "top_logprobs"})
+            self.assertEqual(set(t), {"token", "bytes", "logprob", "top_logprobs"})
             self.assertEqual(len(t["top_logprobs"]), 2)
             self.assertAlmostEqual(t["logprob"], t["top_logprobs"][0]["logprob"], places=5)
 

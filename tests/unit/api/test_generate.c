@@ -125,7 +125,11 @@ static const struct {
     {0, "{\"model\":\"\",\"prompt\":\"x\"}", HLPT_ERR_INVAL, "model"},
     {0, "{\"model\":\"b\"}", HLPT_ERR_INVAL, "prompt"},
     {0, "{\"model\":\"b\",\"prompt\":5}", HLPT_ERR_INVAL, "prompt"},
-    {0, "{\"model\":\"b\",\"prompt\":[\"a\",\"b\"]}", HLPT_ERR_INVAL, "prompt"},
+    {0, "{\"model\":\"b\",\"prompt\":[\"a\",5]}", HLPT_ERR_INVAL, "prompt"},
+    {0, "{\"model\":\"b\",\"prompt\":[]}", HLPT_ERR_INVAL, "prompt"},
+    {0, "{\"model\":\"b\",\"prompt\":[1,-2]}", HLPT_ERR_INVAL, "prompt"},
+    {0, "{\"model\":\"b\",\"prompt\":[[1],[2.5]]}", HLPT_ERR_INVAL, "prompt"},
+    {0, "{\"model\":\"b\",\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"],\"n\":8}", HLPT_ERR_INVAL, "n"},
     {0, "{\"model\":\"b\",\"prompt\":\"x\",\"max_tokens\":-1}", HLPT_ERR_INVAL, "max_tokens"},
     {0, "{\"model\":\"b\",\"prompt\":\"x\",\"max_tokens\":0}", HLPT_ERR_INVAL, "max_tokens"},
     {0, "{\"model\":\"b\",\"prompt\":\"x\",\"max_tokens\":\"5\"}", HLPT_ERR_INVAL, "max_tokens"},
@@ -304,6 +308,29 @@ START_TEST(test_tokenize) {
     ck_assert_ptr_nonnull(strstr(why, "context"));
     api_gen_request_free(&q);
     free(body);
+
+    /* A batch: strings and token ids, one prompt each; ids are taken as given (no BOS). */
+    ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":[\"Hello\",[5,6,7]],\"n\":2}", 0, &q), HLPT_OK);
+    ck_assert_int_eq(q.n_prompts, 2);
+    ck_assert_str_eq(q.prompt, "Hello");
+    ck_assert_int_eq(api_gen_tokenize_at(m, &q, 1, &ids, &n, &param, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(ids[0], 5);
+    ck_assert_int_eq(ids[2], 7);
+    free(ids);
+    ck_assert_int_eq(api_gen_tokenize_at(m, &q, 0, &ids, &n, &param, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(ids[0], cfg->bos_id);
+    free(ids);
+    api_gen_request_free(&q);
+    ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":[1,2]}", 0, &q), HLPT_OK);
+    ck_assert_int_eq(q.n_prompts, 1);
+    ck_assert_ptr_null(q.prompt);
+    api_gen_request_free(&q);
+    ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":[[1],[1000000]]}", 0, &q), HLPT_OK);
+    ck_assert_int_eq(api_gen_tokenize_at(m, &q, 1, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_str_eq(param, "prompt");
+    ck_assert_ptr_nonnull(strstr(why, "vocabulary"));
+    api_gen_request_free(&q);
 
     /* Invalid UTF-8 in the prompt is the prompt's fault too. */
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":\"ok\"}", 0, &q), HLPT_OK);

@@ -181,8 +181,15 @@ START_TEST(test_layer_plans) {
     cJSON_Delete(j);
     const char *bad[] = {"{\"r\":0}", "{\"r\":\"8\"}", "{\"lora_layers\":[0,8]}", "{\"target_modules\":[\"wq\"]}",
                          "{\"gate\":\"maybe\"}", "{\"lora_dropout\":1}", "{\"colour\":1}",
-                         "{\"lora_layers\":[],\"prefix_layers\":[]}"};
-    const char *field[] = {"r", "r", "lora_layers", "target_modules", "gate", "lora_dropout", "colour", "layer plan"};
+                         "{\"lora_layers\":[],\"prefix_layers\":[]}", "{\"num_virtual_tokens\":0}"};
+    const char *field[] = {"r",      "r",           "lora_layers", "target_modules",    "gate",
+                           "lora_dropout", "colour", "layer plan", "num_virtual_tokens"};
+    /* Other tools write num_virtual_tokens 0 for a plan without prefix layers. */
+    j = cJSON_Parse("{\"method\":\"lora\",\"num_virtual_tokens\":0,\"prefix_layers\":[]}");
+    hlpt_adapter_config_defaults(&c, HLPT_METHOD_LORA, 8);
+    ck_assert_msg(hlpt_adapter_config_apply(&c, j, 8, 1, why, sizeof why) == 0, "%s", why);
+    ck_assert_int_eq(c.n_virtual, 0);
+    cJSON_Delete(j);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         j = cJSON_Parse(bad[i]);
         hlpt_adapter_config_defaults(&c, HLPT_METHOD_HLPT, 8);

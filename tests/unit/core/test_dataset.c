@@ -63,6 +63,27 @@ START_TEST(test_messages_chatml) {
 }
 END_TEST
 
+/* OpenAI's other text shapes: content parts, developer, an assistant's tool calls and tool results,
+ * rendered as Qwen2.5's template renders tools. */
+START_TEST(test_messages_openai_shapes) {
+    hlpt_example ex;
+    const char *line =
+        "{\"messages\": [{\"role\": \"developer\", \"content\": [{\"type\": \"text\", \"text\": \"Be \"},"
+        " {\"type\": \"text\", \"text\": \"brief.\"}]}, {\"role\": \"user\", \"content\": \"Weather?\"},"
+        " {\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\","
+        " \"function\": {\"name\": \"get\", \"arguments\": \"{\\\"city\\\": \\\"Oslo\\\"}\"}}]},"
+        " {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"5C\"},"
+        " {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"Cold.\"}]}]}";
+    ck_assert_int_eq(parse(line, "chatml", &ex), HLPT_OK);
+    ck_assert_str_eq(ex.prompt, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWeather?<|im_end|>\n"
+                                "<|im_start|>assistant\n<tool_call>\n{\"name\":\"get\",\"arguments\":{\"city\":\"Oslo\"}}\n"
+                                "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n5C\n</tool_response><|im_end|>\n"
+                                "<|im_start|>assistant\n");
+    ck_assert_str_eq(ex.completion, "Cold.<|im_end|>");
+    hlpt_example_free(&ex);
+}
+END_TEST
+
 START_TEST(test_messages_llama2) {
     hlpt_example ex;
     const char *line = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"
@@ -108,10 +129,16 @@ START_TEST(test_line_errors) {
         {"{\"instruction\":\"a\",\"input\":3,\"output\":\"b\"}\n", "line 1: field `input` must be a string"},
         {"{\"messages\":[]}\n", "line 1: field `messages` must be a non-empty array"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\n", "line 1: field `messages`: the last message must be the assistant's"},
-        {"{\"messages\":[{\"role\":\"bot\",\"content\":\"a\"}]}\n", "line 1: field `messages[0].role` must be one of system, user, assistant"},
+        {"{\"messages\":[{\"role\":\"bot\",\"content\":\"a\"}]}\n", "line 1: field `messages[0].role` must be one of system, developer, user, assistant, tool"},
         {"{\"messages\":[{\"role\":\"user\"},{\"role\":\"assistant\",\"content\":\"b\"}]}\n", "line 1: field `messages[0].content` missing"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":7}]}\n",
-         "line 1: field `messages[1].content` must be a string"},
+         "line 1: field `messages[1].content` must be a string or an array of text parts"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]},{\"role\":\"assistant\",\"content\":\"b\"}]}\n",
+         "line 1: field `messages[0].content[0].type` `image_url` is not supported"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\",\"tool_calls\":[]},{\"role\":\"assistant\",\"content\":\"b\"}]}\n",
+         "line 1: field `messages[0].tool_calls` belong to assistant messages"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"function\":{}}]}]}\n",
+         "line 1: field `messages[1].tool_calls[0].function.name` must be a string"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"assistant\",\"content\":\"b\"}]}\n",
          "line 1: field `messages[1]`: a system message must come first"},
         {"{\"messages\":[1]}\n", "line 1: field `messages[0]` must be an object"},
@@ -173,6 +200,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_prompt_completion);
     tcase_add_test(tc, test_alpaca);
     tcase_add_test(tc, test_messages_chatml);
+    tcase_add_test(tc, test_messages_openai_shapes);
     tcase_add_test(tc, test_messages_llama2);
     tcase_add_test(tc, test_text);
     tcase_add_test(tc, test_line_errors);

@@ -88,17 +88,19 @@ START_TEST(test_migrate_from_each_version) {
         setup();
         ck_assert_int_eq(hlpt_store_open_at(&st, path, v, why, sizeof why), HLPT_OK);
         ck_assert_int_eq(hlpt_store_version(st), v);
-        hlpt_file *f = NULL;
-        if (v >= 1) ck_assert_int_eq(hlpt_store_file_insert(st, "a.jsonl", "fine-tune", "processed", "x\n", 2, 1, NULL, &f, why, sizeof why), HLPT_OK);
+        /* The row is written by today's code into the old schema: only the columns 0001 has. */
+        if (v >= 1) ck_assert_int_eq(hlpt_store_file_insert(st, "a.jsonl", "fine-tune", "processed", "x\n", 2, 1, NULL, NULL, why, sizeof why), HLPT_OK);
         hlpt_store_close(st);
         ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
         ck_assert_int_eq(hlpt_store_version(st), hlpt_migrations_count);
-        if (f) {
-            hlpt_file *g;
-            ck_assert_int_eq(hlpt_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
-            ck_assert_str_eq(g->filename, "a.jsonl");
-            hlpt_file_free(g);
-            hlpt_file_free(f);
+        if (v >= 1) {
+            hlpt_file **g;
+            size_t n;
+            int more;
+            ck_assert_int_eq(hlpt_store_file_list(st, NULL, 10, &g, &n, &more, why, sizeof why), HLPT_OK);
+            ck_assert_uint_eq(n, 1);
+            ck_assert_str_eq(g[0]->filename, "a.jsonl");
+            hlpt_file_list_free(g, n);
         }
         hlpt_store_close(st);
         char *got = schema_of(path);
@@ -278,7 +280,7 @@ START_TEST(test_jobs_crud) {
     ck_assert_str_eq(v[0]->id, b->id);
     hlpt_job_list_free(v, n);
 
-    /* A file named by a job cannot be deleted. */
+    /* A file named by a queued job cannot be deleted. */
     ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
     ck_assert_int_eq(hlpt_store_job_set_status(st, "ftjob-none", "running", NULL, why, sizeof why), HLPT_ERR_NOENT);
 
@@ -320,6 +322,21 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(ev[0]->id, e2->id);
     hlpt_event_list_free(ev, n);
+    /* Pages: newest first, after an event id of the same job. */
+    ck_assert_int_eq(hlpt_store_event_page(st, j->id, NULL, 1, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(more);
+    ck_assert_str_eq(ev[0]->id, e2->id);
+    hlpt_event_list_free(ev, n);
+    ck_assert_int_eq(hlpt_store_event_page(st, j->id, e2->id, 1, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(!more);
+    ck_assert_str_eq(ev[0]->id, e1->id);
+    hlpt_event_list_free(ev, n);
+    ck_assert_int_eq(hlpt_store_event_page(st, j->id, e1->id, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 0);
+    hlpt_event_list_free(ev, n);
+    ck_assert_int_eq(hlpt_store_event_page(st, j->id, "ftevent-none", 10, &ev, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
 
     /* metrics: NAN round-trips as "not measured"; a repeated step replaces. */
     hlpt_metric m = {.step = 1, .train_loss = 2.5, .valid_loss = NAN, .valid_acc = NAN, .lr = 1e-3, .tokens_per_s = 100};
@@ -445,6 +462,47 @@ START_TEST(test_adapters_crud) {
 }
 END_TEST
 
+/* OpenAI's job fields (migration 0003), and deleting a file that only finished jobs name: the row
+ * stays without its bytes, hidden from every file function, and the jobs keep naming it. */
+START_TEST(test_job_results_and_file_tombstone) {
+    hlpt_store *st;
+    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+    hlpt_file *f;
+    ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", "xy", 2, 1, NULL, &f, why, sizeof why), HLPT_OK);
+    hlpt_job_new in = {.status = "queued", .model = "base", .training_file = f->id, .method = "{}",
+                       .hyperparameters = "{}", .seed = 1, .metadata = "{\"k\":\"v\"}", .integrations = "[]"};
+    hlpt_job *j, *g;
+    ck_assert_int_eq(hlpt_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(j->metadata, "{\"k\":\"v\"}");
+    ck_assert_str_eq(j->integrations, "[]");
+    ck_assert_int_eq(j->trained_tokens, -1);
+    ck_assert_ptr_null(j->result_file);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, "paused", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, "succeeded", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_results(st, j->id, 1234, "file-results", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    hlpt_file *gone;
+    ck_assert_int_eq(hlpt_store_file_get(st, f->id, &gone, why, sizeof why), HLPT_ERR_NOENT);
+    hlpt_file_free(f);
+    void *buf;
+    size_t n;
+    ck_assert_int_eq(hlpt_store_file_content(st, j->training_file, &buf, &n, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlpt_store_file_delete(st, j->training_file, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlpt_store_job_get(st, j->id, &g, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(g->training_file, j->training_file);
+    ck_assert_int_eq(g->trained_tokens, 1234);
+    ck_assert_str_eq(g->result_file, "file-results");
+    hlpt_job_free(g);
+    hlpt_job_free(j);
+    /* A file no job names is removed outright. */
+    ck_assert_int_eq(hlpt_store_file_insert(st, "u.jsonl", "fine-tune", "processed", "x", 1, 1, NULL, &f, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    hlpt_file_free(f);
+    hlpt_store_close(st);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("store");
     TCase *tc = tcase_create("store");
@@ -459,6 +517,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_jobs_crud);
     tcase_add_test(tc, test_events_metrics_checkpoints);
     tcase_add_test(tc, test_adapters_crud);
+    tcase_add_test(tc, test_job_results_and_file_tombstone);
     suite_add_tcase(s, tc);
     return s;
 }
