@@ -34,11 +34,8 @@ LONG_HP = {"n_epochs": 100, "batch_size": 2, "max_steps": LONG_STEPS, "save_ever
 LONG_METHOD = {"type": "lora", "lora": {"r": 2, "lora_dropout": 0.1}}
 LONG_SEED = 1234
 
-# The jobs train with the base in f32: a bf16 training step on this tiny model costs tens of times
-# an f32 one (the BF16 products' fixed costs dominate at its sizes), which would take the long job
-# well past these tests' time bounds. The daemon's default dtype is exercised by test_serving.py,
-# test_client.py and test_shm.py.
-DAEMON_ARGS = ["--threads", "1", "--dtype", "f32"]
+# The jobs train with the daemon's default dtype (bf16 on a CPU that has it).
+DAEMON_ARGS = ["--threads", "1"]
 
 SHORT_HP = {"n_epochs": 1, "batch_size": 2, "max_steps": 6, "save_every": 2, "warmup_steps": 0, "max_length": 32}
 
