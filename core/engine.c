@@ -297,15 +297,18 @@ void hlpt_weight_row(const hlpt_weight *w, int o, float *out) {
 
 #if defined(__x86_64__)
 /*
- * C[rows, the 64 outputs of one tile column] (+)= X[rows, Kp] . B for up to MR rows, sums in MR x 4
- * registers: each 256-byte pair row of the column is read once, whole. x rows are BF16 with stride
- * ldx (>= Kp, zero past K); out rows F32 with stride ldo, n_valid (<= 64) outputs written.
+ * C[MR rows, the 64 outputs of one tile column] (+)= X[MR, Kp] . B, sums in MR x 4 registers: each
+ * 256-byte pair row of the column is read once, whole. x rows are BF16 with stride ldx (>= Kp, zero
+ * past K); out rows F32 with stride ldo, n_valid (<= 64) outputs written. MR is a constant at every
+ * call, and the loops over it unroll fully, so the sums never leave their registers.
  */
 __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
-tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint16_t *wt, int nkt, int n_valid,
-          int accumulate, const int MR) {
+tile_rows(float *out, int ldo, const uint16_t *x, int ldx, const uint16_t *wt, int nkt, int n_valid, int accumulate,
+          const int MR) {
     __m512 acc[6][4];
+#pragma GCC unroll 6
     for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
     const uint16_t *w = wt;
     for (int kt = 0; kt < nkt; kt++, w += TILE) {
@@ -315,8 +318,8 @@ tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint1
             const uint16_t *row = w + kk * 2 * NT;
             __m512i w0 = _mm512_load_si512(row), w1 = _mm512_load_si512(row + 32);
             __m512i w2 = _mm512_load_si512(row + 64), w3 = _mm512_load_si512(row + 96);
+#pragma GCC unroll 6
             for (int m = 0; m < MR; m++) {
-                if (m >= rows) break;
                 int32_t pair;
                 memcpy(&pair, xk + (size_t)m * ldx + 2 * kk, 4);
                 __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
@@ -327,8 +330,10 @@ tile_rows(float *out, int ldo, const uint16_t *x, int ldx, int rows, const uint1
             }
         }
     }
-    for (int m = 0; m < MR && m < rows; m++) {
+#pragma GCC unroll 6
+    for (int m = 0; m < MR; m++) {
         float *o = out + (size_t)m * ldo;
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             int left = n_valid - 16 * j;
             if (left <= 0) break;
@@ -354,12 +359,14 @@ kernel_rows(float *out, int ldo, const uint16_t *x, int ldx, int M, const uint16
             int rows = M - m0 < 6 ? M - m0 : 6;
             float *o = out + (size_t)m0 * ldo + c0;
             const uint16_t *xm = x + (size_t)m0 * ldx;
-            if (rows <= 1)
-                tile_rows(o, ldo, xm, ldx, rows, wt, nkt, n_valid, accumulate, 1);
-            else if (rows <= 3)
-                tile_rows(o, ldo, xm, ldx, rows, wt, nkt, n_valid, accumulate, 3);
-            else
-                tile_rows(o, ldo, xm, ldx, rows, wt, nkt, n_valid, accumulate, 6);
+            switch (rows) {
+            case 1: tile_rows(o, ldo, xm, ldx, wt, nkt, n_valid, accumulate, 1); break;
+            case 2: tile_rows(o, ldo, xm, ldx, wt, nkt, n_valid, accumulate, 2); break;
+            case 3: tile_rows(o, ldo, xm, ldx, wt, nkt, n_valid, accumulate, 3); break;
+            case 4: tile_rows(o, ldo, xm, ldx, wt, nkt, n_valid, accumulate, 4); break;
+            case 5: tile_rows(o, ldo, xm, ldx, wt, nkt, n_valid, accumulate, 5); break;
+            default: tile_rows(o, ldo, xm, ldx, wt, nkt, n_valid, accumulate, 6); break;
+            }
         }
     }
 }
@@ -373,6 +380,7 @@ kernel_rows(float *out, int ldo, const uint16_t *x, int ldx, int M, const uint16
 
 typedef struct {
     int M, K, N, ld_src, ld_dst;
+    int threads;             /* oneDNN plans a primitive's work for the threads at its creation */
     dnnl_primitive_t p;      /* NULL: creation failed, use the kernel */
     unsigned long long used;
 } prim_entry;
@@ -470,10 +478,12 @@ int hlpt_engine_reserve(hlpt_engine *e, int rows, int in, size_t max_weight) {
 
 static dnnl_primitive_t prim_get(hlpt_engine *e, int M, int K, int N, int ld_src, int ld_dst) {
     prim_entry *lru = NULL;
+    int threads = omp_get_max_threads();
     e->clock++;
     for (int i = 0; i < e->n_prims; i++) {
         prim_entry *p = &e->prims[i];
-        if (p->M == M && p->K == K && p->N == N && p->ld_src == ld_src && p->ld_dst == ld_dst) {
+        if (p->M == M && p->K == K && p->N == N && p->ld_src == ld_src && p->ld_dst == ld_dst &&
+            p->threads == threads) {
             p->used = e->clock;
             return p->p;
         }
@@ -481,7 +491,8 @@ static dnnl_primitive_t prim_get(hlpt_engine *e, int M, int K, int N, int ld_src
     }
     prim_entry *slot = e->n_prims < PRIM_CAP ? &e->prims[e->n_prims++] : lru;
     if (slot->p) dnnl_primitive_destroy(slot->p);
-    *slot = (prim_entry){.M = M, .K = K, .N = N, .ld_src = ld_src, .ld_dst = ld_dst, .used = e->clock};
+    *slot = (prim_entry){.M = M, .K = K, .N = N, .ld_src = ld_src, .ld_dst = ld_dst, .threads = threads,
+                         .used = e->clock};
     slot->p = matmul_create(M, K, N, ld_src, ld_dst, NULL, 0);
     return slot->p;
 }
