@@ -253,30 +253,40 @@ size_t hlpt_weight_bytes(hlpt_base_dtype dt, int packed, int O, int I) {
     return round_up((size_t)O * I * 2, 64);
 }
 
-void hlpt_weight_store(const hlpt_weight *w, void *dst, const float *src) {
+int hlpt_weight_store(const hlpt_weight *w, void *dst, const float *src) {
     size_t bytes = hlpt_weight_bytes(w->dtype, w->packed, w->O, w->I);
     int O = w->O, I = w->I;
     if (w->dtype == HLPT_BASE_F32) {
         memcpy(dst, src, (size_t)O * I * sizeof(float));
         memset((char *)dst + (size_t)O * I * sizeof(float), 0, bytes - (size_t)O * I * sizeof(float));
-        return;
+        return HLPT_OK;
     }
     uint16_t *d = dst;
     if (!w->packed) {
         hlpt_bf16_from_f32(d, src, (size_t)O * I);
         memset(d + (size_t)O * I, 0, bytes - (size_t)O * I * 2);
-        return;
+        return HLPT_OK;
     }
-    /* Destination order (N tile, K tile, pair row, output, pair): written sequentially, reading 64
-     * source rows side by side. */
-    int Kp = (int)round_up((size_t)I, KT), Np = (int)round_up((size_t)O, NT);
-    size_t at = 0;
-    for (int n0 = 0; n0 < Np; n0 += NT)
-        for (int k0 = 0; k0 < Kp; k0 += KT)
-            for (int kk = 0; kk < KT; kk += 2)
-                for (int n = n0; n < n0 + NT; n++)
-                    for (int k = k0 + kk; k < k0 + kk + 2; k++)
-                        d[at++] = n < O && k < I ? bf16_round(src[(size_t)n * I + k]) : 0;
+    /* Each source row is rounded whole (vectorised), then its input pairs, one 32-bit word each, go
+     * to their pair rows: 64 consecutive rows fill a tile column, which stays in cache meanwhile. */
+    int Kp = (int)round_up((size_t)I, KT);
+    memset(d, 0, bytes);
+    uint16_t *row = calloc((size_t)Kp, sizeof *row);
+    if (!row) return HLPT_ERR_NOMEM;
+    uint32_t *d32 = dst;
+    for (int n = 0; n < O; n++) {
+        hlpt_bf16_from_f32(row, src + (size_t)n * I, (size_t)I);
+        const uint16_t *r = row;
+        uint32_t *col = d32 + (size_t)(n / NT) * (Kp / KT) * (TILE / 2) + n % NT;
+        for (int kt = 0; kt < Kp / KT; kt++)
+            for (int kk = 0; kk < KT / 2; kk++, r += 2) {
+                uint32_t pair;
+                memcpy(&pair, r, 4);
+                col[(size_t)kt * (TILE / 2) + (size_t)kk * NT] = pair;
+            }
+    }
+    free(row);
+    return HLPT_OK;
 }
 
 void hlpt_weight_row(const hlpt_weight *w, int o, float *out) {

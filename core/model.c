@@ -221,7 +221,8 @@ static int fill(hlpt_model *m, const hlpt_st *st, char *why, size_t len) {
         if (err) break;
         memset(dst + n, 0, (nslot - n) * sizeof(float));
         hash_feed(&bh, dst, nslot);
-        if (!f32_here) hlpt_weight_store(s->mat, m->arena + s->off, dst);
+        if (!f32_here && hlpt_weight_store(s->mat, m->arena + s->off, dst))
+            err = hlpt_why(why, len, HLPT_ERR_NOMEM, "packing %s", s->name);
         hlpt_st_release(st, s->name);
     }
     free(scratch);

@@ -65,8 +65,9 @@ typedef struct {
 /* Bytes of W[O,I] stored as dtype/packed, a multiple of 64. */
 size_t hlpt_weight_bytes(hlpt_base_dtype dt, int packed, int O, int I);
 /* Writes src (row-major float32 [O,I]) into dst (hlpt_weight_bytes() bytes, zeroed by the caller or
- * not: padding is written too) in w's dtype and layout; BF16 rounds to nearest even. */
-void hlpt_weight_store(const hlpt_weight *w, void *dst, const float *src);
+ * not: padding is written too) in w's dtype and layout; BF16 rounds to nearest even.
+ * HLPT_ERR_NOMEM (a row of scratch). */
+int hlpt_weight_store(const hlpt_weight *w, void *dst, const float *src);
 /* out[I] = W[o, :] as float32 (an embedding lookup). */
 void hlpt_weight_row(const hlpt_weight *w, int o, float *out);
 
