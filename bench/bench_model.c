@@ -200,7 +200,7 @@ static int run(const char *dir, hlpt_base_dtype dtype, int prompt, int decode, c
            hlpt_base_dtype_name(hlpt_model_dtype(m)), hlpt_model_bytes(m) / 1e6,
            (double)hlpt_model_bytes(m) / (params + (c->tie_embeddings ? 0 : (double)c->vocab * c->hidden)), load,
            peak_rss_gb());
-    printf("engine: %s\n", hlpt_engine_describe(hlpt_model_dtype(m)));
+    printf("engine: %s\n", hlpt_engine_describe(hlpt_model_dtype(m), why, sizeof why));
     int most = 1;
     for (int i = 0; i < n_batches; i++) most = batches[i] > most ? batches[i] : most;
     int ctx = prompt + decode + 16;

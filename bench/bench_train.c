@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
     double peak = bf16 ? bf16_gflops(B * T, c->ffn, c->hidden) : gemm_gflops(B * T, c->ffn, c->hidden);
     printf("model %s: %d layers, hidden %d; %.1f M matmul parameters; dtype %s, %d threads\n", dir, c->n_layers,
            c->hidden, base_params / 1e6, hlpt_base_dtype_name(hlpt_model_dtype(m)), threads);
-    printf("engine: %s; ceiling: %s %dx%dx%d %.1f GFLOP/s\n", hlpt_engine_describe(hlpt_model_dtype(m)),
+    printf("engine: %s; ceiling: %s %dx%dx%d %.1f GFLOP/s\n", hlpt_engine_describe(hlpt_model_dtype(m), why, sizeof why),
            bf16 ? "bf16 product" : "sgemm", B * T, c->ffn, c->hidden, peak);
     printf("batch %d sequences x %d tokens, %d optimizer steps each\n\n", B, T, steps);
     printf("%-8s %12s %14s %12s %12s %10s\n", "method", "trainable", "act bytes/tok", "tokens/s", "GFLOP/s",

@@ -158,17 +158,16 @@ int hlpt_engine_check(hlpt_base_dtype dt, char *why, size_t len) {
     return HLPT_OK;
 }
 
-const char *hlpt_engine_describe(hlpt_base_dtype dt) {
-    static char line[256];
+const char *hlpt_engine_describe(hlpt_base_dtype dt, char *buf, size_t len) {
     if (hlpt_base_dtype_resolve(dt) == HLPT_BASE_F32) {
-        snprintf(line, sizeof line, "f32: OpenBLAS %s sgemm", hlpt_blas_corename());
-        return line;
+        snprintf(buf, len, "f32: OpenBLAS %s sgemm", hlpt_blas_corename());
+        return buf;
     }
     int ok = dnnl_ready();
-    snprintf(line, sizeof line, "bf16: %s%s%s, AVX512-BF16 kernel up to %d rows%s", ok ? "oneDNN " : "",
-             ok ? g_impl : "", ok ? " above" : "no oneDNN matmul (own kernel at every size)",
-             HLPT_ENGINE_SMALL_M, cpu_has_amx() ? "; CPU has AMX" : "");
-    return line;
+    snprintf(buf, len, "bf16: %s%s%s, AVX512-BF16 kernel up to %d rows%s", ok ? "oneDNN " : "", ok ? g_impl : "",
+             ok ? " above" : "no oneDNN matmul (own kernel at every size)", HLPT_ENGINE_SMALL_M,
+             cpu_has_amx() ? "; CPU has AMX" : "");
+    return buf;
 }
 
 /* The thread policy. The BF16 products run on OpenMP threads, which spin a while after each
@@ -224,9 +223,10 @@ static void bf16_from_f32_avx(uint16_t *dst, const float *src, size_t n) {
 
 void hlpt_bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
 #if defined(__x86_64__)
-    static int avx = -1;
-    if (avx < 0) avx = cpu_has_bf16();
-    if (avx) {
+    static atomic_int avx = -1; /* any thread may be first: each finds the same answer */
+    int have = atomic_load_explicit(&avx, memory_order_relaxed);
+    if (have < 0) atomic_store_explicit(&avx, have = cpu_has_bf16(), memory_order_relaxed);
+    if (have) {
         bf16_from_f32_avx(dst, src, n);
         return;
     }

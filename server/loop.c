@@ -114,9 +114,11 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", cfg->model);
     d->model_created = stat(cfg_path, &sb) == 0 ? (int64_t)sb.st_mtime : (int64_t)time(NULL);
     hlpt_base_dtype dt = hlpt_model_dtype(d->model);
+    char engine[256];
     hlpt_info("base model %s: %zu MB of %s weights (--dtype %s) sealed in shared memory (hash %s); products %s",
               d->model_name, hlpt_model_bytes(d->model) >> 20, hlpt_base_dtype_name(dt),
-              hlpt_base_dtype_name(cfg->dtype), hlpt_model_hash(d->model), hlpt_engine_describe(dt));
+              hlpt_base_dtype_name(cfg->dtype), hlpt_model_hash(d->model),
+              hlpt_engine_describe(dt, engine, sizeof engine));
     hlptd_infer_opts io = {.adapter_budget = (size_t)256 << 20, .max_batch = 32, .max_prefill = 4096,
                            .threads = threads, .fetch = fetch_adapter, .fetch_ctx = d};
     if ((err = hlptd_infer_start(d->model, &io, &d->infer)))

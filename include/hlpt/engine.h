@@ -43,9 +43,9 @@ hlpt_base_dtype hlpt_base_dtype_resolve(hlpt_base_dtype dt);
 /* HLPT_OK when dt (after resolving) can run here; HLPT_ERR_UNSUPPORTED with why naming the missing
  * CPU feature or library otherwise. */
 int hlpt_engine_check(hlpt_base_dtype dt, char *why, size_t len);
-/* One line saying what runs the products of dt here, e.g. "bf16: oneDNN brg:avx512_core_bf16,
- * AVX512-BF16 kernel up to 16 rows". Static storage. */
-const char *hlpt_engine_describe(hlpt_base_dtype dt);
+/* One line in buf saying what runs the products of dt here, e.g. "bf16: oneDNN
+ * brg:avx512_core_bf16 above, AVX512-BF16 kernel up to 16 rows". Returns buf. */
+const char *hlpt_engine_describe(hlpt_base_dtype dt, char *buf, size_t len);
 /* Threads of the products, >= 1: the pool of the base's products gets n, the other one thread
  * (core/engine.c says why). Call from each thread that will run products: OpenMP's setting is per
  * thread. */
