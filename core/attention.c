@@ -23,12 +23,17 @@
 #include "layers.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hlpt/err.h"
 #include "hlpt/tensor.h"
 #include "vec.h"
+
+/* Calls with less work (T x S x H x D) than this run on the calling thread alone: below it, waking
+ * the other OpenMP threads costs more than they save. */
+#define PAR_MIN_WORK (1u << 20)
 
 /* Forward calls with at least this many queries run by head (bench/bench_attention: by query is
  * faster up to T=S=256, by head from about 400). */
@@ -83,10 +88,11 @@ static void forward_by_query(float *out, float *att, const float *q, const float
                              int KV, int D) {
     float scale = 1.0f / sqrtf((float)D);
     int LA = P + S, HD = H * D, KD = KV * D, G = H / KV;
+#pragma omp parallel for collapse(2) schedule(static) if (T * KV > 1 && (size_t)T * S * H * D >= PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
-        int n = S - T + t + 1;
-        float gt = g ? g[t] : 1.0f;
         for (int c = 0; c < KV; c++) {
+            int n = S - T + t + 1;
+            float gt = g ? g[t] : 1.0f;
             /* The G heads of kv head c: q and out rows with stride D, att rows with stride T*LA. */
             const float *qg = q + (size_t)t * HD + (size_t)c * G * D;
             float *ag = att + ((size_t)c * G * T + t) * LA, *og = out + (size_t)t * HD + (size_t)c * G * D;
@@ -109,6 +115,7 @@ static void forward_by_head(float *out, float *att, const float *q, const float 
                             int KV, int D) {
     float scale = 1.0f / sqrtf((float)D);
     int LA = P + S, HD = H * D, KD = KV * D;
+#pragma omp parallel for schedule(static) if (H > 1 && (size_t)T * S * H * D >= PAR_MIN_WORK)
     for (int h = 0; h < H; h++) {
         int c = h / (H / KV);
         const float *qh = q + (size_t)h * D;
@@ -146,16 +153,16 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
         forward_by_query(out, att, q, k, v, pk, pv, g, T, S, P, H, KV, D);
 }
 
-/* dA[T,P+S] and qpk[P]: scratch. */
-static void backward_by_head(float *dq, float *dk, float *dv, float *dpk, float *dpv, float *dg,
-                             const float *dout, const float *att, const float *q, const float *k,
-                             const float *v, const float *pk, const float *pv, const float *g, int T,
-                             int S, int P, int H, int KV, int D, float *dA, float *qpk) {
+/* The heads of kv head c, one after another (they share dk, dv, dpk, dpv of c). dA[T,P+S] and
+ * qpk[P]: scratch; dg[T] accumulates this group's share. */
+static void backward_group(int c, float *dq, float *dk, float *dv, float *dpk, float *dpv, float *dg,
+                           const float *dout, const float *att, const float *q, const float *k,
+                           const float *v, const float *pk, const float *pv, const float *g, int T,
+                           int S, int P, int H, int KV, int D, float *dA, float *qpk) {
     float scale = 1.0f / sqrtf((float)D);
-    int LA = P + S, HD = H * D, KD = KV * D;
+    int LA = P + S, HD = H * D, KD = KV * D, G = H / KV;
     int need_dz = dq || dk || dpk || dg;
-    for (int h = 0; h < H; h++) {
-        int c = h / (H / KV);
+    for (int h = c * G; h < (c + 1) * G; h++) {
         const float *ah = att + (size_t)h * T * LA, *qh = q + (size_t)h * D, *doh = dout + (size_t)h * D;
         /* o = g A_prefix PV + A_keys V:  dV += A_keys^T dO,  dPV += (g A_prefix)^T dO. */
         if (dv) hlpt_gemm(1, 0, S, D, T, 1.0f, ah + P, LA, doh, HD, 1.0f, dv + c * D, KD);
@@ -187,7 +194,8 @@ static void backward_by_head(float *dq, float *dk, float *dv, float *dpk, float 
 
 /*
  * Differentiates attention_forward (see the top of the file). Scratch: one malloc per call of
- * T*(P+S) + P floats (the score gradients of one head and q·pk of one row); aborts if that fails.
+ * T*(P+S) + P floats a thread (the score gradients of one head and q·pk of one row) and T a kv head;
+ * aborts if that fails.
  */
 void attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, float *dg,
                         const float *dout, const float *att, const float *q, const float *k,
@@ -195,9 +203,25 @@ void attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv,
                         int T, int S, int P, int H, int KV, int D) {
     HLPT_ASSERT(T >= 1 && S >= T && P >= 0 && KV >= 1 && H % KV == 0 && (P == 0 || (pk && pv)));
     if (P == 0) dpk = dpv = NULL;
-    float *scratch = malloc(sizeof(float) * ((size_t)T * (P + S) + (size_t)P + 1));
+    /* kv heads run in parallel (each owns its slices of dk, dv, dpk, dpv), each thread with its own
+     * scratch; each kv head keeps its share of dg, summed in head order at the end so that the
+     * result does not depend on the thread count. */
+    int nth = omp_get_max_threads();
+    if ((size_t)T * S * H * D < PAR_MIN_WORK) nth = 1;
+    nth = nth < KV ? nth : KV;
+    size_t per = (size_t)T * (P + S) + (size_t)P + 1;
+    float *scratch = malloc(sizeof(float) * (per * (size_t)nth + (dg ? (size_t)T * KV : 0)));
     HLPT_ASSERT(scratch);
-    backward_by_head(dq, dk, dv, dpk, dpv, dg, dout, att, q, k, v, pk, pv, g, T, S, P, H, KV, D, scratch,
-                  scratch + (size_t)T * (P + S));
+    float *shares = scratch + per * (size_t)nth;
+    if (dg) memset(shares, 0, sizeof(float) * (size_t)T * KV);
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
+    for (int c = 0; c < KV; c++) {
+        float *mine = scratch + per * (size_t)omp_get_thread_num();
+        backward_group(c, dq, dk, dv, dpk, dpv, dg ? shares + (size_t)c * T : NULL, dout, att, q, k, v, pk, pv, g,
+                       T, S, P, H, KV, D, mine, mine + (size_t)T * (P + S));
+    }
+    if (dg)
+        for (int c = 0; c < KV; c++)
+            for (int t = 0; t < T; t++) dg[t] += shares[(size_t)c * T + t];
     free(scratch);
 }

@@ -174,21 +174,27 @@ const char *hlpt_engine_describe(hlpt_base_dtype dt, char *buf, size_t len) {
  * parallel region; OpenBLAS's threads spin too. Both pools at full size would fight for the cores
  * at every switch between a base product and the attention or adapter products around it (decoding
  * on 2 threads ran at a third of its 1-thread speed). So once a BF16 base is in the process, OpenMP
- * gets the cores and OpenBLAS, left with the small products, runs on the calling thread alone; an
- * F32 base leaves OpenMP idle and gives OpenBLAS the cores. */
-static atomic_int g_threads;   /* as last set; 0: never set */
+ * gets the cores (the products, and the row- and head-parallel loops of core/) and OpenBLAS, left
+ * with the small products, runs on the calling thread alone; under an F32 base OpenBLAS gets the
+ * cores and OpenMP one thread, as before there was a BF16 path. */
+static atomic_int g_threads;   /* as last set; 0: never set (then: every core) */
 static atomic_int g_bf16_base; /* a BF16 base was opened in this process */
 
+static void apply_threads(void) {
+    int n = atomic_load(&g_threads), bf16 = atomic_load(&g_bf16_base);
+    if (n < 1) n = omp_get_num_procs();
+    omp_set_num_threads(bf16 ? n : 1);
+    hlpt_blas_set_threads(bf16 ? 1 : n);
+}
+
 void hlpt_engine_set_threads(int n) {
-    if (n < 1) n = 1;
-    atomic_store(&g_threads, n);
-    omp_set_num_threads(n);
-    hlpt_blas_set_threads(atomic_load(&g_bf16_base) ? 1 : n);
+    atomic_store(&g_threads, n < 1 ? 1 : n);
+    apply_threads();
 }
 
 void hlpt_engine_note_base(hlpt_base_dtype dt) {
-    if (dt != HLPT_BASE_BF16 || atomic_exchange(&g_bf16_base, 1)) return;
-    hlpt_blas_set_threads(1);
+    if (dt == HLPT_BASE_BF16) atomic_store(&g_bf16_base, 1);
+    apply_threads();
 }
 
 /* ---------------------------------------------------------------------------------------------- */

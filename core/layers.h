@@ -11,7 +11,15 @@
  * dout, forward inputs/params/saved, dims). Backward ACCUMULATES (+=) into every gradient; a NULL
  * gradient pointer means "not needed" and costs nothing (frozen base weights). Kernels never
  * allocate, except attention's per-call scratch noted below.
+ *
+ * Threads: the row- and head-parallel loops are OpenMP loops, which run on as many threads as the
+ * calling thread's OpenMP setting allows (include/hlpt/engine.h: the cores under a BF16 base, one
+ * thread under an F32 base, whose products take the cores through OpenBLAS). Each thread writes its
+ * own rows, so results do not depend on the thread count.
  */
+
+/* Elementwise loops smaller than this run on the calling thread alone. */
+#define PAR_MIN_ELEMS 65536
 #ifndef HLPT_LAYERS_H
 #define HLPT_LAYERS_H
 

@@ -10,6 +10,7 @@
 
 /* out[N,C], rstd[N] (optional), inp[N,C], w[C]. out may == inp: rstd is known before any write. */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps) {
+#pragma omp parallel for schedule(static) if (N > 1 && (size_t)N * C >= PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -28,6 +29,8 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, 
  */
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                       const float *rstd, int N, int C) {
+    /* Rows are independent unless dw sums over them. */
+#pragma omp parallel for schedule(static) if (!dw && N > 1 && (size_t)N * C >= PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float r = rstd[n];

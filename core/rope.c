@@ -19,8 +19,9 @@ enum { ROPE_MAX_HALF = 512 };
 static void rope_apply(float *x, const int *pos, const float *inv_freq, int N, int nh, int D, float dir) {
     int h2 = D / 2;
     HLPT_ASSERT(D % 2 == 0 && h2 <= ROPE_MAX_HALF);
-    float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+#pragma omp parallel for schedule(static) if (N > 1 && (size_t)N * nh * D >= PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
+        float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
         for (int j = 0; j < h2; j++) {
             float a = (float)pos[n] * inv_freq[j];
             cs[j] = cosf(a);

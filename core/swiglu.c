@@ -10,6 +10,7 @@
 /* out[N,F], gate[N,F], up[N,F]. */
 void swiglu_forward(float *out, const float *gate, const float *up, int N, int F) {
     size_t n = (size_t)N * F;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS)
     for (size_t i = 0; i < n; i++) {
         float x = gate[i];
         out[i] = x / (1.0f + expf(-x)) * up[i];
@@ -21,6 +22,7 @@ void swiglu_forward(float *out, const float *gate, const float *up, int N, int F
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                      int N, int F) {
     size_t n = (size_t)N * F;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS)
     for (size_t i = 0; i < n; i++) {
         float x = gate[i], sg = 1.0f / (1.0f + expf(-x));
         if (dgate) dgate[i] += dout[i] * up[i] * sg * (1.0f + x * (1.0f - sg));

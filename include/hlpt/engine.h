@@ -50,8 +50,8 @@ const char *hlpt_engine_describe(hlpt_base_dtype dt, char *buf, size_t len);
  * (core/engine.c says why). Call from each thread that will run products: OpenMP's setting is per
  * thread. */
 void hlpt_engine_set_threads(int n);
-/* Called by the model loader with the base's dtype: a BF16 base moves the cores to OpenMP for good
- * in this process. */
+/* Called by the model loader with the base's dtype, and applies the policy to the calling thread: a
+ * BF16 base moves the cores to OpenMP for good in this process. */
 void hlpt_engine_note_base(hlpt_base_dtype dt);
 
 /* A base weight W[O,I] (out = inp @ W^T) as the engine stores it. A plain value: copy freely. */

@@ -7,6 +7,7 @@
  */
 #include "layers.h"
 
+#include <omp.h>
 #include <string.h>
 
 #include "../check_main.h"
@@ -182,6 +183,36 @@ START_TEST(test_backward_long) {
 }
 END_TEST
 
+/* The head- and query-parallel loops give the same bits on 1 and 2 threads (large enough to run in
+ * parallel: T x S x H x D over a million), forward both ways (by query, by head) and backward with a
+ * gated prefix. */
+static void run_threads(int threads, int T, int S, float **res, size_t *n) {
+    gc_seed(31);
+    att_case c = make_case(T, S, 4, 8, 2, 64, 1);
+    omp_set_num_threads(threads);
+    attention_forward(c.out, c.att, c.q, c.k, c.v, c.pk, c.pv, c.g, T, S, 4, 8, 2, 64);
+    size_t nq = (size_t)T * 8 * 64, nk = (size_t)S * 2 * 64, np = 4 * 2 * 64;
+    *n = nq + nq + nk + nk + np + np + (size_t)T;
+    float *r = calloc(*n, sizeof(float));
+    memcpy(r, c.out, sizeof(float) * nq);
+    float *dq = r + nq, *dk = dq + nq, *dv = dk + nk, *dpk = dv + nk, *dpv = dpk + np, *dg = dpv + np;
+    attention_backward(dq, dk, dv, dpk, dpv, dg, c.dout, c.att, c.q, c.k, c.v, c.pk, c.pv, c.g, T, S, 4, 8, 2, 64);
+    *res = r;
+    free_case(&c);
+}
+
+START_TEST(test_threads_same_bits) {
+    int T = _i == 0 ? 40 : 300, S = _i == 0 ? 500 : 300; /* by query (decoding a long context), by head */
+    float *one, *two;
+    size_t n1, n2;
+    run_threads(1, T, S, &one, &n1);
+    run_threads(2, T, S, &two, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_msg(memcmp(one, two, sizeof(float) * n1) == 0, "T=%d S=%d: 1 and 2 threads differ", T, S);
+    free(one), free(two);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("attention");
     TCase *tc = tcase_create("core");
@@ -191,6 +222,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_backward_prefix_gqa);
     tcase_add_test(tc, test_backward_plain);
     tcase_add_test(tc, test_backward_long);
+    tcase_add_loop_test(tc, test_threads_same_bits, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
