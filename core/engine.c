@@ -450,11 +450,13 @@ void hlpt_engine_free(hlpt_engine *e) {
     free(e);
 }
 
-static int grow_u16(uint16_t **p, size_t *cap, size_t n) {
+/* Grows a 64-byte aligned scratch (for the kernel's loads and oneDNN) to n elements of elt bytes,
+ * dropping its contents; *cap counts elements. */
+static int grow_aligned(void *pp, size_t *cap, size_t n, size_t elt) {
+    void **p = pp;
     if (n <= *cap) return HLPT_OK;
-    /* 64-byte aligned for the kernel's loads and oneDNN. */
     void *q = NULL;
-    if (posix_memalign(&q, 64, n * sizeof(uint16_t) + 64) != 0) return HLPT_ERR_NOMEM;
+    if (posix_memalign(&q, 64, n * elt + 64) != 0) return HLPT_ERR_NOMEM;
     free(*p);
     *p = q;
     *cap = n;
@@ -473,22 +475,11 @@ static int bucket_rows(int M) {
  * oneDNN call costs more than their product. */
 #define SMALL_WEIGHT (512 * 1024)
 
-/* Grows a float scratch on the first product of a larger shape (the products' only allocation;
- * a failure sends the product to the kernel, which needs none). */
-static int grow_f32(float **p, size_t *cap, size_t n) {
-    if (n <= *cap) return HLPT_OK;
-    void *q = NULL;
-    if (posix_memalign(&q, 64, n * sizeof(float)) != 0) return HLPT_ERR_NOMEM;
-    free(*p);
-    *p = q;
-    *cap = n;
-    return HLPT_OK;
-}
-
 int hlpt_engine_reserve(hlpt_engine *e, int rows, int in, size_t max_weight) {
     size_t ld = round_up((size_t)(in > 0 ? in : 1), KT);
-    if (grow_u16(&e->xb, &e->xb_cap, (size_t)bucket_rows(rows > 0 ? rows : 1) * ld)) return HLPT_ERR_NOMEM;
-    if (max_weight && grow_u16(&e->wt, &e->wt_cap, max_weight)) return HLPT_ERR_NOMEM;
+    if (grow_aligned(&e->xb, &e->xb_cap, (size_t)bucket_rows(rows > 0 ? rows : 1) * ld, sizeof(uint16_t)))
+        return HLPT_ERR_NOMEM;
+    if (max_weight && grow_aligned(&e->wt, &e->wt_cap, max_weight, sizeof(uint16_t))) return HLPT_ERR_NOMEM;
     return HLPT_OK;
 }
 
@@ -546,7 +537,9 @@ static void bf16_product(hlpt_engine *e, float *out, int ldo, int M, const uint1
     if (M > HLPT_ENGINE_SMALL_M && (size_t)K * N >= SMALL_WEIGHT && stream_of(e)) {
         int Mb = bucket_rows(M), direct = Mb == M && !accumulate;
         dnnl_primitive_t p = NULL;
-        if ((size_t)Mb * Kp <= e->xb_cap && (direct || !grow_f32(&e->yb, &e->yb_cap, (size_t)Mb * N)))
+        /* yb grows on the first product of a larger shape (the products' only allocation; a
+         * failure sends the product to the kernel, which needs none). */
+        if ((size_t)Mb * Kp <= e->xb_cap && (direct || !grow_aligned(&e->yb, &e->yb_cap, (size_t)Mb * N, sizeof(float))))
             p = prim_get(e, Mb, K, N, Kp, direct ? ldo : N);
         if (p) {
             memset(e->xb + (size_t)M * Kp, 0, sizeof(uint16_t) * (size_t)(Mb - M) * Kp);
