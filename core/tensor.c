@@ -76,6 +76,10 @@ void hlpt_blas_set_threads(int n) {
     openblas_set_num_threads(n < 1 ? 1 : n);
 }
 
+int hlpt_blas_threads(void) {
+    return openblas_get_num_threads();
+}
+
 void hlpt_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;

@@ -21,6 +21,7 @@ int hlpt_blas_init(char **argv);
 const char *hlpt_blas_corename(void);
 /* BLAS threads for this process (>= 1). Any thread. */
 void hlpt_blas_set_threads(int n);
+int hlpt_blas_threads(void);
 
 /*
  * Row-major C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. trans_a/trans_b non-zero take the

@@ -7,12 +7,14 @@
 #include "hlpt/engine.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../check_main.h"
 #include "hlpt/err.h"
+#include "hlpt/tensor.h"
 
 static float widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -233,6 +235,23 @@ START_TEST(test_dtype_names) {
 }
 END_TEST
 
+/* The thread policy (include/hlpt/engine.h): under an F32 base OpenBLAS has the threads and OpenMP
+ * one; once a BF16 base is in the process, the other way round, for good. */
+START_TEST(test_thread_policy) {
+    hlpt_engine_note_base(HLPT_BASE_F32);
+    hlpt_engine_set_threads(2);
+    ck_assert_int_eq(omp_get_max_threads(), 1);
+    ck_assert_int_eq(hlpt_blas_threads(), 2);
+    hlpt_engine_note_base(HLPT_BASE_BF16);
+    ck_assert_int_eq(omp_get_max_threads(), 2);
+    ck_assert_int_eq(hlpt_blas_threads(), 1);
+    hlpt_engine_note_base(HLPT_BASE_F32); /* an F32 base opened later changes nothing */
+    hlpt_engine_set_threads(3);
+    ck_assert_int_eq(omp_get_max_threads(), 3);
+    ck_assert_int_eq(hlpt_blas_threads(), 1);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("engine");
     TCase *tc = tcase_create("engine");
@@ -240,6 +259,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_rounding);
     tcase_add_test(tc, test_dtype_names);
     tcase_add_test(tc, test_weight_rows);
+    tcase_add_test(tc, test_thread_policy);
     tcase_add_loop_test(tc, test_linear_forward, 0, 2 * N_ROWS_CASES);
     tcase_add_loop_test(tc, test_linear_backward, 0, 2 * N_ROWS_CASES);
     suite_add_tcase(s, tc);
