@@ -38,6 +38,7 @@
 #include "layers.h"
 
 #define KT 32   /* K tile: 16 input pairs */
+#define PAR_MIN_MACS (256u * 1024)
 #define NT 64   /* N tile: 64 outputs */
 #define TILE (KT * NT)
 
@@ -367,7 +368,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
 kernel_rows(float *out, int ldo, const uint16_t *x, int ldx, int M, const uint16_t *B, int Kp, int N,
             int accumulate) {
     int nkt = Kp / KT, nnt = (N + NT - 1) / NT;
-#pragma omp parallel for schedule(dynamic, 2)
+    /* Waking the other threads costs tens of microseconds: worth it from about a quarter million
+     * multiply-adds. */
+#pragma omp parallel for schedule(dynamic, 2) if ((size_t)M * Kp * N >= PAR_MIN_MACS && nnt > 1)
     for (int nt = 0; nt < nnt; nt++) {
         int c0 = nt * NT, n_valid = N - c0 < NT ? N - c0 : NT;
         const uint16_t *wt = B + (size_t)nt * nkt * TILE;
