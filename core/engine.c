@@ -567,13 +567,13 @@ static void bf16_product(hlpt_engine *e, float *out, int ldo, int M, const uint1
 #endif
 }
 
-/* xb[N, round_up(K, 32)] = bf16(src[N,K]), zero past K. */
-static void round_rows(hlpt_engine *e, const float *src, int N, int K) {
+/* xb[N, round_up(K, 32)] = bf16(src[N,K]) (src rows lds apart), zero past K. */
+static void round_rows(hlpt_engine *e, const float *src, size_t lds, int N, int K) {
     int Kp = (int)round_up((size_t)K, KT);
     HLPT_ASSERT((size_t)N * Kp <= e->xb_cap);
     for (int r = 0; r < N; r++) {
         uint16_t *d = e->xb + (size_t)r * Kp;
-        hlpt_bf16_from_f32(d, src + (size_t)r * K, (size_t)K);
+        hlpt_bf16_from_f32(d, src + (size_t)r * lds, (size_t)K);
         memset(d + K, 0, sizeof(uint16_t) * (size_t)(Kp - K));
     }
 }
@@ -585,7 +585,7 @@ void hlpt_linear(hlpt_engine *e, float *out, const float *inp, const hlpt_weight
         return;
     }
     HLPT_ASSERT(w->packed);
-    round_rows(e, inp, N, w->I);
+    round_rows(e, inp, (size_t)w->I, N, w->I);
     bf16_product(e, out, w->O, N, w->data, w->I, w->O, accumulate);
 }
 
@@ -655,6 +655,22 @@ static void repack(hlpt_engine *e, const hlpt_weight *w) {
     repack_transposed(e->wt, w);
 }
 
+/* Outputs of W repacked at a time in backward: whole N tiles, about 8 M elements of scratch (16 MB)
+ * whatever the matrix, so that training holds no transposed copy of a large one (a 7B model's
+ * lm_head alone would be 262 MB). */
+#define BACKWARD_CHUNK_ELEMS ((size_t)8 << 20)
+
+static int backward_chunk(const hlpt_weight *w) {
+    size_t rows = BACKWARD_CHUNK_ELEMS / round_up((size_t)w->I, NT) / NT * NT;
+    if (rows < NT) rows = NT;
+    return rows >= (size_t)w->O ? w->O : (int)rows;
+}
+
+size_t hlpt_engine_backward_scratch(const hlpt_weight *w) {
+    if (w->dtype != HLPT_BASE_BF16 || !w->packed) return 0;
+    return round_up((size_t)backward_chunk(w), KT) * round_up((size_t)w->I, NT);
+}
+
 void hlpt_linear_backward(hlpt_engine *e, float *dinp, const float *dout, const hlpt_weight *w, int N) {
     if (N <= 0) return;
     if (w->dtype == HLPT_BASE_F32) {
@@ -662,8 +678,16 @@ void hlpt_linear_backward(hlpt_engine *e, float *dinp, const float *dout, const 
         return;
     }
     HLPT_ASSERT(w->packed);
-    HLPT_ASSERT(round_up((size_t)w->O, KT) * round_up((size_t)w->I, NT) <= e->wt_cap);
-    repack(e, w);
-    round_rows(e, dout, N, w->O);
-    bf16_product(e, dinp, w->I, N, e->wt, w->O, w->I, 1);
+    HLPT_ASSERT(hlpt_engine_backward_scratch(w) <= e->wt_cap);
+    /* dinp += sum over chunks of outputs [o0, o0+c): dout[:, o0:o0+c] . W[o0:o0+c, :]. A chunk of
+     * whole N tiles is itself a packed matrix, contiguous in W's bytes. */
+    int chunk = backward_chunk(w), Kp = (int)round_up((size_t)w->I, KT);
+    for (int o0 = 0; o0 < w->O; o0 += chunk) {
+        hlpt_weight sub = *w;
+        sub.O = w->O - o0 < chunk ? w->O - o0 : chunk;
+        sub.data = (const uint16_t *)w->data + (size_t)(o0 / NT) * (Kp / KT) * TILE;
+        repack(e, &sub);
+        round_rows(e, dout + o0, (size_t)w->O, N, sub.O);
+        bf16_product(e, dinp, w->I, N, e->wt, sub.O, w->I, 1);
+    }
 }

@@ -771,13 +771,11 @@ static int max_output(const hlpt_config *c) {
     return c->vocab > x ? c->vocab : x;
 }
 
-/* Elements of the largest matrix repacked transposed (hlpt_linear_backward's scratch). */
+/* The most scratch hlpt_linear_backward needs for any matrix. */
 static size_t backward_scratch(const hlpt_model *m) {
     size_t most = 0;
     for (int i = 0; i < m->n_slots; i++) {
-        const hlpt_weight *w = m->slots[i].mat;
-        if (!w || !w->packed) continue;
-        size_t n = hlpt_weight_bytes(w->dtype, 1, w->I, w->O) / sizeof(uint16_t);
+        size_t n = m->slots[i].mat ? hlpt_engine_backward_scratch(m->slots[i].mat) : 0;
         most = n > most ? n : most;
     }
     return most;

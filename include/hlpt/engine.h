@@ -75,16 +75,19 @@ void hlpt_weight_row(const hlpt_weight *w, int o, float *out);
 typedef struct hlpt_engine hlpt_engine;
 int hlpt_engine_new(hlpt_engine **out);
 void hlpt_engine_free(hlpt_engine *e);
-/* Makes room for products of up to rows x in and, for backward, a weight repacked transposed of up
- * to max_weight elements (hlpt_weight_bytes(BF16, 1, I, O) / 2 of the largest), so that the products
+/* Makes room for products of up to rows x in and, for backward, max_weight elements of repacking
+ * scratch (the largest hlpt_engine_backward_scratch() of the weights), so that the products
  * themselves never allocate. HLPT_ERR_NOMEM. */
 int hlpt_engine_reserve(hlpt_engine *e, int rows, int in, size_t max_weight);
 
 /* out[N,O] = inp[N,I] @ W^T, or out += that when accumulate. Needs hlpt_engine_reserve(N, I). */
 void hlpt_linear(hlpt_engine *e, float *out, const float *inp, const hlpt_weight *w, int N, int accumulate);
 /* dinp[N,I] += dout[N,O] @ W (the gradient through a frozen W). Needs hlpt_engine_reserve(N, O,
- * that size). */
+ * hlpt_engine_backward_scratch(w)). */
 void hlpt_linear_backward(hlpt_engine *e, float *dinp, const float *dout, const hlpt_weight *w, int N);
+/* Elements of scratch hlpt_linear_backward needs for w: W is repacked transposed a slice of whole
+ * output tiles at a time, about 8 M elements at most; 0 for F32. */
+size_t hlpt_engine_backward_scratch(const hlpt_weight *w);
 
 /* BF16 <-> F32 of n values; to_bf16 rounds to nearest even (NaN stays NaN). */
 void hlpt_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
