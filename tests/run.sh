@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every unit suite (the Check binaries under $BUILD/tests), every integration test
-# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1) and every OpenAI SDK suite
-# (tests/node/test_*.mjs), then prints one closing line "N passed, N failed, N skipped". Exit status
+# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1) and every Node suite
+# (tests/node/test_*.mjs: the OpenAI SDK, the dashboard in Chromium), then prints one closing line "N passed, N failed, N skipped". Exit status
 # is non-zero when anything failed.
 BUILD=${BUILD:-build}
 export HLPT_BUILD="$BUILD"
@@ -56,15 +56,17 @@ for t in tests/integration/test_*.py; do
     fi
 done
 
-# The OpenAI SDK suites (tests/node/test_*.mjs) drive a real hlptd with the official Node client
-# (npm `openai` 6.x), installed once into $BUILD/node_modules, which git ignores. Each suite ends with
-# "node: N passed, N failed, N skipped" and is bounded by timeout(1).
+# The Node suites (tests/node/test_*.mjs) drive a real hlptd: the official OpenAI client (npm `openai`
+# 6.x) and the dashboard in headless Chromium (npm `puppeteer-core`), installed once into
+# $BUILD/node_modules, which git ignores. Each suite ends with "node: N passed, N failed, N skipped"
+# and is bounded by timeout(1).
+NODE_PKGS="openai@^6 puppeteer-core@^24"
 for t in tests/node/test_*.mjs; do
     [ -e "$t" ] || continue
     n=1 f=1 sk=0
-    if [ ! -f "$BUILD/node_modules/openai/package.json" ] &&
-        ! npm install --prefix "$BUILD" --no-audit --no-fund --silent "openai@^6" >"$log" 2>&1; then
-        st=1; echo "npm install of openai failed" >>"$log"
+    if { [ ! -f "$BUILD/node_modules/openai/package.json" ] || [ ! -f "$BUILD/node_modules/puppeteer-core/package.json" ]; } &&
+        ! npm install --prefix "$BUILD" --no-audit --no-fund --silent $NODE_PKGS >"$log" 2>&1; then
+        st=1; echo "npm install of $NODE_PKGS failed" >>"$log"
     elif timeout 300 node "$t" >"$log" 2>&1; then st=0; else st=1; fi
     line=$(grep -E '^node: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$log" | tail -1)
     if [ -n "$line" ]; then
