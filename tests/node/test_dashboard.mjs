@@ -3,7 +3,7 @@
 // 127.0.0.1 serving the demo model with API keys on: the page asks for the key, a bad training file
 // shows the server's validation error, a good one its statistics; a job starts, its chart gains
 // points while it runs, it pauses and resumes; the playground chats with the adapter it made, alone
-// and beside the base; the adapter is listed, exported, imported again and deleted; and the page logs
+// and beside the base, and serves a checkpoint; another job is cancelled; the adapter is listed, exported, imported again and deleted; and the page logs
 // no errors and talks to nothing but the daemon. Screenshots of each step go to $HLPT_BUILD/dashboard-screens/. The whole run is
 // bounded (DEADLINE_MS); the last line is "node: N passed, N failed, N skipped" for the runner.
 import { spawn } from 'node:child_process';
@@ -20,8 +20,8 @@ const MODEL = path.join(ROOT, 'models', 'demo');
 const SCREENS = path.join(BUILD, 'dashboard-screens');
 const KEY = 'sk-dashboard-test';
 const DEADLINE_MS = 180000;
-// The job: short, a point on the chart every step, validation and a checkpoint every quarter.
-const STEPS = 40;
+// The job: short, a point on the chart every step, validation and a checkpoint every 10 steps.
+const STEPS = 30;
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -167,9 +167,16 @@ test('a good file shows its statistics, and a job starts from the form', async (
   await (await page.$('#valid-file')).uploadFile(valid);
   await page.waitForSelector('#valid-status [data-valid="true"]', { timeout: 20000 });
   await page.select('#method-type', 'h2lpt');
-  for (const [k, v] of Object.entries({ 'hp.max_steps': STEPS, 'hp.batch_size': 4, 'hp.log_every': 1, 'hp.eval_every': STEPS / 4,
-    'hp.save_every': STEPS / 4, 'hp.warmup_steps': 5, 'hp.learning_rate': 0.01, 'hp.max_length': 128, 'job.suffix': 'dash' }))
+  for (const [k, v] of Object.entries({ 'hp.max_steps': STEPS, 'hp.batch_size': 4, 'hp.log_every': 1, 'hp.eval_every': 10,
+    'hp.save_every': 10, 'hp.warmup_steps': 5, 'hp.learning_rate': 0.01, 'hp.max_length': 128, 'job.suffix': 'dash' }))
     await setField(k, v);
+  // A bad setting is the server's 400, shown beside the form and naming the field.
+  await setField('hp.n_epochs', -1);
+  await page.click('#start-job');
+  await page.waitForSelector('#job-result .notice.bad', { timeout: 10000 });
+  assert.match(await page.$eval('#job-result', (e) => e.textContent), /hyperparameters\.n_epochs/);
+  assert.ok(await page.$('[name="hp.n_epochs"].invalid'));
+  await setField('hp.n_epochs', 3);
   await screenshot('new-job');
   await page.click('#start-job');
   await page.waitForFunction(() => /^#\/jobs\/ftjob-/.test(location.hash), { timeout: 10000 });
@@ -194,7 +201,7 @@ test('pause and resume from the job page', async () => {
   await screenshot('job-paused');
   await page.click('#job-resume');
   await waitUntil(async () => ['queued', 'running', 'succeeded'].includes(await status()), 'resumed', 20000);
-  await waitUntil(async () => (await status()) === 'succeeded', 'the job to succeed', 90000);
+  await waitUntil(async () => (await status()) === 'succeeded', 'the job to succeed', 120000);
   await waitUntil(async () => (await chartPoints()) >= STEPS, 'every step on the chart', 10000);
   assert.ok(atPause < STEPS, `paused at ${atPause} points`);
   const validPoints = await page.$eval('#loss-chart svg', (s) => Number(s.dataset.validPoints));
@@ -216,6 +223,25 @@ test('the playground chats with the new adapter, streamed', async () => {
   const answer = await page.$eval('.msg.assistant .text', (e) => e.textContent);
   assert.ok(answer.length > 0, 'an answer');
   await screenshot('playground-chat');
+});
+
+test('a checkpoint is served from its "Try" button', async () => {
+  await page.goto(`${base}/#/jobs/${ctx.job}`);
+  await page.waitForSelector('#ckpt-table tbody tr a');
+  const ckpt = await page.$$eval('#ckpt-table tbody tr a', (as) => as.map((a) => decodeURIComponent(a.getAttribute('href').split('model=')[1])).pop());
+  assert.match(ckpt, /:ckpt-step-\d+$/);
+  await page.goto(`${base}/#/playground?model=${encodeURIComponent(ckpt)}`);
+  await page.waitForSelector('#play-prompt');
+  assert.equal(await page.$eval('#play-cols select', (s) => s.value), ckpt);
+  await page.select('#play-mode', 'complete');
+  await page.type('#play-prompt', 'A cat is');
+  await page.click('#play-send');
+  await page.waitForSelector('.msg.assistant[data-done="true"]', { timeout: 30000 });
+  assert.equal(await page.$eval('.msg.assistant .error', () => true).catch(() => false), false);
+  assert.match(await page.$eval('.msg.assistant .meta', (e) => e.textContent), /tokens/);
+  await page.select('#play-mode', 'chat');
+  await page.goto(`${base}/#/playground?model=${encodeURIComponent(ctx.model)}`);
+  await page.waitForSelector('#play-prompt');
 });
 
 test('side by side: the same prompt to the base and the adapter', async () => {
@@ -268,6 +294,22 @@ test('an adapter exports, imports again under a new name, and is deleted', async
   assert.ok(await page.$(`tr[data-adapter="${ctx.model}"]`));
 });
 
+test('a queued job is cancelled from its page', async () => {
+  const auth = { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' };
+  const files = await (await fetch(`${base}/v1/files?limit=100`, { headers: auth })).json();
+  const train = files.data.find((f) => f.filename === 'train.jsonl');
+  const res = await fetch(`${base}/v1/fine_tuning/jobs`, { method: 'POST', headers: auth,
+    body: JSON.stringify({ training_file: train.id, hyperparameters: { max_steps: 1000 } }) });
+  const job = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(job));
+  await page.goto(`${base}/#/jobs/${job.id}`);
+  await page.waitForSelector('#job-cancel:not([disabled])');
+  await page.click('#job-cancel');
+  await waitUntil(async () => (await status()) === 'cancelled', 'cancelled', 10000);
+  assert.equal(await page.$eval('#job-pause', (b) => b.disabled), true);
+  await screenshot('job-cancelled');
+});
+
 test('no console errors, and no request to anywhere but the daemon', async () => {
   assert.deepEqual(problems, []);
 });
@@ -300,11 +342,12 @@ try {
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
-    // The browser logs every 4xx reply as a failed resource. Two are the page working as meant:
-    // the 401 that makes it ask for the key, and the 400 of the bad file it was asked to upload.
+    // The browser logs every 4xx reply as a failed resource. Three are the page working as meant:
+    // the 401 that makes it ask for the key, and the 400s of the bad file and the bad setting the
+    // tests give it.
     const url = m.location()?.url || '';
     if (/status of 401/.test(m.text()) && url.startsWith(base)) return;
-    if (/status of 400/.test(m.text()) && url === `${base}/v1/files`) return;
+    if (/status of 400/.test(m.text()) && [`${base}/v1/files`, `${base}/v1/fine_tuning/jobs`].includes(url)) return;
     problems.push(`console error: ${m.text()} (${url})`);
   });
   page.on('request', (r) => {
