@@ -132,10 +132,14 @@ test('static files: public, typed, cached by ETag, 404 under /ui/; data calls ne
   assert.equal((await fetch(`${base}/health`)).status, 200);
 });
 
-test('the page asks for the API key once and keeps it in sessionStorage', async () => {
+test('the page asks for the API key, again when it is refused, and keeps it in sessionStorage', async () => {
   await page.goto(`${base}/`, { waitUntil: 'load' });
   await page.waitForSelector('#key-dialog[open]', { timeout: 10000 });
   await screenshot('api-key');
+  // A refused key brings the dialog back, saying so.
+  await page.type('#key-input', 'sk-wrong');
+  await page.click('#key-submit');
+  await page.waitForSelector('#key-dialog[open] #key-error:not([hidden])', { timeout: 10000 });
   await page.type('#key-input', KEY);
   await page.click('#key-submit');
   await page.waitForSelector('#jobs-table tbody td', { timeout: 10000 });
