@@ -31,6 +31,7 @@ TOOLS_SRC  := $(wildcard tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 TEST_SRC   := $(wildcard tests/unit/*/test_*.c)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+WEB        := $(sort $(wildcard web/*))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIBHLPT  := $(BUILD)/libhlpt.a
@@ -50,7 +51,7 @@ $(LIBHLPT): $(call obj,$(CORE_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/empty.o
+$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/web.o $(BUILD)/obj/empty.o
 	rm -f $@ && ar rcs $@ $^
 
 # migrations/*.sql are compiled into hlptd as a table (server/store.h), so it needs no files at run time.
@@ -59,6 +60,15 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) tools/gen-migrations.sh
 	tools/gen-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
+
+# The dashboard's web/* files are compiled in the same way (api/web.h).
+$(BUILD)/gen/web.c: $(WEB) tools/gen-web.sh
+	@mkdir -p $(dir $@)
+	tools/gen-web.sh $(WEB) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/web.o: $(BUILD)/gen/web.c
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
 

@@ -20,6 +20,10 @@ extern const size_t hlpt_api_nroutes;
 /* GET /health: 200 {"status":"ok"} when ready, 503 {"status":"loading"|"stopping"} otherwise. */
 void hlpt_api_health(hlpt_req *r);
 
+/* The dashboard (api/web.c): static files compiled in from web/, public (they hold no data). */
+void hlpt_api_web_index(hlpt_req *r);        /* GET /            (web/index.html) */
+void hlpt_api_web_file(hlpt_req *r);         /* GET /ui/{name}   (web/<name>; 404 for others) */
+
 /* Files (api/files.c). */
 void hlpt_api_files_create(hlpt_req *r);  /* POST   /v1/files */
 void hlpt_api_files_list(hlpt_req *r);    /* GET    /v1/files */

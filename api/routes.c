@@ -6,6 +6,8 @@
 
 const hlpt_route hlpt_api_routes[] = {
     {"GET", "/health", hlpt_api_health, HLPT_ROUTE_PUBLIC},
+    {"GET", "/", hlpt_api_web_index, HLPT_ROUTE_PUBLIC},
+    {"GET", "/ui/{name}", hlpt_api_web_file, HLPT_ROUTE_PUBLIC},
 
     {"POST", "/v1/files", hlpt_api_files_create, 0},
     {"GET", "/v1/files", hlpt_api_files_list, 0},

@@ -125,6 +125,7 @@ struct hlpt_req {
     size_t resp_n;
     char allow[64];
     int www_auth;
+    kv_list resp_headers; /* hlpt_reply_header's */
     hlpt_sse *sse;  /* r's reference, until handed to the MHD response */
     int streaming;
     int kept;       /* its work handed it to another thread, which calls hlpt_req_finish */
@@ -204,6 +205,7 @@ static void req_free(hlpt_req *r) {
     if (r->data_free) r->data_free(r->data);
     free(r->ctype);
     free(r->resp);
+    kv_free(&r->resp_headers);
     if (r->sse) sse_unlink_and_unref(r->sse);
     free(r);
 }
@@ -251,6 +253,10 @@ static void set_reply(hlpt_req *r, int status, const char *ctype, char *buf, siz
 
 void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n) {
     set_reply(r, status, content_type, buf, buf ? n : 0);
+}
+
+int hlpt_reply_header(hlpt_req *r, const char *name, const char *value) {
+    return kv_add(&r->resp_headers, name, value);
 }
 
 void hlpt_reply_json(hlpt_req *r, int status, cJSON *body) {
@@ -634,6 +640,8 @@ static enum MHD_Result send_reply(hlpt_req *r) {
     MHD_add_response_header(resp, "Content-Type", r->ctype ? r->ctype : "application/octet-stream");
     if (r->allow[0]) MHD_add_response_header(resp, "Allow", r->allow);
     if (r->www_auth) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    for (size_t i = 0; i < r->resp_headers.n; i++)
+        MHD_add_response_header(resp, r->resp_headers.v[i].k, r->resp_headers.v[i].v);
     pthread_mutex_lock(&r->h->mu);
     int closing = r->h->closing;
     pthread_mutex_unlock(&r->h->mu);

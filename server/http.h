@@ -134,6 +134,9 @@ void hlpt_req_finish(hlpt_req *r);
 void hlpt_reply_json(hlpt_req *r, int status, cJSON *body);
 /* Takes buf (malloc'ed; NULL with n 0 is an empty body). */
 void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n);
+/* Adds a header to the reply, whichever reply r ends with (e.g. ETag, Cache-Control); copies name
+ * and value. HLPT_ERR_NOMEM. */
+int hlpt_reply_header(hlpt_req *r, const char *name, const char *value);
 /* An error reply for an hlpt status via the status table; param names the offending field (or
  * NULL); the message is printf-formatted. */
 void hlpt_reply_err(hlpt_req *r, int err, const char *param, const char *fmt, ...)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every unit suite (the Check binaries under $BUILD/tests), every integration test
-# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1) and every OpenAI SDK suite
-# (tests/node/test_*.mjs), then prints one closing line "N passed, N failed, N skipped". Exit status
+# (tests/integration/test_*.py, each starting the real hlptd on 127.0.0.1) and every Node suite
+# (tests/node/test_*.mjs: the OpenAI SDK, the dashboard in Chromium), then prints one closing line "N passed, N failed, N skipped". Exit status
 # is non-zero when anything failed.
 BUILD=${BUILD:-build}
 export HLPT_BUILD="$BUILD"
@@ -56,16 +56,26 @@ for t in tests/integration/test_*.py; do
     fi
 done
 
-# The OpenAI SDK suites (tests/node/test_*.mjs) drive a real hlptd with the official Node client
-# (npm `openai` 6.x), installed once into $BUILD/node_modules, which git ignores. Each suite ends with
-# "node: N passed, N failed, N skipped" and is bounded by timeout(1).
+# The Node suites (tests/node/test_*.mjs) drive a real hlptd: the official OpenAI client (npm `openai`
+# 6.x) and the dashboard in headless Chromium (npm `puppeteer-core`), installed once into
+# $BUILD/node_modules, which git ignores. Each suite ends with "node: N passed, N failed, N skipped"
+# and is bounded by timeout(1).
+NODE_PKGS="openai@^6 puppeteer-core@^24"
+npm_err=""
+for p in $NODE_PKGS; do
+    # One npm run installs them all when any is missing; should it fail (offline), a suite whose
+    # package is there still runs, and one whose package is not fails with npm's words.
+    if ls tests/node/test_*.mjs >/dev/null 2>&1 && [ ! -f "$BUILD/node_modules/${p%@*}/package.json" ]; then
+        npm install --prefix "$BUILD" --no-audit --no-fund --silent $NODE_PKGS >"$log" 2>&1 ||
+            npm_err="npm install of $NODE_PKGS failed: $(tail -5 "$log")"
+        break
+    fi
+done
 for t in tests/node/test_*.mjs; do
     [ -e "$t" ] || continue
     n=1 f=1 sk=0
-    if [ ! -f "$BUILD/node_modules/openai/package.json" ] &&
-        ! npm install --prefix "$BUILD" --no-audit --no-fund --silent "openai@^6" >"$log" 2>&1; then
-        st=1; echo "npm install of openai failed" >>"$log"
-    elif timeout 300 node "$t" >"$log" 2>&1; then st=0; else st=1; fi
+    if timeout 300 node "$t" >"$log" 2>&1; then st=0; else st=1; fi
+    [ "$st" -ne 0 ] && [ -n "$npm_err" ] && echo "$npm_err" >>"$log"
     line=$(grep -E '^node: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$log" | tail -1)
     if [ -n "$line" ]; then
         p=$(echo "$line" | sed -E 's/^node: ([0-9]+) passed.*/\1/')
