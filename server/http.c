@@ -139,6 +139,7 @@ struct hlpt_sse {
     char *buf;
     size_t n, off, cap;
     int closed, gone, suspended;
+    int finite;            /* ends by itself: the drain does not close it */
     hlpt_sse *prev, *next; /* in h->streams, under h->mu */
 };
 
@@ -584,6 +585,12 @@ out:
     return err;
 }
 
+void hlpt_sse_finite(hlpt_sse *s) {
+    pthread_mutex_lock(&s->mu);
+    s->finite = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
 void hlpt_sse_close(hlpt_sse *s) {
     pthread_mutex_lock(&s->mu);
     s->closed = 1;
@@ -1016,7 +1023,12 @@ int hlpt_http_drain_step(hlpt_http *h) {
     pthread_mutex_unlock(&h->mu);
     hlpt_http_run_deferred(h);
     pthread_mutex_lock(&h->mu);
-    for (hlpt_sse *s = h->streams; s; s = s->next) hlpt_sse_close(s);
+    for (hlpt_sse *s = h->streams; s; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        int finite = s->finite;
+        pthread_mutex_unlock(&s->mu);
+        if (!finite) hlpt_sse_close(s);
+    }
     pthread_mutex_unlock(&h->mu);
     return atomic_load(&h->inflight);
 }

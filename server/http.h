@@ -85,7 +85,7 @@ void hlpt_http_run_deferred(hlpt_http *h);
 
 /* Loop thread, at shutdown, called repeatedly (e.g. from a timer): the first call stops accepting
  * connections; each call refuses new hand-offs with 503, runs queued work and ends every event
- * stream. Returns the number of requests still in flight (suspended or streaming); 0 means
+ * stream but the finite ones (hlpt_sse_finite), which end by themselves. Returns the number of requests still in flight (suspended or streaming); 0 means
  * hlpt_http_stop is safe. */
 int hlpt_http_drain_step(hlpt_http *h);
 
@@ -153,6 +153,9 @@ hlpt_sse *hlpt_req_stream(hlpt_req *r);
  * separate data lines). Any thread. HLPT_ERR_CANCELLED once the client is gone or the stream was
  * closed; HLPT_ERR_NOMEM. */
 int hlpt_sse_send(hlpt_sse *s, const char *event, const char *data);
+/* Marks a stream that ends by itself (a generation's): the shutdown drain lets it run to its end
+ * instead of closing it, as it closes open-ended streams (a job's events). Any thread. */
+void hlpt_sse_finite(hlpt_sse *s);
 /* Ends the stream after what is queued has been sent. Any thread; idempotent. */
 void hlpt_sse_close(hlpt_sse *s);
 void hlpt_sse_unref(hlpt_sse *s);

@@ -49,6 +49,7 @@ struct hlptd_infer {
     hlptd_req *queue_head, *queue_tail;  /* guarded by mu */
     int queued;                          /* guarded by mu */
     int stopping;                        /* guarded by mu */
+    int cancel_all;                      /* guarded by mu: hlptd_infer_cancel_all was called */
     char forget[16][64];                 /* guarded by mu: ids to drop */
     int n_forget;
     hlptd_infer_stats stats;             /* guarded by mu (copied out) */
@@ -238,7 +239,10 @@ static void *infer_main(void *arg) {
         while (!inf->queue_head && inf->n_act == 0 && !inf->stopping && !inf->n_forget)
             pthread_cond_wait(&inf->cv, &inf->mu);
         int stop = inf->stopping && !inf->queue_head && inf->n_act == 0;
+        int cancel = inf->cancel_all;
+        for (hlptd_req *q = inf->queue_head; cancel && q; q = q->next) q->cancelled = 1;
         pthread_mutex_unlock(&inf->mu);
+        for (int i = 0; cancel && i < inf->n_act; i++) inf->act[i].r->cancelled = 1;
         apply_forgets(inf);
         if (stop) break;
         admit(inf);
@@ -375,6 +379,13 @@ int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r) {
 void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r) {
     pthread_mutex_lock(&inf->mu);
     r->cancelled = 1;
+    pthread_cond_signal(&inf->cv);
+    pthread_mutex_unlock(&inf->mu);
+}
+
+void hlptd_infer_cancel_all(hlptd_infer *inf) {
+    pthread_mutex_lock(&inf->mu);
+    inf->cancel_all = 1;
     pthread_cond_signal(&inf->cv);
     pthread_mutex_unlock(&inf->mu);
 }

