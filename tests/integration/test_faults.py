@@ -172,5 +172,42 @@ class FaultsTest(unittest.TestCase):
                 n += int(float(line.split()[1]))
         return n
 
+    # 2 ----------------------------------------------------------------------------------------
+    def test_pause_cancel_sigterm_at_random_instants(self):
+        """100 tiny jobs, each paused, cancelled or interrupted by SIGTERM at a random instant of its
+        life (the first milliseconds of its worker included): no job ever ends `failed`."""
+        rng = random.Random(SEED)
+        d = self.daemon()
+        fid = tj.upload(d, tj.TRAIN)
+        ids = []
+        t0 = time.monotonic()
+        for i in range(100):
+            job = tj.create(d, fid, TINY_HP, seed=i)
+            ids.append(job["id"])
+            act = rng.choice(("pause", "pause", "cancel", "sigterm", "none"))
+            # Most often right as the worker starts (the window before its handlers are in place).
+            if rng.random() < 0.7:
+                tj.wait_for(lambda: tj.get_job(d, job["id"])["status"] != "queued", 30, "the job to start",
+                            interval=0.001)
+            time.sleep(rng.choice((0, 0, 0.001, 0.003, 0.01, 0.03)))
+            if act in ("pause", "cancel"):
+                status, body = d.json("POST", "%s/%s/%s" % (JOBS, job["id"], act))
+                self.assertIn(status, (200, 409), body)
+            elif act == "sigterm":
+                self.assertEqual(d.stop(signal.SIGTERM, timeout=30), 0, d.log()[-3000:])
+                d = self.daemon(data_dir=d.data_dir)
+            # Paused ones go on; the job after waits for this one to settle.
+            def settled():
+                j = tj.get_job(d, job["id"])
+                self.assertNotEqual(j["status"], "failed", (j["error"], tj.messages(d, job["id"])))
+                if j["status"] == "paused":
+                    d.json("POST", "%s/%s/resume" % (JOBS, job["id"]))
+                    return None
+                return j["status"] in ("succeeded", "cancelled")
+            tj.wait_for(settled, 60, "job %d to settle" % i)
+        for jid in ids:
+            self.assertIn(tj.get_job(d, jid)["status"], ("succeeded", "cancelled"))
+        self.assertLess(time.monotonic() - t0, 170)
+
 if __name__ == "__main__":
     unittest.main()
