@@ -976,11 +976,19 @@ int hlpt_http_port(const hlpt_http *h) { return h->port; }
 int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t len) {
     FILE *f = fopen(path, "r");
     if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "api key file %s: %s", path, strerror(errno));
-    char **keys = NULL, line[1024];
-    size_t n = 0;
+    char **keys = NULL, *line = NULL;
+    size_t n = 0, cap = 0, lineno = 0;
+    ssize_t got;
     int err = HLPT_OK;
-    while (fgets(line, sizeof line, f)) {
-        char *s = line, *e = line + strlen(line);
+    /* getline reads a line whole, however long: a fixed buffer would split a long line into two
+     * keys, and its tail alone would let a client in. */
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        char *s = line, *e = line + got;
+        if (memchr(line, 0, (size_t)got)) {
+            err = hlpt_why(why, len, HLPT_ERR_INVAL, "api key file %s, line %zu: a NUL byte", path, lineno);
+            goto out;
+        }
         while (*s == ' ' || *s == '\t') s++;
         while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
         if (!*s || *s == '#') continue;
@@ -1007,6 +1015,7 @@ int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t le
     n = oldn;
 out:
     fclose(f);
+    free(line);
     for (size_t i = 0; i < n; i++) free(keys[i]);
     free(keys);
     return err;

@@ -209,5 +209,17 @@ class FaultsTest(unittest.TestCase):
             self.assertIn(tj.get_job(d, jid)["status"], ("succeeded", "cancelled"))
         self.assertLess(time.monotonic() - t0, 170)
 
+    def test_api_key_file_long_lines(self):
+        """A key longer than any line buffer stays one key: its tail alone is refused."""
+        key = "k" * 1500 + "tail-of-the-key"
+        path = tempfile.mktemp(prefix="hlptd-keys-")
+        with open(path, "w") as f:
+            f.write("# keys\n" + key + "\n")
+        self.addCleanup(os.unlink, path)
+        d = self.daemon(args=["--api-key-file", path])
+        self.assertEqual(d.request("GET", "/v1/files", headers={"Authorization": "Bearer tail-of-the-key"})[0], 401)
+        self.assertEqual(d.request("GET", "/v1/files", headers={"Authorization": "Bearer " + key[-1023:]})[0], 401)
+        self.assertEqual(d.request("GET", "/v1/files", headers={"Authorization": "Bearer " + key})[0], 200)
+
 if __name__ == "__main__":
     unittest.main()

@@ -306,6 +306,38 @@ START_TEST(test_drain_lets_finite_streams_finish) {
 }
 END_TEST
 
+/* An API key longer than any line buffer is one key: its tail is not a key of its own. */
+START_TEST(test_api_key_long_line) {
+    start();
+    char path[] = "/tmp/hlpt-keys-XXXXXX";
+    int kfd = mkstemp(path);
+    ck_assert_int_ge(kfd, 0);
+    static char key[3001];
+    memset(key, 'k', 3000);
+    memcpy(key + 2990, "0123456789", 10);
+    FILE *f = fdopen(kfd, "w");
+    fprintf(f, "# keys\n%s\n", key);
+    fclose(f);
+    char why[256];
+    ck_assert_int_eq(hlpt_http_load_api_keys(server, path, why, sizeof why), HLPT_OK);
+    unlink(path);
+    static char head[4096], buf[8192];
+    const char *given[] = {key + 3000 - 1023, key + 2990, key};
+    int want[] = {401, 401, 200};
+    for (int i = 0; i < 3; i++) {
+        int fd = connect_server();
+        snprintf(head, sizeof head, "GET /echo/1 HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n", given[i]);
+        send_all(fd, head, strlen(head));
+        read_until(fd, buf, sizeof buf, NULL);
+        close(fd);
+        int status = 0;
+        sscanf(buf, "HTTP/1.%*d %d", &status);
+        ck_assert_int_eq(status, want[i]);
+    }
+    stop();
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
@@ -316,6 +348,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_event_stream);
     tcase_add_test(tc, test_drain);
     tcase_add_test(tc, test_drain_lets_finite_streams_finish);
+    tcase_add_test(tc, test_api_key_long_line);
     suite_add_tcase(s, tc);
     return s;
 }
