@@ -166,11 +166,14 @@ static void import_work(void *app, hlpt_req *r) {
     hlpt_adapter_rec_free(a);
 }
 
+/* strchr finds a NUL in any string: `c &&` keeps `demo\0x` out, which C strings would read as
+ * `demo`. */
 static int valid_name(const char *s, size_t n) {
     if (n == 0 || n > 100) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-_.:", c))) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("-_.:", c))))
+            return 0;
     }
     return 1;
 }
@@ -307,6 +310,12 @@ void hlpt_api_adapters_import(hlpt_req *r) {
     if (p.name && ((p.name_len == 4 && !memcmp(p.name, "base", 4)) ||
                    (p.name_len == strlen(hlptd_model_name(d)) && !memcmp(p.name, hlptd_model_name(d), p.name_len)))) {
         hlpt_reply_err(r, HLPT_ERR_EXISTS, "name", "`%.*s` names the base model", (int)p.name_len, p.name);
+        goto out;
+    }
+    /* Lookups take an id or a name: a name shaped like an id could shadow another adapter. */
+    if (p.name && p.name_len >= strlen(HLPT_ID_ADAPTER) && !memcmp(p.name, HLPT_ID_ADAPTER, strlen(HLPT_ID_ADAPTER))) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must not start with `%s`, the prefix of adapter ids",
+                       HLPT_ID_ADAPTER);
         goto out;
     }
     const char *end = NULL;

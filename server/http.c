@@ -88,12 +88,6 @@ typedef struct {
     size_t n, cap;
 } kv_list;
 
-typedef struct {
-    char *name, *filename;
-    const char *data;
-    size_t n;
-} form_part;
-
 enum { ST_BODY, ST_HANDLER, ST_DEFER, ST_QUEUED, ST_REPLIED, ST_SENT };
 
 #define MAX_PARAMS 4
@@ -109,7 +103,7 @@ struct hlpt_req {
     size_t body_n, body_cap;
     int too_large;
     cJSON *json;
-    form_part *parts;
+    hlpt_form_part *parts;
     size_t nparts;
     int form_err; /* 0 = not parsed yet, 1 = parsed, <0 = hlpt_err */
     char form_why[200];
@@ -200,8 +194,7 @@ static void req_free(hlpt_req *r) {
     for (size_t i = 0; i < r->nparams; i++) free(r->params[i].k), free(r->params[i].v);
     free(r->body);
     cJSON_Delete(r->json);
-    for (size_t i = 0; i < r->nparts; i++) free(r->parts[i].name), free(r->parts[i].filename);
-    free(r->parts);
+    hlpt_form_parts_free(r->parts, r->nparts);
     if (r->data_free) r->data_free(r->data);
     free(r->ctype);
     free(r->resp);
@@ -365,8 +358,9 @@ cJSON *hlpt_req_json(hlpt_req *r) {
  * data CRLF "--BOUNDARY" ... "--BOUNDARY--". Only Content-Disposition's name and filename matter. */
 
 /* Reads the parameter `key` of a header value like `form-data; name="file"; filename="a.jsonl"`
- * into an owned string (NULL when absent). */
-static char *header_param(const char *s, const char *e, const char *key) {
+ * into an owned string (NULL when absent). A value with a NUL byte would be read short (`demo\0x`
+ * as `demo`): it sets *bad and is NULL. */
+static char *header_param(const char *s, const char *e, const char *key, int *bad) {
     size_t kl = strlen(key);
     while (s < e) {
         while (s < e && (*s == ';' || *s == ' ' || *s == '\t')) s++;
@@ -390,47 +384,63 @@ static char *header_param(const char *s, const char *e, const char *key) {
             while (s < e && *s != ';' && *s != ' ' && *s != '\t') val[vn++] = *s++;
         }
         val[vn] = 0;
-        if (klen == kl && strncasecmp(k, key, kl) == 0) return val;
+        if (klen == kl && strncasecmp(k, key, kl) == 0) {
+            if (strlen(val) == vn) return val;
+            free(val);
+            *bad = 1;
+            return NULL;
+        }
         free(val);
     }
     return NULL;
 }
 
-static int form_fail(hlpt_req *r, const char *msg) {
-    snprintf(r->form_why, sizeof r->form_why, "multipart body: %s", msg);
-    return r->form_err = HLPT_ERR_FORMAT;
+void hlpt_form_parts_free(hlpt_form_part *parts, size_t n) {
+    for (size_t i = 0; i < n; i++) free(parts[i].name), free(parts[i].filename);
+    free(parts);
 }
 
-static int form_parse(hlpt_req *r) {
-    const char *ct = hlpt_req_header(r, "Content-Type");
-    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0) return form_fail(r, "Content-Type is not multipart/form-data");
+static int form_fail(hlpt_form_part *parts, size_t n, const char *msg, char *why, size_t len) {
+    hlpt_form_parts_free(parts, n);
+    return hlpt_why(why, len, HLPT_ERR_FORMAT, "multipart body: %s", msg);
+}
+
+int hlpt_multipart_parse(const char *ct, const char *body, size_t body_n, hlpt_form_part **out, size_t *nout,
+                         char *why, size_t len) {
+    hlpt_form_part *parts = NULL;
+    size_t nparts = 0;
+    *out = NULL;
+    *nout = 0;
+    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0)
+        return form_fail(parts, nparts, "Content-Type is not multipart/form-data", why, len);
     const char *b = strcasestr(ct, "boundary=");
-    char *boundary = b ? header_param(b, b + strlen(b), "boundary") : NULL;
+    int bad = 0;
+    char *boundary = b ? header_param(b, b + strlen(b), "boundary", &bad) : NULL;
     if (!boundary || !*boundary || strlen(boundary) > 200) {
         free(boundary);
-        return form_fail(r, "no boundary in Content-Type");
+        return form_fail(parts, nparts, "no boundary in Content-Type", why, len);
     }
     char delim[208];
     int dl = snprintf(delim, sizeof delim, "\r\n--%s", boundary);
     free(boundary);
-    const char *p = r->body, *end = r->body + r->body_n;
+    const char *p = body, *end = body + body_n;
     /* The first delimiter may start the body (no CRLF before it) or follow a preamble. */
     const char *d = (size_t)(end - p) >= (size_t)dl - 2 && memcmp(p, delim + 2, (size_t)dl - 2) == 0
                         ? p - 2
                         : memmem(p, (size_t)(end - p), delim, (size_t)dl);
-    if (!d) return form_fail(r, "boundary not found");
+    if (!d) return form_fail(parts, nparts, "boundary not found", why, len);
     p = d + dl;
     for (;;) {
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') break;
         while (p < end && (*p == ' ' || *p == '\t')) p++;
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return form_fail(r, "malformed boundary line");
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return form_fail(parts, nparts, "malformed boundary line", why, len);
         p += 2;
         const char *he = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         const char *hstart = p;
         if (!he) {
             /* A part with no headers at all starts with the empty line. */
             if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') he = p - 2;
-            else return form_fail(r, "part headers do not end");
+            else return form_fail(parts, nparts, "part headers do not end", why, len);
         }
         char *name = NULL, *filename = NULL;
         for (const char *l = hstart; l < he;) {
@@ -439,30 +449,42 @@ static int form_parse(hlpt_req *r) {
             if ((size_t)(le - l) > 20 && strncasecmp(l, "Content-Disposition:", 20) == 0) {
                 free(name);
                 free(filename);
-                name = header_param(l + 20, le, "name");
-                filename = header_param(l + 20, le, "filename");
+                name = header_param(l + 20, le, "name", &bad);
+                filename = header_param(l + 20, le, "filename", &bad);
             }
             l = le + 2;
         }
         const char *data = he + 4;
-        const char *dend = data <= end ? memmem(data, (size_t)(end - data), delim, (size_t)dl) : NULL;
-        if (!name || !dend) {
+        const char *dend = !bad && name && data <= end ? memmem(data, (size_t)(end - data), delim, (size_t)dl) : NULL;
+        if (!dend) {
             free(name);
             free(filename);
-            return form_fail(r, !name ? "part without a name" : "part not terminated by the boundary");
+            return form_fail(parts, nparts,
+                             bad     ? "a NUL byte in a part's name or filename"
+                             : !name ? "part without a name"
+                                     : "part not terminated by the boundary",
+                             why, len);
         }
-        form_part *np = realloc(r->parts, (r->nparts + 1) * sizeof *np);
+        hlpt_form_part *np = realloc(parts, (nparts + 1) * sizeof *np);
         if (!np) {
             free(name);
             free(filename);
-            snprintf(r->form_why, sizeof r->form_why, "out of memory");
-            return r->form_err = HLPT_ERR_NOMEM;
+            hlpt_form_parts_free(parts, nparts);
+            return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
         }
-        r->parts = np;
-        r->parts[r->nparts++] = (form_part){name, filename, data, (size_t)(dend - data)};
+        parts = np;
+        parts[nparts++] = (hlpt_form_part){name, filename, data, (size_t)(dend - data)};
         p = dend + dl;
     }
-    return r->form_err = 1;
+    *out = parts;
+    *nout = nparts;
+    return HLPT_OK;
+}
+
+static void form_parse(hlpt_req *r) {
+    int err = hlpt_multipart_parse(hlpt_req_header(r, "Content-Type"), r->body, r->body_n, &r->parts, &r->nparts,
+                                   r->form_why, sizeof r->form_why);
+    r->form_err = err ? err : 1;
 }
 
 int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,

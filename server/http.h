@@ -112,6 +112,20 @@ cJSON *hlpt_req_json(hlpt_req *r);
  * HLPT_ERR_FORMAT (why says why) when the body is not well-formed multipart. */
 int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
                   size_t len);
+/* One part of a multipart/form-data body: name and filename owned (filename NULL for plain fields),
+ * data borrowed from the body it was parsed from. */
+typedef struct {
+    char *name, *filename;
+    const char *data;
+    size_t n;
+} hlpt_form_part;
+/* Parses a whole multipart/form-data body (borrowed) under its Content-Type header value (borrowed)
+ * into *parts (owned: hlpt_form_parts_free; NULL on failure). Names and filenames with a NUL byte
+ * are refused. Errors: HLPT_ERR_FORMAT (why says what is malformed), HLPT_ERR_NOMEM. Pure: any
+ * thread (hlpt_req_form uses it; so does the fuzzer). */
+int hlpt_multipart_parse(const char *content_type, const char *body, size_t n, hlpt_form_part **parts,
+                         size_t *nparts, char *why, size_t len);
+void hlpt_form_parts_free(hlpt_form_part *parts, size_t n);
 /* The app pointer of hlpt_http_opts. */
 void *hlpt_req_app(const hlpt_req *r);
 /* Attaches handler data that travels with r to its work function; r frees it with free_fn (may

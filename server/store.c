@@ -1024,7 +1024,7 @@ int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hl
 int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len) {
     sqlite3_stmt *s;
     *out = NULL;
-    int err = prep(st, "SELECT " ADAPTER_COLS " FROM adapters WHERE id = ?1 OR name = ?1", &s, why, len);
+    int err = prep(st, "SELECT " ADAPTER_COLS " FROM adapters WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1", &s, why, len);
     if (err) return err;
     bind_text(s, 1, id_or_name);
     return fetch_one(st, s, adapter_row, (void **)out, "adapter", id_or_name, why, len);

@@ -306,6 +306,30 @@ START_TEST(test_drain_lets_finite_streams_finish) {
 }
 END_TEST
 
+/* Multipart names and filenames with a NUL byte are refused, not read short. */
+START_TEST(test_multipart_nul) {
+    static const char ct[] = "multipart/form-data; boundary=b";
+    static const char good[] = "--b\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\ndemo\r\n--b--\r\n";
+    static const char bad_name[] = "--b\r\nContent-Disposition: form-data; name=\"na\0me\"\r\n\r\ndemo\r\n--b--\r\n";
+    static const char bad_file[] =
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\0.jsonl\"\r\n\r\nx\r\n--b--\r\n";
+    hlpt_form_part *parts;
+    size_t n;
+    char why[256];
+    ck_assert_int_eq(hlpt_multipart_parse(ct, good, sizeof good - 1, &parts, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(parts[0].name, "name");
+    ck_assert_int_eq(parts[0].n, 4);
+    hlpt_form_parts_free(parts, n);
+    ck_assert_int_eq(hlpt_multipart_parse(ct, bad_name, sizeof bad_name - 1, &parts, &n, why, sizeof why),
+                     HLPT_ERR_FORMAT);
+    ck_assert_ptr_null(parts);
+    ck_assert_ptr_nonnull(strstr(why, "NUL"));
+    ck_assert_int_eq(hlpt_multipart_parse(ct, bad_file, sizeof bad_file - 1, &parts, &n, why, sizeof why),
+                     HLPT_ERR_FORMAT);
+}
+END_TEST
+
 /* An API key longer than any line buffer is one key: its tail is not a key of its own. */
 START_TEST(test_api_key_long_line) {
     start();
@@ -348,6 +372,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_event_stream);
     tcase_add_test(tc, test_drain);
     tcase_add_test(tc, test_drain_lets_finite_streams_finish);
+    tcase_add_test(tc, test_multipart_nul);
     tcase_add_test(tc, test_api_key_long_line);
     suite_add_tcase(s, tc);
     return s;
