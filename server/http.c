@@ -34,7 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <limits.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "hlpt/dataset.h"
@@ -66,6 +68,7 @@ static const http_status err_table[] = {
     ERR_ROW(CANCELLED, 409, "invalid_request_error", "cancelled"),
     ERR_ROW(DB, 500, "server_error", "database_error"),
     ERR_ROW(INTERNAL, 500, "server_error", "internal_error"),
+    ERR_ROW(NOSPACE, 507, "server_error", "insufficient_storage"),
 };
 _Static_assert(sizeof err_table / sizeof err_table[0] == HLPT_ERR_COUNT__, "one HTTP row per hlpt status");
 
@@ -91,6 +94,8 @@ typedef struct {
 enum { ST_BODY, ST_HANDLER, ST_DEFER, ST_QUEUED, ST_REPLIED, ST_SENT };
 
 #define MAX_PARAMS 4
+/* Query arguments one request may carry; more get 414 (see on_uri). */
+#define MAX_QUERY_ARGS 256
 
 struct hlpt_req {
     hlpt_http *h;
@@ -102,6 +107,8 @@ struct hlpt_req {
     char *body;
     size_t body_n, body_cap;
     int too_large;
+    int too_many_args; /* the query was cut off before MHD parsed it (on_uri) */
+    int body_err;   /* HLPT_ERR_NOMEM or HLPT_ERR_NOSPACE: the body was dropped */
     cJSON *json;
     hlpt_form_part *parts;
     size_t nparts;
@@ -752,6 +759,20 @@ static int authorized(hlpt_req *r) {
 static void dispatch(hlpt_req *r) {
     hlpt_http *h = r->h;
     r->state = ST_HANDLER;
+    if (r->too_many_args) {
+        hlpt_reply_http_err(r, 414, "invalid_request_error", "too_many_query_arguments", NULL,
+                            "the query string has more than %d arguments", MAX_QUERY_ARGS);
+        return;
+    }
+    if (r->body_err == HLPT_ERR_NOSPACE) {
+        hlpt_reply_err(r, HLPT_ERR_NOSPACE, NULL, "the request body (%s bytes) does not fit in the free disk space",
+                       hlpt_req_header(r, "Content-Length"));
+        return;
+    }
+    if (r->body_err) {
+        hlpt_reply_err(r, r->body_err, NULL, "out of memory while reading the request body");
+        return;
+    }
     if (r->too_large) {
         hlpt_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
                             "request body is larger than the limit of %zu bytes (--max-body-bytes)", h->o.max_body_bytes);
@@ -863,7 +884,7 @@ void hlpt_http_run_deferred(hlpt_http *h) {
 /* ---- MHD callbacks ------------------------------------------------------------------------------ */
 
 static void body_append(hlpt_req *r, const char *data, size_t n) {
-    if (r->too_large) return;
+    if (r->too_large || r->body_err) return;
     if (r->body_n + n > r->h->o.max_body_bytes) {
         /* Keep reading (and dropping) the body so that the client, which may send it all before
          * reading anything, gets to see the 413. */
@@ -879,7 +900,12 @@ static void body_append(hlpt_req *r, const char *data, size_t n) {
         while (cap < r->body_n + n + 1) cap = cap < 4096 ? 4096 : 2 * cap;
         char *nb = realloc(r->body, cap);
         if (!nb) {
-            r->too_large = 1;
+            /* Not the client's fault: a 500 saying so, not a 413. The rest of the body is dropped. */
+            r->body_err = HLPT_ERR_NOMEM;
+            free(r->body);
+            r->body = calloc(1, 1);
+            r->body_n = 0;
+            r->body_cap = 1;
             return;
         }
         r->body = nb, r->body_cap = cap;
@@ -889,17 +915,48 @@ static void body_append(hlpt_req *r, const char *data, size_t n) {
     r->body[r->body_n] = 0;
 }
 
+/* The largest body the disk that stores bodies can take; "unlimited" when unknown. A stored body is
+ * written twice (SQLite's write-ahead log, then the database), and a margin stays for the daemon's
+ * own records (the size of its reserve, docs/faults.md, and as much again). */
+static unsigned long long free_space(const hlpt_http *h) {
+    struct statvfs sv;
+    if (!h->o.space_dir || statvfs(h->o.space_dir, &sv) != 0) return ULLONG_MAX;
+    unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize, margin = 8ull << 20;
+    return avail > margin ? (avail - margin) / 2 : 0;
+}
+
+/* libmicrohttpd 0.9.75 keeps each query argument in the connection's memory pool (32 kB) and, when
+ * the pool runs out (about 470 arguments), neither answers nor closes: the client hangs until the
+ * connection times out. The URI reaches this callback before MHD splits it, so a query of more than
+ * MAX_QUERY_ARGS arguments is cut off here, in MHD's own buffer (writable: MHD writes NULs into it
+ * next), and the request gets 414 in on_access. */
+static char too_many_args_mark;
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+    char *q = strchr(uri, '?');
+    if (!q) return NULL;
+    size_t n = 1;
+    for (const char *p = q; *p; p++) n += *p == '&';
+    if (n <= MAX_QUERY_ARGS) return NULL;
+    q[1] = 0;
+    return &too_many_args_mark;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     hlpt_http *h = cls;
     hlpt_req *r = *con_cls;
-    if (!r) {
+    if (!r || r == (void *)&too_many_args_mark) {
+        int cut = r != NULL;
         if (!(r = req_new(h, conn, url, method))) return MHD_NO;
         *con_cls = r;
+        r->too_many_args = cut;
         /* A client that waits for "100 Continue" can be told at once that its body is too big. */
         const char *cl = hlpt_req_header(r, "Content-Length"), *ex = hlpt_req_header(r, "Expect");
-        if (cl && ex && strcasecmp(ex, "100-continue") == 0 && strtoull(cl, NULL, 10) > h->o.max_body_bytes) {
-            r->too_large = 1;
+        unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
+        if (announced > h->o.max_body_bytes) r->too_large = 1;
+        else if (announced > free_space(h)) r->body_err = HLPT_ERR_NOSPACE;
+        if (ex && strcasecmp(ex, "100-continue") == 0 && (r->too_large || r->body_err)) {
             dispatch(r);
             return send_reply(r);
         }
@@ -918,7 +975,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
     hlpt_req *r = *con_cls;
-    if (!r) return;
+    if (!r || r == (void *)&too_many_args_mark) return;
     if (r->counted) atomic_fetch_sub(&r->h->inflight, 1);
     req_free(r);
     *con_cls = NULL;
@@ -971,6 +1028,7 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     if (!h) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     h->o = *o;
     h->o.host = NULL;
+    h->o.space_dir = o->space_dir ? strdup(o->space_dir) : NULL;
     h->listen_fd = -1;
     atomic_init(&h->inflight, 0);
     pthread_mutex_init(&h->mu, NULL);
@@ -981,7 +1039,7 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                            h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+                            h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
     if (!h->d) {
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "libmicrohttpd did not start on %s:%d", o->host, o->port);
         goto fail;
@@ -1074,6 +1132,7 @@ void hlpt_http_stop(hlpt_http *h) {
     if (h->listen_fd >= 0) close(h->listen_fd);
     for (size_t i = 0; i < h->nkeys; i++) free(h->keys[i]);
     free(h->keys);
+    free((char *)h->o.space_dir);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }

@@ -4,7 +4,8 @@
  *
  * Threads and ownership of one request (hlpt_req):
  *
- *   MHD thread   accumulates the body (413 past the limit), matches the route (404/405), checks the
+ *   MHD thread   accumulates the body (413 past the limit, 507 past the free disk space, 500 when
+ *                memory runs out), matches the route (404/405), checks the
  *                API key (401), then calls the route's handler. The handler either replies at once
  *                (hlpt_reply_*) or calls hlpt_req_defer(r, work) and returns; http.c then suspends
  *                the connection and queues r to the loop (wake callback = uv_async_send).
@@ -58,6 +59,8 @@ typedef struct {
     int port;                  /* 0 = any free port (hlpt_http_port tells which) */
     int threads;               /* MHD thread pool size */
     size_t max_body_bytes;     /* larger bodies get 413 */
+    const char *space_dir;     /* where bodies end up stored (copied; may be NULL): a body announced
+                                  larger than its free space gets 507 before it is read */
     const hlpt_route *routes;  /* borrowed; must outlive the server */
     size_t nroutes;
     void *app;                 /* handed to work functions and hlpt_req_app */

@@ -309,6 +309,7 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
         .port = cfg->listen_port,
         .threads = cfg->http_threads,
         .max_body_bytes = cfg->max_body_bytes,
+        .space_dir = cfg->data_dir,
         .routes = hlpt_api_routes,
         .nroutes = hlpt_api_nroutes,
         .app = d,

@@ -362,6 +362,27 @@ START_TEST(test_api_key_long_line) {
 }
 END_TEST
 
+/* A query of more arguments than the HTTP layer takes gets 414 at once (libmicrohttpd alone would
+ * run out of its connection memory and leave the client hanging). */
+START_TEST(test_many_query_arguments) {
+    start();
+    static char req[65536], out[8192];
+    size_t n = (size_t)snprintf(req, sizeof req, "GET /echo/1?q=x");
+    for (int i = 0; i < 2000; i++) n += (size_t)snprintf(req + n, sizeof req - n, "&a%d=%d", i, i);
+    n += (size_t)snprintf(req + n, sizeof req - n, " HTTP/1.0\r\n\r\n");
+    int fd = connect_server();
+    send_all(fd, req, n);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    int status = 0;
+    sscanf(out, "HTTP/1.%*d %d", &status);
+    ck_assert_int_eq(status, 414);
+    ck_assert_ptr_nonnull(strstr(out, "too_many_query_arguments"));
+    ck_assert_int_eq(request("GET", "/echo/1?q=fine", NULL, out, sizeof out), 200);
+    stop();
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
@@ -374,6 +395,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_drain_lets_finite_streams_finish);
     tcase_add_test(tc, test_multipart_nul);
     tcase_add_test(tc, test_api_key_long_line);
+    tcase_add_test(tc, test_many_query_arguments);
     suite_add_tcase(s, tc);
     return s;
 }
