@@ -286,9 +286,12 @@ static void on_done_line(worker *w, const cJSON *o) {
     hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
                            .base_hash = hash, .job_id = w->job_id};
     hlpt_adapter_rec *a = NULL;
-    if (hlpt_store_adapter_insert(j->st, &in, &a, why, sizeof why)) {
+    int err = hlpt_store_adapter_insert(j->st, &in, &a, why, sizeof why);
+    if (err) {
         w->said = SAID_ERROR;
         snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
+        /* The job can finish again from its last checkpoint once there is room. */
+        if (err == HLPT_ERR_NOSPACE) snprintf(w->error_code, sizeof w->error_code, "no_space");
     } else {
         hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why);
         char results[HLPT_ID_MAX];
@@ -639,7 +642,10 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
             return;
         }
         int err = start_job(j, job, why, sizeof why);
-        if (err) {
+        if (err == HLPT_ERR_NOSPACE) {
+            event(j, job->id, "error", NULL, "Job paused before it started: %s. Free some space, then resume the job", why);
+            set_status(j, job->id, "paused", NULL, NULL);
+        } else if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
             set_status(j, job->id, "failed", "setup_failed", why);
         }
@@ -704,6 +710,17 @@ int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     }
     set_status(j, id, "paused", NULL, NULL);
     return HLPT_OK;
+}
+
+void hlptd_jobs_pause_all_for_space(hlptd_jobs *j) {
+    for (worker *w = j->workers; w; w = w->next) {
+        if (w->want != WANT_NONE || w->exited) continue;
+        w->want = WANT_PAUSE;
+        signal_stop(w, SIGUSR1);
+        event(j, w->job_id, "error", NULL,
+              "Pausing: the disk is full. The job stops at its next checkpoint; free some space, then resume it");
+        set_status(j, w->job_id, "paused", NULL, NULL);
+    }
 }
 
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {

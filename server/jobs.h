@@ -51,6 +51,10 @@ int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len);
 
+/* The disk is full: every running job pauses at its next checkpoint, its events saying why; `resume`
+ * continues it once there is space. */
+void hlptd_jobs_pause_all_for_space(hlptd_jobs *j);
+
 /* Shutdown: no new jobs start; running workers checkpoint and exit, their jobs go back to `queued`
  * (the next start resumes them). done(ctx) runs on the loop once no worker is left. */
 void hlptd_jobs_drain(hlptd_jobs *j, void (*done)(void *ctx), void *ctx);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,15 @@
 
 struct hlpt_store {
     sqlite3 *db;
+    atomic_int damaged; /* SQLite reported corruption */
+    int (*on_full)(void *ctx);
+    void *on_full_ctx;
 };
+
+void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx) {
+    st->on_full = fn;
+    st->on_full_ctx = ctx;
+}
 
 /* ---- ids ------------------------------------------------------------------------------------ */
 
@@ -47,8 +56,13 @@ int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix) {
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
+/* SQLITE_FULL is the disk's, not the database's fault: HLPT_ERR_NOSPACE (507) says so. A damaged
+ * database is remembered, so that /health stops saying ok over it. */
 static int db_fail(hlpt_store *st, const char *what, char *why, size_t len) {
-    return hlpt_why(why, len, HLPT_ERR_DB, "%s: %s", what, sqlite3_errmsg(st->db));
+    int rc = sqlite3_extended_errcode(st->db) & 0xff;
+    if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) atomic_store(&st->damaged, 1);
+    return hlpt_why(why, len, rc == SQLITE_FULL ? HLPT_ERR_NOSPACE : HLPT_ERR_DB, "%s: %s", what,
+                    sqlite3_errmsg(st->db));
 }
 
 static int prep(hlpt_store *st, const char *sql, sqlite3_stmt **s, char *why, size_t len) {
@@ -92,6 +106,11 @@ static int64_t now(void) { return (int64_t)time(NULL); }
 /* Steps a statement that changes rows and finalizes it; *changes gets the row count. */
 static int exec_stmt(hlpt_store *st, sqlite3_stmt *s, int *changes, const char *what, char *why, size_t len) {
     int rc = sqlite3_step(s);
+    /* A full disk: once room is made (hlpt_store_on_full), the write is tried again. */
+    if ((rc & 0xff) == SQLITE_FULL && st->on_full && st->on_full(st->on_full_ctx)) {
+        sqlite3_reset(s);
+        rc = sqlite3_step(s);
+    }
     int err = HLPT_OK;
     if (rc != SQLITE_DONE) err = db_fail(st, what, why, len);
     else if (changes) *changes = sqlite3_changes(st->db);

@@ -19,7 +19,8 @@
  *
  * Errors: HLPT_ERR_NOENT (no such row; why names the id), HLPT_ERR_EXISTS (unique name taken),
  * HLPT_ERR_STATE (a row still referenced, e.g. a file used by a job), HLPT_ERR_INVAL (bad argument),
- * HLPT_ERR_DB (SQLite failed; why has its message), HLPT_ERR_NOMEM.
+ * HLPT_ERR_DB (SQLite failed; why has its message), HLPT_ERR_NOSPACE (the disk is full: SQLITE_FULL),
+ * HLPT_ERR_NOMEM.
  */
 #ifndef HLPTD_STORE_H
 #define HLPTD_STORE_H
@@ -57,6 +58,9 @@ int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len);
 /* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. */
 int hlpt_store_open_at(hlpt_store **out, const char *path, int version, char *why, size_t len);
 void hlpt_store_close(hlpt_store *st);
+/* Calls fn(ctx) on the store's thread when SQLite finds the disk full; when fn returns 1 (it made
+ * room), the statement is tried once more. hlptd frees its space reserve there (docs/faults.md). */
+void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx);
 /* PRAGMA user_version: the last migration applied. */
 int hlpt_store_version(hlpt_store *st);
 

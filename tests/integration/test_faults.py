@@ -209,6 +209,70 @@ class FaultsTest(unittest.TestCase):
             self.assertIn(tj.get_job(d, jid)["status"], ("succeeded", "cancelled"))
         self.assertLess(time.monotonic() - t0, 170)
 
+    # 4 ----------------------------------------------------------------------------------------
+    def test_disk_full(self):
+        """A small tmpfs fills up: writes fail with a clear 507, nothing stored is corrupted, DELETE
+        reclaims space, and a job paused by the full disk resumes once space returns."""
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        mnt = tempfile.mkdtemp(prefix="hlptd-full-")
+        self.addCleanup(os.rmdir, mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        data_dir = os.path.join(mnt, "data")
+        os.mkdir(data_dir, 0o700)
+        # The log stays off the full disk.
+        log = tempfile.NamedTemporaryFile(prefix="hlptd-full-log-", delete=False)
+        log.close()
+        self.addCleanup(os.unlink, log.name)
+        d = self.daemon(data_dir=data_dir, log_path=log.name)
+        fid = tj.upload(d, tj.TRAIN)
+        spare = tj.upload(d, tj.TRAIN * 200, name="spare.jsonl")
+        # An upload announced larger than the disk is refused before it is read.
+        sock = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        sock.sendall(b"POST /v1/files?filename=x.jsonl HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        head = sock.recv(4096).decode(errors="replace")
+        sock.close()
+        self.assertTrue(head.startswith("HTTP/1.1 507"), head)
+        self.assertIn("insufficient_storage", head)
+        job = tj.create(d, fid, dict(tj.LONG_HP, save_every=5), tj.LONG_METHOD, tj.LONG_SEED)
+        tj.wait_for(lambda: tj.checkpoints(d, job["id"]), 60, "a checkpoint")
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        tj.wait_job(d, job["id"], "paused", timeout=60)
+        msgs = tj.messages(d, job["id"])
+        self.assertIn("Pausing: the disk is full. The job stops at its next checkpoint; free some space, then resume it",
+                      msgs)
+        self.assertEqual(msgs[-1], "Job paused at its last checkpoint")
+        # A write on a full disk: 507, a clear message.
+        status, body = d.upload("more.jsonl", tj.TRAIN * 50)
+        self.assertEqual(status, 507, body)
+        self.assertEqual(body["error"]["code"], "insufficient_storage")
+        self.assertIsNone(d.proc.poll())
+        # The daemon stops and starts again on the full disk, and DELETE works there.
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(integrity(data_dir), ["ok"])
+        d = self.daemon(data_dir=data_dir, log_path=log.name)
+        status, body = d.json("DELETE", "/v1/files/%s" % spare)
+        self.assertEqual(status, 200, body)
+        os.unlink(filler)
+        status, body = d.json("POST", "%s/%s/resume" % (JOBS, job["id"]))
+        self.assertEqual(status, 200, body)
+        done = tj.wait_job(d, job["id"], "succeeded", timeout=120)
+        self.assertEqual(tj.metric_steps(d, job["id"]), list(range(1, tj.LONG_STEPS + 1)))
+        self.assertEqual(tj.adapter_weights(d, done["fine_tuned_model"]), tj.reference_weights())
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(integrity(data_dir), ["ok"])
+
     def test_api_key_file_long_lines(self):
         """A key longer than any line buffer stays one key: its tail alone is refused."""
         key = "k" * 1500 + "tail-of-the-key"
