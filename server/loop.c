@@ -337,7 +337,8 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     }
     /* A start on a full disk needs room to open the database (its -shm and -wal files). */
     if (disk_free(cfg->data_dir) < (unsigned long long)RESERVE_BYTES) reserve_release(d);
-    err = hlpt_store_open(&d->store, db, why, len);
+    /* Checked before anything writes to it: migrations over a damaged file could make it worse. */
+    if (!(err = hlpt_store_check(db, why, len))) err = hlpt_store_open(&d->store, db, why, len);
     d->db_path = db;
     if (err) goto fail;
     hlpt_store_on_full(d->store, reserve_release, d);

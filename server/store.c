@@ -310,6 +310,38 @@ int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len) {
     return hlpt_store_open_at(out, path, hlpt_migrations_count, why, len);
 }
 
+int hlpt_store_damaged(const hlpt_store *st) { return st && atomic_load(&st->damaged); }
+
+int hlpt_store_check(const char *path, char *why, size_t len) {
+    sqlite3 *db = NULL;
+    /* No CREATE: a data directory without a database yet is sound. */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_CANTOPEN) {
+        sqlite3_close(db);
+        return HLPT_OK;
+    }
+    char found[512] = "";
+    sqlite3_stmt *s = NULL;
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &s, NULL);
+    /* quick_check answers one row "ok", or rows that each name a problem. */
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW) break;
+        const char *t = (const char *)sqlite3_column_text(s, 0);
+        if (t && strcmp(t, "ok") && !found[0]) snprintf(found, sizeof found, "%s", t);
+    }
+    if (rc != SQLITE_DONE && !found[0]) snprintf(found, sizeof found, "%s", db ? sqlite3_errmsg(db) : "cannot open");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    if (!found[0]) return HLPT_OK;
+    return hlpt_why(why, len, HLPT_ERR_DB,
+                    "database %s is damaged (%s); hlptd does not serve over a damaged store. Keep a copy of the data "
+                    "directory, then recover with `sqlite3 %s .recover | sqlite3 recovered.db` and put recovered.db "
+                    "in its place (removing the old -wal and -shm files), or move the database aside to start empty "
+                    "(docs/faults.md)",
+                    path, found, path);
+}
+
 void hlpt_store_close(hlpt_store *st) {
     if (!st) return;
     sqlite3_close(st->db);

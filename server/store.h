@@ -58,9 +58,16 @@ int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len);
 /* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. */
 int hlpt_store_open_at(hlpt_store **out, const char *path, int version, char *why, size_t len);
 void hlpt_store_close(hlpt_store *st);
+/* Checks an existing database file (borrows path) with PRAGMA quick_check before anything opens it
+ * for writing: HLPT_OK when it is sound or does not exist yet; HLPT_ERR_DB when it is damaged, why
+ * saying what SQLite found and how to recover (docs/faults.md). Any thread. */
+int hlpt_store_check(const char *path, char *why, size_t len);
 /* Calls fn(ctx) on the store's thread when SQLite finds the disk full; when fn returns 1 (it made
  * room), the statement is tried once more. hlptd frees its space reserve there (docs/faults.md). */
 void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx);
+/* 1 once SQLite has reported the database corrupt to this handle (SQLITE_CORRUPT, SQLITE_NOTADB).
+ * Any thread may read it. */
+int hlpt_store_damaged(const hlpt_store *st);
 /* PRAGMA user_version: the last migration applied. */
 int hlpt_store_version(hlpt_store *st);
 

@@ -285,5 +285,24 @@ class FaultsTest(unittest.TestCase):
         self.assertEqual(d.request("GET", "/v1/files", headers={"Authorization": "Bearer " + key[-1023:]})[0], 401)
         self.assertEqual(d.request("GET", "/v1/files", headers={"Authorization": "Bearer " + key})[0], 200)
 
+    def test_damaged_store_is_refused(self):
+        """A database with corrupt pages does not start; the message says how to recover."""
+        d = self.daemon()
+        tj.upload(d, tj.TRAIN * 40)
+        self.assertEqual(d.stop(), 0)
+        db = os.path.join(d.data_dir, "hlpt.db")
+        with open(db, "r+b") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            for off in range(4096 * 2, size, 4096):
+                f.seek(off + 100)
+                f.write(b"\xa5" * 600)
+        d2 = Daemon(data_dir=d.data_dir, args=tj.DAEMON_ARGS)
+        self.addCleanup(d2.cleanup)
+        with self.assertRaises(RuntimeError) as ctx:
+            d2.start(timeout=15)
+        self.assertIn("damaged", str(ctx.exception))
+        self.assertIn(".recover", str(ctx.exception))
+
 if __name__ == "__main__":
     unittest.main()
