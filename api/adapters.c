@@ -7,6 +7,7 @@
  * serving will load it: a bad adapter is refused with the tensor named, and nothing is stored.
  * Storing happens on the loop thread.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,7 +344,16 @@ void hlpt_api_adapters_import(hlpt_req *r) {
                             hlptd_model_name(d), why);
         goto out;
     }
+    /* A NaN or an infinity would load and then turn every generation with it into garbage. */
+    size_t n_params = a->n_params, bad = n_params;
+    for (size_t i = 0; i < n_params && bad == n_params; i++)
+        if (!isfinite(a->params[i])) bad = i;
     hlpt_adapter_free(a);
+    if (bad < n_params) {
+        hlpt_reply_http_err(r, 400, "invalid_request_error", "invalid_adapter", json ? "weights_base64" : "weights",
+                            "the adapter's weights hold a NaN or an infinity (parameter %zu of %zu)", bad, n_params);
+        goto out;
+    }
     if (!(in = calloc(1, sizeof *in))) goto oom;
     if (p.name) {
         if ((in->name = malloc(p.name_len + 1))) memcpy(in->name, p.name, p.name_len), in->name[p.name_len] = 0;

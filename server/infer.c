@@ -55,6 +55,9 @@ struct hlptd_infer {
     hlptd_infer_stats stats;             /* guarded by mu (copied out) */
     /* inference thread only */
     hlpt_runner *runner;
+    hlpt_seq **seqs;          /* [max_batch] one step's sequences, tokens and counts */
+    const int **toks;
+    int *counts;
     live *act;
     int n_act;
     cached *cache;
@@ -141,6 +144,13 @@ static int cache_get(hlptd_infer *inf, const char *id, cached **out, char *why, 
     err = hlpt_adapter_load_mem(cfg, cn, w, wn, hlpt_model_config(inf->m), hlpt_model_hash(inf->m), &a, why, len);
     free(cfg);
     free(w);
+    /* Every stored adapter loaded when it was stored: one that no longer does is damaged, the
+     * server's fault (500), not the client's. One made for another base stays a 422. */
+    if (err && err != HLPT_ERR_NOMEM && err != HLPT_ERR_MISMATCH) {
+        char detail[256];
+        snprintf(detail, sizeof detail, "%s", why);
+        return hlpt_why(why, len, HLPT_ERR_IO, "the stored adapter %s is damaged: %s", id, detail);
+    }
     if (err) return err;
     cached *c = calloc(1, sizeof *c);
     if (!c) {
@@ -231,9 +241,9 @@ static void *infer_main(void *arg) {
      * does not carry over (include/hlpt/engine.h). */
     if (inf->o.threads > 0) hlpt_engine_set_threads(inf->o.threads);
     int V = hlpt_model_config(inf->m)->vocab;
-    hlpt_seq **seqs = calloc((size_t)inf->o.max_batch, sizeof *seqs);
-    const int **toks = calloc((size_t)inf->o.max_batch, sizeof *toks);
-    int *counts = calloc((size_t)inf->o.max_batch, sizeof *counts);
+    hlpt_seq **seqs = inf->seqs;
+    const int **toks = inf->toks;
+    int *counts = inf->counts;
     for (;;) {
         pthread_mutex_lock(&inf->mu);
         while (!inf->queue_head && inf->n_act == 0 && !inf->stopping && !inf->n_forget)
@@ -302,9 +312,6 @@ static void *infer_main(void *arg) {
             cache_trim(inf);
         }
     }
-    free(seqs);
-    free(toks);
-    free(counts);
     return NULL;
 }
 
@@ -317,9 +324,15 @@ int hlptd_infer_start(const hlpt_model *m, const hlptd_infer_opts *o, hlptd_infe
     if (inf->o.max_batch < 1) inf->o.max_batch = 16;
     if (inf->o.max_prefill < 1) inf->o.max_prefill = 2048;
     inf->act = calloc((size_t)inf->o.max_batch, sizeof *inf->act);
-    int err = inf->act ? hlpt_runner_new(m, &inf->runner) : HLPT_ERR_NOMEM;
+    inf->seqs = calloc((size_t)inf->o.max_batch, sizeof *inf->seqs);
+    inf->toks = calloc((size_t)inf->o.max_batch, sizeof *inf->toks);
+    inf->counts = calloc((size_t)inf->o.max_batch, sizeof *inf->counts);
+    int err = inf->act && inf->seqs && inf->toks && inf->counts ? hlpt_runner_new(m, &inf->runner) : HLPT_ERR_NOMEM;
     if (err) {
         free(inf->act);
+        free(inf->seqs);
+        free(inf->toks);
+        free(inf->counts);
         free(inf);
         return err;
     }
@@ -327,6 +340,9 @@ int hlptd_infer_start(const hlpt_model *m, const hlptd_infer_opts *o, hlptd_infe
     pthread_cond_init(&inf->cv, NULL);
     if (pthread_create(&inf->thread, NULL, infer_main, inf) != 0) {
         hlpt_runner_free(inf->runner);
+        free(inf->seqs);
+        free(inf->toks);
+        free(inf->counts);
         free(inf->act);
         free(inf);
         return HLPT_ERR_INTERNAL;
@@ -351,6 +367,9 @@ void hlptd_infer_stop(hlptd_infer *inf) {
     hlpt_runner_free(inf->runner);
     pthread_mutex_destroy(&inf->mu);
     pthread_cond_destroy(&inf->cv);
+    free(inf->seqs);
+    free(inf->toks);
+    free(inf->counts);
     free(inf->act);
     free(inf);
 }

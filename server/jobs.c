@@ -19,6 +19,7 @@
 #include "jobs.h"
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -216,19 +217,21 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     unlink(path);
 }
 
-/* One CSV cell: empty for a value not measured. */
-static void csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
+/* One CSV cell: empty for a value not measured. Returns HLPT_ERR_NOMEM (the buffer kept) when it
+ * cannot grow. */
+static int csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
     char cell[64];
     int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%c", v, sep) : snprintf(cell, sizeof cell, "%c", sep);
     if (*len + (size_t)k + 1 > *cap) {
         size_t ncap = (*cap + (size_t)k + 1) * 2;
         char *nb = realloc(*buf, ncap);
-        if (!nb) return;
+        if (!nb) return HLPT_ERR_NOMEM;
         *buf = nb;
         *cap = ncap;
     }
     memcpy(*buf + *len, cell, (size_t)k + 1);
     *len += (size_t)k;
+    return HLPT_OK;
 }
 
 /* The job's results file, as OpenAI's: one row per logged step with the columns OpenAI's result
@@ -243,11 +246,13 @@ static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MA
     char *buf = malloc(cap);
     if (buf) len = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
     for (size_t i = 0; buf && i < n; i++) {
-        csv_cell(&buf, &len, &cap, (double)rows[i].step, ',');
-        csv_cell(&buf, &len, &cap, rows[i].train_loss, ',');
-        csv_cell(&buf, &len, &cap, NAN, ',');
-        csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',');
-        csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n');
+        /* A results file that cannot be whole is not written at all (a cut CSV would look complete). */
+        if (csv_cell(&buf, &len, &cap, (double)rows[i].step, ',') || csv_cell(&buf, &len, &cap, rows[i].train_loss, ',') ||
+            csv_cell(&buf, &len, &cap, NAN, ',') || csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',') ||
+            csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n')) {
+            free(buf);
+            buf = NULL;
+        }
     }
     hlpt_file *f = NULL;
     char name[HLPT_ID_MAX + 32];
@@ -323,6 +328,9 @@ static void on_line(worker *w, const char *line, size_t n) {
         w->started = 1;
         if (w->pending_signal) uv_process_kill(&w->proc, w->pending_signal);
         int from = (int)num(o, "resumed_from");
+        /* Steps after the checkpoint run again: their first reports (before a kill) go. */
+        if (hlpt_store_job_rewind(j->st, w->job_id, from, why, sizeof why))
+            fprintf(stderr, "hlptd: job %s: %s\n", w->job_id, why);
         hlpt_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
         char *data = cJSON_PrintUnformatted(o);
         if (from > 0)
@@ -653,9 +661,40 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
     }
 }
 
+/* At start-up no worker runs: what a worker of the last daemon left in a job directory (copies of
+ * dataset files, a checkpoint file not stored yet, a half-written temporary) is stale. The store
+ * holds everything a job resumes from; a job that runs again exports its files afresh. */
+static void clean_job_dirs(hlptd_jobs *j) {
+    char path[1200];
+    if ((size_t)snprintf(path, sizeof path, "%s/jobs", j->data_dir) >= sizeof path) return;
+    DIR *jobs = opendir(path);
+    if (!jobs) return;
+    struct dirent *e;
+    while ((e = readdir(jobs))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[1600];
+        snprintf(dir, sizeof dir, "%s/%s", path, e->d_name);
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        struct dirent *f;
+        while ((f = readdir(d))) {
+            const char *n = f->d_name;
+            if (!strcmp(n, "train.jsonl") || !strcmp(n, "valid.jsonl") || !strcmp(n, "resume.safetensors") ||
+                !strncmp(n, "ckpt-", 5) || strstr(n, ".tmp.")) {
+                char file[2000];
+                snprintf(file, sizeof file, "%s/%s", dir, n);
+                unlink(file);
+            }
+        }
+        closedir(d);
+    }
+    closedir(jobs);
+}
+
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     char **ids;
     size_t n;
+    clean_job_dirs(j);
     int err = hlpt_store_job_ids_with_status(j->st, "running", &ids, &n, why, len);
     if (err) return err;
     for (size_t i = 0; i < n; i++) {

@@ -37,8 +37,9 @@ int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hl
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
 void hlptd_jobs_free(hlptd_jobs *j);
 
-/* At start-up: jobs the last daemon left `running` go back to the queue, to resume from their last
- * checkpoint (an event says so). Then starts what fits. */
+/* At start-up: what the last daemon's workers left in job directories (dataset copies, checkpoint
+ * files not yet stored) is removed; jobs it left `running` go back to the queue, to resume from their
+ * last checkpoint (an event says so). Then starts what fits. */
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
 /* Starts queued jobs while workers are free (call after a job was created or resumed). */
 void hlptd_jobs_schedule(hlptd_jobs *j);

@@ -818,6 +818,23 @@ int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after,
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
+int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len) {
+    static const char *const sql[] = {
+        "DELETE FROM metrics WHERE job_id = ?1 AND step > ?2",
+        "DELETE FROM job_events WHERE job_id = ?1 AND json_valid(data) AND json_extract(data, '$.type') = 'progress'"
+        " AND json_extract(data, '$.step') > ?2",
+    };
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *s;
+        int err = prep(st, sql[i], &s, why, len);
+        if (err) return err;
+        bind_text(s, 1, job_id);
+        sqlite3_bind_int64(s, 2, step);
+        if ((err = exec_stmt(st, s, NULL, "rewind job", why, len))) return err;
+    }
+    return HLPT_OK;
+}
+
 int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len) {
     sqlite3_stmt *s;
     int err = prep(st,

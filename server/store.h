@@ -211,6 +211,9 @@ typedef struct {
     int64_t created_at; /* set by the store on insert */
 } hlpt_metric;
 
+/* A job restarts from its checkpoint at `step`: the metrics and step events ("progress" data) of
+ * later steps, which the new run will report again, are dropped so that none appears twice. */
+int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len);
 /* Inserts or replaces the job's row for m->step (a resumed job repeats steps after its checkpoint). */
 int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len);
 /* Rows with step > since_step in step order, at most limit; *out owned (free()). */

@@ -209,6 +209,75 @@ class FaultsTest(unittest.TestCase):
             self.assertIn(tj.get_job(d, jid)["status"], ("succeeded", "cancelled"))
         self.assertLess(time.monotonic() - t0, 170)
 
+    # 3 ----------------------------------------------------------------------------------------
+    def test_kill9_at_random_points(self):
+        """kill -9 mid-upload, mid-step, mid-checkpoint and mid-import: after each restart the store
+        passes PRAGMA integrity_check, nothing half-written is visible, and the job resumes exactly."""
+        want = tj.reference_weights()
+        rng = random.Random(SEED + 1)
+        d = self.daemon()
+        data_dir = d.data_dir
+        fid = tj.upload(d, tj.TRAIN)
+        job = tj.create(d, fid, dict(tj.LONG_HP), tj.LONG_METHOD, tj.LONG_SEED)
+        cfg, w = adapter_files("peft-lora-qv")
+        big = ("".join(json.dumps({"text": "line %d of an upload cut short" % i}) + "\n" for i in range(60000)))
+        for rnd in range(4):
+            what = ("upload", "step", "checkpoint", "import")[rnd]
+            if what == "upload":
+                body, ctype = multipart({"purpose": "fine-tune"}, {"file": ("big.jsonl", big)})
+                sock = socket.create_connection(("127.0.0.1", d.port))
+                sock.sendall(("POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                              % (ctype, len(body))).encode() + body[:len(body) // 2])
+                time.sleep(0.05)
+            elif what == "import":
+                threads = [threading.Thread(target=lambda k=k: self.try_request(
+                    d, "POST", "/v1/adapters", {"name": "imp-%d-%d" % (rnd, k), "config": json.loads(cfg),
+                                                "weights_base64": base64.b64encode(w).decode()})) for k in range(4)]
+                for t in threads:
+                    t.start()
+                time.sleep(rng.uniform(0, 0.02))
+            else:
+                time.sleep(rng.uniform(0.05, 0.4))
+            pids = tj.workers_of(d)
+            d.proc.kill()
+            d.proc.wait(10)
+            d.kill()
+            for p in pids:
+                tj.wait_for(lambda: not tj.alive(p), 10, "the orphaned worker to exit")
+            if what == "upload":
+                sock.close()
+            if what == "import":
+                for t in threads:
+                    t.join(10)
+            self.assertEqual(integrity(data_dir), ["ok"])
+            d = self.daemon(data_dir=data_dir)
+            # Nothing half-written: every stored file and adapter reads back whole.
+            status, files = d.json("GET", "/v1/files")
+            self.assertEqual(status, 200)
+            for f in files["data"]:
+                status, _, content = d.request("GET", "/v1/files/%s/content" % f["id"])
+                self.assertEqual((status, len(content)), (200, f["bytes"]), f)
+            status, ads = d.json("GET", "/v1/adapters")
+            for a in ads["data"]:
+                status, _, content = d.request("GET", "/v1/adapters/%s/files/adapter_model.safetensors" % a["id"])
+                self.assertEqual((status, content), (200, w), a["name"])
+            leftovers = [n for n in os.listdir(data_dir) if ".tmp." in n]
+            self.assertEqual(leftovers, [])
+        done = tj.wait_job(d, job["id"], "succeeded", timeout=120)
+        self.assertIn("The daemon stopped while this job ran; it resumes from its last checkpoint",
+                      tj.messages(d, job["id"]), "no kill came while the job ran")
+        self.assertEqual(tj.metric_steps(d, job["id"]), list(range(1, tj.LONG_STEPS + 1)))
+        steps = [e["data"]["step"] for e in tj.events(d, job["id"])
+                 if isinstance(e.get("data"), dict) and e["data"].get("type") == "progress"]
+        self.assertEqual(len(steps), len(set(steps)), "a step's event appears twice after a resume")
+        self.assertEqual(tj.adapter_weights(d, done["fine_tuned_model"]), want)
+
+    def try_request(self, d, method, path, body):
+        try:
+            d.json(method, path, body, timeout=10)
+        except (OSError, http.client.HTTPException):
+            pass
+
     # 4 ----------------------------------------------------------------------------------------
     def test_disk_full(self):
         """A small tmpfs fills up: writes fail with a clear 507, nothing stored is corrupted, DELETE
@@ -273,6 +342,99 @@ class FaultsTest(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
         self.assertEqual(integrity(data_dir), ["ok"])
 
+    # 5 ----------------------------------------------------------------------------------------
+    def test_hostile_inputs(self):
+        """A corpus of hostile requests: each gets a 4xx (or a clean close), the daemon stays up,
+        and its memory and open descriptors stay flat."""
+        d = self.daemon()
+        cfg, w = adapter_files("peft-lora-qv")
+        corpus = self.corpus(d, cfg, w)
+        for case in corpus:  # warm-up: caches, thread stacks, SQLite pages
+            self.send_case(d, case)
+        rss0, fds0 = rss_kb(d.proc.pid), open_fds(d.proc.pid)
+        for _ in range(3):
+            for case in corpus:
+                self.send_case(d, case)
+        self.assertIsNone(d.proc.poll(), d.log()[-3000:])
+        self.assertEqual(d.json("GET", "/health"), (200, {"status": "ok"}))
+        self.assertLessEqual(open_fds(d.proc.pid), fds0 + 2)
+        self.assertLess(rss_kb(d.proc.pid) - rss0, 32 * 1024, "RSS grew by more than 32 MB")
+        # NUL names are refused, so the listing has each name once.
+        status, models = d.json("GET", "/v1/models")
+        names = [m["id"] for m in models["data"]]
+        self.assertEqual(len(names), len(set(names)), names)
+        self.assertEqual(d.stop(), 0)
+
+    def corpus(self, d, cfg, w):
+        """(method, path, body, headers, allowed statuses) of each hostile request."""
+        J = {"Content-Type": "application/json"}
+        cases = []
+
+        def form(fields, files):
+            body, ctype = multipart(fields, files)
+            return body, {"Content-Type": ctype}
+
+        cases += [("POST", "/v1/completions", b, J, (400,)) for b in (
+            b"{", b"[]", b"null", b'{"model": "base", "prompt": 5}', b"\xff\xfe", b'{"model":' + b"[" * 5000,
+            b'{"model": "base", "prompt": "a", "max_tokens": -1}', b'{"model": "base", "prompt": "a", "n": 1e9}',
+            b'{"model": "base", "prompt": "a\\u0000b", "max_tokens": 1, "temperature": "hot"}')]
+        cases.append(("POST", "/v1/fine_tuning/jobs", b'{"training_file": "file-\' OR 1=1 --"}', J, (400, 404)))
+        cases.append(("GET", "/v1/files/..%2F..%2Fetc%2Fpasswd", None, {}, (404,)))
+        b, h = form({"config": cfg, "name": "demo\0x"}, {"weights": ("adapter_model.safetensors", w)})
+        cases.append(("POST", "/v1/adapters", b, h, (400,)))
+        b, h = form({"config": cfg, "name": "ad-0123456789ABCDEFGHIJKLMN"}, {"weights": ("a.safetensors", w)})
+        cases.append(("POST", "/v1/adapters", b, h, (400,)))
+        nan_w = self.nan_weights(w)
+        b, h = form({"config": cfg, "name": "nan"}, {"weights": ("a.safetensors", nan_w)})
+        cases.append(("POST", "/v1/adapters", b, h, (400,)))
+        b, h = form({"purpose": "fine-tune"}, {"file": ("a\0.jsonl", tj.TRAIN)})
+        cases.append(("POST", "/v1/files", b, h, (400,)))
+        b, h = form({"purpose": "fine-tune\0x"}, {"file": ("a.jsonl", tj.TRAIN)})
+        cases.append(("POST", "/v1/files", b, h, (400,)))
+        b, h = form({"purpose": "fine-tune"}, {"file": ("a.jsonl", b'{"text": "a"}\n{"text": \n' * 3)})
+        cases.append(("POST", "/v1/files", b, h, (400,)))
+        cases.append(("POST", "/v1/files", b"--x\r\nContent-Disposition: form-data\r\n\r\nq",
+                      {"Content-Type": "multipart/form-data; boundary=x"}, (400,)))
+        cases.append(("POST", "/v1/files?filename=a.jsonl", b"\0" * 1000, {}, (400,)))
+        for n in (100, 470, 2000):
+            q = "&".join("a%d=%d" % (i, i) for i in range(n))
+            cases.append(("GET", "/v1/files?" + q, None, {}, (200, 400, 414, 431)))
+        cases.append(("GET", "/v1/files?limit=%ff%00&after=%C3%A9%00", None, {}, (400, 404)))
+        cases.append(("POST", "/v1/files", b"x" * (2 << 20), {"Content-Type": "multipart/form-data"}, (400,)))
+        return cases
+
+    def nan_weights(self, w):
+        """The fixture adapter's safetensors with its first float set to NaN."""
+        n = int.from_bytes(w[:8], "little")
+        head = json.loads(w[8:8 + n])
+        first = min(v["data_offsets"][0] for k, v in head.items() if k != "__metadata__")
+        at = 8 + n + first
+        return w[:at] + b"\x00\x00\xc0\x7f" + w[at + 4:]
+
+    def send_case(self, d, case):
+        method, path, body, headers, allowed = case
+        try:
+            status, _, data = d.request(method, path, body, headers, timeout=10)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            return  # a clean close
+        self.assertIn(status, allowed, "%s %s -> %d %s" % (method, path[:80], status, data[:300]))
+
+    def test_slow_clients(self):
+        """Clients that send half a request and stall do not stop others from being served."""
+        d = self.daemon()
+        socks = []
+        for i in range(20):
+            s = socket.create_connection(("127.0.0.1", d.port))
+            s.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc" if i % 2 else b"GET /v1/fi")
+            socks.append(s)
+        t0 = time.monotonic()
+        for _ in range(20):
+            self.assertEqual(d.json("GET", "/health", timeout=5)[0], 200)
+        self.assertLess(time.monotonic() - t0, 5)
+        for s in socks:
+            s.close()
+        self.assertEqual(d.stop(), 0)
+
     def test_api_key_file_long_lines(self):
         """A key longer than any line buffer stays one key: its tail alone is refused."""
         key = "k" * 1500 + "tail-of-the-key"
@@ -303,6 +465,20 @@ class FaultsTest(unittest.TestCase):
             d2.start(timeout=15)
         self.assertIn("damaged", str(ctx.exception))
         self.assertIn(".recover", str(ctx.exception))
+
+    def test_files_are_private(self):
+        """Whatever the umask, the data directory's files are the service's alone."""
+        old = os.umask(0o022)
+        try:
+            d = self.daemon()
+        finally:
+            os.umask(old)
+        tj.upload(d, tj.TRAIN)
+        for name in os.listdir(d.data_dir):
+            if name.startswith("hlpt"):
+                mode = os.stat(os.path.join(d.data_dir, name)).st_mode & 0o777
+                self.assertEqual(mode & 0o077, 0, "%s is %o" % (name, mode))
+
 
 if __name__ == "__main__":
     unittest.main()
