@@ -4,7 +4,7 @@
 #   make              build the library, hlptd, hlpt and the benchmarks
 #   make test         unit + integration tests (installs missing Debian packages first)
 #   make test-asan    the same suites under AddressSanitizer/LeakSanitizer
-#   make test-fuzz    short bounded libFuzzer runs of the file parsers (clang)
+#   make test-fuzz    short bounded libFuzzer runs of the file and request parsers (clang)
 #   make install      PREFIX=/usr/local DESTDIR=
 #   make demo         the README's first command
 
@@ -111,11 +111,28 @@ test-asan: deps
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS  := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+# The HTTP-facing parsers of request bodies live in server/ and api/: their fuzzers link those too.
+FUZZ_SERVER := build-fuzz/fuzz_request build-fuzz/fuzz_multipart
+# The library is compiled once, instrumented (fuzzer-no-link), and linked into every fuzzer.
 # -fno-sanitize-recover=all: an UBSan finding stops the fuzzer like a crash, not just a log line.
-build-fuzz/%: tests/fuzz/%.c $(CORE_SRC)
-	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Icore \
-	    $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(CORE_SRC) $(LDLIBS)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+               -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
+FUZZ_CORE_OBJ   := $(patsubst %.c,build-fuzz/obj/%.o,$(CORE_SRC))
+FUZZ_SERVER_OBJ := $(patsubst %.c,build-fuzz/obj/%.o,$(SERVER_SRC)) build-fuzz/obj/gen/migrations.o
+
+build-fuzz/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_CORE_OBJ)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_CORE_OBJ) $(LDLIBS)
+
+$(FUZZ_SERVER): build-fuzz/%: tests/fuzz/%.c $(FUZZ_CORE_OBJ) $(FUZZ_SERVER_OBJ)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_CORE_OBJ) $(FUZZ_SERVER_OBJ) $(LDLIBS)
 
 # Each fuzzer runs for FUZZ_SECONDS on its seed corpus; any crash fails the target.
 FUZZ_SECONDS ?= 20

@@ -7,6 +7,7 @@
  * serving will load it: a bad adapter is refused with the tensor named, and nothing is stored.
  * Storing happens on the loop thread.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,11 +167,14 @@ static void import_work(void *app, hlpt_req *r) {
     hlpt_adapter_rec_free(a);
 }
 
+/* strchr finds a NUL in any string: `c &&` keeps `demo\0x` out, which C strings would read as
+ * `demo`. */
 static int valid_name(const char *s, size_t n) {
     if (n == 0 || n > 100) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-_.:", c))) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("-_.:", c))))
+            return 0;
     }
     return 1;
 }
@@ -309,6 +313,12 @@ void hlpt_api_adapters_import(hlpt_req *r) {
         hlpt_reply_err(r, HLPT_ERR_EXISTS, "name", "`%.*s` names the base model", (int)p.name_len, p.name);
         goto out;
     }
+    /* Lookups take an id or a name: a name shaped like an id could shadow another adapter. */
+    if (p.name && p.name_len >= strlen(HLPT_ID_ADAPTER) && !memcmp(p.name, HLPT_ID_ADAPTER, strlen(HLPT_ID_ADAPTER))) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must not start with `%s`, the prefix of adapter ids",
+                       HLPT_ID_ADAPTER);
+        goto out;
+    }
     const char *end = NULL;
     cJSON *cj = cJSON_ParseWithOpts(p.config, &end, 0);
     int cfg_ok = cJSON_IsObject(cj) && (size_t)(end - p.config) <= p.config_len;
@@ -334,7 +344,16 @@ void hlpt_api_adapters_import(hlpt_req *r) {
                             hlptd_model_name(d), why);
         goto out;
     }
+    /* A NaN or an infinity would load and then turn every generation with it into garbage. */
+    size_t n_params = a->n_params, bad = n_params;
+    for (size_t i = 0; i < n_params && bad == n_params; i++)
+        if (!isfinite(a->params[i])) bad = i;
     hlpt_adapter_free(a);
+    if (bad < n_params) {
+        hlpt_reply_http_err(r, 400, "invalid_request_error", "invalid_adapter", json ? "weights_base64" : "weights",
+                            "the adapter's weights hold a NaN or an infinity (parameter %zu of %zu)", bad, n_params);
+        goto out;
+    }
     if (!(in = calloc(1, sizeof *in))) goto oom;
     if (p.name) {
         if ((in->name = malloc(p.name_len + 1))) memcpy(in->name, p.name, p.name_len), in->name[p.name_len] = 0;

@@ -94,6 +94,10 @@ static int from_multipart(hlpt_req *r, upload *u) {
         hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_INVAL : err, "purpose", "%s", why);
         return 1;
     }
+    if (memchr(purpose, 0, pn)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "purpose", "`purpose` must not contain a NUL byte");
+        return 1;
+    }
     if (pn >= sizeof u->purpose) pn = sizeof u->purpose - 1; /* checked against the list below */
     memcpy(u->purpose, purpose, pn);
     u->purpose[pn] = 0;

@@ -571,6 +571,7 @@ struct gen_call {
     api_gen_request q;
     hlpt_req *req;
     hlptd *d;
+    hlptd_infer *inf;        /* where the choices run; set before the first is submitted */
     char adapter_label[128]; /* for metrics: "base" or the adapter name */
     char id[HLPT_ID_MAX + 8];
     long created;
@@ -710,7 +711,9 @@ static cJSON *envelope(const gen_call *c, int chunk) {
 }
 
 static void cancel_all(gen_call *c) {
-    for (int i = 0; i < c->n_choices; i++) hlptd_infer_cancel(hlptd_inference(c->d), &c->choices[i].r);
+    /* c->inf, not hlptd_inference(): that is NULL once a shutdown began, while the thread runs on
+     * until every generation has ended. */
+    for (int i = 0; c->inf && i < c->n_choices; i++) hlptd_infer_cancel(c->inf, &c->choices[i].r);
 }
 
 static void send_json(gen_call *c, cJSON *o) {
@@ -1039,7 +1042,8 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
 static void generate_work(void *app, hlpt_req *r) {
     hlptd *d = app;
     gen_call *c = hlpt_req_data(r);
-    hlptd_infer *inf = hlptd_inference(d);
+    /* Handed over before a drain began, a request is in flight: it runs, as the drain promises. */
+    hlptd_infer *inf = hlptd_inference_running(d);
     if (!inf) {
         hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
@@ -1059,7 +1063,10 @@ static void generate_work(void *app, hlpt_req *r) {
     snprintf(c->adapter_label, sizeof c->adapter_label, "%s", a ? a->name : "base");
     if (a) snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
     hlpt_adapter_rec_free(a);
+    c->inf = inf;
     if (c->q.stream && !(c->sse = hlpt_req_stream(r))) return;
+    /* A generation's stream ends by itself: a shutdown lets it finish (docs/rest.md). */
+    if (c->sse) hlpt_sse_finite(c->sse);
     for (int i = 0; i < c->n_choices; i++) {
         choice *ch = &c->choices[i];
         ch->call = c;

@@ -7,12 +7,15 @@
 #include "api.h"
 #include "hlpt/err.h"
 #include "loop.h"
+#include "store.h"
 
 void hlpt_api_health(hlpt_req *r) {
     hlptd *d = hlpt_req_app(r);
     cJSON *o = cJSON_CreateObject();
-    int ok = hlptd_ready(d);
-    cJSON_AddStringToObject(o, "status", ok ? "ok" : hlptd_stopping(d) ? "stopping" : "loading");
+    /* Never ok over a store SQLite has found corrupt since the start-up check. */
+    int damaged = hlpt_store_damaged(hlptd_store(d));
+    int ok = hlptd_ready(d) && !damaged;
+    cJSON_AddStringToObject(o, "status", ok ? "ok" : damaged ? "damaged" : hlptd_stopping(d) ? "stopping" : "loading");
     hlpt_reply_json(r, ok ? 200 : 503, o);
 }
 

@@ -69,7 +69,7 @@ int hlpt_file_write(const char *path, const void *buf, size_t n, int durable, ch
     if (fd < 0) {
         int e = errno;
         free(tmp);
-        return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(e));
+        return hlpt_why(why, len, e == ENOSPC || e == EDQUOT ? HLPT_ERR_NOSPACE : HLPT_ERR_IO, "%s: %s", path, strerror(e));
     }
     const char *p = buf;
     size_t left = n;
@@ -89,5 +89,6 @@ int hlpt_file_write(const char *path, const void *buf, size_t n, int durable, ch
     if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
     if (!ok) unlink(tmp);
     free(tmp);
-    return ok ? HLPT_OK : hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(e));
+    if (ok) return HLPT_OK;
+    return hlpt_why(why, len, e == ENOSPC || e == EDQUOT ? HLPT_ERR_NOSPACE : HLPT_ERR_IO, "%s: %s", path, strerror(e));
 }

@@ -272,8 +272,11 @@ typedef struct { buf text; span *v; size_t n, cap; } plist;
 static void plist_reset(plist *l) { l->text.n = 0; l->n = 0; }
 static void plist_free(plist *l) { free(l->text.p); free(l->v); }
 
-/* Appends a new empty piece; its bytes are what buf_add puts into l->text until the next call. */
+/* Appends a new empty piece; its bytes are what buf_add puts into l->text until the next call.
+ * Pieces are read as text.p + off, so the buffer exists even while every piece is empty (NULL + 0
+ * is undefined behaviour, which the tokenizer fuzzer's UBSan stops on). */
 static int plist_open(plist *l, int first) {
+    if (buf_reserve(&l->text, 0)) return -1;
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 16;
         span *v = realloc(l->v, cap * sizeof *v);

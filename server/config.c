@@ -137,6 +137,12 @@ static int read_file(raw_values *rv, const char *path, char *why, size_t len) {
     int lineno = 0, err = HLPT_OK;
     while (fgets(line, sizeof line, f)) {
         lineno++;
+        /* A longer line would be read as two: refused rather than half taken. */
+        if (!strchr(line, '\n') && !feof(f)) {
+            err = hlpt_why(why, len, HLPT_ERR_INVAL, "config file %s line %d: longer than %zu bytes", path, lineno,
+                           sizeof line - 2);
+            goto out;
+        }
         char *end;
         const char *s = trim(line, &end);
         if (!*s || *s == '#') continue;

@@ -34,7 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <limits.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "hlpt/dataset.h"
@@ -66,6 +68,7 @@ static const http_status err_table[] = {
     ERR_ROW(CANCELLED, 409, "invalid_request_error", "cancelled"),
     ERR_ROW(DB, 500, "server_error", "database_error"),
     ERR_ROW(INTERNAL, 500, "server_error", "internal_error"),
+    ERR_ROW(NOSPACE, 507, "server_error", "insufficient_storage"),
 };
 _Static_assert(sizeof err_table / sizeof err_table[0] == HLPT_ERR_COUNT__, "one HTTP row per hlpt status");
 
@@ -88,15 +91,11 @@ typedef struct {
     size_t n, cap;
 } kv_list;
 
-typedef struct {
-    char *name, *filename;
-    const char *data;
-    size_t n;
-} form_part;
-
 enum { ST_BODY, ST_HANDLER, ST_DEFER, ST_QUEUED, ST_REPLIED, ST_SENT };
 
 #define MAX_PARAMS 4
+/* Query arguments one request may carry; more get 414 (see on_uri). */
+#define MAX_QUERY_ARGS 256
 
 struct hlpt_req {
     hlpt_http *h;
@@ -108,8 +107,10 @@ struct hlpt_req {
     char *body;
     size_t body_n, body_cap;
     int too_large;
+    int too_many_args; /* the query was cut off before MHD parsed it (on_uri) */
+    int body_err;   /* HLPT_ERR_NOMEM or HLPT_ERR_NOSPACE: the body was dropped */
     cJSON *json;
-    form_part *parts;
+    hlpt_form_part *parts;
     size_t nparts;
     int form_err; /* 0 = not parsed yet, 1 = parsed, <0 = hlpt_err */
     char form_why[200];
@@ -140,6 +141,7 @@ struct hlpt_sse {
     char *buf;
     size_t n, off, cap;
     int closed, gone, suspended;
+    int finite;            /* ends by itself: the drain does not close it */
     hlpt_sse *prev, *next; /* in h->streams, under h->mu */
 };
 
@@ -200,8 +202,7 @@ static void req_free(hlpt_req *r) {
     for (size_t i = 0; i < r->nparams; i++) free(r->params[i].k), free(r->params[i].v);
     free(r->body);
     cJSON_Delete(r->json);
-    for (size_t i = 0; i < r->nparts; i++) free(r->parts[i].name), free(r->parts[i].filename);
-    free(r->parts);
+    hlpt_form_parts_free(r->parts, r->nparts);
     if (r->data_free) r->data_free(r->data);
     free(r->ctype);
     free(r->resp);
@@ -370,8 +371,9 @@ cJSON *hlpt_req_json(hlpt_req *r) {
  * data CRLF "--BOUNDARY" ... "--BOUNDARY--". Only Content-Disposition's name and filename matter. */
 
 /* Reads the parameter `key` of a header value like `form-data; name="file"; filename="a.jsonl"`
- * into an owned string (NULL when absent). */
-static char *header_param(const char *s, const char *e, const char *key) {
+ * into an owned string (NULL when absent). A value with a NUL byte would be read short (`demo\0x`
+ * as `demo`): it sets *bad and is NULL. */
+static char *header_param(const char *s, const char *e, const char *key, int *bad) {
     size_t kl = strlen(key);
     while (s < e) {
         while (s < e && (*s == ';' || *s == ' ' || *s == '\t')) s++;
@@ -395,47 +397,63 @@ static char *header_param(const char *s, const char *e, const char *key) {
             while (s < e && *s != ';' && *s != ' ' && *s != '\t') val[vn++] = *s++;
         }
         val[vn] = 0;
-        if (klen == kl && strncasecmp(k, key, kl) == 0) return val;
+        if (klen == kl && strncasecmp(k, key, kl) == 0) {
+            if (strlen(val) == vn) return val;
+            free(val);
+            *bad = 1;
+            return NULL;
+        }
         free(val);
     }
     return NULL;
 }
 
-static int form_fail(hlpt_req *r, const char *msg) {
-    snprintf(r->form_why, sizeof r->form_why, "multipart body: %s", msg);
-    return r->form_err = HLPT_ERR_FORMAT;
+void hlpt_form_parts_free(hlpt_form_part *parts, size_t n) {
+    for (size_t i = 0; i < n; i++) free(parts[i].name), free(parts[i].filename);
+    free(parts);
 }
 
-static int form_parse(hlpt_req *r) {
-    const char *ct = hlpt_req_header(r, "Content-Type");
-    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0) return form_fail(r, "Content-Type is not multipart/form-data");
+static int form_fail(hlpt_form_part *parts, size_t n, const char *msg, char *why, size_t len) {
+    hlpt_form_parts_free(parts, n);
+    return hlpt_why(why, len, HLPT_ERR_FORMAT, "multipart body: %s", msg);
+}
+
+int hlpt_multipart_parse(const char *ct, const char *body, size_t body_n, hlpt_form_part **out, size_t *nout,
+                         char *why, size_t len) {
+    hlpt_form_part *parts = NULL;
+    size_t nparts = 0;
+    *out = NULL;
+    *nout = 0;
+    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0)
+        return form_fail(parts, nparts, "Content-Type is not multipart/form-data", why, len);
     const char *b = strcasestr(ct, "boundary=");
-    char *boundary = b ? header_param(b, b + strlen(b), "boundary") : NULL;
+    int bad = 0;
+    char *boundary = b ? header_param(b, b + strlen(b), "boundary", &bad) : NULL;
     if (!boundary || !*boundary || strlen(boundary) > 200) {
         free(boundary);
-        return form_fail(r, "no boundary in Content-Type");
+        return form_fail(parts, nparts, "no boundary in Content-Type", why, len);
     }
     char delim[208];
     int dl = snprintf(delim, sizeof delim, "\r\n--%s", boundary);
     free(boundary);
-    const char *p = r->body, *end = r->body + r->body_n;
+    const char *p = body, *end = body + body_n;
     /* The first delimiter may start the body (no CRLF before it) or follow a preamble. */
     const char *d = (size_t)(end - p) >= (size_t)dl - 2 && memcmp(p, delim + 2, (size_t)dl - 2) == 0
                         ? p - 2
                         : memmem(p, (size_t)(end - p), delim, (size_t)dl);
-    if (!d) return form_fail(r, "boundary not found");
+    if (!d) return form_fail(parts, nparts, "boundary not found", why, len);
     p = d + dl;
     for (;;) {
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') break;
         while (p < end && (*p == ' ' || *p == '\t')) p++;
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return form_fail(r, "malformed boundary line");
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return form_fail(parts, nparts, "malformed boundary line", why, len);
         p += 2;
         const char *he = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         const char *hstart = p;
         if (!he) {
             /* A part with no headers at all starts with the empty line. */
             if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') he = p - 2;
-            else return form_fail(r, "part headers do not end");
+            else return form_fail(parts, nparts, "part headers do not end", why, len);
         }
         char *name = NULL, *filename = NULL;
         for (const char *l = hstart; l < he;) {
@@ -444,30 +462,42 @@ static int form_parse(hlpt_req *r) {
             if ((size_t)(le - l) > 20 && strncasecmp(l, "Content-Disposition:", 20) == 0) {
                 free(name);
                 free(filename);
-                name = header_param(l + 20, le, "name");
-                filename = header_param(l + 20, le, "filename");
+                name = header_param(l + 20, le, "name", &bad);
+                filename = header_param(l + 20, le, "filename", &bad);
             }
             l = le + 2;
         }
         const char *data = he + 4;
-        const char *dend = data <= end ? memmem(data, (size_t)(end - data), delim, (size_t)dl) : NULL;
-        if (!name || !dend) {
+        const char *dend = !bad && name && data <= end ? memmem(data, (size_t)(end - data), delim, (size_t)dl) : NULL;
+        if (!dend) {
             free(name);
             free(filename);
-            return form_fail(r, !name ? "part without a name" : "part not terminated by the boundary");
+            return form_fail(parts, nparts,
+                             bad     ? "a NUL byte in a part's name or filename"
+                             : !name ? "part without a name"
+                                     : "part not terminated by the boundary",
+                             why, len);
         }
-        form_part *np = realloc(r->parts, (r->nparts + 1) * sizeof *np);
+        hlpt_form_part *np = realloc(parts, (nparts + 1) * sizeof *np);
         if (!np) {
             free(name);
             free(filename);
-            snprintf(r->form_why, sizeof r->form_why, "out of memory");
-            return r->form_err = HLPT_ERR_NOMEM;
+            hlpt_form_parts_free(parts, nparts);
+            return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
         }
-        r->parts = np;
-        r->parts[r->nparts++] = (form_part){name, filename, data, (size_t)(dend - data)};
+        parts = np;
+        parts[nparts++] = (hlpt_form_part){name, filename, data, (size_t)(dend - data)};
         p = dend + dl;
     }
-    return r->form_err = 1;
+    *out = parts;
+    *nout = nparts;
+    return HLPT_OK;
+}
+
+static void form_parse(hlpt_req *r) {
+    int err = hlpt_multipart_parse(hlpt_req_header(r, "Content-Type"), r->body, r->body_n, &r->parts, &r->nparts,
+                                   r->form_why, sizeof r->form_why);
+    r->form_err = err ? err : 1;
 }
 
 int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
@@ -588,6 +618,12 @@ out:
     if (err) s->n = n0;
     pthread_mutex_unlock(&s->mu);
     return err;
+}
+
+void hlpt_sse_finite(hlpt_sse *s) {
+    pthread_mutex_lock(&s->mu);
+    s->finite = 1;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void hlpt_sse_close(hlpt_sse *s) {
@@ -731,6 +767,20 @@ static int authorized(hlpt_req *r) {
 static void dispatch(hlpt_req *r) {
     hlpt_http *h = r->h;
     r->state = ST_HANDLER;
+    if (r->too_many_args) {
+        hlpt_reply_http_err(r, 414, "invalid_request_error", "too_many_query_arguments", NULL,
+                            "the query string has more than %d arguments", MAX_QUERY_ARGS);
+        return;
+    }
+    if (r->body_err == HLPT_ERR_NOSPACE) {
+        hlpt_reply_err(r, HLPT_ERR_NOSPACE, NULL, "the request body (%s bytes) does not fit in the free disk space",
+                       hlpt_req_header(r, "Content-Length"));
+        return;
+    }
+    if (r->body_err) {
+        hlpt_reply_err(r, r->body_err, NULL, "out of memory while reading the request body");
+        return;
+    }
     if (r->too_large) {
         hlpt_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
                             "request body is larger than the limit of %zu bytes (--max-body-bytes)", h->o.max_body_bytes);
@@ -842,7 +892,7 @@ void hlpt_http_run_deferred(hlpt_http *h) {
 /* ---- MHD callbacks ------------------------------------------------------------------------------ */
 
 static void body_append(hlpt_req *r, const char *data, size_t n) {
-    if (r->too_large) return;
+    if (r->too_large || r->body_err) return;
     if (r->body_n + n > r->h->o.max_body_bytes) {
         /* Keep reading (and dropping) the body so that the client, which may send it all before
          * reading anything, gets to see the 413. */
@@ -858,7 +908,12 @@ static void body_append(hlpt_req *r, const char *data, size_t n) {
         while (cap < r->body_n + n + 1) cap = cap < 4096 ? 4096 : 2 * cap;
         char *nb = realloc(r->body, cap);
         if (!nb) {
-            r->too_large = 1;
+            /* Not the client's fault: a 500 saying so, not a 413. The rest of the body is dropped. */
+            r->body_err = HLPT_ERR_NOMEM;
+            free(r->body);
+            r->body = calloc(1, 1);
+            r->body_n = 0;
+            r->body_cap = 1;
             return;
         }
         r->body = nb, r->body_cap = cap;
@@ -868,17 +923,48 @@ static void body_append(hlpt_req *r, const char *data, size_t n) {
     r->body[r->body_n] = 0;
 }
 
+/* The largest body the disk that stores bodies can take; "unlimited" when unknown. A stored body is
+ * written twice (SQLite's write-ahead log, then the database), and a margin stays for the daemon's
+ * own records (the size of its reserve, docs/faults.md, and as much again). */
+static unsigned long long free_space(const hlpt_http *h) {
+    struct statvfs sv;
+    if (!h->o.space_dir || statvfs(h->o.space_dir, &sv) != 0) return ULLONG_MAX;
+    unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize, margin = 8ull << 20;
+    return avail > margin ? (avail - margin) / 2 : 0;
+}
+
+/* libmicrohttpd 0.9.75 keeps each query argument in the connection's memory pool (32 kB) and, when
+ * the pool runs out (about 470 arguments), neither answers nor closes: the client hangs until the
+ * connection times out. The URI reaches this callback before MHD splits it, so a query of more than
+ * MAX_QUERY_ARGS arguments is cut off here, in MHD's own buffer (writable: MHD writes NULs into it
+ * next), and the request gets 414 in on_access. */
+static char too_many_args_mark;
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+    char *q = strchr(uri, '?');
+    if (!q) return NULL;
+    size_t n = 1;
+    for (const char *p = q; *p; p++) n += *p == '&';
+    if (n <= MAX_QUERY_ARGS) return NULL;
+    q[1] = 0;
+    return &too_many_args_mark;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     hlpt_http *h = cls;
     hlpt_req *r = *con_cls;
-    if (!r) {
+    if (!r || r == (void *)&too_many_args_mark) {
+        int cut = r != NULL;
         if (!(r = req_new(h, conn, url, method))) return MHD_NO;
         *con_cls = r;
+        r->too_many_args = cut;
         /* A client that waits for "100 Continue" can be told at once that its body is too big. */
         const char *cl = hlpt_req_header(r, "Content-Length"), *ex = hlpt_req_header(r, "Expect");
-        if (cl && ex && strcasecmp(ex, "100-continue") == 0 && strtoull(cl, NULL, 10) > h->o.max_body_bytes) {
-            r->too_large = 1;
+        unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
+        if (announced > h->o.max_body_bytes) r->too_large = 1;
+        else if (announced > free_space(h)) r->body_err = HLPT_ERR_NOSPACE;
+        if (ex && strcasecmp(ex, "100-continue") == 0 && (r->too_large || r->body_err)) {
             dispatch(r);
             return send_reply(r);
         }
@@ -897,7 +983,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
     hlpt_req *r = *con_cls;
-    if (!r) return;
+    if (!r || r == (void *)&too_many_args_mark) return;
     if (r->counted) atomic_fetch_sub(&r->h->inflight, 1);
     req_free(r);
     *con_cls = NULL;
@@ -950,6 +1036,7 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     if (!h) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     h->o = *o;
     h->o.host = NULL;
+    h->o.space_dir = o->space_dir ? strdup(o->space_dir) : NULL;
     h->listen_fd = -1;
     atomic_init(&h->inflight, 0);
     pthread_mutex_init(&h->mu, NULL);
@@ -960,7 +1047,7 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                            h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+                            h, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
     if (!h->d) {
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "libmicrohttpd did not start on %s:%d", o->host, o->port);
         goto fail;
@@ -977,11 +1064,19 @@ int hlpt_http_port(const hlpt_http *h) { return h->port; }
 int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t len) {
     FILE *f = fopen(path, "r");
     if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "api key file %s: %s", path, strerror(errno));
-    char **keys = NULL, line[1024];
-    size_t n = 0;
+    char **keys = NULL, *line = NULL;
+    size_t n = 0, cap = 0, lineno = 0;
+    ssize_t got;
     int err = HLPT_OK;
-    while (fgets(line, sizeof line, f)) {
-        char *s = line, *e = line + strlen(line);
+    /* getline reads a line whole, however long: a fixed buffer would split a long line into two
+     * keys, and its tail alone would let a client in. */
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        char *s = line, *e = line + got;
+        if (memchr(line, 0, (size_t)got)) {
+            err = hlpt_why(why, len, HLPT_ERR_INVAL, "api key file %s, line %zu: a NUL byte", path, lineno);
+            goto out;
+        }
         while (*s == ' ' || *s == '\t') s++;
         while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
         if (!*s || *s == '#') continue;
@@ -1008,6 +1103,7 @@ int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t le
     n = oldn;
 out:
     fclose(f);
+    free(line);
     for (size_t i = 0; i < n; i++) free(keys[i]);
     free(keys);
     return err;
@@ -1024,7 +1120,12 @@ int hlpt_http_drain_step(hlpt_http *h) {
     pthread_mutex_unlock(&h->mu);
     hlpt_http_run_deferred(h);
     pthread_mutex_lock(&h->mu);
-    for (hlpt_sse *s = h->streams; s; s = s->next) hlpt_sse_close(s);
+    for (hlpt_sse *s = h->streams; s; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        int finite = s->finite;
+        pthread_mutex_unlock(&s->mu);
+        if (!finite) hlpt_sse_close(s);
+    }
     pthread_mutex_unlock(&h->mu);
     return atomic_load(&h->inflight);
 }
@@ -1039,6 +1140,7 @@ void hlpt_http_stop(hlpt_http *h) {
     if (h->listen_fd >= 0) close(h->listen_fd);
     for (size_t i = 0; i < h->nkeys; i++) free(h->keys[i]);
     free(h->keys);
+    free((char *)h->o.space_dir);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }

@@ -4,7 +4,8 @@
  *
  * Threads and ownership of one request (hlpt_req):
  *
- *   MHD thread   accumulates the body (413 past the limit), matches the route (404/405), checks the
+ *   MHD thread   accumulates the body (413 past the limit, 507 past the free disk space, 500 when
+ *                memory runs out), matches the route (404/405), checks the
  *                API key (401), then calls the route's handler. The handler either replies at once
  *                (hlpt_reply_*) or calls hlpt_req_defer(r, work) and returns; http.c then suspends
  *                the connection and queues r to the loop (wake callback = uv_async_send).
@@ -58,6 +59,8 @@ typedef struct {
     int port;                  /* 0 = any free port (hlpt_http_port tells which) */
     int threads;               /* MHD thread pool size */
     size_t max_body_bytes;     /* larger bodies get 413 */
+    const char *space_dir;     /* where bodies end up stored (copied; may be NULL): a body announced
+                                  larger than its free space gets 507 before it is read */
     const hlpt_route *routes;  /* borrowed; must outlive the server */
     size_t nroutes;
     void *app;                 /* handed to work functions and hlpt_req_app */
@@ -85,7 +88,7 @@ void hlpt_http_run_deferred(hlpt_http *h);
 
 /* Loop thread, at shutdown, called repeatedly (e.g. from a timer): the first call stops accepting
  * connections; each call refuses new hand-offs with 503, runs queued work and ends every event
- * stream. Returns the number of requests still in flight (suspended or streaming); 0 means
+ * stream but the finite ones (hlpt_sse_finite), which end by themselves. Returns the number of requests still in flight (suspended or streaming); 0 means
  * hlpt_http_stop is safe. */
 int hlpt_http_drain_step(hlpt_http *h);
 
@@ -112,6 +115,20 @@ cJSON *hlpt_req_json(hlpt_req *r);
  * HLPT_ERR_FORMAT (why says why) when the body is not well-formed multipart. */
 int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
                   size_t len);
+/* One part of a multipart/form-data body: name and filename owned (filename NULL for plain fields),
+ * data borrowed from the body it was parsed from. */
+typedef struct {
+    char *name, *filename;
+    const char *data;
+    size_t n;
+} hlpt_form_part;
+/* Parses a whole multipart/form-data body (borrowed) under its Content-Type header value (borrowed)
+ * into *parts (owned: hlpt_form_parts_free; NULL on failure). Names and filenames with a NUL byte
+ * are refused. Errors: HLPT_ERR_FORMAT (why says what is malformed), HLPT_ERR_NOMEM. Pure: any
+ * thread (hlpt_req_form uses it; so does the fuzzer). */
+int hlpt_multipart_parse(const char *content_type, const char *body, size_t n, hlpt_form_part **parts,
+                         size_t *nparts, char *why, size_t len);
+void hlpt_form_parts_free(hlpt_form_part *parts, size_t n);
 /* The app pointer of hlpt_http_opts. */
 void *hlpt_req_app(const hlpt_req *r);
 /* Attaches handler data that travels with r to its work function; r frees it with free_fn (may
@@ -156,6 +173,9 @@ hlpt_sse *hlpt_req_stream(hlpt_req *r);
  * separate data lines). Any thread. HLPT_ERR_CANCELLED once the client is gone or the stream was
  * closed; HLPT_ERR_NOMEM. */
 int hlpt_sse_send(hlpt_sse *s, const char *event, const char *data);
+/* Marks a stream that ends by itself (a generation's): the shutdown drain lets it run to its end
+ * instead of closing it, as it closes open-ended streams (a job's events). Any thread. */
+void hlpt_sse_finite(hlpt_sse *s);
 /* Ends the stream after what is queued has been sent. Any thread; idempotent. */
 void hlpt_sse_close(hlpt_sse *s);
 void hlpt_sse_unref(hlpt_sse *s);

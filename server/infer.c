@@ -49,11 +49,15 @@ struct hlptd_infer {
     hlptd_req *queue_head, *queue_tail;  /* guarded by mu */
     int queued;                          /* guarded by mu */
     int stopping;                        /* guarded by mu */
+    int cancel_all;                      /* guarded by mu: hlptd_infer_cancel_all was called */
     char forget[16][64];                 /* guarded by mu: ids to drop */
     int n_forget;
     hlptd_infer_stats stats;             /* guarded by mu (copied out) */
     /* inference thread only */
     hlpt_runner *runner;
+    hlpt_seq **seqs;          /* [max_batch] one step's sequences, tokens and counts */
+    const int **toks;
+    int *counts;
     live *act;
     int n_act;
     cached *cache;
@@ -140,6 +144,13 @@ static int cache_get(hlptd_infer *inf, const char *id, cached **out, char *why, 
     err = hlpt_adapter_load_mem(cfg, cn, w, wn, hlpt_model_config(inf->m), hlpt_model_hash(inf->m), &a, why, len);
     free(cfg);
     free(w);
+    /* Every stored adapter loaded when it was stored: one that no longer does is damaged, the
+     * server's fault (500), not the client's. One made for another base stays a 422. */
+    if (err && err != HLPT_ERR_NOMEM && err != HLPT_ERR_MISMATCH) {
+        char detail[256];
+        snprintf(detail, sizeof detail, "%s", why);
+        return hlpt_why(why, len, HLPT_ERR_IO, "the stored adapter %s is damaged: %s", id, detail);
+    }
     if (err) return err;
     cached *c = calloc(1, sizeof *c);
     if (!c) {
@@ -230,15 +241,18 @@ static void *infer_main(void *arg) {
      * does not carry over (include/hlpt/engine.h). */
     if (inf->o.threads > 0) hlpt_engine_set_threads(inf->o.threads);
     int V = hlpt_model_config(inf->m)->vocab;
-    hlpt_seq **seqs = calloc((size_t)inf->o.max_batch, sizeof *seqs);
-    const int **toks = calloc((size_t)inf->o.max_batch, sizeof *toks);
-    int *counts = calloc((size_t)inf->o.max_batch, sizeof *counts);
+    hlpt_seq **seqs = inf->seqs;
+    const int **toks = inf->toks;
+    int *counts = inf->counts;
     for (;;) {
         pthread_mutex_lock(&inf->mu);
         while (!inf->queue_head && inf->n_act == 0 && !inf->stopping && !inf->n_forget)
             pthread_cond_wait(&inf->cv, &inf->mu);
         int stop = inf->stopping && !inf->queue_head && inf->n_act == 0;
+        int cancel = inf->cancel_all;
+        for (hlptd_req *q = inf->queue_head; cancel && q; q = q->next) q->cancelled = 1;
         pthread_mutex_unlock(&inf->mu);
+        for (int i = 0; cancel && i < inf->n_act; i++) inf->act[i].r->cancelled = 1;
         apply_forgets(inf);
         if (stop) break;
         admit(inf);
@@ -298,9 +312,6 @@ static void *infer_main(void *arg) {
             cache_trim(inf);
         }
     }
-    free(seqs);
-    free(toks);
-    free(counts);
     return NULL;
 }
 
@@ -313,9 +324,15 @@ int hlptd_infer_start(const hlpt_model *m, const hlptd_infer_opts *o, hlptd_infe
     if (inf->o.max_batch < 1) inf->o.max_batch = 16;
     if (inf->o.max_prefill < 1) inf->o.max_prefill = 2048;
     inf->act = calloc((size_t)inf->o.max_batch, sizeof *inf->act);
-    int err = inf->act ? hlpt_runner_new(m, &inf->runner) : HLPT_ERR_NOMEM;
+    inf->seqs = calloc((size_t)inf->o.max_batch, sizeof *inf->seqs);
+    inf->toks = calloc((size_t)inf->o.max_batch, sizeof *inf->toks);
+    inf->counts = calloc((size_t)inf->o.max_batch, sizeof *inf->counts);
+    int err = inf->act && inf->seqs && inf->toks && inf->counts ? hlpt_runner_new(m, &inf->runner) : HLPT_ERR_NOMEM;
     if (err) {
         free(inf->act);
+        free(inf->seqs);
+        free(inf->toks);
+        free(inf->counts);
         free(inf);
         return err;
     }
@@ -323,6 +340,9 @@ int hlptd_infer_start(const hlpt_model *m, const hlptd_infer_opts *o, hlptd_infe
     pthread_cond_init(&inf->cv, NULL);
     if (pthread_create(&inf->thread, NULL, infer_main, inf) != 0) {
         hlpt_runner_free(inf->runner);
+        free(inf->seqs);
+        free(inf->toks);
+        free(inf->counts);
         free(inf->act);
         free(inf);
         return HLPT_ERR_INTERNAL;
@@ -347,6 +367,9 @@ void hlptd_infer_stop(hlptd_infer *inf) {
     hlpt_runner_free(inf->runner);
     pthread_mutex_destroy(&inf->mu);
     pthread_cond_destroy(&inf->cv);
+    free(inf->seqs);
+    free(inf->toks);
+    free(inf->counts);
     free(inf->act);
     free(inf);
 }
@@ -375,6 +398,13 @@ int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r) {
 void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r) {
     pthread_mutex_lock(&inf->mu);
     r->cancelled = 1;
+    pthread_cond_signal(&inf->cv);
+    pthread_mutex_unlock(&inf->mu);
+}
+
+void hlptd_infer_cancel_all(hlptd_infer *inf) {
+    pthread_mutex_lock(&inf->mu);
+    inf->cancel_all = 1;
     pthread_cond_signal(&inf->cv);
     pthread_mutex_unlock(&inf->mu);
 }

@@ -66,6 +66,10 @@ int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r);
 /* Marks r cancelled: it is dropped at the next step and gets its DONE callback. */
 void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r);
 
+/* Cancels every queued and live request (a shutdown that cannot wait any longer): each gets its
+ * DONE callback, as hlptd_infer_cancel's do. Any thread. */
+void hlptd_infer_cancel_all(hlptd_infer *inf);
+
 typedef struct {
     int queued, active;
     long steps, tokens_generated, prompt_tokens;

@@ -10,12 +10,16 @@
  * replaced if a resumed run repeats a step), checkpoints (the file is read into the store and
  * removed), events, and at the end the adapter. The job's final status is decided once both the
  * process has exited and its pipe is drained, from what it said and what was asked of it (cancel,
- * pause, drain) — a worker that dies without a word fails its job with the exit reason, and the
- * daemon carries on.
+ * pause, drain). What keeps the user's work wins: a worker that dies without a word (killed, out of
+ * memory, a crash) is restarted from the job's last checkpoint up to MAX_WORKER_RESTARTS times, then
+ * the job pauses with the reason; a worker that dies while asked to stop still stops (paused or
+ * queued, from the same checkpoint); a worker that finds the disk full pauses the job until space
+ * returns and the user resumes it. Only a job that cannot train (its data, its settings) fails.
  */
 #include "jobs.h"
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -28,6 +32,10 @@
 
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
+
+/* How many times a job whose worker died without a word is restarted on its own, per daemon life
+ * (and per resume), before it pauses for the user to look. */
+#define MAX_WORKER_RESTARTS 3
 
 enum { SAID_NOTHING, SAID_DONE, SAID_STOPPED, SAID_ERROR };
 /* What was asked of a running worker. Cancel and pause set the job's status at once; the worker
@@ -52,10 +60,18 @@ typedef struct worker {
     int started;             /* said "started": its stop-signal handlers are in place */
     int pending_signal;      /* a stop signal asked for before that, sent once it has started */
     char error[512];
+    char error_code[32];     /* the error line's code: "no_space" when the disk is full */
     hlptd_job_live live;
     int64_t tokens_seen;     /* the last progress line's: the job's trained_tokens at the end */
     struct worker *next;
 } worker;
+
+/* A job's count of automatic restarts after worker deaths. */
+typedef struct restart_count {
+    char job_id[HLPT_ID_MAX];
+    int n;
+    struct restart_count *next;
+} restart_count;
 
 struct hlptd_jobs {
     uv_loop_t *loop;
@@ -63,6 +79,7 @@ struct hlptd_jobs {
     hlptd_jobs_opts o;
     char *exe, *model_dir, *model_name, *data_dir;
     worker *workers;
+    restart_count *restarts;
     int running;
     int draining;
     void (*drained)(void *ctx);
@@ -102,6 +119,20 @@ static void set_status(hlptd_jobs *j, const char *id, const char *status, const 
         fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, status, why);
     free(err);
     changed(j, id);
+}
+
+/* The job's restart count after adding `add` (0 reads it; -1 resets it). */
+static int restarts(hlptd_jobs *j, const char *id, int add) {
+    restart_count *c = j->restarts;
+    while (c && strcmp(c->job_id, id)) c = c->next;
+    if (!c) {
+        if (add <= 0 || !(c = calloc(1, sizeof *c))) return 0;
+        snprintf(c->job_id, sizeof c->job_id, "%s", id);
+        c->next = j->restarts;
+        j->restarts = c;
+    }
+    c->n = add < 0 ? 0 : c->n + add;
+    return c->n;
 }
 
 static worker *find_worker(const hlptd_jobs *j, const char *id) {
@@ -186,19 +217,21 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     unlink(path);
 }
 
-/* One CSV cell: empty for a value not measured. */
-static void csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
+/* One CSV cell: empty for a value not measured. Returns HLPT_ERR_NOMEM (the buffer kept) when it
+ * cannot grow. */
+static int csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
     char cell[64];
     int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%c", v, sep) : snprintf(cell, sizeof cell, "%c", sep);
     if (*len + (size_t)k + 1 > *cap) {
         size_t ncap = (*cap + (size_t)k + 1) * 2;
         char *nb = realloc(*buf, ncap);
-        if (!nb) return;
+        if (!nb) return HLPT_ERR_NOMEM;
         *buf = nb;
         *cap = ncap;
     }
     memcpy(*buf + *len, cell, (size_t)k + 1);
     *len += (size_t)k;
+    return HLPT_OK;
 }
 
 /* The job's results file, as OpenAI's: one row per logged step with the columns OpenAI's result
@@ -213,11 +246,13 @@ static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MA
     char *buf = malloc(cap);
     if (buf) len = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
     for (size_t i = 0; buf && i < n; i++) {
-        csv_cell(&buf, &len, &cap, (double)rows[i].step, ',');
-        csv_cell(&buf, &len, &cap, rows[i].train_loss, ',');
-        csv_cell(&buf, &len, &cap, NAN, ',');
-        csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',');
-        csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n');
+        /* A results file that cannot be whole is not written at all (a cut CSV would look complete). */
+        if (csv_cell(&buf, &len, &cap, (double)rows[i].step, ',') || csv_cell(&buf, &len, &cap, rows[i].train_loss, ',') ||
+            csv_cell(&buf, &len, &cap, NAN, ',') || csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',') ||
+            csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n')) {
+            free(buf);
+            buf = NULL;
+        }
     }
     hlpt_file *f = NULL;
     char name[HLPT_ID_MAX + 32];
@@ -256,9 +291,12 @@ static void on_done_line(worker *w, const cJSON *o) {
     hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
                            .base_hash = hash, .job_id = w->job_id};
     hlpt_adapter_rec *a = NULL;
-    if (hlpt_store_adapter_insert(j->st, &in, &a, why, sizeof why)) {
+    int err = hlpt_store_adapter_insert(j->st, &in, &a, why, sizeof why);
+    if (err) {
         w->said = SAID_ERROR;
         snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
+        /* The job can finish again from its last checkpoint once there is room. */
+        if (err == HLPT_ERR_NOSPACE) snprintf(w->error_code, sizeof w->error_code, "no_space");
     } else {
         hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why);
         char results[HLPT_ID_MAX];
@@ -290,6 +328,9 @@ static void on_line(worker *w, const char *line, size_t n) {
         w->started = 1;
         if (w->pending_signal) uv_process_kill(&w->proc, w->pending_signal);
         int from = (int)num(o, "resumed_from");
+        /* Steps after the checkpoint run again: their first reports (before a kill) go. */
+        if (hlpt_store_job_rewind(j->st, w->job_id, from, why, sizeof why))
+            fprintf(stderr, "hlptd: job %s: %s\n", w->job_id, why);
         hlpt_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
         char *data = cJSON_PrintUnformatted(o);
         if (from > 0)
@@ -309,6 +350,7 @@ static void on_line(worker *w, const char *line, size_t n) {
     } else if (!strcmp(type, "error")) {
         w->said = SAID_ERROR;
         snprintf(w->error, sizeof w->error, "%s", str(o, "message") ? str(o, "message") : "the worker failed");
+        snprintf(w->error_code, sizeof w->error_code, "%s", str(o, "code") ? str(o, "code") : "");
     }
     cJSON_Delete(o);
 }
@@ -354,26 +396,45 @@ static void worker_finish(worker *w) {
     char msg[600];
     /* The event goes in before the status: an event stream ends ([DONE]) as soon as it sees a final
      * status, so the job's last word must already be there. */
+    int stopped = w->said == SAID_STOPPED || (w->said == SAID_NOTHING && w->want != WANT_NONE);
+    if (w->said == SAID_NOTHING) {
+        if (w->term_signal) snprintf(msg, sizeof msg, "the worker was killed by signal %d (%s)", w->term_signal, strsignal(w->term_signal));
+        else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
+    }
     if (w->want == WANT_CANCEL) {
         /* Cancelled when it was asked (hlptd_jobs_cancel); the worker is gone now. */
     } else if (w->said == SAID_DONE) {
         event(j, w->job_id, "info", NULL, "The job has successfully completed");
         set_status(j, w->job_id, "succeeded", NULL, NULL);
-    } else if (w->said == SAID_STOPPED && w->want == WANT_PAUSE) {
+    } else if (stopped && w->want == WANT_PAUSE) {
+        /* Asked to stop, it stopped, or died on the way (before its handlers were in place, or while
+         * checkpointing): either way the job stops at its last stored checkpoint. */
+        if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While pausing, %s", msg);
         event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
         set_status(j, w->job_id, "paused", NULL, NULL);
-    } else if (w->said == SAID_STOPPED && w->want == WANT_REQUEUE) {
+    } else if (stopped && w->want == WANT_REQUEUE) {
         event(j, w->job_id, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
         set_status(j, w->job_id, "queued", NULL, NULL);
-    } else if (w->said == SAID_STOPPED) {
+    } else if (stopped) {
+        if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While stopping, %s", msg);
         event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
         set_status(j, w->job_id, "queued", NULL, NULL);
+    } else if (w->said == SAID_ERROR && !strcmp(w->error_code, "no_space")) {
+        event(j, w->job_id, "error", NULL,
+              "Job paused: %s. Its last checkpoint is kept; free some space, then resume the job", w->error);
+        set_status(j, w->job_id, "paused", NULL, NULL);
+    } else if (w->said == SAID_NOTHING && restarts(j, w->job_id, 1) <= MAX_WORKER_RESTARTS) {
+        event(j, w->job_id, "warn", NULL, "%s; the job resumes from its last checkpoint (automatic restart %d of %d)", msg,
+              restarts(j, w->job_id, 0), MAX_WORKER_RESTARTS);
+        set_status(j, w->job_id, "queued", NULL, NULL);
+    } else if (w->said == SAID_NOTHING) {
+        event(j, w->job_id, "error", NULL,
+              "Job paused: %s, and it died %d times in a row; resume the job to try again from its last checkpoint", msg,
+              MAX_WORKER_RESTARTS + 1);
+        set_status(j, w->job_id, "paused", NULL, NULL);
     } else {
-        if (w->said == SAID_ERROR) snprintf(msg, sizeof msg, "%s", w->error);
-        else if (w->term_signal) snprintf(msg, sizeof msg, "the worker was killed by signal %d (%s)", w->term_signal, strsignal(w->term_signal));
-        else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
-        event(j, w->job_id, "error", NULL, "Job failed: %s", msg);
-        set_status(j, w->job_id, "failed", w->said == SAID_ERROR ? "training_error" : "worker_died", msg);
+        event(j, w->job_id, "error", NULL, "Job failed: %s", w->error);
+        set_status(j, w->job_id, "failed", "training_error", w->error);
     }
     /* The worker's copies of the dataset files go with it: a job that runs again (resumed, or
      * after a restart) exports them afresh, and a deleted file leaves no bytes behind. */
@@ -504,7 +565,11 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
         {.flags = UV_INHERIT_FD, .data.fd = 2},
         {.flags = UV_INHERIT_FD, .data.fd = j->o.model_fd},
     };
-    uv_process_options_t po = {.exit_cb = on_exit_cb, .file = j->exe, .args = args, .stdio = stdio, .stdio_count = 4};
+    /* UV_PROCESS_DETACHED: the worker leads its own session, so a terminal's ^C or a signal to the
+     * daemon's process group reaches the daemon alone, which decides; until the worker has its
+     * handlers (its "started" line), a stop signal's default action would kill it. */
+    uv_process_options_t po = {.exit_cb = on_exit_cb, .file = j->exe, .args = args, .stdio = stdio, .stdio_count = 4,
+                               .flags = UV_PROCESS_DETACHED};
     int rc = uv_spawn(j->loop, &w->proc, &po);
     w->next = j->workers;
     j->workers = w;
@@ -566,6 +631,11 @@ void hlptd_jobs_free(hlptd_jobs *j) {
     free(j->model_dir);
     free(j->model_name);
     free(j->data_dir);
+    while (j->restarts) {
+        restart_count *c = j->restarts;
+        j->restarts = c->next;
+        free(c);
+    }
     free(j);
 }
 
@@ -580,7 +650,10 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
             return;
         }
         int err = start_job(j, job, why, sizeof why);
-        if (err) {
+        if (err == HLPT_ERR_NOSPACE) {
+            event(j, job->id, "error", NULL, "Job paused before it started: %s. Free some space, then resume the job", why);
+            set_status(j, job->id, "paused", NULL, NULL);
+        } else if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
             set_status(j, job->id, "failed", "setup_failed", why);
         }
@@ -588,9 +661,40 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
     }
 }
 
+/* At start-up no worker runs: what a worker of the last daemon left in a job directory (copies of
+ * dataset files, a checkpoint file not stored yet, a half-written temporary) is stale. The store
+ * holds everything a job resumes from; a job that runs again exports its files afresh. */
+static void clean_job_dirs(hlptd_jobs *j) {
+    char path[1200];
+    if ((size_t)snprintf(path, sizeof path, "%s/jobs", j->data_dir) >= sizeof path) return;
+    DIR *jobs = opendir(path);
+    if (!jobs) return;
+    struct dirent *e;
+    while ((e = readdir(jobs))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[1600];
+        snprintf(dir, sizeof dir, "%s/%s", path, e->d_name);
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        struct dirent *f;
+        while ((f = readdir(d))) {
+            const char *n = f->d_name;
+            if (!strcmp(n, "train.jsonl") || !strcmp(n, "valid.jsonl") || !strcmp(n, "resume.safetensors") ||
+                !strncmp(n, "ckpt-", 5) || strstr(n, ".tmp.")) {
+                char file[2000];
+                snprintf(file, sizeof file, "%s/%s", dir, n);
+                unlink(file);
+            }
+        }
+        closedir(d);
+    }
+    closedir(jobs);
+}
+
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     char **ids;
     size_t n;
+    clean_job_dirs(j);
     int err = hlpt_store_job_ids_with_status(j->st, "running", &ids, &n, why, len);
     if (err) return err;
     for (size_t i = 0; i < n; i++) {
@@ -647,6 +751,17 @@ int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     return HLPT_OK;
 }
 
+void hlptd_jobs_pause_all_for_space(hlptd_jobs *j) {
+    for (worker *w = j->workers; w; w = w->next) {
+        if (w->want != WANT_NONE || w->exited) continue;
+        w->want = WANT_PAUSE;
+        signal_stop(w, SIGUSR1);
+        event(j, w->job_id, "error", NULL,
+              "Pausing: the disk is full. The job stops at its next checkpoint; free some space, then resume it");
+        set_status(j, w->job_id, "paused", NULL, NULL);
+    }
+}
+
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
     char status[32];
     int err = job_status(j, id, status, sizeof status, why, len);
@@ -654,6 +769,7 @@ int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
     if (strcmp(status, "paused")) return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, status);
     worker *w = find_worker(j, id);
     if (w && w->want == WANT_PAUSE) w->want = WANT_REQUEUE;
+    restarts(j, id, -1);
     set_status(j, id, "queued", NULL, NULL);
     event(j, id, "info", NULL, "Job resumed; it continues from its last checkpoint");
     hlptd_jobs_schedule(j);

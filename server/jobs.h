@@ -37,8 +37,9 @@ int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hl
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
 void hlptd_jobs_free(hlptd_jobs *j);
 
-/* At start-up: jobs the last daemon left `running` go back to the queue, to resume from their last
- * checkpoint (an event says so). Then starts what fits. */
+/* At start-up: what the last daemon's workers left in job directories (dataset copies, checkpoint
+ * files not yet stored) is removed; jobs it left `running` go back to the queue, to resume from their
+ * last checkpoint (an event says so). Then starts what fits. */
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
 /* Starts queued jobs while workers are free (call after a job was created or resumed). */
 void hlptd_jobs_schedule(hlptd_jobs *j);
@@ -50,6 +51,10 @@ void hlptd_jobs_schedule(hlptd_jobs *j);
 int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len);
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len);
+
+/* The disk is full: every running job pauses at its next checkpoint, its events saying why; `resume`
+ * continues it once there is space. */
+void hlptd_jobs_pause_all_for_space(hlptd_jobs *j);
 
 /* Shutdown: no new jobs start; running workers checkpoint and exit, their jobs go back to `queued`
  * (the next start resumes them). done(ctx) runs on the loop once no worker is left. */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -30,9 +31,11 @@
 #include "log.h"
 #include "notify.h"
 
-/* How often shutdown checks whether requests and workers are done, and how long it waits. */
+/* How often shutdown checks whether requests and workers are done, how long it waits, and how long
+ * generations cancelled at that point get to send their last events. */
 #define DRAIN_POLL_MS 20
 #define DRAIN_TIMEOUT_MS 30000
+#define DRAIN_GRACE_MS 2000
 
 struct hlptd {
     const hlptd_config *cfg;
@@ -40,7 +43,7 @@ struct hlptd {
     int loop_open;
     uv_async_t wake;     /* HTTP threads → loop: requests queued */
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t start_timer, drain_timer;
+    uv_timer_t start_timer, drain_timer, reserve_timer, full_timer;
     int handles_open;
     hlpt_store *store;
     hlpt_http *http;
@@ -52,7 +55,9 @@ struct hlptd {
     char *db_path;
     hlpt_store *infer_store; /* the inference thread's own read connection (adapter fetches) */
     int jobs_drained;
+    int gens_cancelled;  /* the drain ran out of time and cancelled the generations left */
     char *port_path, *pid_path;
+    char *reserve_path;  /* <data-dir>/hlptd.reserve */
     int files_written;   /* port and pid files are ours to remove */
     int lock_fd;         /* flock on <data-dir>/hlptd.lock: one daemon per data directory */
     atomic_int ready, stopping;
@@ -64,10 +69,14 @@ struct hlptd {
 int hlptd_ready(const hlptd *d) { return atomic_load(&d->ready); }
 int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
 hlpt_store *hlptd_store(hlptd *d) { return d->store; }
-const hlpt_model *hlptd_model(hlptd *d) { return atomic_load(&d->ready) ? d->model : NULL; }
+/* The model stays loaded through a drain: the requests and generations still in flight use it. */
+const hlpt_model *hlptd_model(hlptd *d) {
+    return atomic_load(&d->ready) || atomic_load(&d->stopping) ? d->model : NULL;
+}
 const char *hlptd_model_name(hlptd *d) { return d->model_name; }
 int64_t hlptd_model_created(hlptd *d) { return d->model_created; }
 hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
+hlptd_infer *hlptd_inference_running(hlptd *d) { return d->infer; }
 hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
 const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
 
@@ -144,6 +153,50 @@ static char *join(const char *dir, const char *name) {
     return p;
 }
 
+/* ---- the space reserve ------------------------------------------------------------------------------
+ * <data-dir>/hlptd.reserve holds RESERVE_BYTES while the disk has room. When SQLite finds the disk
+ * full, the reserve is given back, so that what must still be written is: a job's status and events
+ * (it pauses), a DELETE (SQLite logs it before it frees anything), the next start. It is made again
+ * once the disk has room. */
+#define RESERVE_BYTES ((off_t)4 << 20)
+#define RESERVE_CHECK_MS 5000 /* how often a missing reserve is made again */
+
+static unsigned long long disk_free(const char *dir) {
+    struct statvfs sv;
+    return statvfs(dir, &sv) == 0 ? (unsigned long long)sv.f_bavail * sv.f_frsize : 0;
+}
+
+/* Running jobs pause (each checkpoints into what the reserve gave back): outside the store call
+ * that found the disk full. */
+static void on_disk_full(uv_timer_t *t) {
+    hlptd *d = t->data;
+    if (d->jobs) hlptd_jobs_pause_all_for_space(d->jobs);
+}
+
+static int reserve_release(void *ctx) {
+    hlptd *d = ctx;
+    if (unlink(d->reserve_path) != 0) return 0;
+    hlpt_warn("the disk of %s is full: its %lld MB reserve is released so that deletes and job records still work; "
+              "running jobs pause", d->cfg->data_dir, (long long)(RESERVE_BYTES >> 20));
+    if (d->handles_open) uv_timer_start(&d->full_timer, on_disk_full, 0, 0);
+    return 1;
+}
+
+static void reserve_make(hlptd *d) {
+    struct stat sb;
+    if (stat(d->reserve_path, &sb) == 0 || disk_free(d->cfg->data_dir) < 3 * (unsigned long long)RESERVE_BYTES) return;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", d->reserve_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    /* Real blocks, not a hole: posix_fallocate. */
+    int ok = posix_fallocate(fd, 0, RESERVE_BYTES) == 0;
+    close(fd);
+    if (!ok || rename(tmp, d->reserve_path) != 0) unlink(tmp);
+}
+
+static void on_reserve_tick(uv_timer_t *t) { reserve_make(t->data); }
+
 /* ---- callbacks ------------------------------------------------------------------------------------ */
 
 static void on_wake(uv_async_t *a) {
@@ -160,6 +213,8 @@ static void close_all(hlptd *d) {
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->start_timer, NULL);
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
+    uv_close((uv_handle_t *)&d->reserve_timer, NULL);
+    uv_close((uv_handle_t *)&d->full_timer, NULL);
     d->handles_open = 0;
 }
 
@@ -175,7 +230,14 @@ static void on_drain_tick(uv_timer_t *t) {
     uint64_t waited = uv_now(&d->loop) - d->drain_started;
     if (reqs == 0 && workers == 0) {
         hlpt_info("drained; exiting");
-    } else if (waited >= DRAIN_TIMEOUT_MS) {
+    } else if (waited >= DRAIN_TIMEOUT_MS && !d->gens_cancelled && d->infer) {
+        /* Generations that would outlast the drain end now, each with its finish and [DONE]. */
+        hlpt_warn("drain: %d request(s) still running after %llu ms; cancelling generations", reqs,
+                  (unsigned long long)waited);
+        hlptd_infer_cancel_all(d->infer);
+        d->gens_cancelled = 1;
+        return;
+    } else if (waited >= DRAIN_TIMEOUT_MS + (d->gens_cancelled ? DRAIN_GRACE_MS : 0)) {
         hlpt_warn("drain timed out after %llu ms with %d request(s) and %d worker(s) left",
                   (unsigned long long)waited, reqs, workers);
     } else {
@@ -269,9 +331,20 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
         free(db);
         goto fail;
     }
-    err = hlpt_store_open(&d->store, db, why, len);
+    d->reserve_path = join(cfg->data_dir, "hlptd.reserve");
+    if (!d->reserve_path) {
+        free(db);
+        err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* A start on a full disk needs room to open the database (its -shm and -wal files). */
+    if (disk_free(cfg->data_dir) < (unsigned long long)RESERVE_BYTES) reserve_release(d);
+    /* Checked before anything writes to it: migrations over a damaged file could make it worse. */
+    if (!(err = hlpt_store_check(db, why, len))) err = hlpt_store_open(&d->store, db, why, len);
     d->db_path = db;
     if (err) goto fail;
+    hlpt_store_on_full(d->store, reserve_release, d);
+    reserve_make(d);
     hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
 
     if (uv_loop_init(&d->loop) != 0) {
@@ -285,9 +358,12 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     uv_signal_init(&d->loop, &d->sig_hup);
     uv_timer_init(&d->loop, &d->start_timer);
     uv_timer_init(&d->loop, &d->drain_timer);
+    uv_timer_init(&d->loop, &d->reserve_timer);
+    uv_timer_init(&d->loop, &d->full_timer);
     d->handles_open = 1;
     d->wake.data = d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
-    d->start_timer.data = d->drain_timer.data = d;
+    d->start_timer.data = d->drain_timer.data = d->reserve_timer.data = d->full_timer.data = d;
+    uv_timer_start(&d->reserve_timer, on_reserve_tick, RESERVE_CHECK_MS, RESERVE_CHECK_MS);
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
@@ -297,6 +373,7 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
         .port = cfg->listen_port,
         .threads = cfg->http_threads,
         .max_body_bytes = cfg->max_body_bytes,
+        .space_dir = cfg->data_dir,
         .routes = hlpt_api_routes,
         .nroutes = hlpt_api_nroutes,
         .app = d,
@@ -352,5 +429,6 @@ void hlptd_close(hlptd *d) {
     if (d->lock_fd >= 0) close(d->lock_fd);
     free(d->port_path);
     free(d->pid_path);
+    free(d->reserve_path);
     free(d);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -19,6 +20,9 @@
 extern char **environ;
 
 int main(int argc, char **argv) {
+    /* Everything hlptd and its workers create (the database, job directories, checkpoints) is the
+     * service's alone, whatever umask it was started with; systemd's unit sets the same. */
+    umask(077);
     hlpt_blas_init(argv);
     /* A job's worker process: spawned by the daemon itself (server/jobs.c). */
     if (argc >= 2 && !strcmp(argv[1], "--worker")) return hlptd_worker_main(argc, argv);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,15 @@
 
 struct hlpt_store {
     sqlite3 *db;
+    atomic_int damaged; /* SQLite reported corruption */
+    int (*on_full)(void *ctx);
+    void *on_full_ctx;
 };
+
+void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx) {
+    st->on_full = fn;
+    st->on_full_ctx = ctx;
+}
 
 /* ---- ids ------------------------------------------------------------------------------------ */
 
@@ -47,8 +56,13 @@ int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix) {
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
+/* SQLITE_FULL is the disk's, not the database's fault: HLPT_ERR_NOSPACE (507) says so. A damaged
+ * database is remembered, so that /health stops saying ok over it. */
 static int db_fail(hlpt_store *st, const char *what, char *why, size_t len) {
-    return hlpt_why(why, len, HLPT_ERR_DB, "%s: %s", what, sqlite3_errmsg(st->db));
+    int rc = sqlite3_extended_errcode(st->db) & 0xff;
+    if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) atomic_store(&st->damaged, 1);
+    return hlpt_why(why, len, rc == SQLITE_FULL ? HLPT_ERR_NOSPACE : HLPT_ERR_DB, "%s: %s", what,
+                    sqlite3_errmsg(st->db));
 }
 
 static int prep(hlpt_store *st, const char *sql, sqlite3_stmt **s, char *why, size_t len) {
@@ -92,6 +106,11 @@ static int64_t now(void) { return (int64_t)time(NULL); }
 /* Steps a statement that changes rows and finalizes it; *changes gets the row count. */
 static int exec_stmt(hlpt_store *st, sqlite3_stmt *s, int *changes, const char *what, char *why, size_t len) {
     int rc = sqlite3_step(s);
+    /* A full disk: once room is made (hlpt_store_on_full), the write is tried again. */
+    if ((rc & 0xff) == SQLITE_FULL && st->on_full && st->on_full(st->on_full_ctx)) {
+        sqlite3_reset(s);
+        rc = sqlite3_step(s);
+    }
     int err = HLPT_OK;
     if (rc != SQLITE_DONE) err = db_fail(st, what, why, len);
     else if (changes) *changes = sqlite3_changes(st->db);
@@ -289,6 +308,38 @@ fail:
 
 int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len) {
     return hlpt_store_open_at(out, path, hlpt_migrations_count, why, len);
+}
+
+int hlpt_store_damaged(const hlpt_store *st) { return st && atomic_load(&st->damaged); }
+
+int hlpt_store_check(const char *path, char *why, size_t len) {
+    sqlite3 *db = NULL;
+    /* No CREATE: a data directory without a database yet is sound. */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_CANTOPEN) {
+        sqlite3_close(db);
+        return HLPT_OK;
+    }
+    char found[512] = "";
+    sqlite3_stmt *s = NULL;
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &s, NULL);
+    /* quick_check answers one row "ok", or rows that each name a problem. */
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW) break;
+        const char *t = (const char *)sqlite3_column_text(s, 0);
+        if (t && strcmp(t, "ok") && !found[0]) snprintf(found, sizeof found, "%s", t);
+    }
+    if (rc != SQLITE_DONE && !found[0]) snprintf(found, sizeof found, "%s", db ? sqlite3_errmsg(db) : "cannot open");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    if (!found[0]) return HLPT_OK;
+    return hlpt_why(why, len, HLPT_ERR_DB,
+                    "database %s is damaged (%s); hlptd does not serve over a damaged store. Keep a copy of the data "
+                    "directory, then recover with `sqlite3 %s .recover | sqlite3 recovered.db` and put recovered.db "
+                    "in its place (removing the old -wal and -shm files), or move the database aside to start empty "
+                    "(docs/faults.md)",
+                    path, found, path);
 }
 
 void hlpt_store_close(hlpt_store *st) {
@@ -767,6 +818,23 @@ int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after,
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
+int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len) {
+    static const char *const sql[] = {
+        "DELETE FROM metrics WHERE job_id = ?1 AND step > ?2",
+        "DELETE FROM job_events WHERE job_id = ?1 AND json_valid(data) AND json_extract(data, '$.type') = 'progress'"
+        " AND json_extract(data, '$.step') > ?2",
+    };
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *s;
+        int err = prep(st, sql[i], &s, why, len);
+        if (err) return err;
+        bind_text(s, 1, job_id);
+        sqlite3_bind_int64(s, 2, step);
+        if ((err = exec_stmt(st, s, NULL, "rewind job", why, len))) return err;
+    }
+    return HLPT_OK;
+}
+
 int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len) {
     sqlite3_stmt *s;
     int err = prep(st,
@@ -1024,7 +1092,7 @@ int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hl
 int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len) {
     sqlite3_stmt *s;
     *out = NULL;
-    int err = prep(st, "SELECT " ADAPTER_COLS " FROM adapters WHERE id = ?1 OR name = ?1", &s, why, len);
+    int err = prep(st, "SELECT " ADAPTER_COLS " FROM adapters WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1", &s, why, len);
     if (err) return err;
     bind_text(s, 1, id_or_name);
     return fetch_one(st, s, adapter_row, (void **)out, "adapter", id_or_name, why, len);

@@ -19,7 +19,8 @@
  *
  * Errors: HLPT_ERR_NOENT (no such row; why names the id), HLPT_ERR_EXISTS (unique name taken),
  * HLPT_ERR_STATE (a row still referenced, e.g. a file used by a job), HLPT_ERR_INVAL (bad argument),
- * HLPT_ERR_DB (SQLite failed; why has its message), HLPT_ERR_NOMEM.
+ * HLPT_ERR_DB (SQLite failed; why has its message), HLPT_ERR_NOSPACE (the disk is full: SQLITE_FULL),
+ * HLPT_ERR_NOMEM.
  */
 #ifndef HLPTD_STORE_H
 #define HLPTD_STORE_H
@@ -57,6 +58,16 @@ int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len);
 /* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. */
 int hlpt_store_open_at(hlpt_store **out, const char *path, int version, char *why, size_t len);
 void hlpt_store_close(hlpt_store *st);
+/* Checks an existing database file (borrows path) with PRAGMA quick_check before anything opens it
+ * for writing: HLPT_OK when it is sound or does not exist yet; HLPT_ERR_DB when it is damaged, why
+ * saying what SQLite found and how to recover (docs/faults.md). Any thread. */
+int hlpt_store_check(const char *path, char *why, size_t len);
+/* Calls fn(ctx) on the store's thread when SQLite finds the disk full; when fn returns 1 (it made
+ * room), the statement is tried once more. hlptd frees its space reserve there (docs/faults.md). */
+void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx);
+/* 1 once SQLite has reported the database corrupt to this handle (SQLITE_CORRUPT, SQLITE_NOTADB).
+ * Any thread may read it. */
+int hlpt_store_damaged(const hlpt_store *st);
 /* PRAGMA user_version: the last migration applied. */
 int hlpt_store_version(hlpt_store *st);
 
@@ -200,6 +211,9 @@ typedef struct {
     int64_t created_at; /* set by the store on insert */
 } hlpt_metric;
 
+/* A job restarts from its checkpoint at `step`: the metrics and step events ("progress" data) of
+ * later steps, which the new run will report again, are dropped so that none appears twice. */
+int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len);
 /* Inserts or replaces the job's row for m->step (a resumed job repeats steps after its checkpoint). */
 int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len);
 /* Rows with step > since_step in step order, at most limit; *out owned (free()). */

@@ -71,17 +71,23 @@ static void add_finite(cJSON *o, const char *key, double v) {
     if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
 }
 
-static int fail(const char *fmt, const char *detail) {
+/* An error line; code (NULL for none) tells the daemon what kind: "no_space" pauses the job. */
+static int fail_code(const char *code, const char *fmt, const char *detail) {
     char msg[1024];
     snprintf(msg, sizeof msg, fmt, detail);
     cJSON *o = line("error");
     cJSON_AddStringToObject(o, "message", msg);
+    if (code) cJSON_AddStringToObject(o, "code", code);
     emit(o);
     return 1;
 }
 
+static int fail(const char *fmt, const char *detail) { return fail_code(NULL, fmt, detail); }
+
 typedef struct {
     const char *job_dir;
+    int ckpt_err;      /* the last checkpoint write's status */
+    char ckpt_why[512];
 } worker_ctx;
 
 static void on_progress(void *ctx, const hlpt_train_progress *p) {
@@ -104,7 +110,7 @@ static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, cons
     worker_ctx *w = ctx;
     char path[4200];
     snprintf(path, sizeof path, "%s/ckpt-%08d.safetensors", w->job_dir, step);
-    if (hlpt_file_write(path, blob, n, 1, NULL, 0) != HLPT_OK) return -1;
+    if ((w->ckpt_err = hlpt_file_write(path, blob, n, 1, w->ckpt_why, sizeof w->ckpt_why)) != HLPT_OK) return -1;
     cJSON *o = line("checkpoint");
     cJSON_AddNumberToObject(o, "step", step);
     cJSON_AddStringToObject(o, "path", path);
@@ -261,11 +267,12 @@ int hlptd_worker_main(int argc, char **argv) {
     cJSON_AddNumberToObject(o, "resumed_from", resumed_from);
     emit(o);
 
-    worker_ctx w = {.job_dir = job_dir};
+    worker_ctx w = {.job_dir = job_dir, .ckpt_err = HLPT_OK};
     hlpt_train_hooks hooks = {.ctx = &w, .on_progress = on_progress, .on_checkpoint = on_checkpoint,
                               .should_stop = should_stop};
     if ((err = hlpt_trainer_run(t, &hooks, why, sizeof why))) {
-        status = fail("training: %s", why);
+        if (w.ckpt_err == HLPT_ERR_NOSPACE) status = fail_code("no_space", "writing a checkpoint: %s", w.ckpt_why);
+        else status = fail("training: %s", why);
         goto out;
     }
     if (!hlpt_trainer_finished(t)) {
@@ -284,7 +291,7 @@ int hlptd_worker_main(int argc, char **argv) {
     err = hlpt_adapter_save(a, dir, extra, why, sizeof why);
     free(extra);
     if (err) {
-        status = fail("saving the adapter: %s", why);
+        status = fail_code(err == HLPT_ERR_NOSPACE ? "no_space" : NULL, "saving the adapter: %s", why);
         goto out;
     }
     o = line("done");

@@ -26,7 +26,8 @@
     X(BUSY, "resource busy")                                                \
     X(CANCELLED, "cancelled")                                               \
     X(DB, "database error")                                                 \
-    X(INTERNAL, "internal error")
+    X(INTERNAL, "internal error")                                          \
+    X(NOSPACE, "no space left on the device")
 
 typedef enum {
 #define X(name, msg) HLPT_ERR_##name##__,

@@ -512,24 +512,44 @@ class JobsTest(unittest.TestCase):
 
     # 5 ----------------------------------------------------------------------------------------
     def test_worker_killed(self):
+        """A worker that dies (here SIGKILL) costs the job nothing but the steps since its last
+        checkpoint: the job resumes from there on its own and ends as an uninterrupted run."""
+        want = reference_weights()
         d = self.daemon()
         job = self.long_job(d)
-        wait_for(lambda: get_job(d, job["id"])["progress"]["step"] >= 1, 30, "the job to take a step")
+        self.wait_checkpoint(d, job["id"])
         pids = workers_of(d)
         self.assertEqual(len(pids), 1, pids)
         self.assertEqual(cmdline(pids[0])[1:2], [b"--worker"])
         os.kill(pids[0], signal.SIGKILL)
-        done = wait_job(d, job["id"], "failed", timeout=20)
-        self.assertEqual(done["error"]["code"], "worker_died", done["error"])
-        self.assertIn("signal %d" % signal.SIGKILL, done["error"]["message"])
-        self.assertIn("Killed", done["error"]["message"])
-        self.assertIsNone(done["fine_tuned_model"])
-        self.assertTrue(any(m.startswith("Job failed: ") and "signal 9" in m for m in messages(d, job["id"])))
+        done = wait_job(d, job["id"], "succeeded", timeout=60)
+        msgs = messages(d, job["id"])
+        self.assertTrue(any("signal 9" in m and "automatic restart 1 of 3" in m for m in msgs), msgs)
         self.assertIsNone(d.proc.poll(), "the daemon died with its worker")
         self.assertEqual(d.json("GET", "/health"), (200, {"status": "ok"}))
-        # And it still runs jobs.
-        again = create(d, upload(d, TRAIN), SHORT_HP)
-        wait_job(d, again["id"], "succeeded", timeout=30)
+        self.assert_steps_once(d, job["id"], LONG_STEPS)
+        self.assertEqual(adapter_weights(d, done["fine_tuned_model"]), want,
+                         "resumed after its worker died, the adapter differs from an uninterrupted run's")
+
+    def test_worker_killed_again_and_again_pauses(self):
+        """A worker that keeps dying is restarted a bounded number of times, then its job pauses
+        with the reason (never `failed`); `resume` starts it again."""
+        d = self.daemon()
+        job = self.long_job(d)
+        killed = set()
+        def paused():
+            for p in workers_of(d):
+                if p not in killed:
+                    killed.add(p)
+                    kill_quietly(p)
+            return get_job(d, job["id"])["status"] == "paused"
+        wait_for(paused, 60, "the job to pause after its workers died", interval=0.005)
+        self.assertEqual(len(killed), 4, killed)
+        msgs = messages(d, job["id"])
+        self.assertTrue(any(m.startswith("Job paused: the worker was killed by signal 9") for m in msgs), msgs)
+        status, resp = d.json("POST", "%s/%s/resume" % (JOBS, job["id"]))
+        self.assertEqual(status, 200, resp)
+        wait_job(d, job["id"], "succeeded", timeout=60)
 
     # 6 ----------------------------------------------------------------------------------------
     def test_daemon_killed_resumes_exactly(self):

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -275,6 +276,113 @@ START_TEST(test_drain) {
 }
 END_TEST
 
+/* A finite stream (a generation's) is not ended by the drain: it runs to its own close. */
+START_TEST(test_drain_lets_finite_streams_finish) {
+    start();
+    __atomic_store_n(&stream, NULL, __ATOMIC_RELEASE);
+    int fd = connect_server();
+    const char *req = "GET /stream HTTP/1.0\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    static char buf[8192];
+    read_until(fd, buf, sizeof buf, "data: first\n\n");
+    hlpt_sse *s;
+    while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
+    hlpt_sse_finite(s);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_gt(hlpt_http_drain_step(server), 0);
+        usleep(10000);
+    }
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "last words"), HLPT_OK);
+    ck_assert_int_eq(hlpt_sse_send(s, NULL, "[DONE]"), HLPT_OK);
+    hlpt_sse_close(s);
+    read_until(fd, buf, sizeof buf, NULL);
+    ck_assert_str_eq(buf, "data: last words\n\ndata: [DONE]\n\n");
+    int left = hlpt_http_drain_step(server);
+    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlpt_http_drain_step(server);
+    ck_assert_int_eq(left, 0);
+    close(fd);
+    hlpt_sse_unref(s);
+    stop();
+}
+END_TEST
+
+/* Multipart names and filenames with a NUL byte are refused, not read short. */
+START_TEST(test_multipart_nul) {
+    static const char ct[] = "multipart/form-data; boundary=b";
+    static const char good[] = "--b\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\ndemo\r\n--b--\r\n";
+    static const char bad_name[] = "--b\r\nContent-Disposition: form-data; name=\"na\0me\"\r\n\r\ndemo\r\n--b--\r\n";
+    static const char bad_file[] =
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\0.jsonl\"\r\n\r\nx\r\n--b--\r\n";
+    hlpt_form_part *parts;
+    size_t n;
+    char why[256];
+    ck_assert_int_eq(hlpt_multipart_parse(ct, good, sizeof good - 1, &parts, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(parts[0].name, "name");
+    ck_assert_int_eq(parts[0].n, 4);
+    hlpt_form_parts_free(parts, n);
+    ck_assert_int_eq(hlpt_multipart_parse(ct, bad_name, sizeof bad_name - 1, &parts, &n, why, sizeof why),
+                     HLPT_ERR_FORMAT);
+    ck_assert_ptr_null(parts);
+    ck_assert_ptr_nonnull(strstr(why, "NUL"));
+    ck_assert_int_eq(hlpt_multipart_parse(ct, bad_file, sizeof bad_file - 1, &parts, &n, why, sizeof why),
+                     HLPT_ERR_FORMAT);
+}
+END_TEST
+
+/* An API key longer than any line buffer is one key: its tail is not a key of its own. */
+START_TEST(test_api_key_long_line) {
+    start();
+    char path[] = "/tmp/hlpt-keys-XXXXXX";
+    int kfd = mkstemp(path);
+    ck_assert_int_ge(kfd, 0);
+    static char key[3001];
+    memset(key, 'k', 3000);
+    memcpy(key + 2990, "0123456789", 10);
+    FILE *f = fdopen(kfd, "w");
+    fprintf(f, "# keys\n%s\n", key);
+    fclose(f);
+    char why[256];
+    ck_assert_int_eq(hlpt_http_load_api_keys(server, path, why, sizeof why), HLPT_OK);
+    unlink(path);
+    static char head[4096], buf[8192];
+    const char *given[] = {key + 3000 - 1023, key + 2990, key};
+    int want[] = {401, 401, 200};
+    for (int i = 0; i < 3; i++) {
+        int fd = connect_server();
+        snprintf(head, sizeof head, "GET /echo/1 HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n", given[i]);
+        send_all(fd, head, strlen(head));
+        read_until(fd, buf, sizeof buf, NULL);
+        close(fd);
+        int status = 0;
+        sscanf(buf, "HTTP/1.%*d %d", &status);
+        ck_assert_int_eq(status, want[i]);
+    }
+    stop();
+}
+END_TEST
+
+/* A query of more arguments than the HTTP layer takes gets 414 at once (libmicrohttpd alone would
+ * run out of its connection memory and leave the client hanging). */
+START_TEST(test_many_query_arguments) {
+    start();
+    static char req[65536], out[8192];
+    size_t n = (size_t)snprintf(req, sizeof req, "GET /echo/1?q=x");
+    for (int i = 0; i < 2000; i++) n += (size_t)snprintf(req + n, sizeof req - n, "&a%d=%d", i, i);
+    n += (size_t)snprintf(req + n, sizeof req - n, " HTTP/1.0\r\n\r\n");
+    int fd = connect_server();
+    send_all(fd, req, n);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    int status = 0;
+    sscanf(out, "HTTP/1.%*d %d", &status);
+    ck_assert_int_eq(status, 414);
+    ck_assert_ptr_nonnull(strstr(out, "too_many_query_arguments"));
+    ck_assert_int_eq(request("GET", "/echo/1?q=fine", NULL, out, sizeof out), 200);
+    stop();
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
@@ -284,6 +392,10 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_hand_off);
     tcase_add_test(tc, test_event_stream);
     tcase_add_test(tc, test_drain);
+    tcase_add_test(tc, test_drain_lets_finite_streams_finish);
+    tcase_add_test(tc, test_multipart_nul);
+    tcase_add_test(tc, test_api_key_long_line);
+    tcase_add_test(tc, test_many_query_arguments);
     suite_add_tcase(s, tc);
     return s;
 }
