@@ -318,10 +318,14 @@ class FaultsTest(unittest.TestCase):
             except OSError:
                 pass
         tj.wait_job(d, job["id"], "paused", timeout=60)
+        # The job reads paused as soon as it is asked to pause; the worker's last checkpoint and its
+        # exit come behind.
+        tj.wait_for(lambda: "Job paused at its last checkpoint" in tj.messages(d, job["id"]), 60,
+                    "the worker's stop")
         msgs = tj.messages(d, job["id"])
         self.assertIn("Pausing: the disk is full. The job stops at its next checkpoint; free some space, then resume it",
                       msgs)
-        self.assertEqual(msgs[-1], "Job paused at its last checkpoint")
+        self.assertEqual(msgs[-1], "Job paused at its last checkpoint", msgs)
         # A write on a full disk: 507, a clear message.
         status, body = d.upload("more.jsonl", tj.TRAIN * 50)
         self.assertEqual(status, 507, body)
