@@ -690,23 +690,6 @@ static hlpt_metric *job_metrics(hlptd *d, hlpt_req *r, size_t *n) {
     return rows ? rows : calloc(1, sizeof *rows);
 }
 
-/* CSV cells: empty for values not measured. Returns HLPT_ERR_NOMEM (the buffer kept) when it
- * cannot grow. */
-static int csv_num(char **buf, size_t *len, size_t *cap, double v, const char *sep) {
-    char cell[64];
-    int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%s", v, sep) : snprintf(cell, sizeof cell, "%s", sep);
-    if (*len + (size_t)k + 1 > *cap) {
-        size_t ncap = (*cap + (size_t)k + 1) * 2;
-        char *nb = realloc(*buf, ncap);
-        if (!nb) return HLPT_ERR_NOMEM;
-        *buf = nb;
-        *cap = ncap;
-    }
-    memcpy(*buf + *len, cell, (size_t)k + 1);
-    *len += (size_t)k;
-    return HLPT_OK;
-}
-
 static void metrics_work(void *app, hlpt_req *r) {
     size_t n;
     hlpt_metric *rows = job_metrics(app, r, &n);
@@ -719,12 +702,12 @@ static void metrics_work(void *app, hlpt_req *r) {
         if (buf)
             len = (size_t)snprintf(buf, cap, "step,train_loss,valid_loss,valid_token_accuracy,learning_rate,tokens_per_s\n");
         for (size_t i = 0; !err && i < n; i++) {
-            if ((err = csv_num(&buf, &len, &cap, (double)rows[i].step, ",")) ||
-                (err = csv_num(&buf, &len, &cap, rows[i].train_loss, ",")) ||
-                (err = csv_num(&buf, &len, &cap, rows[i].valid_loss, ",")) ||
-                (err = csv_num(&buf, &len, &cap, rows[i].valid_acc, ",")) ||
-                (err = csv_num(&buf, &len, &cap, rows[i].lr, ",")) ||
-                (err = csv_num(&buf, &len, &cap, rows[i].tokens_per_s, "\n")))
+            if ((err = hlptd_csv_num(&buf, &len, &cap, (double)rows[i].step, ",")) ||
+                (err = hlptd_csv_num(&buf, &len, &cap, rows[i].train_loss, ",")) ||
+                (err = hlptd_csv_num(&buf, &len, &cap, rows[i].valid_loss, ",")) ||
+                (err = hlptd_csv_num(&buf, &len, &cap, rows[i].valid_acc, ",")) ||
+                (err = hlptd_csv_num(&buf, &len, &cap, rows[i].lr, ",")) ||
+                (err = hlptd_csv_num(&buf, &len, &cap, rows[i].tokens_per_s, "\n")))
                 break;
         }
         free(rows);

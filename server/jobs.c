@@ -217,11 +217,9 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     unlink(path);
 }
 
-/* One CSV cell: empty for a value not measured. Returns HLPT_ERR_NOMEM (the buffer kept) when it
- * cannot grow. */
-static int csv_cell(char **buf, size_t *len, size_t *cap, double v, char sep) {
+int hlptd_csv_num(char **buf, size_t *len, size_t *cap, double v, const char *sep) {
     char cell[64];
-    int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%c", v, sep) : snprintf(cell, sizeof cell, "%c", sep);
+    int k = isfinite(v) ? snprintf(cell, sizeof cell, "%.9g%s", v, sep) : snprintf(cell, sizeof cell, "%s", sep);
     if (*len + (size_t)k + 1 > *cap) {
         size_t ncap = (*cap + (size_t)k + 1) * 2;
         char *nb = realloc(*buf, ncap);
@@ -247,9 +245,10 @@ static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MA
     if (buf) len = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
     for (size_t i = 0; buf && i < n; i++) {
         /* A results file that cannot be whole is not written at all (a cut CSV would look complete). */
-        if (csv_cell(&buf, &len, &cap, (double)rows[i].step, ',') || csv_cell(&buf, &len, &cap, rows[i].train_loss, ',') ||
-            csv_cell(&buf, &len, &cap, NAN, ',') || csv_cell(&buf, &len, &cap, rows[i].valid_loss, ',') ||
-            csv_cell(&buf, &len, &cap, rows[i].valid_acc, '\n')) {
+        if (hlptd_csv_num(&buf, &len, &cap, (double)rows[i].step, ",") ||
+            hlptd_csv_num(&buf, &len, &cap, rows[i].train_loss, ",") || hlptd_csv_num(&buf, &len, &cap, NAN, ",") ||
+            hlptd_csv_num(&buf, &len, &cap, rows[i].valid_loss, ",") ||
+            hlptd_csv_num(&buf, &len, &cap, rows[i].valid_acc, "\n")) {
             free(buf);
             buf = NULL;
         }

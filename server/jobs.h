@@ -74,4 +74,8 @@ int hlptd_jobs_live(const hlptd_jobs *j, const char *id, hlptd_job_live *out);
 void hlptd_jobs_each_live(const hlptd_jobs *j, void (*fn)(void *ctx, const char *id, const hlptd_job_live *live),
                           void *ctx);
 
+/* Appends one CSV cell (v then sep; an empty cell for a value not measured) to *buf of *len bytes
+ * and *cap capacity, NUL-terminated. HLPT_ERR_NOMEM (the buffer kept) when it cannot grow. */
+int hlptd_csv_num(char **buf, size_t *len, size_t *cap, double v, const char *sep);
+
 #endif
