@@ -6,16 +6,12 @@
 // and beside the base, and serves a checkpoint; another job is cancelled; the adapter is listed, exported, imported again and deleted; and the page logs
 // no errors and talks to nothing but the daemon. Screenshots of each step go to $HLPT_BUILD/dashboard-screens/. The whole run is
 // bounded (DEADLINE_MS); the last line is "node: N passed, N failed, N skipped" for the runner.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BUILD, ROOT, sleep, startDaemon, stopDaemon } from './hlptd.mjs';
 import assert from 'node:assert/strict';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BUILD = path.resolve(ROOT, process.env.HLPT_BUILD || 'build');
 const MODEL = path.join(ROOT, 'models', 'demo');
 const SCREENS = path.join(BUILD, 'dashboard-screens');
 const KEY = 'sk-dashboard-test';
@@ -24,7 +20,6 @@ const DEADLINE_MS = 180000;
 const STEPS = 30;
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Without a browser the suite cannot run at all: say so as a skip, not a pass.
 if (!CHROMIUM) {
@@ -37,44 +32,14 @@ const puppeteer = require('puppeteer-core');
 
 // ---- the daemon ---------------------------------------------------------------------------------
 
-async function startDaemon() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'hlptd-dash-'));
-  writeFileSync(path.join(dir, 'keys'), `${KEY}\n`);
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  const proc = spawn(path.join(BUILD, 'hlptd'),
-    ['--listen', '127.0.0.1:0', '--data-dir', dir, '--model', MODEL, '--workers', '1', '--api-key-file', path.join(dir, 'keys'),
-      '--log-level', 'info'],
-    { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  proc.stderr.on('data', (b) => { log += b; });
-  const portFile = path.join(dir, 'hlptd.port');
-  for (let i = 0; i < 1500; i++) {
-    if (proc.exitCode !== null) throw new Error(`hlptd exited with ${proc.exitCode}:\n${log}`);
-    if (existsSync(portFile) && readFileSync(portFile, 'utf8').endsWith('\n')) {
-      const port = parseInt(readFileSync(portFile, 'utf8'), 10);
-      for (let k = 0; k < 1500; k++) {
-        try {
-          const r = await fetch(`http://127.0.0.1:${port}/health`);
-          if (r.status === 200) return { proc, dir, port, log: () => log };
-        } catch { /* not listening yet */ }
-        await sleep(20);
-      }
-    }
-    await sleep(20);
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`hlptd did not start:\n${log}`);
-}
-
-async function stopDaemon(d) {
-  if (d.proc.exitCode === null) {
-    const exited = new Promise((r) => d.proc.once('exit', r));
-    d.proc.kill('SIGTERM');
-    const code = await Promise.race([exited, sleep(15000).then(() => 'timeout')]);
-    if (code === 'timeout') d.proc.kill('SIGKILL');
-  }
-  rmSync(d.dir, { recursive: true, force: true });
+function startDashboardDaemon() {
+  return startDaemon({
+    model: MODEL, prefix: 'hlptd-dash-',
+    args: (dir) => {
+      writeFileSync(path.join(dir, 'keys'), `${KEY}\n`);
+      return ['--workers', '1', '--api-key-file', path.join(dir, 'keys')];
+    },
+  });
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -331,7 +296,7 @@ const deadline = setTimeout(() => {
 try {
   rmSync(SCREENS, { recursive: true, force: true });
   mkdirSync(SCREENS, { recursive: true });
-  d = await startDaemon();
+  d = await startDashboardDaemon();
   base = `http://127.0.0.1:${d.port}`;
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,

@@ -3,16 +3,12 @@
 // auto-pagination, pause/resume/cancel, models, completions and chat with and without streaming,
 // responses, and the SDK's error classes. Each test is bounded in time; the last line is
 // "node: N passed, N failed, N skipped" for the runner.
-import { spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BUILD, ROOT, sleep, startDaemon, stopDaemon } from './hlptd.mjs';
 import assert from 'node:assert/strict';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BUILD = path.resolve(ROOT, process.env.HLPT_BUILD || 'build');
 const require = createRequire(path.join(BUILD, 'node_modules', 'noop.js'));
 const OpenAI = require('openai').default;
 const MODEL = path.join(ROOT, 'tests', 'fixtures', 'llama2-mha-f32');
@@ -22,48 +18,6 @@ const LONG = { n_epochs: 1000, batch_size: 2, max_steps: 8000, save_every: 50, m
 
 // ---- the daemon ---------------------------------------------------------------------------------
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function startDaemon() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'hlptd-sdk-'));
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  const proc = spawn(path.join(BUILD, 'hlptd'),
-    ['--listen', '127.0.0.1:0', '--data-dir', dir, '--model', MODEL, '--log-level', 'info'],
-    { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  proc.stderr.on('data', (b) => { log += b; });
-  const portFile = path.join(dir, 'hlptd.port');
-  for (let i = 0; i < 750; i++) {
-    if (proc.exitCode !== null) throw new Error(`hlptd exited with ${proc.exitCode}:\n${log}`);
-    if (existsSync(portFile)) {
-      const text = readFileSync(portFile, 'utf8');
-      if (text.endsWith('\n')) {
-        const port = parseInt(text, 10);
-        for (let k = 0; k < 750; k++) {
-          try {
-            const r = await fetch(`http://127.0.0.1:${port}/health`);
-            if (r.status === 200) return { proc, dir, port, log: () => log };
-          } catch { /* not listening yet */ }
-          await sleep(20);
-        }
-      }
-    }
-    await sleep(20);
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`hlptd did not start:\n${log}`);
-}
-
-async function stopDaemon(d) {
-  if (d.proc.exitCode === null) {
-    const exited = new Promise((r) => d.proc.once('exit', r));
-    d.proc.kill('SIGTERM');
-    const code = await Promise.race([exited, sleep(15000).then(() => 'timeout')]);
-    if (code === 'timeout') d.proc.kill('SIGKILL');
-  }
-  rmSync(d.dir, { recursive: true, force: true });
-}
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -304,7 +258,7 @@ test('responses: plain and streaming', async () => {
 
 let passed = 0, failed = 0;
 try {
-  d = await startDaemon();
+  d = await startDaemon({ model: MODEL, prefix: 'hlptd-sdk-' });
   // maxRetries 0: a 409 is an answer here, not a reason to try again.
   client = new OpenAI({ baseURL: `http://127.0.0.1:${d.port}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30000 });
   for (const t of tests) {
