@@ -118,9 +118,10 @@ FUZZ_SERVER := build-fuzz/fuzz_request build-fuzz/fuzz_multipart
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
 FUZZ_CORE_OBJ   := $(patsubst %.c,build-fuzz/obj/%.o,$(CORE_SRC))
-FUZZ_SERVER_OBJ := $(patsubst %.c,build-fuzz/obj/%.o,$(SERVER_SRC)) build-fuzz/obj/gen/migrations.o
+FUZZ_SERVER_OBJ := $(patsubst %.c,build-fuzz/obj/%.o,$(SERVER_SRC)) build-fuzz/obj/gen/migrations.o \
+                   build-fuzz/obj/gen/web.o
 
-build-fuzz/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+build-fuzz/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -c $< -o $@
 
