@@ -1,5 +1,5 @@
 /*
- * api.h - hlptd's REST handlers and the route table (DESIGN.md §4).
+ * api.h - hlptd's REST handlers and the route table (docs/rest.md).
  *
  * Handlers run on MHD threads and are thin: parse and validate the request (writing any 4xx
  * themselves), then either answer or hand one call to the loop thread with hlpt_req_defer (store

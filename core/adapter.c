@@ -7,7 +7,7 @@
  * the arena; everything else (loading, saving, gradients, the optimizer) walks that table or the flat
  * arena, so a new kind of adapter tensor is a change in plan_tensors() alone.
  *
- * Files: hlpt's own adapter_config.json + adapter_model.safetensors (DESIGN.md §2), and HF PEFT's
+ * Files: hlpt's own adapter_config.json + adapter_model.safetensors (docs/design.md, "Files"), and HF PEFT's
  * LORA and PREFIX_TUNING as PEFT saves them. PEFT LoRA tensors carry the same names as ours; a PEFT
  * prefix is one [P, L*2*KVD] tensor whose slot 2i is layer i's keys and 2i+1 its values.
  */
@@ -519,7 +519,7 @@ static int peft_prefix_config(const cJSON *j, const hlpt_config *c, hlpt_adapter
     return HLPT_OK;
 }
 
-/* Copies every table tensor from st; gates the file lacks are dropped (DESIGN.md §2: a missing gate
+/* Copies every table tensor from st; gates the file lacks are dropped (docs/design.md, "Files": a missing gate
  * tensor means no gate); any tensor of the file not in the table is an error. */
 static int load_tensors(hlpt_adapter *a, const hlpt_st *st, char *why, size_t len) {
     int kept = 0, err;

@@ -1,6 +1,6 @@
 /*
  * attention.c - causal multi-head attention of one sequence with an optional gated prefix
- * (DESIGN.md §1), forward and backward.
+ * (docs/method.md, "Gated prefix"), forward and backward.
  *
  * For head h (kv head c = h / (H/KV)) and query t (key index S-T+t, seeing keys 0..S-T+t):
  *   z_p = g_t * q_t·pk_p / sqrt(D)   for the P prefix slots,   z_s = q_t·k_s / sqrt(D)   for s <= S-T+t

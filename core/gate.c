@@ -1,5 +1,5 @@
 /*
- * gate.c - the HLPT gate of one sequence (DESIGN.md §1): per-token scores s_t = sigmoid(w · inp_t)
+ * gate.c - the HLPT gate of one sequence (docs/method.md, "Gate modes"): per-token scores s_t = sigmoid(w · inp_t)
  * and the scale g_t they give, by mode:
  *   HLPT_GATE_NONE      g_t = 1
  *   HLPT_GATE_SEQUENCE  g_t = mean(s_1..s_T)

@@ -48,7 +48,7 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
                      int N, int F);
 
 /*
- * Causal attention of one sequence with an optional gated prefix (DESIGN.md §1).
+ * Causal attention of one sequence with an optional gated prefix (docs/method.md, "Gated prefix").
  * q[T,H,D] are the T newest queries; k,v[S,KV,D] all keys so far (S >= T); query t sits at key
  * index S-T+t and sees keys 0..S-T+t. pk,pv[P,KV,D] prefix slots (NULL when P == 0), seen by every
  * query; g[T] the prefix gate per query (NULL means 1): prefix scores are g_t*q·pk/sqrt(D) and the

@@ -1,5 +1,5 @@
 /*
- * lora.c - the gated LoRA branch added to a linear module's output (DESIGN.md §1):
+ * lora.c - the gated LoRA branch added to a linear module's output (docs/method.md, "Gated LoRA"):
  *   out[n] += g_n * scale * B (A drop(inp[n])),   drop(u) = u * keep / (1 - p)
  * with A[R,I], B[O,R] and the rank R small (8 by default).
  *

@@ -104,7 +104,7 @@ static int fetch_adapter(void *ctx, const char *id, char **config, size_t *confi
 
 static void on_job_change(void *ctx, const char *job_id) { api_jobs_changed(ctx, job_id); }
 
-/* Loads the base model into the sealed memfd (DESIGN.md §3), then starts the inference thread and
+/* Loads the base model into the sealed memfd (docs/design.md, "Processes"), then starts the inference thread and
  * the job queue, which resumes what the last daemon left running. Runs on the loop thread after
  * HTTP is up, so /health answers "loading" meanwhile. */
 static int load_base_model(hlptd *d, char *why, size_t len) {

@@ -1,6 +1,6 @@
 /*
  * adapter.h - HLPT / H²LPT adapters: layer plans, gated LoRA and gated prefix parameters, and the
- * adapter file format (DESIGN.md §1-2).
+ * adapter file format (docs/method.md; docs/design.md, "Files").
  *
  * An adapter is a config (its layer plan) plus one float32 arena holding every parameter, sliced
  * into per-module pointers by a tensor table. Gradients and AdamW moments are arenas of the same
@@ -14,7 +14,7 @@
 
 #include "hlpt/config.h"
 
-/* How per-token gate scores s_t become the scale g_t (DESIGN.md §1). */
+/* How per-token gate scores s_t become the scale g_t (docs/method.md, "Gate modes"). */
 typedef enum {
     HLPT_GATE_NONE = 0,     /* g_t = 1: no gate tensors */
     HLPT_GATE_CAUSAL = 1,   /* mean of s_1..s_t: exact under a KV cache (default) */
@@ -132,7 +132,7 @@ typedef struct hlpt_adapter {
 int hlpt_adapter_new(const hlpt_config *c, const hlpt_adapter_config *cfg, hlpt_adapter **out,
                      char *why, size_t len);
 void hlpt_adapter_free(hlpt_adapter *a);
-/* The method's initialisation (DESIGN.md §1): A Kaiming-uniform, B zero, gates N(0, 0.02),
+/* The method's initialisation (docs/method.md, "Initialisation"): A Kaiming-uniform, B zero, gates N(0, 0.02),
  * prefix N(0, 0.02) — see adapter.c for why the prefix is small. Deterministic in seed. */
 void hlpt_adapter_init(hlpt_adapter *a, uint64_t seed);
 /* The tensor of that name, or NULL. */

@@ -1,5 +1,5 @@
 /*
- * dataset.h - training examples from JSONL files (DESIGN.md §4), before tokenization.
+ * dataset.h - training examples from JSONL files (docs/rest.md, "Files"), before tokenization.
  *
  * One line holds one example in one of four formats; a file uses one format throughout:
  *
@@ -12,7 +12,7 @@
  *   text               {"text": "..."}: all completion, empty prompt
  *
  * Every example becomes prompt text + completion text; the completion is what training computes
- * the loss on by default (DESIGN.md §1, `train_on_inputs`). Beginning/end-of-sequence tokens are not
+ * the loss on by default (docs/rest.md, `train_on_inputs`). Beginning/end-of-sequence tokens are not
  * written as text: the tokenizer stage adds them as token ids, so user text can never forge them.
  *
  * Errors name the line (1-based) and the field: "line 17: field `completion` missing",

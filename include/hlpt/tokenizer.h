@@ -1,7 +1,7 @@
 /*
  * tokenizer.h - Hugging Face `tokenizer.json` loading, encoding and decoding.
  *
- * Two kinds of tokenizer are supported, detected from the JSON (DESIGN.md §2):
+ * Two kinds of tokenizer are supported, detected from the JSON (docs/design.md, "Files"):
  *   - HLPT_TOKENIZER_SENTENCEPIECE (LLaMA-2 style): normalizer Sequence[Prepend("▁"), Replace(" "->"▁")]
  *     or the pre_tokenizer Metaspace form, BPE with byte fallback (`<0xNN>` pieces) and `fuse_unk`,
  *     decoder Sequence[Replace("▁"->" "), ByteFallback, Fuse, Strip] (or Metaspace).
