@@ -3,14 +3,15 @@
  * passes of the LLaMA block with HLPT adapters.
  *
  * DESIGN
- * Weights. Every base tensor is converted to float32 into one arena whose layout is computed from
- * the config by the tables GLOBAL_WEIGHTS and LAYER_WEIGHTS below (adding a tensor is one line).
- * In shared mode the arena sits in a memfd behind a one-page header (magic, config, hash); the memfd
- * is sealed (F_SEAL_WRITE|SHRINK|GROW|SEAL) once written, so the kernel itself keeps it frozen, and
- * workers map it read-only with hlpt_model_attach().
+ * Weights. Every base tensor goes into one arena whose layout is computed from the config by the
+ * tables GLOBAL_WEIGHTS and LAYER_WEIGHTS below (adding a tensor is one line): vectors as float32,
+ * matrices as the engine stores them for the model's dtype (include/hlpt/engine.h; packed BF16 or
+ * row-major F32). In shared mode the arena sits in a memfd behind a one-page header (magic, dtype,
+ * config, hash); the memfd is sealed (F_SEAL_WRITE|SHRINK|GROW|SEAL) once written, so the kernel
+ * itself keeps it frozen, and workers map it read-only with hlpt_model_attach().
  *
  * Batches. A step runs a packed batch: the rows of several sequences laid end to end (no padding).
- * The base's linear layers run once over all rows through BLAS; everything that belongs to one
+ * The base's linear layers run once over all rows (hlpt_linear); everything that belongs to one
  * sequence (its adapter's LoRA and gates, its prefix, attention over its own keys) runs per segment.
  * That is what lets requests for different adapters share a decode step.
  *
@@ -42,24 +43,24 @@
 /* Dimension codes of the tables; resolved by dim_of(). */
 enum { DIM_1, DIM_C, DIM_QD, DIM_KVD, DIM_F, DIM_V };
 
-/* X(field, HF name, rows, cols); cols DIM_1 means a vector (kept F32), anything else a matrix stored
- * by the engine (include/hlpt/engine.h). */
-#define GLOBAL_WEIGHTS(X)                                   \
-    X(embed, "model.embed_tokens.weight", DIM_V, DIM_C)     \
-    X(norm, "model.norm.weight", DIM_C, DIM_1)              \
-    X(lm_head, "lm_head.weight", DIM_V, DIM_C)
+/* X(kind, field, HF name, rows, cols): kind VEC is a vector (kept F32), MAT a matrix stored by the
+ * engine (include/hlpt/engine.h). */
+#define GLOBAL_WEIGHTS(X)                                        \
+    X(MAT, embed, "model.embed_tokens.weight", DIM_V, DIM_C)     \
+    X(VEC, norm, "model.norm.weight", DIM_C, DIM_1)              \
+    X(MAT, lm_head, "lm_head.weight", DIM_V, DIM_C)
 
 /* The order of w[] matches hlpt_module (q k v o gate up down). */
-#define LAYER_WEIGHTS(X)                                                \
-    X(attn_norm, "input_layernorm.weight", DIM_C, DIM_1)                \
-    X(w[HLPT_MOD_Q], "self_attn.q_proj.weight", DIM_QD, DIM_C)          \
-    X(w[HLPT_MOD_K], "self_attn.k_proj.weight", DIM_KVD, DIM_C)         \
-    X(w[HLPT_MOD_V], "self_attn.v_proj.weight", DIM_KVD, DIM_C)         \
-    X(w[HLPT_MOD_O], "self_attn.o_proj.weight", DIM_C, DIM_QD)          \
-    X(mlp_norm, "post_attention_layernorm.weight", DIM_C, DIM_1)        \
-    X(w[HLPT_MOD_GATE], "mlp.gate_proj.weight", DIM_F, DIM_C)           \
-    X(w[HLPT_MOD_UP], "mlp.up_proj.weight", DIM_F, DIM_C)               \
-    X(w[HLPT_MOD_DOWN], "mlp.down_proj.weight", DIM_C, DIM_F)
+#define LAYER_WEIGHTS(X)                                                     \
+    X(VEC, attn_norm, "input_layernorm.weight", DIM_C, DIM_1)                \
+    X(MAT, w[HLPT_MOD_Q], "self_attn.q_proj.weight", DIM_QD, DIM_C)          \
+    X(MAT, w[HLPT_MOD_K], "self_attn.k_proj.weight", DIM_KVD, DIM_C)         \
+    X(MAT, w[HLPT_MOD_V], "self_attn.v_proj.weight", DIM_KVD, DIM_C)         \
+    X(MAT, w[HLPT_MOD_O], "self_attn.o_proj.weight", DIM_C, DIM_QD)          \
+    X(VEC, mlp_norm, "post_attention_layernorm.weight", DIM_C, DIM_1)        \
+    X(MAT, w[HLPT_MOD_GATE], "mlp.gate_proj.weight", DIM_F, DIM_C)           \
+    X(MAT, w[HLPT_MOD_UP], "mlp.up_proj.weight", DIM_F, DIM_C)               \
+    X(MAT, w[HLPT_MOD_DOWN], "mlp.down_proj.weight", DIM_C, DIM_F)
 
 typedef struct {
     const float *attn_norm; /* [C] */
@@ -123,53 +124,57 @@ static int64_t dim_of(const hlpt_config *c, int code) {
  * these slots whatever the dtype, so that an adapter names the same base in either. */
 static size_t slot_floats(int64_t rows, int64_t cols) { return (size_t)((rows * cols + 15) & ~(int64_t)15); }
 
+/* Whether a token's forward reads matrix w whole: every matrix but an untied embedding table, which
+ * is read a row at a time (and so is not packed for the matmul). */
+static int read_whole(const hlpt_model *m, const hlpt_weight *w) {
+    return w != &m->embed || m->cfg.tie_embeddings;
+}
+
+/* Appends the slot of one tensor (vec or mat is its field) at *off, advancing it. */
+static void put_slot(hlpt_model *m, size_t *off, const char *name, int64_t rows, int64_t cols, const float **vec,
+                     hlpt_weight *mat) {
+    tensor_slot *s = &m->slots[m->n_slots++];
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->rows = (int)rows;
+    s->cols = (int)cols;
+    s->vec = vec;
+    s->mat = mat;
+    if (mat) {
+        int packed = m->dtype == HLPT_BASE_BF16 && read_whole(m, mat);
+        *mat = (hlpt_weight){.O = s->rows, .I = s->cols, .dtype = m->dtype, .packed = packed};
+        s->bytes = hlpt_weight_bytes(m->dtype, packed, s->rows, s->cols);
+    } else {
+        s->bytes = slot_floats(rows, 1) * sizeof(float);
+    }
+    s->off = *off;
+    *off += s->bytes;
+}
+
 /* Walks the tables once: one slot per stored tensor (tied embeddings store no lm_head), with its
- * arena offset for the model's dtype. Matrices are packed for the matmul except an untied embedding
- * table, which is only ever read a row at a time. */
+ * arena offset for the model's dtype. */
 static int build_slots(hlpt_model *m) {
     const hlpt_config *c = &m->cfg;
-    int n = 3 + 9 * c->n_layers;
-    m->slots = calloc((size_t)n, sizeof *m->slots);
+    m->slots = calloc(3 + 9 * (size_t)c->n_layers, sizeof *m->slots);
     if (!m->slots) return HLPT_ERR_NOMEM;
     size_t off = 0;
-    int k = 0;
-#define PUT(fieldp, vecp, hfname, r, cdim)                                                  \
-    do {                                                                                   \
-        tensor_slot *s = &m->slots[k++];                                                   \
-        snprintf(s->name, sizeof s->name, "%s", hfname);                                   \
-        s->rows = (int)dim_of(c, r);                                                       \
-        s->cols = (int)dim_of(c, cdim);                                                    \
-        s->vec = vecp;                                                                     \
-        s->mat = fieldp;                                                                   \
-        if (s->mat) {                                                                      \
-            int packed = m->dtype == HLPT_BASE_BF16 && (s->mat != &m->embed || c->tie_embeddings); \
-            *s->mat = (hlpt_weight){.O = s->rows, .I = s->cols, .dtype = m->dtype, .packed = packed}; \
-            s->bytes = hlpt_weight_bytes(m->dtype, packed, s->rows, s->cols);             \
-        } else {                                                                           \
-            s->bytes = slot_floats(s->rows, 1) * sizeof(float);                            \
-        }                                                                                  \
-        s->off = off;                                                                      \
-        off += s->bytes;                                                                   \
-    } while (0)
-#define GLOBAL(field, hfname, r, cdim)                                                     \
-    if (!(c->tie_embeddings && !strcmp(#field, "lm_head"))) {                              \
-        if (cdim == DIM_1) PUT(NULL, (const float **)&m->field, hfname, r, cdim);          \
-        else PUT((hlpt_weight *)&m->field, NULL, hfname, r, cdim);                         \
-    }
+#define VEC_FIELDS(f) &(f), NULL
+#define MAT_FIELDS(f) NULL, &(f)
+#define GLOBAL(kind, field, hfname, r, cdim)                                                \
+    if (!(c->tie_embeddings && !strcmp(#field, "lm_head")))                                 \
+        put_slot(m, &off, hfname, dim_of(c, r), dim_of(c, cdim), kind##_FIELDS(m->field));
     GLOBAL_WEIGHTS(GLOBAL)
 #undef GLOBAL
     for (int l = 0; l < c->n_layers; l++) {
         layer_weights *lw = &m->layers[l];
         char name[96];
-#define LAYER(field, hfname, r, cdim)                                                      \
-    snprintf(name, sizeof name, "model.layers.%d.%s", l, hfname);                          \
-    if (cdim == DIM_1) PUT(NULL, (const float **)&lw->field, name, r, cdim);               \
-    else PUT((hlpt_weight *)&lw->field, NULL, name, r, cdim);
+#define LAYER(kind, field, hfname, r, cdim)                                                 \
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, hfname);                           \
+    put_slot(m, &off, name, dim_of(c, r), dim_of(c, cdim), kind##_FIELDS(lw->field));
         LAYER_WEIGHTS(LAYER)
 #undef LAYER
     }
-#undef PUT
-    m->n_slots = k;
+#undef VEC_FIELDS
+#undef MAT_FIELDS
     m->arena_bytes = off;
     return HLPT_OK;
 }
@@ -396,7 +401,7 @@ hlpt_base_dtype hlpt_model_dtype(const hlpt_model *m) { return m->dtype; }
 size_t hlpt_model_matrix_bytes(const hlpt_model *m) {
     size_t n = 0;
     for (int i = 0; i < m->n_slots; i++)
-        if (m->slots[i].mat && !(m->slots[i].mat == &m->embed && !m->cfg.tie_embeddings)) n += m->slots[i].bytes;
+        if (m->slots[i].mat && read_whole(m, m->slots[i].mat)) n += m->slots[i].bytes;
     return n;
 }
 /* ---------------------------------------------------------------------------------------------- */
