@@ -643,6 +643,42 @@ START_TEST(test_bf16_exact) {
 }
 END_TEST
 
+/* hlpt_st_release drops a mapped file's pages, which come back from the file unchanged when read
+ * again; a borrowed buffer is never touched (dropping its pages would zero the caller's memory). */
+START_TEST(test_release) {
+    enum { N = 3 << 12 }; /* 48 KB of floats: whole pages inside the tensor */
+    float *v = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) v[i] = (float)i + 0.5f;
+    hlpt_st_writer *w;
+    ck_assert_int_eq(hlpt_st_writer_new(&w), HLPT_OK);
+    int64_t shape[1] = {N};
+    ck_assert_int_eq(hlpt_st_writer_add(w, "t", HLPT_DTYPE_F32, 1, shape, v), HLPT_OK);
+    char why[256] = "", path[] = "/tmp/hlpt-release-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(hlpt_st_writer_write(w, path, why, sizeof why), HLPT_OK);
+    void *buf;
+    size_t n;
+    ck_assert_int_eq(hlpt_st_writer_to_mem(w, &buf, &n, why, sizeof why), HLPT_OK);
+    hlpt_st_writer_free(w);
+    hlpt_st *mapped, *borrowed;
+    ck_assert_int_eq(hlpt_st_open(path, &mapped, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_st_open_mem(buf, n, &borrowed, why, sizeof why), HLPT_OK);
+    hlpt_st *sts[2] = {mapped, borrowed};
+    for (int k = 0; k < 2; k++) {
+        hlpt_st_release(sts[k], "t");
+        hlpt_st_release(sts[k], "no such tensor");
+        ck_assert_mem_eq(hlpt_st_find(sts[k], "t")->data, v, sizeof(float) * N);
+    }
+    hlpt_st_close(mapped);
+    hlpt_st_close(borrowed);
+    unlink(path);
+    free(buf);
+    free(v);
+}
+END_TEST
+
 START_TEST(test_dtype_table) {
     hlpt_dtype d;
     for (int i = 0; i < HLPT_DTYPE_COUNT; i++) {
@@ -678,6 +714,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_f16_exact);
     tcase_add_test(tc, test_bf16_exact);
     tcase_add_test(tc, test_dtype_table);
+    tcase_add_test(tc, test_release);
     suite_add_tcase(s, tc);
     return s;
 }
