@@ -143,6 +143,18 @@ class Daemon:
             return ""
 
 
+def wait_for(pred, timeout, what, interval=0.02):
+    """Polls pred() until it returns something true; returns that, or fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
 def multipart(fields, files):
     """Encodes form fields and files {name: (filename, bytes)} as multipart/form-data, shaped like
     httpx (the OpenAI SDK's client) sends it. Returns (body, content_type)."""

@@ -101,20 +101,7 @@ def read_stream(d, body, out, idx, started):
     out[idx] = (end, payloads)
 
 
-class FaultsTest(unittest.TestCase):
-    def daemon(self, data_dir=None, args=(), workers=1, log_path=None):
-        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + tj.DAEMON_ARGS + list(args))
-        if log_path:
-            d.log_path = log_path
-        self.addCleanup(d.cleanup)
-        self.addCleanup(self.reap, d)
-        d.start()
-        return d
-
-    def reap(self, d):
-        if d.proc is not None and d.proc.poll() is None:
-            for p in tj.workers_of(d):
-                tj.kill_quietly(p)
+class FaultsTest(tj.DaemonCase, unittest.TestCase):
 
     # 1 ----------------------------------------------------------------------------------------
     def test_sigterm_with_streams_and_a_running_job(self):

@@ -18,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hlptd import Daemon  # noqa: E402
+from hlptd import Daemon, wait_for  # noqa: E402
 
 JOBS = "/v1/fine_tuning/jobs"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -42,18 +42,6 @@ SHORT_HP = {"n_epochs": 1, "batch_size": 2, "max_steps": 6, "save_every": 2, "wa
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
-
-def wait_for(pred, timeout, what, interval=0.02):
-    """Polls pred() until it returns something true; returns that, or fails after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
 
 def get_job(d, job_id):
     status, job = d.json("GET", "%s/%s" % (JOBS, job_id))
@@ -227,12 +215,14 @@ def create(d, training_file, hp, method=None, seed=None, **extra):
     return job
 
 
-class JobsTest(unittest.TestCase):
-    """Each test runs its own daemon on a temporary data dir; tearDown kills it (and any worker it
-    left) even when the test fails."""
+class DaemonCase:
+    """A TestCase mixin: daemons started through it are stopped, and their workers reaped (none is
+    left), even when the test fails."""
 
-    def daemon(self, data_dir=None, workers=1):
-        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + DAEMON_ARGS)
+    def daemon(self, data_dir=None, args=(), workers=1, log_path=None):
+        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + DAEMON_ARGS + list(args))
+        if log_path:
+            d.log_path = log_path
         self.addCleanup(d.cleanup)
         self.addCleanup(self.reap, d)
         d.start()
@@ -242,6 +232,14 @@ class JobsTest(unittest.TestCase):
         if d.proc is not None and d.proc.poll() is None:
             for p in workers_of(d):
                 kill_quietly(p)
+
+
+class JobsTest(DaemonCase, unittest.TestCase):
+    """Each test runs its own daemon on a temporary data dir; tearDown kills it (and any worker it
+    left, and any orphan a test recorded) even when the test fails."""
+
+    def reap(self, d):
+        DaemonCase.reap(self, d)
         for p in getattr(self, "orphans", []):
             kill_quietly(p)
 

@@ -13,7 +13,7 @@ import unittest
 from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hlptd import Daemon  # noqa: E402
+from hlptd import Daemon, wait_for  # noqa: E402
 
 JOBS = "/v1/fine_tuning/jobs"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -25,15 +25,6 @@ LONG_HP = {"n_epochs": 1000, "batch_size": 2, "max_steps": 8000, "save_every": 5
 LORA = {"type": "lora", "lora": {"r": 2}}
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 class OpenAITest(unittest.TestCase):
