@@ -41,6 +41,24 @@ static inline hlpt_adapter *fixture_adapter(const hlpt_model *m, const char *nam
     return a;
 }
 
+/* Every token's logits [n, V] of ids[n] through m (and adapter a, or NULL) in one fresh sequence,
+ * returned owned; fails the test on an error. */
+static inline float *model_logits(const hlpt_model *m, const hlpt_adapter *a, const int *ids, int n) {
+    hlpt_runner *r;
+    hlpt_seq *s;
+    const float *lg;
+    char why[256] = "";
+    size_t cells = (size_t)n * hlpt_model_config(m)->vocab;
+    ck_assert_int_eq(hlpt_runner_new(m, &r), 0);
+    ck_assert_int_eq(hlpt_seq_new(m, a, n, &s), 0);
+    ck_assert_msg(hlpt_model_step(r, &s, &ids, &n, 1, 1, &lg, why, sizeof why) == 0, "%s", why);
+    float *out = malloc(sizeof(float) * cells);
+    memcpy(out, lg, sizeof(float) * cells);
+    hlpt_seq_free(s);
+    hlpt_runner_free(r);
+    return out;
+}
+
 /* The tensor as floats (returns owned); fails the test when absent. */
 static inline float *ref_f32(const hlpt_st *st, const char *name, int64_t *numel) {
     const hlpt_st_tensor *t = hlpt_st_find(st, name);

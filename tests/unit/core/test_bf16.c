@@ -46,22 +46,10 @@ static int argmax(const float *x, int n) {
  * returns owned. */
 static float *greedy_f32_logits(const char *name, const int *ids, int n, const int *greedy, int k) {
     hlpt_model *m = fixture_model(name);
-    int V = hlpt_model_config(m)->vocab, T = n + k - 1;
-    int *all = malloc(sizeof(int) * (size_t)T);
+    int *all = malloc(sizeof(int) * (size_t)(n + k - 1));
     memcpy(all, ids, sizeof(int) * (size_t)n);
     memcpy(all + n, greedy, sizeof(int) * (size_t)(k - 1));
-    hlpt_runner *r;
-    hlpt_seq *s;
-    const float *lg;
-    const int *tp = all;
-    char why[256] = "";
-    ck_assert_int_eq(hlpt_runner_new(m, &r), 0);
-    ck_assert_int_eq(hlpt_seq_new(m, NULL, T, &s), 0);
-    ck_assert_int_eq(hlpt_model_step(r, &s, &tp, &T, 1, 1, &lg, why, sizeof why), 0);
-    float *out = malloc(sizeof(float) * (size_t)T * V);
-    memcpy(out, lg, sizeof(float) * (size_t)T * V);
-    hlpt_seq_free(s);
-    hlpt_runner_free(r);
+    float *out = model_logits(m, NULL, all, n + k - 1);
     hlpt_model_close(m);
     free(all);
     return out;
@@ -214,21 +202,7 @@ START_TEST(test_hash_and_shared_arena) {
     ck_assert_int_eq(hlpt_model_dtype(att), HLPT_BASE_BF16);
     ck_assert_str_eq(hlpt_model_hash(att), hlpt_model_hash(f32));
     int V = hlpt_model_config(priv)->vocab, ids[9] = {1, 5, 9, 13, 17, 21, 25, 29, 33}, n = 9;
-    const hlpt_model *ms[2] = {priv, att};
-    float *out[2];
-    for (int k = 0; k < 2; k++) {
-        hlpt_runner *r;
-        hlpt_seq *s;
-        const float *lg;
-        const int *tp = ids;
-        ck_assert_int_eq(hlpt_runner_new(ms[k], &r), 0);
-        ck_assert_int_eq(hlpt_seq_new(ms[k], NULL, n, &s), 0);
-        ck_assert_int_eq(hlpt_model_step(r, &s, &tp, &n, 1, 1, &lg, why, sizeof why), 0);
-        out[k] = malloc(sizeof(float) * (size_t)n * V);
-        memcpy(out[k], lg, sizeof(float) * (size_t)n * V);
-        hlpt_seq_free(s);
-        hlpt_runner_free(r);
-    }
+    float *out[2] = {model_logits(priv, NULL, ids, n), model_logits(att, NULL, ids, n)};
     ck_assert_mem_eq(out[0], out[1], sizeof(float) * (size_t)n * V);
     free(out[0]), free(out[1]);
     hlpt_model_close(att);
