@@ -1,0 +1,185 @@
+/*
+ * The blob store (server/blobs.h): content addressing, piecewise writes, dedup, damage detection,
+ * no temporaries left behind, names that cannot leave the folder, and the start-up clean.
+ */
+#include "blobs.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../check_main.h"
+#include "hlpt/err.h"
+
+static char dir[64];
+static char why[512];
+
+static void setup(void) {
+    snprintf(dir, sizeof dir, "/tmp/hlpt-blobs-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static int count_files(const char *path) {
+    DIR *dp = opendir(path);
+    if (!dp) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)))
+        if (e->d_name[0] != '.') n++;
+    closedir(dp);
+    return n;
+}
+
+static const char abc_hex[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+START_TEST(put_read_named_by_hash) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char sha[HLPT_SHA256_HEX], path[4200];
+    ck_assert_int_eq(hlptd_blob_put(b, "abc", 3, sha, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(sha, abc_hex);
+    ck_assert_int_eq(hlptd_blob_path(b, sha, path, sizeof path), HLPT_OK);
+    char want[4200];
+    snprintf(want, sizeof want, "%s/blobs/sha256/ba/%s", dir, abc_hex);
+    ck_assert_str_eq(path, want);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(sb.st_mode & 0777, 0600);
+    char *buf;
+    size_t n;
+    ck_assert_int_eq(hlptd_blob_read(b, sha, 100, &buf, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(buf, "abc");
+    free(buf);
+    uint64_t size;
+    ck_assert_int_eq(hlptd_blob_size(b, sha, &size, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(size, 3);
+    /* The same bytes again: the same one file. */
+    char sha2[HLPT_SHA256_HEX];
+    ck_assert_int_eq(hlptd_blob_put(b, "abc", 3, sha2, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(sha2, sha);
+    snprintf(want, sizeof want, "%s/blobs/sha256/ba", dir);
+    ck_assert_int_eq(count_files(want), 1);
+    /* Nothing is left in tmp/. */
+    snprintf(want, sizeof want, "%s/blobs/tmp", dir);
+    ck_assert_int_eq(count_files(want), 0);
+    ck_assert_int_eq(hlptd_blob_read(b, sha, 2, &buf, &n, why, sizeof why), HLPT_ERR_RANGE);
+    ck_assert_ptr_null(buf);
+    ck_assert_int_eq(hlptd_blob_remove(b, sha, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_read(b, sha, 100, &buf, &n, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_blob_remove(b, sha, why, sizeof why), HLPT_OK);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
+START_TEST(piecewise_equals_whole) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    size_t n = 300000;
+    unsigned char *data = malloc(n);
+    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i * 2654435761u >> 13);
+    char whole[HLPT_SHA256_HEX], parts[HLPT_SHA256_HEX];
+    hlpt_sha256_hex(data, n, whole);
+    hlptd_blob_writer *w;
+    ck_assert_int_eq(hlptd_blob_begin(b, &w, why, sizeof why), HLPT_OK);
+    for (size_t off = 0, k = 1; off < n; off += k, k = k * 7 % 9000 + 1)
+        ck_assert_int_eq(hlptd_blob_write(w, data + off, off + k <= n ? k : n - off, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(hlptd_blob_written(w), n);
+    uint64_t bytes;
+    ck_assert_int_eq(hlptd_blob_commit(w, parts, &bytes, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(parts, whole);
+    ck_assert_uint_eq(bytes, n);
+    char *buf;
+    size_t got;
+    ck_assert_int_eq(hlptd_blob_read(b, parts, n, &buf, &got, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(got, n);
+    ck_assert_int_eq(memcmp(buf, data, n), 0);
+    free(buf);
+    free(data);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
+START_TEST(damage_detected) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char sha[HLPT_SHA256_HEX], path[4200];
+    ck_assert_int_eq(hlptd_blob_put(b, "abc", 3, sha, why, sizeof why), HLPT_OK);
+    hlptd_blob_path(b, sha, path, sizeof path);
+    FILE *f = fopen(path, "r+");
+    ck_assert_ptr_nonnull(f);
+    fputc('x', f);
+    fclose(f);
+    char *buf;
+    size_t n;
+    ck_assert_int_eq(hlptd_blob_read(b, sha, 100, &buf, &n, why, sizeof why), HLPT_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(why, "damaged"));
+    ck_assert_ptr_null(buf);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
+START_TEST(names_stay_inside) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char path[4200], *buf;
+    size_t n;
+    ck_assert_int_eq(hlptd_blob_path(b, "../../etc/passwd", path, sizeof path), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_blob_read(b, "../../etc/passwd", 100, &buf, &n, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_blob_remove(b, "", why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_blob_path(b, abc_hex, path, 10), HLPT_ERR_RANGE);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
+/* An aborted writer leaves nothing; a writer that died leaves a temporary that the next clean
+ * open removes, and an open without clean (a worker's) keeps. */
+START_TEST(temporaries) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char tmp[200];
+    snprintf(tmp, sizeof tmp, "%s/blobs/tmp", dir);
+    hlptd_blob_writer *w;
+    ck_assert_int_eq(hlptd_blob_begin(b, &w, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_write(w, "partial", 7, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(count_files(tmp), 1);
+    hlptd_blob_abort(w);
+    ck_assert_int_eq(count_files(tmp), 0);
+    char stale[260];
+    snprintf(stale, sizeof stale, "%s/99999-0", tmp);
+    FILE *f = fopen(stale, "w");
+    fputs("half", f);
+    fclose(f);
+    hlptd_blobs_close(b);
+    ck_assert_int_eq(hlptd_blobs_open(dir, 0, &b, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(count_files(tmp), 1);
+    hlptd_blobs_close(b);
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(count_files(tmp), 0);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("blobs");
+    TCase *tc = tcase_create("files");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, put_read_named_by_hash);
+    tcase_add_test(tc, piecewise_equals_whole);
+    tcase_add_test(tc, damage_detected);
+    tcase_add_test(tc, names_stay_inside);
+    tcase_add_test(tc, temporaries);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+HLPT_CHECK_MAIN()
