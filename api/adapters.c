@@ -107,11 +107,12 @@ static void file_work(void *app, hlpt_req *r) {
     const char *name = hlpt_req_param(r, "name");
     char why[256];
     if (!strcmp(name, "adapter_model.safetensors")) {
-        void *buf;
-        size_t n;
-        int err = hlpt_store_adapter_weights(hlptd_store(d), a->id, &buf, &n, why, sizeof why);
-        if (err) hlpt_reply_err(r, err, NULL, "%s", why);
-        else hlpt_reply_bytes(r, 200, "application/octet-stream", buf, n);
+        int fd;
+        uint64_t n;
+        /* Sent from the blob as it is; a missing blob is the server's fault, not a 404. */
+        int err = hlptd_blob_open(hlptd_blob_store(d), a->sha256, &fd, &n, why, sizeof why);
+        if (err) hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "%s", why);
+        else hlpt_reply_file(r, 200, "application/octet-stream", fd, n);
     } else if (!strcmp(name, "adapter_config.json")) {
         char *text = NULL;
         const hlpt_model *m = hlptd_model(d);
@@ -154,11 +155,15 @@ static void import_free(void *p) {
 static void import_work(void *app, hlpt_req *r) {
     hlptd *d = app;
     import_args *in = hlpt_req_data(r);
-    hlpt_adapter_rec_new rec = {.name = in->name, .config = in->config, .weights = in->weights,
-                                .weights_bytes = in->weights_len, .base_hash = in->base_hash};
+    char why[256], sha[HLPT_SHA256_HEX] = "";
+    /* The weights become a blob, the row names it; the same bytes imported twice are one blob. */
+    int err = hlptd_blob_put(hlptd_blob_store(d), in->weights, in->weights_len, sha, why, sizeof why);
+    hlpt_adapter_rec_new rec = {.name = in->name, .config = in->config, .sha256 = sha,
+                                .bytes = (int64_t)in->weights_len, .base_hash = in->base_hash};
     hlpt_adapter_rec *a = NULL;
-    char why[256];
-    int err = hlpt_store_adapter_insert(hlptd_store(d), &rec, &a, why, sizeof why);
+    if (!err) err = hlpt_store_adapter_insert(hlptd_store(d), &rec, &a, why, sizeof why);
+    /* Not stored: the blob goes unless another adapter has the same weights. */
+    if (err && sha[0]) hlpt_store_blob_release(hlptd_store(d), sha, NULL, 0);
     if (err) {
         hlpt_reply_err(r, err, err == HLPT_ERR_EXISTS ? "name" : NULL, "%s", why);
         return;

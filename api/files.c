@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "app.h"
 #include "hlpt/dataset.h"
 #include "hlpt/err.h"
 #include "loop.h"
@@ -120,10 +121,15 @@ static int from_raw(hlpt_req *r, upload *u) {
 
 static void create_work(void *app, hlpt_req *r) {
     upload *u = hlpt_req_data(r);
-    hlpt_file *f;
-    char why[512];
-    int err = hlpt_store_file_insert(hlptd_store(app), u->filename, u->purpose, "processed", u->data, u->n,
+    hlpt_file *f = NULL;
+    char why[512], sha[HLPT_SHA256_HEX] = "";
+    /* The content becomes a blob; the row names it. Not stored, the blob goes (unless another file
+     * has the same bytes). */
+    int err = hlptd_blob_put(hlptd_blob_store(app), u->data, u->n, sha, why, sizeof why);
+    if (!err)
+        err = hlpt_store_file_insert(hlptd_store(app), u->filename, u->purpose, "processed", sha, (int64_t)u->n,
                                      (int64_t)u->examples, u->stats, &f, why, sizeof why);
+    if (err && sha[0]) hlpt_store_blob_release(hlptd_store(app), sha, NULL, 0);
     if (err) {
         hlpt_reply_err(r, err, NULL, "%s", why);
         return;
@@ -223,15 +229,21 @@ static void get_work(void *app, hlpt_req *r) {
 void hlpt_api_files_get(hlpt_req *r) { hlpt_req_defer(r, get_work); }
 
 static void content_work(void *app, hlpt_req *r) {
-    void *buf;
-    size_t n;
+    hlpt_file *f = NULL;
     char why[512];
-    int err = hlpt_store_file_content(hlptd_store(app), hlpt_req_param(r, "id"), &buf, &n, why, sizeof why);
+    int fd = -1;
+    uint64_t n = 0;
+    int err = hlpt_store_file_get(hlptd_store(app), hlpt_req_param(r, "id"), &f, why, sizeof why);
     if (err) {
         hlpt_reply_err(r, err, "id", "%s", why);
         return;
     }
-    hlpt_reply_bytes(r, 200, "application/octet-stream", buf, n);
+    /* A row names only a blob that is there: a missing one is the server's fault, not a 404. */
+    if ((err = hlptd_blob_open(hlptd_blob_store(app), f->sha256, &fd, &n, why, sizeof why)))
+        hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "file %s: %s", f->id, why);
+    else
+        hlpt_reply_file(r, 200, "application/octet-stream", fd, n);
+    hlpt_file_free(f);
 }
 
 void hlpt_api_files_content(hlpt_req *r) { hlpt_req_defer(r, content_work); }

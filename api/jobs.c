@@ -32,10 +32,6 @@
 /* One daemon is one organization; OpenAI's job objects name theirs. */
 #define API_JOBS_ORGANIZATION "org-hlpt"
 
-static int terminal(const char *status) {
-    return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
-}
-
 static void add_num_or_null(cJSON *o, const char *k, double v) {
     if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
     else cJSON_AddNullToObject(o, k);
@@ -72,7 +68,7 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     else cJSON_AddNullToObject(o, "finished_at");
     if (job->fine_tuned_model) cJSON_AddStringToObject(o, "fine_tuned_model", job->fine_tuned_model);
     else cJSON_AddNullToObject(o, "fine_tuned_model");
-    cJSON_AddStringToObject(o, "status", job->status);
+    cJSON_AddStringToObject(o, "status", hlptd_job_state_name(job->status));
     cJSON_AddStringToObject(o, "training_file", job->training_file);
     if (job->validation_file) cJSON_AddStringToObject(o, "validation_file", job->validation_file);
     else cJSON_AddNullToObject(o, "validation_file");
@@ -146,7 +142,7 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     add_num_or_null(p, "valid_loss", valid);
     add_num_or_null(p, "valid_token_accuracy", acc);
     add_num_or_null(p, "learning_rate", lr);
-    int pos = !strcmp(job->status, "queued") ? hlptd_jobs_queue_position(hlptd_job_queue(d), job->id) : 0;
+    int pos = job->status == HLPTD_JOB_QUEUED ? hlptd_jobs_queue_position(hlptd_job_queue(d), job->id) : 0;
     if (pos) cJSON_AddNumberToObject(o, "queue_position", pos);
     else cJSON_AddNullToObject(o, "queue_position");
     return o;
@@ -212,7 +208,7 @@ static void create_work(void *app, hlpt_req *r) {
             return;
         }
     }
-    hlpt_job_new in = {.status = "queued", .model = a->model, .training_file = a->training_file,
+    hlpt_job_new in = {.status = HLPTD_JOB_QUEUED, .model = a->model, .training_file = a->training_file,
                        .validation_file = a->validation_file, .method = a->method,
                        .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix,
                        .metadata = a->metadata, .integrations = a->integrations};
@@ -487,6 +483,8 @@ static void list_work(void *app, hlpt_req *r) {
     int limit = query_limit(r, 20);
     if (limit < 0) return;
     const char *status = hlpt_req_query(r, "status");
+    /* A status no job can have (-1) matches none. */
+    int want = status ? hlptd_job_state_from_name(status) : -1;
     hlpt_job **jobs = NULL;
     size_t n = 0;
     int more = 0;
@@ -503,7 +501,7 @@ static void list_work(void *app, hlpt_req *r) {
     cJSON_AddStringToObject(o, "object", "list");
     int shown = 0;
     for (size_t i = 0; i < n; i++) {
-        if (status && strcmp(jobs[i]->status, status)) continue;
+        if (status && (int)jobs[i]->status != want) continue;
         if (!metadata_matches(r, jobs[i])) continue;
         if (shown == limit) {
             more = 1;
@@ -585,7 +583,8 @@ static int feed(hlptd *d, subscriber *s) {
         hlpt_event_list_free(ev, n);
     } while (more);
     hlpt_job *job = NULL;
-    int over = hlpt_store_job_get(hlptd_store(d), s->job_id, &job, why, sizeof why) != HLPT_OK || terminal(job->status);
+    int over = hlpt_store_job_get(hlptd_store(d), s->job_id, &job, why, sizeof why) != HLPT_OK ||
+               hlptd_job_state_final(job->status);
     hlpt_job_free(job);
     if (over) hlpt_sse_send(s->sse, NULL, "[DONE]");
     return over;

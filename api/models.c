@@ -52,19 +52,22 @@ static int checkpoint_of(hlptd *d, const char *id, hlpt_job **job, hlpt_checkpoi
 /* Registers the adapter of checkpoint ck under the model id `name`. */
 static int register_checkpoint(hlptd *d, const char *name, const hlpt_checkpoint *ck, hlpt_adapter_rec **out,
                                char *why, size_t len) {
-    void *blob = NULL, *weights = NULL;
+    char *blob = NULL, sha[HLPT_SHA256_HEX] = "";
+    void *weights = NULL;
     size_t n = 0, wn = 0;
     hlpt_adapter *a = NULL;
     char *cfg = NULL;
-    int err = hlpt_store_checkpoint_state(hlptd_store(d), ck->id, &blob, &n, why, len);
+    int err = hlptd_blob_read(hlptd_blob_store(d), ck->sha256, (size_t)1 << 34, &blob, &n, why, len);
     if (!err) err = hlpt_checkpoint_adapter(blob, n, hlpt_model_config(hlptd_model(d)), &a, why, len);
     if (!err) err = hlpt_adapter_to_safetensors(a, a->params, NULL, &weights, &wn, why, len);
     if (!err && !(cfg = hlpt_adapter_config_json(&a->cfg))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (!err) err = hlptd_blob_put(hlptd_blob_store(d), weights, wn, sha, why, len);
     if (!err) {
-        hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
+        hlpt_adapter_rec_new in = {.name = name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn,
                                    .base_hash = a->cfg.base_hash[0] ? a->cfg.base_hash : NULL,
                                    .job_id = ck->job_id, .checkpoint_id = ck->id};
         err = hlpt_store_adapter_insert(hlptd_store(d), &in, out, why, len);
+        if (err) hlpt_store_blob_release(hlptd_store(d), sha, NULL, 0);
     }
     free(cfg);
     free(weights);

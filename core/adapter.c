@@ -275,6 +275,21 @@ char *hlpt_adapter_config_json(const hlpt_adapter_config *cfg) {
     return s;
 }
 
+char *hlpt_adapter_config_with(const hlpt_adapter_config *cfg, const char *extra_json) {
+    cJSON *o = config_object(cfg);
+    cJSON *x = extra_json ? cJSON_Parse(extra_json) : NULL, *it;
+    if (x) {
+        cJSON_ArrayForEach(it, x) {
+            if (!cJSON_GetObjectItemCaseSensitive(o, it->string))
+                cJSON_AddItemToObject(o, it->string, cJSON_Duplicate(it, 1));
+        }
+    }
+    cJSON_Delete(x);
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    return text;
+}
+
 char *hlpt_adapter_config_peft_json(const hlpt_adapter_config *cfg, int n_layers) {
     int any_prefix = 0, all = 1;
     for (int l = 0; l < n_layers; l++) {
@@ -677,20 +692,7 @@ int hlpt_adapter_save(const hlpt_adapter *a, const char *dir, const char *extra_
                       size_t len) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", dir, strerror(errno));
-    cJSON *o = config_object(&a->cfg);
-    if (extra_json) {
-        cJSON *x = cJSON_Parse(extra_json);
-        cJSON *it;
-        if (x) {
-            cJSON_ArrayForEach(it, x) {
-                if (!cJSON_GetObjectItemCaseSensitive(o, it->string))
-                    cJSON_AddItemToObject(o, it->string, cJSON_Duplicate(it, 1));
-            }
-        }
-        cJSON_Delete(x);
-    }
-    char *text = cJSON_Print(o);
-    cJSON_Delete(o);
+    char *text = hlpt_adapter_config_with(&a->cfg, extra_json);
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     int err = text ? hlpt_file_write(path, text, strlen(text), 1, why, len) : HLPT_ERR_NOMEM;

@@ -209,6 +209,49 @@ int hlptd_blob_size(hlptd_blobs *b, const char *sha256, uint64_t *bytes, char *w
     return HLPT_OK;
 }
 
+int hlptd_blob_open(hlptd_blobs *b, const char *sha256, int *fd, uint64_t *bytes, char *why, size_t len) {
+    char path[4200];
+    struct stat sb;
+    *fd = -1;
+    *bytes = 0;
+    if (hlptd_blob_path(b, sha256, path, sizeof path))
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "'%s' is not a blob name", sha256);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return hlpt_why(why, len, errno == ENOENT ? HLPT_ERR_NOENT : HLPT_ERR_IO, "blob %s: %s", sha256, strerror(errno));
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        return hlpt_why(why, len, HLPT_ERR_IO, "blob %s: %s", sha256, strerror(e));
+    }
+    *fd = f;
+    *bytes = (uint64_t)sb.st_size;
+    return HLPT_OK;
+}
+
+int hlptd_blobs_each(hlptd_blobs *b, int (*fn)(void *ctx, const char *sha256), void *ctx, char *why, size_t len) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sha256", b->dir);
+    DIR *top = opendir(path);
+    if (!top) return hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", path, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    /* sha256/<2 hex>/<64 hex>: a blob's folder is the first two digits of its name. */
+    while (!rc && (e = readdir(top))) {
+        if (strlen(e->d_name) != 2) continue;
+        char sub[4300];
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        DIR *dp = opendir(sub);
+        if (!dp) continue;
+        struct dirent *f;
+        while (!rc && (f = readdir(dp)))
+            if (hlpt_sha256_hex_valid(f->d_name) && !strncmp(f->d_name, e->d_name, 2)) rc = fn(ctx, f->d_name);
+        closedir(dp);
+    }
+    closedir(top);
+    return rc;
+}
+
 int hlptd_blob_remove(hlptd_blobs *b, const char *sha256, char *why, size_t len) {
     char path[4200];
     if (hlptd_blob_path(b, sha256, path, sizeof path))

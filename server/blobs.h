@@ -57,6 +57,14 @@ int hlptd_blob_put(hlptd_blobs *b, const void *buf, size_t n, char sha256[HLPT_S
 int hlptd_blob_read(hlptd_blobs *b, const char *sha256, size_t max, char **buf, size_t *n, char *why, size_t len);
 /* The size of blob sha256, HLPT_ERR_NOENT when there is none. */
 int hlptd_blob_size(hlptd_blobs *b, const char *sha256, uint64_t *bytes, char *why, size_t len);
+/* Opens the blob sha256 for reading: *fd (owned: close it) and its size *bytes, for a reply that
+ * sends the file as it is (http.h, hlpt_reply_file). Its bytes are not checked against its name.
+ * Errors: HLPT_ERR_NOENT (no such blob), HLPT_ERR_INVAL (not a blob name), HLPT_ERR_IO. */
+int hlptd_blob_open(hlptd_blobs *b, const char *sha256, int *fd, uint64_t *bytes, char *why, size_t len);
+/* Calls fn(ctx, sha256) for every blob there is, in no order; stops at the first nonzero return,
+ * which it returns. Names in the folder that are not blob names are skipped. HLPT_ERR_IO when the
+ * folder cannot be read. */
+int hlptd_blobs_each(hlptd_blobs *b, int (*fn)(void *ctx, const char *sha256), void *ctx, char *why, size_t len);
 /* Removes the blob sha256 (its space returns to the file system at once). A missing blob is fine.
  * The caller makes sure no stored row names it any more. */
 int hlptd_blob_remove(hlptd_blobs *b, const char *sha256, char *why, size_t len);

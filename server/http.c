@@ -124,6 +124,8 @@ struct hlpt_req {
     char *ctype;
     char *resp;
     size_t resp_n;
+    int resp_fd;       /* hlpt_reply_file's: the body is this file, or -1 */
+    uint64_t resp_fd_n;
     char allow[64];
     int www_auth;
     kv_list resp_headers; /* hlpt_reply_header's */
@@ -206,6 +208,7 @@ static void req_free(hlpt_req *r) {
     if (r->data_free) r->data_free(r->data);
     free(r->ctype);
     free(r->resp);
+    if (r->resp_fd >= 0) close(r->resp_fd);
     kv_free(&r->resp_headers);
     if (r->sse) sse_unlink_and_unref(r->sse);
     free(r);
@@ -220,6 +223,7 @@ static hlpt_req *req_new(hlpt_http *h, struct MHD_Connection *conn, const char *
     if (!r) return NULL;
     r->h = h;
     r->conn = conn;
+    r->resp_fd = -1;
     r->method = strdup(method);
     r->path = strdup(url);
     r->body = malloc(1);
@@ -244,6 +248,8 @@ fail:
 static void set_reply(hlpt_req *r, int status, const char *ctype, char *buf, size_t n) {
     free(r->ctype);
     free(r->resp);
+    if (r->resp_fd >= 0) close(r->resp_fd);
+    r->resp_fd = -1;
     r->status = status;
     r->ctype = strdup(ctype);
     r->resp = buf;
@@ -254,6 +260,12 @@ static void set_reply(hlpt_req *r, int status, const char *ctype, char *buf, siz
 
 void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n) {
     set_reply(r, status, content_type, buf, buf ? n : 0);
+}
+
+void hlpt_reply_file(hlpt_req *r, int status, const char *content_type, int fd, uint64_t size) {
+    set_reply(r, status, content_type, NULL, 0);
+    r->resp_fd = fd;
+    r->resp_fd_n = size;
 }
 
 int hlpt_reply_header(hlpt_req *r, const char *name, const char *value) {
@@ -668,6 +680,10 @@ static enum MHD_Result send_reply(hlpt_req *r) {
             r->sse = NULL; /* the response holds the reference now */
             MHD_add_response_header(resp, "Cache-Control", "no-cache");
         }
+    } else if (r->resp_fd >= 0) {
+        /* MHD reads the file as it sends (sendfile where it can) and closes it with the response. */
+        resp = MHD_create_response_from_fd64(r->resp_fd_n, r->resp_fd);
+        if (resp) r->resp_fd = -1;
     } else {
         resp = MHD_create_response_from_buffer(r->resp_n, r->resp, MHD_RESPMEM_MUST_FREE);
         if (resp) r->resp = NULL;

@@ -29,6 +29,7 @@
 #define HLPTD_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -151,6 +152,10 @@ void hlpt_req_finish(hlpt_req *r);
 void hlpt_reply_json(hlpt_req *r, int status, cJSON *body);
 /* Takes buf (malloc'ed; NULL with n 0 is an empty body). */
 void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n);
+/* The body is the first `size` bytes of an open file (a blob), sent from the file as the client
+ * reads, never held in memory whole. Takes fd (closed once sent, or when another reply replaces
+ * this one). */
+void hlpt_reply_file(hlpt_req *r, int status, const char *content_type, int fd, uint64_t size);
 /* Adds a header to the reply, whichever reply r ends with (e.g. ETag, Cache-Control); copies name
  * and value. HLPT_ERR_NOMEM. */
 int hlpt_reply_header(hlpt_req *r, const char *name, const char *value);

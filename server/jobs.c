@@ -2,25 +2,27 @@
  * jobs.c - the job queue and worker supervision (loop thread).
  *
  * DESIGN
- * A job is a row in the store; its status is the truth. hlptd_jobs_schedule() takes queued jobs in
- * queue order while fewer than max_workers run, prepares the job's directory (the dataset files, the
- * checkpoint to resume from, if any) and spawns `hlptd --worker` through libuv with the sealed
- * weight arena as fd 3, the job spec on stdin and its stdout as a pipe of JSON lines (worker.c).
- * Every line is committed to the store before anything reports it: metrics (one row per step,
- * replaced if a resumed run repeats a step), checkpoints (the file is read into the store and
- * removed), events, and at the end the adapter. The job's final status is decided once both the
- * process has exited and its pipe is drained, from what it said and what was asked of it (cancel,
- * pause, drain). What keeps the user's work wins: a worker that dies without a word (killed, out of
- * memory, a crash) is restarted from the job's last checkpoint up to MAX_WORKER_RESTARTS times, then
- * the job pauses with the reason; a worker that dies while asked to stop still stops (paused or
- * queued, from the same checkpoint); a worker that finds the disk full pauses the job until space
- * returns and the user resumes it. Only a job that cannot train (its data, its settings) fails.
+ * A job is a row in the store; its state is the truth, and moves only as job_state.h allows.
+ * hlptd_jobs_schedule() takes queued jobs in queue order while fewer than max_workers run and
+ * spawns `hlptd --worker` through libuv with the sealed weight arena as fd 3, the job spec on stdin
+ * (the blobs of its dataset files and of the checkpoint to resume from, by path: the worker reads
+ * them where they are) and its stdout as a pipe of JSON lines (worker.c). Every line is committed
+ * to the store before anything reports it: metrics (one row per step, replaced if a resumed run
+ * repeats a step), checkpoints (the worker wrote the blob; the daemon records its name and size,
+ * never reading it), events, and at the end the adapter, in one transaction with the job's
+ * success. The job's final status is decided once both the process has exited and its pipe is
+ * drained, from what it said and what was asked of it (cancel, pause, drain). What keeps the user's
+ * work wins: a worker that dies without a word (killed, out of memory, a crash) is restarted from
+ * the job's last checkpoint up to MAX_WORKER_RESTARTS times, then the job pauses with the reason; a
+ * worker that dies while asked to stop still stops (paused or queued, from the same checkpoint); a
+ * worker that finds the disk full pauses its job, and every other running one, until space returns
+ * and the user resumes them. Only a job that cannot train (its data, its settings) fails.
  */
 #include "jobs.h"
 
 #include <cJSON.h>
-#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,7 +33,6 @@
 #include <unistd.h>
 
 #include "hlpt/err.h"
-#include "hlpt/fileio.h"
 
 /* How many times a job whose worker died without a word is restarted on its own, per daemon life
  * (and per resume), before it pauses for the user to look. */
@@ -45,7 +46,6 @@ enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN, WANT_REQUEUE };
 typedef struct worker {
     hlptd_jobs *jobs;
     char job_id[HLPT_ID_MAX];
-    char dir[1024];
     uv_process_t proc;
     uv_pipe_t in, out;
     uv_write_t wreq;
@@ -57,6 +57,7 @@ typedef struct worker {
     int64_t exit_status;
     int term_signal;
     int said, want;
+    int finished;            /* worker_finish has decided the job's state */
     int started;             /* said "started": its stop-signal handlers are in place */
     int pending_signal;      /* a stop signal asked for before that, sent once it has started */
     char error[512];
@@ -104,7 +105,7 @@ static void event(hlptd_jobs *j, const char *id, const char *level, const char *
 }
 
 /* Status with an optional error {"code","message"}. */
-static void set_status(hlptd_jobs *j, const char *id, const char *status, const char *code, const char *message) {
+static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code, const char *message) {
     char why[256];
     char *err = NULL;
     if (message) {
@@ -116,7 +117,7 @@ static void set_status(hlptd_jobs *j, const char *id, const char *status, const 
         cJSON_Delete(e);
     }
     if (hlpt_store_job_set_status(j->st, id, status, err, why, sizeof why))
-        fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, status, why);
+        fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, hlptd_job_state_name(status), why);
     free(err);
     changed(j, id);
 }
@@ -139,20 +140,6 @@ static worker *find_worker(const hlptd_jobs *j, const char *id) {
     for (worker *w = j->workers; w; w = w->next)
         if (!strcmp(w->job_id, id)) return w;
     return NULL;
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Files                                                                                           */
-
-/* Writes a stored file's content to path (the worker reads plain files, never the store). */
-static int export_file(hlptd_jobs *j, const char *file_id, const char *path, char *why, size_t len) {
-    void *buf;
-    size_t n;
-    int err = hlpt_store_file_content(j->st, file_id, &buf, &n, why, len);
-    if (err) return err;
-    err = hlpt_file_write(path, buf, n, 0, why, len);
-    free(buf);
-    return err;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -192,29 +179,34 @@ static void on_progress_line(worker *w, const cJSON *o) {
     free(data);
 }
 
+/* A blob a line named that no row will: removed unless another row names the same bytes. */
+static void release_blob(hlptd_jobs *j, const cJSON *o) {
+    char why[256];
+    const char *sha = str(o, "sha256");
+    if (sha && hlpt_store_blob_release(j->st, sha, why, sizeof why))
+        fprintf(stderr, "hlptd: releasing blob %s failed: %s\n", sha, why);
+}
+
 static void on_checkpoint_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
-    const char *path = str(o, "path");
-    size_t n;
-    char why[256], *blob = NULL;
-    if (!path || hlpt_file_read(path, (size_t)1 << 34, &blob, &n, why, sizeof why)) {
-        event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be read", (int)num(o, "step"));
-        return;
-    }
+    char why[256];
     cJSON *metrics = cJSON_Duplicate(o, 1);
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "type");
-    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "path");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "sha256");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "bytes");
     char *mj = cJSON_PrintUnformatted(metrics);
     cJSON_Delete(metrics);
     hlpt_checkpoint *c = NULL;
-    if (hlpt_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, blob, n, &c, why, sizeof why))
+    /* The worker wrote the blob; the store checks it is there, of the size the line says. */
+    if (hlpt_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, str(o, "sha256") ? str(o, "sha256") : "",
+                                     (int64_t)num(o, "bytes"), &c, why, sizeof why)) {
         event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be stored: %s", (int)num(o, "step"), why);
-    else
+        release_blob(j, o);
+    } else {
         event(j, w->job_id, "info", mj, "Checkpoint %s created at step %d", c->id, (int)num(o, "step"));
+    }
     hlpt_checkpoint_free(c);
     free(mj);
-    free(blob);
-    unlink(path);
 }
 
 int hlptd_csv_num(char **buf, size_t *len, size_t *cap, double v, const char *sep) {
@@ -234,21 +226,22 @@ int hlptd_csv_num(char **buf, size_t *len, size_t *cap, double v, const char *se
 
 /* The job's results file, as OpenAI's: one row per logged step with the columns OpenAI's result
  * files have (hlpt does not measure training accuracy: that column stays empty). Stored as a file
- * of purpose fine-tune-results; returns its id in out (empty on failure). */
-static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX]) {
+ * of purpose fine-tune-results; its id goes to out (empty when there is none). Only a full disk is
+ * an error: the job can finish again once there is room; without the file it still succeeds. */
+static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX], char *why, size_t len) {
     hlpt_metric *rows = NULL;
-    size_t n = 0, cap = 256, len = 0;
-    char why[256];
+    size_t n = 0, cap = 256, blen = 0;
+    char sub[256] = "out of memory", sha[HLPT_SHA256_HEX];
     out[0] = 0;
-    if (hlpt_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, why, sizeof why)) return;
-    char *buf = malloc(cap);
-    if (buf) len = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
+    int err = hlpt_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, sub, sizeof sub);
+    char *buf = err ? NULL : malloc(cap);
+    if (buf) blen = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
     for (size_t i = 0; buf && i < n; i++) {
         /* A results file that cannot be whole is not written at all (a cut CSV would look complete). */
-        if (hlptd_csv_num(&buf, &len, &cap, (double)rows[i].step, ",") ||
-            hlptd_csv_num(&buf, &len, &cap, rows[i].train_loss, ",") || hlptd_csv_num(&buf, &len, &cap, NAN, ",") ||
-            hlptd_csv_num(&buf, &len, &cap, rows[i].valid_loss, ",") ||
-            hlptd_csv_num(&buf, &len, &cap, rows[i].valid_acc, "\n")) {
+        if (hlptd_csv_num(&buf, &blen, &cap, (double)rows[i].step, ",") ||
+            hlptd_csv_num(&buf, &blen, &cap, rows[i].train_loss, ",") || hlptd_csv_num(&buf, &blen, &cap, NAN, ",") ||
+            hlptd_csv_num(&buf, &blen, &cap, rows[i].valid_loss, ",") ||
+            hlptd_csv_num(&buf, &blen, &cap, rows[i].valid_acc, "\n")) {
             free(buf);
             buf = NULL;
         }
@@ -256,69 +249,75 @@ static void store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MA
     hlpt_file *f = NULL;
     char name[HLPT_ID_MAX + 32];
     snprintf(name, sizeof name, "%s-results.csv", job_id);
-    if (buf && hlpt_store_file_insert(j->st, name, "fine-tune-results", "processed", buf, len, (int64_t)n, NULL, &f, why,
-                                      sizeof why) == HLPT_OK)
-        snprintf(out, HLPT_ID_MAX, "%s", f->id);
-    else
-        fprintf(stderr, "hlptd: job %s: storing the results file failed: %s\n", job_id, buf ? why : "out of memory");
+    if (!buf) err = err ? err : HLPT_ERR_NOMEM;
+    else if (!(err = hlptd_blob_put(j->o.blobs, buf, blen, sha, sub, sizeof sub)))
+        err = hlpt_store_file_insert(j->st, name, "fine-tune-results", "processed", sha, (int64_t)blen, (int64_t)n, NULL,
+                                     &f, sub, sizeof sub);
+    if (!err) snprintf(out, HLPT_ID_MAX, "%s", f->id);
+    else fprintf(stderr, "hlptd: job %s: storing the results file failed: %s\n", job_id, sub);
     hlpt_file_free(f);
     free(buf);
     free(rows);
+    return err == HLPT_ERR_NOSPACE ? hlpt_why(why, len, err, "the results file: %s", sub) : HLPT_OK;
 }
 
-/* The worker's adapter becomes a registered one, named as OpenAI names fine-tuned models. */
+/* The worker's adapter becomes a registered one, named as OpenAI names fine-tuned models. With it,
+ * in one transaction, the job's fine-tuned model, its results and its success: a daemon killed
+ * before the commit finds the job running, resumes it from its last checkpoint and registers the
+ * adapter then, once. Event streams hear of it after the commit. */
 static void on_done_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
-    const char *dir = str(o, "adapter_dir");
-    char path[1200], why[256], name[256];
-    size_t cn = 0, wn = 0;
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir ? dir : "");
-    char *cfg = NULL, *weights = NULL;
-    hlpt_file_read(path, (size_t)1 << 24, &cfg, &cn, why, sizeof why);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir ? dir : "");
-    hlpt_file_read(path, (size_t)1 << 34, &weights, &wn, why, sizeof why);
+    char why[256], name[256], results[HLPT_ID_MAX];
+    const cJSON *config = cJSON_GetObjectItemCaseSensitive(o, "config");
+    char *cfg = cJSON_IsObject(config) ? cJSON_PrintUnformatted(config) : NULL;
     hlpt_job *job = NULL;
-    hlpt_store_job_get(j->st, w->job_id, &job, why, sizeof why);
-    if (!cfg || !weights || !job) {
-        w->said = SAID_ERROR;
-        snprintf(w->error, sizeof w->error, "the trained adapter could not be read");
-        goto out;
+    int err = hlpt_store_job_get(j->st, w->job_id, &job, why, sizeof why);
+    if (!err && !cfg) err = hlpt_why(why, sizeof why, HLPT_ERR_FORMAT, "the worker named no adapter config");
+    if (!err) {
+        hlptd_jobs_model_name(j->model_name, job, -1, name, sizeof name);
+        char msg[512];
+        snprintf(msg, sizeof msg, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
+        /* The worker wrote the weights' blob; the store checks it is there, of the size the line says. */
+        hlpt_adapter_rec_new in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
+                                   .bytes = (int64_t)num(o, "bytes"), .base_hash = str(config, "base_hash"),
+                                   .job_id = w->job_id};
+        if (!(err = hlpt_store_begin(j->st, why, sizeof why))) {
+            if (!(err = hlpt_store_adapter_insert(j->st, &in, NULL, why, sizeof why)) &&
+                !(err = hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why)) &&
+                !(err = store_results(j, w->job_id, results, why, sizeof why)) &&
+                !(err = hlpt_store_job_set_results(j->st, w->job_id, w->tokens_seen, results[0] ? results : NULL, why,
+                                                   sizeof why)) &&
+                !(err = hlpt_store_event_add(j->st, w->job_id, "info", msg, NULL, NULL, why, sizeof why)) &&
+                !(err = hlpt_store_event_add(j->st, w->job_id, "info", "The job has successfully completed", NULL, NULL,
+                                             why, sizeof why)) &&
+                !(err = hlpt_store_job_set_status(j->st, w->job_id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why)))
+                err = hlpt_store_commit(j->st, why, sizeof why);
+            else
+                hlpt_store_rollback(j->st);
+        }
     }
-    hlptd_jobs_model_name(j->model_name, job, -1, name, sizeof name);
-    cJSON *c = cJSON_Parse(cfg);
-    const char *hash = c ? str(c, "base_hash") : NULL;
-    hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
-                           .base_hash = hash, .job_id = w->job_id};
-    hlpt_adapter_rec *a = NULL;
-    int err = hlpt_store_adapter_insert(j->st, &in, &a, why, sizeof why);
     if (err) {
         w->said = SAID_ERROR;
         snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
         /* The job can finish again from its last checkpoint once there is room. */
         if (err == HLPT_ERR_NOSPACE) snprintf(w->error_code, sizeof w->error_code, "no_space");
+        release_blob(j, o);
     } else {
-        hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why);
-        char results[HLPT_ID_MAX];
-        store_results(j, w->job_id, results);
-        hlpt_store_job_set_results(j->st, w->job_id, w->tokens_seen, results[0] ? results : NULL, why, sizeof why);
-        event(j, w->job_id, "info", NULL, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
         w->said = SAID_DONE;
+        changed(j, w->job_id);
     }
-    hlpt_adapter_rec_free(a);
-    cJSON_Delete(c);
-out:
     hlpt_job_free(job);
     free(cfg);
-    free(weights);
 }
 
 static void on_line(worker *w, const char *line, size_t n) {
     hlptd_jobs *j = w->jobs;
-    /* A cancelled job is over: what its worker says before the kill lands is dropped. */
-    if (w->want == WANT_CANCEL) return;
     cJSON *o = cJSON_ParseWithLength(line, n);
     const char *type = o ? str(o, "type") : NULL;
-    if (!type) {
+    /* A cancelled job is over: what its worker says before the kill lands is dropped, with the
+     * blobs it names. */
+    if (!type || w->want == WANT_CANCEL) {
+        if (type && (!strcmp(type, "checkpoint") || !strcmp(type, "done"))) release_blob(j, o);
         cJSON_Delete(o);
         return;
     }
@@ -350,6 +349,8 @@ static void on_line(worker *w, const char *line, size_t n) {
         w->said = SAID_ERROR;
         snprintf(w->error, sizeof w->error, "%s", str(o, "message") ? str(o, "message") : "the worker failed");
         snprintf(w->error_code, sizeof w->error_code, "%s", str(o, "code") ? str(o, "code") : "");
+        /* A worker that found the disk full found it full for every job. */
+        if (!strcmp(w->error_code, "no_space")) hlptd_jobs_pause_all_for_space(j);
     }
     cJSON_Delete(o);
 }
@@ -393,6 +394,7 @@ static void maybe_finish(worker *w) {
 static void worker_finish(worker *w) {
     hlptd_jobs *j = w->jobs;
     char msg[600];
+    w->finished = 1;
     /* The event goes in before the status: an event stream ends ([DONE]) as soon as it sees a final
      * status, so the job's last word must already be there. */
     int stopped = w->said == SAID_STOPPED || (w->said == SAID_NOTHING && w->want != WANT_NONE);
@@ -403,45 +405,36 @@ static void worker_finish(worker *w) {
     if (w->want == WANT_CANCEL) {
         /* Cancelled when it was asked (hlptd_jobs_cancel); the worker is gone now. */
     } else if (w->said == SAID_DONE) {
-        event(j, w->job_id, "info", NULL, "The job has successfully completed");
-        set_status(j, w->job_id, "succeeded", NULL, NULL);
+        /* Recorded with its adapter (on_done_line). */
     } else if (stopped && w->want == WANT_PAUSE) {
         /* Asked to stop, it stopped, or died on the way (before its handlers were in place, or while
          * checkpointing): either way the job stops at its last stored checkpoint. */
         if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While pausing, %s", msg);
         event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
-        set_status(j, w->job_id, "paused", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (stopped && w->want == WANT_REQUEUE) {
         event(j, w->job_id, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
-        set_status(j, w->job_id, "queued", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (stopped) {
         if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While stopping, %s", msg);
         event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
-        set_status(j, w->job_id, "queued", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_ERROR && !strcmp(w->error_code, "no_space")) {
         event(j, w->job_id, "error", NULL,
               "Job paused: %s. Its last checkpoint is kept; free some space, then resume the job", w->error);
-        set_status(j, w->job_id, "paused", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (w->said == SAID_NOTHING && restarts(j, w->job_id, 1) <= MAX_WORKER_RESTARTS) {
         event(j, w->job_id, "warn", NULL, "%s; the job resumes from its last checkpoint (automatic restart %d of %d)", msg,
               restarts(j, w->job_id, 0), MAX_WORKER_RESTARTS);
-        set_status(j, w->job_id, "queued", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_NOTHING) {
         event(j, w->job_id, "error", NULL,
               "Job paused: %s, and it died %d times in a row; resume the job to try again from its last checkpoint", msg,
               MAX_WORKER_RESTARTS + 1);
-        set_status(j, w->job_id, "paused", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     } else {
         event(j, w->job_id, "error", NULL, "Job failed: %s", w->error);
-        set_status(j, w->job_id, "failed", "training_error", w->error);
-    }
-    /* The worker's copies of the dataset files go with it: a job that runs again (resumed, or
-     * after a restart) exports them afresh, and a deleted file leaves no bytes behind. */
-    static const char *const copies[] = {"train.jsonl", "valid.jsonl", "resume.safetensors"};
-    for (size_t i = 0; i < sizeof copies / sizeof *copies; i++) {
-        char path[1200];
-        snprintf(path, sizeof path, "%s/%s", w->dir, copies[i]);
-        unlink(path);
+        set_status(j, w->job_id, HLPTD_JOB_FAILED, "training_error", w->error);
     }
     close_handle(w, (uv_handle_t *)&w->proc);
     close_handle(w, (uv_handle_t *)&w->in);
@@ -502,42 +495,39 @@ static void signal_stop(worker *w, int sig) {
     else w->pending_signal = sig;
 }
 
-/* Prepares the job directory and spec, spawns the worker. Returns an error for the job. */
+/* The path of a stored file's blob, which the worker reads where it is. */
+static int file_blob_path(hlptd_jobs *j, const char *file_id, char *out, size_t cap, char *why, size_t len) {
+    hlpt_file *f = NULL;
+    int err = hlpt_store_file_get(j->st, file_id, &f, why, len);
+    if (!err && hlptd_blob_path(j->o.blobs, f->sha256, out, cap))
+        err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "file %s names no blob", file_id);
+    hlpt_file_free(f);
+    return err;
+}
+
+/* Writes the spec and spawns the worker. Returns an error for the job. */
 static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) {
+    char train[4200], valid[4200], resume[4200];
+    int err = file_blob_path(j, job->training_file, train, sizeof train, why, len);
+    if (!err && job->validation_file) err = file_blob_path(j, job->validation_file, valid, sizeof valid, why, len);
+    if (err) return err;
+    /* It resumes from its newest checkpoint; without one (or should its blob be gone) it starts
+     * from the beginning. */
+    hlpt_checkpoint *ck = NULL;
+    uint64_t size;
+    int have_ckpt = 0;
+    if (hlpt_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck &&
+        hlptd_blob_size(j->o.blobs, ck->sha256, &size, why, len) == HLPT_OK)
+        have_ckpt = hlptd_blob_path(j->o.blobs, ck->sha256, resume, sizeof resume) == HLPT_OK;
+    hlpt_checkpoint_free(ck);
     worker *w = calloc(1, sizeof *w);
-    if (!w) return HLPT_ERR_NOMEM;
+    if (!w) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     w->jobs = j;
     snprintf(w->job_id, sizeof w->job_id, "%s", job->id);
-    snprintf(w->dir, sizeof w->dir, "%s/jobs/%s", j->data_dir, job->id);
-    char path[1200], valid[1200], resume[1200];
-    int err = HLPT_OK;
-    snprintf(path, sizeof path, "%s/jobs", j->data_dir);
-    mkdir(path, 0700);
-    if (mkdir(w->dir, 0700) != 0 && errno != EEXIST) err = hlpt_why(why, len, HLPT_ERR_IO, "%s: %s", w->dir, strerror(errno));
-    snprintf(path, sizeof path, "%s/train.jsonl", w->dir);
-    snprintf(valid, sizeof valid, "%s/valid.jsonl", w->dir);
-    snprintf(resume, sizeof resume, "%s/resume.safetensors", w->dir);
-    if (!err) err = export_file(j, job->training_file, path, why, len);
-    if (!err && job->validation_file) err = export_file(j, job->validation_file, valid, why, len);
-    hlpt_checkpoint *ck = NULL;
-    int have_ckpt = 0;
-    if (!err && hlpt_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck) {
-        void *state;
-        size_t n;
-        if (hlpt_store_checkpoint_state(j->st, ck->id, &state, &n, why, len) == HLPT_OK) {
-            have_ckpt = hlpt_file_write(resume, state, n, 0, why, len) == HLPT_OK;
-            free(state);
-        }
-    }
-    hlpt_checkpoint_free(ck);
-    if (err) {
-        free(w);
-        return err;
-    }
     cJSON *spec = cJSON_CreateObject();
     cJSON_AddStringToObject(spec, "model_dir", j->model_dir);
-    cJSON_AddStringToObject(spec, "job_dir", w->dir);
-    cJSON_AddStringToObject(spec, "training_file", path);
+    cJSON_AddStringToObject(spec, "data_dir", j->data_dir);
+    cJSON_AddStringToObject(spec, "training_file", train);
     if (job->validation_file) cJSON_AddStringToObject(spec, "validation_file", valid);
     cJSON *method = cJSON_Parse(job->method ? job->method : "{}");
     cJSON *hp = cJSON_Parse(job->hyperparameters ? job->hyperparameters : "{}");
@@ -580,7 +570,7 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
         snprintf(w->error, sizeof w->error, "the worker could not be started: %s", uv_strerror(rc));
         uv_close((uv_handle_t *)&w->proc, NULL);
         w->handles_open = 2;
-        set_status(j, w->job_id, "failed", "worker_died", w->error);
+        set_status(j, w->job_id, HLPTD_JOB_FAILED, "worker_died", w->error);
         close_handle(w, (uv_handle_t *)&w->in);
         close_handle(w, (uv_handle_t *)&w->out);
         return HLPT_OK;
@@ -589,7 +579,7 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
     w->wreq.data = w;
     uv_write(&w->wreq, (uv_stream_t *)&w->in, &b, 1, on_spec_written);
     uv_read_start((uv_stream_t *)&w->out, on_alloc, on_read);
-    set_status(j, w->job_id, "running", NULL, NULL);
+    set_status(j, w->job_id, HLPTD_JOB_RUNNING, NULL, NULL);
     event(j, w->job_id, "info", NULL, "%s", have_ckpt ? "Worker started; resuming from the last checkpoint" : "Worker started");
     return HLPT_OK;
 }
@@ -651,53 +641,36 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
         int err = start_job(j, job, why, sizeof why);
         if (err == HLPT_ERR_NOSPACE) {
             event(j, job->id, "error", NULL, "Job paused before it started: %s. Free some space, then resume the job", why);
-            set_status(j, job->id, "paused", NULL, NULL);
+            set_status(j, job->id, HLPTD_JOB_PAUSED, NULL, NULL);
         } else if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
-            set_status(j, job->id, "failed", "setup_failed", why);
+            set_status(j, job->id, HLPTD_JOB_FAILED, "setup_failed", why);
         }
         hlpt_job_free(job);
     }
 }
 
-/* At start-up no worker runs: what a worker of the last daemon left in a job directory (copies of
- * dataset files, a checkpoint file not stored yet, a half-written temporary) is stale. The store
- * holds everything a job resumes from; a job that runs again exports its files afresh. */
-static void clean_job_dirs(hlptd_jobs *j) {
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    remove(path);
+    return 0;
+}
+
+/* hlptd before blobs (docs/design.md, "The store") kept a job's dataset copies, checkpoint files and
+ * adapter in <data_dir>/jobs/<id>; nothing reads them now, and the store has everything. */
+static void remove_job_dirs(hlptd_jobs *j) {
     char path[1200];
-    if ((size_t)snprintf(path, sizeof path, "%s/jobs", j->data_dir) >= sizeof path) return;
-    DIR *jobs = opendir(path);
-    if (!jobs) return;
-    struct dirent *e;
-    while ((e = readdir(jobs))) {
-        if (e->d_name[0] == '.') continue;
-        char dir[1600];
-        snprintf(dir, sizeof dir, "%s/%s", path, e->d_name);
-        DIR *d = opendir(dir);
-        if (!d) continue;
-        struct dirent *f;
-        while ((f = readdir(d))) {
-            const char *n = f->d_name;
-            if (!strcmp(n, "train.jsonl") || !strcmp(n, "valid.jsonl") || !strcmp(n, "resume.safetensors") ||
-                !strncmp(n, "ckpt-", 5) || strstr(n, ".tmp.")) {
-                char file[2000];
-                snprintf(file, sizeof file, "%s/%s", dir, n);
-                unlink(file);
-            }
-        }
-        closedir(d);
-    }
-    closedir(jobs);
+    if ((size_t)snprintf(path, sizeof path, "%s/jobs", j->data_dir) < sizeof path)
+        nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     char **ids;
     size_t n;
-    clean_job_dirs(j);
-    int err = hlpt_store_job_ids_with_status(j->st, "running", &ids, &n, why, len);
+    remove_job_dirs(j);
+    int err = hlpt_store_job_ids_with_status(j->st, HLPTD_JOB_RUNNING, &ids, &n, why, len);
     if (err) return err;
     for (size_t i = 0; i < n; i++) {
-        set_status(j, ids[i], "queued", NULL, NULL);
+        set_status(j, ids[i], HLPTD_JOB_QUEUED, NULL, NULL);
         event(j, ids[i], "warn", NULL, "The daemon stopped while this job ran; it resumes from its last checkpoint");
     }
     hlpt_store_ids_free(ids, n);
@@ -705,38 +678,37 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     return HLPT_OK;
 }
 
-static int job_status(hlptd_jobs *j, const char *id, char *status, size_t cap, char *why, size_t len) {
+static int job_status(hlptd_jobs *j, const char *id, hlptd_job_state *status, char *why, size_t len) {
     hlpt_job *job = NULL;
     int err = hlpt_store_job_get(j->st, id, &job, why, len);
     if (err) return err;
-    snprintf(status, cap, "%s", job->status);
+    *status = job->status;
     hlpt_job_free(job);
     return HLPT_OK;
 }
 
 int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len) {
-    char status[32];
-    int err = job_status(j, id, status, sizeof status, why, len);
+    hlptd_job_state status;
+    int err = job_status(j, id, &status, why, len);
     if (err) return err;
-    if (strcmp(status, "queued") && strcmp(status, "paused") && strcmp(status, "validating_files") &&
-        strcmp(status, "running"))
-        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, status);
+    if (!hlptd_job_state_can(status, HLPTD_JOB_CANCELLED))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, hlptd_job_state_name(status));
     worker *w = find_worker(j, id);
     if (w) {
         w->want = WANT_CANCEL;
         uv_process_kill(&w->proc, SIGKILL);
     }
     event(j, id, "info", NULL, "Job cancelled");
-    set_status(j, id, "cancelled", NULL, NULL);
+    set_status(j, id, HLPTD_JOB_CANCELLED, NULL, NULL);
     return HLPT_OK;
 }
 
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
-    char status[32];
-    int err = job_status(j, id, status, sizeof status, why, len);
+    hlptd_job_state status;
+    int err = job_status(j, id, &status, why, len);
     if (err) return err;
-    if (strcmp(status, "queued") && strcmp(status, "running"))
-        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, status);
+    if (!hlptd_job_state_can(status, HLPTD_JOB_PAUSED))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, hlptd_job_state_name(status));
     worker *w = find_worker(j, id);
     if (w) {
         /* The worker checkpoints at the next step boundary, says "stopped" and exits. */
@@ -746,30 +718,33 @@ int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     } else {
         event(j, id, "info", NULL, "Job paused before it started");
     }
-    set_status(j, id, "paused", NULL, NULL);
+    set_status(j, id, HLPTD_JOB_PAUSED, NULL, NULL);
     return HLPT_OK;
 }
 
 void hlptd_jobs_pause_all_for_space(hlptd_jobs *j) {
     for (worker *w = j->workers; w; w = w->next) {
-        if (w->want != WANT_NONE || w->exited) continue;
+        /* A worker that has exited but whose job's state is not decided yet (its pipe still has
+         * lines) pauses too: it may be the one that found the disk full. */
+        if (w->want != WANT_NONE || w->finished) continue;
         w->want = WANT_PAUSE;
         signal_stop(w, SIGUSR1);
         event(j, w->job_id, "error", NULL,
               "Pausing: the disk is full. The job stops at its next checkpoint; free some space, then resume it");
-        set_status(j, w->job_id, "paused", NULL, NULL);
+        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     }
 }
 
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
-    char status[32];
-    int err = job_status(j, id, status, sizeof status, why, len);
+    hlptd_job_state status;
+    int err = job_status(j, id, &status, why, len);
     if (err) return err;
-    if (strcmp(status, "paused")) return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, status);
+    if (status != HLPTD_JOB_PAUSED)
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, hlptd_job_state_name(status));
     worker *w = find_worker(j, id);
     if (w && w->want == WANT_PAUSE) w->want = WANT_REQUEUE;
     restarts(j, id, -1);
-    set_status(j, id, "queued", NULL, NULL);
+    set_status(j, id, HLPTD_JOB_QUEUED, NULL, NULL);
     event(j, id, "info", NULL, "Job resumed; it continues from its last checkpoint");
     hlptd_jobs_schedule(j);
     return HLPT_OK;
@@ -794,7 +769,7 @@ int hlptd_jobs_running(const hlptd_jobs *j) { return j->running; }
 int hlptd_jobs_queue_position(hlptd_jobs *j, const char *id) {
     char **ids, why[128];
     size_t n;
-    if (hlpt_store_job_ids_with_status(j->st, "queued", &ids, &n, why, sizeof why)) return 0;
+    if (hlpt_store_job_ids_with_status(j->st, HLPTD_JOB_QUEUED, &ids, &n, why, sizeof why)) return 0;
     int pos = 0;
     for (size_t i = 0; i < n; i++)
         if (!strcmp(ids[i], id)) pos = (int)i + 1;

@@ -19,7 +19,8 @@ typedef struct {
     const char *model_dir;    /* base model directory (workers read its tokenizer) */
     const char *model_name;   /* the base model's name, for adapter names */
     int model_fd;             /* sealed weight arena, given to workers as fd 3 */
-    const char *data_dir;     /* job directories live in <data_dir>/jobs/<id> */
+    const char *data_dir;     /* workers open its blobs/ (blobs.h) */
+    hlptd_blobs *blobs;       /* <data_dir>/blobs, borrowed: the results files the queue writes */
     int max_workers;          /* concurrent running jobs */
     int threads;              /* BLAS threads per worker */
     /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */
@@ -37,9 +38,9 @@ int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hl
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
 void hlptd_jobs_free(hlptd_jobs *j);
 
-/* At start-up: what the last daemon's workers left in job directories (dataset copies, checkpoint
- * files not yet stored) is removed; jobs it left `running` go back to the queue, to resume from their
- * last checkpoint (an event says so). Then starts what fits. */
+/* At start-up: jobs the last daemon left running go back to the queue, to resume from their last
+ * checkpoint (an event says so); the job directories older versions kept under <data_dir>/jobs are
+ * removed. Then starts what fits. */
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
 /* Starts queued jobs while workers are free (call after a job was created or resumed). */
 void hlptd_jobs_schedule(hlptd_jobs *j);

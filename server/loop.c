@@ -46,6 +46,7 @@ struct hlptd {
     uv_timer_t start_timer, drain_timer, reserve_timer, full_timer;
     int handles_open;
     hlpt_store *store;
+    hlptd_blobs *blobs;  /* <data-dir>/blobs: the artefacts the store's rows name */
     hlpt_http *http;
     hlpt_model *model;   /* sealed shared weights; NULL until loaded */
     char model_name[256];
@@ -78,6 +79,7 @@ int64_t hlptd_model_created(hlptd *d) { return d->model_created; }
 hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
 hlptd_infer *hlptd_inference_running(hlptd *d) { return d->infer; }
 hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
+hlptd_blobs *hlptd_blob_store(hlptd *d) { return d->blobs; }
 const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
 
 /* ---- the model hook ---------------------------------------------------------------------------- */
@@ -89,10 +91,11 @@ static int fetch_adapter(void *ctx, const char *id, char **config, size_t *confi
     hlptd *d = ctx;
     char why[256];
     int err = HLPT_OK;
-    if (!d->infer_store && (err = hlpt_store_open(&d->infer_store, d->db_path, why, sizeof why))) return err;
+    if (!d->infer_store && (err = hlpt_store_open(&d->infer_store, d->db_path, d->blobs, why, sizeof why))) return err;
     hlpt_adapter_rec *a = NULL;
     if ((err = hlpt_store_adapter_get(d->infer_store, id, &a, why, sizeof why))) return err;
-    err = hlpt_store_adapter_weights(d->infer_store, a->id, weights, weights_len, why, sizeof why);
+    /* The weights' blob, checked against its name as it is read. */
+    err = hlptd_blob_read(d->blobs, a->sha256, (size_t)1 << 34, (char **)weights, weights_len, why, sizeof why);
     if (!err) {
         *config = strdup(a->config);
         *config_len = strlen(a->config);
@@ -137,7 +140,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     if (k <= 0) return hlpt_why(why, len, HLPT_ERR_IO, "cannot find the hlptd binary: %s", strerror(errno));
     exe[k] = 0;
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
-                          .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir,
+                          .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir, .blobs = d->blobs,
                           .max_workers = cfg->workers, .threads = threads,
                           .on_change = on_job_change, .ctx = d};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
@@ -339,10 +342,20 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     }
     /* A start on a full disk needs room to open the database (its -shm and -wal files). */
     if (disk_free(cfg->data_dir) < (unsigned long long)RESERVE_BYTES) reserve_release(d);
+    /* Blobs half-written when the last daemon stopped (blobs/tmp) go now, before any worker runs. */
+    if ((err = hlptd_blobs_open(cfg->data_dir, 1, &d->blobs, why, len))) {
+        free(db);
+        goto fail;
+    }
     /* Checked before anything writes to it: migrations over a damaged file could make it worse. */
-    if (!(err = hlpt_store_check(db, why, len))) err = hlpt_store_open(&d->store, db, why, len);
+    if (!(err = hlpt_store_check(db, why, len))) err = hlpt_store_open(&d->store, db, d->blobs, why, len);
     d->db_path = db;
     if (err) goto fail;
+    /* Blobs written whose rows were never stored (the daemon died in between) go too. */
+    size_t swept = 0;
+    char swhy[256];
+    if (hlpt_store_blob_sweep(d->store, &swept, swhy, sizeof swhy)) hlpt_warn("removing unnamed blobs: %s", swhy);
+    if (swept) hlpt_info("removed %zu blob(s) that no row names", swept);
     hlpt_store_on_full(d->store, reserve_release, d);
     reserve_make(d);
     hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
@@ -421,6 +434,7 @@ void hlptd_close(hlptd *d) {
     hlpt_store_close(d->infer_store);
     hlpt_model_close(d->model);
     hlpt_store_close(d->store);
+    hlptd_blobs_close(d->blobs);
     free(d->db_path);
     if (d->files_written) {
         unlink(d->port_path);

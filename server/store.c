@@ -1,16 +1,26 @@
 /*
- * store.c - see store.h. Every function prepares its statement, binds, steps, converts rows into
- * the structs of store.h and finalizes; statements are not cached (the store handles a few requests
- * a second, and an uncached statement cannot go stale across migrations). Each table has one
- * row-to-struct converter next to the column list it reads, so a column is added in two adjacent
- * places.
+ * store.c - see store.h: the store's interface and its row types, over a backend
+ * (store_backend.h; SQLite today, store_sqlite.c).
+ *
+ * DESIGN
+ * Each row type is described once, as a table of its columns: the SQL name, the kind of value
+ * (text, JSON text, an inline string such as an id or a hash, an integer, a real, a job state),
+ * where it lives in the row's struct, and whether an insert writes it and whether it names a blob.
+ * From that table alone come the column list of every SELECT, the reading of a row into its
+ * struct, the freeing of one, every INSERT, and the question whether any row still names a blob.
+ * What is left per type is what differs: the conditions and order of its queries.
+ *
+ * Blobs: a delete notes the blobs of the rows it removes. At the commit of the transaction it ran
+ * in (its own, or the caller's), the noted blobs that no row names any more are removed: decided
+ * inside the transaction, removed after the commit, so a rolled-back delete never leaves a row
+ * without its blob, and a crash in between leaves only an unnamed blob, which the next start's
+ * sweep removes.
  */
 #include "store.h"
 
 #include <errno.h>
 #include <math.h>
-#include <sqlite3.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +28,15 @@
 #include <time.h>
 
 #include "hlpt/err.h"
+#include "store_backend.h"
 
 struct hlpt_store {
-    sqlite3 *db;
-    atomic_int damaged; /* SQLite reported corruption */
+    const hlpt_store_backend *be;
+    hlpt_db *db;
+    hlptd_blobs *blobs;                 /* borrowed */
+    int in_tx;                          /* a transaction is open */
+    char (*noted)[HLPT_SHA256_HEX];     /* blobs of rows this transaction removed */
+    size_t nnoted, cap;
     int (*on_full)(void *ctx);
     void *on_full_ctx;
 };
@@ -30,6 +45,8 @@ void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx) {
     st->on_full = fn;
     st->on_full_ctx = ctx;
 }
+
+static int64_t now(void) { return (int64_t)time(NULL); }
 
 /* ---- ids ------------------------------------------------------------------------------------ */
 
@@ -54,496 +71,635 @@ int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix) {
     return HLPT_OK;
 }
 
-/* ---- helpers -------------------------------------------------------------------------------- */
+/* ---- row types ------------------------------------------------------------------------------ */
 
-/* SQLITE_FULL is the disk's, not the database's fault: HLPT_ERR_NOSPACE (507) says so. A damaged
- * database is remembered, so that /health stops saying ok over it. */
-static int db_fail(hlpt_store *st, const char *what, char *why, size_t len) {
-    int rc = sqlite3_extended_errcode(st->db) & 0xff;
-    if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) atomic_store(&st->damaged, 1);
-    return hlpt_why(why, len, rc == SQLITE_FULL ? HLPT_ERR_NOSPACE : HLPT_ERR_DB, "%s: %s", what,
-                    sqlite3_errmsg(st->db));
+typedef enum {
+    K_TEXT,  /* char *, owned; NULL is SQL NULL */
+    K_JSON,  /* char *, owned JSON text; NULL is SQL NULL */
+    K_CHARS, /* char[cap] inline (ids, hashes); "" is SQL NULL */
+    K_INT,   /* int64_t; SQL NULL reads 0 (or -1 with NULL_NEG) */
+    K_REAL,  /* double; NAN is SQL NULL */
+    K_STATE, /* hlptd_job_state, stored as its name */
+} col_kind;
+
+enum {
+    INS = 1,      /* an insert writes it (else the column's default, e.g. NULL or seq) */
+    BLOB = 2,     /* K_CHARS naming a blob by its SHA-256 */
+    NULL_NEG = 4, /* K_INT: -1 is SQL NULL */
+};
+
+typedef struct {
+    const char *name; /* the SQL column */
+    col_kind kind;
+    size_t off;       /* offsetof in the row struct */
+    size_t cap;       /* sizeof the field (K_CHARS: the array) */
+    unsigned flags;
+} col;
+
+typedef struct {
+    const char *table; /* SQL table */
+    const char *what;  /* for messages: "no <what> `id`" */
+    size_t size;       /* sizeof the row struct */
+    const col *cols;
+    size_t ncols;
+} row_type;
+
+#define COL(T, f, k, fl) {#f, k, offsetof(T, f), sizeof(((T *)0)->f), fl}
+#define ROW_TYPE(T, table, what, cols) {table, what, sizeof(T), cols, sizeof cols / sizeof cols[0]}
+
+static const col file_cols[] = {
+    COL(hlpt_file, id, K_CHARS, INS),          COL(hlpt_file, filename, K_TEXT, INS),
+    COL(hlpt_file, purpose, K_TEXT, INS),      COL(hlpt_file, bytes, K_INT, INS),
+    COL(hlpt_file, created_at, K_INT, INS),    COL(hlpt_file, status, K_TEXT, INS),
+    COL(hlpt_file, lines, K_INT, INS),         COL(hlpt_file, stats, K_JSON, INS),
+    COL(hlpt_file, error, K_TEXT, INS),        COL(hlpt_file, sha256, K_CHARS, INS | BLOB),
+};
+static const row_type file_t = ROW_TYPE(hlpt_file, "files", "file", file_cols);
+
+static const col job_cols[] = {
+    COL(hlpt_job, id, K_CHARS, INS),
+    COL(hlpt_job, status, K_STATE, INS),
+    COL(hlpt_job, model, K_TEXT, INS),
+    COL(hlpt_job, training_file, K_TEXT, INS),
+    COL(hlpt_job, validation_file, K_TEXT, INS),
+    COL(hlpt_job, method, K_JSON, INS),
+    COL(hlpt_job, hyperparameters, K_JSON, INS),
+    COL(hlpt_job, seed, K_INT, INS),
+    COL(hlpt_job, suffix, K_TEXT, INS),
+    COL(hlpt_job, created_at, K_INT, INS),
+    COL(hlpt_job, started_at, K_INT, 0),
+    COL(hlpt_job, finished_at, K_INT, 0),
+    COL(hlpt_job, error, K_JSON, 0),
+    COL(hlpt_job, fine_tuned_model, K_TEXT, 0),
+    COL(hlpt_job, step, K_INT, 0),
+    COL(hlpt_job, total_steps, K_INT, 0),
+    COL(hlpt_job, epoch, K_REAL, 0),
+    COL(hlpt_job, tokens_per_s, K_REAL, 0),
+    COL(hlpt_job, queue_order, K_INT, INS),
+    COL(hlpt_job, metadata, K_JSON, INS),
+    COL(hlpt_job, integrations, K_JSON, INS),
+    COL(hlpt_job, trained_tokens, K_INT, NULL_NEG),
+    COL(hlpt_job, result_file, K_TEXT, 0),
+};
+static const row_type job_t = ROW_TYPE(hlpt_job, "jobs", "fine-tuning job", job_cols);
+
+static const col event_cols[] = {
+    COL(hlpt_event, seq, K_INT, 0),          COL(hlpt_event, id, K_CHARS, INS),
+    COL(hlpt_event, job_id, K_CHARS, INS),   COL(hlpt_event, created_at, K_INT, INS),
+    COL(hlpt_event, level, K_TEXT, INS),     COL(hlpt_event, message, K_TEXT, INS),
+    COL(hlpt_event, data, K_JSON, INS),
+};
+static const row_type event_t = ROW_TYPE(hlpt_event, "job_events", "event", event_cols);
+
+/* A metric row's job is the query's, not the struct's: metric_put writes job_id itself. */
+static const col metric_cols[] = {
+    COL(hlpt_metric, step, K_INT, INS),       COL(hlpt_metric, train_loss, K_REAL, INS),
+    COL(hlpt_metric, valid_loss, K_REAL, INS), COL(hlpt_metric, valid_acc, K_REAL, INS),
+    COL(hlpt_metric, lr, K_REAL, INS),         COL(hlpt_metric, tokens_per_s, K_REAL, INS),
+    COL(hlpt_metric, created_at, K_INT, INS),
+};
+static const row_type metric_t = ROW_TYPE(hlpt_metric, "metrics", "metric", metric_cols);
+
+static const col checkpoint_cols[] = {
+    COL(hlpt_checkpoint, id, K_CHARS, INS),     COL(hlpt_checkpoint, job_id, K_CHARS, INS),
+    COL(hlpt_checkpoint, step, K_INT, INS),     COL(hlpt_checkpoint, metrics, K_JSON, INS),
+    COL(hlpt_checkpoint, bytes, K_INT, INS),    COL(hlpt_checkpoint, sha256, K_CHARS, INS | BLOB),
+    COL(hlpt_checkpoint, created_at, K_INT, INS),
+};
+static const row_type checkpoint_t = ROW_TYPE(hlpt_checkpoint, "checkpoints", "checkpoint", checkpoint_cols);
+
+static const col adapter_cols[] = {
+    COL(hlpt_adapter_rec, id, K_CHARS, INS),          COL(hlpt_adapter_rec, name, K_TEXT, INS),
+    COL(hlpt_adapter_rec, config, K_JSON, INS),       COL(hlpt_adapter_rec, bytes, K_INT, INS),
+    COL(hlpt_adapter_rec, sha256, K_CHARS, INS | BLOB), COL(hlpt_adapter_rec, base_hash, K_TEXT, INS),
+    COL(hlpt_adapter_rec, job_id, K_TEXT, INS),       COL(hlpt_adapter_rec, checkpoint_id, K_TEXT, INS),
+    COL(hlpt_adapter_rec, created_at, K_INT, INS),
+};
+static const row_type adapter_t = ROW_TYPE(hlpt_adapter_rec, "adapters", "adapter", adapter_cols);
+
+static const row_type *const row_types[] = {&file_t, &job_t, &event_t, &metric_t, &checkpoint_t, &adapter_t};
+
+static void *field(const void *row, const col *c) { return (char *)row + c->off; }
+
+static void row_free(const row_type *t, void *row) {
+    if (!row) return;
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].kind == K_TEXT || t->cols[i].kind == K_JSON) free(*(char **)field(row, &t->cols[i]));
+    free(row);
 }
 
-static int prep(hlpt_store *st, const char *sql, sqlite3_stmt **s, char *why, size_t len) {
-    if (sqlite3_prepare_v2(st->db, sql, -1, s, NULL) != SQLITE_OK) {
-        *s = NULL;
-        return db_fail(st, "prepare", why, len);
+static void rows_free(const row_type *t, void **v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) row_free(t, v[i]);
+    free(v);
+}
+
+static hlpt_db_val v_text(const char *s) {
+    return s ? (hlpt_db_val){.type = HLPT_DB_TEXT, .s = s} : (hlpt_db_val){.type = HLPT_DB_NULL};
+}
+static hlpt_db_val v_int(int64_t i) { return (hlpt_db_val){.type = HLPT_DB_INT, .i = i}; }
+static hlpt_db_val v_real(double r) {
+    return isnan(r) ? (hlpt_db_val){.type = HLPT_DB_NULL} : (hlpt_db_val){.type = HLPT_DB_REAL, .r = r};
+}
+
+/* A statement's parameters, ?1.. in order: ARGS(v_text(id), v_int(step)) is the array and its
+ * length. */
+#define ARGS(...) (const hlpt_db_val[]){__VA_ARGS__}, (int)(sizeof((hlpt_db_val[]){__VA_ARGS__}) / sizeof(hlpt_db_val))
+
+/* Column c of a row as a parameter. */
+static hlpt_db_val col_val(const col *c, const void *row) {
+    const void *f = field(row, c);
+    switch (c->kind) {
+    case K_TEXT:
+    case K_JSON: return v_text(*(char *const *)f);
+    case K_CHARS: return v_text(*(const char *)f ? f : NULL);
+    case K_INT: {
+        int64_t i = *(const int64_t *)f;
+        return (c->flags & NULL_NEG) && i == -1 ? v_text(NULL) : v_int(i);
     }
-    return HLPT_OK;
-}
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v) {
-    if (v) sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-    else sqlite3_bind_null(s, i);
-}
-
-static void bind_real(sqlite3_stmt *s, int i, double v) {
-    if (isnan(v)) sqlite3_bind_null(s, i);
-    else sqlite3_bind_double(s, i, v);
-}
-
-/* An owned copy of a text column; NULL for SQL NULL. Sets *oom on allocation failure. */
-static char *col_str(sqlite3_stmt *s, int i, int *oom) {
-    const unsigned char *t = sqlite3_column_text(s, i);
-    if (!t) return NULL;
-    char *d = strdup((const char *)t);
-    if (!d) *oom = 1;
-    return d;
-}
-
-static void col_id(sqlite3_stmt *s, int i, char out[HLPT_ID_MAX]) {
-    const unsigned char *t = sqlite3_column_text(s, i);
-    snprintf(out, HLPT_ID_MAX, "%s", t ? (const char *)t : "");
-}
-
-static double col_real(sqlite3_stmt *s, int i) {
-    return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
-}
-
-static int64_t now(void) { return (int64_t)time(NULL); }
-
-/* Steps a statement that changes rows and finalizes it; *changes gets the row count. */
-static int exec_stmt(hlpt_store *st, sqlite3_stmt *s, int *changes, const char *what, char *why, size_t len) {
-    int rc = sqlite3_step(s);
-    /* A full disk: once room is made (hlpt_store_on_full), the write is tried again. */
-    if ((rc & 0xff) == SQLITE_FULL && st->on_full && st->on_full(st->on_full_ctx)) {
-        sqlite3_reset(s);
-        rc = sqlite3_step(s);
+    case K_REAL: return v_real(*(const double *)f);
+    case K_STATE: return v_text(hlptd_job_state_name(*(const hlptd_job_state *)f));
     }
-    int err = HLPT_OK;
-    if (rc != SQLITE_DONE) err = db_fail(st, what, why, len);
-    else if (changes) *changes = sqlite3_changes(st->db);
-    sqlite3_finalize(s);
-    return err;
+    return v_text(NULL);
 }
 
-/* Reads a blob column of the one row `s` selects into an owned buffer. */
-static int read_blob(hlpt_store *st, sqlite3_stmt *s, const char *what, const char *id, void **buf, size_t *n,
-                     char *why, size_t len) {
-    *buf = NULL;
-    *n = 0;
-    int rc = sqlite3_step(s), err = HLPT_OK;
-    if (rc == SQLITE_DONE) {
-        err = hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s`", what, id);
-    } else if (rc != SQLITE_ROW) {
-        err = db_fail(st, what, why, len);
-    } else {
-        size_t sz = (size_t)sqlite3_column_bytes(s, 0);
-        const void *p = sqlite3_column_blob(s, 0);
-        /* One spare byte: text consumers get a NUL-terminated buffer for free. */
-        if (!(*buf = malloc(sz + 1))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-        else {
-            if (sz) memcpy(*buf, p, sz);
-            ((char *)*buf)[sz] = 0;
-            *n = sz;
+/* Reads the current row of s, whose columns are t's in order, into the struct at dst. Returns -1
+ * when a string could not be copied (the strings that were stay in dst, for row_free). */
+static int row_fill(const hlpt_store *st, const row_type *t, hlpt_db_stmt *s, void *dst) {
+    int oom = 0;
+    for (size_t i = 0; i < t->ncols; i++) {
+        const col *c = &t->cols[i];
+        void *f = field(dst, c);
+        hlpt_db_val v;
+        switch (c->kind) {
+        case K_TEXT:
+        case K_JSON:
+            st->be->column(s, (int)i, HLPT_DB_TEXT, &v);
+            *(char **)f = v.type == HLPT_DB_NULL ? NULL : strdup(v.s);
+            oom |= v.type != HLPT_DB_NULL && !*(char **)f;
+            break;
+        case K_CHARS:
+            st->be->column(s, (int)i, HLPT_DB_TEXT, &v);
+            snprintf(f, c->cap, "%s", v.type == HLPT_DB_NULL ? "" : v.s);
+            break;
+        case K_INT:
+            st->be->column(s, (int)i, HLPT_DB_INT, &v);
+            *(int64_t *)f = v.type != HLPT_DB_NULL ? v.i : (c->flags & NULL_NEG) ? -1 : 0;
+            break;
+        case K_REAL:
+            st->be->column(s, (int)i, HLPT_DB_REAL, &v);
+            *(double *)f = v.type == HLPT_DB_NULL ? NAN : v.r;
+            break;
+        case K_STATE: {
+            st->be->column(s, (int)i, HLPT_DB_TEXT, &v);
+            int k = hlptd_job_state_from_name(v.type == HLPT_DB_NULL ? NULL : v.s);
+            /* Only this file writes the column: a name it does not know was not written by hlptd,
+             * and a job in it cannot run. */
+            *(hlptd_job_state *)f = k < 0 ? HLPTD_JOB_FAILED : (hlptd_job_state)k;
+            break;
+        }
         }
     }
-    sqlite3_finalize(s);
-    return err;
+    return oom ? -1 : 0;
 }
 
-/* Collects the rows of `s` through conv (NULL = out of memory) into an owned array. At most `limit`
- * rows are kept; a row beyond them only sets *has_more. */
-typedef void *(*row_fn)(sqlite3_stmt *s);
-typedef void (*row_free_fn)(void *row);
+static void *row_read(const hlpt_store *st, const row_type *t, hlpt_db_stmt *s) {
+    void *row = calloc(1, t->size);
+    if (row && row_fill(st, t, s, row)) {
+        row_free(t, row);
+        row = NULL;
+    }
+    return row;
+}
 
-static int collect(hlpt_store *st, sqlite3_stmt *s, int limit, row_fn conv, row_free_fn rfree, void ***out,
-                   size_t *n, int *has_more, char *why, size_t len) {
-    void **v = NULL;
-    size_t cnt = 0, cap = 0;
-    int err = HLPT_OK, rc;
+/* "c1, c2, …": t's columns in order. */
+static void col_list(const row_type *t, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < t->ncols && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", t->cols[i].name);
+    HLPT_ASSERT(n < cap);
+}
+
+/* ---- statements ----------------------------------------------------------------------------- */
+
+/* Runs a statement that returns no rows; *changes (may be NULL) gets the rows it changed. Outside
+ * a transaction, a full disk that the on_full hook made room on is tried once more (inside one,
+ * in_transaction retries the whole transaction). */
+static int run(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, int64_t *changes, char *why, size_t len) {
+    hlpt_db_stmt *s;
+    int err = st->be->prepare(st->db, sql, a, n, &s, why, len);
+    if (err) return err;
+    int rc = st->be->step(s, why, len);
+    if (rc == HLPT_ERR_NOSPACE && !st->in_tx && st->on_full && st->on_full(st->on_full_ctx)) {
+        st->be->reset(s);
+        rc = st->be->step(s, why, len);
+    }
+    if (rc >= 0 && changes) *changes = st->be->changes(s);
+    st->be->finalize(s);
+    return rc < 0 ? rc : HLPT_OK;
+}
+
+/* The rows of "SELECT <t's columns> FROM <t's table> <tail>" as an owned array of owned rows. At
+ * most `limit` (-1: all) are kept; a row beyond them only sets *has_more (may be NULL). */
+static int select_rows(hlpt_store *st, const row_type *t, const char *tail, const hlpt_db_val *a, int n, int limit,
+                       void ***out, size_t *cnt, int *has_more, char *why, size_t len) {
+    char cols[1024], sql[2048];
+    *out = NULL;
+    *cnt = 0;
     if (has_more) *has_more = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (limit >= 0 && cnt == (size_t)limit) {
+    col_list(t, cols, sizeof cols);
+    snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", cols, t->table, tail);
+    hlpt_db_stmt *s;
+    int err = st->be->prepare(st->db, sql, a, n, &s, why, len), rc;
+    if (err) return err;
+    void **v = NULL;
+    size_t k = 0, cap = 0;
+    while ((rc = st->be->step(s, why, len)) == 1) {
+        if (limit >= 0 && k == (size_t)limit) {
             if (has_more) *has_more = 1;
             break;
         }
-        if (cnt == cap) {
-            cap = cap ? 2 * cap : 16;
-            void **nv = realloc(v, cap * sizeof *v);
-            if (!nv) goto oom;
+        if (k == cap) {
+            void **nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof *v);
+            if (!nv) break;
             v = nv;
         }
-        if (!(v[cnt] = conv(s))) goto oom;
-        cnt++;
+        if (!(v[k] = row_read(st, t, s))) break;
+        k++;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        err = db_fail(st, "list", why, len);
-        goto fail;
+    st->be->finalize(s);
+    if (rc == 1 && !(limit >= 0 && k == (size_t)limit)) rc = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (rc < 0) {
+        rows_free(t, v, k);
+        return rc;
     }
-    sqlite3_finalize(s);
     *out = v;
-    *n = cnt;
+    *cnt = k;
     return HLPT_OK;
-oom:
-    err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-fail:
-    for (size_t i = 0; i < cnt; i++) rfree(v[i]);
-    free(v);
-    sqlite3_finalize(s);
-    *out = NULL;
-    *n = 0;
-    return err;
 }
 
-/* Fetches the one row `s` selects through conv. */
-static int fetch_one(hlpt_store *st, sqlite3_stmt *s, row_fn conv, void **out, const char *what, const char *id,
-                     char *why, size_t len) {
+/* The one row `tail` selects: HLPT_ERR_NOENT "no <what> `<id>`" when there is none. */
+static int select_one(hlpt_store *st, const row_type *t, const char *tail, const hlpt_db_val *a, int n,
+                      const char *what, const char *id, void **out, char *why, size_t len) {
+    void **v;
+    size_t k;
     *out = NULL;
-    int rc = sqlite3_step(s), err = HLPT_OK;
-    if (rc == SQLITE_ROW) {
-        if (!(*out = conv(s))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-    } else if (rc == SQLITE_DONE) {
-        err = hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s`", what, id);
-    } else {
-        err = db_fail(st, what, why, len);
-    }
-    sqlite3_finalize(s);
-    return err;
-}
-
-/* The seq of row `id` in a paged table, for ?after=. seq_sql selects seq by id. */
-static int seq_of(hlpt_store *st, const char *seq_sql, const char *what, const char *id, int64_t *seq, char *why,
-                  size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, seq_sql, &s, why, len);
+    int err = select_rows(st, t, tail, a, n, 1, &v, &k, NULL, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) *seq = sqlite3_column_int64(s, 0);
-    else if (rc == SQLITE_DONE) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s` (after)", what, id);
-    else err = db_fail(st, what, why, len);
-    sqlite3_finalize(s);
-    return err;
+    if (k) *out = v[0];
+    free(v);
+    return k ? HLPT_OK : hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s`", what ? what : t->what, id);
 }
 
-/* A newest-first page: list_sql takes ?1 = seq bound (exclusive) and ?2 = limit + 1. */
-static int list_page(hlpt_store *st, const char *seq_sql, const char *list_sql, const char *what,
-                     const char *after, int limit, row_fn conv, row_free_fn rfree, void ***out, size_t *n,
-                     int *has_more, char *why, size_t len) {
+/* The first row's first k integer columns; *found says whether there was a row. */
+static int select_ints(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, int64_t *v, int k, int *found,
+                       char *why, size_t len) {
+    hlpt_db_stmt *s;
+    *found = 0;
+    int err = st->be->prepare(st->db, sql, a, n, &s, why, len);
+    if (err) return err;
+    int rc = st->be->step(s, why, len);
+    for (int i = 0; rc == 1 && i < k; i++) {
+        hlpt_db_val x;
+        st->be->column(s, i, HLPT_DB_INT, &x);
+        v[i] = x.type == HLPT_DB_NULL ? 0 : x.i;
+    }
+    *found = rc == 1;
+    st->be->finalize(s);
+    return rc < 0 ? rc : HLPT_OK;
+}
+
+/* The first text column of every row (NULLs skipped) as an owned array of owned strings. */
+static int select_texts(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, char ***out, size_t *cnt,
+                        char *why, size_t len) {
+    hlpt_db_stmt *s;
+    *out = NULL;
+    *cnt = 0;
+    int err = st->be->prepare(st->db, sql, a, n, &s, why, len), rc;
+    if (err) return err;
+    char **v = NULL;
+    size_t k = 0, cap = 0;
+    while ((rc = st->be->step(s, why, len)) == 1) {
+        hlpt_db_val x;
+        st->be->column(s, 0, HLPT_DB_TEXT, &x);
+        if (x.type == HLPT_DB_NULL) continue;
+        if (k == cap) {
+            char **nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof *v);
+            if (!nv) break;
+            v = nv;
+        }
+        if (!(v[k] = strdup(x.s))) break;
+        k++;
+    }
+    st->be->finalize(s);
+    if (rc == 1) rc = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (rc < 0) {
+        hlpt_store_ids_free(v, k);
+        return rc;
+    }
+    *out = v;
+    *cnt = k;
+    return HLPT_OK;
+}
+
+void hlpt_store_ids_free(char **ids, size_t n) {
+    for (size_t i = 0; ids && i < n; i++) free(ids[i]);
+    free(ids);
+}
+
+/* INSERT of t's INS columns from the struct at row (whose strings it only reads). */
+static int row_insert(hlpt_store *st, const row_type *t, const void *row, char *why, size_t len) {
+    hlpt_db_val a[32];
+    char names[1024], marks[256], sql[1400];
+    size_t nn = 0, nm = 0;
+    int n = 0;
+    for (size_t i = 0; i < t->ncols; i++) {
+        const col *c = &t->cols[i];
+        if (!(c->flags & INS)) continue;
+        HLPT_ASSERT(n < (int)(sizeof a / sizeof a[0]));
+        a[n++] = col_val(c, row);
+        nn += (size_t)snprintf(names + nn, sizeof names - nn, "%s%s", n > 1 ? ", " : "", c->name);
+        nm += (size_t)snprintf(marks + nm, sizeof marks - nm, "%s?%d", n > 1 ? ", " : "", n);
+    }
+    HLPT_ASSERT(nn < sizeof names && nm < sizeof marks);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (%s) VALUES (%s)", t->table, names, marks);
+    return run(st, sql, a, n, NULL, why, len);
+}
+
+/* A newest-first page of t's rows in insertion order, starting after the row `after` (NULL: from
+ * the newest). Rows of one job when scope is not NULL (job_id = scope); rows where `cond` holds
+ * when it is not NULL. */
+static int page(hlpt_store *st, const row_type *t, const char *scope, const char *cond, const char *after, int limit,
+                void ***out, size_t *n, int *has_more, char *why, size_t len) {
     *out = NULL;
     *n = 0;
     if (limit < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "limit must not be negative");
     int64_t bound = INT64_MAX;
+    char sql[512];
     int err;
-    if (after && (err = seq_of(st, seq_sql, what, after, &bound, why, len))) return err;
-    sqlite3_stmt *s;
-    if ((err = prep(st, list_sql, &s, why, len))) return err;
-    sqlite3_bind_int64(s, 1, bound);
-    sqlite3_bind_int64(s, 2, (int64_t)limit + 1);
-    return collect(st, s, limit, conv, rfree, out, n, has_more, why, len);
+    if (after) {
+        int found;
+        snprintf(sql, sizeof sql, "SELECT seq FROM %s WHERE id = ?1%s", t->table, scope ? " AND job_id = ?2" : "");
+        const hlpt_db_val a[] = {v_text(after), v_text(scope)};
+        if ((err = select_ints(st, sql, a, scope ? 2 : 1, &bound, 1, &found, why, len))) return err;
+        if (!found && scope)
+            return hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s` in job `%s` (after)", t->what, after, scope);
+        if (!found) return hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s` (after)", t->what, after);
+    }
+    snprintf(sql, sizeof sql, "WHERE seq < ?1%s%s%s%s ORDER BY seq DESC LIMIT ?2", scope ? " AND job_id = ?3" : "",
+             cond ? " AND (" : "", cond ? cond : "", cond ? ")" : "");
+    const hlpt_db_val a[] = {v_int(bound), v_int((int64_t)limit + 1), v_text(scope)};
+    return select_rows(st, t, sql, a, scope ? 3 : 2, limit, out, n, has_more, why, len);
 }
 
-/* ---- open and migrate ----------------------------------------------------------------------- */
+/* ---- transactions and blobs ----------------------------------------------------------------- */
 
-static int user_version(hlpt_store *st) {
-    sqlite3_stmt *s;
-    int v = -1;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK) return -1;
-    if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    return v;
+/* 1 in *named when a row of any type names the blob sha256. */
+static int blob_named(hlpt_store *st, const char *sha256, int *named, char *why, size_t len) {
+    char sql[1024];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof row_types / sizeof row_types[0]; i++)
+        for (size_t k = 0; k < row_types[i]->ncols; k++)
+            if (row_types[i]->cols[k].flags & BLOB)
+                n += (size_t)snprintf(sql + n, sizeof sql - n, "%sSELECT 1 FROM %s WHERE %s = ?1",
+                                      n ? " UNION ALL " : "", row_types[i]->table, row_types[i]->cols[k].name);
+    HLPT_ASSERT(n < sizeof sql - 16);
+    snprintf(sql + n, sizeof sql - n, " LIMIT 1");
+    int64_t one;
+    return select_ints(st, sql, ARGS(v_text(sha256)), &one, 1, named, why, len);
 }
 
-int hlpt_store_version(hlpt_store *st) { return user_version(st); }
+/* Notes a blob to remove at the commit unless a row names it then. */
+static int note_blob(hlpt_store *st, const char *sha256, char *why, size_t len) {
+    if (!hlpt_sha256_hex_valid(sha256)) return HLPT_OK;
+    if (st->nnoted == st->cap) {
+        size_t cap = st->cap ? 2 * st->cap : 8;
+        void *nv = realloc(st->noted, cap * sizeof *st->noted);
+        if (!nv) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        st->noted = nv;
+        st->cap = cap;
+    }
+    snprintf(st->noted[st->nnoted++], HLPT_SHA256_HEX, "%s", sha256);
+    return HLPT_OK;
+}
 
-static int migrate(hlpt_store *st, int target, char *why, size_t len) {
-    for (int i = 0; i < hlpt_migrations_count; i++)
-        if (hlpt_migrations[i].version != i + 1)
-            return hlpt_why(why, len, HLPT_ERR_INTERNAL, "migration %s: expected number %04d (gap or duplicate)",
-                            hlpt_migrations[i].name, i + 1);
-    int cur = user_version(st);
-    if (cur < 0) return db_fail(st, "read user_version", why, len);
-    if (cur > hlpt_migrations_count)
-        return hlpt_why(why, len, HLPT_ERR_UNSUPPORTED,
-                        "database schema version %d is newer than this hlptd knows (%d)", cur, hlpt_migrations_count);
-    for (int v = cur + 1; v <= target; v++) {
-        const hlpt_migration *m = &hlpt_migrations[v - 1];
-        char *msg = NULL, sql[64];
-        /* user_version is part of the database header and so part of the transaction. PRAGMA takes
-         * no bound parameters; v is our own integer. */
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT;", v);
-        if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(st->db, m->sql, NULL, NULL, &msg) != SQLITE_OK ||
-            sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-            int err = hlpt_why(why, len, HLPT_ERR_DB, "migration %s: %s", m->name, msg ? msg : "failed");
-            sqlite3_free(msg);
-            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-            return err;
-        }
+/* Notes the blobs that the rows of t selected by `where` name (before they are removed). */
+static int note_blobs_of(hlpt_store *st, const row_type *t, const char *where, const hlpt_db_val *a, int n, char *why,
+                         size_t len) {
+    for (size_t k = 0; k < t->ncols; k++) {
+        if (!(t->cols[k].flags & BLOB)) continue;
+        char sql[256], **v;
+        size_t cnt;
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", t->cols[k].name, t->table, where);
+        int err = select_texts(st, sql, a, n, &v, &cnt, why, len);
+        for (size_t i = 0; !err && i < cnt; i++) err = note_blob(st, v[i], why, len);
+        hlpt_store_ids_free(v, cnt);
+        if (err) return err;
     }
     return HLPT_OK;
 }
 
-int hlpt_store_open_at(hlpt_store **out, const char *path, int version, char *why, size_t len) {
-    *out = NULL;
-    if (version < 0 || version > hlpt_migrations_count)
-        return hlpt_why(why, len, HLPT_ERR_INVAL, "no schema version %d", version);
-    hlpt_store *st = calloc(1, sizeof *st);
-    if (!st) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-    int err;
-    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
-        err = hlpt_why(why, len, HLPT_ERR_DB, "open %s: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
-        goto fail;
-    }
-    sqlite3_extended_result_codes(st->db, 1);
-    sqlite3_busy_timeout(st->db, 5000);
-    char *msg = NULL;
-    /* WAL: readers (hlpt tools, backups) never block the writer. synchronous=NORMAL is durable across
-     * process crashes in WAL mode and loses at most the last commits on power loss. */
-    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-                     NULL, NULL, &msg) != SQLITE_OK) {
-        err = hlpt_why(why, len, HLPT_ERR_DB, "open %s: %s", path, msg ? msg : "pragma failed");
-        sqlite3_free(msg);
-        goto fail;
-    }
-    if ((err = migrate(st, version, why, len))) goto fail;
-    *out = st;
-    return HLPT_OK;
-fail:
-    hlpt_store_close(st);
+int hlpt_store_begin(hlpt_store *st, char *why, size_t len) {
+    if (st->in_tx) return hlpt_why(why, len, HLPT_ERR_STATE, "a transaction is open already");
+    int err = st->be->begin(st->db, why, len);
+    if (!err) st->in_tx = 1;
+    st->nnoted = 0;
     return err;
 }
 
-int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len) {
-    return hlpt_store_open_at(out, path, hlpt_migrations_count, why, len);
+void hlpt_store_rollback(hlpt_store *st) {
+    if (!st->in_tx) return;
+    st->be->rollback(st->db);
+    st->in_tx = 0;
+    st->nnoted = 0;
 }
 
-int hlpt_store_damaged(const hlpt_store *st) { return st && atomic_load(&st->damaged); }
+int hlpt_store_commit(hlpt_store *st, char *why, size_t len) {
+    if (!st->in_tx) return hlpt_why(why, len, HLPT_ERR_STATE, "no transaction is open");
+    /* Which noted blobs no row names is decided inside the transaction; they go after it. */
+    size_t k = 0;
+    int err = HLPT_OK;
+    for (size_t i = 0; !err && i < st->nnoted; i++) {
+        int named = 0, twice = 0;
+        for (size_t j = 0; !twice && j < k; j++) twice = !strcmp(st->noted[j], st->noted[i]);
+        if (!twice && !(err = blob_named(st, st->noted[i], &named, why, len)) && !named)
+            memmove(st->noted[k++], st->noted[i], HLPT_SHA256_HEX);
+    }
+    if (!err) err = st->be->commit(st->db, why, len);
+    if (err) {
+        hlpt_store_rollback(st);
+        return err;
+    }
+    st->in_tx = 0;
+    /* A blob that cannot be removed now is unnamed, and the next start's sweep removes it. */
+    for (size_t i = 0; i < k; i++) hlptd_blob_remove(st->blobs, st->noted[i], NULL, 0);
+    st->nnoted = 0;
+    return HLPT_OK;
+}
 
-int hlpt_store_check(const char *path, char *why, size_t len) {
-    sqlite3 *db = NULL;
-    /* No CREATE: a data directory without a database yet is sound. */
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
-    if (rc == SQLITE_CANTOPEN) {
-        sqlite3_close(db);
-        return HLPT_OK;
+typedef int (*tx_fn)(hlpt_store *st, void *ctx, char *why, size_t len);
+
+/* Runs fn in a transaction: the caller's when one is open (a failure is then the caller's to roll
+ * back), else one of its own, which a full disk that on_full made room on runs once more. */
+static int in_transaction(hlpt_store *st, tx_fn fn, void *ctx, char *why, size_t len) {
+    if (st->in_tx) return fn(st, ctx, why, len);
+    for (int attempt = 0;; attempt++) {
+        int err = hlpt_store_begin(st, why, len);
+        if (!err && (err = fn(st, ctx, why, len))) hlpt_store_rollback(st);
+        else if (!err) err = hlpt_store_commit(st, why, len);
+        if (err == HLPT_ERR_NOSPACE && attempt == 0 && st->on_full && st->on_full(st->on_full_ctx)) continue;
+        return err;
     }
-    char found[512] = "";
-    sqlite3_stmt *s = NULL;
-    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &s, NULL);
-    /* quick_check answers one row "ok", or rows that each name a problem. */
-    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-        rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW) break;
-        const char *t = (const char *)sqlite3_column_text(s, 0);
-        if (t && strcmp(t, "ok") && !found[0]) snprintf(found, sizeof found, "%s", t);
+}
+
+static int release_tx(hlpt_store *st, void *ctx, char *why, size_t len) { return note_blob(st, ctx, why, len); }
+
+int hlpt_store_blob_release(hlpt_store *st, const char *sha256, char *why, size_t len) {
+    if (!sha256 || !hlpt_sha256_hex_valid(sha256))
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name", sha256 ? sha256 : "(null)");
+    return in_transaction(st, release_tx, (void *)sha256, why, len);
+}
+
+typedef struct {
+    hlpt_store *st;
+    size_t removed;
+    int err;
+    char *why;
+    size_t len;
+} sweep_ctx;
+
+static int sweep_one(void *ctx, const char *sha256) {
+    sweep_ctx *c = ctx;
+    int named = 0;
+    if ((c->err = blob_named(c->st, sha256, &named, c->why, c->len))) return 1;
+    if (!named && hlptd_blob_remove(c->st->blobs, sha256, NULL, 0) == HLPT_OK) c->removed++;
+    return 0;
+}
+
+int hlpt_store_blob_sweep(hlpt_store *st, size_t *removed, char *why, size_t len) {
+    sweep_ctx c = {.st = st, .why = why, .len = len};
+    int rc = hlptd_blobs_each(st->blobs, sweep_one, &c, why, len);
+    if (removed) *removed = c.removed;
+    return c.err ? c.err : rc < 0 ? rc : HLPT_OK;
+}
+
+/* A row may name only a blob that is there, of the size it says. */
+static int need_blob(hlpt_store *st, const char *sha256, int64_t bytes, char *why, size_t len) {
+    if (!sha256 || !hlpt_sha256_hex_valid(sha256))
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
+    uint64_t have = 0;
+    int err = hlptd_blob_size(st->blobs, sha256, &have, why, len);
+    if (err == HLPT_ERR_NOENT) return hlpt_why(why, len, HLPT_ERR_NOENT, "no blob %s is stored", sha256);
+    if (err) return err;
+    if (bytes < 0 || have != (uint64_t)bytes)
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "blob %s holds %llu bytes, not %lld", sha256, (unsigned long long)have,
+                        (long long)bytes);
+    return HLPT_OK;
+}
+
+/* ---- open and close ------------------------------------------------------------------------- */
+
+int hlpt_store_open_at(hlpt_store **out, const char *path, int version, hlptd_blobs *blobs, char *why, size_t len) {
+    *out = NULL;
+    if (!blobs) return hlpt_why(why, len, HLPT_ERR_INVAL, "the store needs its blob folder");
+    if (version < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "no schema version %d", version);
+    hlpt_store *st = calloc(1, sizeof *st);
+    if (!st) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    st->be = &hlpt_store_sqlite;
+    st->blobs = blobs;
+    int err = st->be->open(path, version, blobs, &st->db, why, len);
+    if (err) {
+        free(st);
+        return err;
     }
-    if (rc != SQLITE_DONE && !found[0]) snprintf(found, sizeof found, "%s", db ? sqlite3_errmsg(db) : "cannot open");
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    if (!found[0]) return HLPT_OK;
-    return hlpt_why(why, len, HLPT_ERR_DB,
-                    "database %s is damaged (%s); hlptd does not serve over a damaged store. Keep a copy of the data "
-                    "directory, then recover with `sqlite3 %s .recover | sqlite3 recovered.db` and put recovered.db "
-                    "in its place (removing the old -wal and -shm files), or move the database aside to start empty "
-                    "(docs/faults.md)",
-                    path, found, path);
+    *out = st;
+    return HLPT_OK;
+}
+
+int hlpt_store_open(hlpt_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len) {
+    return hlpt_store_open_at(out, path, hlpt_migrations_count, blobs, why, len);
 }
 
 void hlpt_store_close(hlpt_store *st) {
     if (!st) return;
-    sqlite3_close(st->db);
+    hlpt_store_rollback(st);
+    st->be->close(st->db);
+    free(st->noted);
     free(st);
 }
 
+int hlpt_store_check(const char *path, char *why, size_t len) { return hlpt_store_sqlite.check(path, why, len); }
+
+int hlpt_store_damaged(const hlpt_store *st) { return st && st->be->damaged(st->db); }
+
+int hlpt_store_version(hlpt_store *st) { return st->be->version(st->db); }
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
-#define FILE_COLS "id, filename, purpose, bytes, created_at, status, lines, stats, error"
-
-void hlpt_file_free(hlpt_file *f) {
-    if (!f) return;
-    free(f->filename);
-    free(f->purpose);
-    free(f->status);
-    free(f->stats);
-    free(f->error);
-    free(f);
-}
-
-static void file_free_v(void *p) { hlpt_file_free(p); }
-
-void hlpt_file_list_free(hlpt_file **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) hlpt_file_free(v[i]);
-    free(v);
-}
-
-static void *file_row(sqlite3_stmt *s) {
-    hlpt_file *f = calloc(1, sizeof *f);
-    if (!f) return NULL;
-    int oom = 0;
-    col_id(s, 0, f->id);
-    f->filename = col_str(s, 1, &oom);
-    f->purpose = col_str(s, 2, &oom);
-    f->bytes = sqlite3_column_int64(s, 3);
-    f->created_at = sqlite3_column_int64(s, 4);
-    f->status = col_str(s, 5, &oom);
-    f->lines = sqlite3_column_int64(s, 6);
-    f->stats = col_str(s, 7, &oom);
-    f->error = col_str(s, 8, &oom);
-    if (oom) {
-        hlpt_file_free(f);
-        return NULL;
-    }
-    return f;
-}
+void hlpt_file_free(hlpt_file *f) { row_free(&file_t, f); }
+void hlpt_file_list_free(hlpt_file **v, size_t n) { rows_free(&file_t, (void **)v, n); }
 
 int hlpt_store_file_insert(hlpt_store *st, const char *filename, const char *purpose, const char *status,
-                           const void *content, size_t n, int64_t lines, const char *stats, hlpt_file **out,
+                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlpt_file **out,
                            char *why, size_t len) {
     if (out) *out = NULL;
-    char id[HLPT_ID_MAX];
-    if (hlpt_id_new(id, HLPT_ID_FILE)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    sqlite3_stmt *s;
-    int err = prep(st,
-                   "INSERT INTO files (id, filename, purpose, bytes, created_at, status, content, lines, stats)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                   &s, why, len);
+    int err = need_blob(st, sha256, bytes, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, filename);
-    bind_text(s, 3, purpose);
-    sqlite3_bind_int64(s, 4, (int64_t)n);
-    sqlite3_bind_int64(s, 5, now());
-    bind_text(s, 6, status);
-    /* A zero-length blob must still be non-NULL to satisfy the table's CHECK. */
-    sqlite3_bind_blob64(s, 7, content ? content : "", (sqlite3_uint64)n, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 8, lines);
-    bind_text(s, 9, stats);
-    if ((err = exec_stmt(st, s, NULL, "insert file", why, len))) return err;
-    return out ? hlpt_store_file_get(st, id, out, why, len) : HLPT_OK;
+    /* The row's strings are borrowed: row_insert only reads them. */
+    hlpt_file f = {.filename = (char *)filename, .purpose = (char *)purpose, .bytes = bytes, .created_at = now(),
+                   .status = (char *)status, .lines = lines, .stats = (char *)stats};
+    snprintf(f.sha256, sizeof f.sha256, "%s", sha256);
+    if (hlpt_id_new(f.id, HLPT_ID_FILE)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    if ((err = row_insert(st, &file_t, &f, why, len))) return err;
+    return out ? hlpt_store_file_get(st, f.id, out, why, len) : HLPT_OK;
 }
 
 int hlpt_store_file_get(hlpt_store *st, const char *id, hlpt_file **out, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    int err = prep(st, "SELECT " FILE_COLS " FROM files WHERE id = ?1 AND deleted_at IS NULL", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    return fetch_one(st, s, file_row, (void **)out, "file", id, why, len);
+    return select_one(st, &file_t, "WHERE id = ?1 AND deleted_at IS NULL", ARGS(v_text(id)), NULL, id, (void **)out,
+                      why, len);
 }
 
 int hlpt_store_file_list(hlpt_store *st, const char *after, int limit, hlpt_file ***out, size_t *n, int *has_more,
                          char *why, size_t len) {
-    return list_page(st, "SELECT seq FROM files WHERE id = ?1",
-                     "SELECT " FILE_COLS " FROM files WHERE seq < ?1 AND deleted_at IS NULL ORDER BY seq DESC LIMIT ?2", "file", after, limit,
-                     file_row, file_free_v, (void ***)out, n, has_more, why, len);
+    return page(st, &file_t, NULL, "deleted_at IS NULL", after, limit, (void ***)out, n, has_more, why, len);
 }
 
-int hlpt_store_file_content(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *buf = NULL;
-    int err = prep(st, "SELECT content FROM files WHERE id = ?1 AND deleted_at IS NULL", &s, why, len);
+static int file_delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+    const char *id = ctx;
+    /* How many jobs name the file, and how many of them are not final (and need its bytes). */
+    int64_t users[2] = {0, 0};
+    int found, err = select_ints(st,
+                                 "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status IN (?2, ?3, ?4) THEN 0 ELSE 1 END), 0)"
+                                 " FROM jobs WHERE training_file = ?1 OR validation_file = ?1",
+                                 ARGS(v_text(id), v_text(hlptd_job_state_name(HLPTD_JOB_SUCCEEDED)),
+                                      v_text(hlptd_job_state_name(HLPTD_JOB_FAILED)),
+                                      v_text(hlptd_job_state_name(HLPTD_JOB_CANCELLED))),
+                                 users, 2, &found, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    return read_blob(st, s, "file", id, buf, n, why, len);
-}
-
-/* How many jobs name the file, and how many of them still need its bytes. */
-static int file_users(hlpt_store *st, const char *id, int64_t *all, int64_t *live, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st,
-                   "SELECT COUNT(*), COALESCE(SUM(status IN ('validating_files', 'queued', 'running', 'paused')), 0)"
-                   " FROM jobs WHERE training_file = ?1 OR validation_file = ?1",
-                   &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    if (sqlite3_step(s) == SQLITE_ROW) {
-        *all = sqlite3_column_int64(s, 0);
-        *live = sqlite3_column_int64(s, 1);
-    } else {
-        err = db_fail(st, "file users", why, len);
-    }
-    sqlite3_finalize(s);
-    return err;
-}
-
-int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len) {
-    int64_t all = 0, live = 0;
-    int err = file_users(st, id, &all, &live, why, len), changes = 0;
-    if (err) return err;
-    if (live) return hlpt_why(why, len, HLPT_ERR_STATE, "file `%s` is used by a queued, running or paused fine-tuning job", id);
-    /* Finished jobs keep naming the file: the row stays, without its bytes, marked deleted. */
-    sqlite3_stmt *s;
-    err = prep(st,
-               all ? "UPDATE files SET content = x'', path = NULL, deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL"
-                   : "DELETE FROM files WHERE id = ?1 AND deleted_at IS NULL",
-               &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    if (all) sqlite3_bind_int64(s, 2, now());
-    err = exec_stmt(st, s, &changes, "delete file", why, len);
-    if (err && sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return hlpt_why(why, len, HLPT_ERR_STATE, "file `%s` is used by a fine-tuning job", id);
+    if (users[1])
+        return hlpt_why(why, len, HLPT_ERR_STATE, "file `%s` is used by a queued, running or paused fine-tuning job", id);
+    if ((err = note_blobs_of(st, &file_t, "WHERE id = ?1 AND deleted_at IS NULL", ARGS(v_text(id)), why, len)))
+        return err;
+    /* Finished jobs keep naming the file: the row stays, without its blob, marked deleted. */
+    int64_t changes = 0;
+    if (users[0])
+        err = run(st, "UPDATE files SET sha256 = NULL, deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                  ARGS(v_text(id), v_int(now())), &changes, why, len);
+    else
+        err = run(st, "DELETE FROM files WHERE id = ?1 AND deleted_at IS NULL", ARGS(v_text(id)), &changes, why, len);
+    if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_STATE, "file `%s` is used by a fine-tuning job", id);
     if (!err && changes == 0) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no file `%s`", id);
     return err;
 }
 
+int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+    return in_transaction(st, file_delete_tx, (void *)id, why, len);
+}
+
 /* ---- jobs ----------------------------------------------------------------------------------- */
 
-#define JOB_COLS                                                                                    \
-    "id, status, model, training_file, validation_file, method, hyperparameters, seed, suffix, "    \
-    "created_at, started_at, finished_at, error, fine_tuned_model, step, total_steps, epoch, "      \
-    "tokens_per_s, queue_order, metadata, integrations, trained_tokens, result_file"
-
-void hlpt_job_free(hlpt_job *j) {
-    if (!j) return;
-    free(j->status);
-    free(j->model);
-    free(j->training_file);
-    free(j->validation_file);
-    free(j->method);
-    free(j->hyperparameters);
-    free(j->suffix);
-    free(j->error);
-    free(j->fine_tuned_model);
-    free(j->metadata);
-    free(j->integrations);
-    free(j->result_file);
-    free(j);
-}
-
-static void job_free_v(void *p) { hlpt_job_free(p); }
-
-void hlpt_job_list_free(hlpt_job **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) hlpt_job_free(v[i]);
-    free(v);
-}
-
-static void *job_row(sqlite3_stmt *s) {
-    hlpt_job *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
-    int oom = 0;
-    col_id(s, 0, j->id);
-    j->status = col_str(s, 1, &oom);
-    j->model = col_str(s, 2, &oom);
-    j->training_file = col_str(s, 3, &oom);
-    j->validation_file = col_str(s, 4, &oom);
-    j->method = col_str(s, 5, &oom);
-    j->hyperparameters = col_str(s, 6, &oom);
-    j->seed = sqlite3_column_int64(s, 7);
-    j->suffix = col_str(s, 8, &oom);
-    j->created_at = sqlite3_column_int64(s, 9);
-    j->started_at = sqlite3_column_int64(s, 10);
-    j->finished_at = sqlite3_column_int64(s, 11);
-    j->error = col_str(s, 12, &oom);
-    j->fine_tuned_model = col_str(s, 13, &oom);
-    j->step = sqlite3_column_int64(s, 14);
-    j->total_steps = sqlite3_column_int64(s, 15);
-    j->epoch = sqlite3_column_double(s, 16);
-    j->tokens_per_s = sqlite3_column_double(s, 17);
-    j->queue_order = sqlite3_column_int64(s, 18);
-    j->metadata = col_str(s, 19, &oom);
-    j->integrations = col_str(s, 20, &oom);
-    j->trained_tokens = sqlite3_column_type(s, 21) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 21);
-    j->result_file = col_str(s, 22, &oom);
-    if (oom) {
-        hlpt_job_free(j);
-        return NULL;
-    }
-    return j;
-}
+void hlpt_job_free(hlpt_job *j) { row_free(&job_t, j); }
+void hlpt_job_list_free(hlpt_job **v, size_t n) { rows_free(&job_t, (void **)v, n); }
 
 static int file_exists(hlpt_store *st, const char *id, const char *param, char *why, size_t len) {
     hlpt_file *f;
@@ -553,573 +709,326 @@ static int file_exists(hlpt_store *st, const char *id, const char *param, char *
     return err;
 }
 
+static int job_insert_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+    hlpt_job *j = ctx;
+    int err, found;
+    if ((err = file_exists(st, j->training_file, "training_file", why, len))) return err;
+    if (j->validation_file && (err = file_exists(st, j->validation_file, "validation_file", why, len))) return err;
+    /* At the end of the queue. */
+    if ((err = select_ints(st, "SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs", NULL, 0, &j->queue_order, 1,
+                           &found, why, len)))
+        return err;
+    return row_insert(st, &job_t, j, why, len);
+}
+
 int hlpt_store_job_insert(hlpt_store *st, const hlpt_job_new *in, hlpt_job **out, char *why, size_t len) {
     if (out) *out = NULL;
-    if (!in->status || !in->model || !in->training_file || !in->method || !in->hyperparameters)
+    if ((unsigned)in->status >= HLPTD_JOB_STATE_COUNT || !in->model || !in->training_file || !in->method ||
+        !in->hyperparameters)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "job: status, model, training_file, method and hyperparameters are required");
-    int err;
-    if ((err = file_exists(st, in->training_file, "training_file", why, len))) return err;
-    if (in->validation_file && (err = file_exists(st, in->validation_file, "validation_file", why, len))) return err;
-    char id[HLPT_ID_MAX];
-    if (hlpt_id_new(id, HLPT_ID_JOB)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    sqlite3_stmt *s;
-    err = prep(st,
-               "INSERT INTO jobs (id, status, model, training_file, validation_file, method, hyperparameters, seed,"
-               " suffix, created_at, metadata, integrations, queue_order)"
-               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-               " (SELECT COALESCE(MAX(queue_order), 0) + 1 FROM jobs))",
-               &s, why, len);
+    /* The row's strings are borrowed: row_insert only reads them. */
+    hlpt_job j = {.status = in->status, .model = (char *)in->model, .training_file = (char *)in->training_file,
+                  .validation_file = (char *)in->validation_file, .method = (char *)in->method,
+                  .hyperparameters = (char *)in->hyperparameters, .seed = in->seed, .suffix = (char *)in->suffix,
+                  .created_at = now(), .metadata = (char *)in->metadata, .integrations = (char *)in->integrations};
+    if (hlpt_id_new(j.id, HLPT_ID_JOB)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    int err = in_transaction(st, job_insert_tx, &j, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, in->status);
-    bind_text(s, 3, in->model);
-    bind_text(s, 4, in->training_file);
-    bind_text(s, 5, in->validation_file);
-    bind_text(s, 6, in->method);
-    bind_text(s, 7, in->hyperparameters);
-    sqlite3_bind_int64(s, 8, in->seed);
-    bind_text(s, 9, in->suffix);
-    sqlite3_bind_int64(s, 10, now());
-    bind_text(s, 11, in->metadata);
-    bind_text(s, 12, in->integrations);
-    if ((err = exec_stmt(st, s, NULL, "insert job", why, len))) return err;
-    return out ? hlpt_store_job_get(st, id, out, why, len) : HLPT_OK;
+    return out ? hlpt_store_job_get(st, j.id, out, why, len) : HLPT_OK;
 }
 
 int hlpt_store_job_get(hlpt_store *st, const char *id, hlpt_job **out, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    int err = prep(st, "SELECT " JOB_COLS " FROM jobs WHERE id = ?1", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    return fetch_one(st, s, job_row, (void **)out, "fine-tuning job", id, why, len);
+    return select_one(st, &job_t, "WHERE id = ?1", ARGS(v_text(id)), NULL, id, (void **)out, why, len);
 }
 
 int hlpt_store_job_list(hlpt_store *st, const char *after, int limit, hlpt_job ***out, size_t *n, int *has_more,
                         char *why, size_t len) {
-    return list_page(st, "SELECT seq FROM jobs WHERE id = ?1",
-                     "SELECT " JOB_COLS " FROM jobs WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2", "fine-tuning job",
-                     after, limit, job_row, job_free_v, (void ***)out, n, has_more, why, len);
+    return page(st, &job_t, NULL, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
-/* Runs an UPDATE on one job (?1 = id) and turns "no row changed" into NOENT. */
-static int job_update(hlpt_store *st, sqlite3_stmt *s, const char *id, char *why, size_t len) {
-    int changes = 0, err = exec_stmt(st, s, &changes, "update job", why, len);
+/* Runs an UPDATE of one job (?1 = id) and turns "no row changed" into NOENT. */
+static int job_update(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, const char *id, char *why,
+                      size_t len) {
+    int64_t changes = 0;
+    int err = run(st, sql, a, n, &changes, why, len);
     if (!err && changes == 0) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", id);
     return err;
 }
 
-int hlpt_store_job_set_status(hlpt_store *st, const char *id, const char *status, const char *error, char *why,
-                              size_t len) {
-    static const char *const final[] = {"succeeded", "failed", "cancelled"};
-    int is_final = 0;
-    for (size_t i = 0; i < sizeof final / sizeof final[0]; i++) is_final |= strcmp(status, final[i]) == 0;
-    sqlite3_stmt *s;
-    int err = prep(st,
-                   "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
-                   " started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?4 ELSE started_at END,"
-                   " finished_at = CASE WHEN ?5 THEN ?4 ELSE finished_at END"
-                   " WHERE id = ?1",
-                   &s, why, len);
+typedef struct {
+    const char *id, *error;
+    hlptd_job_state to;
+} status_args;
+
+static int set_status_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+    const status_args *a = ctx;
+    hlpt_job *j = NULL;
+    int err = hlpt_store_job_get(st, a->id, &j, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, status);
-    bind_text(s, 3, error);
-    sqlite3_bind_int64(s, 4, now());
-    sqlite3_bind_int(s, 5, is_final);
-    return job_update(st, s, id, why, len);
+    hlptd_job_state from = j->status;
+    hlpt_job_free(j);
+    if (from == a->to)
+        return a->error ? job_update(st, "UPDATE jobs SET error = ?2 WHERE id = ?1", ARGS(v_text(a->id), v_text(a->error)),
+                                     a->id, why, len)
+                        : HLPT_OK;
+    if (!hlptd_job_state_can(from, a->to))
+        return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot become %s", a->id, hlptd_job_state_name(from),
+                        hlptd_job_state_name(a->to));
+    return job_update(st,
+                      "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
+                      " started_at = CASE WHEN ?5 = 1 AND started_at IS NULL THEN ?4 ELSE started_at END,"
+                      " finished_at = CASE WHEN ?6 = 1 THEN ?4 ELSE finished_at END"
+                      " WHERE id = ?1",
+                      ARGS(v_text(a->id), v_text(hlptd_job_state_name(a->to)), v_text(a->error), v_int(now()),
+                           v_int(a->to == HLPTD_JOB_RUNNING), v_int(hlptd_job_state_final(a->to))),
+                      a->id, why, len);
+}
+
+int hlpt_store_job_set_status(hlpt_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
+                              size_t len) {
+    if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
+    status_args a = {.id = id, .error = error, .to = status};
+    return in_transaction(st, set_status_tx, &a, why, len);
 }
 
 int hlpt_store_job_set_progress(hlpt_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, "UPDATE jobs SET step = ?2, total_steps = ?3, epoch = ?4, tokens_per_s = ?5 WHERE id = ?1", &s,
-                   why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    sqlite3_bind_int64(s, 2, step);
-    sqlite3_bind_int64(s, 3, total_steps);
-    sqlite3_bind_double(s, 4, epoch);
-    sqlite3_bind_double(s, 5, tokens_per_s);
-    return job_update(st, s, id, why, len);
+    return job_update(st, "UPDATE jobs SET step = ?2, total_steps = ?3, epoch = ?4, tokens_per_s = ?5 WHERE id = ?1",
+                      ARGS(v_text(id), v_int(step), v_int(total_steps), v_real(epoch), v_real(tokens_per_s)), id, why,
+                      len);
 }
 
 int hlpt_store_job_set_fine_tuned_model(hlpt_store *st, const char *id, const char *name, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, "UPDATE jobs SET fine_tuned_model = ?2 WHERE id = ?1", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, name);
-    return job_update(st, s, id, why, len);
+    return job_update(st, "UPDATE jobs SET fine_tuned_model = ?2 WHERE id = ?1", ARGS(v_text(id), v_text(name)), id,
+                      why, len);
 }
 
 int hlpt_store_job_set_results(hlpt_store *st, const char *id, int64_t trained_tokens, const char *result_file,
                                char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, "UPDATE jobs SET trained_tokens = ?2, result_file = COALESCE(?3, result_file) WHERE id = ?1", &s,
-                   why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    sqlite3_bind_int64(s, 2, trained_tokens);
-    bind_text(s, 3, result_file);
-    return job_update(st, s, id, why, len);
+    return job_update(st, "UPDATE jobs SET trained_tokens = ?2, result_file = COALESCE(?3, result_file) WHERE id = ?1",
+                      ARGS(v_text(id), v_int(trained_tokens), v_text(result_file)), id, why, len);
 }
 
 int hlpt_store_job_next_queued(hlpt_store *st, hlpt_job **out, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    int err = prep(st, "SELECT " JOB_COLS " FROM jobs WHERE status = 'queued' ORDER BY queue_order LIMIT 1", &s, why,
-                   len);
-    if (err) return err;
-    err = fetch_one(st, s, job_row, (void **)out, "queued job", "", why, len);
+    int err = select_one(st, &job_t, "WHERE status = ?1 ORDER BY queue_order LIMIT 1",
+                         ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))), "queued job", "", (void **)out, why, len);
     return err == HLPT_ERR_NOENT ? HLPT_OK : err;
 }
 
-static void *id_row(sqlite3_stmt *s) {
-    const unsigned char *t = sqlite3_column_text(s, 0);
-    return strdup(t ? (const char *)t : "");
-}
-
-int hlpt_store_job_ids_with_status(hlpt_store *st, const char *status, char ***ids, size_t *n, char *why,
+int hlpt_store_job_ids_with_status(hlpt_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len) {
-    sqlite3_stmt *s;
-    *ids = NULL;
-    *n = 0;
-    int err = prep(st, "SELECT id FROM jobs WHERE status = ?1 ORDER BY queue_order", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, status);
-    return collect(st, s, -1, id_row, free, (void ***)ids, n, NULL, why, len);
+    return select_texts(st, "SELECT id FROM jobs WHERE status = ?1 ORDER BY queue_order",
+                        ARGS(v_text(hlptd_job_state_name(status))), ids, n, why, len);
 }
 
-void hlpt_store_ids_free(char **ids, size_t n) {
-    for (size_t i = 0; ids && i < n; i++) free(ids[i]);
-    free(ids);
+static int job_delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+    const char *id = ctx;
+    /* Its checkpoints go with it (ON DELETE CASCADE), and their blobs unless named elsewhere. */
+    int err = note_blobs_of(st, &checkpoint_t, "WHERE job_id = ?1", ARGS(v_text(id)), why, len);
+    if (!err) err = job_update(st, "DELETE FROM jobs WHERE id = ?1", ARGS(v_text(id)), id, why, len);
+    return err;
 }
 
 int hlpt_store_job_delete(hlpt_store *st, const char *id, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, "DELETE FROM jobs WHERE id = ?1", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    return job_update(st, s, id, why, len);
+    return in_transaction(st, job_delete_tx, (void *)id, why, len);
 }
 
 /* ---- job events ----------------------------------------------------------------------------- */
 
-#define EVENT_COLS "seq, id, job_id, created_at, level, message, data"
-
-void hlpt_event_free(hlpt_event *e) {
-    if (!e) return;
-    free(e->level);
-    free(e->message);
-    free(e->data);
-    free(e);
-}
-
-static void event_free_v(void *p) { hlpt_event_free(p); }
-
-void hlpt_event_list_free(hlpt_event **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) hlpt_event_free(v[i]);
-    free(v);
-}
-
-static void *event_row(sqlite3_stmt *s) {
-    hlpt_event *e = calloc(1, sizeof *e);
-    if (!e) return NULL;
-    int oom = 0;
-    e->seq = sqlite3_column_int64(s, 0);
-    col_id(s, 1, e->id);
-    col_id(s, 2, e->job_id);
-    e->created_at = sqlite3_column_int64(s, 3);
-    e->level = col_str(s, 4, &oom);
-    e->message = col_str(s, 5, &oom);
-    e->data = col_str(s, 6, &oom);
-    if (oom) {
-        hlpt_event_free(e);
-        return NULL;
-    }
-    return e;
-}
+void hlpt_event_free(hlpt_event *e) { row_free(&event_t, e); }
+void hlpt_event_list_free(hlpt_event **v, size_t n) { rows_free(&event_t, (void **)v, n); }
 
 int hlpt_store_event_add(hlpt_store *st, const char *job_id, const char *level, const char *message,
                          const char *data, hlpt_event **out, char *why, size_t len) {
     if (out) *out = NULL;
-    char id[HLPT_ID_MAX];
-    if (hlpt_id_new(id, HLPT_ID_EVENT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    sqlite3_stmt *s;
-    int err = prep(st, "INSERT INTO job_events (id, job_id, created_at, level, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                   &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, job_id);
-    sqlite3_bind_int64(s, 3, now());
-    bind_text(s, 4, level);
-    bind_text(s, 5, message);
-    bind_text(s, 6, data);
-    err = exec_stmt(st, s, NULL, "insert event", why, len);
-    if (err && sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
+    hlpt_event e = {.created_at = now(), .level = (char *)level, .message = (char *)message, .data = (char *)data};
+    snprintf(e.job_id, sizeof e.job_id, "%s", job_id);
+    if (hlpt_id_new(e.id, HLPT_ID_EVENT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    int err = row_insert(st, &event_t, &e, why, len);
+    if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
     if (err || !out) return err;
-    if ((err = prep(st, "SELECT " EVENT_COLS " FROM job_events WHERE id = ?1", &s, why, len))) return err;
-    bind_text(s, 1, id);
-    return fetch_one(st, s, event_row, (void **)out, "event", id, why, len);
+    return select_one(st, &event_t, "WHERE id = ?1", ARGS(v_text(e.id)), NULL, e.id, (void **)out, why, len);
 }
 
 int hlpt_store_event_list(hlpt_store *st, const char *job_id, int64_t since_seq, int limit, hlpt_event ***out,
                           size_t *n, int *has_more, char *why, size_t len) {
-    sqlite3_stmt *s;
     *out = NULL;
     *n = 0;
     if (limit < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "limit must not be negative");
-    int err = prep(st, "SELECT " EVENT_COLS " FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", &s,
-                   why, len);
-    if (err) return err;
-    bind_text(s, 1, job_id);
-    sqlite3_bind_int64(s, 2, since_seq);
-    sqlite3_bind_int64(s, 3, (int64_t)limit + 1);
-    return collect(st, s, limit, event_row, event_free_v, (void ***)out, n, has_more, why, len);
-}
-
-/* A newest-first page of one job's rows: seq_sql selects the seq of ?1 within job ?2, list_sql takes
- * ?1 = job, ?2 = seq bound (exclusive), ?3 = limit + 1. */
-static int job_page(hlpt_store *st, const char *seq_sql, const char *list_sql, const char *what, const char *job_id,
-                    const char *after, int limit, row_fn conv, row_free_fn rfree, void ***out, size_t *n,
-                    int *has_more, char *why, size_t len) {
-    *out = NULL;
-    *n = 0;
-    if (limit < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "limit must not be negative");
-    int64_t bound = INT64_MAX;
-    sqlite3_stmt *s;
-    int err;
-    if (after) {
-        if ((err = prep(st, seq_sql, &s, why, len))) return err;
-        bind_text(s, 1, after);
-        bind_text(s, 2, job_id);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) bound = sqlite3_column_int64(s, 0);
-        else if (rc == SQLITE_DONE) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s` in job `%s` (after)", what, after, job_id);
-        else err = db_fail(st, what, why, len);
-        sqlite3_finalize(s);
-        if (err) return err;
-    }
-    if ((err = prep(st, list_sql, &s, why, len))) return err;
-    bind_text(s, 1, job_id);
-    sqlite3_bind_int64(s, 2, bound);
-    sqlite3_bind_int64(s, 3, (int64_t)limit + 1);
-    return collect(st, s, limit, conv, rfree, out, n, has_more, why, len);
+    return select_rows(st, &event_t, "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                       ARGS(v_text(job_id), v_int(since_seq), v_int((int64_t)limit + 1)), limit, (void ***)out, n,
+                       has_more, why, len);
 }
 
 int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after, int limit, hlpt_event ***out,
                           size_t *n, int *has_more, char *why, size_t len) {
-    return job_page(st, "SELECT seq FROM job_events WHERE id = ?1 AND job_id = ?2",
-                    "SELECT " EVENT_COLS " FROM job_events WHERE job_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-                    "event", job_id, after, limit, event_row, event_free_v, (void ***)out, n, has_more, why, len);
+    return page(st, &event_t, job_id, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
 int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len) {
-    static const char *const sql[] = {
-        "DELETE FROM metrics WHERE job_id = ?1 AND step > ?2",
-        "DELETE FROM job_events WHERE job_id = ?1 AND json_valid(data) AND json_extract(data, '$.type') = 'progress'"
-        " AND json_extract(data, '$.step') > ?2",
-    };
-    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
-        sqlite3_stmt *s;
-        int err = prep(st, sql[i], &s, why, len);
-        if (err) return err;
-        bind_text(s, 1, job_id);
-        sqlite3_bind_int64(s, 2, step);
-        if ((err = exec_stmt(st, s, NULL, "rewind job", why, len))) return err;
-    }
-    return HLPT_OK;
+    char type[160], at[160], sql[512];
+    st->be->json_field(type, sizeof type, "data", "type");
+    st->be->json_field(at, sizeof at, "data", "step");
+    snprintf(sql, sizeof sql, "DELETE FROM job_events WHERE job_id = ?1 AND %s = 'progress' AND %s > ?2", type, at);
+    int err = run(st, "DELETE FROM metrics WHERE job_id = ?1 AND step > ?2", ARGS(v_text(job_id), v_int(step)), NULL,
+                  why, len);
+    return err ? err : run(st, sql, ARGS(v_text(job_id), v_int(step)), NULL, why, len);
 }
 
 int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st,
-                   "INSERT OR REPLACE INTO metrics (job_id, step, train_loss, valid_loss, valid_acc, lr, tokens_per_s,"
-                   " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                   &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, job_id);
-    sqlite3_bind_int64(s, 2, m->step);
-    bind_real(s, 3, m->train_loss);
-    bind_real(s, 4, m->valid_loss);
-    bind_real(s, 5, m->valid_acc);
-    bind_real(s, 6, m->lr);
-    bind_real(s, 7, m->tokens_per_s);
-    sqlite3_bind_int64(s, 8, now());
-    err = exec_stmt(st, s, NULL, "insert metric", why, len);
-    if (err && sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
+    hlpt_metric row = *m;
+    row.created_at = now();
+    /* A resumed job repeats the steps after its checkpoint: the step's row is replaced. */
+    hlpt_db_val a[1 + sizeof metric_cols / sizeof metric_cols[0]] = {v_text(job_id)};
+    for (size_t i = 0; i < metric_t.ncols; i++) a[i + 1] = col_val(&metric_t.cols[i], &row);
+    int err = run(st,
+                  "INSERT INTO metrics (job_id, step, train_loss, valid_loss, valid_acc, lr, tokens_per_s, created_at)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (job_id, step) DO UPDATE SET"
+                  " train_loss = excluded.train_loss, valid_loss = excluded.valid_loss, valid_acc = excluded.valid_acc,"
+                  " lr = excluded.lr, tokens_per_s = excluded.tokens_per_s, created_at = excluded.created_at",
+                  a, (int)(sizeof a / sizeof a[0]), NULL, why, len);
+    if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
     return err;
 }
 
 int hlpt_store_metric_list(hlpt_store *st, const char *job_id, int64_t since_step, int limit, hlpt_metric **out,
                            size_t *n, char *why, size_t len) {
-    sqlite3_stmt *s;
+    char cols[256], sql[512];
     *out = NULL;
     *n = 0;
-    int err = prep(st,
-                   "SELECT step, train_loss, valid_loss, valid_acc, lr, tokens_per_s, created_at FROM metrics"
-                   " WHERE job_id = ?1 AND step > ?2 ORDER BY step LIMIT ?3",
-                   &s, why, len);
+    col_list(&metric_t, cols, sizeof cols);
+    snprintf(sql, sizeof sql, "SELECT %s FROM metrics WHERE job_id = ?1 AND step > ?2 ORDER BY step LIMIT ?3", cols);
+    hlpt_db_stmt *s;
+    int err = st->be->prepare(st->db, sql, ARGS(v_text(job_id), v_int(since_step), v_int(limit < 0 ? -1 : limit)), &s,
+                              why, len), rc;
     if (err) return err;
-    bind_text(s, 1, job_id);
-    sqlite3_bind_int64(s, 2, since_step);
-    sqlite3_bind_int64(s, 3, limit < 0 ? -1 : limit);
+    /* Metrics hold no strings: one array of rows, not an array of pointers. */
     hlpt_metric *v = NULL;
-    size_t cnt = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            cap = cap ? 2 * cap : 64;
-            hlpt_metric *nv = realloc(v, cap * sizeof *v);
+    size_t k = 0, cap = 0;
+    while ((rc = st->be->step(s, why, len)) == 1) {
+        if (k == cap) {
+            hlpt_metric *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof *v);
             if (!nv) {
-                err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-                goto out;
+                rc = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+                break;
             }
             v = nv;
         }
-        v[cnt++] = (hlpt_metric){sqlite3_column_int64(s, 0), col_real(s, 1), col_real(s, 2), col_real(s, 3),
-                                 col_real(s, 4), col_real(s, 5), sqlite3_column_int64(s, 6)};
+        row_fill(st, &metric_t, s, &v[k++]);
     }
-    if (rc != SQLITE_DONE) err = db_fail(st, "list metrics", why, len);
-out:
-    sqlite3_finalize(s);
-    if (err) {
+    st->be->finalize(s);
+    if (rc < 0) {
         free(v);
-        return err;
+        return rc;
     }
     *out = v;
-    *n = cnt;
+    *n = k;
     return HLPT_OK;
 }
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
-#define CKPT_COLS "id, job_id, step, metrics, length(state), created_at"
-
-void hlpt_checkpoint_free(hlpt_checkpoint *c) {
-    if (!c) return;
-    free(c->metrics);
-    free(c);
-}
-
-static void checkpoint_free_v(void *p) { hlpt_checkpoint_free(p); }
-
-void hlpt_checkpoint_list_free(hlpt_checkpoint **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) hlpt_checkpoint_free(v[i]);
-    free(v);
-}
-
-static void *ckpt_row(sqlite3_stmt *s) {
-    hlpt_checkpoint *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
-    int oom = 0;
-    col_id(s, 0, c->id);
-    col_id(s, 1, c->job_id);
-    c->step = sqlite3_column_int64(s, 2);
-    c->metrics = col_str(s, 3, &oom);
-    c->bytes = sqlite3_column_int64(s, 4);
-    c->created_at = sqlite3_column_int64(s, 5);
-    if (oom) {
-        hlpt_checkpoint_free(c);
-        return NULL;
-    }
-    return c;
-}
+void hlpt_checkpoint_free(hlpt_checkpoint *c) { row_free(&checkpoint_t, c); }
+void hlpt_checkpoint_list_free(hlpt_checkpoint **v, size_t n) { rows_free(&checkpoint_t, (void **)v, n); }
 
 int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t step, const char *metrics,
-                                 const void *state, size_t n, hlpt_checkpoint **out, char *why, size_t len) {
+                                 const char *sha256, int64_t bytes, hlpt_checkpoint **out, char *why, size_t len) {
     if (out) *out = NULL;
-    char id[HLPT_ID_MAX];
-    if (hlpt_id_new(id, HLPT_ID_CHECKPOINT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    sqlite3_stmt *s;
-    int err = prep(st, "INSERT INTO checkpoints (id, job_id, step, metrics, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                   &s, why, len);
+    int err = need_blob(st, sha256, bytes, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, job_id);
-    sqlite3_bind_int64(s, 3, step);
-    bind_text(s, 4, metrics);
-    sqlite3_bind_blob64(s, 5, state ? state : "", (sqlite3_uint64)n, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 6, now());
-    err = exec_stmt(st, s, NULL, "insert checkpoint", why, len);
-    if (err && sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
+    hlpt_checkpoint c = {.step = step, .metrics = (char *)metrics, .bytes = bytes, .created_at = now()};
+    snprintf(c.job_id, sizeof c.job_id, "%s", job_id);
+    snprintf(c.sha256, sizeof c.sha256, "%s", sha256);
+    if (hlpt_id_new(c.id, HLPT_ID_CHECKPOINT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    err = row_insert(st, &checkpoint_t, &c, why, len);
+    if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
     if (err || !out) return err;
-    if ((err = prep(st, "SELECT " CKPT_COLS " FROM checkpoints WHERE id = ?1", &s, why, len))) return err;
-    bind_text(s, 1, id);
-    return fetch_one(st, s, ckpt_row, (void **)out, "checkpoint", id, why, len);
+    return select_one(st, &checkpoint_t, "WHERE id = ?1", ARGS(v_text(c.id)), NULL, c.id, (void **)out, why, len);
 }
 
 int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoint ***out, size_t *n, char *why,
                                size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    *n = 0;
-    int err = prep(st, "SELECT " CKPT_COLS " FROM checkpoints WHERE job_id = ?1 ORDER BY step, seq", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, job_id);
-    return collect(st, s, -1, ckpt_row, checkpoint_free_v, (void ***)out, n, NULL, why, len);
+    return select_rows(st, &checkpoint_t, "WHERE job_id = ?1 ORDER BY step, seq", ARGS(v_text(job_id)), -1,
+                       (void ***)out, n, NULL, why, len);
 }
 
 int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
                                hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len) {
-    return job_page(st, "SELECT seq FROM checkpoints WHERE id = ?1 AND job_id = ?2",
-                    "SELECT " CKPT_COLS " FROM checkpoints WHERE job_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-                    "checkpoint", job_id, after, limit, ckpt_row, checkpoint_free_v, (void ***)out, n, has_more, why,
-                    len);
+    return page(st, &checkpoint_t, job_id, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
 int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,
                                   size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    int err = prep(st, "SELECT " CKPT_COLS " FROM checkpoints WHERE job_id = ?1 AND step = ?2 ORDER BY seq DESC LIMIT 1",
-                   &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, job_id);
-    sqlite3_bind_int64(s, 2, step);
-    return fetch_one(st, s, ckpt_row, (void **)out, "checkpoint of job", job_id, why, len);
+    return select_one(st, &checkpoint_t, "WHERE job_id = ?1 AND step = ?2 ORDER BY seq DESC LIMIT 1",
+                      ARGS(v_text(job_id), v_int(step)), "checkpoint of job", job_id, (void **)out, why, len);
 }
 
 int hlpt_store_checkpoint_latest(hlpt_store *st, const char *job_id, hlpt_checkpoint **out, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    int err = prep(st, "SELECT " CKPT_COLS " FROM checkpoints WHERE job_id = ?1 ORDER BY step DESC, seq DESC LIMIT 1",
-                   &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, job_id);
-    err = fetch_one(st, s, ckpt_row, (void **)out, "checkpoint of job", job_id, why, len);
+    int err = select_one(st, &checkpoint_t, "WHERE job_id = ?1 ORDER BY step DESC, seq DESC LIMIT 1",
+                         ARGS(v_text(job_id)), "checkpoint of job", job_id, (void **)out, why, len);
     return err == HLPT_ERR_NOENT ? HLPT_OK : err;
 }
 
-int hlpt_store_checkpoint_state(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *buf = NULL;
-    int err = prep(st, "SELECT state FROM checkpoints WHERE id = ?1", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    return read_blob(st, s, "checkpoint", id, buf, n, why, len);
+typedef struct {
+    const row_type *t;
+    const char *id;
+} delete_args;
+
+/* Deletes the row `id` of a type whose rows name blobs, noting its blobs. */
+static int delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+    const delete_args *a = ctx;
+    char sql[128];
+    int64_t changes = 0;
+    int err = note_blobs_of(st, a->t, "WHERE id = ?1", ARGS(v_text(a->id)), why, len);
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE id = ?1", a->t->table);
+    if (!err) err = run(st, sql, ARGS(v_text(a->id)), &changes, why, len);
+    if (!err && changes == 0) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s`", a->t->what, a->id);
+    return err;
 }
 
 int hlpt_store_checkpoint_delete(hlpt_store *st, const char *id, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, "DELETE FROM checkpoints WHERE id = ?1", &s, why, len), changes = 0;
-    if (err) return err;
-    bind_text(s, 1, id);
-    err = exec_stmt(st, s, &changes, "delete checkpoint", why, len);
-    if (!err && changes == 0) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no checkpoint `%s`", id);
-    return err;
+    delete_args a = {&checkpoint_t, id};
+    return in_transaction(st, delete_tx, &a, why, len);
 }
 
 /* ---- adapters ------------------------------------------------------------------------------- */
 
-#define ADAPTER_COLS "id, name, config, bytes, base_hash, job_id, checkpoint_id, created_at"
+void hlpt_adapter_rec_free(hlpt_adapter_rec *a) { row_free(&adapter_t, a); }
+void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n) { rows_free(&adapter_t, (void **)v, n); }
 
-void hlpt_adapter_rec_free(hlpt_adapter_rec *a) {
-    if (!a) return;
-    free(a->name);
-    free(a->config);
-    free(a->base_hash);
-    free(a->job_id);
-    free(a->checkpoint_id);
-    free(a);
-}
-
-static void adapter_free_v(void *p) { hlpt_adapter_rec_free(p); }
-
-void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++) hlpt_adapter_rec_free(v[i]);
-    free(v);
-}
-
-static void *adapter_row(sqlite3_stmt *s) {
-    hlpt_adapter_rec *a = calloc(1, sizeof *a);
-    if (!a) return NULL;
-    int oom = 0;
-    col_id(s, 0, a->id);
-    a->name = col_str(s, 1, &oom);
-    a->config = col_str(s, 2, &oom);
-    a->bytes = sqlite3_column_int64(s, 3);
-    a->base_hash = col_str(s, 4, &oom);
-    a->job_id = col_str(s, 5, &oom);
-    a->checkpoint_id = col_str(s, 6, &oom);
-    a->created_at = sqlite3_column_int64(s, 7);
-    if (oom) {
-        hlpt_adapter_rec_free(a);
-        return NULL;
-    }
-    return a;
-}
-
-int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why, size_t len) {
+int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why,
+                              size_t len) {
     if (out) *out = NULL;
     if (!in->name || !*in->name || !in->config)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "adapter: name and config are required");
-    char id[HLPT_ID_MAX];
-    if (hlpt_id_new(id, HLPT_ID_ADAPTER)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    sqlite3_stmt *s;
-    int err = prep(st,
-                   "INSERT INTO adapters (id, name, config, weights, base_hash, job_id, checkpoint_id, created_at, bytes)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                   &s, why, len);
+    int err = need_blob(st, in->sha256, in->bytes, why, len);
     if (err) return err;
-    bind_text(s, 1, id);
-    bind_text(s, 2, in->name);
-    bind_text(s, 3, in->config);
-    sqlite3_bind_blob64(s, 4, in->weights ? in->weights : "", (sqlite3_uint64)in->weights_bytes, SQLITE_STATIC);
-    bind_text(s, 5, in->base_hash);
-    bind_text(s, 6, in->job_id);
-    bind_text(s, 7, in->checkpoint_id);
-    sqlite3_bind_int64(s, 8, now());
-    sqlite3_bind_int64(s, 9, (int64_t)in->weights_bytes);
-    err = exec_stmt(st, s, NULL, "insert adapter", why, len);
-    if (err) {
-        int x = sqlite3_extended_errcode(st->db);
-        if (x == SQLITE_CONSTRAINT_UNIQUE)
-            return hlpt_why(why, len, HLPT_ERR_EXISTS, "an adapter named `%s` exists", in->name);
-        if (x == SQLITE_CONSTRAINT_FOREIGNKEY)
-            return hlpt_why(why, len, HLPT_ERR_NOENT, "adapter `%s`: no such job or checkpoint", in->name);
-        return err;
-    }
-    return out ? hlpt_store_adapter_get(st, id, out, why, len) : HLPT_OK;
+    hlpt_adapter_rec a = {.name = (char *)in->name, .config = (char *)in->config, .bytes = in->bytes,
+                          .base_hash = (char *)in->base_hash, .job_id = (char *)in->job_id,
+                          .checkpoint_id = (char *)in->checkpoint_id, .created_at = now()};
+    snprintf(a.sha256, sizeof a.sha256, "%s", in->sha256);
+    if (hlpt_id_new(a.id, HLPT_ID_ADAPTER)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    err = row_insert(st, &adapter_t, &a, why, len);
+    if (err == HLPT_ERR_EXISTS) return hlpt_why(why, len, HLPT_ERR_EXISTS, "an adapter named `%s` exists", in->name);
+    if (err == HLPT_ERR_STATE)
+        return hlpt_why(why, len, HLPT_ERR_NOENT, "adapter `%s`: no such job or checkpoint", in->name);
+    if (err) return err;
+    return out ? hlpt_store_adapter_get(st, a.id, out, why, len) : HLPT_OK;
 }
 
 int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *out = NULL;
-    int err = prep(st, "SELECT " ADAPTER_COLS " FROM adapters WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id_or_name);
-    return fetch_one(st, s, adapter_row, (void **)out, "adapter", id_or_name, why, len);
+    return select_one(st, &adapter_t, "WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
+                      ARGS(v_text(id_or_name)), NULL, id_or_name, (void **)out, why, len);
 }
 
 int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter_rec ***out, size_t *n,
                             int *has_more, char *why, size_t len) {
-    return list_page(st, "SELECT seq FROM adapters WHERE id = ?1",
-                     "SELECT " ADAPTER_COLS " FROM adapters WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2", "adapter",
-                     after, limit, adapter_row, adapter_free_v, (void ***)out, n, has_more, why, len);
-}
-
-int hlpt_store_adapter_weights(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len) {
-    sqlite3_stmt *s;
-    *buf = NULL;
-    int err = prep(st, "SELECT weights FROM adapters WHERE id = ?1", &s, why, len);
-    if (err) return err;
-    bind_text(s, 1, id);
-    return read_blob(st, s, "adapter", id, buf, n, why, len);
+    return page(st, &adapter_t, NULL, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
 int hlpt_store_adapter_delete(hlpt_store *st, const char *id, char *why, size_t len) {
-    sqlite3_stmt *s;
-    int err = prep(st, "DELETE FROM adapters WHERE id = ?1", &s, why, len), changes = 0;
-    if (err) return err;
-    bind_text(s, 1, id);
-    err = exec_stmt(st, s, &changes, "delete adapter", why, len);
-    if (!err && changes == 0) err = hlpt_why(why, len, HLPT_ERR_NOENT, "no adapter `%s`", id);
-    return err;
+    delete_args a = {&adapter_t, id};
+    return in_transaction(st, delete_tx, &a, why, len);
 }

@@ -1,15 +1,27 @@
 /*
- * store.h - hlptd's SQLite store: files, jobs, job events, metrics, checkpoints, adapters.
+ * store.h - hlptd's store: the metadata of files, jobs, job events, metrics, checkpoints and
+ * adapters (docs/design.md, "The store").
+ *
+ * The store keeps ids, names, states, hashes, sizes, metrics and events; the bytes of artefacts
+ * (uploads, checkpoints, adapter weights, results files) are blobs (blobs.h), and a row names its
+ * blob by SHA-256. A row never names a blob that is not there: every insert checks the blob's size
+ * against the row's. A blob that no row names any more once a delete commits is removed then, and
+ * hlpt_store_blob_sweep removes those that a crash left unnamed.
+ *
+ * One interface, one backend beneath it: store.c describes each row type once (a table of its
+ * columns) and builds every read, list, page, insert and free from that table; the database
+ * itself is reached through a small table of functions (store_backend.h), today SQLite
+ * (store_sqlite.c: WAL mode, foreign keys on, a busy timeout, and the schema's migrations).
  *
  * Threading: a store handle has exactly one owner thread. In hlptd that is the libuv loop thread
  * (server/loop.c), which is the database's only writer; HTTP threads never call these functions,
  * they hand a request to the loop (server/http.h, hlpt_req_defer). Worker processes report over
  * their pipes and the loop writes what they report. Tests may use a store from their own thread.
  *
- * The database is in WAL mode with foreign keys on and a busy timeout. At open, the migrations
- * compiled into the binary from migrations/NNNN_name.sql (tools/gen-migrations.sh) are applied in
- * order, one transaction each, and PRAGMA user_version records the last one applied. All SQL is in
- * store.c, as prepared statements with bound parameters.
+ * Migrations: compiled into the binary from migrations/NNNN_name.sql (tools/gen-migrations.sh),
+ * applied in order at open, one transaction each; the schema's version is the last one applied.
+ * Where a migration needs more than SQL (moving the bytes a database of version 4 or older holds
+ * out into blobs), the backend runs a C step in the same transaction.
  *
  * Rows come back as plain structs with owned strings (free with the matching _free); times are
  * Unix seconds; JSON columns are compact JSON text (NULL when absent). Lists page in insertion
@@ -17,16 +29,20 @@
  * checkpoints); `after` is the id of the last row of the previous page. Event streams and metrics
  * read oldest first, by seq and step.
  *
- * Errors: HLPT_ERR_NOENT (no such row; why names the id), HLPT_ERR_EXISTS (unique name taken),
- * HLPT_ERR_STATE (a row still referenced, e.g. a file used by a job), HLPT_ERR_INVAL (bad argument),
- * HLPT_ERR_DB (SQLite failed; why has its message), HLPT_ERR_NOSPACE (the disk is full: SQLITE_FULL),
- * HLPT_ERR_NOMEM.
+ * Errors: HLPT_ERR_NOENT (no such row, or no such blob; why names it), HLPT_ERR_EXISTS (unique
+ * name taken), HLPT_ERR_STATE (a row still referenced, e.g. a file used by a job; a job state that
+ * cannot follow the current one), HLPT_ERR_INVAL (bad argument), HLPT_ERR_DB (the database failed;
+ * why has its message), HLPT_ERR_NOSPACE (the disk is full), HLPT_ERR_NOMEM.
  */
 #ifndef HLPTD_STORE_H
 #define HLPTD_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "blobs.h"
+#include "hlpt/sha256.h"
+#include "job_state.h"
 
 typedef struct hlpt_store hlpt_store;
 
@@ -42,7 +58,8 @@ typedef struct hlpt_store hlpt_store;
 /* Writes prefix + 24 random base62 characters into out[HLPT_ID_MAX]. Any thread. */
 int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix);
 
-/* One embedded migration; the table is generated from migrations/ at build time. */
+/* One embedded migration of the SQLite schema; the table is generated from migrations/ at build
+ * time. */
 typedef struct {
     int version;      /* NNNN of the file name; the table holds 1..count in order */
     const char *name; /* "0001_init" */
@@ -52,63 +69,89 @@ extern const hlpt_migration hlpt_migrations[];
 extern const int hlpt_migrations_count;
 
 /* Opens (creating if needed) the database at path (borrows) and migrates it to the newest version.
- * A database newer than this binary is refused (HLPT_ERR_UNSUPPORTED). *out is owned: close it
- * with hlpt_store_close; NULL on failure. */
-int hlpt_store_open(hlpt_store **out, const char *path, char *why, size_t len);
+ * blobs (borrowed; must outlive the store) is where the rows' blobs live: inserts check them,
+ * deletes remove those no row names any more, and a migration moves bytes out into it. A database
+ * newer than this binary is refused (HLPT_ERR_UNSUPPORTED). *out is owned: close it with
+ * hlpt_store_close; NULL on failure. */
+int hlpt_store_open(hlpt_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len);
 /* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. */
-int hlpt_store_open_at(hlpt_store **out, const char *path, int version, char *why, size_t len);
+int hlpt_store_open_at(hlpt_store **out, const char *path, int version, hlptd_blobs *blobs, char *why,
+                       size_t len);
+/* A transaction left open is rolled back. NULL is fine. */
 void hlpt_store_close(hlpt_store *st);
 /* Checks an existing database file (borrows path) with PRAGMA quick_check before anything opens it
  * for writing: HLPT_OK when it is sound or does not exist yet; HLPT_ERR_DB when it is damaged, why
  * saying what SQLite found and how to recover (docs/faults.md). Any thread. */
 int hlpt_store_check(const char *path, char *why, size_t len);
-/* Calls fn(ctx) on the store's thread when SQLite finds the disk full; when fn returns 1 (it made
- * room), the statement is tried once more. hlptd frees its space reserve there (docs/faults.md). */
+/* Calls fn(ctx) on the store's thread when the database finds the disk full; when fn returns 1
+ * (it made room), the statement, or the whole transaction, is tried once more. hlptd frees its
+ * space reserve there (docs/faults.md). */
 void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx);
-/* 1 once SQLite has reported the database corrupt to this handle (SQLITE_CORRUPT, SQLITE_NOTADB).
- * Any thread may read it. */
+/* 1 once the database has reported itself corrupt to this handle. Any thread may read it. */
 int hlpt_store_damaged(const hlpt_store *st);
-/* PRAGMA user_version: the last migration applied. */
+/* The schema version: the last migration applied. */
 int hlpt_store_version(hlpt_store *st);
+
+/* ---- transactions ---------------------------------------------------------------------------- */
+
+/* Every store call between begin and commit is applied together or not at all; a call that fails
+ * inside leaves the transaction for the caller to roll back. Blobs that the transaction's deletes
+ * left unnamed are removed after the commit. No nesting: begin inside a transaction is
+ * HLPT_ERR_STATE. Calls outside a transaction are each a transaction of their own. */
+int hlpt_store_begin(hlpt_store *st, char *why, size_t len);
+int hlpt_store_commit(hlpt_store *st, char *why, size_t len);
+/* Nothing is applied, no blob is removed. Fine outside a transaction (does nothing). */
+void hlpt_store_rollback(hlpt_store *st);
+
+/* ---- blobs ----------------------------------------------------------------------------------- */
+
+/* Removes the blob sha256 (borrowed) unless a row names it: for a blob written for a row that was
+ * never stored (a worker's checkpoint that arrived for a cancelled job). Inside a transaction, it
+ * is decided and done at the commit. */
+int hlpt_store_blob_release(hlpt_store *st, const char *sha256, char *why, size_t len);
+/* Removes every blob no row names (written, then the daemon died before storing its row). Only
+ * while no one else writes blobs: hlptd calls it at start-up, before any worker or request.
+ * *removed (may be NULL) gets how many went. */
+int hlpt_store_blob_sweep(hlpt_store *st, size_t *removed, char *why, size_t len);
 
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef struct {
     char id[HLPT_ID_MAX];
     char *filename;
-    char *purpose;       /* "fine-tune" */
+    char *purpose;       /* "fine-tune", "fine-tune-results" */
     int64_t bytes;       /* size of the content */
     int64_t created_at;
     char *status;        /* "processed", "error", "uploaded" */
     int64_t lines;       /* examples in the file */
     char *stats;         /* dataset statistics JSON, or NULL */
     char *error;         /* or NULL */
+    char sha256[HLPT_SHA256_HEX]; /* the content's blob */
 } hlpt_file;
 void hlpt_file_free(hlpt_file *f);
 void hlpt_file_list_free(hlpt_file **v, size_t n);
 
-/* Inserts a file row holding content[0..n) (borrows all inputs; `stats` may be NULL). Writes the
- * new row to *out (owned) when out is not NULL. */
+/* Inserts a file row whose content is the blob sha256 of `bytes` bytes (borrows all inputs; `stats`
+ * may be NULL). HLPT_ERR_NOENT when there is no such blob of that size. Writes the new row to *out
+ * (owned) when out is not NULL. */
 int hlpt_store_file_insert(hlpt_store *st, const char *filename, const char *purpose, const char *status,
-                           const void *content, size_t n, int64_t lines, const char *stats,
-                           hlpt_file **out, char *why, size_t len);
+                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlpt_file **out,
+                           char *why, size_t len);
 int hlpt_store_file_get(hlpt_store *st, const char *id, hlpt_file **out, char *why, size_t len);
 /* Up to `limit` files newest first, starting after file `after` (NULL = from the newest).
  * *out is an owned array of owned rows (hlpt_file_list_free); *has_more says whether more follow. */
 int hlpt_store_file_list(hlpt_store *st, const char *after, int limit, hlpt_file ***out, size_t *n,
                          int *has_more, char *why, size_t len);
-/* The content: *buf is owned (free()), *n its size. */
-int hlpt_store_file_content(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len);
-/* HLPT_ERR_STATE while a queued, running or paused job names the file. A file that only finished
- * jobs name loses its bytes and is marked deleted (the jobs keep naming it); any other is removed.
- * A deleted file is HLPT_ERR_NOENT to every file function. */
+/* HLPT_ERR_STATE while a job that is not final names the file. A file that only finished jobs name
+ * loses its blob and is marked deleted (the jobs keep naming it); any other is removed. A deleted
+ * file is HLPT_ERR_NOENT to every file function. Its blob goes unless another row names it. */
 int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len);
 
 /* ---- jobs ----------------------------------------------------------------------------------- */
 
 typedef struct {
     char id[HLPT_ID_MAX];
-    char *status;            /* validating_files | queued | running | paused | succeeded | failed | cancelled */
+    hlptd_job_state status;
     char *model;
     char *training_file;     /* file id */
     char *validation_file;   /* file id or NULL */
@@ -136,7 +179,7 @@ void hlpt_job_list_free(hlpt_job **v, size_t n);
 
 /* What a new job is made of (all borrowed). */
 typedef struct {
-    const char *status;          /* usually "validating_files" or "queued" */
+    hlptd_job_state status;      /* usually queued */
     const char *model;
     const char *training_file;
     const char *validation_file; /* or NULL */
@@ -153,9 +196,11 @@ int hlpt_store_job_insert(hlpt_store *st, const hlpt_job_new *in, hlpt_job **out
 int hlpt_store_job_get(hlpt_store *st, const char *id, hlpt_job **out, char *why, size_t len);
 int hlpt_store_job_list(hlpt_store *st, const char *after, int limit, hlpt_job ***out, size_t *n, int *has_more,
                         char *why, size_t len);
-/* Sets the status; "running" stamps started_at (first time only), the three final states stamp
- * finished_at. error (JSON, borrows) replaces the stored error when not NULL. */
-int hlpt_store_job_set_status(hlpt_store *st, const char *id, const char *status, const char *error, char *why,
+/* Moves the job to `status` when hlptd_job_state_can allows it (HLPT_ERR_STATE, why naming both
+ * states, when it does not); setting the state it is in changes nothing but the error. running
+ * stamps started_at (first time only), the three final states stamp finished_at. error (JSON,
+ * borrows) replaces the stored error when not NULL. */
+int hlpt_store_job_set_status(hlpt_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len);
 int hlpt_store_job_set_progress(hlpt_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len);
@@ -165,11 +210,12 @@ int hlpt_store_job_set_results(hlpt_store *st, const char *id, int64_t trained_t
                                char *why, size_t len);
 /* The queued job with the smallest queue_order: *out owned, or NULL with HLPT_OK when none. */
 int hlpt_store_job_next_queued(hlpt_store *st, hlpt_job **out, char *why, size_t len);
-/* Ids of jobs in a given status (e.g. "running" at start-up, to resume them). */
-int hlpt_store_job_ids_with_status(hlpt_store *st, const char *status, char ***ids, size_t *n, char *why,
+/* Ids of jobs in a given status (e.g. running at start-up, to resume them), in queue order. */
+int hlpt_store_job_ids_with_status(hlpt_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len);
 void hlpt_store_ids_free(char **ids, size_t n);
-/* Deletes a job with its events, metrics and checkpoints; adapters keep existing (job_id NULL). */
+/* Deletes a job with its events, metrics and checkpoints (their blobs go unless another row names
+ * them); adapters keep existing (job_id NULL). */
 int hlpt_store_job_delete(hlpt_store *st, const char *id, char *why, size_t len);
 
 /* ---- job events ----------------------------------------------------------------------------- */
@@ -228,14 +274,17 @@ typedef struct {
     int64_t step;
     char *metrics;      /* JSON or NULL */
     int64_t bytes;      /* size of the state blob */
+    char sha256[HLPT_SHA256_HEX]; /* the state: adapter, optimizer, data order, RNG */
     int64_t created_at;
 } hlpt_checkpoint;
 void hlpt_checkpoint_free(hlpt_checkpoint *c);
 void hlpt_checkpoint_list_free(hlpt_checkpoint **v, size_t n);
 
+/* A checkpoint whose state is the blob sha256 of `bytes` bytes. HLPT_ERR_NOENT when there is no
+ * such job, or no such blob of that size. */
 int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t step, const char *metrics,
-                                 const void *state, size_t n, hlpt_checkpoint **out, char *why, size_t len);
-/* A job's checkpoints in step order (without their state). */
+                                 const char *sha256, int64_t bytes, hlpt_checkpoint **out, char *why, size_t len);
+/* A job's checkpoints in step order. */
 int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoint ***out, size_t *n, char *why,
                                size_t len);
 /* A page of a job's checkpoints, newest first, after checkpoint `after` (NULL = the newest). */
@@ -246,8 +295,7 @@ int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t st
                                   size_t len);
 /* The newest checkpoint of a job, or *out NULL with HLPT_OK when it has none. */
 int hlpt_store_checkpoint_latest(hlpt_store *st, const char *job_id, hlpt_checkpoint **out, char *why, size_t len);
-/* The state blob: *buf owned (free()). */
-int hlpt_store_checkpoint_state(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len);
+/* Its blob goes unless another row names it. */
 int hlpt_store_checkpoint_delete(hlpt_store *st, const char *id, char *why, size_t len);
 
 /* ---- adapters ------------------------------------------------------------------------------- */
@@ -257,6 +305,7 @@ typedef struct {
     char *name;          /* unique; what `model` names in generation requests */
     char *config;        /* adapter_config.json */
     int64_t bytes;       /* size of the weights */
+    char sha256[HLPT_SHA256_HEX]; /* the weights' blob: adapter_model.safetensors */
     char *base_hash;     /* or NULL */
     char *job_id;        /* or NULL */
     char *checkpoint_id; /* or NULL */
@@ -269,21 +318,21 @@ void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n);
 typedef struct {
     const char *name;
     const char *config;        /* JSON */
-    const void *weights;       /* safetensors bytes */
-    size_t weights_bytes;
+    const char *sha256;        /* the blob of adapter_model.safetensors */
+    int64_t bytes;             /* its size */
     const char *base_hash;     /* or NULL */
     const char *job_id;        /* or NULL */
     const char *checkpoint_id; /* or NULL */
 } hlpt_adapter_rec_new;
 
-/* HLPT_ERR_EXISTS when the name is taken. */
+/* HLPT_ERR_EXISTS when the name is taken; HLPT_ERR_NOENT when the job, checkpoint or blob (of
+ * that size) is not there. */
 int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why, size_t len);
 /* By id ("ad-…") or by name. */
 int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len);
 int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter_rec ***out, size_t *n,
                             int *has_more, char *why, size_t len);
-/* The safetensors bytes: *buf owned (free()). */
-int hlpt_store_adapter_weights(hlpt_store *st, const char *id, void **buf, size_t *n, char *why, size_t len);
+/* Its blob goes unless another row names it. */
 int hlpt_store_adapter_delete(hlpt_store *st, const char *id, char *why, size_t len);
 
 #endif

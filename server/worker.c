@@ -5,20 +5,24 @@
  * The daemon spawns a worker per running job. The worker maps the sealed base-model arena it
  * inherits as fd 3 (hlpt_model_attach: the same physical pages as every other process, read-only by
  * the kernel's seals), reads its job spec as one JSON object on stdin, trains, and reports on stdout
- * as JSON lines. It never opens SQLite: checkpoints and the final adapter are files in the job's
- * directory, named in the lines, and the daemon stores them. A worker that dies takes nothing else
- * with it; the daemon sees the exit and marks the job.
+ * as JSON lines. It never opens the store: it reads its data and the checkpoint it resumes from as
+ * blobs (blobs.h) the spec names by path, writes each checkpoint and the final adapter's weights
+ * as blobs into place, and names them (SHA-256 and size) in its lines; the daemon records them. A
+ * worker that dies takes nothing else with it; the daemon sees the exit and marks the job.
  *
  * Lines (one JSON object each, "type" first):
  *   started    {total_steps, trainable_params, examples, truncated, valid_examples, resumed_from}
  *   progress   {step, total_steps, epoch, train_loss, valid_loss?, valid_acc?, learning_rate,
  *               grad_norm, tokens_per_s, tokens_seen, elapsed_s}
- *   checkpoint {step, path, train_loss, valid_loss?}
- *   done       {adapter_dir, best_step, best_valid_loss?}
+ *   checkpoint {step, sha256, bytes, train_loss, valid_loss?, valid_acc?}
+ *   done       {sha256, bytes, config, best_step, best_valid_loss?}
+ *              (sha256 and bytes name the blob of adapter_model.safetensors; config is the
+ *              adapter_config.json object)
  *   stopped    {step}            (SIGUSR1 or SIGTERM: checkpointed, exits 0)
  *   error      {message}         (then exit status 1)
  *
- * Job spec: {"model_dir", "job_dir", "training_file", "validation_file"?, "validation_split"?,
+ * Job spec: {"model_dir", "data_dir" (its blobs/ is where blobs go), "training_file",
+ *            "validation_file"?, "validation_split"?,
  *            "method": {"type", "<type>": {...}}, "hyperparameters": {...}, "seed"?,
  *            "resume_checkpoint"?, "threads"?, "daemon_pid"?}
  */
@@ -41,6 +45,7 @@
 #include "hlpt/fileio.h"
 #include "hlpt/model.h"
 #include "hlpt/train.h"
+#include "blobs.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -85,7 +90,7 @@ static int fail_code(const char *code, const char *fmt, const char *detail) {
 static int fail(const char *fmt, const char *detail) { return fail_code(NULL, fmt, detail); }
 
 typedef struct {
-    const char *job_dir;
+    hlptd_blobs *blobs;
     int ckpt_err;      /* the last checkpoint write's status */
     char ckpt_why[512];
 } worker_ctx;
@@ -108,12 +113,12 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
 
 static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
     worker_ctx *w = ctx;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/ckpt-%08d.safetensors", w->job_dir, step);
-    if ((w->ckpt_err = hlpt_file_write(path, blob, n, 1, w->ckpt_why, sizeof w->ckpt_why)) != HLPT_OK) return -1;
+    char sha[HLPT_SHA256_HEX];
+    if ((w->ckpt_err = hlptd_blob_put(w->blobs, blob, n, sha, w->ckpt_why, sizeof w->ckpt_why)) != HLPT_OK) return -1;
     cJSON *o = line("checkpoint");
     cJSON_AddNumberToObject(o, "step", step);
-    cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddStringToObject(o, "sha256", sha);
+    cJSON_AddNumberToObject(o, "bytes", (double)n);
     add_finite(o, "train_loss", p->train_loss);
     add_finite(o, "valid_loss", p->valid_loss);
     add_finite(o, "valid_acc", p->valid_acc);
@@ -169,7 +174,8 @@ int hlptd_worker_main(int argc, char **argv) {
     hlpt_adapter *a = NULL;
     hlpt_trainer *t = NULL;
     hlpt_examples train = {0}, valid = {0};
-    const char *model_dir = str_field(spec, "model_dir"), *job_dir = str_field(spec, "job_dir");
+    hlptd_blobs *blobs = NULL;
+    const char *model_dir = str_field(spec, "model_dir"), *data_dir = str_field(spec, "data_dir");
     const char *train_path = str_field(spec, "training_file"), *valid_path = str_field(spec, "validation_file");
     const char *resume = str_field(spec, "resume_checkpoint");
     /* The daemon may have died before PR_SET_PDEATHSIG was in place. */
@@ -179,8 +185,12 @@ int hlptd_worker_main(int argc, char **argv) {
         goto out;
     }
     const cJSON *threads = cJSON_GetObjectItemCaseSensitive(spec, "threads");
-    if (!model_dir || !job_dir || !train_path) {
-        status = fail("%s", "the job spec needs model_dir, job_dir and training_file");
+    if (!model_dir || !data_dir || !train_path) {
+        status = fail("%s", "the job spec needs model_dir, data_dir and training_file");
+        goto out;
+    }
+    if ((err = hlptd_blobs_open(data_dir, 0, &blobs, why, sizeof why))) {
+        status = fail("%s", why);
         goto out;
     }
     if (cJSON_IsNumber(threads) && threads->valueint > 0) hlpt_engine_set_threads(threads->valueint);
@@ -267,7 +277,7 @@ int hlptd_worker_main(int argc, char **argv) {
     cJSON_AddNumberToObject(o, "resumed_from", resumed_from);
     emit(o);
 
-    worker_ctx w = {.job_dir = job_dir, .ckpt_err = HLPT_OK};
+    worker_ctx w = {.blobs = blobs, .ckpt_err = HLPT_OK};
     hlpt_train_hooks hooks = {.ctx = &w, .on_progress = on_progress, .on_checkpoint = on_checkpoint,
                               .should_stop = should_stop};
     if ((err = hlpt_trainer_run(t, &hooks, why, sizeof why))) {
@@ -285,17 +295,25 @@ int hlptd_worker_main(int argc, char **argv) {
     int best_step;
     double best_loss;
     memcpy(a->params, hlpt_trainer_best_params(t, &best_step, &best_loss), a->n_params * sizeof(float));
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/adapter", job_dir);
-    char *extra = hlpt_train_params_json(&p);
-    err = hlpt_adapter_save(a, dir, extra, why, sizeof why);
+    /* The weights become a blob; the config travels in the line (the store keeps it as text). */
+    char *extra = hlpt_train_params_json(&p), *config = hlpt_adapter_config_with(&a->cfg, extra), sha[HLPT_SHA256_HEX];
+    void *weights = NULL;
+    size_t wn = 0;
+    err = config ? hlpt_adapter_to_safetensors(a, a->params, NULL, &weights, &wn, why, sizeof why)
+                 : hlpt_why(why, sizeof why, HLPT_ERR_NOMEM, "out of memory");
+    if (!err) err = hlptd_blob_put(blobs, weights, wn, sha, why, sizeof why);
+    cJSON *config_json = err ? NULL : cJSON_Parse(config);
     free(extra);
-    if (err) {
-        status = fail_code(err == HLPT_ERR_NOSPACE ? "no_space" : NULL, "saving the adapter: %s", why);
+    free(config);
+    free(weights);
+    if (err || !config_json) {
+        status = fail_code(err == HLPT_ERR_NOSPACE ? "no_space" : NULL, "saving the adapter: %s", err ? why : "out of memory");
         goto out;
     }
     o = line("done");
-    cJSON_AddStringToObject(o, "adapter_dir", dir);
+    cJSON_AddStringToObject(o, "sha256", sha);
+    cJSON_AddNumberToObject(o, "bytes", (double)wn);
+    cJSON_AddItemToObject(o, "config", config_json);
     cJSON_AddNumberToObject(o, "best_step", best_step);
     add_finite(o, "best_valid_loss", best_loss);
     emit(o);
@@ -306,6 +324,7 @@ out:
     hlpt_examples_free(&valid);
     hlpt_adapter_free(a);
     hlpt_model_close(m);
+    hlptd_blobs_close(blobs);
     cJSON_Delete(spec);
     return status;
 }

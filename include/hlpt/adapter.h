@@ -84,6 +84,10 @@ int hlpt_adapter_config_apply(hlpt_adapter_config *cfg, const struct cJSON *json
                               int allow_unknown, char *why, size_t len);
 /* Renders cfg as adapter_config.json text (returns owned, free()). */
 char *hlpt_adapter_config_json(const hlpt_adapter_config *cfg);
+/* The same, with the keys of extra_json (a JSON object, e.g. the training settings; borrowed, may
+ * be NULL) that cfg does not have merged in: the adapter_config.json hlpt_adapter_save writes.
+ * Returns owned text, NULL when out of memory. */
+char *hlpt_adapter_config_with(const hlpt_adapter_config *cfg, const char *extra_json);
 
 /* For an adapter HF PEFT can load as a plain LoRA (LoRA only, no gates, no prefix): its config as
  * PEFT writes it (peft_type LORA, layers_to_transform), returned owned; NULL for any other plan.

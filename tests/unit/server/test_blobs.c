@@ -169,6 +169,54 @@ START_TEST(temporaries) {
 }
 END_TEST
 
+static int collect(void *ctx, const char *sha256) {
+    char (*seen)[HLPT_SHA256_HEX] = ctx;
+    for (int i = 0; i < 4; i++)
+        if (!seen[i][0]) {
+            snprintf(seen[i], HLPT_SHA256_HEX, "%s", sha256);
+            return 0;
+        }
+    return 1;
+}
+
+/* A blob opened as a file descriptor reads back its bytes; every blob is listed once, and what is
+ * not a blob name in the folder is not. */
+START_TEST(open_and_each) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char a[HLPT_SHA256_HEX], c[HLPT_SHA256_HEX];
+    ck_assert_int_eq(hlptd_blob_put(b, "alpha", 5, a, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_put(b, "gamma!", 6, c, why, sizeof why), HLPT_OK);
+    int fd;
+    uint64_t n;
+    ck_assert_int_eq(hlptd_blob_open(b, a, &fd, &n, why, sizeof why), HLPT_OK);
+    char buf[16] = "";
+    ck_assert_uint_eq(n, 5);
+    ck_assert_int_eq(read(fd, buf, sizeof buf), 5);
+    ck_assert_str_eq(buf, "alpha");
+    close(fd);
+    char missing[HLPT_SHA256_HEX];
+    hlpt_sha256_hex("nothing", 7, missing);
+    ck_assert_int_eq(hlptd_blob_open(b, missing, &fd, &n, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(fd, -1);
+    ck_assert_int_eq(hlptd_blob_open(b, "../../etc/passwd", &fd, &n, why, sizeof why), HLPT_ERR_INVAL);
+    /* A stray file beside the blobs is not one. */
+    char stray[256];
+    snprintf(stray, sizeof stray, "%s/blobs/sha256/%.2s/notes.txt", dir, a);
+    FILE *f = fopen(stray, "w");
+    fputs("x", f);
+    fclose(f);
+    char seen[4][HLPT_SHA256_HEX] = {{0}};
+    ck_assert_int_eq(hlptd_blobs_each(b, collect, seen, why, sizeof why), 0);
+    int got_a = 0, got_c = 0;
+    for (int i = 0; i < 4; i++) got_a += !strcmp(seen[i], a), got_c += !strcmp(seen[i], c);
+    ck_assert_int_eq(got_a, 1);
+    ck_assert_int_eq(got_c, 1);
+    ck_assert_str_eq(seen[2], "");
+    hlptd_blobs_close(b);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("blobs");
     TCase *tc = tcase_create("files");
@@ -178,6 +226,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, damage_detected);
     tcase_add_test(tc, names_stay_inside);
     tcase_add_test(tc, temporaries);
+    tcase_add_test(tc, open_and_each);
     suite_add_tcase(s, tc);
     return s;
 }

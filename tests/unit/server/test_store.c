@@ -1,10 +1,14 @@
-/* The store: migrations from scratch and from every earlier version, CRUD of every table, ids. */
+/* The store: migrations from scratch and from every earlier version (old BLOBs moved out into
+ * blobs), CRUD of every table, ids, job state moves, transactions, and the blobs that rows name:
+ * inserts need them, deletes remove those no row names any more, the sweep removes orphans. */
 #include "store.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../check_main.h"
@@ -12,18 +16,62 @@
 
 static char dir[64], path[128];
 static char why[512];
+static hlptd_blobs *blobs;
 
 static void setup(void) {
     snprintf(dir, sizeof dir, "/tmp/hlpt-store-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/hlpt.db", dir);
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &blobs, why, sizeof why), HLPT_OK);
 }
 
 static void teardown(void) {
-    char p[160];
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) snprintf(p, sizeof p, "%s%s", path, suffix[i]), unlink(p);
-    rmdir(dir);
+    hlptd_blobs_close(blobs);
+    blobs = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Stores bytes as a blob; sha gets its name. */
+static void put(const void *p, size_t n, char sha[HLPT_SHA256_HEX]) {
+    ck_assert_int_eq(hlptd_blob_put(blobs, p, n, sha, why, sizeof why), HLPT_OK);
+}
+
+static int blob_exists(const char *sha) {
+    uint64_t n;
+    return hlptd_blob_size(blobs, sha, &n, why, sizeof why) == HLPT_OK;
+}
+
+static int count(void *ctx, const char *sha) {
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int blob_count(void) {
+    int n = 0;
+    ck_assert_int_eq(hlptd_blobs_each(blobs, count, &n, why, sizeof why), 0);
+    return n;
+}
+
+/* The blob's bytes equal p[0..n). */
+static void blob_is(const char *sha, const void *p, size_t n) {
+    char *buf;
+    size_t got;
+    ck_assert_int_eq(hlptd_blob_read(blobs, sha, 1 << 24, &buf, &got, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(got, n);
+    ck_assert_mem_eq(buf, p, n);
+    free(buf);
+}
+
+static hlpt_file *add_file(hlpt_store *st, const char *name, const char *content) {
+    char sha[HLPT_SHA256_HEX];
+    hlpt_file *f;
+    put(content, strlen(content), sha);
+    ck_assert_int_eq(hlpt_store_file_insert(st, name, "fine-tune", "processed", sha, (int64_t)strlen(content), 1,
+                                            "{\"examples\":1}", &f, why, sizeof why),
+                     HLPT_OK);
+    return f;
 }
 
 /* The schema as text: every table's and index's SQL, sorted, from an independent connection. */
@@ -48,11 +96,39 @@ static char *schema_of(const char *db_path) {
     return out;
 }
 
+static void sql(const char *db_path, const char *text) {
+    sqlite3 *db;
+    char *msg = NULL;
+    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    ck_assert_msg(sqlite3_exec(db, text, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", text, msg);
+    sqlite3_close(db);
+}
+
+/* A text value of one row from an independent connection ("" for NULL). */
+static void sql_text(const char *db_path, const char *query, char *out, size_t cap) {
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, query, -1, &s, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(s), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(s, 0);
+    snprintf(out, cap, "%s", t ? (const char *)t : "");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+static off_t file_size(const char *p) {
+    struct stat sb;
+    ck_assert_int_eq(stat(p, &sb), 0);
+    return sb.st_size;
+}
+
 START_TEST(test_migrations_table) {
-    ck_assert_int_ge(hlpt_migrations_count, 2);
+    ck_assert_int_ge(hlpt_migrations_count, 5);
     for (int i = 0; i < hlpt_migrations_count; i++) {
         ck_assert_int_eq(hlpt_migrations[i].version, i + 1);
-        ck_assert_ptr_nonnull(strstr(hlpt_migrations[i].sql, "CREATE"));
+        ck_assert_ptr_nonnull(strstr(hlpt_migrations[i].sql, "CREATE") ? hlpt_migrations[i].sql
+                                                                        : strstr(hlpt_migrations[i].sql, "ALTER"));
     }
     ck_assert_str_eq(hlpt_migrations[0].name, "0001_init");
 }
@@ -60,47 +136,74 @@ END_TEST
 
 START_TEST(test_migrate_from_scratch) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_version(st), hlpt_migrations_count);
     hlpt_store_close(st);
     /* Opening again applies nothing and changes nothing. */
     char *before = schema_of(path);
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
     hlpt_store_close(st);
     char *after = schema_of(path);
     ck_assert_str_eq(before, after);
-    ck_assert_ptr_nonnull(strstr(after, "CREATE TABLE files"));
+    ck_assert_ptr_nonnull(strstr(after, "CREATE TABLE \"files\""));
     ck_assert_ptr_nonnull(strstr(after, "CREATE INDEX job_events_by_job"));
+    /* No table holds artefact bytes. */
+    ck_assert_ptr_null(strstr(after, "BLOB"));
     free(before);
     free(after);
+    ck_assert_int_eq(hlpt_store_open(&st, path, NULL, why, sizeof why), HLPT_ERR_INVAL);
 }
 END_TEST
 
-/* From every version v < head: a database left at v (with a file row in it when the files table
- * exists) migrates to head, keeps its rows and ends with the same schema as a fresh one. */
+/* Rows of every table that held bytes, as hlptd of schema v (1 to 4) wrote them: a file, a job on
+ * it, a checkpoint and an adapter. */
+static void old_rows(const char *db_path) {
+    sql(db_path,
+        "INSERT INTO files (id, filename, purpose, bytes, created_at, status, content) VALUES "
+        "('file-a', 'a.jsonl', 'fine-tune', 2, 1, 'processed', x'780a');"
+        "INSERT INTO jobs (id, status, model, training_file, method, hyperparameters, seed, created_at) VALUES "
+        "('ftjob-a', 'succeeded', 'base', 'file-a', '{}', '{}', 1, 1);"
+        "INSERT INTO checkpoints (id, job_id, step, state, created_at) VALUES ('ftckpt-a', 'ftjob-a', 5, x'0102030405', 1);"
+        "INSERT INTO adapters (id, name, config, weights, job_id, checkpoint_id, created_at, bytes) VALUES "
+        "('ad-a', 'ft:a', '{}', x'5745494748545321', 'ftjob-a', 'ftckpt-a', 1, 8);");
+}
+
+/* From every version v < head: a database left at v (with rows in it when its tables exist)
+ * migrates to head, keeps its rows, has its bytes moved out as blobs and ends with the same schema
+ * as a fresh one. */
 START_TEST(test_migrate_from_each_version) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
     hlpt_store_close(st);
     char *fresh = schema_of(path);
     teardown();
     for (int v = 0; v < hlpt_migrations_count; v++) {
         setup();
-        ck_assert_int_eq(hlpt_store_open_at(&st, path, v, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlpt_store_open_at(&st, path, v, blobs, why, sizeof why), HLPT_OK);
         ck_assert_int_eq(hlpt_store_version(st), v);
-        /* The row is written by today's code into the old schema: only the columns 0001 has. */
-        if (v >= 1) ck_assert_int_eq(hlpt_store_file_insert(st, "a.jsonl", "fine-tune", "processed", "x\n", 2, 1, NULL, NULL, why, sizeof why), HLPT_OK);
         hlpt_store_close(st);
-        ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+        int rows = v >= 1 && v <= 4; /* the schemas that held bytes */
+        if (rows) old_rows(path);
+        ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
         ck_assert_int_eq(hlpt_store_version(st), hlpt_migrations_count);
-        if (v >= 1) {
-            hlpt_file **g;
-            size_t n;
-            int more;
-            ck_assert_int_eq(hlpt_store_file_list(st, NULL, 10, &g, &n, &more, why, sizeof why), HLPT_OK);
-            ck_assert_uint_eq(n, 1);
-            ck_assert_str_eq(g[0]->filename, "a.jsonl");
-            hlpt_file_list_free(g, n);
+        if (rows) {
+            hlpt_file *f;
+            ck_assert_int_eq(hlpt_store_file_get(st, "file-a", &f, why, sizeof why), HLPT_OK);
+            ck_assert_str_eq(f->filename, "a.jsonl");
+            blob_is(f->sha256, "x\n", 2);
+            hlpt_file_free(f);
+            hlpt_checkpoint *c;
+            ck_assert_int_eq(hlpt_store_checkpoint_latest(st, "ftjob-a", &c, why, sizeof why), HLPT_OK);
+            ck_assert_int_eq(c->bytes, 5);
+            blob_is(c->sha256, "\1\2\3\4\5", 5);
+            hlpt_checkpoint_free(c);
+            hlpt_adapter_rec *a;
+            ck_assert_int_eq(hlpt_store_adapter_get(st, "ft:a", &a, why, sizeof why), HLPT_OK);
+            ck_assert_int_eq(a->bytes, 8);
+            ck_assert_str_eq(a->checkpoint_id, "ftckpt-a");
+            blob_is(a->sha256, "WEIGHTS!", 8);
+            hlpt_adapter_rec_free(a);
+            ck_assert_int_eq(blob_count(), 3);
         }
         hlpt_store_close(st);
         char *got = schema_of(path);
@@ -113,17 +216,92 @@ START_TEST(test_migrate_from_each_version) {
 }
 END_TEST
 
+/* A data dir of schema 3 with big BLOBs: they come out as blobs of equal bytes (one blob for bytes
+ * two rows hold), a deleted file gets none, the BLOB columns are gone, and the database file
+ * shrinks (VACUUM). */
+START_TEST(test_migrate_v3_moves_bytes_out) {
+    hlpt_store *st;
+    ck_assert_int_eq(hlpt_store_open_at(&st, path, 3, blobs, why, sizeof why), HLPT_OK);
+    hlpt_store_close(st);
+    enum { BIG = 1 << 20 };
+    unsigned char *big = malloc(BIG);
+    for (int i = 0; i < BIG; i++) big[i] = (unsigned char)(i * 7 + (i >> 11));
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "INSERT INTO files (id, filename, purpose, bytes, created_at, status, content)"
+                                            " VALUES (?1, 'big.jsonl', 'fine-tune', ?3, 1, 'processed', ?2)", -1, &s, NULL),
+                     SQLITE_OK);
+    const char *ids[] = {"file-big", "file-twin"};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_bind_text(s, 1, ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 2, big, BIG, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, BIG);
+        ck_assert_int_eq(sqlite3_step(s), SQLITE_DONE);
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    sql(path, "INSERT INTO files (id, filename, purpose, bytes, created_at, status, content, deleted_at) VALUES "
+              "('file-gone', 'gone.jsonl', 'fine-tune', 9, 1, 'processed', x'', 5);"
+              "INSERT INTO jobs (id, status, model, training_file, method, hyperparameters, seed, created_at) VALUES "
+              "('ftjob-a', 'succeeded', 'base', 'file-gone', '{}', '{}', 1, 1);");
+    off_t before = file_size(path);
+    ck_assert_int_gt(before, 2 * BIG);
+
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlpt_file *f, *g;
+    ck_assert_int_eq(hlpt_store_file_get(st, "file-big", &f, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_get(st, "file-twin", &g, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(f->sha256, g->sha256);
+    blob_is(f->sha256, big, BIG);
+    ck_assert_int_eq(blob_count(), 1);
+    /* The job still names the deleted file, which has no blob. */
+    hlpt_job *j;
+    ck_assert_int_eq(hlpt_store_job_get(st, "ftjob-a", &j, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(j->training_file, "file-gone");
+    ck_assert_int_eq(j->status, HLPTD_JOB_SUCCEEDED);
+    hlpt_job_free(j);
+    char sha[80];
+    sql_text(path, "SELECT sha256 FROM files WHERE id = 'file-gone'", sha, sizeof sha);
+    ck_assert_str_eq(sha, "");
+    /* One of the two rows goes: the blob stays for the other; then it goes too. */
+    ck_assert_int_eq(hlpt_store_file_delete(st, "file-big", why, sizeof why), HLPT_OK);
+    ck_assert(blob_exists(g->sha256));
+    ck_assert_int_eq(hlpt_store_file_delete(st, "file-twin", why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(g->sha256));
+    hlpt_file_free(f);
+    hlpt_file_free(g);
+    hlpt_store_close(st);
+
+    char *schema = schema_of(path);
+    ck_assert_ptr_null(strstr(schema, "BLOB"));
+    free(schema);
+    const char *gone[][2] = {{"files", "content"}, {"files", "path"}, {"checkpoints", "state"}, {"adapters", "weights"}};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++) {
+        char q[160], n[16];
+        snprintf(q, sizeof q, "SELECT COUNT(*) FROM pragma_table_info('%s') WHERE name = '%s'", gone[i][0], gone[i][1]);
+        sql_text(path, q, n, sizeof n);
+        ck_assert_msg(!strcmp(n, "0"), "%s.%s is still there", gone[i][0], gone[i][1]);
+    }
+    off_t after = file_size(path);
+    ck_assert_msg(after < 256 * 1024, "the database is %lld bytes after the migration (%lld before)", (long long)after,
+                  (long long)before);
+    char ok[64];
+    sql_text(path, "PRAGMA integrity_check", ok, sizeof ok);
+    ck_assert_str_eq(ok, "ok");
+    free(big);
+}
+END_TEST
+
 START_TEST(test_newer_database_refused) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
     hlpt_store_close(st);
-    sqlite3 *db;
-    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-    char sql[64];
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", hlpt_migrations_count + 1);
-    ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_ERR_UNSUPPORTED);
+    char text[64];
+    snprintf(text, sizeof text, "PRAGMA user_version = %d", hlpt_migrations_count + 1);
+    sql(path, text);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_ERR_UNSUPPORTED);
     ck_assert_ptr_null(st);
     ck_assert_ptr_nonnull(strstr(why, "newer"));
 }
@@ -149,19 +327,18 @@ END_TEST
 
 START_TEST(test_files_crud) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
     hlpt_file *f[5];
     for (int i = 0; i < 5; i++) {
         char name[16], content[32];
         snprintf(name, sizeof name, "f%d.jsonl", i);
         snprintf(content, sizeof content, "{\"text\":\"%d\"}\n", i);
-        ck_assert_int_eq(hlpt_store_file_insert(st, name, "fine-tune", "processed", content, strlen(content), 1,
-                                                "{\"examples\":1}", &f[i], why, sizeof why),
-                         HLPT_OK);
+        f[i] = add_file(st, name, content);
         ck_assert_int_eq(strncmp(f[i]->id, "file-", 5), 0);
         ck_assert_int_eq(f[i]->bytes, (int64_t)strlen(content));
         ck_assert_str_eq(f[i]->stats, "{\"examples\":1}");
         ck_assert_ptr_null(f[i]->error);
+        blob_is(f[i]->sha256, content, strlen(content));
     }
     /* Newest first, in pages of 2. */
     hlpt_file **v;
@@ -172,6 +349,7 @@ START_TEST(test_files_crud) {
     ck_assert(more);
     ck_assert_str_eq(v[0]->id, f[4]->id);
     ck_assert_str_eq(v[1]->id, f[3]->id);
+    ck_assert_str_eq(v[1]->sha256, f[3]->sha256);
     hlpt_file_list_free(v, n);
     ck_assert_int_eq(hlpt_store_file_list(st, f[3]->id, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
@@ -186,39 +364,67 @@ START_TEST(test_files_crud) {
     ck_assert_int_eq(hlpt_store_file_list(st, "file-nope", 2, &v, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_null(v);
 
-    void *buf;
-    ck_assert_int_eq(hlpt_store_file_content(st, f[2]->id, &buf, &n, why, sizeof why), HLPT_OK);
-    ck_assert_uint_eq(n, strlen("{\"text\":\"2\"}\n"));
-    ck_assert_str_eq(buf, "{\"text\":\"2\"}\n");
-    free(buf);
-
-    ck_assert_int_eq(hlpt_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_OK);
+    /* A row names only a blob that is there, of the size it says. */
     hlpt_file *g;
+    char sha[HLPT_SHA256_HEX];
+    hlpt_sha256_hex("not stored", 10, sha);
+    ck_assert_int_eq(hlpt_store_file_insert(st, "x", "fine-tune", "processed", sha, 10, 1, NULL, &g, why, sizeof why),
+                     HLPT_ERR_NOENT);
+    ck_assert_ptr_null(g);
+    ck_assert_int_eq(hlpt_store_file_insert(st, "x", "fine-tune", "processed", f[0]->sha256, 3, 1, NULL, &g, why,
+                                            sizeof why),
+                     HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlpt_store_file_insert(st, "x", "fine-tune", "processed", "../../x", 3, 1, NULL, &g, why,
+                                            sizeof why),
+                     HLPT_ERR_INVAL);
+
+    /* Deleting a file frees its bytes on disk. */
+    ck_assert_int_eq(blob_count(), 5);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(f[2]->sha256));
+    ck_assert_int_eq(blob_count(), 4);
     ck_assert_int_eq(hlpt_store_file_get(st, f[2]->id, &g, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_null(g);
     ck_assert_ptr_nonnull(strstr(why, f[2]->id));
     ck_assert_int_eq(hlpt_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_file_content(st, f[2]->id, &buf, &n, why, sizeof why), HLPT_ERR_NOENT);
+
+    /* Two files of the same bytes share one blob, which outlives the first delete. */
+    hlpt_file *twin = add_file(st, "twin.jsonl", "{\"text\":\"0\"}\n");
+    ck_assert_str_eq(twin->sha256, f[0]->sha256);
+    ck_assert_int_eq(blob_count(), 4);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f[0]->id, why, sizeof why), HLPT_OK);
+    ck_assert(blob_exists(twin->sha256));
+    ck_assert_int_eq(hlpt_store_file_delete(st, twin->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(twin->sha256));
+    hlpt_file_free(twin);
     for (int i = 0; i < 5; i++) hlpt_file_free(f[i]);
     hlpt_store_close(st);
 }
 END_TEST
 
 static hlpt_job *make_job(hlpt_store *st, const char *file_id) {
-    hlpt_job_new in = {.status = "queued", .model = "base", .training_file = file_id, .method = "{\"type\":\"hlpt\"}",
-                       .hyperparameters = "{\"n_epochs\":3}", .seed = 42, .suffix = "x"};
+    hlpt_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = file_id,
+                       .method = "{\"type\":\"hlpt\"}", .hyperparameters = "{\"n_epochs\":3}", .seed = 42, .suffix = "x"};
     hlpt_job *j;
     ck_assert_int_eq(hlpt_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
     return j;
 }
 
+static hlptd_job_state state_of(hlpt_store *st, const char *id) {
+    hlpt_job *j;
+    ck_assert_int_eq(hlpt_store_job_get(st, id, &j, why, sizeof why), HLPT_OK);
+    hlptd_job_state s = j->status;
+    hlpt_job_free(j);
+    return s;
+}
+
 START_TEST(test_jobs_crud) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
-    hlpt_file *f;
-    ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", "x", 1, 1, NULL, &f, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlpt_file *f = add_file(st, "t.jsonl", "x");
 
-    hlpt_job_new bad = {.status = "queued", .model = "base", .training_file = "file-missing", .method = "{}", .hyperparameters = "{}"};
+    hlpt_job_new bad = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = "file-missing", .method = "{}",
+                        .hyperparameters = "{}"};
     hlpt_job *j;
     ck_assert_int_eq(hlpt_store_job_insert(st, &bad, &j, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_nonnull(strstr(why, "training_file"));
@@ -229,7 +435,7 @@ START_TEST(test_jobs_crud) {
 
     hlpt_job *a = make_job(st, f->id), *b = make_job(st, f->id);
     ck_assert_int_eq(strncmp(a->id, "ftjob-", 6), 0);
-    ck_assert_str_eq(a->status, "queued");
+    ck_assert_int_eq(a->status, HLPTD_JOB_QUEUED);
     ck_assert_str_eq(a->training_file, f->id);
     ck_assert_ptr_null(a->validation_file);
     ck_assert_int_eq(a->seed, 42);
@@ -241,10 +447,10 @@ START_TEST(test_jobs_crud) {
     ck_assert_str_eq(next->id, a->id);
     hlpt_job_free(next);
 
-    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, "running", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_RUNNING, NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_job_set_progress(st, a->id, 10, 100, 0.25, 1234.5, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_job_get(st, a->id, &j, why, sizeof why), HLPT_OK);
-    ck_assert_str_eq(j->status, "running");
+    ck_assert_int_eq(j->status, HLPTD_JOB_RUNNING);
     ck_assert_int_gt(j->started_at, 0);
     ck_assert_int_eq(j->finished_at, 0);
     ck_assert_int_eq(j->step, 10);
@@ -252,6 +458,11 @@ START_TEST(test_jobs_crud) {
     ck_assert_double_eq(j->epoch, 0.25);
     ck_assert_double_eq(j->tokens_per_s, 1234.5);
     hlpt_job_free(j);
+    /* The store keeps the state's name, as the REST API shows it. */
+    char text[64], q[160];
+    snprintf(q, sizeof q, "SELECT status FROM jobs WHERE id = '%s'", a->id);
+    sql_text(path, q, text, sizeof text);
+    ck_assert_str_eq(text, "running");
 
     ck_assert_int_eq(hlpt_store_job_next_queued(st, &next, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(next->id, b->id);
@@ -259,18 +470,31 @@ START_TEST(test_jobs_crud) {
 
     char **ids;
     size_t n;
-    ck_assert_int_eq(hlpt_store_job_ids_with_status(st, "running", &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_ids_with_status(st, HLPTD_JOB_RUNNING, &ids, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(ids[0], a->id);
     hlpt_store_ids_free(ids, n);
 
-    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, "failed", "{\"code\":\"x\"}", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_FAILED, "{\"code\":\"x\"}", why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_job_set_fine_tuned_model(st, a->id, "base:x", why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_job_get(st, a->id, &j, why, sizeof why), HLPT_OK);
     ck_assert_int_gt(j->finished_at, 0);
     ck_assert_str_eq(j->error, "{\"code\":\"x\"}");
     ck_assert_str_eq(j->fine_tuned_model, "base:x");
     hlpt_job_free(j);
+
+    /* Nothing moves a job out of a final state; re-asserting the state it is in changes nothing. */
+    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(why, "failed"));
+    ck_assert_ptr_nonnull(strstr(why, "queued"));
+    ck_assert_int_eq(state_of(st, a->id), HLPTD_JOB_FAILED);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_FAILED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_RUNNING, NULL, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(state_of(st, b->id), HLPTD_JOB_PAUSED);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, (hlptd_job_state)99, NULL, why, sizeof why), HLPT_ERR_INVAL);
 
     hlpt_job **v;
     int more;
@@ -282,12 +506,16 @@ START_TEST(test_jobs_crud) {
 
     /* A file named by a queued job cannot be deleted. */
     ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, "ftjob-none", "running", NULL, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert(blob_exists(f->sha256));
+    ck_assert_int_eq(hlpt_store_job_set_status(st, "ftjob-none", HLPTD_JOB_RUNNING, NULL, why, sizeof why),
+                     HLPT_ERR_NOENT);
 
     ck_assert_int_eq(hlpt_store_job_delete(st, a->id, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_job_get(st, a->id, &j, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(hlpt_store_job_delete(st, b->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_delete(st, b->id, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(f->sha256));
     hlpt_job_free(a);
     hlpt_job_free(b);
     hlpt_file_free(f);
@@ -297,9 +525,8 @@ END_TEST
 
 START_TEST(test_events_metrics_checkpoints) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
-    hlpt_file *f;
-    ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", "x", 1, 1, NULL, &f, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlpt_file *f = add_file(st, "t.jsonl", "x");
     hlpt_job *j = make_job(st, f->id);
 
     /* events */
@@ -309,6 +536,7 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_int_eq(strncmp(e1->id, "ftevent-", 8), 0);
     ck_assert_int_lt(e1->seq, e2->seq);
     ck_assert_str_eq(e2->data, "{\"s\":1}");
+    ck_assert_str_eq(e2->job_id, j->id);
     ck_assert_int_eq(hlpt_store_event_add(st, "ftjob-none", "info", "x", NULL, NULL, why, sizeof why), HLPT_ERR_NOENT);
     hlpt_event **ev;
     size_t n;
@@ -337,6 +565,7 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_uint_eq(n, 0);
     hlpt_event_list_free(ev, n);
     ck_assert_int_eq(hlpt_store_event_page(st, j->id, "ftevent-none", 10, &ev, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_ptr_nonnull(strstr(why, "in job"));
 
     /* metrics: NAN round-trips as "not measured"; a repeated step replaces. */
     hlpt_metric m = {.step = 1, .train_loss = 2.5, .valid_loss = NAN, .valid_acc = NAN, .lr = 1e-3, .tokens_per_s = 100};
@@ -345,6 +574,7 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_int_eq(hlpt_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
     m.train_loss = 1.9;
     ck_assert_int_eq(hlpt_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_metric_put(st, "ftjob-none", &m, why, sizeof why), HLPT_ERR_NOENT);
     hlpt_metric *mv;
     ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
@@ -352,11 +582,26 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert(isnan(mv[0].valid_loss));
     ck_assert_double_eq(mv[1].train_loss, 1.9);
     ck_assert_double_eq(mv[1].valid_acc, 0.5);
+    ck_assert_int_gt(mv[1].created_at, 0);
     free(mv);
     ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 1, 10, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(mv[0].step, 2);
     free(mv);
+
+    /* A rewind to step 1 drops the later metrics and progress events. */
+    ck_assert_int_eq(hlpt_store_event_add(st, j->id, "info", "step 2", "{\"type\":\"progress\",\"step\":2}", NULL, why,
+                                          sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(hlpt_store_event_add(st, j->id, "info", "not json", "x{", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_rewind(st, j->id, 1, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 1);
+    free(mv);
+    ck_assert_int_eq(hlpt_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(ev[2]->message, "not json");
+    hlpt_event_list_free(ev, n);
 
     /* checkpoints */
     hlpt_checkpoint *c1, *c2, *latest;
@@ -364,29 +609,39 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_ptr_null(latest);
     unsigned char state[300];
     for (int i = 0; i < 300; i++) state[i] = (unsigned char)i;
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 100, "{\"loss\":1}", state, 300, &c1, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 200, NULL, state, 10, &c2, why, sizeof why), HLPT_OK);
+    char s1[HLPT_SHA256_HEX], s2[HLPT_SHA256_HEX];
+    put(state, 300, s1);
+    put(state, 10, s2);
+    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 100, "{\"loss\":1}", s1, 300, &c1, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 200, NULL, s2, 10, &c2, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, "ftjob-none", 1, NULL, s2, 10, NULL, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 1, NULL, s2, 11, NULL, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_int_eq(strncmp(c1->id, "ftckpt-", 7), 0);
     ck_assert_int_eq(c1->bytes, 300);
+    ck_assert_str_eq(c1->sha256, s1);
+    ck_assert_str_eq(c1->job_id, j->id);
     ck_assert_int_eq(hlpt_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(latest->id, c2->id);
     hlpt_checkpoint_free(latest);
+    ck_assert_int_eq(hlpt_store_checkpoint_at_step(st, j->id, 100, &latest, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(latest->id, c1->id);
+    hlpt_checkpoint_free(latest);
+    ck_assert_int_eq(hlpt_store_checkpoint_at_step(st, j->id, 150, &latest, why, sizeof why), HLPT_ERR_NOENT);
     hlpt_checkpoint **cv;
     ck_assert_int_eq(hlpt_store_checkpoint_list(st, j->id, &cv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert_int_eq(cv[0]->step, 100);
     ck_assert_str_eq(cv[0]->metrics, "{\"loss\":1}");
     hlpt_checkpoint_list_free(cv, n);
-    void *buf;
-    ck_assert_int_eq(hlpt_store_checkpoint_state(st, c1->id, &buf, &n, why, sizeof why), HLPT_OK);
-    ck_assert_uint_eq(n, 300);
-    ck_assert_mem_eq(buf, state, 300);
-    free(buf);
+    ck_assert_int_eq(hlpt_store_checkpoint_page(st, j->id, c2->id, 10, &cv, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(cv[0]->id, c1->id);
+    hlpt_checkpoint_list_free(cv, n);
     ck_assert_int_eq(hlpt_store_checkpoint_delete(st, c1->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_checkpoint_state(st, c1->id, &buf, &n, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert(!blob_exists(s1));
     ck_assert_int_eq(hlpt_store_checkpoint_delete(st, c1->id, why, sizeof why), HLPT_ERR_NOENT);
 
-    /* Deleting the job takes its events, metrics and checkpoints with it. */
+    /* Deleting the job takes its events, metrics and checkpoints with it, and their blobs. */
     ck_assert_int_eq(hlpt_store_job_delete(st, j->id, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 0);
@@ -394,7 +649,10 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 0);
     free(mv);
-    ck_assert_int_eq(hlpt_store_checkpoint_state(st, c2->id, &buf, &n, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlpt_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
+    ck_assert_ptr_null(latest);
+    ck_assert(!blob_exists(s2));
+    ck_assert(blob_exists(f->sha256));
 
     hlpt_event_free(e1);
     hlpt_event_free(e2);
@@ -408,16 +666,18 @@ END_TEST
 
 START_TEST(test_adapters_crud) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
-    hlpt_file *f;
-    ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", "x", 1, 1, NULL, &f, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlpt_file *f = add_file(st, "t.jsonl", "x");
     hlpt_job *j = make_job(st, f->id);
-    hlpt_adapter_rec_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .weights = "SAFETENSORS",
-                           .weights_bytes = 11, .base_hash = "abc", .job_id = j->id};
+    char w[HLPT_SHA256_HEX];
+    put("SAFETENSORS", 11, w);
+    hlpt_adapter_rec_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .sha256 = w, .bytes = 11,
+                               .base_hash = "abc", .job_id = j->id};
     hlpt_adapter_rec *a, *g;
     ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(strncmp(a->id, "ad-", 3), 0);
     ck_assert_int_eq(a->bytes, 11);
+    ck_assert_str_eq(a->sha256, w);
     ck_assert_str_eq(a->job_id, j->id);
     ck_assert_ptr_null(a->checkpoint_id);
     ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &g, why, sizeof why), HLPT_ERR_EXISTS);
@@ -429,17 +689,16 @@ START_TEST(test_adapters_crud) {
     ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->config, "{\"peft_type\":\"HLPT\"}");
     hlpt_adapter_rec_free(g);
-    void *buf;
-    size_t n;
-    ck_assert_int_eq(hlpt_store_adapter_weights(st, a->id, &buf, &n, why, sizeof why), HLPT_OK);
-    ck_assert_uint_eq(n, 11);
-    ck_assert_mem_eq(buf, "SAFETENSORS", 11);
-    free(buf);
+    in.name = "orphan";
+    in.job_id = "ftjob-none";
+    ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &g, why, sizeof why), HLPT_ERR_NOENT);
+    /* The same weights under a second name: one blob for both. */
     in.name = "second";
     in.job_id = NULL;
     hlpt_adapter_rec *b;
     ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &b, why, sizeof why), HLPT_OK);
     hlpt_adapter_rec **v;
+    size_t n;
     int more;
     ck_assert_int_eq(hlpt_store_adapter_list(st, NULL, 1, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
@@ -452,8 +711,11 @@ START_TEST(test_adapters_crud) {
     ck_assert_ptr_null(g->job_id);
     hlpt_adapter_rec_free(g);
     ck_assert_int_eq(hlpt_store_adapter_delete(st, a->id, why, sizeof why), HLPT_OK);
+    ck_assert(blob_exists(w));
     ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(hlpt_store_adapter_delete(st, a->id, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlpt_store_adapter_delete(st, b->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(w));
     hlpt_adapter_rec_free(a);
     hlpt_adapter_rec_free(b);
     hlpt_job_free(j);
@@ -463,13 +725,12 @@ START_TEST(test_adapters_crud) {
 END_TEST
 
 /* OpenAI's job fields (migration 0003), and deleting a file that only finished jobs name: the row
- * stays without its bytes, hidden from every file function, and the jobs keep naming it. */
+ * stays without its blob, hidden from every file function, and the jobs keep naming it. */
 START_TEST(test_job_results_and_file_tombstone) {
     hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, why, sizeof why), HLPT_OK);
-    hlpt_file *f;
-    ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", "xy", 2, 1, NULL, &f, why, sizeof why), HLPT_OK);
-    hlpt_job_new in = {.status = "queued", .model = "base", .training_file = f->id, .method = "{}",
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlpt_file *f = add_file(st, "t.jsonl", "xy");
+    hlpt_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = f->id, .method = "{}",
                        .hyperparameters = "{}", .seed = 1, .metadata = "{\"k\":\"v\"}", .integrations = "[]"};
     hlpt_job *j, *g;
     ck_assert_int_eq(hlpt_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
@@ -477,17 +738,15 @@ START_TEST(test_job_results_and_file_tombstone) {
     ck_assert_str_eq(j->integrations, "[]");
     ck_assert_int_eq(j->trained_tokens, -1);
     ck_assert_ptr_null(j->result_file);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, "paused", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, "succeeded", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_job_set_results(st, j->id, 1234, "file-results", why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(f->sha256));
     hlpt_file *gone;
     ck_assert_int_eq(hlpt_store_file_get(st, f->id, &gone, why, sizeof why), HLPT_ERR_NOENT);
     hlpt_file_free(f);
-    void *buf;
-    size_t n;
-    ck_assert_int_eq(hlpt_store_file_content(st, j->training_file, &buf, &n, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(hlpt_store_file_delete(st, j->training_file, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(hlpt_store_job_get(st, j->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->training_file, j->training_file);
@@ -496,8 +755,72 @@ START_TEST(test_job_results_and_file_tombstone) {
     hlpt_job_free(g);
     hlpt_job_free(j);
     /* A file no job names is removed outright. */
-    ck_assert_int_eq(hlpt_store_file_insert(st, "u.jsonl", "fine-tune", "processed", "x", 1, 1, NULL, &f, why, sizeof why), HLPT_OK);
+    f = add_file(st, "u.jsonl", "x");
     ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(f->sha256));
+    hlpt_file_free(f);
+    hlpt_store_close(st);
+}
+END_TEST
+
+/* A transaction applies all or nothing: a delete rolled back keeps its row and its blob; a blob
+ * whose row goes and which a row inserted in the same transaction names again stays. */
+START_TEST(test_transactions_and_blobs) {
+    hlpt_store *st;
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlpt_file *f = add_file(st, "t.jsonl", "one\n");
+    ck_assert_int_eq(hlpt_store_commit(st, why, sizeof why), HLPT_ERR_STATE);
+    hlpt_store_rollback(st); /* nothing open: nothing happens */
+
+    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert(blob_exists(f->sha256));
+    hlpt_store_rollback(st);
+    hlpt_file *g;
+    ck_assert_int_eq(hlpt_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
+    hlpt_file_free(g);
+    ck_assert(blob_exists(f->sha256));
+
+    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_insert(st, "again.jsonl", "fine-tune", "processed", f->sha256, 4, 1, NULL, &g, why,
+                                            sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(hlpt_store_commit(st, why, sizeof why), HLPT_OK);
+    ck_assert(blob_exists(f->sha256));
+    ck_assert_int_eq(hlpt_store_file_delete(st, g->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(f->sha256));
+    hlpt_file_free(g);
+
+    /* A blob written for a row that was never stored is released; one a row names is not. */
+    hlpt_file *h = add_file(st, "kept.jsonl", "kept\n");
+    char orphan[HLPT_SHA256_HEX];
+    put("orphan", 6, orphan);
+    ck_assert_int_eq(hlpt_store_blob_release(st, h->sha256, why, sizeof why), HLPT_OK);
+    ck_assert(blob_exists(h->sha256));
+    ck_assert_int_eq(hlpt_store_blob_release(st, orphan, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(orphan));
+    ck_assert_int_eq(hlpt_store_blob_release(st, "nope", why, sizeof why), HLPT_ERR_INVAL);
+
+    /* The sweep removes every blob no row names, and only those. */
+    put("orphan one", 10, orphan);
+    put("orphan two", 10, orphan);
+    ck_assert_int_eq(blob_count(), 3);
+    size_t removed = 0;
+    ck_assert_int_eq(hlpt_store_blob_sweep(st, &removed, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(removed, 2);
+    ck_assert_int_eq(blob_count(), 1);
+    ck_assert(blob_exists(h->sha256));
+    hlpt_file_free(h);
+    hlpt_file_free(f);
+
+    /* Closing with a transaction open rolls it back. */
+    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_OK);
+    f = add_file(st, "lost.jsonl", "lost\n");
+    hlpt_store_close(st);
+    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlpt_store_file_get(st, f->id, &g, why, sizeof why), HLPT_ERR_NOENT);
     hlpt_file_free(f);
     hlpt_store_close(st);
 }
@@ -507,10 +830,11 @@ static Suite *suite(void) {
     Suite *s = suite_create("store");
     TCase *tc = tcase_create("store");
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 20);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_migrations_table);
     tcase_add_test(tc, test_migrate_from_scratch);
     tcase_add_test(tc, test_migrate_from_each_version);
+    tcase_add_test(tc, test_migrate_v3_moves_bytes_out);
     tcase_add_test(tc, test_newer_database_refused);
     tcase_add_test(tc, test_ids);
     tcase_add_test(tc, test_files_crud);
@@ -518,6 +842,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_events_metrics_checkpoints);
     tcase_add_test(tc, test_adapters_crud);
     tcase_add_test(tc, test_job_results_and_file_tombstone);
+    tcase_add_test(tc, test_transactions_and_blobs);
     suite_add_tcase(s, tc);
     return s;
 }
