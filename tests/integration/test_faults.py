@@ -237,7 +237,19 @@ class FaultsTest(tj.DaemonCase, unittest.TestCase):
                 for t in threads:
                     t.join(10)
             self.assertEqual(integrity(data_dir), ["ok"])
+            # Blobs written whose rows the killed daemon never stored, and blobs half-written.
+            unnamed = set(tj.blob_files(data_dir)) - set(tj.blobs_named(d))
+            half = set(os.listdir(os.path.join(data_dir, "blobs", "tmp")))
+            mark = len(d.log())
             d = self.daemon(data_dir=data_dir)
+            # The start removed both, before anything else wrote a blob; every blob a row names is
+            # there, of its size.
+            if unnamed:
+                self.assertIn("removed %d blob(s) that no row names" % len(unnamed), d.log()[mark:])
+            self.assertEqual(half & set(os.listdir(os.path.join(data_dir, "blobs", "tmp"))), set())
+            on_disk = tj.blob_files(data_dir)
+            for sha, n in tj.blobs_named(d).items():
+                self.assertEqual(on_disk.get(sha), n, "blob %s" % sha)
             # Nothing half-written: every stored file and adapter reads back whole.
             status, files = d.json("GET", "/v1/files")
             self.assertEqual(status, 200)

@@ -1,5 +1,6 @@
 """The files API of the real hlptd over HTTP: uploads (multipart and raw), list/show/content/
 delete, every kind of bad upload, routing errors, API keys, SIGTERM, restart on the same data."""
+import hashlib
 import json
 import os
 import signal
@@ -84,6 +85,36 @@ class FilesTest(unittest.TestCase):
         status, page = self.d.json("GET", "/v1/files")
         self.assertEqual([f["id"] for f in page["data"]], [ids[2], ids[0]])
 
+    def blob_path(self, content):
+        """Where the daemon keeps content: <data-dir>/blobs/sha256/<2 hex>/<64 hex> (docs/design.md)."""
+        h = hashlib.sha256(content).hexdigest()
+        return os.path.join(self.d.data_dir, "blobs", "sha256", h[:2], h)
+
+    def test_content_is_a_blob_and_delete_frees_it(self):
+        """An upload is a file named by its SHA-256, served from there; the same bytes twice are one
+        file, which stays until the last upload of them is deleted."""
+        big = "".join(json.dumps({"text": "line %d of a file that is served from its blob" % i}) + "\n"
+                      for i in range(40000)).encode()
+        self.assertGreater(len(big), 2 << 20)
+        path = self.blob_path(big)
+        status, f = self.d.upload("big.jsonl", big)
+        self.assertEqual(status, 200, f)
+        with open(path, "rb") as b:
+            self.assertEqual(b.read(), big)
+        status, headers, content = self.d.request("GET", "/v1/files/%s/content" % f["id"])
+        self.assertEqual((status, int(headers["content-length"])), (200, len(big)))
+        self.assertEqual(content, big)
+        status, g = self.d.upload("twin.jsonl", big)
+        self.assertEqual(status, 200, g)
+        # The database holds metadata only.
+        self.assertLess(os.path.getsize(os.path.join(self.d.data_dir, "hlpt.db")), len(big) // 4)
+        self.assertEqual(self.d.json("DELETE", "/v1/files/" + f["id"])[0], 200)
+        self.assertTrue(os.path.exists(path), "the blob went while another file has its bytes")
+        self.assertEqual(self.d.request("GET", "/v1/files/%s/content" % g["id"])[2], big)
+        self.assertEqual(self.d.json("DELETE", "/v1/files/" + g["id"])[0], 200)
+        self.assertFalse(os.path.exists(path), "DELETE left the bytes on disk")
+        self.assertEqual(os.listdir(os.path.join(self.d.data_dir, "blobs", "tmp")), [])
+
     def test_invalid_uploads_store_nothing(self):
         cases = [
             ('{"prompt": "a", "completion": "b"}\n{"prompt": x}\n', "line 2: invalid JSON at byte 12"),
@@ -102,6 +133,8 @@ class FilesTest(unittest.TestCase):
         self.error(*self.d.json("POST", "/v1/files", PC), 400, "filename", param="filename")
         status, page = self.d.json("GET", "/v1/files")
         self.assertEqual(page["data"], [])
+        blobs = os.path.join(self.d.data_dir, "blobs", "sha256")
+        self.assertEqual([n for n in os.listdir(blobs)], [], "a refused upload left bytes on disk")
 
     def test_malformed_multipart(self):
         hdr = {"Content-Type": "multipart/form-data; boundary=XYZ"}

@@ -8,6 +8,7 @@ runs a few hundred steps (about a second or two) so that it can be interrupted w
 that are interrupted are compared byte for byte with one uninterrupted run of the same job (same
 seed, same data), made once for the whole file.
 """
+import hashlib
 import http.client
 import json
 import os
@@ -98,25 +99,51 @@ def checkpoints(d, job_id):
     return page["data"]
 
 
+def store_rows(d, query, args=()):
+    """Rows of a query on <data-dir>/hlpt.db, read with sqlite3 (the store runs in WAL mode, so a
+    reader in another process sees what the daemon committed)."""
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "hlpt.db"), uri=True, timeout=10)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def blob_path(data_dir, sha256):
+    return os.path.join(data_dir, "blobs", "sha256", sha256[:2], sha256)
+
+
+def blob_files(data_dir):
+    """{sha256: size} of every blob under <data-dir>/blobs."""
+    top = os.path.join(data_dir, "blobs", "sha256")
+    out = {}
+    for sub in os.listdir(top) if os.path.isdir(top) else []:
+        for name in os.listdir(os.path.join(top, sub)):
+            out[name] = os.path.getsize(os.path.join(top, sub, name))
+    return out
+
+
+def blobs_named(d):
+    """{sha256: bytes} of every blob a row of the store names."""
+    rows = store_rows(d, "SELECT sha256, bytes FROM files WHERE sha256 IS NOT NULL UNION "
+                         "SELECT sha256, bytes FROM checkpoints UNION SELECT sha256, bytes FROM adapters")
+    return dict(rows)
+
+
 def adapter_weights(d, name):
     """The final adapter's adapter_model.safetensors bytes. Through the registry route when the daemon
-    has it; otherwise (no /v1/adapters route yet) straight from the store: the `weights` column of
-    the `adapters` table in <data-dir>/hlpt.db, read with sqlite3 (the store runs in WAL mode, so a
-    reader in another process sees what the daemon committed)."""
+    has it; otherwise (no /v1/adapters route yet) from the blob the store names."""
     try:
         status, _, body = d.request("GET", "/v1/adapters/%s/files/adapter_model.safetensors" % name, timeout=10)
         if status == 200:
             return body
     except OSError:
         pass
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "hlpt.db"), uri=True, timeout=10)
-    try:
-        rows = db.execute("SELECT weights FROM adapters WHERE name = ?", (name,)).fetchall()
-    finally:
-        db.close()
+    rows = store_rows(d, "SELECT sha256 FROM adapters WHERE name = ?", (name,))
     if len(rows) != 1:
         raise AssertionError("adapter %s: %d rows in the store" % (name, len(rows)))
-    return bytes(rows[0][0])
+    with open(blob_path(d.data_dir, rows[0][0]), "rb") as f:
+        return f.read()
 
 
 def get_job_in_store(d, job_id):
@@ -355,7 +382,33 @@ class JobsTest(DaemonCase, unittest.TestCase):
         self.assertTrue(text.rstrip().endswith("</svg>"), text[-100:])
 
         # The adapter is in the store under the job's model name.
-        self.assertGreater(len(adapter_weights(d, done["fine_tuned_model"])), 100)
+        weights = adapter_weights(d, done["fine_tuned_model"])
+        self.assertGreater(len(weights), 100)
+
+        # Every artefact is a file under blobs/ named by its SHA-256 (the uploads, the checkpoints,
+        # the adapter's weights, the results file), each one a row names; no job directory.
+        on_disk, named = blob_files(d.data_dir), blobs_named(d)
+        self.assertEqual(on_disk, named)
+        ckpts = store_rows(d, "SELECT sha256, bytes FROM checkpoints WHERE job_id = ?", (job["id"],))
+        self.assertEqual(len(ckpts), 3)
+        for sha, n in ckpts + store_rows(d, "SELECT sha256, bytes FROM adapters"):
+            with open(blob_path(d.data_dir, sha), "rb") as f:
+                data = f.read()
+            self.assertEqual((hashlib.sha256(data).hexdigest(), len(data)), (sha, n))
+        self.assertEqual(store_rows(d, "SELECT sha256 FROM adapters WHERE name = ?", (done["fine_tuned_model"],))[0][0],
+                         hashlib.sha256(weights).hexdigest())
+        self.assertEqual(len(done["result_files"]), 1)
+        self.assertFalse(os.path.exists(os.path.join(d.data_dir, "jobs")))
+        # The database keeps metadata only: no value in it is a BLOB or large, and the file stays small.
+        for table in ("files", "jobs", "job_events", "metrics", "checkpoints", "adapters"):
+            for (col,) in store_rows(d, "SELECT name FROM pragma_table_info('%s')" % table):
+                blobs, longest = store_rows(d, "SELECT count(CASE WHEN typeof(%s) = 'blob' THEN 1 END), "
+                                               "coalesce(max(length(CAST(%s AS BLOB))), 0) FROM %s" % (col, col, table))[0]
+                self.assertEqual(blobs, 0, "%s.%s holds BLOBs" % (table, col))
+                self.assertLess(longest, 16384, "%s.%s holds %d bytes" % (table, col, longest))
+        db_bytes = sum(os.path.getsize(os.path.join(d.data_dir, n)) for n in os.listdir(d.data_dir)
+                       if n.startswith("hlpt.db"))
+        self.assertLess(db_bytes, 8 << 20)
 
     # 2 ----------------------------------------------------------------------------------------
     def test_validation_errors(self):
@@ -595,8 +648,9 @@ class JobsTest(DaemonCase, unittest.TestCase):
         t0 = time.monotonic()
         wait_for(lambda: not alive(pids[0]), 10, "the orphaned worker to exit")
         self.assertLess(time.monotonic() - t0, 0.5, "the worker outlived its daemon")
-        left = [f for f in os.listdir(os.path.join(d.data_dir, "jobs", job["id"])) if f.startswith("ckpt-")]
-        self.assertEqual(left, [], "the orphaned worker went on writing checkpoints")
+        # A checkpoint the worker wrote after its daemon died would be a blob no row names.
+        left = set(blob_files(d.data_dir)) - set(blobs_named(d))
+        self.assertEqual(left, set(), "the orphaned worker went on writing checkpoints")
 
     # 7 ----------------------------------------------------------------------------------------
     def test_sigterm_drains_and_restart_continues(self):
