@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
 #include "log.h"
 #include "loop.h"
 #include "worker.h"
