@@ -132,7 +132,7 @@ void hlpt_file_free(hlpt_file *f);
 void hlpt_file_list_free(hlpt_file **v, size_t n);
 
 /* Inserts a file row whose content is the blob sha256 of `bytes` bytes (borrows all inputs; `stats`
- * may be NULL). HLPT_ERR_NOENT when there is no such blob of that size. Writes the new row to *out
+ * may be NULL). HLPT_ERR_NOENT when there is no such blob, HLPT_ERR_INVAL when it is not of that size. Writes the new row to *out
  * (owned) when out is not NULL. */
 int hlpt_store_file_insert(hlpt_store *st, const char *filename, const char *purpose, const char *status,
                            const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlpt_file **out,
@@ -281,7 +281,7 @@ void hlpt_checkpoint_free(hlpt_checkpoint *c);
 void hlpt_checkpoint_list_free(hlpt_checkpoint **v, size_t n);
 
 /* A checkpoint whose state is the blob sha256 of `bytes` bytes. HLPT_ERR_NOENT when there is no
- * such job, or no such blob of that size. */
+ * such job or blob, HLPT_ERR_INVAL when the blob is not of that size. */
 int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t step, const char *metrics,
                                  const char *sha256, int64_t bytes, hlpt_checkpoint **out, char *why, size_t len);
 /* A job's checkpoints in step order. */
@@ -325,8 +325,8 @@ typedef struct {
     const char *checkpoint_id; /* or NULL */
 } hlpt_adapter_rec_new;
 
-/* HLPT_ERR_EXISTS when the name is taken; HLPT_ERR_NOENT when the job, checkpoint or blob (of
- * that size) is not there. */
+/* HLPT_ERR_EXISTS when the name is taken; HLPT_ERR_NOENT when the job, checkpoint or blob is not
+ * there, HLPT_ERR_INVAL when the blob is not of `bytes` bytes. */
 int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why, size_t len);
 /* By id ("ad-…") or by name. */
 int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len);
