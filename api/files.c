@@ -12,10 +12,9 @@
 #include <strings.h>
 
 #include "api.h"
+#include "app.h"
 #include "hlpt/dataset.h"
 #include "hlpt/err.h"
-#include "loop.h"
-#include "store.h"
 
 #define FILES_LIST_DEFAULT 100
 #define FILES_LIST_MAX 10000
