@@ -15,8 +15,6 @@
 #include "app.h"
 #include "hlpt/dataset.h"
 #include "hlpt/err.h"
-#include "loop.h"
-#include "store.h"
 
 #define FILES_LIST_DEFAULT 100
 #define FILES_LIST_MAX 10000

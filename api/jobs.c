@@ -7,9 +7,9 @@
  * fail on its settings — and defer to the loop thread for everything that touches the store or the
  * job queue.
  *
- * Event streams: a `?stream=true` request becomes a subscriber on the loop thread; the job queue
- * calls api_jobs_changed() after every change, which sends the subscribers the events they have not
- * seen and closes their streams once the job has ended.
+ * Event streams: a `?stream=true` request becomes a subscriber of the daemon's job event streams
+ * (server/subscribers.h), which the job queue feeds after every change; this file only renders the
+ * events.
  */
 #include "api.h"
 #include "fine_tuning.h"
@@ -459,67 +459,12 @@ static cJSON *event_json(const hlpt_event *e) {
     return o;
 }
 
-/* Event-stream subscribers; loop thread only (the job queue's change callback runs there). */
-typedef struct subscriber {
-    char job_id[HLPT_ID_MAX];
-    hlpt_sse *sse;
-    int64_t seen;
-    struct subscriber *next;
-} subscriber;
-static subscriber *subscribers;
-
-/* Sends s the events after s->seen; returns 1 when the stream is over. */
-static int feed(hlptd *d, subscriber *s) {
-    hlpt_event **ev = NULL;
-    size_t n = 0;
-    int more = 0;
-    char why[128];
-    do {
-        if (hlpt_store_event_list(hlptd_store(d), s->job_id, s->seen, 200, &ev, &n, &more, why, sizeof why)) return 1;
-        for (size_t i = 0; i < n; i++) {
-            cJSON *o = event_json(ev[i]);
-            char *text = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
-            int err = hlpt_sse_send(s->sse, NULL, text);
-            free(text);
-            s->seen = ev[i]->seq;
-            if (err) {
-                hlpt_event_list_free(ev, n);
-                return 1;
-            }
-        }
-        hlpt_event_list_free(ev, n);
-    } while (more);
-    hlpt_job *job = NULL;
-    int over = hlpt_store_job_get(hlptd_store(d), s->job_id, &job, why, sizeof why) != HLPT_OK ||
-               hlptd_job_state_final(job->status);
-    hlpt_job_free(job);
-    if (over) hlpt_sse_send(s->sse, NULL, "[DONE]");
-    return over;
-}
-
-void api_jobs_changed(hlptd *d, const char *job_id) {
-    for (subscriber **l = &subscribers; *l;) {
-        subscriber *s = *l;
-        if ((!job_id || !strcmp(s->job_id, job_id)) && feed(d, s)) {
-            hlpt_sse_close(s->sse);
-            hlpt_sse_unref(s->sse);
-            *l = s->next;
-            free(s);
-            continue;
-        }
-        l = &s->next;
-    }
-}
-
-void api_jobs_close_streams(void) {
-    while (subscribers) {
-        subscriber *s = subscribers;
-        subscribers = s->next;
-        hlpt_sse_close(s->sse);
-        hlpt_sse_unref(s->sse);
-        free(s);
-    }
+/* An event as its stream sends it (server/subscribers.h). */
+static char *event_text(const hlpt_event *e) {
+    cJSON *o = event_json(e);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
 }
 
 static void events_work(void *app, hlpt_req *r) {
@@ -534,23 +479,7 @@ static void events_work(void *app, hlpt_req *r) {
     hlpt_job_free(job);
     const char *stream = hlpt_req_query(r, "stream");
     if (stream && (!strcmp(stream, "true") || !strcmp(stream, "1") || !*stream)) {
-        subscriber *s = calloc(1, sizeof *s);
-        hlpt_sse *sse = s ? hlpt_req_stream(r) : NULL;
-        if (!sse) {
-            free(s);
-            if (!s) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-            return;
-        }
-        snprintf(s->job_id, sizeof s->job_id, "%s", id);
-        s->sse = sse;
-        if (feed(d, s)) {
-            hlpt_sse_close(sse);
-            hlpt_sse_unref(sse);
-            free(s);
-            return;
-        }
-        s->next = subscribers;
-        subscribers = s;
+        hlptd_subscribers_follow(hlptd_job_streams(d), r, id, event_text);
         return;
     }
     int limit = query_limit(r, 20);

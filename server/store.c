@@ -945,7 +945,7 @@ int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t ste
     err = row_insert(st, &checkpoint_t, &c, why, len);
     if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
     if (err || !out) return err;
-    return select_one(st, &checkpoint_t, "WHERE id = ?1", ARGS(v_text(c.id)), NULL, c.id, (void **)out, why, len);
+    return hlpt_store_checkpoint_get(st, c.id, out, why, len);
 }
 
 int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoint ***out, size_t *n, char *why,
@@ -957,6 +957,10 @@ int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoi
 int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
                                hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len) {
     return page(st, &checkpoint_t, job_id, NULL, after, limit, (void ***)out, n, has_more, why, len);
+}
+
+int hlpt_store_checkpoint_get(hlpt_store *st, const char *id, hlpt_checkpoint **out, char *why, size_t len) {
+    return select_one(st, &checkpoint_t, "WHERE id = ?1", ARGS(v_text(id)), NULL, id, (void **)out, why, len);
 }
 
 int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,

@@ -290,6 +290,8 @@ int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoi
 /* A page of a job's checkpoints, newest first, after checkpoint `after` (NULL = the newest). */
 int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
                                hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len);
+/* A checkpoint by id; HLPT_ERR_NOENT when there is none. */
+int hlpt_store_checkpoint_get(hlpt_store *st, const char *id, hlpt_checkpoint **out, char *why, size_t len);
 /* The (newest) checkpoint of a job at a step; HLPT_ERR_NOENT when there is none. */
 int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,
                                   size_t len);
