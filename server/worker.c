@@ -186,7 +186,7 @@ int hlptd_worker_main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the daemon, which decides */
     /* A worker dies with its daemon: a daemon killed outright leaves no one to store what the worker
-     * does, and the restarted daemon resumes the job in a new worker in the same job directory. */
+     * does, and the restarted daemon resumes the job in a new worker from its last stored checkpoint. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
 
     size_t n;
