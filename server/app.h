@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "blobs.h"
 #include "hlpt/model.h"
 #include "infer.h"
 #include "jobs.h"
@@ -29,6 +30,9 @@ hlptd_infer *hlptd_inference_running(hlptd *d);
 /* Loop thread only. */
 hlpt_store *hlptd_store(hlptd *d);
 hlptd_jobs *hlptd_job_queue(hlptd *d);
+/* Any thread: the artefact files under <data-dir>/blobs (blobs.h); uploads are written there as
+ * they arrive. */
+hlptd_blobs *hlptd_blob_store(hlptd *d);
 /* Loop thread only: a read-only store connection for the inference thread's adapter fetches is
  * separate (see main.c). */
 

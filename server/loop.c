@@ -20,6 +20,7 @@
 
 #include "api.h"
 #include "app.h"
+#include "blobs.h"
 #include "fine_tuning.h"
 #include "hlpt/engine.h"
 #include "hlpt/err.h"
@@ -46,6 +47,7 @@ struct hlptd {
     uv_timer_t start_timer, drain_timer, reserve_timer, full_timer;
     int handles_open;
     hlpt_store *store;
+    hlptd_blobs *blobs;  /* <data-dir>/blobs: uploads as they arrive */
     hlpt_http *http;
     hlpt_model *model;   /* sealed shared weights; NULL until loaded */
     char model_name[256];
@@ -78,6 +80,7 @@ int64_t hlptd_model_created(hlptd *d) { return d->model_created; }
 hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
 hlptd_infer *hlptd_inference_running(hlptd *d) { return d->infer; }
 hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
+hlptd_blobs *hlptd_blob_store(hlptd *d) { return d->blobs; }
 const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
 
 /* ---- the model hook ---------------------------------------------------------------------------- */
@@ -346,6 +349,7 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     hlpt_store_on_full(d->store, reserve_release, d);
     reserve_make(d);
     hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
+    if ((err = hlptd_blobs_open(cfg->data_dir, 1, &d->blobs, why, len))) goto fail;
 
     if (uv_loop_init(&d->loop) != 0) {
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "uv_loop_init failed");
@@ -373,6 +377,7 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
         .port = cfg->listen_port,
         .threads = cfg->http_threads,
         .max_body_bytes = cfg->max_body_bytes,
+        .max_upload_bytes = cfg->max_upload_bytes,
         .space_dir = cfg->data_dir,
         .routes = hlpt_api_routes,
         .nroutes = hlpt_api_nroutes,
@@ -421,6 +426,7 @@ void hlptd_close(hlptd *d) {
     hlpt_store_close(d->infer_store);
     hlpt_model_close(d->model);
     hlpt_store_close(d->store);
+    hlptd_blobs_close(d->blobs);
     free(d->db_path);
     if (d->files_written) {
         unlink(d->port_path);
