@@ -1,13 +1,15 @@
 /*
  * http.c - see http.h.
  *
- * Thread mode: MHD's internal thread pool (MHD_USE_AUTO_INTERNAL_THREAD + THREAD_POOL_SIZE, epoll on
- * Linux) rather than thread-per-connection, because (1) MHD_suspend_connection, which every
- * hand-off to the loop and every idle event stream relies on, is not available in
- * thread-per-connection mode, and (2) event streams and long generations stay open for minutes;
- * a pool serves any number of them with a fixed number of threads, where thread-per-connection
- * would park one thread (and its stack) per open stream. Handlers never block, so a small pool is
- * enough.
+ * Thread mode: MHD's internal thread pool (MHD_USE_POLL_INTERNAL_THREAD + THREAD_POOL_SIZE) rather
+ * than thread-per-connection, because (1) MHD_suspend_connection, which every hand-off to the loop
+ * and every idle event stream relies on, is not available in thread-per-connection mode, and (2)
+ * event streams and long generations stay open for minutes; a pool serves any number of them with
+ * a fixed number of threads, where thread-per-connection would park one thread (and its stack) per
+ * open stream. Handlers never block, so a small pool is enough. poll(2), not epoll: libmicrohttpd
+ * 0.9.75 watches sockets edge-triggered under epoll, and a client that closes while the tail of
+ * its body is still queued on the socket is then not seen to have gone until the connection times
+ * out (300 s), holding an upload's temporary file all that while; poll is level-triggered.
  *
  * A request moves through states: BODY (upload arriving) → HANDLER (route handler running on the
  * MHD thread) → DEFER (handler asked for the loop) → QUEUED (connection suspended, on the loop's
@@ -996,7 +998,7 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     pthread_mutex_init(&h->mu, NULL);
     int family = AF_INET, err;
     if ((err = bind_listen(h, o->host, o->port, &family, why, len))) goto fail;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
