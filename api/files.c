@@ -14,6 +14,8 @@
  * The file object is OpenAI's (id, object, bytes, created_at, filename, purpose, status) plus
  * `stats` (format, examples, characters; tokens once a tokenizer is wired in).
  */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>

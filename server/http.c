@@ -116,7 +116,6 @@ struct hlpt_req {
     int too_large;
     int too_many_args; /* the query was cut off before MHD parsed it (on_uri) */
     int body_err;   /* HLPT_ERR_NOMEM or HLPT_ERR_NOSPACE: the body was dropped */
-    const hlpt_route *route; /* found when the headers came in (NULL: none matched) */
     int streamed;            /* route is HLPT_ROUTE_STREAM_BODY: the body goes to piece */
     uint64_t body_seen;      /* bytes of a streamed body so far */
     hlpt_piece_fn piece;     /* NULL: the rest of a streamed body is dropped */
@@ -905,8 +904,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!(r = req_new(h, conn, url, method))) return MHD_NO;
         *con_cls = r;
         r->too_many_args = cut;
-        r->route = find_route(r);
-        r->streamed = r->route && (r->route->flags & HLPT_ROUTE_STREAM_BODY);
+        const hlpt_route *route = find_route(r);
+        r->streamed = route && (route->flags & HLPT_ROUTE_STREAM_BODY);
         /* A client that waits for "100 Continue" can be told at once that its body is too big. */
         const char *cl = hlpt_req_header(r, "Content-Length"), *ex = hlpt_req_header(r, "Expect");
         unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
