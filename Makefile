@@ -11,18 +11,25 @@
 PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
-# libcurl: the hlpt client of hlptd (HTTP, multipart uploads, event streams).
-PKGS     := libmicrohttpd libuv libcjson openblas sqlite3 libpcre2-8 libcurl
+# What each part links: the core library (core/: models, training, the engine), the daemon on top
+# of it (server/ + api/), and the client's HTTP (tools/: `hlpt` talks to hlptd through libcurl).
+# Each program links only its parts: hlpt and the benchmarks never pull in the daemon.
+CORE_PKGS   := libcjson openblas libpcre2-8
+DAEMON_PKGS := libmicrohttpd libuv sqlite3
+CLIENT_PKGS := libcurl
+PKGS        := $(CORE_PKGS) $(DAEMON_PKGS) $(CLIENT_PKGS)
 # -march=native: the binaries are built on the machine that runs them (CI included).
 OPT      ?= -O2 -march=native
 CFLAGS   ?= $(OPT) -g
 # -MMD -MP: header dependencies without a separate `make depend` step.
 # -D_GNU_SOURCE: memfd_create, F_SEAL_*, mremap and friends.
 XCFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
-            -MMD -MP -fopenmp -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
+            -MMD -MP -fopenmp -Iinclude $(shell pkg-config --cflags $(PKGS))
 # oneDNN (libdnnl-dev): the BF16 matmul of the base's products (core/engine.c). Debian's build threads
 # with OpenMP, as the engine's own kernel does: -fopenmp on every compile and link.
-LDLIBS   := $(shell pkg-config --libs $(PKGS)) -ldnnl -fopenmp -lm -lpthread
+CORE_LIBS   := $(shell pkg-config --libs $(CORE_PKGS)) -ldnnl -fopenmp -lm -lpthread
+DAEMON_LIBS := $(shell pkg-config --libs $(DAEMON_PKGS)) $(CORE_LIBS)
+CLIENT_LIBS := $(shell pkg-config --libs $(CLIENT_PKGS)) $(CORE_LIBS)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
 CORE_SRC   := $(wildcard core/*.c)
@@ -43,9 +50,21 @@ TESTS    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 all: $(HLPTD) $(HLPT) $(BENCHES)
 
+# Include paths per directory: every file sees the public headers (include/) and its own folder's;
+# api/ sits above server/ and sees its headers; tests and benchmarks see what they test.
+DIR_INC = $(strip \
+    $(if $(filter $(BUILD)/obj/core/%,$@),-Icore) \
+    $(if $(filter $(BUILD)/obj/server/%,$@),-Iserver) \
+    $(if $(filter $(BUILD)/obj/api/% $(BUILD)/obj/gen/%,$@),-Iserver -Iapi) \
+    $(if $(filter $(BUILD)/obj/tools/%,$@),-Itools) \
+    $(if $(filter $(BUILD)/obj/bench/%,$@),-Ibench -Icore) \
+    $(if $(filter $(BUILD)/obj/tests/unit/core/%,$@),-Icore) \
+    $(if $(filter $(BUILD)/obj/tests/unit/server/%,$@),-Iserver) \
+    $(if $(filter $(BUILD)/obj/tests/unit/api/%,$@),-Iserver -Iapi))
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(XCFLAGS) $(DIR_INC) $(CFLAGS) -c $< -o $@
 
 $(LIBHLPT): $(call obj,$(CORE_SRC))
 	@mkdir -p $(dir $@)
@@ -61,7 +80,7 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) tools/gen-migrations.sh
 
 $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
 	@mkdir -p $(dir $@)
-	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(XCFLAGS) $(DIR_INC) $(CFLAGS) -c $< -o $@
 
 # The dashboard's web/* files are compiled in the same way (api/web.h).
 $(BUILD)/gen/web.c: $(WEB) tools/gen-web.sh
@@ -70,7 +89,7 @@ $(BUILD)/gen/web.c: $(WEB) tools/gen-web.sh
 
 $(BUILD)/obj/gen/web.o: $(BUILD)/gen/web.c
 	@mkdir -p $(dir $@)
-	$(CC) $(XCFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(XCFLAGS) $(DIR_INC) $(CFLAGS) -c $< -o $@
 
 # An archive must not be empty while server/ and api/ are still filling up.
 $(BUILD)/obj/empty.o:
@@ -78,18 +97,23 @@ $(BUILD)/obj/empty.o:
 	echo 'typedef int hlpt_empty_unit;' | $(CC) -x c -c - -o $@
 
 $(HLPTD): $(call obj,server/main.c) $(LIBSERV) $(LIBHLPT)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
 
-$(HLPT): $(call obj,$(TOOLS_SRC)) $(LIBSERV) $(LIBHLPT)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(HLPT): $(call obj,$(TOOLS_SRC)) $(LIBHLPT)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBSERV) $(LIBHLPT)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBHLPT)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
+
+# Unit suites of core/ link the core library alone; those of server/ and api/ the daemon's too.
+$(BUILD)/tests/core/%: $(BUILD)/obj/tests/unit/core/%.o $(LIBHLPT)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS) $(CHECK_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSERV) $(LIBHLPT)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CHECK_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(CHECK_LIBS)
 
 tests: $(TESTS)
 
@@ -117,6 +141,8 @@ FUZZ_SERVER := build-fuzz/fuzz_request build-fuzz/fuzz_multipart
 # -fno-sanitize-recover=all: an UBSan finding stops the fuzzer like a crash, not just a log line.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                -Iinclude -Icore -Iserver -Iapi $(shell pkg-config --cflags $(PKGS))
+# Fuzzers are test harnesses: they reach into every layer they exercise, and link all of it.
+LDLIBS      := $(shell pkg-config --libs $(DAEMON_PKGS)) $(CORE_LIBS)
 FUZZ_CORE_OBJ   := $(patsubst %.c,build-fuzz/obj/%.o,$(CORE_SRC))
 FUZZ_SERVER_OBJ := $(patsubst %.c,build-fuzz/obj/%.o,$(SERVER_SRC)) build-fuzz/obj/gen/migrations.o \
                    build-fuzz/obj/gen/web.o

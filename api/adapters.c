@@ -18,7 +18,6 @@
 #include "hlpt/adapter.h"
 #include "hlpt/err.h"
 #include "http.h"
-#include "store.h"
 
 static cJSON *adapter_json(hlptd *d, const hlpt_adapter_rec *a) {
     cJSON *o = cJSON_CreateObject();

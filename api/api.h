@@ -1,17 +1,19 @@
 /*
- * api.h - hlptd's REST handlers and the route table (docs/rest.md).
+ * api.h - hlptd's REST handlers and the route table (docs/rest.md): the layer above the daemon,
+ * which reaches the daemon through app.h only and is handed its route table by main.
  *
  * Handlers run on MHD threads and are thin: parse and validate the request (writing any 4xx
- * themselves), then either answer or hand one call to the loop thread with hlpt_req_defer (store
- * access happens there), and render. No SQL, threads or tensors here.
+ * themselves), then answer, or hand one call to the loop thread with hlpt_req_defer (store access
+ * happens there), or submit generations to the inference thread; and render. No SQL, threads or
+ * tensors here.
  */
 #ifndef HLPTD_API_H
 #define HLPTD_API_H
 
 #include <stddef.h>
 
+#include "app.h"
 #include "http.h"
-#include "store.h"
 
 /* The routes, one line each (api/routes.c). */
 extern const hlpt_route hlpt_api_routes[];
@@ -50,12 +52,6 @@ void hlpt_api_responses(hlpt_req *r);        /* POST /v1/responses (text) */
 void hlpt_api_models(hlpt_req *r);           /* GET    /v1/models */
 void hlpt_api_models_get(hlpt_req *r);       /* GET    /v1/models/{id} */
 void hlpt_api_models_delete(hlpt_req *r);    /* DELETE /v1/models/{id} (a fine-tuned model) */
-
-/* Loop thread: what serves the model `id` (a base name, an adapter's name or id, or a checkpoint's
- * model id, whose adapter is registered on first use): *rec NULL for the base, else the adapter
- * (returned owned). HLPT_ERR_NOENT when no model has that id. */
-typedef struct hlptd hlptd;
-int api_model_resolve(hlptd *d, const char *id, hlpt_adapter_rec **rec, char *why, size_t len);
 
 /* The adapter registry (api/adapters.c). */
 void hlpt_api_adapters_list(hlpt_req *r);    /* GET    /v1/adapters */

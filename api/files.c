@@ -22,12 +22,8 @@
 
 #include "api.h"
 #include "app.h"
-#include "blobs.h"
 #include "hlpt/dataset.h"
 #include "hlpt/err.h"
-#include "loop.h"
-#include "multipart.h"
-#include "store.h"
 
 #define FILES_LIST_DEFAULT 100
 #define FILES_LIST_MAX 10000

@@ -6,16 +6,7 @@
 
 #include <stddef.h>
 
-#include "http.h"
-#include "store.h"
-
-typedef struct hlptd hlptd;
-
-/* Loop thread: a job changed (NULL: any); feeds its event streams and ends those of finished jobs.
- * The job queue's on_change callback. */
-void api_jobs_changed(hlptd *d, const char *job_id);
-/* Loop thread, at shutdown: ends every event stream. */
-void api_jobs_close_streams(void);
+#include "app.h"
 
 /* An SVG plot of train and validation loss against step (returns owned, *len bytes). */
 int api_loss_svg(const char *title, const hlpt_metric *rows, size_t n, char **svg, size_t *len);

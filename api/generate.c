@@ -1,17 +1,19 @@
 /*
  * generate.c - OpenAI completions and chat completions with a per-request adapter.
  *
- * A request's life: the HTTP thread validates the body (api_gen_request_parse) and tokenizes the
- * prompt (api_gen_tokenize; chat messages are rendered by the same template code that renders
- * training data, so an adapter sees at serving time the text it was trained on); the loop thread
- * resolves `model` to the base or an adapter in the store and hands n hlptd_req to the inference
- * thread, keeping the HTTP request. The inference thread's callbacks then stream chunks (SSE) or,
- * when every choice is done, reply and finish the request. No HTTP thread ever waits for the model.
+ * A request's life (docs/design.md, "The path of a completion"): the HTTP thread validates the
+ * body (api_gen_request_parse) and tokenizes the prompt (api_gen_tokenize; chat messages are
+ * rendered by the same template code that renders training data, so an adapter sees at serving
+ * time the text it was trained on), keeps the HTTP request and submits one hlptd_req per choice
+ * to the inference thread directly. The inference thread resolves `model` to the base or an
+ * adapter (its START event) and generates; its callbacks open the event stream at the first START
+ * and stream chunks (SSE) or, when every choice is done, reply and finish the request. No HTTP
+ * thread ever waits for the model, and the loop thread takes no part.
  *
- * Who answers: a count of pending parts (one per choice, plus one for the loop's work function
- * while it submits) decides; whoever brings it to zero replies. So a generation that ends before
- * the work function has returned is answered by the work function itself, as a plain reply, and
- * hlpt_req_finish is only ever called on a request that the loop has let go.
+ * Who answers: a count of pending parts (one per choice, plus one for the handler while it
+ * submits) decides; whoever brings it to zero replies. A model that cannot be resolved fails its
+ * choices before any START, so the answer is a plain error (a 404 for an unknown model), streamed
+ * or not, as it was before the request was kept; once a stream is open, failures are its events.
  */
 #include <math.h>
 #include <pthread.h>
@@ -31,7 +33,6 @@
 #include "hlpt/tokenizer.h"
 #include "http.h"
 #include "serving.h"
-#include "store.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Validation (pure: HTTP thread, unit tests)                                                      */
@@ -569,10 +570,10 @@ typedef struct {
 
 struct gen_call {
     api_gen_request q;
-    hlpt_req *req;
+    hlpt_req *req;           /* kept: ours to reply to, until hlpt_req_finish (then NULL) */
     hlptd *d;
     hlptd_infer *inf;        /* where the choices run; set before the first is submitted */
-    char adapter_label[128]; /* for metrics: "base" or the adapter name */
+    hlptd_stats *stats;      /* the daemon's serving counters */
     char id[HLPT_ID_MAX + 8];
     long created;
     int *prompt[API_GEN_MAX_PROMPTS]; /* each prompt's token ids, owned */
@@ -582,15 +583,15 @@ struct gen_call {
     choice choices[API_GEN_MAX_CHOICES];
     pthread_mutex_t mu;
     atomic_int refs;         /* the HTTP request's, and one per choice in flight */
-    int pending;             /* under mu: choices not done, + 1 while the work function submits */
+    int pending;             /* under mu: choices not done, + 1 while the handler submits */
+    int started;             /* under mu: a choice's model was resolved (its START) */
     int failed;              /* under mu */
     int err;
     char why[256];
     hlpt_sse *sse;
     atomic_int gone;         /* the streaming client left */
     /* /v1/responses: the request's extra fields, the message id, the event counter, and the text
-     * streamed so far (its done events repeat it). Written by one thread at a time: the work
-     * function, then the inference thread. */
+     * streamed so far (its done events repeat it). Written by the inference thread only. */
     int responses;
     api_responses_extra rx;
     char msg_id[HLPT_ID_MAX + 8];
@@ -907,10 +908,29 @@ static void send_chunk(gen_call *c, int index, const char *role, const char *del
     send_json(c, o);
 }
 
-/* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
- * inference thread, or in the work function when every choice ended there. */
-static void complete(gen_call *c, int in_work) {
-    if (c->q.stream && c->responses) {
+/* The first START: a streamed request's reply becomes its event stream, which opens with chat's
+ * role chunks (OpenAI's first chunk of a choice names the role) or a response's opening events,
+ * and goes back to its connection; the stream's events follow from here. Inference thread. */
+static void open_stream(gen_call *c) {
+    /* A generation's stream ends by itself: a shutdown lets it finish (docs/rest.md). */
+    c->sse = hlpt_req_stream_finite(c->req);
+    if (c->sse) {
+        if (c->responses) responses_stream_open(c);
+        else if (c->q.chat)
+            for (int i = 0; i < c->n_choices; i++) send_chunk(c, i, "assistant", NULL, 0, NULL);
+    }
+    /* Out of memory: the request has its 500, and the choices stop. */
+    hlpt_req_finish(c->req);
+    c->req = NULL;
+    if (!c->sse) {
+        atomic_store(&c->gone, 1);
+        cancel_all(c);
+    }
+}
+
+/* The end of an open event stream: its error or closing events, then [DONE] where OpenAI sends it. */
+static void close_stream(gen_call *c) {
+    if (c->responses) {
         if (c->failed) {
             const char *type, *code;
             hlpt_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
@@ -922,17 +942,7 @@ static void complete(gen_call *c, int in_work) {
         } else {
             responses_stream_close(c);
         }
-        hlpt_sse_close(c->sse);
-        hlpt_sse_unref(c->sse);
-        c->sse = NULL;
-        return;
-    }
-    if (c->responses && !c->failed) {
-        hlpt_reply_json(c->req, 200, response_json(c, c->choices[0].text ? c->choices[0].text : ""));
-        hlpt_req_finish(c->req);
-        return;
-    }
-    if (c->q.stream) {
+    } else {
         if (c->failed) {
             cJSON *e = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(e, "error");
             const char *type, *code;
@@ -949,14 +959,38 @@ static void complete(gen_call *c, int in_work) {
             send_json(c, o);
         }
         if (!atomic_load(&c->gone)) hlpt_sse_send(c->sse, NULL, "[DONE]");
-        hlpt_sse_close(c->sse);
-        hlpt_sse_unref(c->sse);
-        c->sse = NULL;
+    }
+    hlpt_sse_close(c->sse);
+    hlpt_sse_unref(c->sse);
+    c->sse = NULL;
+}
+
+/* A failure as a plain reply. Before any START it is the model's: an unknown one is OpenAI's 404;
+ * a cancellation or a refusal names no field. */
+static void reply_failure(gen_call *c) {
+    int err = c->err ? c->err : HLPT_ERR_INTERNAL;
+    if (!c->started && err == HLPT_ERR_NOENT) {
+        hlpt_reply_http_err(c->req, 404, "invalid_request_error", "model_not_found", "model",
+                            "The model `%s` does not exist", c->q.model);
+        return;
+    }
+    const char *param = err == HLPT_ERR_NOENT ? "model" : err == HLPT_ERR_RANGE ? c->q.max_tokens_key : NULL;
+    if (!c->started && err != HLPT_ERR_CANCELLED && err != HLPT_ERR_STATE) param = "model";
+    hlpt_reply_err(c->req, err, param, "%s", c->why);
+}
+
+/* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
+ * inference thread, or on the handler's when every choice ended while it submitted. */
+static void complete(gen_call *c) {
+    if (!c->req) {
+        /* The reply is the event stream, handed back at the first START. */
+        if (c->sse) close_stream(c);
         return;
     }
     if (c->failed) {
-        const char *param = c->err == HLPT_ERR_NOENT ? "model" : c->err == HLPT_ERR_RANGE ? c->q.max_tokens_key : NULL;
-        hlpt_reply_err(c->req, c->err ? c->err : HLPT_ERR_INTERNAL, param, "%s", c->why);
+        reply_failure(c);
+    } else if (c->responses) {
+        hlpt_reply_json(c->req, 200, response_json(c, c->choices[0].text ? c->choices[0].text : ""));
     } else {
         cJSON *o = envelope(c, 0), *choices = cJSON_AddArrayToObject(o, "choices");
         for (int i = 0; i < c->n_choices; i++) {
@@ -979,22 +1013,31 @@ static void complete(gen_call *c, int in_work) {
         cJSON_AddItemToObject(o, "usage", usage_json(c));
         hlpt_reply_json(c->req, 200, o);
     }
-    /* Kept (see generate_work): the loop resumes the connection, wherever this runs. */
+    /* Kept by the handler: the connection is resumed from here, whichever thread this is. */
     hlpt_req_finish(c->req);
+    c->req = NULL;
 }
 
 /* One part is done; the last one answers. */
-static void part_done(gen_call *c, int in_work) {
+static void part_done(gen_call *c) {
     pthread_mutex_lock(&c->mu);
     int last = --c->pending == 0;
     pthread_mutex_unlock(&c->mu);
-    if (last) complete(c, in_work);
+    if (last) complete(c);
 }
 
-/* Inference thread (or the work function, for a refused submission). */
+/* Inference thread (or the handler's, for a refused submission). */
 static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) {
     choice *ch = (choice *)r;
     gen_call *c = ch->call;
+    if (ev == HLPTD_EV_START) {
+        pthread_mutex_lock(&c->mu);
+        int first = !c->started;
+        c->started = 1;
+        pthread_mutex_unlock(&c->mu);
+        if (first && c->q.stream) open_stream(c);
+        return;
+    }
     if (ev == HLPTD_EV_TEXT) {
         if (c->q.stream) send_chunk(c, ch->index, NULL, delta, n, NULL);
         return;
@@ -1021,7 +1064,7 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
                 ch->n_toks = ch->toks ? nt : 0;
             }
         }
-        api_metrics_request(c->responses ? "responses" : c->q.chat ? "chat" : "completions", c->adapter_label, nt,
+        hlptd_stats_request(c->stats, c->responses ? "responses" : c->q.chat ? "chat" : "completions", r->label, nt,
                             r->submitted_s, r->first_token_s, r->done_s);
     } else if (ev == HLPTD_EV_ERROR) {
         pthread_mutex_lock(&c->mu);
@@ -1034,45 +1077,19 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
         /* One choice failed: the others need not run on for an answer that is an error. */
         cancel_all(c);
     }
-    part_done(c, 0);
+    part_done(c);
     call_release(c);
 }
 
-/* Loop thread: model name -> adapter id (or base), then off to the inference thread. */
-static void generate_work(void *app, hlpt_req *r) {
-    hlptd *d = app;
-    gen_call *c = hlpt_req_data(r);
-    /* Handed over before a drain began, a request is in flight: it runs, as the drain promises. */
-    hlptd_infer *inf = hlptd_inference_running(d);
-    if (!inf) {
-        hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
-        return;
-    }
-    char adapter_id[64] = "", why[256];
-    hlpt_adapter_rec *a = NULL;
-    int err = api_model_resolve(d, c->q.model, &a, why, sizeof why);
-    if (err == HLPT_ERR_NOENT) {
-        hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model", "The model `%s` does not exist",
-                            c->q.model);
-        return;
-    }
-    if (err) {
-        hlpt_reply_err(r, err, "model", "%s", why);
-        return;
-    }
-    snprintf(c->adapter_label, sizeof c->adapter_label, "%s", a ? a->name : "base");
-    if (a) snprintf(adapter_id, sizeof adapter_id, "%s", a->id);
-    hlpt_adapter_rec_free(a);
+/* Hands every choice to the inference thread, which resolves `model` and generates. MHD thread. */
+static void submit(gen_call *c, hlptd_infer *inf) {
     c->inf = inf;
-    if (c->q.stream && !(c->sse = hlpt_req_stream(r))) return;
-    /* A generation's stream ends by itself: a shutdown lets it finish (docs/rest.md). */
-    if (c->sse) hlpt_sse_finite(c->sse);
     for (int i = 0; i < c->n_choices; i++) {
         choice *ch = &c->choices[i];
         ch->call = c;
         ch->index = i;
         ch->prompt = i / c->q.n;
-        snprintf(ch->r.adapter_id, sizeof ch->r.adapter_id, "%s", adapter_id);
+        snprintf(ch->r.model, sizeof ch->r.model, "%s", c->q.model);
         ch->r.prompt = c->prompt[ch->prompt];
         ch->r.n_prompt = c->n_prompt[ch->prompt];
         ch->r.params = c->q.params;
@@ -1080,16 +1097,11 @@ static void generate_work(void *app, hlpt_req *r) {
          * batch it came in. */
         ch->r.params.seed = c->q.params.seed + (uint64_t)(i % c->q.n);
         ch->r.on_event = on_event;
-        /* OpenAI's first chat chunk of a choice names the role; a response stream opens with its
-         * own events. */
-        if (c->q.stream && c->responses) responses_stream_open(c);
-        else if (c->q.stream && c->q.chat) send_chunk(c, i, "assistant", NULL, 0, NULL);
     }
     c->pending = c->n_choices + 1;
     atomic_fetch_add(&c->refs, c->n_choices);
-    /* A stream has its reply (the event stream) already; a plain answer comes from the last
-     * choice, on the inference thread. */
-    if (!c->q.stream) hlpt_req_keep(r);
+    /* The answer, a reply or an event stream, comes from the inference thread. */
+    hlpt_req_keep(c->req);
     for (int i = 0; i < c->n_choices; i++) {
         if (hlptd_infer_submit(inf, &c->choices[i].r) != HLPT_OK) {
             /* Stopping: this choice fails at once through the same path. */
@@ -1098,7 +1110,7 @@ static void generate_work(void *app, hlpt_req *r) {
             on_event(&c->choices[i].r, HLPTD_EV_ERROR, NULL, 0);
         }
     }
-    part_done(c, 1);
+    part_done(c);
 }
 
 enum { GEN_COMPLETIONS, GEN_CHAT, GEN_RESPONSES };
@@ -1123,6 +1135,7 @@ static void generate_handler(hlpt_req *r, int kind) {
     atomic_init(&c->gone, 0);
     c->d = d;
     c->req = r;
+    c->stats = hlptd_serving_stats(d);
     hlpt_req_set_data(r, c, call_release);
     const char *param;
     char why[256];
@@ -1139,10 +1152,18 @@ static void generate_handler(hlpt_req *r, int kind) {
         hlpt_reply_err(r, err, param, "%s", why);
         return;
     }
+    hlptd_infer *inf = hlptd_inference(d);
+    if (!inf) {
+        if (hlptd_stopping(d))
+            hlpt_reply_http_err(r, 503, "server_error", "shutting_down", NULL, "hlptd is shutting down");
+        else
+            hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+        return;
+    }
     hlpt_id_new(c->id, c->responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-");
     hlpt_id_new(c->msg_id, "msg_");
     c->created = (long)time(NULL);
-    hlpt_req_defer(r, generate_work);
+    submit(c, inf);
 }
 
 void hlpt_api_completions(hlpt_req *r) { generate_handler(r, GEN_COMPLETIONS); }

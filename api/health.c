@@ -5,9 +5,8 @@
 #include <stdlib.h>
 
 #include "api.h"
+#include "app.h"
 #include "hlpt/err.h"
-#include "loop.h"
-#include "store.h"
 
 void hlpt_api_health(hlpt_req *r) {
     hlptd *d = hlpt_req_app(r);

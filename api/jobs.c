@@ -2,14 +2,14 @@
  * jobs.c - the fine-tuning REST API: /v1/fine_tuning/jobs and its events, metrics, checkpoints and
  * loss plot.
  *
- * Handlers validate on the HTTP thread — the JSON shape, and the adapter settings and
- * hyperparameters through the same functions the worker will apply (hlpt_adapter_config_apply,
- * hlpt_train_params_apply), so a job that is accepted will not fail on its settings — and defer to
- * the loop thread for everything that touches the store or the job queue.
+ * Handlers validate on the HTTP thread — the JSON shape, and the method, hyperparameters and seed
+ * through the parser the worker will apply (hlpt_job_spec_parse), so a job that is accepted will not
+ * fail on its settings — and defer to the loop thread for everything that touches the store or the
+ * job queue.
  *
- * Event streams: a `?stream=true` request becomes a subscriber on the loop thread; the job queue
- * calls api_jobs_changed() after every change, which sends the subscribers the events they have not
- * seen and closes their streams once the job has ended.
+ * Event streams: a `?stream=true` request becomes a subscriber of the daemon's job event streams
+ * (server/subscribers.h), which the job queue feeds after every change; this file only renders the
+ * events.
  */
 #include "api.h"
 #include "fine_tuning.h"
@@ -24,17 +24,11 @@
 #include "app.h"
 #include "hlpt/adapter.h"
 #include "hlpt/err.h"
-#include "hlpt/train.h"
+#include "hlpt/finetune.h"
 #include "http.h"
 
-/* What OpenAI's `supervised` method trains here (docs/rest.md). */
-#define API_JOBS_DEFAULT_METHOD "hlpt"
 /* One daemon is one organization; OpenAI's job objects name theirs. */
 #define API_JOBS_ORGANIZATION "org-hlpt"
-
-static int terminal(const char *status) {
-    return !strcmp(status, "succeeded") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
-}
 
 static void add_num_or_null(cJSON *o, const char *k, double v) {
     if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
@@ -265,7 +259,6 @@ void hlpt_api_jobs_create(hlpt_req *r) {
                 *model = cJSON_GetObjectItemCaseSensitive(j, "model"),
                 *method = cJSON_GetObjectItemCaseSensitive(j, "method"),
                 *hp = cJSON_GetObjectItemCaseSensitive(j, "hyperparameters"),
-                *seed = cJSON_GetObjectItemCaseSensitive(j, "seed"),
                 *suffix = cJSON_GetObjectItemCaseSensitive(j, "suffix");
     if (!cJSON_IsString(tf) || !*tf->valuestring) {
         hlpt_reply_err(r, HLPT_ERR_INVAL, "training_file", tf ? "`training_file` must be a file id" : "`training_file` is required");
@@ -279,12 +272,6 @@ void hlpt_api_jobs_create(hlpt_req *r) {
         (!cJSON_IsString(model) || (strcmp(model->valuestring, hlptd_model_name(d)) && strcmp(model->valuestring, "base")))) {
         hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
                             "this daemon fine-tunes %s only", hlptd_model_name(d));
-        return;
-    }
-    if (seed && !cJSON_IsNull(seed) &&
-        (!cJSON_IsNumber(seed) || seed->valuedouble < 0 || seed->valuedouble > 9007199254740991.0 ||
-         seed->valuedouble != floor(seed->valuedouble))) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "seed", "`seed` must be a non-negative integer");
         return;
     }
     if (suffix && !cJSON_IsNull(suffix) && (!cJSON_IsString(suffix) || !valid_suffix(suffix->valuestring))) {
@@ -317,107 +304,24 @@ void hlpt_api_jobs_create(hlpt_req *r) {
         return;
     }
 
-    /* method: {type, <type>: {settings..., hyperparameters?}}. OpenAI's `supervised` trains the
-     * daemon's default method; its only setting is `hyperparameters`. */
-    const hlpt_config *c = hlpt_model_config(m);
-    char why[512] = "", param[96];
-    const char *type = API_JOBS_DEFAULT_METHOD, *given = NULL;
-    const cJSON *settings = NULL, *nested_hp = NULL;
-    if (method && !cJSON_IsNull(method)) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(method, "type");
-        if (!cJSON_IsObject(method) || !cJSON_IsString(t)) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type",
-                           "`method` must be an object with `type`: supervised, hlpt, h2lpt, lora or prefix");
-            return;
-        }
-        given = t->valuestring;
-        if (!strcmp(given, "dpo") || !strcmp(given, "reinforcement")) {
-            hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "method.type",
-                           "`method.type` %s is not supported: hlpt trains supervised (supervised, hlpt, h2lpt, lora, prefix)",
-                           given);
-            return;
-        }
-        if (strcmp(given, "supervised") && hlpt_method_from_name(given) < 0) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "method.type",
-                           "`method.type` must be one of supervised, hlpt, h2lpt, lora, prefix");
-            return;
-        }
-        if (strcmp(given, "supervised")) type = given;
-        cJSON_ArrayForEach(v, method) {
-            if (strcmp(v->string, "type") && strcmp(v->string, given)) {
-                snprintf(param, sizeof param, "method.%s", v->string);
-                hlpt_reply_err(r, HLPT_ERR_INVAL, param, "unknown field `method.%s` (settings go in `method.%s`)", v->string, given);
-                return;
-            }
-        }
-        settings = cJSON_GetObjectItemCaseSensitive(method, given);
-        if (settings && !cJSON_IsNull(settings) && !cJSON_IsObject(settings)) {
-            snprintf(param, sizeof param, "method.%s", given);
-            hlpt_reply_err(r, HLPT_ERR_INVAL, param, "`method.%s` must be an object", given);
-            return;
-        }
-        if (settings && cJSON_IsNull(settings)) settings = NULL;
-        nested_hp = settings ? cJSON_GetObjectItemCaseSensitive(settings, "hyperparameters") : NULL;
-        if (nested_hp && cJSON_IsNull(nested_hp)) nested_hp = NULL;
-        if (!strcmp(given, "supervised") && settings) {
-            cJSON_ArrayForEach(v, settings) {
-                if (strcmp(v->string, "hyperparameters")) {
-                    snprintf(param, sizeof param, "method.supervised.%s", v->string);
-                    hlpt_reply_err(r, HLPT_ERR_INVAL, param,
-                                   "unknown field `method.supervised.%s` (only `hyperparameters`; adapter settings need "
-                                   "one of hlpt's method types)", v->string);
-                    return;
-                }
-            }
-        }
-    }
-    if (nested_hp && hp && !cJSON_IsNull(hp)) {
-        snprintf(param, sizeof param, "method.%s.hyperparameters", given);
-        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "give `hyperparameters` once: at the top level or in `%s`", param);
+    /* method, hyperparameters and seed: the parser the worker applies decides (finetune.h). */
+    hlpt_job_spec spec;
+    char why[512] = "", param[192] = "";
+    int err = hlpt_job_spec_parse(&spec, j, hlpt_model_config(m)->n_layers, param, sizeof param, why, sizeof why);
+    if (err) {
+        hlpt_reply_err(r, err, param[0] ? param : NULL, "%s", why);
         return;
     }
-    if (nested_hp) hp = nested_hp;
-    /* The adapter settings, without the hyperparameters that travel beside them. */
-    cJSON *plan = settings && strcmp(given, "supervised") ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject();
+    /* Stored as the client gave them, now known to be well formed: the method's type and adapter
+     * settings, and the hyperparameters from wherever they were given. */
+    const char *type = hlpt_method_name(spec.adapter.method);
+    const cJSON *given = cJSON_IsObject(method) ? cJSON_GetObjectItemCaseSensitive(method, "type") : NULL;
+    int supervised = cJSON_IsString(given) && !strcmp(given->valuestring, "supervised");
+    const cJSON *settings = cJSON_IsString(given) ? cJSON_GetObjectItemCaseSensitive(method, given->valuestring) : NULL;
+    const cJSON *nested_hp = cJSON_IsObject(settings) ? cJSON_GetObjectItemCaseSensitive(settings, "hyperparameters") : NULL;
+    if (cJSON_IsObject(nested_hp)) hp = nested_hp;
+    cJSON *plan = cJSON_IsObject(settings) && !supervised ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject();
     cJSON_DeleteItemFromObjectCaseSensitive(plan, "hyperparameters");
-    hlpt_adapter_config acfg;
-    hlpt_adapter_config_defaults(&acfg, (hlpt_method)hlpt_method_from_name(type), c->n_layers);
-    if (hlpt_adapter_config_apply(&acfg, plan, c->n_layers, 0, why, sizeof why)) {
-        cJSON_Delete(plan);
-        snprintf(param, sizeof param, "method.%s", type);
-        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "%s", why);
-        return;
-    }
-    /* hyperparameters: the trainer's own parser decides; validation_split is the worker's. */
-    char hp_name[96] = "hyperparameters";
-    if (nested_hp) snprintf(hp_name, sizeof hp_name, "method.%s.hyperparameters", given);
-    hlpt_train_params tp;
-    hlpt_train_params_defaults(&tp);
-    if (hp && !cJSON_IsNull(hp)) {
-        if (!cJSON_IsObject(hp)) {
-            cJSON_Delete(plan);
-            hlpt_reply_err(r, HLPT_ERR_INVAL, hp_name, "`%s` must be an object", hp_name);
-            return;
-        }
-        cJSON *copy = cJSON_Duplicate(hp, 1);
-        cJSON *split = cJSON_DetachItemFromObjectCaseSensitive(copy, "validation_split");
-        int err = hlpt_train_params_apply(&tp, copy, why, sizeof why);
-        cJSON_Delete(copy);
-        if (!err && split && (!cJSON_IsNumber(split) || !(split->valuedouble > 0 && split->valuedouble < 1)))
-            err = hlpt_why(why, sizeof why, HLPT_ERR_RANGE, "hyperparameters.validation_split: must be in (0, 1)");
-        cJSON_Delete(split);
-        if (err) {
-            cJSON_Delete(plan);
-            /* why starts with the field's path ("hyperparameters.n_epochs: ..."). */
-            size_t top = strlen("hyperparameters");
-            char *colon = strchr(why, ':');
-            size_t k = colon ? (size_t)(colon - why) : top;
-            if (k < top || strncmp(why, "hyperparameters", top)) k = top;
-            snprintf(param, sizeof param, "%s%.*s", hp_name, (int)(k - top), why + top);
-            hlpt_reply_err(r, err, param, "%s", why);
-            return;
-        }
-    }
     create_args *a = calloc(1, sizeof *a);
     if (!a) {
         cJSON_Delete(plan);
@@ -429,7 +333,7 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     cJSON *m_store = cJSON_CreateObject();
     cJSON_AddStringToObject(m_store, "type", type);
     cJSON_AddItemToObject(m_store, type, plan);
-    if (given && !strcmp(given, "supervised")) cJSON_AddStringToObject(m_store, "requested", "supervised");
+    if (supervised) cJSON_AddStringToObject(m_store, "requested", "supervised");
     a->method = cJSON_PrintUnformatted(m_store);
     cJSON_Delete(m_store);
     a->hyperparameters = hp && !cJSON_IsNull(hp) ? cJSON_PrintUnformatted(hp) : strdup("{}");
@@ -437,7 +341,7 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     a->validation_file = cJSON_IsString(vf) ? strdup(vf->valuestring) : NULL;
     a->suffix = cJSON_IsString(suffix) ? strdup(suffix->valuestring) : NULL;
     a->model = strdup(hlptd_model_name(d));
-    a->seed = cJSON_IsNumber(seed) ? (int64_t)seed->valuedouble : 42;
+    a->seed = (int64_t)spec.params.seed;
     a->metadata = meta && cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
     a->integrations = integ && cJSON_IsArray(integ) ? cJSON_PrintUnformatted(integ) : NULL;
     hlpt_req_set_data(r, a, create_args_free);
@@ -553,66 +457,12 @@ static cJSON *event_json(const hlpt_event *e) {
     return o;
 }
 
-/* Event-stream subscribers; loop thread only (the job queue's change callback runs there). */
-typedef struct subscriber {
-    char job_id[HLPT_ID_MAX];
-    hlpt_sse *sse;
-    int64_t seen;
-    struct subscriber *next;
-} subscriber;
-static subscriber *subscribers;
-
-/* Sends s the events after s->seen; returns 1 when the stream is over. */
-static int feed(hlptd *d, subscriber *s) {
-    hlpt_event **ev = NULL;
-    size_t n = 0;
-    int more = 0;
-    char why[128];
-    do {
-        if (hlpt_store_event_list(hlptd_store(d), s->job_id, s->seen, 200, &ev, &n, &more, why, sizeof why)) return 1;
-        for (size_t i = 0; i < n; i++) {
-            cJSON *o = event_json(ev[i]);
-            char *text = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
-            int err = hlpt_sse_send(s->sse, NULL, text);
-            free(text);
-            s->seen = ev[i]->seq;
-            if (err) {
-                hlpt_event_list_free(ev, n);
-                return 1;
-            }
-        }
-        hlpt_event_list_free(ev, n);
-    } while (more);
-    hlpt_job *job = NULL;
-    int over = hlpt_store_job_get(hlptd_store(d), s->job_id, &job, why, sizeof why) != HLPT_OK || terminal(job->status);
-    hlpt_job_free(job);
-    if (over) hlpt_sse_send(s->sse, NULL, "[DONE]");
-    return over;
-}
-
-void api_jobs_changed(hlptd *d, const char *job_id) {
-    for (subscriber **l = &subscribers; *l;) {
-        subscriber *s = *l;
-        if ((!job_id || !strcmp(s->job_id, job_id)) && feed(d, s)) {
-            hlpt_sse_close(s->sse);
-            hlpt_sse_unref(s->sse);
-            *l = s->next;
-            free(s);
-            continue;
-        }
-        l = &s->next;
-    }
-}
-
-void api_jobs_close_streams(void) {
-    while (subscribers) {
-        subscriber *s = subscribers;
-        subscribers = s->next;
-        hlpt_sse_close(s->sse);
-        hlpt_sse_unref(s->sse);
-        free(s);
-    }
+/* An event as its stream sends it (server/subscribers.h). */
+static char *event_text(const hlpt_event *e) {
+    cJSON *o = event_json(e);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
 }
 
 static void events_work(void *app, hlpt_req *r) {
@@ -627,23 +477,7 @@ static void events_work(void *app, hlpt_req *r) {
     hlpt_job_free(job);
     const char *stream = hlpt_req_query(r, "stream");
     if (stream && (!strcmp(stream, "true") || !strcmp(stream, "1") || !*stream)) {
-        subscriber *s = calloc(1, sizeof *s);
-        hlpt_sse *sse = s ? hlpt_req_stream(r) : NULL;
-        if (!sse) {
-            free(s);
-            if (!s) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-            return;
-        }
-        snprintf(s->job_id, sizeof s->job_id, "%s", id);
-        s->sse = sse;
-        if (feed(d, s)) {
-            hlpt_sse_close(sse);
-            hlpt_sse_unref(sse);
-            free(s);
-            return;
-        }
-        s->next = subscribers;
-        subscribers = s;
+        hlptd_subscribers_follow(hlptd_job_streams(d), r, id, event_text);
         return;
     }
     int limit = query_limit(r, 20);

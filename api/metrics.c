@@ -3,10 +3,8 @@
  * endpoint and adapter, time-to-first-token and per-token latency histograms, and the live figures
  * of the inference thread and the job queue.
  *
- * The counters are a small table under one mutex: a generation adds one row update when it ends,
- * which is nothing next to the generation itself.
+ * The counters are the daemon's (server/stats.h); this file only renders them.
  */
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,58 +13,7 @@
 #include "api.h"
 #include "app.h"
 #include "hlpt/err.h"
-#include "http.h"
 #include "serving.h"
-
-static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-#define NB (sizeof buckets / sizeof *buckets)
-#define MAX_SERIES 256
-
-typedef struct {
-    char endpoint[16];
-    char adapter[128];
-    long requests, tokens;
-} series;
-
-typedef struct {
-    long count[NB + 1];
-    double sum;
-    long n;
-} histogram;
-
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static series table[MAX_SERIES];
-static int n_series;
-/* Past MAX_SERIES label pairs (adapters come and go), requests count under adapter="other". */
-static series other = {"other", "other", 0, 0};
-static histogram ttft, per_token;
-
-static void observe(histogram *h, double v) {
-    size_t i = 0;
-    while (i < NB && v > buckets[i]) i++;
-    h->count[i]++;
-    h->sum += v;
-    h->n++;
-}
-
-void api_metrics_request(const char *endpoint, const char *adapter, int tokens, double submitted_s,
-                         double first_token_s, double done_s) {
-    pthread_mutex_lock(&mu);
-    series *s = NULL;
-    for (int i = 0; i < n_series && !s; i++)
-        if (!strcmp(table[i].endpoint, endpoint) && !strcmp(table[i].adapter, adapter)) s = &table[i];
-    if (!s && n_series < MAX_SERIES) {
-        s = &table[n_series++];
-        snprintf(s->endpoint, sizeof s->endpoint, "%s", endpoint);
-        snprintf(s->adapter, sizeof s->adapter, "%s", adapter);
-    }
-    if (!s) s = &other;
-    s->requests++;
-    s->tokens += tokens;
-    if (first_token_s > 0) observe(&ttft, first_token_s - submitted_s);
-    if (tokens > 1 && done_s > first_token_s && first_token_s > 0) observe(&per_token, (done_s - first_token_s) / (tokens - 1));
-    pthread_mutex_unlock(&mu);
-}
 
 typedef struct {
     char *p;
@@ -106,40 +53,40 @@ static void label(text *t, const char *s) {
     }
 }
 
-static void hist(text *t, const char *name, const char *help, const histogram *h) {
+static void hist(text *t, const char *name, const char *help, const hlptd_stats_hist *h) {
     put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     long cum = 0;
-    for (size_t i = 0; i < NB; i++) {
+    for (size_t i = 0; i < HLPTD_STATS_BUCKETS; i++) {
         cum += h->count[i];
-        put(t, "%s_bucket{le=\"%g\"} %ld\n", name, buckets[i], cum);
+        put(t, "%s_bucket{le=\"%g\"} %ld\n", name, hlptd_stats_bucket_le[i], cum);
     }
     put(t, "%s_bucket{le=\"+Inf\"} %ld\n%s_sum %.6f\n%s_count %ld\n", name, h->n, name, h->sum, name, h->n);
 }
 
-char *api_metrics_render(const hlptd_infer_stats *is, const api_job_figures *jobs, int n_jobs, size_t *len) {
+char *api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const api_job_figures *jobs,
+                         int n_jobs, size_t *len) {
     text t = {0};
-    pthread_mutex_lock(&mu);
+    const hlptd_stats_series *other = &c->other;
     put(&t, "# HELP hlpt_requests_total Generation requests finished, by endpoint and adapter.\n"
             "# TYPE hlpt_requests_total counter\n");
-    for (int i = 0; i <= n_series; i++) {
-        const series *e = i < n_series ? &table[i] : &other;
-        if (e == &other && !other.requests) break;
+    for (int i = 0; i <= c->n_series; i++) {
+        const hlptd_stats_series *e = i < c->n_series ? &c->series[i] : other;
+        if (e == other && !other->requests) break;
         put(&t, "hlpt_requests_total{endpoint=\"%s\",adapter=\"", e->endpoint);
         label(&t, e->adapter);
         put(&t, "\"} %ld\n", e->requests);
     }
     put(&t, "# HELP hlpt_generated_tokens_total Tokens generated, by endpoint and adapter.\n"
             "# TYPE hlpt_generated_tokens_total counter\n");
-    for (int i = 0; i <= n_series; i++) {
-        const series *e = i < n_series ? &table[i] : &other;
-        if (e == &other && !other.requests) break;
+    for (int i = 0; i <= c->n_series; i++) {
+        const hlptd_stats_series *e = i < c->n_series ? &c->series[i] : other;
+        if (e == other && !other->requests) break;
         put(&t, "hlpt_generated_tokens_total{endpoint=\"%s\",adapter=\"", e->endpoint);
         label(&t, e->adapter);
         put(&t, "\"} %ld\n", e->tokens);
     }
-    hist(&t, "hlpt_time_to_first_token_seconds", "Time from a request's arrival at the inference thread to its first token.", &ttft);
-    hist(&t, "hlpt_time_per_token_seconds", "Mean time between tokens after the first, per request.", &per_token);
-    pthread_mutex_unlock(&mu);
+    hist(&t, "hlpt_time_to_first_token_seconds", "Time from a request's arrival at the inference thread to its first token.", &c->ttft);
+    hist(&t, "hlpt_time_per_token_seconds", "Mean time between tokens after the first, per request.", &c->per_token);
     /* The inference thread's and the queue's figures: one table, one line each. */
     const struct {
         const char *name, *type, *help;
@@ -197,8 +144,11 @@ static void metrics_work(void *app, hlpt_req *r) {
     api_job_figures figs[64];
     job_list jl = {figs, 0, 64};
     if (hlptd_job_queue(d)) hlptd_jobs_each_live(hlptd_job_queue(d), collect, &jl);
+    hlptd_stats_counts *counts = malloc(sizeof *counts);
     size_t n;
-    char *body = api_metrics_render(&is, figs, jl.n, &n);
+    if (counts) hlptd_stats_read(hlptd_serving_stats(d), counts);
+    char *body = counts ? api_metrics_render(counts, &is, figs, jl.n, &n) : NULL;
+    free(counts);
     if (!body) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
     else hlpt_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, n);
 }

@@ -1,12 +1,7 @@
 /*
- * models.c - /v1/models: list, retrieve and delete, and the one resolver that turns a `model` id
- * into what serves it, for these routes and for generation.
- *
- * A model id is the base model's name (or "base"), an adapter's name or id (a job's
- * fine_tuned_model is an adapter name), or a checkpoint's model id "<job's model>:ckpt-step-<N>"
- * (hlptd_jobs_model_name). A checkpoint is made servable on first use: its adapter is read out of
- * the checkpoint (hlpt_checkpoint_adapter) and registered under that id, so the inference thread
- * fetches it like any adapter. Everything here runs on the loop thread.
+ * models.c - /v1/models: list, retrieve and delete. What a model id names (the base, an adapter by
+ * name or id, a checkpoint by its model id) is the daemon's resolver's (server/resolver.h), which
+ * generation uses too. These routes run on the loop thread, with its store.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,78 +9,9 @@
 
 #include "api.h"
 #include "app.h"
-#include "hlpt/adapter.h"
 #include "hlpt/err.h"
-#include "hlpt/train.h"
-#include "http.h"
-#include "store.h"
 
-#define CKPT_MARK ":ckpt-step-"
-
-static int is_base(hlptd *d, const char *id) { return !strcmp(id, "base") || !strcmp(id, hlptd_model_name(d)); }
-
-/* The job and checkpoint a checkpoint model id names (both owned), or HLPT_ERR_NOENT. */
-static int checkpoint_of(hlptd *d, const char *id, hlpt_job **job, hlpt_checkpoint **ck, char *why, size_t len) {
-    *job = NULL;
-    *ck = NULL;
-    const char *mark = strstr(id, CKPT_MARK);
-    char *end;
-    if (!mark) return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", id);
-    long long step = strtoll(mark + strlen(CKPT_MARK), &end, 10);
-    const char *tail = mark;
-    while (tail > id && tail[-1] != ':') tail--;
-    char job_id[HLPT_ID_MAX], name[512];
-    if (*end || step < 0 || tail == id || mark - tail >= HLPT_ID_MAX - (int)strlen(HLPT_ID_JOB))
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", id);
-    snprintf(job_id, sizeof job_id, "%s%.*s", HLPT_ID_JOB, (int)(mark - tail), tail);
-    if (hlpt_store_job_get(hlptd_store(d), job_id, job, why, len) != HLPT_OK)
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", id);
-    hlptd_jobs_model_name(hlptd_model_name(d), *job, step, name, sizeof name);
-    if (strcmp(name, id) || hlpt_store_checkpoint_at_step(hlptd_store(d), job_id, step, ck, why, len) != HLPT_OK) {
-        hlpt_job_free(*job);
-        *job = NULL;
-        return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", id);
-    }
-    return HLPT_OK;
-}
-
-/* Registers the adapter of checkpoint ck under the model id `name`. */
-static int register_checkpoint(hlptd *d, const char *name, const hlpt_checkpoint *ck, hlpt_adapter_rec **out,
-                               char *why, size_t len) {
-    void *blob = NULL, *weights = NULL;
-    size_t n = 0, wn = 0;
-    hlpt_adapter *a = NULL;
-    char *cfg = NULL;
-    int err = hlpt_store_checkpoint_state(hlptd_store(d), ck->id, &blob, &n, why, len);
-    if (!err) err = hlpt_checkpoint_adapter(blob, n, hlpt_model_config(hlptd_model(d)), &a, why, len);
-    if (!err) err = hlpt_adapter_to_safetensors(a, a->params, NULL, &weights, &wn, why, len);
-    if (!err && !(cfg = hlpt_adapter_config_json(&a->cfg))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-    if (!err) {
-        hlpt_adapter_rec_new in = {.name = name, .config = cfg, .weights = weights, .weights_bytes = wn,
-                                   .base_hash = a->cfg.base_hash[0] ? a->cfg.base_hash : NULL,
-                                   .job_id = ck->job_id, .checkpoint_id = ck->id};
-        err = hlpt_store_adapter_insert(hlptd_store(d), &in, out, why, len);
-    }
-    free(cfg);
-    free(weights);
-    hlpt_adapter_free(a);
-    free(blob);
-    return err;
-}
-
-int api_model_resolve(hlptd *d, const char *id, hlpt_adapter_rec **out, char *why, size_t len) {
-    *out = NULL;
-    if (is_base(d, id)) return HLPT_OK;
-    int err = hlpt_store_adapter_get(hlptd_store(d), id, out, why, len);
-    if (err != HLPT_ERR_NOENT) return err;
-    hlpt_job *job;
-    hlpt_checkpoint *ck;
-    if ((err = checkpoint_of(d, id, &job, &ck, why, len))) return err;
-    err = register_checkpoint(d, id, ck, out, why, len);
-    hlpt_job_free(job);
-    hlpt_checkpoint_free(ck);
-    return err;
-}
+static int is_base(hlptd *d, const char *id) { return hlptd_resolver_is_base(hlptd_model_name(d), id); }
 
 static cJSON *model_json(const char *id, long long created, const char *parent) {
     cJSON *e = cJSON_CreateObject();
@@ -155,7 +81,7 @@ static void get_work(void *app, hlpt_req *r) {
     /* A checkpoint answers without being registered: that waits for its first request. */
     hlpt_job *job;
     hlpt_checkpoint *ck;
-    if (checkpoint_of(d, id, &job, &ck, why, sizeof why)) {
+    if (hlptd_resolver_checkpoint(hlptd_store(d), hlptd_model_name(d), id, &job, &ck, why, sizeof why)) {
         not_found(r, id);
         return;
     }

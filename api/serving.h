@@ -10,10 +10,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "app.h"
 #include "hlpt/generate.h"
 #include "hlpt/model.h"
-#include "infer.h"
-#include "jobs.h"
 
 #define API_GEN_MAX_N 8        /* `n`: choices per prompt */
 #define API_GEN_MAX_PROMPTS 16 /* completions: prompts in one request */
@@ -76,21 +75,16 @@ int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **ids, i
 int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, int **ids, int *n, const char **param,
                         char *why, size_t len);
 
-/* Records one finished generation: endpoint ("completions", "chat"), adapter label ("base" or the
- * adapter's name), generated tokens, and its submitted / first token / done times (monotonic
- * seconds; first_token_s 0 = none). Any thread. */
-void api_metrics_request(const char *endpoint, const char *adapter, int tokens, double submitted_s,
-                         double first_token_s, double done_s);
-
 /* One running job's live figures, for /metrics. */
 typedef struct {
     char id[64];
     hlptd_job_live live;
 } api_job_figures;
 
-/* The exposition text of /metrics (format 0.0.4) from the counters and the given live figures:
- * the inference thread's, and those of the n_jobs running jobs (borrowed). Returns owned (free()),
- * *len bytes; NULL when out of memory. Any thread. */
-char *api_metrics_render(const hlptd_infer_stats *is, const api_job_figures *jobs, int n_jobs, size_t *len);
+/* The exposition text of /metrics (format 0.0.4) from the serving counters (c, server/stats.h) and
+ * the given live figures: the inference thread's, and those of the n_jobs running jobs (all
+ * borrowed). Returns owned (free()), *len bytes; NULL when out of memory. Any thread. */
+char *api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const api_job_figures *jobs,
+                         int n_jobs, size_t *len);
 
 #endif

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "hlpt/tensor.h"
+#include "hlpt/blas.h"
 #include "layers.h"
 
 enum { H = 32, KV = 8, D = 128, P = 20 };

@@ -12,8 +12,8 @@
 #include <time.h>
 
 #include "bench_util.h"
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
 
 int main(int argc, char **argv) {
     (void)argc;

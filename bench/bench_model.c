@@ -25,10 +25,10 @@
 #include <time.h>
 
 #include "bench_util.h"
+#include "hlpt/blas.h"
 #include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/model.h"
-#include "hlpt/tensor.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 

@@ -17,9 +17,9 @@
 
 #include "bench_util.h"
 #include "hlpt/adapter.h"
+#include "hlpt/blas.h"
 #include "hlpt/engine.h"
 #include "hlpt/model.h"
-#include "hlpt/tensor.h"
 #include "hlpt/train.h"
 
 int main(int argc, char **argv) {

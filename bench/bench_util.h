@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "hlpt/blas.h"
 #include "hlpt/engine.h"
-#include "hlpt/tensor.h"
 
 static inline double now(void) {
     struct timespec ts;

@@ -40,7 +40,6 @@ static const char *const method_names[] = {"hlpt", "h2lpt", "lora", "prefix"};
 static const char *const gate_names[] = {"none", "causal", "sequence"};
 
 const char *hlpt_module_name(hlpt_module m) { return modules[m].name; }
-const char *hlpt_module_block(hlpt_module m) { return modules[m].block; }
 const char *hlpt_method_name(hlpt_method m) { return method_names[m]; }
 const char *hlpt_gate_name(hlpt_gate_mode g) { return gate_names[g]; }
 

@@ -27,8 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
 #include "vec.h"
 
 /* Calls with less work (T x S x H x D) than this run on the calling thread alone: below it, waking

@@ -57,7 +57,6 @@ static const chat_tpl templates[] = {
     {"llama2", NULL, NULL, "<<SYS>>\n", "\n<</SYS>>\n\n", "[INST] ", " [/INST]", " ", " ", ""},
 };
 
-const char *hlpt_chat_template_default(void) { return templates[0].name; }
 
 static const chat_tpl *find_template(const char *name) {
     if (!name) return &templates[0];

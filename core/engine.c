@@ -33,8 +33,8 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
 #include "layers.h"
 
 #define KT 32   /* K tile: 16 input pairs */

@@ -103,7 +103,6 @@ void hlpt_gen_next(hlpt_gen *g, hlpt_seq **seq, const int **tokens, int *n) {
 
 int hlpt_gen_done(const hlpt_gen *g) { return g->finish != HLPT_FINISH_NONE; }
 hlpt_finish hlpt_gen_finish(const hlpt_gen *g) { return g->finish; }
-int hlpt_gen_prompt_tokens(const hlpt_gen *g) { return g->n_prompt; }
 
 const char *hlpt_gen_text(const hlpt_gen *g, size_t *n) {
     if (n) *n = g->text_len;
@@ -198,13 +197,6 @@ static int sample(float *logits, cand *c, int V, const hlpt_gen_params *p, uint6
             break;
         }
     }
-    return pick;
-}
-
-int hlpt_sample(float *logits, int V, const hlpt_gen_params *p, uint64_t *state) {
-    cand *c = malloc(sample_scratch_bytes(V));
-    int pick = c ? sample(logits, c, V, p, state) : 0;
-    free(c);
     return pick;
 }
 

@@ -13,8 +13,8 @@
  */
 #include "layers.h"
 
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
 #include "vec.h"
 
 /* Floats of each per-chunk stack buffer ([rows, R]). */

@@ -5,7 +5,7 @@
  */
 #include "layers.h"
 
-#include "hlpt/tensor.h"
+#include "hlpt/blas.h"
 
 /* out[N,O], inp[N,I], w[O,I]. */
 void matmul_forward(float *out, const float *inp, const float *w, int N, int I, int O, int accumulate) {

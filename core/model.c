@@ -462,11 +462,6 @@ void hlpt_seq_reset(hlpt_seq *s) {
 }
 
 int hlpt_seq_len(const hlpt_seq *s) { return s->n; }
-int hlpt_seq_capacity(const hlpt_seq *s) { return s->cap; }
-size_t hlpt_seq_bytes(const hlpt_seq *s) {
-    const hlpt_config *c = &s->m->cfg;
-    return 2 * (size_t)c->n_layers * s->cap * c->n_kv_heads * c->head_dim * s->elt;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Activations and segments                                                                        */

@@ -1,4 +1,4 @@
--- 0001_init: the tables of hlptd (DESIGN.md §3-4). Times are Unix seconds; JSON columns hold
+-- 0001_init: the tables of hlptd (docs/design.md, "Files"). Times are Unix seconds; JSON columns hold
 -- compact JSON text; every public id is a prefix plus 24 base62 characters. `seq` is the insertion
 -- order that lists page over with ?after=.
 

@@ -1,6 +1,13 @@
 /*
- * app.h - what the REST handlers (api/) may reach of the running daemon. The handlers get the
- * daemon as the opaque app pointer of every request; these accessors say which thread may use what.
+ * app.h - all that the REST handlers (api/) may reach of the running daemon, and the one daemon
+ * header they include. The handlers get the daemon as the app pointer of every request
+ * (hlpt_req_app); the accessors below say which thread may use what. The modules they lead to are
+ * re-exported whole: the store (store.h), the job queue (jobs.h), the inference thread (infer.h),
+ * model names (resolver.h), job event streams (subscribers.h) and the serving counters (stats.h).
+ *
+ * Threads (docs/design.md, "Threads and who owns what"): an MHD thread runs a handler; what needs
+ * the store or the job queue is handed to the loop thread with hlpt_req_defer; a generation is
+ * submitted to the inference thread directly.
  */
 #ifndef HLPTD_APP_H
 #define HLPTD_APP_H
@@ -9,11 +16,21 @@
 
 #include "blobs.h"
 #include "hlpt/model.h"
+#include "http.h"
 #include "infer.h"
 #include "jobs.h"
+#include "resolver.h"
+#include "stats.h"
 #include "store.h"
+#include "subscribers.h"
 
 typedef struct hlptd hlptd;
+
+/* Any thread: 1 once the base model is loaded and the daemon takes work; 0 while loading or
+ * stopping. */
+int hlptd_ready(const hlptd *d);
+/* Any thread: 1 after SIGTERM/SIGINT. */
+int hlptd_stopping(const hlptd *d);
 
 /* Any thread: immutable after start-up. NULL while the model loads; kept through a shutdown's
  * drain, which generations in flight need. */
@@ -22,18 +39,22 @@ const hlpt_model *hlptd_model(hlptd *d);
 const char *hlptd_model_name(hlptd *d);
 /* Any thread: when the base model was made (Unix seconds; its config.json's modification time). */
 int64_t hlptd_model_created(hlptd *d);
-/* Any thread: the inference thread (NULL while the model loads, and once a shutdown began). */
+
+/* Any thread: the inference thread, to submit generations to (NULL while the model loads, and once
+ * a shutdown began). The handle stays valid until the daemon is closed, after every HTTP thread
+ * has stopped: a handler that got it just before a shutdown may still submit, and is refused. */
 hlptd_infer *hlptd_inference(hlptd *d);
-/* Loop thread only: the inference thread while it runs, a shutdown's drain included, so that a
- * request handed to the loop before the drain began still runs (NULL while the model loads). */
-hlptd_infer *hlptd_inference_running(hlptd *d);
-/* Loop thread only. */
+/* Any thread: the serving counters (GET /metrics). */
+hlptd_stats *hlptd_serving_stats(hlptd *d);
+
+/* Loop thread only (work functions), but for hlpt_store_damaged, which any thread may ask. */
 hlpt_store *hlptd_store(hlptd *d);
+/* Loop thread only; NULL while the model loads. */
 hlptd_jobs *hlptd_job_queue(hlptd *d);
+/* Loop thread only: the event streams that follow jobs. */
+hlptd_subscribers *hlptd_job_streams(hlptd *d);
 /* Any thread: the artefact files under <data-dir>/blobs (blobs.h); uploads are written there as
  * they arrive. */
 hlptd_blobs *hlptd_blob_store(hlptd *d);
-/* Loop thread only: a read-only store connection for the inference thread's adapter fetches is
- * separate (see main.c). */
 
 #endif

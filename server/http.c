@@ -23,6 +23,11 @@
  * resume can never precede its suspend. Requests that were suspended or streamed are counted in
  * `inflight` until MHD reports them complete; shutdown waits for that count to reach zero.
  *
+ * A kept request (hlpt_req_keep, from a handler or a work function) has a keeper on another thread
+ * that replies and calls hlpt_req_finish whenever it is done, perhaps before the thread that kept
+ * it has let go. `held` and `finished`, under h->mu, settle who resumes: the keeper, when the
+ * holder had let go (the connection was suspended by then); else the holder, as it lets go.
+ *
  * Locks: h->mu guards the queue, the closing flag, the API keys and the list of streams; each
  * stream has its own mutex. Order: h->mu before a stream's mutex, and both before MHD's internal
  * locks (taken by suspend/resume).
@@ -140,8 +145,10 @@ struct hlpt_req {
     kv_list resp_headers; /* hlpt_reply_header's */
     hlpt_sse *sse;  /* r's reference, until handed to the MHD response */
     int streaming;
-    int kept;       /* its work handed it to another thread, which calls hlpt_req_finish */
-    hlpt_req *next; /* in the loop's queue, or in the finished list */
+    int kept;       /* its handler or work handed it to a keeper, which calls hlpt_req_finish */
+    int held;       /* under h->mu: kept, and the thread that kept it has not let go yet */
+    int finished;   /* under h->mu: the keeper called hlpt_req_finish */
+    hlpt_req *next; /* in the loop's queue */
 };
 
 struct hlpt_sse {
@@ -164,7 +171,6 @@ struct hlpt_http {
     hlpt_http_opts o;
     pthread_mutex_t mu;
     hlpt_req *qhead, *qtail;
-    hlpt_req *finished;      /* kept requests whose keeper is done; the loop resumes them */
     int closing;
     char **keys;
     size_t nkeys;
@@ -435,7 +441,7 @@ static void sse_unlink_and_unref(hlpt_sse *s) {
     sse_unref_locked_out(s);
 }
 
-hlpt_sse *hlpt_req_stream(hlpt_req *r) {
+static hlpt_sse *req_stream(hlpt_req *r, int finite) {
     hlpt_sse *s = calloc(1, sizeof *s);
     if (!s || pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s);
@@ -444,6 +450,7 @@ hlpt_sse *hlpt_req_stream(hlpt_req *r) {
     }
     s->h = r->h;
     s->refs = 2; /* the caller's and the request's */
+    s->finite = finite; /* before the drain can see it in the list */
     s->conn = r->conn;
     if (r->sse) sse_unlink_and_unref(r->sse);
     r->sse = s;
@@ -456,6 +463,9 @@ hlpt_sse *hlpt_req_stream(hlpt_req *r) {
     r->streaming = 1;
     return s;
 }
+
+hlpt_sse *hlpt_req_stream(hlpt_req *r) { return req_stream(r, 0); }
+hlpt_sse *hlpt_req_stream_finite(hlpt_req *r) { return req_stream(r, 1); }
 
 static int sse_append(hlpt_sse *s, const char *t, size_t k) {
     if (s->n + k > s->cap) {
@@ -720,7 +730,8 @@ static void dispatch(hlpt_req *r) {
         return;
     }
     route->handler(r);
-    if (r->state == ST_HANDLER) {
+    /* A kept request may be its keeper's already: its state is not this thread's to read. */
+    if (!r->kept && r->state == ST_HANDLER) {
         hlpt_error("handler for %s %s gave no reply", route->method, route->pattern);
         hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
     }
@@ -760,7 +771,8 @@ static void body_done(hlpt_req *r) {
         return;
     }
     r->done(r);
-    if (r->state == ST_HANDLER) {
+    /* A kept request may be its keeper's already: its state is not this thread's to read. */
+    if (!r->kept && r->state == ST_HANDLER) {
         hlpt_error("%s %s: the body's done function gave no reply", r->method, r->path);
         hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
     }
@@ -793,42 +805,65 @@ static enum MHD_Result hand_off(hlpt_req *r) {
     return MHD_YES;
 }
 
-void hlpt_req_keep(hlpt_req *r) { r->kept = 1; }
+void hlpt_req_keep(hlpt_req *r) {
+    hlpt_http *h = r->h;
+    r->kept = 1;
+    /* Kept by its handler, r was not handed off: it counts as in flight from here. */
+    if (!r->counted) {
+        r->counted = 1;
+        atomic_fetch_add(&h->inflight, 1);
+    }
+    pthread_mutex_lock(&h->mu);
+    r->held = 1;
+    pthread_mutex_unlock(&h->mu);
+}
 
-/* The keeper may finish while the work function that kept r has not returned yet: resuming from
- * here could then race the loop's own look at r. So a finished request goes back to the loop,
- * which resumes it after every work function it is running has returned. */
 void hlpt_req_finish(hlpt_req *r) {
     hlpt_http *h = r->h;
     if (r->state != ST_REPLIED) hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: finished without a reply");
     pthread_mutex_lock(&h->mu);
-    r->next = h->finished;
-    h->finished = r;
+    int held = r->held;
+    r->finished = 1;
     pthread_mutex_unlock(&h->mu);
-    if (h->o.wake) h->o.wake(h->o.wake_ctx);
+    /* Held: the holder sends the reply as it lets go (let_go, run_deferred). */
+    if (!held) MHD_resume_connection(r->conn);
+}
+
+/* The MHD thread lets go of a request its handler kept: it suspends the connection until the
+ * keeper finishes, or sends the reply at once when the keeper has finished already. */
+static enum MHD_Result let_go(hlpt_req *r) {
+    hlpt_http *h = r->h;
+    pthread_mutex_lock(&h->mu);
+    int finished = r->finished;
+    if (!finished) {
+        r->held = 0;
+        MHD_suspend_connection(r->conn);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return finished ? send_reply(r) : MHD_YES;
 }
 
 void hlpt_http_run_deferred(hlpt_http *h) {
     pthread_mutex_lock(&h->mu);
-    hlpt_req *r = h->qhead, *done = h->finished;
+    hlpt_req *r = h->qhead;
     h->qhead = h->qtail = NULL;
-    h->finished = NULL;
     pthread_mutex_unlock(&h->mu);
-    while (done) {
-        hlpt_req *next = done->next;
-        done->next = NULL;
-        MHD_resume_connection(done->conn);
-        done = next;
-    }
     while (r) {
         hlpt_req *next = r->next;
         r->next = NULL;
         r->work(h->o.app, r);
-        /* A kept request is its keeper's until hlpt_req_finish; any other has its reply now. */
-        if (!r->kept) {
-            if (r->state != ST_REPLIED) hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
-            MHD_resume_connection(r->conn);
+        /* A kept request is its keeper's until hlpt_req_finish, unless that came already; any
+         * other has its reply now. */
+        int resume = 1;
+        if (r->kept) {
+            pthread_mutex_lock(&h->mu);
+            resume = r->finished;
+            r->held = 0;
+            pthread_mutex_unlock(&h->mu);
+        } else if (r->state != ST_REPLIED) {
+            hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
         }
+        if (resume) MHD_resume_connection(r->conn);
         r = next;
     }
 }
@@ -930,6 +965,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (r->state == ST_BODY) {
         if (r->streamed) body_done(r);
         else dispatch(r);
+        if (r->kept) return let_go(r);
     }
     if (r->state == ST_DEFER) return hand_off(r);
     if (r->state == ST_REPLIED) return send_reply(r);

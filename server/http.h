@@ -7,20 +7,24 @@
  *   MHD thread   accumulates the body (413 past the limit, 507 past the free disk space, 500 when
  *                memory runs out), matches the route (404/405), checks the
  *                API key (401), then calls the route's handler. The handler either replies at once
- *                (hlpt_reply_*) or calls hlpt_req_defer(r, work) and returns; http.c then suspends
- *                the connection and queues r to the loop (wake callback = uv_async_send).
+ *                (hlpt_reply_*), or calls hlpt_req_defer(r, work) and returns (http.c then suspends
+ *                the connection and queues r to the loop; wake callback = uv_async_send), or calls
+ *                hlpt_req_keep(r) and hands r to a keeper on another thread (e.g. the inference
+ *                thread), which replies and calls hlpt_req_finish(r) later; http.c then suspends the
+ *                connection until it does.
  *                A route flagged HLPT_ROUTE_STREAM_BODY (uploads) is not accumulated: its handler
  *                runs as soon as the headers are in (after the same checks; 413 and 507 from the
  *                announced Content-Length against max_upload_bytes and the free space) and takes
  *                the body piece by piece as it arrives (hlpt_req_read_body), on the same thread;
  *                memory stays flat whatever the body's size.
  *   loop thread  hlpt_http_run_deferred() calls work(app, r) for every queued request. If work
- *                replied, the connection is resumed and MHD sends the reply. If it did not, the
- *                request is kept by whoever work handed it to (e.g. the inference thread), which
- *                replies and calls hlpt_req_finish(r) later, from any thread.
+ *                replied, the connection is resumed and MHD sends the reply. A work function, too,
+ *                may keep r for a keeper instead.
+ *   keeper       replies and calls hlpt_req_finish(r), which resumes the connection from its own
+ *                thread: no other thread takes part.
  *
- * So at every moment exactly one thread owns r: the handler's MHD thread, then the loop, then
- * perhaps a keeper, then MHD again. No request ever blocks an MHD thread.
+ * So at every moment exactly one thread owns r: the handler's MHD thread, then perhaps the loop,
+ * then perhaps a keeper, then MHD again. No request ever blocks an MHD thread.
  *
  * Event streams (`?stream=true`): a handler or work function calls hlpt_req_stream(r) and keeps
  * the returned hlpt_sse; the reply becomes `text/event-stream` and the owner pushes events with
@@ -138,7 +142,8 @@ void *hlpt_req_data(const hlpt_req *r);
 typedef int (*hlpt_piece_fn)(hlpt_req *r, const char *data, size_t n);
 /* Called by the handler of a HLPT_ROUTE_STREAM_BODY route, as its last action, instead of
  * replying: piece(r, ...) then gets the body as it arrives, and done(r) runs once it is complete,
- * and acts as a handler does (replies or defers). What the handler keeps for them goes in
+ * and acts as a handler does (replies, defers or keeps). Such a handler, which runs before the
+ * body, replies, defers or reads the body, but never keeps r. What the handler keeps for them goes in
  * hlpt_req_set_data; it is freed when the request ends, so a client that goes away mid-body (done
  * never runs) leaves nothing behind. Past max_upload_bytes (a body without Content-Length) the
  * handler data is freed at once, the rest of the body is dropped and the reply is 413; done does
@@ -148,11 +153,13 @@ void hlpt_req_read_body(hlpt_req *r, hlpt_piece_fn piece, hlpt_handler_fn done);
 
 /* Hands r to the loop thread: work(app, r) runs there. Call from a handler as its last action. */
 void hlpt_req_defer(hlpt_req *r, hlpt_work_fn work);
-/* Called by a work function that hands r to another thread (a keeper) instead of replying: r then
- * stays suspended until the keeper replies and calls hlpt_req_finish. Loop thread. */
+/* Called by a handler or a work function that hands r to another thread (a keeper) instead of
+ * replying, before the hand-over: r then stays suspended until the keeper replies and calls
+ * hlpt_req_finish. The caller touches r no more, and returns. The owning thread (MHD or loop). */
 void hlpt_req_keep(hlpt_req *r);
-/* Completes a kept request (it has a reply by now); the loop resumes the connection. Any thread,
- * once, after which r is not the caller's any more. */
+/* Completes a kept request (it has a reply by now, perhaps an event stream): the connection is
+ * resumed, by this call or, when the thread that kept r has not returned yet, as it returns. Any
+ * thread, once, after which r is not the caller's any more. */
 void hlpt_req_finish(hlpt_req *r);
 
 /* ---- replies (the owning thread; the last one set wins) --------------------------------------- */
@@ -179,6 +186,9 @@ int hlpt_http_status_of(int err, const char **type, const char **code);
 /* Makes r's reply an event stream (200, text/event-stream). Returns a reference owned by the
  * caller (hlpt_sse_unref when done sending), or NULL when out of memory (r then has a 500). */
 hlpt_sse *hlpt_req_stream(hlpt_req *r);
+/* The same for a stream that ends by itself (a generation's), finite from the start (see
+ * hlpt_sse_finite): a drain that runs meanwhile, on another thread, cannot end it. */
+hlpt_sse *hlpt_req_stream_finite(hlpt_req *r);
 /* Queues one event ("event: <event>\ndata: <data>\n\n"; event may be NULL; data's newlines become
  * separate data lines). Any thread. HLPT_ERR_CANCELLED once the client is gone or the stream was
  * closed; HLPT_ERR_NOMEM. */

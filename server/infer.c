@@ -10,13 +10,18 @@
  * over all rows and each adapter on its own rows). Finished and cancelled requests leave after the
  * step; new ones join before the next: continuous batching.
  *
- * The adapter cache holds loaded adapters by id with a byte budget. An adapter in use by a live
+ * Each admitted request's `model` is resolved here, on this thread (the resolve hook: a store read
+ * through a connection of this thread's own, server/resolver.h), to the cache key of the adapter
+ * that serves it; so an HTTP thread submits a request directly and nothing waits for the loop.
+ *
+ * The adapter cache holds loaded adapters by key with a byte budget. An adapter in use by a live
  * request is pinned (refcount); beyond the budget the least recently used unpinned ones are freed,
  * and their parameter arenas go back to the system (adapter.c maps them).
  */
 #include "infer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +31,7 @@
 #include "hlpt/err.h"
 
 typedef struct cached {
-    char id[64];
+    char id[HLPTD_KEY_MAX];
     hlpt_adapter *a;
     size_t bytes;
     int refs;
@@ -50,9 +55,10 @@ struct hlptd_infer {
     int queued;                          /* guarded by mu */
     int stopping;                        /* guarded by mu */
     int cancel_all;                      /* guarded by mu: hlptd_infer_cancel_all was called */
-    char forget[16][64];                 /* guarded by mu: ids to drop */
+    char forget[16][HLPTD_KEY_MAX];      /* guarded by mu: keys to drop */
     int n_forget;
     hlptd_infer_stats stats;             /* guarded by mu (copied out) */
+    int joined;                          /* hlptd_infer_stop has joined the thread (its caller's) */
     /* inference thread only */
     hlpt_runner *runner;
     hlpt_seq **seqs;          /* [max_batch] one step's sequences, tokens and counts */
@@ -134,11 +140,11 @@ static int cache_get(hlptd_infer *inf, const char *id, cached **out, char *why, 
     char *cfg = NULL;
     void *w = NULL;
     size_t cn = 0, wn = 0;
-    int err = inf->o.fetch(inf->o.fetch_ctx, id, &cfg, &cn, &w, &wn);
+    int err = inf->o.fetch(inf->o.ctx, id, &cfg, &cn, &w, &wn, why, len);
     if (err) {
         free(cfg);
         free(w);
-        return hlpt_why(why, len, err, "adapter %s is not known", id);
+        return err;
     }
     hlpt_adapter *a = NULL;
     err = hlpt_adapter_load_mem(cfg, cn, w, wn, hlpt_model_config(inf->m), hlpt_model_hash(inf->m), &a, why, len);
@@ -188,6 +194,17 @@ static void fail_req(hlptd_req *r, int err) {
     r->on_event(r, HLPTD_EV_ERROR, NULL, 0);
 }
 
+/* What serves r: its adapter's cache key into key ("" for the base), its label into r->label. */
+static int resolve(hlptd_infer *inf, hlptd_req *r, char key[HLPTD_KEY_MAX]) {
+    key[0] = 0;
+    if (inf->o.resolve)
+        return inf->o.resolve(inf->o.ctx, r->model, key, HLPTD_KEY_MAX, r->label, sizeof r->label, r->why, sizeof r->why);
+    if (strlen(r->model) >= HLPTD_KEY_MAX) return hlpt_why(r->why, sizeof r->why, HLPT_ERR_NOENT, "no model `%s`", r->model);
+    snprintf(key, HLPTD_KEY_MAX, "%s", r->model);
+    snprintf(r->label, sizeof r->label, "%s", r->model[0] ? r->model : "base");
+    return HLPT_OK;
+}
+
 /* Moves queued requests into the live set within the batch and prefill limits. */
 static void admit(hlptd_infer *inf) {
     int prefill = 0;
@@ -203,12 +220,19 @@ static void admit(hlptd_infer *inf) {
         }
         pthread_mutex_unlock(&inf->mu);
         if (!fits) return;
-        if (r->cancelled) {
+        if (atomic_load(&r->cancelled)) {
             fail_req(r, HLPT_ERR_CANCELLED);
             continue;
         }
+        char key[HLPTD_KEY_MAX];
+        int err = resolve(inf, r, key);
+        if (err) {
+            fail_req(r, err);
+            continue;
+        }
+        r->on_event(r, HLPTD_EV_START, NULL, 0);
         cached *ad = NULL;
-        int err = r->adapter_id[0] ? cache_get(inf, r->adapter_id, &ad, r->why, sizeof r->why) : HLPT_OK;
+        err = key[0] ? cache_get(inf, key, &ad, r->why, sizeof r->why) : HLPT_OK;
         if (!err)
             err = hlpt_gen_new(inf->m, ad ? ad->a : NULL, r->prompt, r->n_prompt, &r->params, &r->gen, r->why,
                                sizeof r->why);
@@ -250,9 +274,9 @@ static void *infer_main(void *arg) {
             pthread_cond_wait(&inf->cv, &inf->mu);
         int stop = inf->stopping && !inf->queue_head && inf->n_act == 0;
         int cancel = inf->cancel_all;
-        for (hlptd_req *q = inf->queue_head; cancel && q; q = q->next) q->cancelled = 1;
+        for (hlptd_req *q = inf->queue_head; cancel && q; q = q->next) atomic_store(&q->cancelled, 1);
         pthread_mutex_unlock(&inf->mu);
-        for (int i = 0; cancel && i < inf->n_act; i++) inf->act[i].r->cancelled = 1;
+        for (int i = 0; cancel && i < inf->n_act; i++) atomic_store(&inf->act[i].r->cancelled, 1);
         apply_forgets(inf);
         if (stop) break;
         admit(inf);
@@ -260,7 +284,7 @@ static void *infer_main(void *arg) {
 
         /* Cancelled requests leave before the step. */
         for (int i = 0; i < inf->n_act;) {
-            if (inf->act[i].r->cancelled) {
+            if (atomic_load(&inf->act[i].r->cancelled)) {
                 finish(inf, &inf->act[i], HLPTD_EV_DONE);
                 inf->act[i] = inf->act[--inf->n_act];
             } else {
@@ -352,12 +376,18 @@ int hlptd_infer_start(const hlpt_model *m, const hlptd_infer_opts *o, hlptd_infe
 }
 
 void hlptd_infer_stop(hlptd_infer *inf) {
-    if (!inf) return;
+    if (!inf || inf->joined) return;
     pthread_mutex_lock(&inf->mu);
     inf->stopping = 1;
     pthread_cond_signal(&inf->cv);
     pthread_mutex_unlock(&inf->mu);
     pthread_join(inf->thread, NULL);
+    inf->joined = 1;
+}
+
+void hlptd_infer_free(hlptd_infer *inf) {
+    if (!inf) return;
+    hlptd_infer_stop(inf);
     while (inf->cache) {
         cached *c = inf->cache;
         inf->cache = c->next;
@@ -397,7 +427,7 @@ int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r) {
 
 void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r) {
     pthread_mutex_lock(&inf->mu);
-    r->cancelled = 1;
+    atomic_store(&r->cancelled, 1);
     pthread_cond_signal(&inf->cv);
     pthread_mutex_unlock(&inf->mu);
 }
@@ -411,7 +441,7 @@ void hlptd_infer_cancel_all(hlptd_infer *inf) {
 
 void hlptd_infer_forget(hlptd_infer *inf, const char *adapter_id) {
     pthread_mutex_lock(&inf->mu);
-    if (inf->n_forget < 16) snprintf(inf->forget[inf->n_forget++], 64, "%s", adapter_id);
+    if (inf->n_forget < 16) snprintf(inf->forget[inf->n_forget++], HLPTD_KEY_MAX, "%s", adapter_id);
     pthread_cond_signal(&inf->cv);
     pthread_mutex_unlock(&inf->mu);
 }

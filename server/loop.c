@@ -1,6 +1,7 @@
 /*
- * loop.c - see loop.h. The daemon's state is one struct owned by the loop thread; the only fields
- * other threads read are the `ready` and `stopping` atomics.
+ * loop.c - see loop.h. The daemon's state is one struct owned by the loop thread. Other threads
+ * read the `ready` and `stopping` atomics, and, through app.h, what is immutable once `ready` is
+ * set (the model, the inference thread's handle) or safe to share (the serving counters).
  */
 #include "loop.h"
 
@@ -18,10 +19,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "api.h"
 #include "app.h"
 #include "blobs.h"
-#include "fine_tuning.h"
 #include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
@@ -31,6 +30,9 @@
 #include "jobs.h"
 #include "log.h"
 #include "notify.h"
+#include "resolver.h"
+#include "stats.h"
+#include "subscribers.h"
 
 /* How often shutdown checks whether requests and workers are done, how long it waits, and how long
  * generations cancelled at that point get to send their last events. */
@@ -52,10 +54,12 @@ struct hlptd {
     hlpt_model *model;   /* sealed shared weights; NULL until loaded */
     char model_name[256];
     int64_t model_created; /* the base's config.json mtime: when the model was made, as far as we know */
-    hlptd_infer *infer;  /* inference thread; NULL until the model is loaded */
+    hlptd_infer *infer;  /* inference thread; NULL until the model is loaded, kept until hlptd_close */
+    hlptd_resolver *resolver; /* model names, for the inference thread; with it */
     hlptd_jobs *jobs;
+    hlptd_subscribers *subscribers; /* job event streams */
+    hlptd_stats *stats;  /* serving counters */
     char *db_path;
-    hlpt_store *infer_store; /* the inference thread's own read connection (adapter fetches) */
     int jobs_drained;
     int gens_cancelled;  /* the drain ran out of time and cancelled the generations left */
     char *port_path, *pid_path;
@@ -77,35 +81,17 @@ const hlpt_model *hlptd_model(hlptd *d) {
 }
 const char *hlptd_model_name(hlptd *d) { return d->model_name; }
 int64_t hlptd_model_created(hlptd *d) { return d->model_created; }
+/* d->infer is set before `ready` and never reset before hlptd_close. */
 hlptd_infer *hlptd_inference(hlptd *d) { return atomic_load(&d->ready) ? d->infer : NULL; }
-hlptd_infer *hlptd_inference_running(hlptd *d) { return d->infer; }
+hlptd_stats *hlptd_serving_stats(hlptd *d) { return d->stats; }
 hlptd_jobs *hlptd_job_queue(hlptd *d) { return d->jobs; }
 hlptd_blobs *hlptd_blob_store(hlptd *d) { return d->blobs; }
-const hlptd_config *hlptd_config_get(const hlptd *d) { return d->cfg; }
+hlptd_subscribers *hlptd_job_streams(hlptd *d) { return d->subscribers; }
 
 /* ---- the model hook ---------------------------------------------------------------------------- */
 
-/* The inference thread reads adapters through a connection of its own (SQLite WAL lets it read
- * while the loop writes); opened on first use, on that thread. */
-static int fetch_adapter(void *ctx, const char *id, char **config, size_t *config_len, void **weights,
-                         size_t *weights_len) {
-    hlptd *d = ctx;
-    char why[256];
-    int err = HLPT_OK;
-    if (!d->infer_store && (err = hlpt_store_open(&d->infer_store, d->db_path, why, sizeof why))) return err;
-    hlpt_adapter_rec *a = NULL;
-    if ((err = hlpt_store_adapter_get(d->infer_store, id, &a, why, sizeof why))) return err;
-    err = hlpt_store_adapter_weights(d->infer_store, a->id, weights, weights_len, why, sizeof why);
-    if (!err) {
-        *config = strdup(a->config);
-        *config_len = strlen(a->config);
-        if (!*config) err = HLPT_ERR_NOMEM;
-    }
-    hlpt_adapter_rec_free(a);
-    return err;
-}
-
-static void on_job_change(void *ctx, const char *job_id) { api_jobs_changed(ctx, job_id); }
+/* The inference thread served a checkpoint not yet registered: the loop registers it (on_wake). */
+static void wake_for_pending(void *ctx) { uv_async_send(ctx); }
 
 /* Loads the base model into the sealed memfd (docs/design.md, "Processes"), then starts the inference thread and
  * the job queue, which resumes what the last daemon left running. Runs on the loop thread after
@@ -131,8 +117,14 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
               d->model_name, hlpt_model_bytes(d->model) >> 20, hlpt_base_dtype_name(dt),
               hlpt_base_dtype_name(cfg->dtype), hlpt_model_hash(d->model),
               hlpt_engine_describe(dt, engine, sizeof engine));
+    /* The inference thread resolves model names and reads adapters through a store connection of
+     * its own (SQLite WAL lets it read while the loop writes). */
+    hlptd_resolver_opts ro = {.db_path = d->db_path, .base_name = d->model_name, .base = hlpt_model_config(d->model),
+                              .on_pending = wake_for_pending, .ctx = &d->wake};
+    if ((err = hlptd_resolver_new(&ro, &d->resolver))) return hlpt_why(why, len, err, "out of memory");
     hlptd_infer_opts io = {.adapter_budget = (size_t)256 << 20, .max_batch = 32, .max_prefill = 4096,
-                           .threads = threads, .fetch = fetch_adapter, .fetch_ctx = d};
+                           .threads = threads};
+    hlptd_resolver_hook(d->resolver, &io);
     if ((err = hlptd_infer_start(d->model, &io, &d->infer)))
         return hlpt_why(why, len, err, "starting the inference thread failed");
     char exe[4096];
@@ -142,7 +134,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
                           .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir,
                           .max_workers = cfg->workers, .threads = threads,
-                          .on_change = on_job_change, .ctx = d};
+                          .on_change = hlptd_subscribers_changed, .ctx = d->subscribers};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
     return HLPT_OK;
 }
@@ -202,8 +194,11 @@ static void on_reserve_tick(uv_timer_t *t) { reserve_make(t->data); }
 
 /* ---- callbacks ------------------------------------------------------------------------------------ */
 
+/* Checkpoints the inference thread served are registered first, so that a request which follows
+ * a generation's answer finds its checkpoint an adapter (resolver.h). */
 static void on_wake(uv_async_t *a) {
     hlptd *d = a->data;
+    if (d->resolver) hlptd_resolver_register_pending(d->resolver, d->store);
     hlpt_http_run_deferred(d->http);
 }
 
@@ -247,9 +242,10 @@ static void on_drain_tick(uv_timer_t *t) {
         return;
     }
     uv_timer_stop(t);
-    api_jobs_close_streams();
+    hlptd_subscribers_close_all(d->subscribers);
+    /* The handle stays for hlptd_close: an HTTP thread may still hold it (app.h). */
     hlptd_infer_stop(d->infer);
-    d->infer = NULL;
+    if (d->resolver) hlptd_resolver_register_pending(d->resolver, d->store);
     close_all(d);
 }
 
@@ -301,8 +297,9 @@ static void on_start(uv_timer_t *t) {
 
 /* ---- open, run, close ----------------------------------------------------------------------------- */
 
-int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
+int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     *out = NULL;
+    const hlptd_config *cfg = o->cfg;
     hlptd *d = calloc(1, sizeof *d);
     if (!d) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     d->cfg = cfg;
@@ -350,6 +347,10 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
     reserve_make(d);
     hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
     if ((err = hlptd_blobs_open(cfg->data_dir, 1, &d->blobs, why, len))) goto fail;
+    if ((err = hlptd_subscribers_new(d->store, &d->subscribers)) || (err = hlptd_stats_new(&d->stats))) {
+        hlpt_why(why, len, err, "out of memory");
+        goto fail;
+    }
 
     if (uv_loop_init(&d->loop) != 0) {
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "uv_loop_init failed");
@@ -379,8 +380,8 @@ int hlptd_open(hlptd **out, const hlptd_config *cfg, char *why, size_t len) {
         .max_body_bytes = cfg->max_body_bytes,
         .max_upload_bytes = cfg->max_upload_bytes,
         .space_dir = cfg->data_dir,
-        .routes = hlpt_api_routes,
-        .nroutes = hlpt_api_nroutes,
+        .routes = o->routes,
+        .nroutes = o->nroutes,
         .app = d,
         .wake = wake_loop,
         .wake_ctx = &d->wake,
@@ -421,9 +422,11 @@ void hlptd_close(hlptd *d) {
         uv_run(&d->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
         uv_loop_close(&d->loop);
     }
-    hlptd_infer_stop(d->infer);
+    hlptd_infer_free(d->infer);
+    hlptd_resolver_free(d->resolver);
     hlptd_jobs_free(d->jobs);
-    hlpt_store_close(d->infer_store);
+    hlptd_subscribers_free(d->subscribers);
+    hlptd_stats_free(d->stats);
     hlpt_model_close(d->model);
     hlpt_store_close(d->store);
     hlptd_blobs_close(d->blobs);

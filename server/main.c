@@ -1,7 +1,7 @@
 /*
  * main.c - hlptd: a foreground daemon, supervised by systemd (Type=notify) or run by hand.
- * Reads the configuration, then hands over to the loop (server/loop.h). The only place that
- * exits.
+ * Reads the configuration, then hands over to the loop (server/loop.h) with the REST API's route
+ * table: the one place that puts the two layers together, and the only place that exits.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -11,13 +11,19 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
+#include "http.h"
 #include "log.h"
 #include "loop.h"
 #include "worker.h"
 
 extern char **environ;
+
+/* The REST API (api/routes.c), the layer above the daemon: named here only, so that nothing in
+ * server/ depends on api/. */
+extern const hlpt_route hlpt_api_routes[];
+extern const size_t hlpt_api_nroutes;
 
 int main(int argc, char **argv) {
     /* Everything hlptd and its workers create (the database, job directories, checkpoints) is the
@@ -42,7 +48,8 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     hlptd *d = NULL;
-    int err = hlptd_open(&d, &cfg, why, sizeof why);
+    hlptd_opts o = {.cfg = &cfg, .routes = hlpt_api_routes, .nroutes = hlpt_api_nroutes};
+    int err = hlptd_open(&d, &o, why, sizeof why);
     if (!err) err = hlptd_run(d, why, sizeof why);
     if (err) hlpt_error("%s", why);
     hlptd_close(d);

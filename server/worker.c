@@ -4,43 +4,45 @@
  * DESIGN
  * The daemon spawns a worker per running job. The worker maps the sealed base-model arena it
  * inherits as fd 3 (hlpt_model_attach: the same physical pages as every other process, read-only by
- * the kernel's seals), reads its job spec as one JSON object on stdin, trains, and reports on stdout
- * as JSON lines. It never opens SQLite: checkpoints and the final adapter are files in the job's
- * directory, named in the lines, and the daemon stores them. A worker that dies takes nothing else
- * with it; the daemon sees the exit and marks the job.
+ * the kernel's seals), reads its job spec as one JSON object on stdin, and hands it to the library's
+ * fine-tuning entry point (include/hlpt/finetune.h: the parser the API validated the job with, and
+ * the run that `hlpt train` uses too). What is left here is the process around it: signals, the
+ * spec's paths, and the hooks that turn the run's reports into JSON lines on stdout. It never opens
+ * SQLite: checkpoints and the final adapter are files in the job's directory, named in the lines, and
+ * the daemon stores them. A worker that dies takes nothing else with it; the daemon sees the exit and
+ * marks the job.
  *
  * Lines (one JSON object each, "type" first):
  *   started    {total_steps, trainable_params, examples, truncated, valid_examples, resumed_from}
  *   progress   {step, total_steps, epoch, train_loss, valid_loss?, valid_acc?, learning_rate,
  *               grad_norm, tokens_per_s, tokens_seen, elapsed_s}
- *   checkpoint {step, path, train_loss, valid_loss?}
+ *   checkpoint {step, path, train_loss, valid_loss?, valid_acc?}
  *   done       {adapter_dir, best_step, best_valid_loss?}
  *   stopped    {step}            (SIGUSR1 or SIGTERM: checkpointed, exits 0)
- *   error      {message}         (then exit status 1)
+ *   error      {message, code?}  (then exit status 1; code "no_space" when the disk is full)
  *
- * Job spec: {"model_dir", "job_dir", "training_file", "validation_file"?, "validation_split"?,
- *            "method": {"type", "<type>": {...}}, "hyperparameters": {...}, "seed"?,
- *            "resume_checkpoint"?, "threads"?, "daemon_pid"?}
+ * Job spec: {"model_dir", "job_dir", "training_file", "validation_file"?, "resume_checkpoint"?,
+ *            "threads"?, "daemon_pid"?} and the job's settings as hlpt_job_spec_parse reads them:
+ *           "method": {"type", "<type>": {...}}, "hyperparameters": {...}, "validation_split"?,
+ *           "seed"?.
  */
 #include "worker.h"
 
 #include <cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hlpt/adapter.h"
 #include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
+#include "hlpt/finetune.h"
 #include "hlpt/model.h"
-#include "hlpt/train.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -90,6 +92,18 @@ typedef struct {
     char ckpt_why[512];
 } worker_ctx;
 
+static int on_started(void *ctx, const hlpt_finetune_started *s, char *why, size_t len) {
+    cJSON *o = line("started");
+    cJSON_AddNumberToObject(o, "total_steps", s->total_steps);
+    cJSON_AddNumberToObject(o, "trainable_params", (double)s->trainable_params);
+    cJSON_AddNumberToObject(o, "examples", s->examples);
+    cJSON_AddNumberToObject(o, "truncated", s->truncated);
+    cJSON_AddNumberToObject(o, "valid_examples", s->valid_examples);
+    cJSON_AddNumberToObject(o, "resumed_from", s->resumed_from);
+    emit(o);
+    return HLPT_OK;
+}
+
 static void on_progress(void *ctx, const hlpt_train_progress *p) {
     cJSON *o = line("progress");
     cJSON_AddNumberToObject(o, "step", p->step);
@@ -106,7 +120,9 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
     emit(o);
 }
 
-static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
+/* Output: a checkpoint becomes a file in the job directory, named in a "checkpoint" line. A failed
+ * write keeps its status for the error line (the trainer reports only that the hook failed). */
+static int write_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
     worker_ctx *w = ctx;
     char path[4200];
     snprintf(path, sizeof path, "%s/ckpt-%08d.safetensors", w->job_dir, step);
@@ -121,6 +137,22 @@ static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, cons
     return 0;
 }
 
+/* Output: the final adapter becomes the directory <job_dir>/adapter, named in the "done" line. */
+static int write_adapter(void *ctx, const hlpt_adapter *a, const char *extra_json, int best_step, double best_loss,
+                         char *why, size_t len) {
+    worker_ctx *w = ctx;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/adapter", w->job_dir);
+    int err = hlpt_adapter_save(a, dir, extra_json, why, len);
+    if (err) return err;
+    cJSON *o = line("done");
+    cJSON_AddStringToObject(o, "adapter_dir", dir);
+    cJSON_AddNumberToObject(o, "best_step", best_step);
+    add_finite(o, "best_valid_loss", best_loss);
+    emit(o);
+    return HLPT_OK;
+}
+
 static int should_stop(void *ctx) {
     (void)ctx;
     return stop_requested;
@@ -129,18 +161,6 @@ static int should_stop(void *ctx) {
 static const char *str_field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* Reads and tokenizes one dataset file. */
-static int load_set(const hlpt_model *m, const char *path, const hlpt_train_params *p, hlpt_examples *e,
-                    char *why, size_t len) {
-    size_t n;
-    char *buf;
-    int err = hlpt_file_read(path, (size_t)1 << 32, &buf, &n, why, len);
-    if (err) return err;
-    err = hlpt_examples_load(hlpt_model_tokenizer(m), hlpt_model_config(m), buf, n, p, e, why, len);
-    free(buf);
-    return err;
 }
 
 int hlptd_worker_main(int argc, char **argv) {
@@ -157,29 +177,24 @@ int hlptd_worker_main(int argc, char **argv) {
     size_t n;
     char *spec_text = NULL;
     hlpt_fd_read(0, (size_t)16 << 20, &spec_text, &n, NULL, 0);
-    cJSON *spec = spec_text ? cJSON_ParseWithLength(spec_text, n) : NULL;
+    cJSON *json = spec_text ? cJSON_ParseWithLength(spec_text, n) : NULL;
     free(spec_text);
-    if (!cJSON_IsObject(spec)) {
-        cJSON_Delete(spec);
+    if (!cJSON_IsObject(json)) {
+        cJSON_Delete(json);
         return fail("%s", "the job spec on stdin is not a JSON object");
     }
     char why[1024] = "";
     int status = 1, err;
     hlpt_model *m = NULL;
-    hlpt_adapter *a = NULL;
-    hlpt_trainer *t = NULL;
-    hlpt_examples train = {0}, valid = {0};
-    const char *model_dir = str_field(spec, "model_dir"), *job_dir = str_field(spec, "job_dir");
-    const char *train_path = str_field(spec, "training_file"), *valid_path = str_field(spec, "validation_file");
-    const char *resume = str_field(spec, "resume_checkpoint");
+    const char *model_dir = str_field(json, "model_dir"), *job_dir = str_field(json, "job_dir");
     /* The daemon may have died before PR_SET_PDEATHSIG was in place. */
-    const cJSON *daemon_pid = cJSON_GetObjectItemCaseSensitive(spec, "daemon_pid");
+    const cJSON *daemon_pid = cJSON_GetObjectItemCaseSensitive(json, "daemon_pid");
     if (cJSON_IsNumber(daemon_pid) && (double)getppid() != daemon_pid->valuedouble) {
         status = fail("%s", "the daemon that started this worker is gone");
         goto out;
     }
-    const cJSON *threads = cJSON_GetObjectItemCaseSensitive(spec, "threads");
-    if (!model_dir || !job_dir || !train_path) {
+    const cJSON *threads = cJSON_GetObjectItemCaseSensitive(json, "threads");
+    if (!model_dir || !job_dir || !str_field(json, "training_file")) {
         status = fail("%s", "the job spec needs model_dir, job_dir and training_file");
         goto out;
     }
@@ -188,124 +203,38 @@ int hlptd_worker_main(int argc, char **argv) {
         status = fail("base model: %s", why);
         goto out;
     }
-    const hlpt_config *c = hlpt_model_config(m);
 
-    /* The adapter plan: method.type, then method.<type> settings. */
-    const cJSON *method = cJSON_GetObjectItemCaseSensitive(spec, "method");
-    const char *type = method ? str_field(method, "type") : "hlpt";
-    int meth = type ? hlpt_method_from_name(type) : -1;
-    if (meth < 0) {
-        status = fail("method.type: '%s' is not one of hlpt, h2lpt, lora, prefix", type ? type : "?");
-        goto out;
-    }
-    hlpt_adapter_config cfg;
-    hlpt_adapter_config_defaults(&cfg, (hlpt_method)meth, c->n_layers);
-    const cJSON *settings = method ? cJSON_GetObjectItemCaseSensitive(method, type) : NULL;
-    if (settings && (err = hlpt_adapter_config_apply(&cfg, settings, c->n_layers, 0, why, sizeof why))) {
-        status = fail("method: %s", why);
-        goto out;
-    }
-    snprintf(cfg.base_name, sizeof cfg.base_name, "%s", model_dir);
-    snprintf(cfg.base_hash, sizeof cfg.base_hash, "%s", hlpt_model_hash(m));
-
-    hlpt_train_params p;
-    hlpt_train_params_defaults(&p);
-    const cJSON *hp = cJSON_GetObjectItemCaseSensitive(spec, "hyperparameters");
-    if (hp && (err = hlpt_train_params_apply(&p, hp, why, sizeof why))) {
+    /* The stored method keeps OpenAI's type beside hlpt's as `requested` (api/jobs.c), for the job's
+     * JSON: not a setting. */
+    cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(json, "method"), "requested");
+    hlpt_job_spec spec;
+    if ((err = hlpt_job_spec_parse(&spec, json, hlpt_model_config(m)->n_layers, NULL, 0, why, sizeof why))) {
         status = fail("%s", why);
         goto out;
     }
-    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(spec, "seed");
-    if (cJSON_IsNumber(seed)) p.seed = (uint64_t)seed->valuedouble;
-
-    if ((err = load_set(m, train_path, &p, &train, why, sizeof why))) {
-        status = fail("training file: %s", why);
-        goto out;
-    }
-    if (valid_path && (err = load_set(m, valid_path, &p, &valid, why, sizeof why))) {
-        status = fail("validation file: %s", why);
-        goto out;
-    }
-    const cJSON *split = cJSON_GetObjectItemCaseSensitive(spec, "validation_split");
-    if (!valid_path && cJSON_IsNumber(split) && split->valuedouble > 0) {
-        hlpt_examples all = train;
-        memset(&train, 0, sizeof train);
-        err = hlpt_examples_split(&all, split->valuedouble, p.seed, &train, &valid);
-        hlpt_examples_free(&all);
-        if (err) {
-            status = fail("%s", "validation_split: out of memory");
-            goto out;
-        }
-    }
-    if ((err = hlpt_adapter_new(c, &cfg, &a, why, sizeof why))) {
-        status = fail("adapter: %s", why);
-        goto out;
-    }
-    hlpt_adapter_init(a, p.seed);
-    if ((err = hlpt_trainer_new(m, a, &train, valid.n ? &valid : NULL, &p, &t, why, sizeof why))) {
-        status = fail("%s", why);
-        goto out;
-    }
-    int resumed_from = 0;
-    if (resume) {
-        char *blob = NULL;
-        err = hlpt_file_read(resume, (size_t)1 << 34, &blob, &n, why, sizeof why);
-        if (!err) err = hlpt_trainer_restore(t, blob, n, why, sizeof why);
-        free(blob);
-        if (err) {
-            status = fail("resume: %s", why);
-            goto out;
-        }
-        resumed_from = hlpt_trainer_step(t);
-    }
-    cJSON *o = line("started");
-    cJSON_AddNumberToObject(o, "total_steps", hlpt_trainer_total_steps(t));
-    cJSON_AddNumberToObject(o, "trainable_params", (double)a->n_params);
-    cJSON_AddNumberToObject(o, "examples", train.n);
-    cJSON_AddNumberToObject(o, "truncated", train.n_truncated);
-    cJSON_AddNumberToObject(o, "valid_examples", valid.n);
-    cJSON_AddNumberToObject(o, "resumed_from", resumed_from);
-    emit(o);
+    spec.training_file = str_field(json, "training_file");
+    spec.validation_file = str_field(json, "validation_file");
+    spec.resume_checkpoint = str_field(json, "resume_checkpoint");
+    snprintf(spec.adapter.base_name, sizeof spec.adapter.base_name, "%s", model_dir);
 
     worker_ctx w = {.job_dir = job_dir, .ckpt_err = HLPT_OK};
-    hlpt_train_hooks hooks = {.ctx = &w, .on_progress = on_progress, .on_checkpoint = on_checkpoint,
-                              .should_stop = should_stop};
-    if ((err = hlpt_trainer_run(t, &hooks, why, sizeof why))) {
+    hlpt_finetune_hooks hooks = {.ctx = &w, .on_started = on_started, .on_progress = on_progress,
+                                 .on_checkpoint = write_checkpoint, .should_stop = should_stop,
+                                 .on_adapter = write_adapter};
+    hlpt_finetune_result res;
+    if ((err = hlpt_finetune_run(m, &spec, &hooks, &res, why, sizeof why))) {
         if (w.ckpt_err == HLPT_ERR_NOSPACE) status = fail_code("no_space", "writing a checkpoint: %s", w.ckpt_why);
-        else status = fail("training: %s", why);
+        else status = fail_code(err == HLPT_ERR_NOSPACE ? "no_space" : NULL, "%s", why);
         goto out;
     }
-    if (!hlpt_trainer_finished(t)) {
-        o = line("stopped");
-        cJSON_AddNumberToObject(o, "step", hlpt_trainer_step(t));
+    if (!res.finished) {
+        cJSON *o = line("stopped");
+        cJSON_AddNumberToObject(o, "step", res.step);
         emit(o);
-        status = 0;
-        goto out;
     }
-    int best_step;
-    double best_loss;
-    memcpy(a->params, hlpt_trainer_best_params(t, &best_step, &best_loss), a->n_params * sizeof(float));
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/adapter", job_dir);
-    char *extra = hlpt_train_params_json(&p);
-    err = hlpt_adapter_save(a, dir, extra, why, sizeof why);
-    free(extra);
-    if (err) {
-        status = fail_code(err == HLPT_ERR_NOSPACE ? "no_space" : NULL, "saving the adapter: %s", why);
-        goto out;
-    }
-    o = line("done");
-    cJSON_AddStringToObject(o, "adapter_dir", dir);
-    cJSON_AddNumberToObject(o, "best_step", best_step);
-    add_finite(o, "best_valid_loss", best_loss);
-    emit(o);
     status = 0;
 out:
-    hlpt_trainer_free(t);
-    hlpt_examples_free(&train);
-    hlpt_examples_free(&valid);
-    hlpt_adapter_free(a);
     hlpt_model_close(m);
-    cJSON_Delete(spec);
+    cJSON_Delete(json);
     return status;
 }

@@ -8,11 +8,11 @@
 #include "cli.h"
 #include "commands.h"
 #include "hlpt/adapter.h"
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
 #include "hlpt/generate.h"
 #include "hlpt/model.h"
 #include "hlpt/safetensors.h"
-#include "hlpt/tensor.h"
 #include "hlpt/tokenizer.h"
 
 /* Opens the model with its matrices in dtype (--dtype) and, when adapter_dir is given, its adapter. */

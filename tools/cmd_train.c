@@ -1,6 +1,11 @@
 /*
  * cmd_train.c - `hlpt train`: offline training of an adapter on a JSONL file, with a progress bar on
  * a terminal and one JSON line per logged step otherwise.
+ *
+ * A thin shell around the library's fine-tuning entry point (include/hlpt/finetune.h), the one the
+ * daemon's workers run: the flags become a job in the JSON shape the daemon's API takes, checked by
+ * the same parser, and the hooks print progress and write the checkpoint and the adapter where the
+ * flags say.
  */
 #include <cJSON.h>
 #include <math.h>
@@ -13,11 +18,12 @@
 #include "cli.h"
 #include "commands.h"
 #include "hlpt/adapter.h"
+#include "hlpt/config.h"
 #include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
+#include "hlpt/finetune.h"
 #include "hlpt/model.h"
-#include "hlpt/train.h"
 
 static const char train_usage[] =
     "usage: hlpt train --model DIR --data FILE [--valid FILE] [--method hlpt|h2lpt|lora|prefix]\n"
@@ -35,8 +41,21 @@ static const char train_usage[] =
 
 typedef struct {
     int tty;
-    const char *ckpt_path;
+    const char *method;     /* for the start line */
+    const char *out;        /* the adapter's directory */
+    const char *ckpt_path;  /* where the latest checkpoint goes */
+    char ckpt_why[512];     /* why the last checkpoint write failed */
 } train_view;
+
+/* The output directory is made once the data has loaded, before the first step. */
+static int on_started(void *ctx, const hlpt_finetune_started *s, char *why, size_t len) {
+    train_view *v = ctx;
+    if (mkdir(v->out, 0755) != 0 && access(v->out, W_OK) != 0)
+        return hlpt_why(why, len, HLPT_ERR_IO, "%s: cannot create the output directory", v->out);
+    fprintf(stderr, "hlpt: %s adapter, %zu trainable parameters, %d examples (%d truncated), %d steps\n",
+            v->method, s->trainable_params, s->examples, s->truncated, s->total_steps);
+    return HLPT_OK;
+}
 
 static void on_progress(void *ctx, const hlpt_train_progress *p) {
     train_view *v = ctx;
@@ -63,17 +82,66 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
 
 static int on_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
     train_view *v = ctx;
-    return hlpt_file_write(v->ckpt_path, blob, n, 1, NULL, 0);
+    return hlpt_file_write(v->ckpt_path, blob, n, 1, v->ckpt_why, sizeof v->ckpt_why);
 }
 
-static int load_set(const hlpt_model *m, const char *path, const hlpt_train_params *p, hlpt_examples *e) {
-    size_t n;
-    char why[512] = "", *buf;
-    if (hlpt_file_read(path, (size_t)1 << 32, &buf, &n, why, sizeof why)) return cli_fail("%s", why);
-    int err = hlpt_examples_load(hlpt_model_tokenizer(m), hlpt_model_config(m), buf, n, p, e, why, sizeof why);
-    free(buf);
-    if (err) return cli_fail("%s: %s", path, why);
-    return CLI_OK;
+static int on_adapter(void *ctx, const hlpt_adapter *a, const char *extra_json, int best_step, double best_loss,
+                      char *why, size_t len) {
+    train_view *v = ctx;
+    return hlpt_adapter_save(a, v->out, extra_json, why, len);
+}
+
+/* The flags that are a job's settings, already converted (NULL or negative: not given). */
+typedef struct {
+    const char *method, *gate, *targets;
+    long rank, virt, epochs, micro, accum, max_len, max_steps, eval_every;
+    double alpha, lr;
+    int recompute;
+} train_flags;
+
+/* The job those flags describe, in the JSON shape the daemon's API takes (hlpt_job_spec_parse), so
+ * that the command line is held to the daemon's rules. Returns owned, NULL when out of memory. */
+static cJSON *flags_job(const train_flags *f) {
+    cJSON *job = cJSON_CreateObject(), *method = cJSON_AddObjectToObject(job, "method");
+    cJSON *set = cJSON_AddObjectToObject(method, f->method), *hp = cJSON_AddObjectToObject(job, "hyperparameters");
+    int ok = set && hp;
+    ok &= cJSON_AddStringToObject(method, "type", f->method) != NULL;
+    if (f->gate) ok &= cJSON_AddStringToObject(set, "gate", f->gate) != NULL;
+    if (f->rank > 0) ok &= cJSON_AddNumberToObject(set, "r", (double)f->rank) != NULL;
+    if (f->alpha > 0) ok &= cJSON_AddNumberToObject(set, "lora_alpha", f->alpha) != NULL;
+    if (f->virt > 0) ok &= cJSON_AddNumberToObject(set, "num_virtual_tokens", (double)f->virt) != NULL;
+    if (f->targets) {
+        /* "down_proj,up_proj": the modules LoRA adapts. */
+        cJSON *list = cJSON_AddArrayToObject(set, "target_modules");
+        ok &= list != NULL;
+        for (const char *s = f->targets, *e; ok && *s; s = *e ? e + 1 : e) {
+            e = strchr(s, ',');
+            if (!e) e = s + strlen(s);
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(e - s), s);
+            cJSON *item = cJSON_CreateString(name);
+            if (!item || !cJSON_AddItemToArray(list, item)) {
+                cJSON_Delete(item);
+                ok = 0;
+            }
+        }
+    }
+    if (f->epochs > 0) ok &= cJSON_AddNumberToObject(hp, "n_epochs", (double)f->epochs) != NULL;
+    if (f->micro > 0) {
+        /* --batch-size is examples per forward pass, --grad-accum passes per optimizer step. */
+        ok &= cJSON_AddNumberToObject(hp, "micro_batch_size", (double)f->micro) != NULL;
+        ok &= cJSON_AddNumberToObject(hp, "batch_size", (double)(f->micro * f->accum)) != NULL;
+    }
+    if (f->lr > 0) ok &= cJSON_AddNumberToObject(hp, "learning_rate", f->lr) != NULL;
+    if (f->max_len > 0) ok &= cJSON_AddNumberToObject(hp, "max_length", (double)f->max_len) != NULL;
+    if (f->max_steps >= 0) ok &= cJSON_AddNumberToObject(hp, "max_steps", (double)f->max_steps) != NULL;
+    if (f->eval_every >= 0) ok &= cJSON_AddNumberToObject(hp, "eval_every", (double)f->eval_every) != NULL;
+    if (f->recompute) ok &= cJSON_AddTrueToObject(hp, "recompute") != NULL;
+    if (!ok) {
+        cJSON_Delete(job);
+        return NULL;
+    }
+    return job;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -100,114 +168,59 @@ int cmd_train(int argc, char **argv) {
     if ((st = cli_require("train", opts, (int)(sizeof opts / sizeof *opts), "--model --data --out", n_rest, rest, 0,
                           train_usage)))
         return st;
-    int meth = hlpt_method_from_name(method);
-    if (meth < 0) return cli_fail("--method: expected hlpt, h2lpt, lora or prefix, got '%s'", method) + 1;
-    int g = gate ? hlpt_gate_from_name(gate) : -1;
-    if (gate && g < 0) return cli_fail("--gate: expected causal, sequence or none, got '%s'", gate) + 1;
-    hlpt_train_params p;
-    hlpt_train_params_defaults(&p);
-    long r = -1, pv = -1, ep = p.n_epochs, mb = p.micro_batch, ga = p.batch_size / p.micro_batch,
-         ml = p.max_length, ms = 0, ee = 0, th = 0;
-    double a = -1, rate = p.learning_rate;
+    if (hlpt_method_from_name(method) < 0)
+        return cli_fail("--method: expected hlpt, h2lpt, lora or prefix, got '%s'", method) + 1;
+    if (gate && hlpt_gate_from_name(gate) < 0)
+        return cli_fail("--gate: expected causal, sequence or none, got '%s'", gate) + 1;
+    hlpt_train_params d;
+    hlpt_train_params_defaults(&d);
+    train_flags f = {.method = method, .gate = gate, .targets = targets, .rank = -1, .virt = -1, .epochs = -1,
+                     .micro = -1, .accum = d.batch_size / d.micro_batch, .max_len = -1, .max_steps = -1,
+                     .eval_every = -1, .alpha = -1, .lr = -1, .recompute = recompute};
+    uint64_t seed_value = 0;
+    long th = 0;
     hlpt_base_dtype dt = HLPT_BASE_AUTO;
-    if ((st = cli_int("--rank", rank, 1, 4096, &r)) || (st = cli_float("--alpha", alpha, 1e-6, 1e6, &a)) ||
-        (st = cli_int("--virtual-tokens", virt, 1, 1024, &pv)) || (st = cli_int("--epochs", epochs, 1, 1000, &ep)) ||
-        (st = cli_int("--batch-size", batch, 1, 4096, &mb)) || (st = cli_int("--grad-accum", accum, 1, 4096, &ga)) ||
-        (st = cli_float("--lr", lr, 1e-9, 10, &rate)) || (st = cli_int("--max-length", max_len, 2, 1 << 16, &ml)) ||
-        (st = cli_u64("--seed", seed, &p.seed)) || (st = cli_int("--max-steps", max_steps, 0, 100000000, &ms)) ||
-        (st = cli_int("--eval-every", eval_every, 0, 10000000, &ee)) || (st = cli_int("--threads", threads, 0, 1024, &th)) ||
-        (st = cli_dtype("--dtype", dtype, &dt)))
+    if ((st = cli_int("--rank", rank, 1, 4096, &f.rank)) || (st = cli_float("--alpha", alpha, 1e-6, 1e6, &f.alpha)) ||
+        (st = cli_int("--virtual-tokens", virt, 1, 1024, &f.virt)) || (st = cli_int("--epochs", epochs, 1, 1000, &f.epochs)) ||
+        (st = cli_int("--batch-size", batch, 1, 4096, &f.micro)) || (st = cli_int("--grad-accum", accum, 1, 4096, &f.accum)) ||
+        (st = cli_float("--lr", lr, 1e-9, 10, &f.lr)) || (st = cli_int("--max-length", max_len, 2, 1 << 16, &f.max_len)) ||
+        (st = cli_u64("--seed", seed, &seed_value)) || (st = cli_int("--max-steps", max_steps, 0, 100000000, &f.max_steps)) ||
+        (st = cli_int("--eval-every", eval_every, 0, 10000000, &f.eval_every)) ||
+        (st = cli_int("--threads", threads, 0, 1024, &th)) || (st = cli_dtype("--dtype", dtype, &dt)))
         return st;
-    p.n_epochs = (int)ep;
-    p.micro_batch = (int)mb;
-    p.batch_size = (int)(mb * ga);
-    p.learning_rate = (float)rate;
-    p.max_length = (int)ml;
-    p.max_steps = (int)ms;
-    p.eval_every = (int)ee;
-    p.recompute = recompute;
-    if (th > 0) hlpt_engine_set_threads((int)th);
+    if (accum && !batch) f.micro = d.micro_batch;
 
+    /* The job is checked against the base's config before its weights are read. */
     char why[512] = "";
+    hlpt_config c;
+    if (hlpt_config_load(model, &c, why, sizeof why)) return cli_fail("%s: %s", model, why);
+    cJSON *job = flags_job(&f);
+    if (!job) return cli_fail("out of memory");
+    hlpt_job_spec spec;
+    int err = hlpt_job_spec_parse(&spec, job, c.n_layers, NULL, 0, why, sizeof why);
+    cJSON_Delete(job);
+    if (err) return cli_fail("%s", why) + 1;
+    /* A u64 seed is more than a JSON number carries exactly: it goes in as it is. */
+    if (seed) spec.params.seed = seed_value;
+    spec.training_file = data;
+    spec.validation_file = valid;
+    spec.resume_checkpoint = resume;
+    snprintf(spec.adapter.base_name, sizeof spec.adapter.base_name, "%s", model);
+
+    if (th > 0) hlpt_engine_set_threads((int)th);
     hlpt_model *m = NULL;
-    hlpt_adapter *ad = NULL;
-    hlpt_trainer *t = NULL;
-    hlpt_examples train = {0}, val = {0};
-    int err = hlpt_model_open(model, dt, &m, why, sizeof why);
-    if (err) return cli_fail("%s: %s", model, why);
-    const hlpt_config *c = hlpt_model_config(m);
-    hlpt_adapter_config cfg;
-    hlpt_adapter_config_defaults(&cfg, (hlpt_method)meth, c->n_layers);
-    if (g >= 0) cfg.gate = (hlpt_gate_mode)g;
-    if (r > 0) cfg.r = (int)r;
-    if (a > 0) cfg.alpha = (float)a;
-    if (pv > 0) cfg.n_virtual = (int)pv;
-    if (targets) {
-        /* "down_proj,up_proj": the modules LoRA adapts. */
-        cfg.targets = 0;
-        char buf[256];
-        snprintf(buf, sizeof buf, "%s", targets);
-        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-            int mod = hlpt_module_from_name(tok);
-            if (mod < 0) {
-                hlpt_model_close(m);
-                return cli_fail("--targets: unknown module '%s' (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)", tok) + 1;
-            }
-            cfg.targets |= 1u << mod;
-        }
-    }
-    snprintf(cfg.base_name, sizeof cfg.base_name, "%s", model);
-    snprintf(cfg.base_hash, sizeof cfg.base_hash, "%s", hlpt_model_hash(m));
+    if ((err = hlpt_model_open(model, dt, &m, why, sizeof why))) return cli_fail("%s: %s", model, why);
     char ckpt_default[4200];
     snprintf(ckpt_default, sizeof ckpt_default, "%s/checkpoint.safetensors", out);
-    train_view view = {.tty = isatty(2) && isatty(1), .ckpt_path = ckpt ? ckpt : ckpt_default};
-    hlpt_train_hooks hooks = {.ctx = &view, .on_progress = on_progress, .on_checkpoint = on_checkpoint};
-
-    if ((st = load_set(m, data, &p, &train)) || (valid && (st = load_set(m, valid, &p, &val)))) goto out;
-    if (mkdir(out, 0755) != 0 && access(out, W_OK) != 0) {
-        st = cli_fail("%s: cannot create the output directory", out);
-        goto out;
-    }
-    if ((err = hlpt_adapter_new(c, &cfg, &ad, why, sizeof why)) ||
-        (hlpt_adapter_init(ad, p.seed), 0) ||
-        (err = hlpt_trainer_new(m, ad, &train, valid ? &val : NULL, &p, &t, why, sizeof why))) {
-        st = cli_fail("%s", why);
-        goto out;
-    }
-    if (resume) {
-        size_t n;
-        char *blob;
-        if (hlpt_file_read(resume, (size_t)1 << 34, &blob, &n, why, sizeof why)) {
-            st = cli_fail("%s", why);
-            goto out;
-        }
-        err = hlpt_trainer_restore(t, blob, n, why, sizeof why);
-        free(blob);
-        if (err) {
-            st = cli_fail("%s: %s", resume, why);
-            goto out;
-        }
-    }
-    fprintf(stderr, "hlpt: %s adapter, %zu trainable parameters, %d examples (%d truncated), %d steps\n",
-            method, ad->n_params, train.n, train.n_truncated, hlpt_trainer_total_steps(t));
-    if ((err = hlpt_trainer_run(t, &hooks, why, sizeof why))) {
-        st = cli_fail("training failed: %s", why);
-        goto out;
-    }
-    int best_step;
-    double best_loss;
-    const float *best = hlpt_trainer_best_params(t, &best_step, &best_loss);
-    memcpy(ad->params, best, ad->n_params * sizeof(float));
-    char *extra = hlpt_train_params_json(&p);
-    err = hlpt_adapter_save(ad, out, extra, why, sizeof why);
-    free(extra);
-    if (err) st = cli_fail("%s: %s", out, why);
-    else fprintf(stderr, "hlpt: adapter written to %s (step %d)\n", out, best_step);
-out:
-    hlpt_trainer_free(t);
-    hlpt_examples_free(&train);
-    hlpt_examples_free(&val);
-    hlpt_adapter_free(ad);
+    train_view view = {.tty = isatty(2) && isatty(1), .method = hlpt_method_name(spec.adapter.method), .out = out,
+                       .ckpt_path = ckpt ? ckpt : ckpt_default};
+    hlpt_finetune_hooks hooks = {.ctx = &view, .on_started = on_started, .on_progress = on_progress,
+                                 .on_checkpoint = on_checkpoint, .on_adapter = on_adapter};
+    hlpt_finetune_result res;
+    err = hlpt_finetune_run(m, &spec, &hooks, &res, why, sizeof why);
+    if (err && view.ckpt_why[0]) st = cli_fail("writing the checkpoint: %s", view.ckpt_why);
+    else if (err) st = cli_fail("%s", why);
+    else fprintf(stderr, "hlpt: adapter written to %s (step %d)\n", out, res.best_step);
     hlpt_model_close(m);
     return st;
 }

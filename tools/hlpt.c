@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "commands.h"
-#include "hlpt/tensor.h"
+#include "hlpt/blas.h"
 
 static const struct {
     const char *name;

@@ -39,7 +39,6 @@ typedef enum {
 } hlpt_module;
 
 const char *hlpt_module_name(hlpt_module m);   /* "q_proj" */
-const char *hlpt_module_block(hlpt_module m);  /* "self_attn" or "mlp" */
 int hlpt_module_from_name(const char *name);   /* -1 when unknown */
 /* in/out features of module m for a base config. */
 void hlpt_module_dims(const hlpt_config *c, hlpt_module m, int *in, int *out);

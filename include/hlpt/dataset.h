@@ -45,7 +45,6 @@ typedef enum {
 const char *hlpt_dataset_format_name(hlpt_dataset_format f);
 
 /* Chat templates for the messages format, by name: "chatml" (the default) and "llama2". */
-const char *hlpt_chat_template_default(void);
 /* 1 when `name` is a known template. */
 int hlpt_chat_template_known(const char *name);
 
@@ -87,7 +86,7 @@ int hlpt_dataset_parse_line(const char *line, size_t n, size_t lineno, const cha
                             char *why, size_t len);
 void hlpt_example_free(hlpt_example *ex);
 
-/* Counts the tokens of one text, for statistics: a tokenizer plugs in here once it exists.
+/* Counts the tokens of one text, for statistics (the caller passes its tokenizer through ctx).
  * Returns HLPT_OK or an error that fails the validation. */
 typedef int (*hlpt_dataset_count_fn)(void *ctx, const char *text, size_t n, size_t *tokens);
 

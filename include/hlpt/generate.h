@@ -68,12 +68,8 @@ hlpt_finish hlpt_gen_finish(const hlpt_gen *g);
 const char *hlpt_gen_text(const hlpt_gen *g, size_t *n);
 size_t hlpt_gen_text_ready(const hlpt_gen *g);
 const hlpt_gen_token *hlpt_gen_tokens(const hlpt_gen *g, int *n);
-int hlpt_gen_prompt_tokens(const hlpt_gen *g);
 
 /* Runs requests to completion, batching them in each step. */
 int hlpt_generate(hlpt_runner *r, hlpt_gen **gens, int n, char *why, size_t len);
-
-/* Picks a token from logits[V] (modified in place) by params; *state advances. */
-int hlpt_sample(float *logits, int V, const hlpt_gen_params *p, uint64_t *state);
 
 #endif

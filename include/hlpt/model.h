@@ -56,8 +56,6 @@ int hlpt_seq_new(const hlpt_model *m, const hlpt_adapter *a, int max_tokens, hlp
 void hlpt_seq_free(hlpt_seq *s);
 void hlpt_seq_reset(hlpt_seq *s);          /* forget every token, keep the memory */
 int hlpt_seq_len(const hlpt_seq *s);       /* tokens in the cache */
-int hlpt_seq_capacity(const hlpt_seq *s);
-size_t hlpt_seq_bytes(const hlpt_seq *s);
 
 /* Scratch memory for forward passes of one thread; grows on demand, reused across calls. */
 typedef struct hlpt_runner hlpt_runner;

@@ -320,6 +320,9 @@ class OpenAITest(unittest.TestCase):
             status, out = self.d.json("POST", path, dict(body, model=model, max_tokens=3, temperature=0))
             self.assertEqual(status, 200, out)
             self.assertEqual(out["model"], model)
+        # Served once, the checkpoint is an adapter named by its model id (docs/rest.md).
+        status, models = self.d.json("GET", "/v1/models")
+        self.assertIn(model, [m["id"] for m in models["data"]])
         self.error(*self.d.json("GET", "/v1/models/" + quote(self.done["fine_tuned_model"] + ":ckpt-step-5", safe="")),
                    404, "model")
         self.error(*self.d.json("POST", "/v1/completions", {"model": "ft:x:y:z:ckpt-step-2", "prompt": "a"}), 404, "model")

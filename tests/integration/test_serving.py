@@ -326,7 +326,10 @@ class ServingTest(unittest.TestCase):
 
     def test_unknown_model(self):
         for path, body in (("/v1/completions", {"model": "nope", "prompt": "x"}),
-                           ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]})):
+                           ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+                           ("/v1/completions", {"model": "nope", "prompt": "x", "stream": True}),
+                           ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}],
+                                                     "stream": True, "n": 2})):
             status, r = self.d.json("POST", path, body)
             e = self.error(status, r, 404, "model")
             self.assertEqual(e["code"], "model_not_found")

@@ -4,7 +4,7 @@
  * A test file defines `static Suite *suite(void)` and ends with HLPT_CHECK_MAIN(). Tests find their
  * fixtures through HLPT_FIXTURES (default tests/fixtures, relative to the repository root, where
  * tests/run.sh starts them). main() calls hlpt_blas_init() first, so suites run on the same OpenBLAS
- * kernels as the programs (it may re-execute the binary once; see include/hlpt/tensor.h).
+ * kernels as the programs (it may re-execute the binary once; see include/hlpt/blas.h).
  */
 #ifndef HLPT_CHECK_MAIN_H
 #define HLPT_CHECK_MAIN_H
@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "hlpt/tensor.h"
+#include "hlpt/blas.h"
 
 static inline const char *fixture_dir(void) {
     const char *d = getenv("HLPT_FIXTURES");

@@ -1,5 +1,5 @@
 /*
- * /metrics rendering: the exposition text parses as Prometheus text format 0.0.4 (every sample
+ * /metrics rendering of the daemon's serving counters (server/stats.h): the exposition text parses as Prometheus text format 0.0.4 (every sample
  * after its family's HELP and TYPE, label values escaped), counters add up per endpoint and adapter,
  * histograms are cumulative with +Inf equal to the count, and the live figures of the inference
  * thread and of running jobs come out as given.
@@ -117,11 +117,16 @@ static void check_histogram(const sample *s, int n, const char *name, const doub
 START_TEST(test_render) {
     /* time to first token: 3 ms, 200 ms, 40 s, 0.5 s; per token: (10.2 - 10.003) / 4 = 49 ms,
      * (1.0 - 0.2) / 4 = 0.2 s, (144 - 140) / 1 = 4 s. */
-    api_metrics_request("completions", "base", 5, 10.0, 10.003, 10.2);
-    api_metrics_request("completions", "base", 5, 0.0, 0.2, 1.0);
-    api_metrics_request("chat", "ft:m:x", 2, 100.0, 140.0, 144.0);
-    api_metrics_request("chat", "a\"b\\c", 1, 1.0, 1.5, 1.5); /* one token: no per-token figure */
-    api_metrics_request("chat", "none", 0, 1.0, 0, 2.0);      /* no token at all: no first-token figure */
+    hlptd_stats *st;
+    ck_assert_int_eq(hlptd_stats_new(&st), 0);
+    hlptd_stats_request(st, "completions", "base", 5, 10.0, 10.003, 10.2);
+    hlptd_stats_request(st, "completions", "base", 5, 0.0, 0.2, 1.0);
+    hlptd_stats_request(st, "chat", "ft:m:x", 2, 100.0, 140.0, 144.0);
+    hlptd_stats_request(st, "chat", "a\"b\\c", 1, 1.0, 1.5, 1.5); /* one token: no per-token figure */
+    hlptd_stats_request(st, "chat", "none", 0, 1.0, 0, 2.0);      /* no token at all: no first-token figure */
+    static hlptd_stats_counts counts;
+    hlptd_stats_read(st, &counts);
+    hlptd_stats_free(st);
     hlptd_infer_stats is = {.queued = 3, .active = 2, .steps = 77, .tokens_generated = 13, .prompt_tokens = 40,
                             .adapters_resident = 2, .adapter_bytes = 123456, .adapter_loads = 5,
                             .adapter_evictions = 3, .last_batch = 2};
@@ -134,7 +139,7 @@ START_TEST(test_render) {
     jobs[0].live.step = 12;
     snprintf(jobs[1].id, sizeof jobs[1].id, "ftjob-b");
     size_t len = 0;
-    char *text = api_metrics_render(&is, jobs, 2, &len);
+    char *text = api_metrics_render(&counts, &is, jobs, 2, &len);
     ck_assert_ptr_nonnull(text);
     ck_assert_uint_eq(strlen(text), len);
     static sample s[512];
@@ -174,13 +179,18 @@ END_TEST
 /* Adapters come and go; past a bound, their requests still count, under adapter="other". */
 START_TEST(test_bounded_series) {
     char name[32];
+    hlptd_stats *st;
+    ck_assert_int_eq(hlptd_stats_new(&st), 0);
     for (int i = 0; i < 300; i++) {
         snprintf(name, sizeof name, "ad%d", i);
-        api_metrics_request("completions", name, 1, 0, 0.001, 0.001);
+        hlptd_stats_request(st, "completions", name, 1, 0, 0.001, 0.001);
     }
+    static hlptd_stats_counts counts;
+    hlptd_stats_read(st, &counts);
+    hlptd_stats_free(st);
     hlptd_infer_stats is = {0};
     size_t len;
-    char *text = api_metrics_render(&is, NULL, 0, &len);
+    char *text = api_metrics_render(&counts, &is, NULL, 0, &len);
     ck_assert_ptr_nonnull(text);
     static sample s[2048];
     int n = parse_exposition(text, len, s, 2048);

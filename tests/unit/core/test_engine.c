@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "../check_main.h"
+#include "hlpt/blas.h"
 #include "hlpt/err.h"
-#include "hlpt/tensor.h"
 
 static float widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;

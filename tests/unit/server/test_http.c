@@ -1,6 +1,7 @@
 /* The HTTP layer with a stand-in loop thread: routing and params, JSON bodies, the hand-off to
- * the loop (work runs on the loop thread, the reply comes back on the right connection), event
- * streams pushed from the loop, and drain refusing new hand-offs. Talks HTTP/1.0 over a socket. */
+ * the loop (work runs on the loop thread, the reply comes back on the right connection), requests
+ * a handler keeps for a thread of its own (answered without the loop), event streams pushed from
+ * the loop, and drain refusing new hand-offs. Talks HTTP/1.0 over a socket. */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -24,8 +25,10 @@ static hlpt_http *server;
 static pthread_t loop_thread;
 static hlpt_sse *stream; /* handed over by stream_work */
 static atomic_int wrong_thread;
+static atomic_int wakes; /* the loop was woken */
 
 static void wake(void *ctx) {
+    atomic_fetch_add(&wakes, 1);
     pthread_mutex_lock(&mu);
     woken = 1;
     pthread_cond_signal(&cv);
@@ -130,6 +133,45 @@ static void upload_begin(hlpt_req *r) {
     hlpt_req_read_body(r, upload_piece, upload_done);
 }
 
+/* A keeper thread: answers a request its handler kept, after a while, as the inference thread does
+ * (a reply, or an event stream of two events). */
+static void *keeper_main(void *arg) {
+    hlpt_req *r = arg;
+    const char *how = hlpt_req_param(r, "how");
+    usleep(20000);
+    if (!strcmp(how, "stream")) {
+        hlpt_sse *s = hlpt_req_stream(r);
+        hlpt_req_finish(r);
+        hlpt_sse_send(s, NULL, "one");
+        usleep(20000);
+        hlpt_sse_send(s, NULL, "two");
+        hlpt_sse_close(s);
+        hlpt_sse_unref(s);
+        return NULL;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "kept", how);
+    hlpt_reply_json(r, 200, o);
+    hlpt_req_finish(r);
+    return NULL;
+}
+
+/* GET /kept/now: finished before the handler returns; /kept/later and /kept/stream: by a keeper
+ * thread after it returned. */
+static void kept(hlpt_req *r) {
+    hlpt_req_keep(r);
+    if (!strcmp(hlpt_req_param(r, "how"), "now")) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kept", "now");
+        hlpt_reply_json(r, 200, o);
+        hlpt_req_finish(r);
+        return;
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, keeper_main, r);
+    pthread_detach(t);
+}
+
 static const hlpt_route routes[] = {
     {"GET", "/echo/{id}", echo, 0},
     {"POST", "/json", post_json, 0},
@@ -137,6 +179,7 @@ static const hlpt_route routes[] = {
     {"GET", "/stream", streaming, 0},
     {"POST", "/upload", upload_begin, HLPT_ROUTE_STREAM_BODY},
     {"POST", "/upload-buffered", upload_begin, 0},
+    {"GET", "/kept/{how}", kept, 0},
 };
 
 #define UPLOAD_LIMIT (1 << 20)
@@ -277,6 +320,38 @@ START_TEST(test_hand_off) {
         ck_assert_ptr_null(ret);
     }
     ck_assert_int_eq(atomic_load(&wrong_thread), 0);
+    stop();
+}
+END_TEST
+
+/* Kept requests are answered on their connections by the keeper, whenever it finishes, with no
+ * work for the loop: it is never woken. */
+static void *kept_client(void *arg) {
+    long k = (long)arg;
+    for (int i = 0; i < 10; i++) {
+        const char *how = (i + k) % 2 ? "now" : "later";
+        char path[64], body[256], want[128];
+        snprintf(path, sizeof path, "/kept/%s", how);
+        snprintf(want, sizeof want, "{\"kept\":\"%s\"}", how);
+        if (request("GET", path, NULL, body, sizeof body) != 200 || strcmp(body, want) != 0) return (void *)1;
+    }
+    return NULL;
+}
+
+START_TEST(test_kept_by_handler) {
+    start();
+    atomic_store(&wakes, 0);
+    pthread_t t[4];
+    for (long k = 0; k < 4; k++) pthread_create(&t[k], NULL, kept_client, (void *)k);
+    for (int k = 0; k < 4; k++) {
+        void *ret;
+        pthread_join(t[k], &ret);
+        ck_assert_ptr_null(ret);
+    }
+    char body[4096];
+    ck_assert_int_eq(request("GET", "/kept/stream", NULL, body, sizeof body), 200);
+    ck_assert_str_eq(body, "data: one\n\ndata: two\n\n");
+    ck_assert_int_eq(atomic_load(&wakes), 0);
     stop();
 }
 END_TEST
@@ -607,6 +682,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_routes_and_errors);
     tcase_add_test(tc, test_status_table);
     tcase_add_test(tc, test_hand_off);
+    tcase_add_test(tc, test_kept_by_handler);
     tcase_add_test(tc, test_event_stream);
     tcase_add_test(tc, test_drain);
     tcase_add_test(tc, test_drain_lets_finite_streams_finish);

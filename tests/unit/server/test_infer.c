@@ -22,7 +22,8 @@ static void *big_weights;
 static size_t big_len;
 static char *big_config;
 
-static int fetch(void *ctx, const char *id, char **config, size_t *config_len, void **weights, size_t *weights_len) {
+static int fetch(void *ctx, const char *id, char **config, size_t *config_len, void **weights, size_t *weights_len,
+                 char *why, size_t len) {
     if (!strncmp(id, "big-", 4)) {
         *config = strdup(big_config);
         *config_len = strlen(big_config);
@@ -35,7 +36,8 @@ static int fetch(void *ctx, const char *id, char **config, size_t *config_len, v
     snprintf(rel, sizeof rel, "%s", id);
     fixture_path(dir, sizeof dir, rel);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (hlpt_file_read(path, 1 << 20, config, config_len, NULL, 0)) return HLPT_ERR_NOENT;
+    if (hlpt_file_read(path, 1 << 20, config, config_len, NULL, 0))
+        return hlpt_why(why, len, HLPT_ERR_NOENT, "adapter %s is not known", id);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     char *w;
     int err = hlpt_file_read(path, 1 << 26, &w, weights_len, NULL, 0);
@@ -79,7 +81,7 @@ static void init_waiter(waiter *w, const char *adapter, int max_tokens) {
     memset(w, 0, sizeof *w);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    snprintf(w->r.adapter_id, sizeof w->r.adapter_id, "%s", adapter);
+    snprintf(w->r.model, sizeof w->r.model, "%s", adapter);
     w->r.prompt = prompt;
     w->r.n_prompt = 5;
     hlpt_gen_params_defaults(&w->r.params);
@@ -148,7 +150,7 @@ START_TEST(test_mixed_batch_equals_alone) {
     hlptd_infer_get_stats(inf, &st);
     ck_assert_int_eq(st.adapter_loads, 2);
     ck_assert_int_eq(st.adapters_resident, 2);
-    hlptd_infer_stop(inf);
+    hlptd_infer_free(inf);
 }
 END_TEST
 
@@ -197,7 +199,7 @@ START_TEST(test_cache_evicts_and_frees) {
     usleep(100 * 1000);
     hlptd_infer_get_stats(inf, &st);
     ck_assert_int_le(st.adapters_resident, 1);
-    hlptd_infer_stop(inf);
+    hlptd_infer_free(inf);
 }
 END_TEST
 

@@ -3,7 +3,7 @@
  * hlpt_gemm (those fast kernels) matches the naive double-accumulating hlpt_gemm_ref for every
  * transpose combination, odd sizes, padded strides and alpha/beta.
  */
-#include "hlpt/tensor.h"
+#include "hlpt/blas.h"
 
 #include <math.h>
 #include <stdint.h>

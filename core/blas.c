@@ -1,5 +1,5 @@
 /*
- * tensor.c - the one door to BLAS (the only includer of <cblas.h>) and OpenBLAS start-up.
+ * blas.c - the one door to BLAS (the only includer of <cblas.h>) and OpenBLAS start-up.
  *
  * hlpt_gemm() forwards to cblas_sgemm in row-major order; hlpt_gemm_ref() is the same contract in
  * plain loops with double accumulation, the reference the tests hold the fast kernels to.
@@ -12,7 +12,7 @@
  * variable from the features the CPU reports and execute the program again. An environment marker
  * stops a second re-exec if OpenBLAS still falls back.
  */
-#include "hlpt/tensor.h"
+#include "hlpt/blas.h"
 
 #include <cblas.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
 /*
- * tensor.h - the BLAS entry point and OpenBLAS start-up.
+ * blas.h - the BLAS entry point and OpenBLAS start-up.
  *
- * core/tensor.c is the only file that includes <cblas.h>. Everything multiplies matrices through
+ * core/blas.c is the only file that includes <cblas.h>. Everything multiplies matrices through
  * hlpt_gemm(); hlpt_gemm_ref() is the naive reference the tests compare it with.
  */
-#ifndef HLPT_TENSOR_H
-#define HLPT_TENSOR_H
+#ifndef HLPT_BLAS_H
+#define HLPT_BLAS_H
 
 /*
  * Call first in every main(), before any thread exists. Debian's OpenBLAS 0.3.21 does not know

@@ -1,0 +1,252 @@
+/*
+ * resolver.c - see resolver.h.
+ *
+ * The store is reached through four reads and one write, all in the section "the store" below:
+ * an adapter by name or id (its record), a checkpoint by model id (its job and record), an
+ * adapter's files by id, a checkpoint's adapter by id, and the registration of a checkpoint's
+ * adapter. How the store keeps an adapter's or a checkpoint's bytes is its own business.
+ */
+#include "resolver.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hlpt/adapter.h"
+#include "hlpt/err.h"
+#include "hlpt/train.h"
+#include "jobs.h"
+#include "log.h"
+
+#define CKPT_MARK ":ckpt-step-"
+
+/* A checkpoint served before it was registered. */
+typedef struct pending {
+    char name[256]; /* its model id, the adapter's name to be */
+    char checkpoint_id[HLPT_ID_MAX];
+    char job_id[HLPT_ID_MAX];
+    struct pending *next;
+} pending;
+
+struct hlptd_resolver {
+    char *db_path, *base_name;
+    const hlpt_config *base;
+    void (*on_pending)(void *ctx);
+    void *ctx;
+    hlpt_store *st;        /* inference thread only: its read connection, opened on first use */
+    pthread_mutex_t mu;
+    pending *pending;      /* under mu */
+};
+
+int hlptd_resolver_is_base(const char *base_name, const char *model) {
+    return !strcmp(model, "base") || !strcmp(model, base_name);
+}
+
+/* ---- the store ------------------------------------------------------------------------------------ */
+
+int hlptd_resolver_checkpoint(hlpt_store *st, const char *base_name, const char *model, hlpt_job **job,
+                              hlpt_checkpoint **ck, char *why, size_t len) {
+    *job = NULL;
+    *ck = NULL;
+    const char *mark = strstr(model, CKPT_MARK);
+    char *end;
+    if (!mark) return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
+    long long step = strtoll(mark + strlen(CKPT_MARK), &end, 10);
+    const char *tail = mark;
+    while (tail > model && tail[-1] != ':') tail--;
+    char job_id[HLPT_ID_MAX], name[512];
+    if (*end || step < 0 || tail == model || mark - tail >= HLPT_ID_MAX - (int)strlen(HLPT_ID_JOB))
+        return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
+    snprintf(job_id, sizeof job_id, "%s%.*s", HLPT_ID_JOB, (int)(mark - tail), tail);
+    if (hlpt_store_job_get(st, job_id, job, why, len) != HLPT_OK)
+        return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
+    hlptd_jobs_model_name(base_name, *job, step, name, sizeof name);
+    if (strcmp(name, model) || hlpt_store_checkpoint_at_step(st, job_id, step, ck, why, len) != HLPT_OK) {
+        hlpt_job_free(*job);
+        *job = NULL;
+        return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
+    }
+    return HLPT_OK;
+}
+
+/* An adapter's two files by id. */
+static int adapter_files(hlpt_store *st, const char *id, char **config, size_t *config_len, void **weights,
+                         size_t *weights_len, char *why, size_t len) {
+    hlpt_adapter_rec *a = NULL;
+    int err = hlpt_store_adapter_get(st, id, &a, why, len);
+    if (!err) err = hlpt_store_adapter_weights(st, a->id, weights, weights_len, why, len);
+    if (!err && !(*config = strdup(a->config))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (!err) *config_len = strlen(*config);
+    hlpt_adapter_rec_free(a);
+    return err;
+}
+
+/* The adapter a checkpoint holds, by the checkpoint's id: *out owned. */
+static int checkpoint_adapter(hlpt_store *st, const hlpt_config *base, const char *checkpoint_id, hlpt_adapter **out,
+                              char *why, size_t len) {
+    void *state = NULL;
+    size_t n = 0;
+    int err = hlpt_store_checkpoint_state(st, checkpoint_id, &state, &n, why, len);
+    if (!err) err = hlpt_checkpoint_adapter(state, n, base, out, why, len);
+    free(state);
+    return err;
+}
+
+/* An adapter's two files, as a stored adapter has them. */
+static int to_files(const hlpt_adapter *a, char **config, size_t *config_len, void **weights, size_t *weights_len,
+                    char *why, size_t len) {
+    int err = hlpt_adapter_to_safetensors(a, a->params, NULL, weights, weights_len, why, len);
+    if (!err && !(*config = hlpt_adapter_config_json(&a->cfg))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (!err) *config_len = strlen(*config);
+    return err;
+}
+
+/* Registers the adapter of checkpoint p->checkpoint_id under the name p->name. */
+static int register_checkpoint(hlpt_store *st, const hlpt_config *base, const pending *p, char *why, size_t len) {
+    hlpt_adapter *a = NULL;
+    char *cfg = NULL;
+    void *weights = NULL;
+    size_t cn = 0, wn = 0;
+    int err = checkpoint_adapter(st, base, p->checkpoint_id, &a, why, len);
+    if (!err) err = to_files(a, &cfg, &cn, &weights, &wn, why, len);
+    if (!err) {
+        hlpt_adapter_rec_new in = {.name = p->name, .config = cfg, .weights = weights, .weights_bytes = wn,
+                                   .base_hash = a->cfg.base_hash[0] ? a->cfg.base_hash : NULL,
+                                   .job_id = p->job_id, .checkpoint_id = p->checkpoint_id};
+        err = hlpt_store_adapter_insert(st, &in, NULL, why, len);
+    }
+    free(cfg);
+    free(weights);
+    hlpt_adapter_free(a);
+    return err;
+}
+
+/* ---- the inference thread's hooks ------------------------------------------------------------------ */
+
+static int connect_store(hlptd_resolver *r, char *why, size_t len) {
+    return r->st ? HLPT_OK : hlpt_store_open(&r->st, r->db_path, why, len);
+}
+
+/* Notes a checkpoint served before its registration (once until the loop has registered it). */
+static void note_pending(hlptd_resolver *r, const char *name, const hlpt_checkpoint *ck) {
+    pthread_mutex_lock(&r->mu);
+    int known = 0;
+    for (pending *p = r->pending; p && !known; p = p->next) known = !strcmp(p->name, name);
+    pending *p = known ? NULL : calloc(1, sizeof *p);
+    if (p) {
+        snprintf(p->name, sizeof p->name, "%s", name);
+        snprintf(p->checkpoint_id, sizeof p->checkpoint_id, "%s", ck->id);
+        snprintf(p->job_id, sizeof p->job_id, "%s", ck->job_id);
+        p->next = r->pending;
+        r->pending = p;
+    }
+    pthread_mutex_unlock(&r->mu);
+    /* Out of memory: nothing is noted, and the next request for it tries again. */
+    if (p && r->on_pending) r->on_pending(r->ctx);
+}
+
+static int resolve(void *ctx, const char *model, char *key, size_t key_len, char *label, size_t label_len, char *why,
+                   size_t len) {
+    hlptd_resolver *r = ctx;
+    key[0] = 0;
+    if (hlptd_resolver_is_base(r->base_name, model)) {
+        snprintf(label, label_len, "base");
+        return HLPT_OK;
+    }
+    int err = connect_store(r, why, len);
+    if (err) return err;
+    hlpt_adapter_rec *a = NULL;
+    if ((err = hlpt_store_adapter_get(r->st, model, &a, why, len)) == HLPT_OK) {
+        snprintf(key, key_len, "%s", a->id);
+        snprintf(label, label_len, "%s", a->name);
+        hlpt_adapter_rec_free(a);
+        return HLPT_OK;
+    }
+    if (err != HLPT_ERR_NOENT) return err;
+    hlpt_job *job;
+    hlpt_checkpoint *ck;
+    if ((err = hlptd_resolver_checkpoint(r->st, r->base_name, model, &job, &ck, why, len))) return err;
+    snprintf(key, key_len, "%s", ck->id);
+    snprintf(label, label_len, "%s", model);
+    note_pending(r, model, ck);
+    hlpt_job_free(job);
+    hlpt_checkpoint_free(ck);
+    return HLPT_OK;
+}
+
+static int fetch(void *ctx, const char *key, char **config, size_t *config_len, void **weights, size_t *weights_len,
+                 char *why, size_t len) {
+    hlptd_resolver *r = ctx;
+    *config = NULL;
+    *weights = NULL;
+    int err = connect_store(r, why, len);
+    if (err) return err;
+    if (strncmp(key, HLPT_ID_CHECKPOINT, strlen(HLPT_ID_CHECKPOINT)))
+        return adapter_files(r->st, key, config, config_len, weights, weights_len, why, len);
+    hlpt_adapter *a = NULL;
+    if (!(err = checkpoint_adapter(r->st, r->base, key, &a, why, len)))
+        err = to_files(a, config, config_len, weights, weights_len, why, len);
+    hlpt_adapter_free(a);
+    return err;
+}
+
+/* ---- the resolver ------------------------------------------------------------------------------------ */
+
+int hlptd_resolver_new(const hlptd_resolver_opts *o, hlptd_resolver **out) {
+    *out = NULL;
+    hlptd_resolver *r = calloc(1, sizeof *r);
+    if (!r) return HLPT_ERR_NOMEM;
+    r->db_path = strdup(o->db_path);
+    r->base_name = strdup(o->base_name);
+    if (!r->db_path || !r->base_name || pthread_mutex_init(&r->mu, NULL) != 0) {
+        free(r->db_path);
+        free(r->base_name);
+        free(r);
+        return HLPT_ERR_NOMEM;
+    }
+    r->base = o->base;
+    r->on_pending = o->on_pending;
+    r->ctx = o->ctx;
+    *out = r;
+    return HLPT_OK;
+}
+
+void hlptd_resolver_free(hlptd_resolver *r) {
+    if (!r) return;
+    while (r->pending) {
+        pending *p = r->pending;
+        r->pending = p->next;
+        free(p);
+    }
+    hlpt_store_close(r->st);
+    pthread_mutex_destroy(&r->mu);
+    free(r->db_path);
+    free(r->base_name);
+    free(r);
+}
+
+void hlptd_resolver_hook(hlptd_resolver *r, hlptd_infer_opts *o) {
+    o->resolve = resolve;
+    o->fetch = fetch;
+    o->ctx = r;
+}
+
+void hlptd_resolver_register_pending(hlptd_resolver *r, hlpt_store *st) {
+    pthread_mutex_lock(&r->mu);
+    pending *list = r->pending;
+    r->pending = NULL;
+    pthread_mutex_unlock(&r->mu);
+    while (list) {
+        pending *p = list;
+        list = p->next;
+        char why[512];
+        hlpt_adapter_rec *have = NULL;
+        int err = hlpt_store_adapter_get(st, p->name, &have, why, sizeof why);
+        hlpt_adapter_rec_free(have);
+        if (err == HLPT_ERR_NOENT) err = register_checkpoint(st, r->base, p, why, sizeof why);
+        if (err && err != HLPT_ERR_EXISTS)
+            hlpt_warn("registering checkpoint %s as the adapter %s failed: %s", p->checkpoint_id, p->name, why);
+        free(p);
+    }
+}
