@@ -2,11 +2,20 @@
  * files.c - /v1/files: upload (multipart/form-data as the OpenAI SDKs send it, or a raw body with
  * ?filename=&purpose=), list, show, content, delete.
  *
- * An upload is validated as a JSONL dataset on the MHD thread (pure parsing, no shared state);
- * only a valid file is handed to the loop, which stores it, so a bad upload stores nothing. The
- * file object is OpenAI's (id, object, bytes, created_at, filename, purpose, status) plus `stats`
- * (format, examples, characters; tokens once a tokenizer is wired in).
+ * An upload streams (HLPT_ROUTE_STREAM_BODY): its bytes are never held whole. On the MHD thread, as
+ * they arrive, the training file's bytes (the `file` part of a form, or the raw body) go both to a
+ * blob writer (blobs.h: a temporary file, hashed on the way) and to the JSONL validator
+ * (hlpt_dataset_validator); the small `purpose` field is collected. Once the body is complete the
+ * checks are made in the order a reply has always named them (the form, its fields, the purpose,
+ * the filename, then the file's first bad line); a bad upload drops its temporary file and stores
+ * nothing, a good one becomes a blob (fsync, rename) and is handed to the loop, which records it.
+ * Memory per upload: the validator's longest line and the parsers' small buffers.
+ *
+ * The file object is OpenAI's (id, object, bytes, created_at, filename, purpose, status) plus
+ * `stats` (format, examples, characters; tokens once a tokenizer is wired in).
  */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -20,19 +29,40 @@
 #define FILES_LIST_MAX 10000
 #define FILENAME_MAX_BYTES 255
 
-/* What an upload hands to the loop; pointers borrow from the request, which outlives the work. */
+/* One upload, from its headers to its row. */
 typedef struct {
-    const char *filename;
+    /* what the loop records */
+    char *filename;                /* owned */
     char purpose[32];
-    const char *data;
-    size_t n;
+    char sha256[HLPT_SHA256_HEX];  /* the committed blob */
+    uint64_t bytes;
     size_t examples;
-    char *stats; /* owned JSON */
+    char *stats;                   /* owned JSON */
+    /* while the body arrives */
+    int multipart;
+    hlpt_multipart *form;          /* the form's parser (multipart only) */
+    hlpt_dataset_validator *check;
+    hlptd_blob_writer *blob;       /* NULL once aborted */
+    int form_err;                  /* the form is malformed (form_why) */
+    char form_why[256];
+    int write_err;                 /* the file could not be written (write_why) */
+    char write_why[512];
+    int check_err;                 /* the file's verdict (check_why): the first bad line */
+    char check_why[512];
+    int seen_file, seen_purpose;   /* the first part of each name counts, as hlpt_req_form reads */
+    int in_file, in_purpose;       /* the part being read */
+    int file_named;                /* the `file` part has a filename */
+    int purpose_nul;
+    size_t purpose_n;
 } upload;
 
 static void upload_free(void *p) {
     upload *u = p;
     if (!u) return;
+    hlptd_blob_abort(u->blob);
+    hlpt_dataset_validator_free(u->check);
+    hlpt_multipart_free(u->form);
+    free(u->filename);
     free(u->stats);
     free(u);
 }
@@ -75,59 +105,133 @@ static char *stats_json(const hlpt_dataset_stats *s) {
     return txt;
 }
 
-/* Fills u from a multipart body; replies 400 and returns nonzero on failure. */
-static int from_multipart(hlpt_req *r, upload *u) {
-    char why[256];
-    const char *purpose;
-    size_t pn;
-    int err = hlpt_req_form(r, "file", &u->data, &u->n, &u->filename, why, sizeof why);
-    if (err) {
-        hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_INVAL : err, "file", "%s", why);
+/* ---- the training file's bytes, as they arrive ------------------------------------------------------ */
+
+/* To the validator and the blob. Once the validator has its verdict against the file, nothing more
+ * is written (the temporary file goes at once); a failed write does not stop the validation, whose
+ * verdict a reply names first. */
+static void file_bytes(upload *u, const char *p, size_t n) {
+    if (u->check_err) return;
+    if ((u->check_err = hlpt_dataset_validator_feed(u->check, p, n, u->check_why, sizeof u->check_why))) {
+        hlptd_blob_abort(u->blob);
+        u->blob = NULL;
+        return;
+    }
+    if (u->blob && (u->write_err = hlptd_blob_write(u->blob, p, n, u->write_why, sizeof u->write_why))) {
+        hlptd_blob_abort(u->blob);
+        u->blob = NULL;
+    }
+}
+
+static int form_begin(void *ctx, const char *name, const char *filename, char *why, size_t len) {
+    upload *u = ctx;
+    if (!u->seen_file && strcmp(name, "file") == 0) {
+        u->seen_file = u->in_file = 1;
+        u->file_named = filename != NULL;
+        if (filename && !(u->filename = strdup(filename))) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    } else if (!u->seen_purpose && strcmp(name, "purpose") == 0) {
+        u->seen_purpose = u->in_purpose = 1;
+    }
+    return HLPT_OK;
+}
+
+static int form_data(void *ctx, const char *data, size_t n, char *why, size_t len) {
+    upload *u = ctx;
+    if (u->in_file) {
+        file_bytes(u, data, n);
+    } else if (u->in_purpose) {
+        /* Kept up to what the purpose check needs; longer is not a purpose we know either. */
+        u->purpose_nul |= memchr(data, 0, n) != NULL;
+        size_t k = sizeof u->purpose - 1 - u->purpose_n;
+        if (k > n) k = n;
+        memcpy(u->purpose + u->purpose_n, data, k);
+        u->purpose_n += k;
+        u->purpose[u->purpose_n] = 0;
+    }
+    return HLPT_OK;
+}
+
+static int form_end(void *ctx, char *why, size_t len) {
+    upload *u = ctx;
+    u->in_file = u->in_purpose = 0;
+    return HLPT_OK;
+}
+
+static int create_piece(hlpt_req *r, const char *data, size_t n) {
+    upload *u = hlpt_req_data(r);
+    if (!u->multipart) {
+        file_bytes(u, data, n);
+        /* A raw body holds nothing but the file: past its verdict the rest is not needed. */
+        return u->check_err;
+    }
+    if (u->form_err) return u->form_err;
+    u->form_err = hlpt_multipart_feed(u->form, data, n, u->form_why, sizeof u->form_why);
+    return u->form_err;
+}
+
+/* ---- the checks, the blob, the row -------------------------------------------------------------------- */
+
+/* Replies 400 and returns nonzero when filename is not a name a file may have. */
+static int bad_filename(hlpt_req *r, const char *filename, const char *param) {
+    size_t flen = strlen(filename), bad;
+    if (flen == 0 || flen > FILENAME_MAX_BYTES || !hlpt_utf8_valid(filename, flen, &bad)) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "filename must be 1 to %d bytes of UTF-8", FILENAME_MAX_BYTES);
         return 1;
     }
-    if (!u->filename) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "file", "the `file` part has no filename");
-        return 1;
+    for (size_t i = 0; i < flen; i++) {
+        if ((unsigned char)filename[i] < 0x20 || filename[i] == 0x7f) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, param, "filename must not contain control characters");
+            return 1;
+        }
     }
-    if ((err = hlpt_req_form(r, "purpose", &purpose, &pn, NULL, why, sizeof why))) {
-        hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_INVAL : err, "purpose", "%s", why);
-        return 1;
-    }
-    if (memchr(purpose, 0, pn)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "purpose", "`purpose` must not contain a NUL byte");
-        return 1;
-    }
-    if (pn >= sizeof u->purpose) pn = sizeof u->purpose - 1; /* checked against the list below */
-    memcpy(u->purpose, purpose, pn);
-    u->purpose[pn] = 0;
     return 0;
 }
 
-/* Fills u from a raw body with ?filename=&purpose= (purpose defaults to fine-tune). */
-static int from_raw(hlpt_req *r, upload *u) {
-    u->filename = hlpt_req_query(r, "filename");
-    if (!u->filename) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "filename",
-                       "a raw upload needs ?filename= (or send multipart/form-data with a `file` part)");
+/* The form's fields, once the body is complete; replies 400 and returns nonzero when one is
+ * missing or wrong. */
+static int form_fields(hlpt_req *r, upload *u) {
+    if (!u->form_err) u->form_err = hlpt_multipart_finish(u->form, u->form_why, sizeof u->form_why);
+    if (u->form_err) {
+        hlpt_reply_err(r, u->form_err, "file", "%s", u->form_why);
         return 1;
     }
-    const char *p = hlpt_req_query(r, "purpose");
-    snprintf(u->purpose, sizeof u->purpose, "%s", p ? p : "fine-tune");
-    u->data = hlpt_req_body(r, &u->n);
-    return 0;
+    if (!u->seen_file) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "file", "form field `file` missing");
+        return 1;
+    }
+    if (!u->file_named) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "file", "the `file` part has no filename");
+        return 1;
+    }
+    if (!u->seen_purpose) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "purpose", "form field `purpose` missing");
+        return 1;
+    }
+    if (u->purpose_nul) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "purpose", "`purpose` must not contain a NUL byte");
+        return 1;
+    }
+    if (strcmp(u->purpose, "fine-tune") != 0) {
+        hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)", u->purpose);
+        return 1;
+    }
+    return bad_filename(r, u->filename, "file");
+}
+
+/* The row names the upload's blob. Not stored, the blob goes (unless another row names the same
+ * bytes: the store decides). */
+static int store_file_insert(hlptd *d, const upload *u, hlpt_file **f, char *why, size_t len) {
+    int err = hlpt_store_file_insert(hlptd_store(d), u->filename, u->purpose, "processed", u->sha256,
+                                     (int64_t)u->bytes, (int64_t)u->examples, u->stats, f, why, len);
+    if (err) hlpt_store_blob_release(hlptd_store(d), u->sha256, NULL, 0);
+    return err;
 }
 
 static void create_work(void *app, hlpt_req *r) {
     upload *u = hlpt_req_data(r);
-    hlpt_file *f = NULL;
-    char why[512], sha[HLPT_SHA256_HEX] = "";
-    /* The content becomes a blob; the row names it. Not stored, the blob goes (unless another file
-     * has the same bytes). */
-    int err = hlptd_blob_put(hlptd_blob_store(app), u->data, u->n, sha, why, sizeof why);
-    if (!err)
-        err = hlpt_store_file_insert(hlptd_store(app), u->filename, u->purpose, "processed", sha, (int64_t)u->n,
-                                     (int64_t)u->examples, u->stats, &f, why, sizeof why);
-    if (err && sha[0]) hlpt_store_blob_release(hlptd_store(app), sha, NULL, 0);
+    hlpt_file *f;
+    char why[512];
+    int err = store_file_insert(app, u, &f, why, sizeof why);
     if (err) {
         hlpt_reply_err(r, err, NULL, "%s", why);
         return;
@@ -136,37 +240,26 @@ static void create_work(void *app, hlpt_req *r) {
     hlpt_file_free(f);
 }
 
-void hlpt_api_files_create(hlpt_req *r) {
-    upload *u = calloc(1, sizeof *u);
-    if (!u) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-        return;
-    }
-    hlpt_req_set_data(r, u, upload_free);
-    const char *ct = hlpt_req_header(r, "Content-Type");
-    int multipart = ct && strncasecmp(ct, "multipart/form-data", 19) == 0;
-    if (multipart ? from_multipart(r, u) : from_raw(r, u)) return;
-    if (strcmp(u->purpose, "fine-tune") != 0) {
-        hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)", u->purpose);
-        return;
-    }
-    size_t flen = strlen(u->filename), bad;
-    const char *fparam = multipart ? "file" : "filename";
-    if (flen == 0 || flen > FILENAME_MAX_BYTES || !hlpt_utf8_valid(u->filename, flen, &bad)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, fparam, "filename must be 1 to %d bytes of UTF-8", FILENAME_MAX_BYTES);
-        return;
-    }
-    for (size_t i = 0; i < flen; i++) {
-        if ((unsigned char)u->filename[i] < 0x20 || u->filename[i] == 0x7f) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, fparam, "filename must not contain control characters");
-            return;
-        }
-    }
+/* The body is complete (MHD thread): the verdict, then the blob is made and the loop records it. */
+static void create_done(hlpt_req *r) {
+    upload *u = hlpt_req_data(r);
+    if (u->multipart && form_fields(r, u)) return;
     hlpt_dataset_stats st;
+    if (!u->check_err) u->check_err = hlpt_dataset_validator_finish(u->check, &st, u->check_why, sizeof u->check_why);
+    if (u->check_err) {
+        hlpt_reply_err(r, u->check_err, "file", "invalid training file: %s", u->check_why);
+        return;
+    }
+    if (u->write_err) {
+        hlpt_reply_err(r, u->write_err, NULL, "the upload could not be written to the disk: %s", u->write_why);
+        return;
+    }
     char why[512];
-    int err = hlpt_dataset_validate(u->data, u->n, &st, why, sizeof why);
+    hlptd_blob_writer *w = u->blob;
+    u->blob = NULL;
+    int err = hlptd_blob_commit(w, u->sha256, &u->bytes, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "file", "invalid training file: %s", why);
+        hlpt_reply_err(r, err, NULL, "the upload could not be written to the disk: %s", why);
         return;
     }
     u->examples = st.examples;
@@ -175,6 +268,53 @@ void hlpt_api_files_create(hlpt_req *r) {
         return;
     }
     hlpt_req_defer(r, create_work);
+}
+
+/* The headers are in: what can be checked before the body is (a raw upload's query), then the body
+ * is read. */
+void hlpt_api_files_create(hlpt_req *r) {
+    upload *u = calloc(1, sizeof *u);
+    if (!u) {
+        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        return;
+    }
+    hlpt_req_set_data(r, u, upload_free);
+    const char *ct = hlpt_req_header(r, "Content-Type");
+    u->multipart = ct && strncasecmp(ct, "multipart/form-data", 19) == 0;
+    char why[512];
+    int err;
+    if (u->multipart) {
+        hlpt_multipart_cbs cbs = {form_begin, form_data, form_end};
+        if ((err = hlpt_multipart_new(ct, &cbs, u, &u->form, why, sizeof why))) {
+            hlpt_reply_err(r, err, "file", "%s", why);
+            return;
+        }
+    } else {
+        const char *filename = hlpt_req_query(r, "filename"), *p = hlpt_req_query(r, "purpose");
+        if (!filename) {
+            hlpt_reply_err(r, HLPT_ERR_INVAL, "filename",
+                           "a raw upload needs ?filename= (or send multipart/form-data with a `file` part)");
+            return;
+        }
+        snprintf(u->purpose, sizeof u->purpose, "%s", p ? p : "fine-tune");
+        if (strcmp(u->purpose, "fine-tune") != 0) {
+            hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)",
+                           u->purpose);
+            return;
+        }
+        if (bad_filename(r, filename, "filename")) return;
+        if (!(u->filename = strdup(filename))) {
+            hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+            return;
+        }
+    }
+    if (hlpt_dataset_validator_new(NULL, &u->check)) {
+        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        return;
+    }
+    /* A file that cannot even be begun is reported after the validation, as a failed write is. */
+    u->write_err = hlptd_blob_begin(hlptd_blob_store(hlpt_req_app(r)), &u->blob, u->write_why, sizeof u->write_why);
+    hlpt_req_read_body(r, create_piece, create_done);
 }
 
 static void list_work(void *app, hlpt_req *r) {

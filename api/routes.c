@@ -9,7 +9,7 @@ const hlpt_route hlpt_api_routes[] = {
     {"GET", "/", hlpt_api_web_index, HLPT_ROUTE_PUBLIC},
     {"GET", "/ui/{name}", hlpt_api_web_file, HLPT_ROUTE_PUBLIC},
 
-    {"POST", "/v1/files", hlpt_api_files_create, 0},
+    {"POST", "/v1/files", hlpt_api_files_create, HLPT_ROUTE_STREAM_BODY},
     {"GET", "/v1/files", hlpt_api_files_list, 0},
     {"GET", "/v1/files/{id}", hlpt_api_files_get, 0},
     {"DELETE", "/v1/files/{id}", hlpt_api_files_delete, 0},

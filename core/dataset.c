@@ -502,55 +502,167 @@ void hlpt_example_free(hlpt_example *ex) {
     memset(ex, 0, sizeof *ex);
 }
 
+/* ---- a file, piece by piece -----------------------------------------------------------------------
+ * Lines are cut at '\n' as they come; a line wholly inside a piece is checked where it lies, one that
+ * spans pieces is gathered in `line` first. The first error is kept with its message and returned
+ * again by every later call. */
+
+struct hlpt_dataset_validator {
+    hlpt_dataset_opts opts;
+    hlpt_dataset_stats st;
+    size_t lineno;     /* lines seen so far */
+    size_t first_line; /* the line that set the format */
+    uint64_t bytes;    /* fed so far */
+    char *line;        /* the start of a line that spans pieces */
+    size_t nline, cap;
+    int err;           /* final once set */
+    char msg[512];     /* its why */
+};
+
+int hlpt_dataset_validator_new(const hlpt_dataset_opts *opts, hlpt_dataset_validator **out) {
+    hlpt_dataset_validator *v = calloc(1, sizeof *v);
+    *out = v;
+    if (!v) return HLPT_ERR_NOMEM;
+    if (opts) v->opts = *opts;
+    v->st.tokens = v->st.max_example_tokens = v->opts.count_tokens ? 0 : -1;
+    return HLPT_OK;
+}
+
+void hlpt_dataset_validator_free(hlpt_dataset_validator *v) {
+    if (!v) return;
+    free(v->line);
+    free(v);
+}
+
+static int vfail(hlpt_dataset_validator *v, int err) {
+    v->err = err;
+    return err;
+}
+
+/* One line (without its '\n'). */
+static int check_line(hlpt_dataset_validator *v, const char *p, size_t n) {
+    hlpt_dataset_stats *st = &v->st;
+    size_t lineno = ++v->lineno;
+    st->lines = lineno;
+    if (n > HLPT_DATASET_LINE_MAX) {
+        hlpt_why(v->msg, sizeof v->msg, HLPT_ERR_FORMAT, "line %zu: longer than %zu bytes", lineno, HLPT_DATASET_LINE_MAX);
+        return vfail(v, HLPT_ERR_FORMAT);
+    }
+    hlpt_example ex;
+    int err = hlpt_dataset_parse_line(p, n, lineno, v->opts.chat_template, &ex, v->msg, sizeof v->msg);
+    if (err == HLPT_ERR_NOENT) return HLPT_OK;
+    if (err) return vfail(v, err);
+    if (st->format == HLPT_DATASET_UNKNOWN) {
+        st->format = ex.format;
+        v->first_line = lineno;
+    } else if (ex.format != st->format) {
+        hlpt_dataset_format f = ex.format;
+        hlpt_example_free(&ex);
+        hlpt_why(v->msg, sizeof v->msg, HLPT_ERR_FORMAT, "line %zu: format %s differs from %s of line %zu", lineno,
+                 hlpt_dataset_format_name(f), hlpt_dataset_format_name(st->format), v->first_line);
+        return vfail(v, HLPT_ERR_FORMAT);
+    }
+    size_t pc = utf8_chars(ex.prompt), cc = utf8_chars(ex.completion);
+    st->examples++;
+    st->prompt_chars += pc;
+    st->completion_chars += cc;
+    if (pc + cc > st->max_example_chars) st->max_example_chars = pc + cc;
+    if (v->opts.count_tokens) {
+        size_t tp = 0, tc = 0;
+        if ((err = v->opts.count_tokens(v->opts.count_ctx, ex.prompt, strlen(ex.prompt), &tp)) ||
+            (err = v->opts.count_tokens(v->opts.count_ctx, ex.completion, strlen(ex.completion), &tc))) {
+            hlpt_example_free(&ex);
+            hlpt_why(v->msg, sizeof v->msg, err, "line %zu: tokenizer failed: %s", lineno, hlpt_strerror(err));
+            return vfail(v, err);
+        }
+        st->tokens += (int64_t)(tp + tc);
+        if ((int64_t)(tp + tc) > st->max_example_tokens) st->max_example_tokens = (int64_t)(tp + tc);
+    }
+    hlpt_example_free(&ex);
+    return HLPT_OK;
+}
+
+/* Adds p[0..n) to the line being gathered. A line past the limit fails now: whatever follows, it is
+ * too long, so the error does not depend on where the pieces were cut. */
+static int gather(hlpt_dataset_validator *v, const char *p, size_t n) {
+    if (v->nline + n > HLPT_DATASET_LINE_MAX) {
+        hlpt_why(v->msg, sizeof v->msg, HLPT_ERR_FORMAT, "line %zu: longer than %zu bytes", v->lineno + 1,
+                 HLPT_DATASET_LINE_MAX);
+        return vfail(v, HLPT_ERR_FORMAT);
+    }
+    if (v->nline + n > v->cap) {
+        size_t cap = v->cap ? v->cap : 4096;
+        while (cap < v->nline + n) cap *= 2;
+        char *nl = realloc(v->line, cap);
+        if (!nl) {
+            hlpt_why(v->msg, sizeof v->msg, HLPT_ERR_NOMEM, "out of memory");
+            return vfail(v, HLPT_ERR_NOMEM);
+        }
+        v->line = nl, v->cap = cap;
+    }
+    memcpy(v->line + v->nline, p, n);
+    v->nline += n;
+    return HLPT_OK;
+}
+
+int hlpt_dataset_validator_feed(hlpt_dataset_validator *v, const char *buf, size_t n, char *why, size_t len) {
+    v->bytes += n;
+    for (size_t pos = 0; pos < n && !v->err;) {
+        const char *nl = memchr(buf + pos, '\n', n - pos);
+        if (!nl) {
+            gather(v, buf + pos, n - pos);
+            break;
+        }
+        size_t end = (size_t)(nl - buf);
+        if (!v->nline) {
+            check_line(v, buf + pos, end - pos);
+        } else if (!gather(v, buf + pos, end - pos)) {
+            size_t k = v->nline;
+            v->nline = 0;
+            check_line(v, v->line, k);
+        }
+        pos = end + 1;
+    }
+    return v->err ? hlpt_why(why, len, v->err, "%s", v->msg) : HLPT_OK;
+}
+
+int hlpt_dataset_validator_finish(hlpt_dataset_validator *v, hlpt_dataset_stats *stats, char *why, size_t len) {
+    if (stats) {
+        *stats = (hlpt_dataset_stats){.tokens = -1, .max_example_tokens = -1};
+        if (v->opts.count_tokens) stats->tokens = stats->max_example_tokens = 0;
+    }
+    if (!v->err && v->nline) {
+        size_t k = v->nline;
+        v->nline = 0;
+        check_line(v, v->line, k);
+    }
+    if (!v->err && v->bytes == 0) {
+        hlpt_why(v->msg, sizeof v->msg, HLPT_ERR_FORMAT, "file is empty");
+        vfail(v, HLPT_ERR_FORMAT);
+    }
+    if (!v->err && v->st.examples == 0) {
+        hlpt_why(v->msg, sizeof v->msg, HLPT_ERR_FORMAT, "file has no examples (only blank lines)");
+        vfail(v, HLPT_ERR_FORMAT);
+    }
+    if (v->err) return hlpt_why(why, len, v->err, "%s", v->msg);
+    if (stats) *stats = v->st;
+    return HLPT_OK;
+}
+
 /* ---- a whole file -------------------------------------------------------------------------------- */
 
 int hlpt_dataset_validate_ex(const char *buf, size_t n, const hlpt_dataset_opts *opts, hlpt_dataset_stats *stats,
                              char *why, size_t len) {
-    hlpt_dataset_opts none = {0};
-    if (!opts) opts = &none;
-    hlpt_dataset_stats st = {.tokens = -1, .max_example_tokens = -1};
-    if (opts->count_tokens) st.tokens = st.max_example_tokens = 0;
-    if (stats) *stats = st;
-    if (n == 0) return hlpt_why(why, len, HLPT_ERR_FORMAT, "file is empty");
-    size_t first_line = 0;
-    for (size_t pos = 0, lineno = 1; pos < n; lineno++) {
-        const char *nl = memchr(buf + pos, '\n', n - pos);
-        size_t end = nl ? (size_t)(nl - buf) : n;
-        hlpt_example ex;
-        st.lines = lineno;
-        int err = hlpt_dataset_parse_line(buf + pos, end - pos, lineno, opts->chat_template, &ex, why, len);
-        pos = end + 1;
-        if (err == HLPT_ERR_NOENT) continue;
-        if (err) return err;
-        if (st.format == HLPT_DATASET_UNKNOWN) {
-            st.format = ex.format;
-            first_line = lineno;
-        } else if (ex.format != st.format) {
-            hlpt_dataset_format f = ex.format;
-            hlpt_example_free(&ex);
-            return hlpt_why(why, len, HLPT_ERR_FORMAT, "line %zu: format %s differs from %s of line %zu", lineno,
-                            hlpt_dataset_format_name(f), hlpt_dataset_format_name(st.format), first_line);
-        }
-        size_t pc = utf8_chars(ex.prompt), cc = utf8_chars(ex.completion);
-        st.examples++;
-        st.prompt_chars += pc;
-        st.completion_chars += cc;
-        if (pc + cc > st.max_example_chars) st.max_example_chars = pc + cc;
-        if (opts->count_tokens) {
-            size_t tp = 0, tc = 0;
-            if ((err = opts->count_tokens(opts->count_ctx, ex.prompt, strlen(ex.prompt), &tp)) ||
-                (err = opts->count_tokens(opts->count_ctx, ex.completion, strlen(ex.completion), &tc))) {
-                hlpt_example_free(&ex);
-                return hlpt_why(why, len, err, "line %zu: tokenizer failed: %s", lineno, hlpt_strerror(err));
-            }
-            st.tokens += (int64_t)(tp + tc);
-            if ((int64_t)(tp + tc) > st.max_example_tokens) st.max_example_tokens = (int64_t)(tp + tc);
-        }
-        hlpt_example_free(&ex);
+    hlpt_dataset_validator *v;
+    if (hlpt_dataset_validator_new(opts, &v)) {
+        if (stats) *stats = (hlpt_dataset_stats){.tokens = -1, .max_example_tokens = -1};
+        return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     }
-    if (st.examples == 0) return hlpt_why(why, len, HLPT_ERR_FORMAT, "file has no examples (only blank lines)");
-    if (stats) *stats = st;
-    return HLPT_OK;
+    int err = hlpt_dataset_validator_feed(v, buf, n, why, len);
+    if (!err) err = hlpt_dataset_validator_finish(v, stats, why, len);
+    else if (stats) hlpt_dataset_validator_finish(v, stats, NULL, 0);
+    hlpt_dataset_validator_free(v);
+    return err;
 }
 
 int hlpt_dataset_validate(const char *buf, size_t n, hlpt_dataset_stats *stats, char *why, size_t len) {

@@ -53,7 +53,8 @@ hlpt_store *hlptd_store(hlptd *d);
 hlptd_jobs *hlptd_job_queue(hlptd *d);
 /* Loop thread only: the event streams that follow jobs. */
 hlptd_subscribers *hlptd_job_streams(hlptd *d);
-/* Any thread: the daemon's blobs (blobs.h), which the store's rows name. */
+/* Any thread: the artefact files under <data-dir>/blobs (blobs.h) that the store's rows name;
+ * uploads are written there as they arrive. */
 hlptd_blobs *hlptd_blob_store(hlptd *d);
 
 #endif

@@ -227,6 +227,7 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
     char flag[64];
     flag_name(flag, sizeof flag, o->field);
     long v = 0;
+    size_t sz = 0;
     switch (o->type) {
     case OPT_STR:
         if (!*val) return hlpt_why(why, len, HLPT_ERR_INVAL, "option --%s: empty value (from %s)", flag, from);
@@ -238,14 +239,11 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
             return hlpt_why(why, len, HLPT_ERR_INVAL, "option --%s: %ld is outside [%ld, %ld] (from %s)", flag, v,
                             o->min, o->max, from);
         break;
-    case OPT_SIZE: {
-        size_t sz;
+    case OPT_SIZE:
         if (!parse_size(val, &sz) || sz < (size_t)o->min)
             return hlpt_why(why, len, HLPT_ERR_INVAL,
                             "option --%s: `%s` is not a positive size like 4096, 64K, 100M, 1G (from %s)", flag, val, from);
-        c->max_body_bytes = sz;
-        return HLPT_OK;
-    }
+        break;
     case OPT_ADDR:
         free(c->listen_host);
         c->listen_host = NULL;
@@ -276,7 +274,7 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
 #define store_STR(p, s, n) (free(*(p)), *(p) = (s))
 #define store_ADDR(p, s, n) (free(*(p)), *(p) = (s))
 #define store_INT(p, s, n) (*(p) = (int)(n))
-#define store_SIZE(p, s, n) ((void)(p))
+#define store_SIZE(p, s, n) (*(p) = sz)
 #define store_LEVEL(p, s, n) ((void)(p))
 #define store_DTYPE(p, s, n) ((void)(p))
         HLPTD_OPTIONS(X)

@@ -26,7 +26,8 @@
     X(http_threads, INT, "4", 1, 256, "N", "HTTP threads (libmicrohttpd thread pool)")            \
     X(api_key_file, STR, NULL, 0, 0, "FILE", "accept only `Authorization: Bearer KEY` with a KEY from FILE (one per line)") \
     X(config, STR, NULL, 0, 0, "FILE", "read `key = value` settings from FILE")                   \
-    X(max_body_bytes, SIZE, "1G", 1, 0, "N", "largest request body; suffixes K, M, G")            \
+    X(max_body_bytes, SIZE, "1G", 1, 0, "N", "largest request body held in memory (JSON); suffixes K, M, G") \
+    X(max_upload_bytes, SIZE, "64G", 1, 0, "N", "largest upload (POST /v1/files), streamed to disk as it arrives; suffixes K, M, G") \
     X(log_level, LEVEL, "info", 0, 0, "LEVEL", "debug, info, warn or error")
 
 typedef struct {
@@ -41,7 +42,8 @@ typedef struct {
     int http_threads;      /* libmicrohttpd thread pool size */
     char *api_key_file;    /* NULL = no authentication (owned) */
     char *config;          /* the config file that was read, or NULL (owned) */
-    size_t max_body_bytes; /* request body limit, bytes */
+    size_t max_body_bytes; /* limit of a request body held in memory, bytes */
+    size_t max_upload_bytes; /* limit of an upload streamed to disk, bytes */
     int log_level;         /* hlpt_log_level */
     int help;              /* --help was given: print hlptd_config_usage and exit 0 */
 } hlptd_config;

@@ -1,17 +1,24 @@
 /*
  * http.c - see http.h.
  *
- * Thread mode: MHD's internal thread pool (MHD_USE_AUTO_INTERNAL_THREAD + THREAD_POOL_SIZE, epoll on
- * Linux) rather than thread-per-connection, because (1) MHD_suspend_connection, which every
- * hand-off to the loop and every idle event stream relies on, is not available in
- * thread-per-connection mode, and (2) event streams and long generations stay open for minutes;
- * a pool serves any number of them with a fixed number of threads, where thread-per-connection
- * would park one thread (and its stack) per open stream. Handlers never block, so a small pool is
- * enough.
+ * Thread mode: MHD's internal thread pool (MHD_USE_POLL_INTERNAL_THREAD + THREAD_POOL_SIZE) rather
+ * than thread-per-connection, because (1) MHD_suspend_connection, which every hand-off to the loop
+ * and every idle event stream relies on, is not available in thread-per-connection mode, and (2)
+ * event streams and long generations stay open for minutes; a pool serves any number of them with
+ * a fixed number of threads, where thread-per-connection would park one thread (and its stack) per
+ * open stream. Handlers never block, so a small pool is enough. poll(2), not epoll: libmicrohttpd
+ * 0.9.75 watches sockets edge-triggered under epoll, and a client that closes while the tail of
+ * its body is still queued on the socket is then not seen to have gone until the connection times
+ * out (300 s), holding an upload's temporary file all that while; poll is level-triggered.
  *
  * A request moves through states: BODY (upload arriving) → HANDLER (route handler running on the
  * MHD thread) → DEFER (handler asked for the loop) → QUEUED (connection suspended, on the loop's
- * queue) → REPLIED (reply set; connection resumed) → SENT. The connection is suspended by the MHD
+ * queue) → REPLIED (reply set; connection resumed) → SENT. A streamed body (HLPT_ROUTE_STREAM_BODY)
+ * takes HANDLER first, when the headers are in, then BODY while its pieces go to the handler's
+ * piece function, then HANDLER again for its done function. A reply set before the body is read
+ * (an error found in the headers) is sent once the body has been read and dropped, so that a
+ * client that sends its whole body before it reads gets to see it; a client that asked for
+ * `Expect: 100-continue` gets it at once. The connection is suspended by the MHD
  * thread itself after the handler returned, and resumed by the loop only after the work ran, so a
  * resume can never precede its suspend. Requests that were suspended or streamed are counted in
  * `inflight` until MHD reports them complete; shutdown waits for that count to reach zero.
@@ -114,6 +121,10 @@ struct hlpt_req {
     int too_large;
     int too_many_args; /* the query was cut off before MHD parsed it (on_uri) */
     int body_err;   /* HLPT_ERR_NOMEM or HLPT_ERR_NOSPACE: the body was dropped */
+    int streamed;            /* route is HLPT_ROUTE_STREAM_BODY: the body goes to piece */
+    uint64_t body_seen;      /* bytes of a streamed body so far */
+    hlpt_piece_fn piece;     /* NULL: the rest of a streamed body is dropped */
+    hlpt_handler_fn done;    /* runs once a streamed body is complete */
     cJSON *json;
     hlpt_form_part *parts;
     size_t nparts;
@@ -384,133 +395,7 @@ cJSON *hlpt_req_json(hlpt_req *r) {
     return r->json;
 }
 
-/* ---- multipart/form-data ------------------------------------------------------------------------
- * The whole body is in memory, so parts are found with memmem: "--BOUNDARY" CRLF headers CRLF CRLF
- * data CRLF "--BOUNDARY" ... "--BOUNDARY--". Only Content-Disposition's name and filename matter. */
-
-/* Reads the parameter `key` of a header value like `form-data; name="file"; filename="a.jsonl"`
- * into an owned string (NULL when absent). A value with a NUL byte would be read short (`demo\0x`
- * as `demo`): it sets *bad and is NULL. */
-static char *header_param(const char *s, const char *e, const char *key, int *bad) {
-    size_t kl = strlen(key);
-    while (s < e) {
-        while (s < e && (*s == ';' || *s == ' ' || *s == '\t')) s++;
-        const char *k = s;
-        while (s < e && *s != '=' && *s != ';') s++;
-        size_t klen = (size_t)(s - k);
-        while (klen && (k[klen - 1] == ' ' || k[klen - 1] == '\t')) klen--;
-        if (s >= e || *s != '=') continue;
-        s++;
-        while (s < e && (*s == ' ' || *s == '\t')) s++;
-        char *val = malloc((size_t)(e - s) + 1);
-        if (!val) return NULL;
-        size_t vn = 0;
-        if (s < e && *s == '"') {
-            for (s++; s < e && *s != '"'; s++) {
-                if (*s == '\\' && s + 1 < e) s++;
-                val[vn++] = *s;
-            }
-            if (s < e) s++;
-        } else {
-            while (s < e && *s != ';' && *s != ' ' && *s != '\t') val[vn++] = *s++;
-        }
-        val[vn] = 0;
-        if (klen == kl && strncasecmp(k, key, kl) == 0) {
-            if (strlen(val) == vn) return val;
-            free(val);
-            *bad = 1;
-            return NULL;
-        }
-        free(val);
-    }
-    return NULL;
-}
-
-void hlpt_form_parts_free(hlpt_form_part *parts, size_t n) {
-    for (size_t i = 0; i < n; i++) free(parts[i].name), free(parts[i].filename);
-    free(parts);
-}
-
-static int form_fail(hlpt_form_part *parts, size_t n, const char *msg, char *why, size_t len) {
-    hlpt_form_parts_free(parts, n);
-    return hlpt_why(why, len, HLPT_ERR_FORMAT, "multipart body: %s", msg);
-}
-
-int hlpt_multipart_parse(const char *ct, const char *body, size_t body_n, hlpt_form_part **out, size_t *nout,
-                         char *why, size_t len) {
-    hlpt_form_part *parts = NULL;
-    size_t nparts = 0;
-    *out = NULL;
-    *nout = 0;
-    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0)
-        return form_fail(parts, nparts, "Content-Type is not multipart/form-data", why, len);
-    const char *b = strcasestr(ct, "boundary=");
-    int bad = 0;
-    char *boundary = b ? header_param(b, b + strlen(b), "boundary", &bad) : NULL;
-    if (!boundary || !*boundary || strlen(boundary) > 200) {
-        free(boundary);
-        return form_fail(parts, nparts, "no boundary in Content-Type", why, len);
-    }
-    char delim[208];
-    int dl = snprintf(delim, sizeof delim, "\r\n--%s", boundary);
-    free(boundary);
-    const char *p = body, *end = body + body_n;
-    /* The first delimiter may start the body (no CRLF before it) or follow a preamble. */
-    const char *d = (size_t)(end - p) >= (size_t)dl - 2 && memcmp(p, delim + 2, (size_t)dl - 2) == 0
-                        ? p - 2
-                        : memmem(p, (size_t)(end - p), delim, (size_t)dl);
-    if (!d) return form_fail(parts, nparts, "boundary not found", why, len);
-    p = d + dl;
-    for (;;) {
-        if (end - p >= 2 && p[0] == '-' && p[1] == '-') break;
-        while (p < end && (*p == ' ' || *p == '\t')) p++;
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return form_fail(parts, nparts, "malformed boundary line", why, len);
-        p += 2;
-        const char *he = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
-        const char *hstart = p;
-        if (!he) {
-            /* A part with no headers at all starts with the empty line. */
-            if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') he = p - 2;
-            else return form_fail(parts, nparts, "part headers do not end", why, len);
-        }
-        char *name = NULL, *filename = NULL;
-        for (const char *l = hstart; l < he;) {
-            const char *le = memmem(l, (size_t)(he + 2 - l), "\r\n", 2);
-            if (!le) le = he;
-            if ((size_t)(le - l) > 20 && strncasecmp(l, "Content-Disposition:", 20) == 0) {
-                free(name);
-                free(filename);
-                name = header_param(l + 20, le, "name", &bad);
-                filename = header_param(l + 20, le, "filename", &bad);
-            }
-            l = le + 2;
-        }
-        const char *data = he + 4;
-        const char *dend = !bad && name && data <= end ? memmem(data, (size_t)(end - data), delim, (size_t)dl) : NULL;
-        if (!dend) {
-            free(name);
-            free(filename);
-            return form_fail(parts, nparts,
-                             bad     ? "a NUL byte in a part's name or filename"
-                             : !name ? "part without a name"
-                                     : "part not terminated by the boundary",
-                             why, len);
-        }
-        hlpt_form_part *np = realloc(parts, (nparts + 1) * sizeof *np);
-        if (!np) {
-            free(name);
-            free(filename);
-            hlpt_form_parts_free(parts, nparts);
-            return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-        }
-        parts = np;
-        parts[nparts++] = (hlpt_form_part){name, filename, data, (size_t)(dend - data)};
-        p = dend + dl;
-    }
-    *out = parts;
-    *nout = nparts;
-    return HLPT_OK;
-}
+/* ---- multipart/form-data (multipart.h) ----------------------------------------------------------- */
 
 static void form_parse(hlpt_req *r) {
     int err = hlpt_multipart_parse(hlpt_req_header(r, "Content-Type"), r->body, r->body_n, &r->parts, &r->nparts,
@@ -790,8 +675,40 @@ static int authorized(hlpt_req *r) {
     return ok;
 }
 
-static void dispatch(hlpt_req *r) {
+/* The route for r's method and path, or NULL; r->allow lists the methods the path has. */
+static const hlpt_route *find_route(hlpt_req *r) {
     hlpt_http *h = r->h;
+    const hlpt_route *route = NULL;
+    size_t an = 0;
+    r->allow[0] = 0;
+    for (size_t i = 0; i < h->o.nroutes && !route; i++) {
+        const hlpt_route *rt = &h->o.routes[i];
+        if (!route_match(r, rt->pattern, r->path)) continue;
+        if (strcmp(rt->method, r->method) == 0) {
+            route = rt;
+        } else if (!strstr(r->allow, rt->method)) {
+            an += (size_t)snprintf(r->allow + an, an < sizeof r->allow ? sizeof r->allow - an : 0, "%s%s",
+                                   an ? ", " : "", rt->method);
+            if (an >= sizeof r->allow) an = sizeof r->allow - 1;
+        }
+    }
+    return route;
+}
+
+static size_t body_limit(const hlpt_req *r) {
+    const hlpt_http *h = r->h;
+    return r->streamed && h->o.max_upload_bytes ? h->o.max_upload_bytes : h->o.max_body_bytes;
+}
+
+static void reply_too_large(hlpt_req *r) {
+    hlpt_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
+                        "request body is larger than the limit of %zu bytes (%s)", body_limit(r),
+                        r->streamed ? "--max-upload-bytes" : "--max-body-bytes");
+}
+
+/* Runs the route's handler after the checks that come before it: for a buffered body once it is
+ * complete, for a streamed one when the headers are in. */
+static void dispatch(hlpt_req *r) {
     r->state = ST_HANDLER;
     if (r->too_many_args) {
         hlpt_reply_http_err(r, 414, "invalid_request_error", "too_many_query_arguments", NULL,
@@ -808,23 +725,10 @@ static void dispatch(hlpt_req *r) {
         return;
     }
     if (r->too_large) {
-        hlpt_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
-                            "request body is larger than the limit of %zu bytes (--max-body-bytes)", h->o.max_body_bytes);
+        reply_too_large(r);
         return;
     }
-    const hlpt_route *route = NULL;
-    size_t an = 0;
-    for (size_t i = 0; i < h->o.nroutes && !route; i++) {
-        const hlpt_route *rt = &h->o.routes[i];
-        if (!route_match(r, rt->pattern, r->path)) continue;
-        if (strcmp(rt->method, r->method) == 0) {
-            route = rt;
-        } else if (!strstr(r->allow, rt->method)) {
-            an += (size_t)snprintf(r->allow + an, an < sizeof r->allow ? sizeof r->allow - an : 0, "%s%s",
-                                   an ? ", " : "", rt->method);
-            if (an >= sizeof r->allow) an = sizeof r->allow - 1;
-        }
-    }
+    const hlpt_route *route = find_route(r);
     if (!route && !r->allow[0]) {
         hlpt_reply_http_err(r, 404, "invalid_request_error", "unknown_url", NULL, "unknown URL: %s %s", r->method,
                             r->path);
@@ -845,6 +749,47 @@ static void dispatch(hlpt_req *r) {
     /* A kept request may be its keeper's already: its state is not this thread's to read. */
     if (!r->kept && r->state == ST_HANDLER) {
         hlpt_error("handler for %s %s gave no reply", route->method, route->pattern);
+        hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
+    }
+}
+
+void hlpt_req_read_body(hlpt_req *r, hlpt_piece_fn piece, hlpt_handler_fn done) {
+    if (!r->streamed) {
+        /* The body is all here already. */
+        if (r->body_n) piece(r, r->body, r->body_n);
+        done(r);
+        return;
+    }
+    r->piece = piece;
+    r->done = done;
+    r->state = ST_BODY;
+}
+
+/* The next piece of a streamed body. Past the limit the handler's data goes at once (an upload's
+ * temporary file with it), and the rest is dropped. */
+static void body_piece(hlpt_req *r, const char *data, size_t n) {
+    r->body_seen += n;
+    if (r->state != ST_BODY || r->too_large) return;
+    if (r->body_seen > body_limit(r)) {
+        r->too_large = 1;
+        r->piece = NULL;
+        hlpt_req_set_data(r, NULL, NULL);
+        return;
+    }
+    if (r->piece && r->piece(r, data, n) != HLPT_OK) r->piece = NULL;
+}
+
+/* A streamed body is complete. */
+static void body_done(hlpt_req *r) {
+    r->state = ST_HANDLER;
+    if (r->too_large) {
+        reply_too_large(r);
+        return;
+    }
+    r->done(r);
+    /* A kept request may be its keeper's already: its state is not this thread's to read. */
+    if (!r->kept && r->state == ST_HANDLER) {
+        hlpt_error("%s %s: the body's done function gave no reply", r->method, r->path);
         hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
     }
 }
@@ -973,14 +918,15 @@ static void body_append(hlpt_req *r, const char *data, size_t n) {
     r->body[r->body_n] = 0;
 }
 
-/* The largest body the disk that stores bodies can take; "unlimited" when unknown. A stored body is
- * written twice (SQLite's write-ahead log, then the database), and a margin stays for the daemon's
- * own records (the size of its reserve, docs/faults.md, and as much again). */
-static unsigned long long free_space(const hlpt_http *h) {
+/* The largest body the disk that stores bodies can take; "unlimited" when unknown. A buffered body
+ * is stored twice (SQLite's write-ahead log, then the database), a streamed one (an upload, written
+ * to a file as it arrives) once; a margin stays for the daemon's own records (the size of its
+ * reserve, docs/faults.md, and as much again). */
+static unsigned long long free_space(const hlpt_http *h, unsigned copies) {
     struct statvfs sv;
     if (!h->o.space_dir || statvfs(h->o.space_dir, &sv) != 0) return ULLONG_MAX;
     unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize, margin = 8ull << 20;
-    return avail > margin ? (avail - margin) / 2 : 0;
+    return avail > margin ? (avail - margin) / copies : 0;
 }
 
 /* libmicrohttpd 0.9.75 keeps each query argument in the connection's memory pool (32 kB) and, when
@@ -1009,24 +955,32 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!(r = req_new(h, conn, url, method))) return MHD_NO;
         *con_cls = r;
         r->too_many_args = cut;
+        const hlpt_route *route = find_route(r);
+        r->streamed = route && (route->flags & HLPT_ROUTE_STREAM_BODY);
         /* A client that waits for "100 Continue" can be told at once that its body is too big. */
         const char *cl = hlpt_req_header(r, "Content-Length"), *ex = hlpt_req_header(r, "Expect");
         unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
-        if (announced > h->o.max_body_bytes) r->too_large = 1;
-        else if (announced > free_space(h)) r->body_err = HLPT_ERR_NOSPACE;
-        if (ex && strcasecmp(ex, "100-continue") == 0 && (r->too_large || r->body_err)) {
+        if (announced > body_limit(r)) r->too_large = 1;
+        else if (announced > free_space(h, r->streamed ? 1 : 2)) r->body_err = HLPT_ERR_NOSPACE;
+        int waits = ex && strcasecmp(ex, "100-continue") == 0;
+        if (r->streamed) {
+            dispatch(r);
+            if (r->state == ST_REPLIED && waits) return send_reply(r);
+        } else if (waits && (r->too_large || r->body_err)) {
             dispatch(r);
             return send_reply(r);
         }
         return MHD_YES;
     }
     if (*upload_size) {
-        body_append(r, upload, *upload_size);
+        if (r->streamed) body_piece(r, upload, *upload_size);
+        else body_append(r, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
     if (r->state == ST_BODY) {
-        dispatch(r);
+        if (r->streamed) body_done(r);
+        else dispatch(r);
         if (r->kept) return let_go(r);
     }
     if (r->state == ST_DEFER) return hand_off(r);
@@ -1095,7 +1049,7 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     pthread_mutex_init(&h->mu, NULL);
     int family = AF_INET, err;
     if ((err = bind_listen(h, o->host, o->port, &family, why, len))) goto fail;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_LISTEN_SOCKET, h->listen_fd,

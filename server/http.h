@@ -12,6 +12,11 @@
  *                hlpt_req_keep(r) and hands r to a keeper on another thread (e.g. the inference
  *                thread), which replies and calls hlpt_req_finish(r) later; http.c then suspends the
  *                connection until it does.
+ *                A route flagged HLPT_ROUTE_STREAM_BODY (uploads) is not accumulated: its handler
+ *                runs as soon as the headers are in (after the same checks; 413 and 507 from the
+ *                announced Content-Length against max_upload_bytes and the free space) and takes
+ *                the body piece by piece as it arrives (hlpt_req_read_body), on the same thread;
+ *                memory stays flat whatever the body's size.
  *   loop thread  hlpt_http_run_deferred() calls work(app, r) for every queued request. If work
  *                replied, the connection is resumed and MHD sends the reply. A work function, too,
  *                may keep r for a keeper instead.
@@ -37,6 +42,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "multipart.h"
+
 typedef struct hlpt_http hlpt_http;
 typedef struct hlpt_req hlpt_req;
 typedef struct hlpt_sse hlpt_sse;
@@ -47,7 +54,8 @@ typedef void (*hlpt_handler_fn)(hlpt_req *r);
 typedef void (*hlpt_work_fn)(void *app, hlpt_req *r);
 
 enum {
-    HLPT_ROUTE_PUBLIC = 1, /* no API key needed (health checks) */
+    HLPT_ROUTE_PUBLIC = 1,      /* no API key needed (health checks) */
+    HLPT_ROUTE_STREAM_BODY = 2, /* the body is not held: the handler reads it as it arrives */
 };
 
 /* One line of the route table. pattern: "/v1/files/{id}/content"; a `{name}` segment matches any
@@ -64,6 +72,7 @@ typedef struct {
     int port;                  /* 0 = any free port (hlpt_http_port tells which) */
     int threads;               /* MHD thread pool size */
     size_t max_body_bytes;     /* larger bodies get 413 */
+    size_t max_upload_bytes;   /* the same for HLPT_ROUTE_STREAM_BODY routes; 0 = max_body_bytes */
     const char *space_dir;     /* where bodies end up stored (copied; may be NULL): a body announced
                                   larger than its free space gets 507 before it is read */
     const hlpt_route *routes;  /* borrowed; must outlive the server */
@@ -110,7 +119,8 @@ const char *hlpt_req_query(const hlpt_req *r, const char *name);
 const char *hlpt_req_query_at(const hlpt_req *r, size_t i, const char **value);
 /* A request header (case-insensitive name), or NULL. */
 const char *hlpt_req_header(const hlpt_req *r, const char *name);
-/* The body, NUL-terminated (the NUL is not counted in *n). Never NULL. */
+/* The body, NUL-terminated (the NUL is not counted in *n). Never NULL; empty for a
+ * HLPT_ROUTE_STREAM_BODY route, whose body goes to hlpt_req_read_body's piece function instead. */
 const char *hlpt_req_body(const hlpt_req *r, size_t *n);
 /* The body parsed as JSON (owned by r). On a missing or malformed body, replies 400 (naming the
  * byte) and returns NULL: the handler then just returns. */
@@ -120,26 +130,27 @@ cJSON *hlpt_req_json(hlpt_req *r);
  * HLPT_ERR_FORMAT (why says why) when the body is not well-formed multipart. */
 int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
                   size_t len);
-/* One part of a multipart/form-data body: name and filename owned (filename NULL for plain fields),
- * data borrowed from the body it was parsed from. */
-typedef struct {
-    char *name, *filename;
-    const char *data;
-    size_t n;
-} hlpt_form_part;
-/* Parses a whole multipart/form-data body (borrowed) under its Content-Type header value (borrowed)
- * into *parts (owned: hlpt_form_parts_free; NULL on failure). Names and filenames with a NUL byte
- * are refused. Errors: HLPT_ERR_FORMAT (why says what is malformed), HLPT_ERR_NOMEM. Pure: any
- * thread (hlpt_req_form uses it; so does the fuzzer). */
-int hlpt_multipart_parse(const char *content_type, const char *body, size_t n, hlpt_form_part **parts,
-                         size_t *nparts, char *why, size_t len);
-void hlpt_form_parts_free(hlpt_form_part *parts, size_t n);
 /* The app pointer of hlpt_http_opts. */
 void *hlpt_req_app(const hlpt_req *r);
 /* Attaches handler data that travels with r to its work function; r frees it with free_fn (may
  * be NULL) when the request ends. Takes data. */
 void hlpt_req_set_data(hlpt_req *r, void *data, void (*free_fn)(void *));
 void *hlpt_req_data(const hlpt_req *r);
+
+/* Runs on the MHD thread for each piece of a streamed body as it arrives, in order (data borrowed
+ * for the call, n > 0). HLPT_OK asks for more; any other value drops the rest of the body unread
+ * by the handler (the done function still runs). */
+typedef int (*hlpt_piece_fn)(hlpt_req *r, const char *data, size_t n);
+/* Called by the handler of a HLPT_ROUTE_STREAM_BODY route, as its last action, instead of
+ * replying: piece(r, ...) then gets the body as it arrives, and done(r) runs once it is complete,
+ * and acts as a handler does (replies, defers or keeps). Such a handler, which runs before the
+ * body, replies, defers or reads the body, but never keeps r. What the handler keeps for them goes in
+ * hlpt_req_set_data; it is freed when the request ends, so a client that goes away mid-body (done
+ * never runs) leaves nothing behind. Past max_upload_bytes (a body without Content-Length) the
+ * handler data is freed at once, the rest of the body is dropped and the reply is 413; done does
+ * not run. Called from the handler of any other route, whose body is complete, piece gets it in
+ * one call and done runs at once. */
+void hlpt_req_read_body(hlpt_req *r, hlpt_piece_fn piece, hlpt_handler_fn done);
 
 /* Hands r to the loop thread: work(app, r) runs there. Call from a handler as its last action. */
 void hlpt_req_defer(hlpt_req *r, hlpt_work_fn work);

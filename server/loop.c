@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "app.h"
+#include "blobs.h"
 #include "hlpt/engine.h"
 #include "hlpt/err.h"
 #include "hlpt/fileio.h"
@@ -386,6 +387,7 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
         .port = cfg->listen_port,
         .threads = cfg->http_threads,
         .max_body_bytes = cfg->max_body_bytes,
+        .max_upload_bytes = cfg->max_upload_bytes,
         .space_dir = cfg->data_dir,
         .routes = o->routes,
         .nroutes = o->nroutes,

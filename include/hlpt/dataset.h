@@ -107,13 +107,33 @@ typedef struct {
     int64_t max_example_tokens; /* -1 = not counted */
 } hlpt_dataset_stats;
 
+/* The longest line a file may have, bytes; a longer one is an error naming it ("line 4: longer than
+ * 16777216 bytes"). It bounds the memory a validation holds. */
+#define HLPT_DATASET_LINE_MAX ((size_t)16 << 20)
+
 /* Validates a whole JSONL file buf[0..n) (borrows): every line parses, one format throughout, at
  * least one example. Fills *stats (may be NULL). Errors as hlpt_dataset_parse_line, plus "file is
- * empty" and "file has no examples" (HLPT_ERR_FORMAT). */
+ * empty", "file has no examples" and a line longer than HLPT_DATASET_LINE_MAX (HLPT_ERR_FORMAT). */
 int hlpt_dataset_validate(const char *buf, size_t n, hlpt_dataset_stats *stats, char *why, size_t len);
 /* The same with a chat template and an optional token counter (opts borrowed; NULL = defaults). */
 int hlpt_dataset_validate_ex(const char *buf, size_t n, const hlpt_dataset_opts *opts, hlpt_dataset_stats *stats,
                              char *why, size_t len);
+
+/* The same validation fed a file piece by piece as it arrives (an upload), lines split across
+ * pieces included: whatever the pieces, the outcome, the error message (its line number) and the
+ * statistics are those of hlpt_dataset_validate_ex on the whole file, which is this fed in one
+ * piece. Memory: the longest line that spans pieces, at most HLPT_DATASET_LINE_MAX. */
+typedef struct hlpt_dataset_validator hlpt_dataset_validator;
+/* opts is copied (NULL = defaults); its chat_template and count_ctx are borrowed until
+ * hlpt_dataset_validator_free. *out owned. Errors: HLPT_ERR_NOMEM. */
+int hlpt_dataset_validator_new(const hlpt_dataset_opts *opts, hlpt_dataset_validator **out);
+void hlpt_dataset_validator_free(hlpt_dataset_validator *v);
+/* The next piece buf[0..n) (borrowed). Returns the first error as soon as a line fails (later lines
+ * are not looked at), and that same error (and why) from every call after it. */
+int hlpt_dataset_validator_feed(hlpt_dataset_validator *v, const char *buf, size_t n, char *why, size_t len);
+/* The file has ended: validates its last line (one without a newline) and gives the verdict, with
+ * *stats (may be NULL) as hlpt_dataset_validate_ex fills it. */
+int hlpt_dataset_validator_finish(hlpt_dataset_validator *v, hlpt_dataset_stats *stats, char *why, size_t len);
 
 /* Checks that s[0..n) is valid UTF-8 (no overlongs, no surrogates, no NUL). Returns 1 when valid;
  * otherwise 0 with *bad the 0-based offset of the first offending byte. */

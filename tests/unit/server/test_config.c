@@ -36,6 +36,7 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.dtype, HLPT_BASE_AUTO);
     ck_assert_ptr_null(c.api_key_file);
     ck_assert_uint_eq(c.max_body_bytes, (size_t)1 << 30);
+    ck_assert_uint_eq(c.max_upload_bytes, (size_t)64 << 30);
     ck_assert_int_eq(c.log_level, HLPT_LOG_INFO);
     ck_assert_int_eq(c.help, 0);
     hlptd_config_free(&c);
@@ -47,7 +48,8 @@ START_TEST(test_precedence) {
                "model = /from-file\ndata-dir = /file-data\n");
     char cflag[80];
     snprintf(cflag, sizeof cflag, "--config=%s", conf);
-    char *const env[] = {"HLPTD_WORKERS=7", "HLPTD_THREADS=6", "HLPTD_LOG_LEVEL=debug", "OTHER=1", NULL};
+    char *const env[] = {"HLPTD_WORKERS=7", "HLPTD_THREADS=6", "HLPTD_LOG_LEVEL=debug", "HLPTD_MAX_UPLOAD_BYTES=3G",
+                         "OTHER=1", NULL};
     char *const argv[] = {"hlptd", cflag, "--workers", "9", "--model", "/flag-model", NULL};
     hlptd_config c;
     ck_assert_int_eq(hlptd_config_load(&c, 6, argv, env, why, sizeof why), HLPT_OK);
@@ -56,6 +58,7 @@ START_TEST(test_precedence) {
     ck_assert_int_eq(c.log_level, HLPT_LOG_DEBUG);   /* env over file */
     ck_assert_int_eq(c.listen_port, 9000);           /* file over default */
     ck_assert_uint_eq(c.max_body_bytes, 64 * 1024);  /* file, with a suffix */
+    ck_assert_uint_eq(c.max_upload_bytes, (size_t)3 << 30); /* env */
     ck_assert_str_eq(c.model, "/flag-model");
     ck_assert_str_eq(c.data_dir, "/file-data");
     ck_assert_str_eq(c.config, conf);
@@ -86,6 +89,7 @@ START_TEST(test_errors_name_the_option) {
         {"--listen=nowhere", NULL, NULL, {"--listen", "HOST:PORT"}},
         {"--listen=127.0.0.1:70000", NULL, NULL, {"--listen", "HOST:PORT"}},
         {"--max-body-bytes=12Q", NULL, NULL, {"--max-body-bytes", "12Q"}},
+        {"--max-upload-bytes=0", NULL, NULL, {"--max-upload-bytes", "not a positive size"}},
         {"--log-level=loud", NULL, NULL, {"--log-level", "debug, info, warn, error"}},
         {"--dtype=bogus", NULL, NULL, {"--dtype", "`bogus` is not one of auto, bf16, f32 (from --dtype)"}},
         {NULL, "HLPTD_DTYPE=fp16", NULL, {"--dtype", "(from HLPTD_DTYPE)"}},

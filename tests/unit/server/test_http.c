@@ -82,6 +82,57 @@ static void stream_work(void *app, hlpt_req *r) {
 
 static void streaming(hlpt_req *r) { hlpt_req_defer(r, stream_work); }
 
+/* A streamed upload: counts and checksums its pieces as they come; ?reject answers before the
+ * body, ?defer answers from the loop after it. */
+typedef struct {
+    size_t n, pieces;
+    unsigned sum;
+} upload_state;
+static atomic_int uploads_freed, uploads_done;
+
+static void upload_state_free(void *p) {
+    free(p);
+    atomic_fetch_add(&uploads_freed, 1);
+}
+
+static int upload_piece(hlpt_req *r, const char *data, size_t n) {
+    upload_state *u = hlpt_req_data(r);
+    u->n += n;
+    u->pieces++;
+    for (size_t i = 0; i < n; i++) u->sum = u->sum * 31 + (unsigned char)data[i];
+    return HLPT_OK;
+}
+
+static void upload_reply(hlpt_req *r) {
+    upload_state *u = hlpt_req_data(r);
+    size_t body_n;
+    hlpt_req_body(r, &body_n);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", (double)u->n);
+    cJSON_AddNumberToObject(o, "pieces", (double)u->pieces);
+    cJSON_AddNumberToObject(o, "sum", (double)u->sum);
+    cJSON_AddNumberToObject(o, "held", (double)body_n);
+    hlpt_reply_json(r, 200, o);
+}
+
+static void upload_work(void *app, hlpt_req *r) { upload_reply(r); }
+
+static void upload_done(hlpt_req *r) {
+    atomic_fetch_add(&uploads_done, 1);
+    if (hlpt_req_query(r, "defer")) hlpt_req_defer(r, upload_work);
+    else upload_reply(r);
+}
+
+static void upload_begin(hlpt_req *r) {
+    if (hlpt_req_query(r, "reject")) {
+        hlpt_reply_err(r, HLPT_ERR_INVAL, "reject", "refused before the body");
+        return;
+    }
+    upload_state *u = calloc(1, sizeof *u);
+    hlpt_req_set_data(r, u, upload_state_free);
+    hlpt_req_read_body(r, upload_piece, upload_done);
+}
+
 /* A keeper thread: answers a request its handler kept, after a while, as the inference thread does
  * (a reply, or an event stream of two events). */
 static void *keeper_main(void *arg) {
@@ -126,12 +177,17 @@ static const hlpt_route routes[] = {
     {"POST", "/json", post_json, 0},
     {"GET", "/deferred/{n}", deferred, 0},
     {"GET", "/stream", streaming, 0},
+    {"POST", "/upload", upload_begin, HLPT_ROUTE_STREAM_BODY},
+    {"POST", "/upload-buffered", upload_begin, 0},
     {"GET", "/kept/{how}", kept, 0},
 };
 
+#define UPLOAD_LIMIT (1 << 20)
+
 static void start(void) {
     char why[256];
-    hlpt_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024, .routes = routes,
+    hlpt_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024,
+                        .max_upload_bytes = UPLOAD_LIMIT, .routes = routes,
                         .nroutes = sizeof routes / sizeof routes[0], .app = "the-app", .wake = wake};
     ck_assert_int_eq(hlpt_http_start(&server, &o, why, sizeof why), HLPT_OK);
     quit = 0;
@@ -458,6 +514,167 @@ START_TEST(test_many_query_arguments) {
 }
 END_TEST
 
+/* ---- streamed bodies ------------------------------------------------------------------------------- */
+
+static unsigned checksum(const char *p, size_t n) {
+    unsigned sum = 0;
+    for (size_t i = 0; i < n; i++) sum = sum * 31 + (unsigned char)p[i];
+    return sum;
+}
+
+static char *pattern(size_t n) {
+    char *p = malloc(n);
+    for (size_t i = 0; i < n; i++) p[i] = (char)(i * 7 + i / 251);
+    return p;
+}
+
+static int status_of(const char *reply) {
+    int status = 0;
+    sscanf(reply, "HTTP/1.%*d %d", &status);
+    return status;
+}
+
+/* Sends body in chunked transfer coding, pieces of k bytes, and the last chunk when end is set. */
+static void send_chunked(int fd, const char *body, size_t n, size_t k, int end) {
+    char line[32];
+    for (size_t at = 0; at < n; at += k) {
+        size_t m = n - at < k ? n - at : k;
+        snprintf(line, sizeof line, "%zx\r\n", m);
+        send_all(fd, line, strlen(line));
+        send_all(fd, body + at, m);
+        send_all(fd, "\r\n", 2);
+    }
+    if (end) send_all(fd, "0\r\n\r\n", 5);
+}
+
+/* The body reaches the handler piece by piece, none of it held, with Content-Length or chunked,
+ * past max_body_bytes (1 kB here) and up to max_upload_bytes. */
+START_TEST(test_streamed_body) {
+    start();
+    size_t n = 300000;
+    char *body = pattern(n), head[256];
+    static char out[8192];
+    int fd = connect_server();
+    snprintf(head, sizeof head, "POST /upload HTTP/1.0\r\nContent-Length: %zu\r\n\r\n", n);
+    send_all(fd, head, strlen(head));
+    send_all(fd, body, n);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    ck_assert_int_eq(status_of(out), 200);
+    cJSON *j = cJSON_Parse(strstr(out, "\r\n\r\n") + 4);
+    ck_assert_int_eq((int)cJSON_GetObjectItem(j, "n")->valuedouble, (int)n);
+    ck_assert_uint_eq((unsigned)cJSON_GetObjectItem(j, "sum")->valuedouble, checksum(body, n));
+    ck_assert_int_gt((int)cJSON_GetObjectItem(j, "pieces")->valuedouble, 1);
+    ck_assert_int_eq((int)cJSON_GetObjectItem(j, "held")->valuedouble, 0);
+    cJSON_Delete(j);
+
+    /* Chunked, answered from the loop. */
+    fd = connect_server();
+    const char *h11 = "POST /upload?defer=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    send_all(fd, h11, strlen(h11));
+    send_chunked(fd, body, n, 7000, 1);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    ck_assert_int_eq(status_of(out), 200);
+    j = cJSON_Parse(strstr(out, "\r\n\r\n") + 4);
+    ck_assert_int_eq((int)cJSON_GetObjectItem(j, "n")->valuedouble, (int)n);
+    ck_assert_uint_eq((unsigned)cJSON_GetObjectItem(j, "sum")->valuedouble, checksum(body, n));
+    cJSON_Delete(j);
+
+    /* The same handler on a buffered route gets the whole body in one piece; the limit there is
+     * max_body_bytes. */
+    char small[600];
+    memset(small, 'a', sizeof small - 1);
+    small[sizeof small - 1] = 0;
+    ck_assert_int_eq(request("POST", "/upload-buffered", small, out, sizeof out), 200);
+    ck_assert_ptr_nonnull(strstr(out, "\"pieces\":1,"));
+    ck_assert_ptr_nonnull(strstr(out, "\"held\":599"));
+    ck_assert_int_eq(request("POST", "/upload-buffered", "", out, sizeof out), 200);
+    ck_assert_ptr_nonnull(strstr(out, "\"n\":0,\"pieces\":0"));
+    free(body);
+    stop();
+}
+END_TEST
+
+/* Past max_upload_bytes: 413 before the body when it is announced (at once to a client that waits
+ * for 100 Continue), else as soon as it is crossed, the handler's data freed then and the rest
+ * dropped. */
+START_TEST(test_streamed_limits) {
+    start();
+    static char out[8192];
+    char head[256];
+    int fd = connect_server();
+    snprintf(head, sizeof head, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n",
+             UPLOAD_LIMIT + 1);
+    send_all(fd, head, strlen(head));
+    read_until(fd, out, sizeof out, "}}");
+    close(fd);
+    ck_assert_int_eq(status_of(out), 413);
+    ck_assert_ptr_nonnull(strstr(out, "larger than the limit of 1048576 bytes (--max-upload-bytes)"));
+    ck_assert_int_eq(atomic_load(&uploads_freed), 0); /* the handler never ran */
+
+    size_t n = UPLOAD_LIMIT + 100000;
+    char *body = pattern(n);
+    fd = connect_server();
+    const char *h11 = "POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    send_all(fd, h11, strlen(h11));
+    send_chunked(fd, body, n, 50000, 0);
+    for (int i = 0; i < 500 && atomic_load(&uploads_freed) == 0; i++) usleep(10000);
+    ck_assert_int_eq(atomic_load(&uploads_freed), 1); /* before the body's end */
+    send_all(fd, "0\r\n\r\n", 5);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    ck_assert_int_eq(status_of(out), 413);
+    ck_assert_int_eq(atomic_load(&uploads_freed), 1);
+    ck_assert_int_eq(atomic_load(&uploads_done), 0);
+    /* Exactly the limit is fine. */
+    fd = connect_server();
+    send_all(fd, h11, strlen(h11));
+    send_chunked(fd, body, UPLOAD_LIMIT, 65536, 1);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    ck_assert_int_eq(status_of(out), 200);
+    /* A buffered route keeps its own, smaller limit. */
+    memset(body, 'x', 2000);
+    body[2000] = 0;
+    ck_assert_int_eq(request("POST", "/json", body, out, sizeof out), 413);
+    ck_assert_ptr_nonnull(strstr(out, "(--max-body-bytes)"));
+    free(body);
+    stop();
+}
+END_TEST
+
+/* A client that goes away mid-body: the handler's data is freed, done never runs. An answer given
+ * before the body comes after it, and done does not run either. */
+START_TEST(test_streamed_abort_and_early_reply) {
+    start();
+    int fd = connect_server();
+    const char *head = "POST /upload HTTP/1.0\r\nContent-Length: 500000\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    char *body = pattern(500000);
+    send_all(fd, body, 200000);
+    for (int i = 0; i < 100 && atomic_load(&uploads_done) == 0 && atomic_load(&uploads_freed) == 0; i++) usleep(2000);
+    ck_assert_int_eq(atomic_load(&uploads_freed), 0);
+    close(fd);
+    for (int i = 0; i < 500 && atomic_load(&uploads_freed) == 0; i++) usleep(10000);
+    ck_assert_int_eq(atomic_load(&uploads_freed), 1);
+    ck_assert_int_eq(atomic_load(&uploads_done), 0);
+
+    static char out[8192];
+    fd = connect_server();
+    head = "POST /upload?reject=1 HTTP/1.0\r\nContent-Length: 500000\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    send_all(fd, body, 500000);
+    read_until(fd, out, sizeof out, NULL);
+    close(fd);
+    ck_assert_int_eq(status_of(out), 400);
+    ck_assert_ptr_nonnull(strstr(out, "refused before the body"));
+    ck_assert_int_eq(atomic_load(&uploads_done), 0);
+    free(body);
+    stop();
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
@@ -472,6 +689,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_multipart_nul);
     tcase_add_test(tc, test_api_key_long_line);
     tcase_add_test(tc, test_many_query_arguments);
+    tcase_add_test(tc, test_streamed_body);
+    tcase_add_test(tc, test_streamed_limits);
+    tcase_add_test(tc, test_streamed_abort_and_early_reply);
     suite_add_tcase(s, tc);
     return s;
 }
