@@ -19,7 +19,7 @@
 #include "hlpt/err.h"
 #include "http.h"
 
-static cJSON *adapter_json(hlptd *d, const hlpt_adapter_rec *a) {
+static cJSON *adapter_json(hlptd *d, const hlptd_adapter_rec *a) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", a->id);
     cJSON_AddStringToObject(o, "object", "adapter");
@@ -38,53 +38,53 @@ static cJSON *adapter_json(hlptd *d, const hlpt_adapter_rec *a) {
     return o;
 }
 
-static int get_or_404(hlptd *d, hlpt_req *r, hlpt_adapter_rec **a) {
+static int get_or_404(hlptd *d, hlptd_req *r, hlptd_adapter_rec **a) {
     char why[256];
-    const char *id = hlpt_req_param(r, "id");
-    if (hlpt_store_adapter_get(hlptd_store(d), id, a, why, sizeof why) != HLPT_OK) {
-        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no adapter %s", id);
+    const char *id = hlptd_req_param(r, "id");
+    if (hlptd_store_adapter_get(hlptd_store_of(d), id, a, why, sizeof why) != HLPT_OK) {
+        hlptd_reply_err(r, HLPT_ERR_NOENT, "id", "no adapter %s", id);
         return -1;
     }
     return 0;
 }
 
-static void list_work(void *app, hlpt_req *r) {
+static void list_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     int limit;
     const char *after;
-    if (hlpt_api_page_args(r, 20, 100, &limit, &after)) return;
-    hlpt_adapter_rec **a = NULL;
+    if (hlptd_api_page_args(r, 20, 100, &limit, &after)) return;
+    hlptd_adapter_rec **a = NULL;
     size_t n = 0;
     int more = 0;
     char why[256];
-    int err = hlpt_store_adapter_list(hlptd_store(d), after, limit, &a, &n, &more, why, sizeof why);
+    int err = hlptd_store_adapter_list(hlptd_store_of(d), after, limit, &a, &n, &more, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "after", "%s", why);
+        hlptd_reply_err(r, err, "after", "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
     cJSON_AddStringToObject(o, "object", "list");
     for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(data, adapter_json(d, a[i]));
     cJSON_AddBoolToObject(o, "has_more", more);
-    hlpt_adapter_rec_list_free(a, n);
-    hlpt_reply_json(r, 200, o);
+    hlptd_adapter_rec_list_free(a, n);
+    hlptd_reply_json(r, 200, o);
 }
 
-static void get_work(void *app, hlpt_req *r) {
-    hlpt_adapter_rec *a;
+static void get_work(void *app, hlptd_req *r) {
+    hlptd_adapter_rec *a;
     if (get_or_404(app, r, &a)) return;
-    hlpt_reply_json(r, 200, adapter_json(app, a));
-    hlpt_adapter_rec_free(a);
+    hlptd_reply_json(r, 200, adapter_json(app, a));
+    hlptd_adapter_rec_free(a);
 }
 
-static void delete_work(void *app, hlpt_req *r) {
+static void delete_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    hlpt_adapter_rec *a;
+    hlptd_adapter_rec *a;
     if (get_or_404(d, r, &a)) return;
     char why[256];
-    int err = hlpt_store_adapter_delete(hlptd_store(d), a->id, why, sizeof why);
+    int err = hlptd_store_adapter_delete(hlptd_store_of(d), a->id, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "id", "%s", why);
+        hlptd_reply_err(r, err, "id", "%s", why);
     } else {
         /* Served requests keep their copy until they end; the cache frees it then. */
         if (hlptd_inference(d)) hlptd_infer_forget(hlptd_inference(d), a->id);
@@ -92,26 +92,26 @@ static void delete_work(void *app, hlpt_req *r) {
         cJSON_AddStringToObject(o, "id", a->id);
         cJSON_AddStringToObject(o, "object", "adapter");
         cJSON_AddBoolToObject(o, "deleted", 1);
-        hlpt_reply_json(r, 200, o);
+        hlptd_reply_json(r, 200, o);
     }
-    hlpt_adapter_rec_free(a);
+    hlptd_adapter_rec_free(a);
 }
 
 /* GET /v1/adapters/{id}/files/{name}: adapter_config.json or adapter_model.safetensors. A plain
  * LoRA adapter's config is given in HF PEFT's form so that PEFT loads the directory as it is. */
-static void file_work(void *app, hlpt_req *r) {
+static void file_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    hlpt_adapter_rec *a;
+    hlptd_adapter_rec *a;
     if (get_or_404(d, r, &a)) return;
-    const char *name = hlpt_req_param(r, "name");
+    const char *name = hlptd_req_param(r, "name");
     char why[256];
     if (!strcmp(name, "adapter_model.safetensors")) {
         int fd;
         uint64_t n;
         /* Sent from the blob as it is; a missing blob is the server's fault, not a 404. */
         int err = hlptd_blob_open(hlptd_blob_store(d), a->sha256, &fd, &n, why, sizeof why);
-        if (err) hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "%s", why);
-        else hlpt_reply_file(r, 200, "application/octet-stream", fd, n);
+        if (err) hlptd_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "%s", why);
+        else hlptd_reply_file(r, 200, "application/octet-stream", fd, n);
     } else if (!strcmp(name, "adapter_config.json")) {
         char *text = NULL;
         const hlpt_model *m = hlptd_model(d);
@@ -128,11 +128,11 @@ static void file_work(void *app, hlpt_req *r) {
         }
         cJSON_Delete(j);
         if (!text) text = strdup(a->config);
-        hlpt_reply_bytes(r, 200, "application/json", text, text ? strlen(text) : 0);
+        hlptd_reply_bytes(r, 200, "application/json", text, text ? strlen(text) : 0);
     } else {
-        hlpt_reply_err(r, HLPT_ERR_NOENT, "name", "an adapter has adapter_config.json and adapter_model.safetensors");
+        hlptd_reply_err(r, HLPT_ERR_NOENT, "name", "an adapter has adapter_config.json and adapter_model.safetensors");
     }
-    hlpt_adapter_rec_free(a);
+    hlptd_adapter_rec_free(a);
 }
 
 typedef struct {
@@ -151,24 +151,24 @@ static void import_free(void *p) {
     free(a);
 }
 
-static void import_work(void *app, hlpt_req *r) {
+static void import_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    import_args *in = hlpt_req_data(r);
+    import_args *in = hlptd_req_data(r);
     char why[256], sha[HLPT_SHA256_HEX] = "";
     /* The weights become a blob, the row names it; the same bytes imported twice are one blob. */
     int err = hlptd_blob_put(hlptd_blob_store(d), in->weights, in->weights_len, sha, why, sizeof why);
-    hlpt_adapter_rec_new rec = {.name = in->name, .config = in->config, .sha256 = sha,
+    hlptd_adapter_rec_new rec = {.name = in->name, .config = in->config, .sha256 = sha,
                                 .bytes = (int64_t)in->weights_len, .base_hash = in->base_hash};
-    hlpt_adapter_rec *a = NULL;
-    if (!err) err = hlpt_store_adapter_insert(hlptd_store(d), &rec, &a, why, sizeof why);
+    hlptd_adapter_rec *a = NULL;
+    if (!err) err = hlptd_store_adapter_insert(hlptd_store_of(d), &rec, &a, why, sizeof why);
     /* Not stored: the blob goes unless another adapter has the same weights. */
-    if (err && sha[0]) hlpt_store_blob_release(hlptd_store(d), sha, NULL, 0);
+    if (err && sha[0]) hlptd_store_blob_release(hlptd_store_of(d), sha, NULL, 0);
     if (err) {
-        hlpt_reply_err(r, err, err == HLPT_ERR_EXISTS ? "name" : NULL, "%s", why);
+        hlptd_reply_err(r, err, err == HLPT_ERR_EXISTS ? "name" : NULL, "%s", why);
         return;
     }
-    hlpt_reply_json(r, 200, adapter_json(d, a));
-    hlpt_adapter_rec_free(a);
+    hlptd_reply_json(r, 200, adapter_json(d, a));
+    hlptd_adapter_rec_free(a);
 }
 
 /* strchr finds a NUL in any string: `c &&` keeps `demo\0x` out, which C strings would read as
@@ -230,16 +230,16 @@ typedef struct {
 } import_parts;
 
 /* JSON body: {"name"?, "config": {...} | "text", "weights_base64": "..."}. */
-static int parts_from_json(hlpt_req *r, import_parts *p) {
-    cJSON *j = hlpt_req_json(r);
+static int parts_from_json(hlptd_req *r, import_parts *p) {
+    cJSON *j = hlptd_req_json(r);
     if (!j) return -1;
     if (!cJSON_IsObject(j)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "the body must be a JSON object {name?, config, weights_base64}");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "the body must be a JSON object {name?, config, weights_base64}");
         return -1;
     }
     const cJSON *v;
     cJSON_ArrayForEach(v, j) if (strcmp(v->string, "name") && strcmp(v->string, "config") && strcmp(v->string, "weights_base64")) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, v->string, "unknown field `%.64s`", v->string);
+        hlptd_reply_err(r, HLPT_ERR_INVAL, v->string, "unknown field `%.64s`", v->string);
         return -1;
     }
     const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(j, "config"), *w = cJSON_GetObjectItemCaseSensitive(j, "weights_base64"),
@@ -247,20 +247,20 @@ static int parts_from_json(hlpt_req *r, import_parts *p) {
     if (cJSON_IsObject(cfg)) p->owned_config = cJSON_PrintUnformatted(cfg);
     else if (cJSON_IsString(cfg)) p->owned_config = strdup(cfg->valuestring);
     else {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "`config` is required: the adapter_config.json object");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "config", "`config` is required: the adapter_config.json object");
         return -1;
     }
     if (!cJSON_IsString(w)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "weights_base64", "`weights_base64` is required: adapter_model.safetensors in base64");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "weights_base64", "`weights_base64` is required: adapter_model.safetensors in base64");
         return -1;
     }
     if (name && !cJSON_IsNull(name) && !cJSON_IsString(name)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be a string");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be a string");
         return -1;
     }
     int err = p->owned_config ? base64_decode(w->valuestring, &p->owned_weights, &p->weights_len) : HLPT_ERR_NOMEM;
     if (err) {
-        hlpt_reply_err(r, err, err == HLPT_ERR_INVAL ? "weights_base64" : NULL,
+        hlptd_reply_err(r, err, err == HLPT_ERR_INVAL ? "weights_base64" : NULL,
                        err == HLPT_ERR_INVAL ? "`weights_base64` is not valid base64" : "out of memory");
         return -1;
     }
@@ -276,51 +276,51 @@ static int parts_from_json(hlpt_req *r, import_parts *p) {
 
 /* multipart/form-data: field `config` (adapter_config.json text), file `weights`
  * (adapter_model.safetensors), optional field `name`. */
-static int parts_from_form(hlpt_req *r, import_parts *p) {
+static int parts_from_form(hlptd_req *r, import_parts *p) {
     const char *fname;
     char why[512];
-    int err = hlpt_req_form(r, "config", &p->config, &p->config_len, &fname, why, sizeof why);
+    int err = hlptd_req_form(r, "config", &p->config, &p->config_len, &fname, why, sizeof why);
     if (err == HLPT_ERR_FORMAT) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "%s", why);
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "%s", why);
         return -1;
     }
     if (err) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "a multipart field `config` (adapter_config.json) is required");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "config", "a multipart field `config` (adapter_config.json) is required");
         return -1;
     }
-    if (hlpt_req_form(r, "weights", &p->weights, &p->weights_len, &fname, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "weights", "a multipart file `weights` (adapter_model.safetensors) is required");
+    if (hlptd_req_form(r, "weights", &p->weights, &p->weights_len, &fname, why, sizeof why)) {
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "weights", "a multipart file `weights` (adapter_model.safetensors) is required");
         return -1;
     }
-    if (hlpt_req_form(r, "name", &p->name, &p->name_len, &fname, why, sizeof why) != HLPT_OK) p->name = NULL;
+    if (hlptd_req_form(r, "name", &p->name, &p->name_len, &fname, why, sizeof why) != HLPT_OK) p->name = NULL;
     return 0;
 }
 
-void hlpt_api_adapters_import(hlpt_req *r) {
-    hlptd *d = hlpt_req_app(r);
+void hlptd_api_adapters_import(hlptd_req *r) {
+    hlptd *d = hlptd_req_app(r);
     const hlpt_model *m = hlptd_model(d);
     if (!m) {
-        hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+        hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
     import_parts p = {0};
-    const char *ct = hlpt_req_header(r, "Content-Type");
+    const char *ct = hlptd_req_header(r, "Content-Type");
     int json = ct && !strncasecmp(ct, "application/json", 16);
     import_args *in = NULL;
     if (json ? parts_from_json(r, &p) : parts_from_form(r, &p)) goto out;
     if (p.name && !valid_name(p.name, p.name_len)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be 1-100 letters, digits, '-', '_', '.' or ':'");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must be 1-100 letters, digits, '-', '_', '.' or ':'");
         goto out;
     }
     if (p.name && ((p.name_len == 4 && !memcmp(p.name, "base", 4)) ||
                    (p.name_len == strlen(hlptd_model_name(d)) && !memcmp(p.name, hlptd_model_name(d), p.name_len)))) {
-        hlpt_reply_err(r, HLPT_ERR_EXISTS, "name", "`%.*s` names the base model", (int)p.name_len, p.name);
+        hlptd_reply_err(r, HLPT_ERR_EXISTS, "name", "`%.*s` names the base model", (int)p.name_len, p.name);
         goto out;
     }
     /* Lookups take an id or a name: a name shaped like an id could shadow another adapter. */
-    if (p.name && p.name_len >= strlen(HLPT_ID_ADAPTER) && !memcmp(p.name, HLPT_ID_ADAPTER, strlen(HLPT_ID_ADAPTER))) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must not start with `%s`, the prefix of adapter ids",
-                       HLPT_ID_ADAPTER);
+    if (p.name && p.name_len >= strlen(HLPTD_ID_ADAPTER) && !memcmp(p.name, HLPTD_ID_ADAPTER, strlen(HLPTD_ID_ADAPTER))) {
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "name", "`name` must not start with `%s`, the prefix of adapter ids",
+                       HLPTD_ID_ADAPTER);
         goto out;
     }
     const char *end = NULL;
@@ -328,7 +328,7 @@ void hlpt_api_adapters_import(hlpt_req *r) {
     int cfg_ok = cJSON_IsObject(cj) && (size_t)(end - p.config) <= p.config_len;
     cJSON_Delete(cj);
     if (!cfg_ok) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "config", "`config` is not a JSON object (adapter_config.json)");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "config", "`config` is not a JSON object (adapter_config.json)");
         goto out;
     }
     /* Load it as serving will: shapes, layers, modules and base hash are all checked. */
@@ -337,13 +337,13 @@ void hlpt_api_adapters_import(hlpt_req *r) {
     int err = hlpt_adapter_load_mem(p.config, p.config_len, p.weights, p.weights_len, hlpt_model_config(m),
                                     hlpt_model_hash(m), &a, why, sizeof why);
     if (err == HLPT_ERR_NOMEM) {
-        hlpt_reply_err(r, err, NULL, "out of memory");
+        hlptd_reply_err(r, err, NULL, "out of memory");
         goto out;
     }
     if (err) {
         /* A file that is not what it should be is a bad request; one that is well formed but does
          * not fit this base is unprocessable. */
-        hlpt_reply_http_err(r, err == HLPT_ERR_MISMATCH ? 422 : 400, "invalid_request_error", "invalid_adapter",
+        hlptd_reply_http_err(r, err == HLPT_ERR_MISMATCH ? 422 : 400, "invalid_request_error", "invalid_adapter",
                             json ? "weights_base64" : "weights", "the adapter does not load on %s: %s",
                             hlptd_model_name(d), why);
         goto out;
@@ -354,7 +354,7 @@ void hlpt_api_adapters_import(hlpt_req *r) {
         if (!isfinite(a->params[i])) bad = i;
     hlpt_adapter_free(a);
     if (bad < n_params) {
-        hlpt_reply_http_err(r, 400, "invalid_request_error", "invalid_adapter", json ? "weights_base64" : "weights",
+        hlptd_reply_http_err(r, 400, "invalid_request_error", "invalid_adapter", json ? "weights_base64" : "weights",
                             "the adapter's weights hold a NaN or an infinity (parameter %zu of %zu)", bad, n_params);
         goto out;
     }
@@ -362,8 +362,8 @@ void hlpt_api_adapters_import(hlpt_req *r) {
     if (p.name) {
         if ((in->name = malloc(p.name_len + 1))) memcpy(in->name, p.name, p.name_len), in->name[p.name_len] = 0;
     } else {
-        char id[HLPT_ID_MAX];
-        hlpt_id_new(id, "imported-");
+        char id[HLPTD_ID_MAX];
+        hlptd_id_new(id, "imported-");
         in->name = strdup(id);
     }
     in->config = malloc(p.config_len + 1);
@@ -374,19 +374,19 @@ void hlpt_api_adapters_import(hlpt_req *r) {
     memcpy(in->weights, p.weights, p.weights_len);
     in->weights_len = p.weights_len;
     snprintf(in->base_hash, sizeof in->base_hash, "%s", hlpt_model_hash(m));
-    hlpt_req_set_data(r, in, import_free);
+    hlptd_req_set_data(r, in, import_free);
     in = NULL;
-    hlpt_req_defer(r, import_work);
+    hlptd_req_defer(r, import_work);
     goto out;
 oom:
-    hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+    hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
 out:
     import_free(in);
     free(p.owned_config);
     free(p.owned_weights);
 }
 
-void hlpt_api_adapters_list(hlpt_req *r) { hlpt_req_defer(r, list_work); }
-void hlpt_api_adapters_get(hlpt_req *r) { hlpt_req_defer(r, get_work); }
-void hlpt_api_adapters_delete(hlpt_req *r) { hlpt_req_defer(r, delete_work); }
-void hlpt_api_adapters_file(hlpt_req *r) { hlpt_req_defer(r, file_work); }
+void hlptd_api_adapters_list(hlptd_req *r) { hlptd_req_defer(r, list_work); }
+void hlptd_api_adapters_get(hlptd_req *r) { hlptd_req_defer(r, get_work); }
+void hlptd_api_adapters_delete(hlptd_req *r) { hlptd_req_defer(r, delete_work); }
+void hlptd_api_adapters_file(hlptd_req *r) { hlptd_req_defer(r, file_work); }

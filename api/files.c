@@ -2,7 +2,7 @@
  * files.c - /v1/files: upload (multipart/form-data as the OpenAI SDKs send it, or a raw body with
  * ?filename=&purpose=), list, show, content, delete.
  *
- * An upload streams (HLPT_ROUTE_STREAM_BODY): its bytes are never held whole. On the MHD thread, as
+ * An upload streams (HLPTD_ROUTE_STREAM_BODY): its bytes are never held whole. On the MHD thread, as
  * they arrive, the training file's bytes (the `file` part of a form, or the raw body) go both to a
  * blob writer (blobs.h: a temporary file, hashed on the way) and to the JSONL validator
  * (hlpt_dataset_validator); the small `purpose` field is collected. Once the body is complete the
@@ -40,7 +40,7 @@ typedef struct {
     char *stats;                   /* owned JSON */
     /* while the body arrives */
     int multipart;
-    hlpt_multipart *form;          /* the form's parser (multipart only) */
+    hlptd_multipart *form;          /* the form's parser (multipart only) */
     hlpt_dataset_validator *check;
     hlptd_blob_writer *blob;       /* NULL once aborted */
     int form_err;                  /* the form is malformed (form_why) */
@@ -49,7 +49,7 @@ typedef struct {
     char write_why[512];
     int check_err;                 /* the file's verdict (check_why): the first bad line */
     char check_why[512];
-    int seen_file, seen_purpose;   /* the first part of each name counts, as hlpt_req_form reads */
+    int seen_file, seen_purpose;   /* the first part of each name counts, as hlptd_req_form reads */
     int in_file, in_purpose;       /* the part being read */
     int file_named;                /* the `file` part has a filename */
     int purpose_nul;
@@ -61,7 +61,7 @@ static void upload_free(void *p) {
     if (!u) return;
     hlptd_blob_abort(u->blob);
     hlpt_dataset_validator_free(u->check);
-    hlpt_multipart_free(u->form);
+    hlptd_multipart_free(u->form);
     free(u->filename);
     free(u->stats);
     free(u);
@@ -72,7 +72,7 @@ typedef struct {
     const char *after; /* borrows the request's query */
 } page;
 
-static cJSON *file_json(const hlpt_file *f) {
+static cJSON *file_json(const hlptd_file *f) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", f->id);
     cJSON_AddStringToObject(o, "object", "file");
@@ -157,30 +157,30 @@ static int form_end(void *ctx, char *why, size_t len) {
     return HLPT_OK;
 }
 
-static int create_piece(hlpt_req *r, const char *data, size_t n) {
-    upload *u = hlpt_req_data(r);
+static int create_piece(hlptd_req *r, const char *data, size_t n) {
+    upload *u = hlptd_req_data(r);
     if (!u->multipart) {
         file_bytes(u, data, n);
         /* A raw body holds nothing but the file: past its verdict the rest is not needed. */
         return u->check_err;
     }
     if (u->form_err) return u->form_err;
-    u->form_err = hlpt_multipart_feed(u->form, data, n, u->form_why, sizeof u->form_why);
+    u->form_err = hlptd_multipart_feed(u->form, data, n, u->form_why, sizeof u->form_why);
     return u->form_err;
 }
 
 /* ---- the checks, the blob, the row -------------------------------------------------------------------- */
 
 /* Replies 400 and returns nonzero when filename is not a name a file may have. */
-static int bad_filename(hlpt_req *r, const char *filename, const char *param) {
+static int bad_filename(hlptd_req *r, const char *filename, const char *param) {
     size_t flen = strlen(filename), bad;
     if (flen == 0 || flen > FILENAME_MAX_BYTES || !hlpt_utf8_valid(filename, flen, &bad)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, param, "filename must be 1 to %d bytes of UTF-8", FILENAME_MAX_BYTES);
+        hlptd_reply_err(r, HLPT_ERR_INVAL, param, "filename must be 1 to %d bytes of UTF-8", FILENAME_MAX_BYTES);
         return 1;
     }
     for (size_t i = 0; i < flen; i++) {
         if ((unsigned char)filename[i] < 0x20 || filename[i] == 0x7f) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, param, "filename must not contain control characters");
+            hlptd_reply_err(r, HLPT_ERR_INVAL, param, "filename must not contain control characters");
             return 1;
         }
     }
@@ -189,30 +189,30 @@ static int bad_filename(hlpt_req *r, const char *filename, const char *param) {
 
 /* The form's fields, once the body is complete; replies 400 and returns nonzero when one is
  * missing or wrong. */
-static int form_fields(hlpt_req *r, upload *u) {
-    if (!u->form_err) u->form_err = hlpt_multipart_finish(u->form, u->form_why, sizeof u->form_why);
+static int form_fields(hlptd_req *r, upload *u) {
+    if (!u->form_err) u->form_err = hlptd_multipart_finish(u->form, u->form_why, sizeof u->form_why);
     if (u->form_err) {
-        hlpt_reply_err(r, u->form_err, "file", "%s", u->form_why);
+        hlptd_reply_err(r, u->form_err, "file", "%s", u->form_why);
         return 1;
     }
     if (!u->seen_file) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "file", "form field `file` missing");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "file", "form field `file` missing");
         return 1;
     }
     if (!u->file_named) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "file", "the `file` part has no filename");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "file", "the `file` part has no filename");
         return 1;
     }
     if (!u->seen_purpose) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "purpose", "form field `purpose` missing");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "purpose", "form field `purpose` missing");
         return 1;
     }
     if (u->purpose_nul) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "purpose", "`purpose` must not contain a NUL byte");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "purpose", "`purpose` must not contain a NUL byte");
         return 1;
     }
     if (strcmp(u->purpose, "fine-tune") != 0) {
-        hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)", u->purpose);
+        hlptd_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)", u->purpose);
         return 1;
     }
     return bad_filename(r, u->filename, "file");
@@ -220,38 +220,38 @@ static int form_fields(hlpt_req *r, upload *u) {
 
 /* The row names the upload's blob. Not stored, the blob goes (unless another row names the same
  * bytes: the store decides). */
-static int store_file_insert(hlptd *d, const upload *u, hlpt_file **f, char *why, size_t len) {
-    int err = hlpt_store_file_insert(hlptd_store(d), u->filename, u->purpose, "processed", u->sha256,
+static int store_file_insert(hlptd *d, const upload *u, hlptd_file **f, char *why, size_t len) {
+    int err = hlptd_store_file_insert(hlptd_store_of(d), u->filename, u->purpose, "processed", u->sha256,
                                      (int64_t)u->bytes, (int64_t)u->examples, u->stats, f, why, len);
-    if (err) hlpt_store_blob_release(hlptd_store(d), u->sha256, NULL, 0);
+    if (err) hlptd_store_blob_release(hlptd_store_of(d), u->sha256, NULL, 0);
     return err;
 }
 
-static void create_work(void *app, hlpt_req *r) {
-    upload *u = hlpt_req_data(r);
-    hlpt_file *f;
+static void create_work(void *app, hlptd_req *r) {
+    upload *u = hlptd_req_data(r);
+    hlptd_file *f;
     char why[512];
     int err = store_file_insert(app, u, &f, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, NULL, "%s", why);
+        hlptd_reply_err(r, err, NULL, "%s", why);
         return;
     }
-    hlpt_reply_json(r, 200, file_json(f));
-    hlpt_file_free(f);
+    hlptd_reply_json(r, 200, file_json(f));
+    hlptd_file_free(f);
 }
 
 /* The body is complete (MHD thread): the verdict, then the blob is made and the loop records it. */
-static void create_done(hlpt_req *r) {
-    upload *u = hlpt_req_data(r);
+static void create_done(hlptd_req *r) {
+    upload *u = hlptd_req_data(r);
     if (u->multipart && form_fields(r, u)) return;
     hlpt_dataset_stats st;
     if (!u->check_err) u->check_err = hlpt_dataset_validator_finish(u->check, &st, u->check_why, sizeof u->check_why);
     if (u->check_err) {
-        hlpt_reply_err(r, u->check_err, "file", "invalid training file: %s", u->check_why);
+        hlptd_reply_err(r, u->check_err, "file", "invalid training file: %s", u->check_why);
         return;
     }
     if (u->write_err) {
-        hlpt_reply_err(r, u->write_err, NULL, "the upload could not be written to the disk: %s", u->write_why);
+        hlptd_reply_err(r, u->write_err, NULL, "the upload could not be written to the disk: %s", u->write_why);
         return;
     }
     char why[512];
@@ -259,73 +259,73 @@ static void create_done(hlpt_req *r) {
     u->blob = NULL;
     int err = hlptd_blob_commit(w, u->sha256, &u->bytes, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, NULL, "the upload could not be written to the disk: %s", why);
+        hlptd_reply_err(r, err, NULL, "the upload could not be written to the disk: %s", why);
         return;
     }
     u->examples = st.examples;
     if (!(u->stats = stats_json(&st))) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
-    hlpt_req_defer(r, create_work);
+    hlptd_req_defer(r, create_work);
 }
 
 /* The headers are in: what can be checked before the body is (a raw upload's query), then the body
  * is read. */
-void hlpt_api_files_create(hlpt_req *r) {
+void hlptd_api_files_create(hlptd_req *r) {
     upload *u = calloc(1, sizeof *u);
     if (!u) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
-    hlpt_req_set_data(r, u, upload_free);
-    const char *ct = hlpt_req_header(r, "Content-Type");
+    hlptd_req_set_data(r, u, upload_free);
+    const char *ct = hlptd_req_header(r, "Content-Type");
     u->multipart = ct && strncasecmp(ct, "multipart/form-data", 19) == 0;
     char why[512];
     int err;
     if (u->multipart) {
-        hlpt_multipart_cbs cbs = {form_begin, form_data, form_end};
-        if ((err = hlpt_multipart_new(ct, &cbs, u, &u->form, why, sizeof why))) {
-            hlpt_reply_err(r, err, "file", "%s", why);
+        hlptd_multipart_cbs cbs = {form_begin, form_data, form_end};
+        if ((err = hlptd_multipart_new(ct, &cbs, u, &u->form, why, sizeof why))) {
+            hlptd_reply_err(r, err, "file", "%s", why);
             return;
         }
     } else {
-        const char *filename = hlpt_req_query(r, "filename"), *p = hlpt_req_query(r, "purpose");
+        const char *filename = hlptd_req_query(r, "filename"), *p = hlptd_req_query(r, "purpose");
         if (!filename) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "filename",
+            hlptd_reply_err(r, HLPT_ERR_INVAL, "filename",
                            "a raw upload needs ?filename= (or send multipart/form-data with a `file` part)");
             return;
         }
         snprintf(u->purpose, sizeof u->purpose, "%s", p ? p : "fine-tune");
         if (strcmp(u->purpose, "fine-tune") != 0) {
-            hlpt_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)",
+            hlptd_reply_err(r, HLPT_ERR_UNSUPPORTED, "purpose", "purpose `%s` is not supported (use fine-tune)",
                            u->purpose);
             return;
         }
         if (bad_filename(r, filename, "filename")) return;
         if (!(u->filename = strdup(filename))) {
-            hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+            hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
             return;
         }
     }
     if (hlpt_dataset_validator_new(NULL, &u->check)) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     /* A file that cannot even be begun is reported after the validation, as a failed write is. */
-    u->write_err = hlptd_blob_begin(hlptd_blob_store(hlpt_req_app(r)), &u->blob, u->write_why, sizeof u->write_why);
-    hlpt_req_read_body(r, create_piece, create_done);
+    u->write_err = hlptd_blob_begin(hlptd_blob_store(hlptd_req_app(r)), &u->blob, u->write_why, sizeof u->write_why);
+    hlptd_req_read_body(r, create_piece, create_done);
 }
 
-static void list_work(void *app, hlpt_req *r) {
-    page *pg = hlpt_req_data(r);
-    hlpt_file **v;
+static void list_work(void *app, hlptd_req *r) {
+    page *pg = hlptd_req_data(r);
+    hlptd_file **v;
     size_t n;
     int more;
     char why[512];
-    int err = hlpt_store_file_list(hlptd_store(app), pg->after, pg->limit, &v, &n, &more, why, sizeof why);
+    int err = hlptd_store_file_list(hlptd_store_of(app), pg->after, pg->limit, &v, &n, &more, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
+        hlptd_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject();
@@ -337,68 +337,68 @@ static void list_work(void *app, hlpt_req *r) {
         cJSON_AddStringToObject(o, "last_id", v[n - 1]->id);
     }
     cJSON_AddBoolToObject(o, "has_more", more);
-    hlpt_file_list_free(v, n);
-    hlpt_reply_json(r, 200, o);
+    hlptd_file_list_free(v, n);
+    hlptd_reply_json(r, 200, o);
 }
 
-void hlpt_api_files_list(hlpt_req *r) {
+void hlptd_api_files_list(hlptd_req *r) {
     page *pg = calloc(1, sizeof *pg);
     if (!pg) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
-    hlpt_req_set_data(r, pg, free);
-    if (hlpt_api_page_args(r, FILES_LIST_DEFAULT, FILES_LIST_MAX, &pg->limit, &pg->after)) return;
-    hlpt_req_defer(r, list_work);
+    hlptd_req_set_data(r, pg, free);
+    if (hlptd_api_page_args(r, FILES_LIST_DEFAULT, FILES_LIST_MAX, &pg->limit, &pg->after)) return;
+    hlptd_req_defer(r, list_work);
 }
 
-static void get_work(void *app, hlpt_req *r) {
-    hlpt_file *f;
+static void get_work(void *app, hlptd_req *r) {
+    hlptd_file *f;
     char why[512];
-    int err = hlpt_store_file_get(hlptd_store(app), hlpt_req_param(r, "id"), &f, why, sizeof why);
+    int err = hlptd_store_file_get(hlptd_store_of(app), hlptd_req_param(r, "id"), &f, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "id", "%s", why);
+        hlptd_reply_err(r, err, "id", "%s", why);
         return;
     }
-    hlpt_reply_json(r, 200, file_json(f));
-    hlpt_file_free(f);
+    hlptd_reply_json(r, 200, file_json(f));
+    hlptd_file_free(f);
 }
 
-void hlpt_api_files_get(hlpt_req *r) { hlpt_req_defer(r, get_work); }
+void hlptd_api_files_get(hlptd_req *r) { hlptd_req_defer(r, get_work); }
 
-static void content_work(void *app, hlpt_req *r) {
-    hlpt_file *f = NULL;
+static void content_work(void *app, hlptd_req *r) {
+    hlptd_file *f = NULL;
     char why[512];
     int fd = -1;
     uint64_t n = 0;
-    int err = hlpt_store_file_get(hlptd_store(app), hlpt_req_param(r, "id"), &f, why, sizeof why);
+    int err = hlptd_store_file_get(hlptd_store_of(app), hlptd_req_param(r, "id"), &f, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "id", "%s", why);
+        hlptd_reply_err(r, err, "id", "%s", why);
         return;
     }
     /* A row names only a blob that is there: a missing one is the server's fault, not a 404. */
     if ((err = hlptd_blob_open(hlptd_blob_store(app), f->sha256, &fd, &n, why, sizeof why)))
-        hlpt_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "file %s: %s", f->id, why);
+        hlptd_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "file %s: %s", f->id, why);
     else
-        hlpt_reply_file(r, 200, "application/octet-stream", fd, n);
-    hlpt_file_free(f);
+        hlptd_reply_file(r, 200, "application/octet-stream", fd, n);
+    hlptd_file_free(f);
 }
 
-void hlpt_api_files_content(hlpt_req *r) { hlpt_req_defer(r, content_work); }
+void hlptd_api_files_content(hlptd_req *r) { hlptd_req_defer(r, content_work); }
 
-static void delete_work(void *app, hlpt_req *r) {
-    const char *id = hlpt_req_param(r, "id");
+static void delete_work(void *app, hlptd_req *r) {
+    const char *id = hlptd_req_param(r, "id");
     char why[512];
-    int err = hlpt_store_file_delete(hlptd_store(app), id, why, sizeof why);
+    int err = hlptd_store_file_delete(hlptd_store_of(app), id, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "id", "%s", why);
+        hlptd_reply_err(r, err, "id", "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
     cJSON_AddStringToObject(o, "object", "file");
     cJSON_AddBoolToObject(o, "deleted", 1);
-    hlpt_reply_json(r, 200, o);
+    hlptd_reply_json(r, 200, o);
 }
 
-void hlpt_api_files_delete(hlpt_req *r) { hlpt_req_defer(r, delete_work); }
+void hlptd_api_files_delete(hlptd_req *r) { hlptd_req_defer(r, delete_work); }

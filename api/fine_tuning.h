@@ -1,14 +1,14 @@
 /*
  * fine_tuning.h - the fine-tuning REST API (api/jobs.c) and its loss plot (api/plot.c).
  */
-#ifndef HLPT_API_FINE_TUNING_H
-#define HLPT_API_FINE_TUNING_H
+#ifndef HLPTD_API_FINE_TUNING_H
+#define HLPTD_API_FINE_TUNING_H
 
 #include <stddef.h>
 
 #include "app.h"
 
 /* An SVG plot of train and validation loss against step (returns owned, *len bytes). */
-int api_loss_svg(const char *title, const hlpt_metric *rows, size_t n, char **svg, size_t *len);
+int hlptd_api_loss_svg(const char *title, const hlptd_metric *rows, size_t n, char **svg, size_t *len);
 
 #endif

@@ -2,9 +2,9 @@
  * generate.c - OpenAI completions and chat completions with a per-request adapter.
  *
  * A request's life (docs/design.md, "The path of a completion"): the HTTP thread validates the
- * body (api_gen_request_parse) and tokenizes the prompt (api_gen_tokenize; chat messages are
+ * body (hlptd_api_gen_request_parse) and tokenizes the prompt (hlptd_api_gen_tokenize; chat messages are
  * rendered by the same template code that renders training data, so an adapter sees at serving
- * time the text it was trained on), keeps the HTTP request and submits one hlptd_req per choice
+ * time the text it was trained on), keeps the HTTP request and submits one hlptd_infer_req per choice
  * to the inference thread directly. The inference thread resolves `model` to the base or an
  * adapter (its START event) and generates; its callbacks open the event stream at the first START
  * and stream chunks (SSE) or, when every choice is done, reply and finish the request. No HTTP
@@ -155,7 +155,7 @@ static int chat_fields(const cJSON *j, const char **param, char *why, size_t len
     return HLPT_OK;
 }
 
-static int stop_field(const cJSON *j, api_gen_request *q, const char **param, char *why, size_t len) {
+static int stop_field(const cJSON *j, hlptd_api_gen_request *q, const char **param, char *why, size_t len) {
     const cJSON *stop = field(j, "stop"), *v;
     if (!stop) return HLPT_OK;
     hlpt_gen_params *p = &q->params;
@@ -180,7 +180,7 @@ static int stop_field(const cJSON *j, api_gen_request *q, const char **param, ch
 
 /* The chat's prompt: the messages as the training template renders them, the assistant's turn
  * opened. */
-static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, char *why, size_t len) {
+static int chat_prompt(const cJSON *j, hlptd_api_gen_request *q, const char **param, char *why, size_t len) {
     if (field(j, "prompt")) return fail(param, "prompt", why, len, HLPT_ERR_INVAL, "chat completions take `messages`, not `prompt`");
     const cJSON *msgs = field(j, "messages"), *m;
     int n = cJSON_GetArraySize(msgs);
@@ -218,7 +218,7 @@ static int chat_prompt(const cJSON *j, api_gen_request *q, const char **param, c
 
 /* A prompt of token ids: a non-empty array of non-negative integers (the vocabulary is checked
  * when the prompt is tokenized). Returns 0 when v is no such array. */
-static int ids_prompt(const cJSON *v, api_gen_request *q, int k) {
+static int ids_prompt(const cJSON *v, hlptd_api_gen_request *q, int k) {
     int n = cJSON_GetArraySize(v);
     if (!cJSON_IsArray(v) || n == 0) return 0;
     const cJSON *e;
@@ -232,7 +232,7 @@ static int ids_prompt(const cJSON *v, api_gen_request *q, int k) {
 }
 
 /* OpenAI's prompt: a string, an array of strings, an array of token ids, or an array of those. */
-static int prompt_field(const cJSON *pr, api_gen_request *q, const char **param, char *why, size_t len) {
+static int prompt_field(const cJSON *pr, hlptd_api_gen_request *q, const char **param, char *why, size_t len) {
     static const char shape[] = "`prompt` is required: a string, an array of strings, an array of token ids, "
                                 "or an array of token-id arrays";
     if (cJSON_IsString(pr)) {
@@ -263,7 +263,7 @@ static int prompt_field(const cJSON *pr, api_gen_request *q, const char **param,
     return HLPT_OK;
 }
 
-int api_gen_request_parse(const cJSON *j, int chat, api_gen_request *q, const char **param, char *why, size_t len) {
+int hlptd_api_gen_request_parse(const cJSON *j, int chat, hlptd_api_gen_request *q, const char **param, char *why, size_t len) {
     memset(q, 0, sizeof *q);
     *param = NULL;
     q->chat = chat;
@@ -386,7 +386,7 @@ static const char *responses_name(const char *chat_key) {
     return chat_key;
 }
 
-int api_responses_request_parse(const cJSON *j, api_gen_request *q, api_responses_extra *x, const char **param,
+int hlptd_api_responses_request_parse(const cJSON *j, hlptd_api_gen_request *q, hlptd_api_responses_extra *x, const char **param,
                                 char *why, size_t len) {
     memset(q, 0, sizeof *q);
     memset(x, 0, sizeof *x);
@@ -472,7 +472,7 @@ int api_responses_request_parse(const cJSON *j, api_gen_request *q, api_response
     x->max_output_tokens = field(j, "max_output_tokens") != NULL;
     if ((v = field(j, "metadata")) && cJSON_IsObject(v)) x->metadata = cJSON_PrintUnformatted(v);
     /* The chat request's own default is 256 tokens; the Responses API has no n, seed or stop. */
-    err = api_gen_request_parse(chat, 1, q, param, why, len);
+    err = hlptd_api_gen_request_parse(chat, 1, q, param, why, len);
     if (!err && q->stream) q->include_usage = 1;
     if (err) *param = responses_name(*param);
 out:
@@ -480,14 +480,14 @@ out:
     return err;
 }
 
-void api_responses_extra_free(api_responses_extra *x) {
+void hlptd_api_responses_extra_free(hlptd_api_responses_extra *x) {
     if (!x) return;
     free(x->instructions);
     free(x->metadata);
     memset(x, 0, sizeof *x);
 }
 
-void api_gen_request_free(api_gen_request *q) {
+void hlptd_api_gen_request_free(hlptd_api_gen_request *q) {
     if (!q) return;
     for (int i = 0; i < HLPT_MAX_STOP; i++) free(q->stop[i]);
     for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) {
@@ -497,12 +497,12 @@ void api_gen_request_free(api_gen_request *q) {
     memset(q, 0, sizeof *q);
 }
 
-int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **out, int *n_out, const char **param,
+int hlptd_api_gen_tokenize(const hlpt_model *m, const hlptd_api_gen_request *q, int **out, int *n_out, const char **param,
                      char *why, size_t len) {
-    return api_gen_tokenize_at(m, q, 0, out, n_out, param, why, len);
+    return hlptd_api_gen_tokenize_at(m, q, 0, out, n_out, param, why, len);
 }
 
-int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, int **out, int *n_out,
+int hlptd_api_gen_tokenize_at(const hlpt_model *m, const hlptd_api_gen_request *q, int i, int **out, int *n_out,
                         const char **param, char *why, size_t len) {
     *out = NULL;
     *n_out = 0;
@@ -557,7 +557,7 @@ int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, in
 typedef struct gen_call gen_call;
 
 typedef struct {
-    hlptd_req r;             /* first: the callback gets &choice->r */
+    hlptd_infer_req r;             /* first: the callback gets &choice->r */
     gen_call *call;
     int index;               /* OpenAI's numbering: prompt × n + the choice's place among its prompt's */
     int prompt;              /* which prompt of the request */
@@ -569,12 +569,12 @@ typedef struct {
 } choice;
 
 struct gen_call {
-    api_gen_request q;
-    hlpt_req *req;           /* kept: ours to reply to, until hlpt_req_finish (then NULL) */
+    hlptd_api_gen_request q;
+    hlptd_req *req;           /* kept: ours to reply to, until hlptd_req_finish (then NULL) */
     hlptd *d;
     hlptd_infer *inf;        /* where the choices run; set before the first is submitted */
     hlptd_stats *stats;      /* the daemon's serving counters */
-    char id[HLPT_ID_MAX + 8];
+    char id[HLPTD_ID_MAX + 8];
     long created;
     int *prompt[API_GEN_MAX_PROMPTS]; /* each prompt's token ids, owned */
     int n_prompt[API_GEN_MAX_PROMPTS];
@@ -588,13 +588,13 @@ struct gen_call {
     int failed;              /* under mu */
     int err;
     char why[256];
-    hlpt_sse *sse;
+    hlptd_sse *sse;
     atomic_int gone;         /* the streaming client left */
     /* /v1/responses: the request's extra fields, the message id, the event counter, and the text
      * streamed so far (its done events repeat it). Written by the inference thread only. */
     int responses;
-    api_responses_extra rx;
-    char msg_id[HLPT_ID_MAX + 8];
+    hlptd_api_responses_extra rx;
+    char msg_id[HLPTD_ID_MAX + 8];
     long seq;
     char *rtext;
     size_t rtext_n;
@@ -609,8 +609,8 @@ static void call_release(void *p) {
         free(c->choices[i].text);
         free(c->choices[i].toks);
     }
-    api_gen_request_free(&c->q);
-    api_responses_extra_free(&c->rx);
+    hlptd_api_gen_request_free(&c->q);
+    hlptd_api_responses_extra_free(&c->rx);
     free(c->rtext);
     for (int i = 0; i < API_GEN_MAX_PROMPTS; i++) free(c->prompt[i]);
     pthread_mutex_destroy(&c->mu);
@@ -720,7 +720,7 @@ static void cancel_all(gen_call *c) {
 static void send_json(gen_call *c, cJSON *o) {
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (s && !atomic_load(&c->gone) && hlpt_sse_send(c->sse, NULL, s) == HLPT_ERR_CANCELLED) {
+    if (s && !atomic_load(&c->gone) && hlptd_sse_send(c->sse, NULL, s) == HLPT_ERR_CANCELLED) {
         /* The client left: stop generating for it. */
         atomic_store(&c->gone, 1);
         cancel_all(c);
@@ -808,7 +808,7 @@ static void send_event(gen_call *c, const char *type, cJSON *o) {
     cJSON_Delete(o);
     char *s = cJSON_PrintUnformatted(e);
     cJSON_Delete(e);
-    if (s && !atomic_load(&c->gone) && hlpt_sse_send(c->sse, type, s) == HLPT_ERR_CANCELLED) {
+    if (s && !atomic_load(&c->gone) && hlptd_sse_send(c->sse, type, s) == HLPT_ERR_CANCELLED) {
         atomic_store(&c->gone, 1);
         cancel_all(c);
     }
@@ -913,14 +913,14 @@ static void send_chunk(gen_call *c, int index, const char *role, const char *del
  * and goes back to its connection; the stream's events follow from here. Inference thread. */
 static void open_stream(gen_call *c) {
     /* A generation's stream ends by itself: a shutdown lets it finish (docs/rest.md). */
-    c->sse = hlpt_req_stream_finite(c->req);
+    c->sse = hlptd_req_stream_finite(c->req);
     if (c->sse) {
         if (c->responses) responses_stream_open(c);
         else if (c->q.chat)
             for (int i = 0; i < c->n_choices; i++) send_chunk(c, i, "assistant", NULL, 0, NULL);
     }
     /* Out of memory: the request has its 500, and the choices stop. */
-    hlpt_req_finish(c->req);
+    hlptd_req_finish(c->req);
     c->req = NULL;
     if (!c->sse) {
         atomic_store(&c->gone, 1);
@@ -933,7 +933,7 @@ static void close_stream(gen_call *c) {
     if (c->responses) {
         if (c->failed) {
             const char *type, *code;
-            hlpt_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
+            hlptd_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "code", code ? code : "internal_error");
             cJSON_AddStringToObject(e, "message", c->why);
@@ -946,7 +946,7 @@ static void close_stream(gen_call *c) {
         if (c->failed) {
             cJSON *e = cJSON_CreateObject(), *in = cJSON_AddObjectToObject(e, "error");
             const char *type, *code;
-            hlpt_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
+            hlptd_http_status_of(c->err ? c->err : HLPT_ERR_INTERNAL, &type, &code);
             cJSON_AddStringToObject(in, "message", c->why);
             cJSON_AddStringToObject(in, "type", type ? type : "server_error");
             cJSON_AddNullToObject(in, "param");
@@ -958,10 +958,10 @@ static void close_stream(gen_call *c) {
             cJSON_AddItemToObject(o, "usage", usage_json(c));
             send_json(c, o);
         }
-        if (!atomic_load(&c->gone)) hlpt_sse_send(c->sse, NULL, "[DONE]");
+        if (!atomic_load(&c->gone)) hlptd_sse_send(c->sse, NULL, "[DONE]");
     }
-    hlpt_sse_close(c->sse);
-    hlpt_sse_unref(c->sse);
+    hlptd_sse_close(c->sse);
+    hlptd_sse_unref(c->sse);
     c->sse = NULL;
 }
 
@@ -970,13 +970,13 @@ static void close_stream(gen_call *c) {
 static void reply_failure(gen_call *c) {
     int err = c->err ? c->err : HLPT_ERR_INTERNAL;
     if (!c->started && err == HLPT_ERR_NOENT) {
-        hlpt_reply_http_err(c->req, 404, "invalid_request_error", "model_not_found", "model",
+        hlptd_reply_http_err(c->req, 404, "invalid_request_error", "model_not_found", "model",
                             "The model `%s` does not exist", c->q.model);
         return;
     }
     const char *param = err == HLPT_ERR_NOENT ? "model" : err == HLPT_ERR_RANGE ? c->q.max_tokens_key : NULL;
     if (!c->started && err != HLPT_ERR_CANCELLED && err != HLPT_ERR_STATE) param = "model";
-    hlpt_reply_err(c->req, err, param, "%s", c->why);
+    hlptd_reply_err(c->req, err, param, "%s", c->why);
 }
 
 /* The answer, once every part is done: the end of the stream, or the whole reply. Runs on the
@@ -990,7 +990,7 @@ static void complete(gen_call *c) {
     if (c->failed) {
         reply_failure(c);
     } else if (c->responses) {
-        hlpt_reply_json(c->req, 200, response_json(c, c->choices[0].text ? c->choices[0].text : ""));
+        hlptd_reply_json(c->req, 200, response_json(c, c->choices[0].text ? c->choices[0].text : ""));
     } else {
         cJSON *o = envelope(c, 0), *choices = cJSON_AddArrayToObject(o, "choices");
         for (int i = 0; i < c->n_choices; i++) {
@@ -1011,10 +1011,10 @@ static void complete(gen_call *c) {
             cJSON_AddItemToArray(choices, j);
         }
         cJSON_AddItemToObject(o, "usage", usage_json(c));
-        hlpt_reply_json(c->req, 200, o);
+        hlptd_reply_json(c->req, 200, o);
     }
     /* Kept by the handler: the connection is resumed from here, whichever thread this is. */
-    hlpt_req_finish(c->req);
+    hlptd_req_finish(c->req);
     c->req = NULL;
 }
 
@@ -1027,7 +1027,7 @@ static void part_done(gen_call *c) {
 }
 
 /* Inference thread (or the handler's, for a refused submission). */
-static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) {
+static void on_event(hlptd_infer_req *r, hlptd_infer_ev ev, const char *delta, size_t n) {
     choice *ch = (choice *)r;
     gen_call *c = ch->call;
     if (ev == HLPTD_EV_START) {
@@ -1038,11 +1038,11 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
         if (first && c->q.stream) open_stream(c);
         return;
     }
-    if (ev == HLPTD_EV_TEXT) {
+    if (ev == HLPTD_INFER_TEXT) {
         if (c->q.stream) send_chunk(c, ch->index, NULL, delta, n, NULL);
         return;
     }
-    if (ev == HLPTD_EV_DONE && r->gen) {
+    if (ev == HLPTD_INFER_DONE && r->gen) {
         size_t len;
         const char *text = hlpt_gen_text(r->gen, &len);
         int nt;
@@ -1066,7 +1066,7 @@ static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) 
         }
         hlptd_stats_request(c->stats, c->responses ? "responses" : c->q.chat ? "chat" : "completions", r->label, nt,
                             r->submitted_s, r->first_token_s, r->done_s);
-    } else if (ev == HLPTD_EV_ERROR) {
+    } else if (ev == HLPTD_INFER_ERROR) {
         pthread_mutex_lock(&c->mu);
         if (!c->failed) {
             c->failed = 1;
@@ -1101,13 +1101,13 @@ static void submit(gen_call *c, hlptd_infer *inf) {
     c->pending = c->n_choices + 1;
     atomic_fetch_add(&c->refs, c->n_choices);
     /* The answer, a reply or an event stream, comes from the inference thread. */
-    hlpt_req_keep(c->req);
+    hlptd_req_keep(c->req);
     for (int i = 0; i < c->n_choices; i++) {
         if (hlptd_infer_submit(inf, &c->choices[i].r) != HLPT_OK) {
             /* Stopping: this choice fails at once through the same path. */
             c->choices[i].r.err = HLPT_ERR_STATE;
             snprintf(c->choices[i].r.why, sizeof c->choices[i].r.why, "the daemon is shutting down");
-            on_event(&c->choices[i].r, HLPTD_EV_ERROR, NULL, 0);
+            on_event(&c->choices[i].r, HLPTD_INFER_ERROR, NULL, 0);
         }
     }
     part_done(c);
@@ -1115,19 +1115,19 @@ static void submit(gen_call *c, hlptd_infer *inf) {
 
 enum { GEN_COMPLETIONS, GEN_CHAT, GEN_RESPONSES };
 
-static void generate_handler(hlpt_req *r, int kind) {
+static void generate_handler(hlptd_req *r, int kind) {
     int chat = kind != GEN_COMPLETIONS;
-    hlptd *d = hlpt_req_app(r);
+    hlptd *d = hlptd_req_app(r);
     const hlpt_model *m = hlptd_model(d);
     if (!m) {
-        hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+        hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
-    cJSON *j = hlpt_req_json(r);
+    cJSON *j = hlptd_req_json(r);
     if (!j) return;
     gen_call *c = calloc(1, sizeof *c);
     if (!c) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     pthread_mutex_init(&c->mu, NULL);
@@ -1136,36 +1136,36 @@ static void generate_handler(hlpt_req *r, int kind) {
     c->d = d;
     c->req = r;
     c->stats = hlptd_serving_stats(d);
-    hlpt_req_set_data(r, c, call_release);
+    hlptd_req_set_data(r, c, call_release);
     const char *param;
     char why[256];
     c->responses = kind == GEN_RESPONSES;
-    int err = c->responses ? api_responses_request_parse(j, &c->q, &c->rx, &param, why, sizeof why)
-                           : api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
+    int err = c->responses ? hlptd_api_responses_request_parse(j, &c->q, &c->rx, &param, why, sizeof why)
+                           : hlptd_api_gen_request_parse(j, chat, &c->q, &param, why, sizeof why);
     for (int i = 0; !err && i < c->q.n_prompts; i++) {
-        err = api_gen_tokenize_at(m, &c->q, i, &c->prompt[i], &c->n_prompt[i], &param, why, sizeof why);
+        err = hlptd_api_gen_tokenize_at(m, &c->q, i, &c->prompt[i], &c->n_prompt[i], &param, why, sizeof why);
         c->prompt_tokens += c->n_prompt[i];
     }
     c->n_choices = c->q.n_prompts * c->q.n;
     if (err && c->responses) param = responses_name(param);
     if (err) {
-        hlpt_reply_err(r, err, param, "%s", why);
+        hlptd_reply_err(r, err, param, "%s", why);
         return;
     }
     hlptd_infer *inf = hlptd_inference(d);
     if (!inf) {
         if (hlptd_stopping(d))
-            hlpt_reply_http_err(r, 503, "server_error", "shutting_down", NULL, "hlptd is shutting down");
+            hlptd_reply_http_err(r, 503, "server_error", "shutting_down", NULL, "hlptd is shutting down");
         else
-            hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+            hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
-    hlpt_id_new(c->id, c->responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-");
-    hlpt_id_new(c->msg_id, "msg_");
+    hlptd_id_new(c->id, c->responses ? "resp_" : chat ? "chatcmpl-" : "cmpl-");
+    hlptd_id_new(c->msg_id, "msg_");
     c->created = (long)time(NULL);
     submit(c, inf);
 }
 
-void hlpt_api_completions(hlpt_req *r) { generate_handler(r, GEN_COMPLETIONS); }
-void hlpt_api_chat_completions(hlpt_req *r) { generate_handler(r, GEN_CHAT); }
-void hlpt_api_responses(hlpt_req *r) { generate_handler(r, GEN_RESPONSES); }
+void hlptd_api_completions(hlptd_req *r) { generate_handler(r, GEN_COMPLETIONS); }
+void hlptd_api_chat_completions(hlptd_req *r) { generate_handler(r, GEN_CHAT); }
+void hlptd_api_responses(hlptd_req *r) { generate_handler(r, GEN_RESPONSES); }

@@ -8,26 +8,26 @@
 #include "app.h"
 #include "hlpt/err.h"
 
-void hlpt_api_health(hlpt_req *r) {
-    hlptd *d = hlpt_req_app(r);
+void hlptd_api_health(hlptd_req *r) {
+    hlptd *d = hlptd_req_app(r);
     cJSON *o = cJSON_CreateObject();
     /* Never ok over a store SQLite has found corrupt since the start-up check. */
-    int damaged = hlpt_store_damaged(hlptd_store(d));
+    int damaged = hlptd_store_damaged(hlptd_store_of(d));
     int ok = hlptd_ready(d) && !damaged;
     cJSON_AddStringToObject(o, "status", ok ? "ok" : damaged ? "damaged" : hlptd_stopping(d) ? "stopping" : "loading");
-    hlpt_reply_json(r, ok ? 200 : 503, o);
+    hlptd_reply_json(r, ok ? 200 : 503, o);
 }
 
-int hlpt_api_page_args(hlpt_req *r, int def, int max, int *limit, const char **after) {
-    const char *l = hlpt_req_query(r, "limit");
+int hlptd_api_page_args(hlptd_req *r, int def, int max, int *limit, const char **after) {
+    const char *l = hlptd_req_query(r, "limit");
     *limit = def;
-    *after = hlpt_req_query(r, "after");
+    *after = hlptd_req_query(r, "after");
     if (*after && !**after) *after = NULL;
     if (l) {
         char *end;
         long v = strtol(l, &end, 10);
         if (!*l || *end || v < 1 || v > max) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "limit", "limit must be an integer in [1, %d]", max);
+            hlptd_reply_err(r, HLPT_ERR_INVAL, "limit", "limit must be an integer in [1, %d]", max);
             return 1;
         }
         *limit = (int)v;

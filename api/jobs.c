@@ -42,7 +42,7 @@ static cJSON *parse_or_empty(const char *json) {
 
 /* The job's method as the client gave it: OpenAI's {type: supervised, supervised: {hyperparameters}}
  * with `hlpt_method` saying what it trains, or hlpt's own {type, <type>: {settings}}. */
-static cJSON *method_json(const hlpt_job *job) {
+static cJSON *method_json(const hlptd_job *job) {
     cJSON *stored = parse_or_empty(job->method);
     const cJSON *req = cJSON_GetObjectItemCaseSensitive(stored, "requested");
     if (!cJSON_IsString(req) || strcmp(req->valuestring, "supervised")) return stored;
@@ -56,7 +56,7 @@ static cJSON *method_json(const hlpt_job *job) {
 }
 
 /* The OpenAI job object, with hlpt's progress figures. Loop thread. */
-static cJSON *job_json(hlptd *d, const hlpt_job *job) {
+static cJSON *job_json(hlptd *d, const hlptd_job *job) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", job->id);
     cJSON_AddStringToObject(o, "object", "fine_tuning.job");
@@ -112,10 +112,10 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
     }
     /* One read of the job's rows: the last for the latest figures, and the validation history
      * for the latest and the best validation loss (which may be from earlier steps). */
-    hlpt_metric *rows = NULL;
+    hlptd_metric *rows = NULL;
     size_t n = 0;
     char why[128];
-    if (hlpt_store_metric_list(hlptd_store(d), job->id, 0, 1 << 30, &rows, &n, why, sizeof why) == HLPT_OK && n) {
+    if (hlptd_store_metric_list(hlptd_store_of(d), job->id, 0, 1 << 30, &rows, &n, why, sizeof why) == HLPT_OK && n) {
         if (!isfinite(train)) train = rows[n - 1].train_loss;
         if (!isfinite(lr)) lr = rows[n - 1].lr;
         double best = INFINITY;
@@ -147,16 +147,16 @@ static cJSON *job_json(hlptd *d, const hlpt_job *job) {
 }
 
 /* Replies with the job, or 404. Loop thread. */
-static void reply_job(hlptd *d, hlpt_req *r, const char *id, int status) {
-    hlpt_job *job = NULL;
+static void reply_job(hlptd *d, hlptd_req *r, const char *id, int status) {
+    hlptd_job *job = NULL;
     char why[256];
-    int err = hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why);
+    int err = hlptd_store_job_get(hlptd_store_of(d), id, &job, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "id", "no fine-tuning job %s", id);
+        hlptd_reply_err(r, err, "id", "no fine-tuning job %s", id);
         return;
     }
-    hlpt_reply_json(r, status, job_json(d, job));
-    hlpt_job_free(job);
+    hlptd_reply_json(r, status, job_json(d, job));
+    hlptd_job_free(job);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -185,41 +185,41 @@ static void create_args_free(void *p) {
 static const char *const create_keys[] = {"model", "training_file", "validation_file", "method", "hyperparameters",
                                           "seed", "suffix", "integrations", "metadata"};
 
-static void create_work(void *app, hlpt_req *r) {
+static void create_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    create_args *a = hlpt_req_data(r);
-    hlpt_store *st = hlptd_store(d);
+    create_args *a = hlptd_req_data(r);
+    hlptd_store *st = hlptd_store_of(d);
     char why[512];
-    hlpt_file *f = NULL;
+    hlptd_file *f = NULL;
     const char *files[2] = {a->training_file, a->validation_file}, *params[2] = {"training_file", "validation_file"};
     for (int i = 0; i < 2; i++) {
         if (!files[i]) continue;
-        if (hlpt_store_file_get(st, files[i], &f, why, sizeof why) != HLPT_OK) {
-            hlpt_reply_http_err(r, 404, "invalid_request_error", "file_not_found", params[i], "no file %s", files[i]);
+        if (hlptd_store_file_get(st, files[i], &f, why, sizeof why) != HLPT_OK) {
+            hlptd_reply_http_err(r, 404, "invalid_request_error", "file_not_found", params[i], "no file %s", files[i]);
             return;
         }
         int bad = f->status && !strcmp(f->status, "error");
-        hlpt_file_free(f);
+        hlptd_file_free(f);
         f = NULL;
         if (bad) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, params[i], "file %s did not pass validation", files[i]);
+            hlptd_reply_err(r, HLPT_ERR_INVAL, params[i], "file %s did not pass validation", files[i]);
             return;
         }
     }
-    hlpt_job_new in = {.status = HLPTD_JOB_QUEUED, .model = a->model, .training_file = a->training_file,
+    hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = a->model, .training_file = a->training_file,
                        .validation_file = a->validation_file, .method = a->method,
                        .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix,
                        .metadata = a->metadata, .integrations = a->integrations};
-    hlpt_job *job = NULL;
-    int err = hlpt_store_job_insert(st, &in, &job, why, sizeof why);
+    hlptd_job *job = NULL;
+    int err = hlptd_store_job_insert(st, &in, &job, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, NULL, "creating the job failed: %s", why);
+        hlptd_reply_err(r, err, NULL, "creating the job failed: %s", why);
         return;
     }
-    hlpt_store_event_add(st, job->id, "info", "Created fine-tuning job; files validated", NULL, NULL, why, sizeof why);
-    char id[HLPT_ID_MAX];
+    hlptd_store_event_add(st, job->id, "info", "Created fine-tuning job; files validated", NULL, NULL, why, sizeof why);
+    char id[HLPTD_ID_MAX];
     snprintf(id, sizeof id, "%s", job->id);
-    hlpt_job_free(job);
+    hlptd_job_free(job);
     hlptd_jobs_schedule(hlptd_job_queue(d));
     reply_job(d, r, id, 200);
 }
@@ -232,17 +232,17 @@ static int valid_suffix(const char *s) {
     return 1;
 }
 
-void hlpt_api_jobs_create(hlpt_req *r) {
-    hlptd *d = hlpt_req_app(r);
+void hlptd_api_jobs_create(hlptd_req *r) {
+    hlptd *d = hlptd_req_app(r);
     const hlpt_model *m = hlptd_model(d);
     if (!m) {
-        hlpt_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+        hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
         return;
     }
-    cJSON *j = hlpt_req_json(r);
+    cJSON *j = hlptd_req_json(r);
     if (!j) return;
     if (!cJSON_IsObject(j)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "the body must be a JSON object");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "the body must be a JSON object");
         return;
     }
     const cJSON *v;
@@ -250,7 +250,7 @@ void hlpt_api_jobs_create(hlpt_req *r) {
         int known = 0;
         for (size_t i = 0; i < sizeof create_keys / sizeof *create_keys; i++) known |= !strcmp(v->string, create_keys[i]);
         if (!known) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, v->string, "unknown field `%s`", v->string);
+            hlptd_reply_err(r, HLPT_ERR_INVAL, v->string, "unknown field `%s`", v->string);
             return;
         }
     }
@@ -261,21 +261,21 @@ void hlpt_api_jobs_create(hlpt_req *r) {
                 *hp = cJSON_GetObjectItemCaseSensitive(j, "hyperparameters"),
                 *suffix = cJSON_GetObjectItemCaseSensitive(j, "suffix");
     if (!cJSON_IsString(tf) || !*tf->valuestring) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "training_file", tf ? "`training_file` must be a file id" : "`training_file` is required");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "training_file", tf ? "`training_file` must be a file id" : "`training_file` is required");
         return;
     }
     if (vf && !cJSON_IsNull(vf) && !cJSON_IsString(vf)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "validation_file", "`validation_file` must be a file id");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "validation_file", "`validation_file` must be a file id");
         return;
     }
     if (model && !cJSON_IsNull(model) &&
         (!cJSON_IsString(model) || (strcmp(model->valuestring, hlptd_model_name(d)) && strcmp(model->valuestring, "base")))) {
-        hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
+        hlptd_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model",
                             "this daemon fine-tunes %s only", hlptd_model_name(d));
         return;
     }
     if (suffix && !cJSON_IsNull(suffix) && (!cJSON_IsString(suffix) || !valid_suffix(suffix->valuestring))) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "suffix", "`suffix` must be 1-40 letters, digits, '-' or '_'");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "suffix", "`suffix` must be 1-40 letters, digits, '-' or '_'");
         return;
     }
 
@@ -284,14 +284,14 @@ void hlpt_api_jobs_create(hlpt_req *r) {
                 *integ = cJSON_GetObjectItemCaseSensitive(j, "integrations");
     if (meta && !cJSON_IsNull(meta)) {
         if (!cJSON_IsObject(meta) || cJSON_GetArraySize(meta) > 16) {
-            hlpt_reply_err(r, HLPT_ERR_INVAL, "metadata", "`metadata` must be an object of at most 16 strings");
+            hlptd_reply_err(r, HLPT_ERR_INVAL, "metadata", "`metadata` must be an object of at most 16 strings");
             return;
         }
         cJSON_ArrayForEach(v, meta) {
             if (!cJSON_IsString(v) || strlen(v->string) > 64 || strlen(v->valuestring) > 512) {
                 char p[96];
                 snprintf(p, sizeof p, "metadata.%.64s", v->string);
-                hlpt_reply_err(r, HLPT_ERR_INVAL, p, "`metadata` values must be strings of at most 512 characters, "
+                hlptd_reply_err(r, HLPT_ERR_INVAL, p, "`metadata` values must be strings of at most 512 characters, "
                                "keys at most 64");
                 return;
             }
@@ -299,7 +299,7 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     }
     /* integrations: hlpt reports to none (it reaches no outside service); an empty list is fine. */
     if (integ && !cJSON_IsNull(integ) && (!cJSON_IsArray(integ) || cJSON_GetArraySize(integ) > 0)) {
-        hlpt_reply_err(r, cJSON_IsArray(integ) ? HLPT_ERR_UNSUPPORTED : HLPT_ERR_INVAL, "integrations",
+        hlptd_reply_err(r, cJSON_IsArray(integ) ? HLPT_ERR_UNSUPPORTED : HLPT_ERR_INVAL, "integrations",
                        "`integrations` are not supported: hlptd reports to no outside service (give [] or leave it out)");
         return;
     }
@@ -309,7 +309,7 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     char why[512] = "", param[192] = "";
     int err = hlpt_job_spec_parse(&spec, j, hlpt_model_config(m)->n_layers, param, sizeof param, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, param[0] ? param : NULL, "%s", why);
+        hlptd_reply_err(r, err, param[0] ? param : NULL, "%s", why);
         return;
     }
     /* Stored as the client gave them, now known to be well formed: the method's type and adapter
@@ -325,7 +325,7 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     create_args *a = calloc(1, sizeof *a);
     if (!a) {
         cJSON_Delete(plan);
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     /* The method is stored as the worker reads it (type and its adapter settings), so the job says
@@ -344,21 +344,21 @@ void hlpt_api_jobs_create(hlpt_req *r) {
     a->seed = (int64_t)spec.params.seed;
     a->metadata = meta && cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
     a->integrations = integ && cJSON_IsArray(integ) ? cJSON_PrintUnformatted(integ) : NULL;
-    hlpt_req_set_data(r, a, create_args_free);
-    hlpt_req_defer(r, create_work);
+    hlptd_req_set_data(r, a, create_args_free);
+    hlptd_req_defer(r, create_work);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* List, show, lifecycle                                                                           */
 
 /* ?limit= as an integer in [1, 100], default def; replies 400 and returns -1 when malformed. */
-static int query_limit(hlpt_req *r, int def) {
-    const char *s = hlpt_req_query(r, "limit");
+static int query_limit(hlptd_req *r, int def) {
+    const char *s = hlptd_req_query(r, "limit");
     if (!s) return def;
     char *end;
     long v = strtol(s, &end, 10);
     if (end == s || *end || v < 1 || v > 100) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "limit", "`limit` must be an integer from 1 to 100");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "limit", "`limit` must be an integer from 1 to 100");
         return -1;
     }
     return (int)v;
@@ -366,11 +366,11 @@ static int query_limit(hlpt_req *r, int def) {
 
 /* OpenAI's metadata filter, `?metadata[key]=value` (several: all must match). With job NULL,
  * answers whether the request has no such filter (1) or has one (0). */
-static int metadata_matches(hlpt_req *r, const hlpt_job *job) {
+static int metadata_matches(hlptd_req *r, const hlptd_job *job) {
     cJSON *meta = job && job->metadata ? cJSON_Parse(job->metadata) : NULL;
     int ok = 1;
     const char *k, *v;
-    for (size_t i = 0; ok && (k = hlpt_req_query_at(r, i, &v)); i++) {
+    for (size_t i = 0; ok && (k = hlptd_req_query_at(r, i, &v)); i++) {
         size_t n = strlen(k);
         if (strncmp(k, "metadata[", 9) || n < 11 || k[n - 1] != ']') continue;
         if (!job) {
@@ -386,23 +386,23 @@ static int metadata_matches(hlpt_req *r, const hlpt_job *job) {
     return ok;
 }
 
-static void list_work(void *app, hlpt_req *r) {
+static void list_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     int limit = query_limit(r, 20);
     if (limit < 0) return;
-    const char *status = hlpt_req_query(r, "status");
+    const char *status = hlptd_req_query(r, "status");
     /* A status no job can have (-1) matches none. */
     int want = status ? hlptd_job_state_from_name(status) : -1;
-    hlpt_job **jobs = NULL;
+    hlptd_job **jobs = NULL;
     size_t n = 0;
     int more = 0;
     char why[256];
-    const char *after = hlpt_req_query(r, "after");
+    const char *after = hlptd_req_query(r, "after");
     /* A filter pages over the unfiltered list; ask for more and filter. */
     int filtered = status || metadata_matches(r, NULL) == 0;
-    int err = hlpt_store_job_list(hlptd_store(d), after, filtered ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
+    int err = hlptd_store_job_list(hlptd_store_of(d), after, filtered ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "after", "%s", why);
+        hlptd_reply_err(r, err, "after", "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
@@ -419,33 +419,33 @@ static void list_work(void *app, hlpt_req *r) {
         shown++;
     }
     cJSON_AddBoolToObject(o, "has_more", more);
-    hlpt_job_list_free(jobs, n);
-    hlpt_reply_json(r, 200, o);
+    hlptd_job_list_free(jobs, n);
+    hlptd_reply_json(r, 200, o);
 }
 
-static void show_work(void *app, hlpt_req *r) { reply_job(app, r, hlpt_req_param(r, "id"), 200); }
+static void show_work(void *app, hlptd_req *r) { reply_job(app, r, hlptd_req_param(r, "id"), 200); }
 
-static void lifecycle_work(void *app, hlpt_req *r) {
+static void lifecycle_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    const char *id = hlpt_req_param(r, "id"), *path = hlpt_req_path(r);
+    const char *id = hlptd_req_param(r, "id"), *path = hlptd_req_path(r);
     const char *verb = strrchr(path, '/') + 1;
     char why[512] = "";
     int err = !strcmp(verb, "cancel")  ? hlptd_jobs_cancel(hlptd_job_queue(d), id, why, sizeof why)
               : !strcmp(verb, "pause") ? hlptd_jobs_pause(hlptd_job_queue(d), id, why, sizeof why)
                                        : hlptd_jobs_resume(hlptd_job_queue(d), id, why, sizeof why);
-    if (err == HLPT_ERR_NOENT) hlpt_reply_err(r, err, "id", "no fine-tuning job %s", id);
-    else if (err) hlpt_reply_err(r, err, NULL, "%s", why);
+    if (err == HLPT_ERR_NOENT) hlptd_reply_err(r, err, "id", "no fine-tuning job %s", id);
+    else if (err) hlptd_reply_err(r, err, NULL, "%s", why);
     else reply_job(d, r, id, 200);
 }
 
-void hlpt_api_jobs_list(hlpt_req *r) { hlpt_req_defer(r, list_work); }
-void hlpt_api_jobs_get(hlpt_req *r) { hlpt_req_defer(r, show_work); }
-void hlpt_api_jobs_lifecycle(hlpt_req *r) { hlpt_req_defer(r, lifecycle_work); }
+void hlptd_api_jobs_list(hlptd_req *r) { hlptd_req_defer(r, list_work); }
+void hlptd_api_jobs_get(hlptd_req *r) { hlptd_req_defer(r, show_work); }
+void hlptd_api_jobs_lifecycle(hlptd_req *r) { hlptd_req_defer(r, lifecycle_work); }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Events                                                                                          */
 
-static cJSON *event_json(const hlpt_event *e) {
+static cJSON *event_json(const hlptd_job_event *e) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", e->id);
     cJSON_AddStringToObject(o, "object", "fine_tuning.job.event");
@@ -460,24 +460,24 @@ static cJSON *event_json(const hlpt_event *e) {
 }
 
 /* An event as its stream sends it (server/subscribers.h). */
-static char *event_text(const hlpt_event *e) {
+static char *event_text(const hlptd_job_event *e) {
     cJSON *o = event_json(e);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
 }
 
-static void events_work(void *app, hlpt_req *r) {
+static void events_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    const char *id = hlpt_req_param(r, "id");
-    hlpt_job *job = NULL;
+    const char *id = hlptd_req_param(r, "id");
+    hlptd_job *job = NULL;
     char why[256];
-    if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
+    if (hlptd_store_job_get(hlptd_store_of(d), id, &job, why, sizeof why)) {
+        hlptd_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
         return;
     }
-    hlpt_job_free(job);
-    const char *stream = hlpt_req_query(r, "stream");
+    hlptd_job_free(job);
+    const char *stream = hlptd_req_query(r, "stream");
     if (stream && (!strcmp(stream, "true") || !strcmp(stream, "1") || !*stream)) {
         hlptd_subscribers_follow(hlptd_job_streams(d), r, id, event_text);
         return;
@@ -485,52 +485,52 @@ static void events_work(void *app, hlpt_req *r) {
     int limit = query_limit(r, 20);
     if (limit < 0) return;
     /* Newest first, paged by event id, as OpenAI lists them (the stream above is oldest first). */
-    const char *after = hlpt_req_query(r, "after");
-    hlpt_event **ev = NULL;
+    const char *after = hlptd_req_query(r, "after");
+    hlptd_job_event **ev = NULL;
     size_t n = 0;
     int more = 0;
-    int err = hlpt_store_event_page(hlptd_store(d), id, after && *after ? after : NULL, limit, &ev, &n, &more, why,
+    int err = hlptd_store_event_page(hlptd_store_of(d), id, after && *after ? after : NULL, limit, &ev, &n, &more, why,
                                     sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
+        hlptd_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
     cJSON_AddStringToObject(o, "object", "list");
     for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(data, event_json(ev[i]));
     cJSON_AddBoolToObject(o, "has_more", more);
-    hlpt_event_list_free(ev, n);
-    hlpt_reply_json(r, 200, o);
+    hlptd_job_event_list_free(ev, n);
+    hlptd_reply_json(r, 200, o);
 }
 
-void hlpt_api_jobs_events(hlpt_req *r) { hlpt_req_defer(r, events_work); }
+void hlptd_api_jobs_events(hlptd_req *r) { hlptd_req_defer(r, events_work); }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Metrics, checkpoints, loss plot                                                                 */
 
 /* The job's metric rows, or a 404 reply and NULL. */
-static hlpt_metric *job_metrics(hlptd *d, hlpt_req *r, size_t *n) {
-    const char *id = hlpt_req_param(r, "id");
-    hlpt_job *job = NULL;
+static hlptd_metric *job_metrics(hlptd *d, hlptd_req *r, size_t *n) {
+    const char *id = hlptd_req_param(r, "id");
+    hlptd_job *job = NULL;
     char why[256];
-    if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
+    if (hlptd_store_job_get(hlptd_store_of(d), id, &job, why, sizeof why)) {
+        hlptd_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
         return NULL;
     }
-    hlpt_job_free(job);
-    hlpt_metric *rows = NULL;
-    if (hlpt_store_metric_list(hlptd_store(d), id, -1, 1 << 30, &rows, n, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_DB, NULL, "%s", why);
+    hlptd_job_free(job);
+    hlptd_metric *rows = NULL;
+    if (hlptd_store_metric_list(hlptd_store_of(d), id, -1, 1 << 30, &rows, n, why, sizeof why)) {
+        hlptd_reply_err(r, HLPT_ERR_DB, NULL, "%s", why);
         return NULL;
     }
     return rows ? rows : calloc(1, sizeof *rows);
 }
 
-static void metrics_work(void *app, hlpt_req *r) {
+static void metrics_work(void *app, hlptd_req *r) {
     size_t n;
-    hlpt_metric *rows = job_metrics(app, r, &n);
+    hlptd_metric *rows = job_metrics(app, r, &n);
     if (!rows) return;
-    const char *format = hlpt_req_query(r, "format");
+    const char *format = hlptd_req_query(r, "format");
     if (format && !strcmp(format, "csv")) {
         size_t cap = 256, len = 0;
         char *buf = malloc(cap);
@@ -549,15 +549,15 @@ static void metrics_work(void *app, hlpt_req *r) {
         free(rows);
         if (err) {
             free(buf);
-            hlpt_reply_err(r, err, NULL, "out of memory");
+            hlptd_reply_err(r, err, NULL, "out of memory");
             return;
         }
-        hlpt_reply_bytes(r, 200, "text/csv; charset=utf-8", buf, len);
+        hlptd_reply_bytes(r, 200, "text/csv; charset=utf-8", buf, len);
         return;
     }
     if (format && strcmp(format, "json")) {
         free(rows);
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "format", "`format` must be json or csv");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "format", "`format` must be json or csv");
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
@@ -575,12 +575,12 @@ static void metrics_work(void *app, hlpt_req *r) {
     }
     cJSON_AddBoolToObject(o, "has_more", 0);
     free(rows);
-    hlpt_reply_json(r, 200, o);
+    hlptd_reply_json(r, 200, o);
 }
 
 /* A checkpoint's metrics under OpenAI's names. hlpt measures no training accuracy (null), and
  * evaluates the whole validation set, so the full_valid_* figures are the valid_* ones. */
-static cJSON *checkpoint_metrics(const hlpt_checkpoint *c) {
+static cJSON *checkpoint_metrics(const hlptd_checkpoint *c) {
     cJSON *stored = parse_or_empty(c->metrics), *o = cJSON_CreateObject();
     const cJSON *train = cJSON_GetObjectItemCaseSensitive(stored, "train_loss"),
                 *valid = cJSON_GetObjectItemCaseSensitive(stored, "valid_loss"),
@@ -598,29 +598,29 @@ static cJSON *checkpoint_metrics(const hlpt_checkpoint *c) {
     return o;
 }
 
-static void checkpoints_work(void *app, hlpt_req *r) {
+static void checkpoints_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    const char *id = hlpt_req_param(r, "id");
-    hlpt_checkpoint **c = NULL;
+    const char *id = hlptd_req_param(r, "id");
+    hlptd_checkpoint **c = NULL;
     size_t n = 0;
     int more = 0;
     char why[256];
-    hlpt_job *job = NULL;
-    if (hlpt_store_job_get(hlptd_store(d), id, &job, why, sizeof why)) {
-        hlpt_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
+    hlptd_job *job = NULL;
+    if (hlptd_store_job_get(hlptd_store_of(d), id, &job, why, sizeof why)) {
+        hlptd_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
         return;
     }
     int limit = query_limit(r, 10);
     if (limit < 0) {
-        hlpt_job_free(job);
+        hlptd_job_free(job);
         return;
     }
-    const char *after = hlpt_req_query(r, "after");
-    int err = hlpt_store_checkpoint_page(hlptd_store(d), id, after && *after ? after : NULL, limit, &c, &n, &more, why,
+    const char *after = hlptd_req_query(r, "after");
+    int err = hlptd_store_checkpoint_page(hlptd_store_of(d), id, after && *after ? after : NULL, limit, &c, &n, &more, why,
                                          sizeof why);
     if (err) {
-        hlpt_job_free(job);
-        hlpt_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
+        hlptd_job_free(job);
+        hlptd_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
         return;
     }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
@@ -644,24 +644,24 @@ static void checkpoints_work(void *app, hlpt_req *r) {
         cJSON_AddStringToObject(o, "last_id", c[n - 1]->id);
     }
     cJSON_AddBoolToObject(o, "has_more", more);
-    hlpt_checkpoint_list_free(c, n);
-    hlpt_job_free(job);
-    hlpt_reply_json(r, 200, o);
+    hlptd_checkpoint_list_free(c, n);
+    hlptd_job_free(job);
+    hlptd_reply_json(r, 200, o);
 }
 
-static void loss_svg_work(void *app, hlpt_req *r) {
+static void loss_svg_work(void *app, hlptd_req *r) {
     size_t n;
-    hlpt_metric *rows = job_metrics(app, r, &n);
+    hlptd_metric *rows = job_metrics(app, r, &n);
     if (!rows) return;
     char *svg = NULL;
     size_t len = 0;
-    int err = api_loss_svg(hlpt_req_param(r, "id"), rows, n, &svg, &len);
+    int err = hlptd_api_loss_svg(hlptd_req_param(r, "id"), rows, n, &svg, &len);
     free(rows);
-    if (err) hlpt_reply_err(r, err, NULL, "rendering the plot failed");
-    else hlpt_reply_bytes(r, 200, "image/svg+xml", svg, len);
+    if (err) hlptd_reply_err(r, err, NULL, "rendering the plot failed");
+    else hlptd_reply_bytes(r, 200, "image/svg+xml", svg, len);
 }
 
-void hlpt_api_jobs_metrics(hlpt_req *r) { hlpt_req_defer(r, metrics_work); }
-void hlpt_api_jobs_checkpoints(hlpt_req *r) { hlpt_req_defer(r, checkpoints_work); }
-void hlpt_api_jobs_loss_svg(hlpt_req *r) { hlpt_req_defer(r, loss_svg_work); }
+void hlptd_api_jobs_metrics(hlptd_req *r) { hlptd_req_defer(r, metrics_work); }
+void hlptd_api_jobs_checkpoints(hlptd_req *r) { hlptd_req_defer(r, checkpoints_work); }
+void hlptd_api_jobs_loss_svg(hlptd_req *r) { hlptd_req_defer(r, loss_svg_work); }
 

@@ -63,7 +63,7 @@ static void hist(text *t, const char *name, const char *help, const hlptd_stats_
     put(t, "%s_bucket{le=\"+Inf\"} %ld\n%s_sum %.6f\n%s_count %ld\n", name, h->n, name, h->sum, name, h->n);
 }
 
-char *api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const api_job_figures *jobs,
+char *hlptd_api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const hlptd_api_job_figures *jobs,
                          int n_jobs, size_t *len) {
     text t = {0};
     const hlptd_stats_series *other = &c->other;
@@ -126,7 +126,7 @@ char *api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *i
 }
 
 typedef struct {
-    api_job_figures *v;
+    hlptd_api_job_figures *v;
     int n, cap;
 } job_list;
 
@@ -137,20 +137,20 @@ static void collect(void *ctx, const char *id, const hlptd_job_live *live) {
     l->v[l->n++].live = *live;
 }
 
-static void metrics_work(void *app, hlpt_req *r) {
+static void metrics_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     hlptd_infer_stats is = {0};
     if (hlptd_inference(d)) hlptd_infer_get_stats(hlptd_inference(d), &is);
-    api_job_figures figs[64];
+    hlptd_api_job_figures figs[64];
     job_list jl = {figs, 0, 64};
     if (hlptd_job_queue(d)) hlptd_jobs_each_live(hlptd_job_queue(d), collect, &jl);
     hlptd_stats_counts *counts = malloc(sizeof *counts);
     size_t n;
     if (counts) hlptd_stats_read(hlptd_serving_stats(d), counts);
-    char *body = counts ? api_metrics_render(counts, &is, figs, jl.n, &n) : NULL;
+    char *body = counts ? hlptd_api_metrics_render(counts, &is, figs, jl.n, &n) : NULL;
     free(counts);
-    if (!body) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
-    else hlpt_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, n);
+    if (!body) hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+    else hlptd_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, n);
 }
 
-void hlpt_api_metrics(hlpt_req *r) { hlpt_req_defer(r, metrics_work); }
+void hlptd_api_metrics(hlptd_req *r) { hlptd_req_defer(r, metrics_work); }

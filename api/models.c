@@ -24,90 +24,90 @@ static cJSON *model_json(const char *id, long long created, const char *parent) 
     return e;
 }
 
-static cJSON *adapter_model_json(hlptd *d, const hlpt_adapter_rec *a) {
+static cJSON *adapter_model_json(hlptd *d, const hlptd_adapter_rec *a) {
     cJSON *e = model_json(a->name, (long long)a->created_at, hlptd_model_name(d));
     cJSON_AddStringToObject(e, "adapter_id", a->id);
     return e;
 }
 
 /* Every model at once (OpenAI's /v1/models does not page): the base, then each adapter by name. */
-static void list_work(void *app, hlpt_req *r) {
+static void list_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(o, "data");
     cJSON_AddItemToArray(data, model_json(hlptd_model_name(d), (long long)hlptd_model_created(d), NULL));
-    char after[HLPT_ID_MAX] = "", why[256];
+    char after[HLPTD_ID_MAX] = "", why[256];
     for (int more = 1; more;) {
-        hlpt_adapter_rec **a = NULL;
+        hlptd_adapter_rec **a = NULL;
         size_t n = 0;
-        int err = hlpt_store_adapter_list(hlptd_store(d), after[0] ? after : NULL, 100, &a, &n, &more, why, sizeof why);
+        int err = hlptd_store_adapter_list(hlptd_store_of(d), after[0] ? after : NULL, 100, &a, &n, &more, why, sizeof why);
         if (err) {
             cJSON_Delete(o);
-            hlpt_reply_err(r, err, NULL, "%s", why);
+            hlptd_reply_err(r, err, NULL, "%s", why);
             return;
         }
         for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(data, adapter_model_json(d, a[i]));
         if (n) snprintf(after, sizeof after, "%s", a[n - 1]->id);
-        hlpt_adapter_rec_list_free(a, n);
+        hlptd_adapter_rec_list_free(a, n);
         if (!n) break;
     }
-    hlpt_reply_json(r, 200, o);
+    hlptd_reply_json(r, 200, o);
 }
 
-static void not_found(hlpt_req *r, const char *id) {
-    hlpt_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model", "The model `%s` does not exist", id);
+static void not_found(hlptd_req *r, const char *id) {
+    hlptd_reply_http_err(r, 404, "invalid_request_error", "model_not_found", "model", "The model `%s` does not exist", id);
 }
 
-static void get_work(void *app, hlpt_req *r) {
+static void get_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    const char *id = hlpt_req_param(r, "id");
+    const char *id = hlptd_req_param(r, "id");
     char why[256];
     if (is_base(d, id)) {
-        hlpt_reply_json(r, 200, model_json(hlptd_model_name(d), (long long)hlptd_model_created(d), NULL));
+        hlptd_reply_json(r, 200, model_json(hlptd_model_name(d), (long long)hlptd_model_created(d), NULL));
         return;
     }
-    hlpt_adapter_rec *a = NULL;
-    int err = hlpt_store_adapter_get(hlptd_store(d), id, &a, why, sizeof why);
+    hlptd_adapter_rec *a = NULL;
+    int err = hlptd_store_adapter_get(hlptd_store_of(d), id, &a, why, sizeof why);
     if (!err) {
-        hlpt_reply_json(r, 200, adapter_model_json(d, a));
-        hlpt_adapter_rec_free(a);
+        hlptd_reply_json(r, 200, adapter_model_json(d, a));
+        hlptd_adapter_rec_free(a);
         return;
     }
     if (err != HLPT_ERR_NOENT) {
-        hlpt_reply_err(r, err, "model", "%s", why);
+        hlptd_reply_err(r, err, "model", "%s", why);
         return;
     }
     /* A checkpoint answers without being registered: that waits for its first request. */
-    hlpt_job *job;
-    hlpt_checkpoint *ck;
-    if (hlptd_resolver_checkpoint(hlptd_store(d), hlptd_model_name(d), id, &job, &ck, why, sizeof why)) {
+    hlptd_job *job;
+    hlptd_checkpoint *ck;
+    if (hlptd_resolver_checkpoint(hlptd_store_of(d), hlptd_model_name(d), id, &job, &ck, why, sizeof why)) {
         not_found(r, id);
         return;
     }
-    hlpt_reply_json(r, 200, model_json(id, (long long)ck->created_at, hlptd_model_name(d)));
-    hlpt_job_free(job);
-    hlpt_checkpoint_free(ck);
+    hlptd_reply_json(r, 200, model_json(id, (long long)ck->created_at, hlptd_model_name(d)));
+    hlptd_job_free(job);
+    hlptd_checkpoint_free(ck);
 }
 
-static void delete_work(void *app, hlpt_req *r) {
+static void delete_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    const char *id = hlpt_req_param(r, "id");
+    const char *id = hlptd_req_param(r, "id");
     char why[256];
     if (is_base(d, id)) {
-        hlpt_reply_http_err(r, 403, "invalid_request_error", "model_not_deletable", "model",
+        hlptd_reply_http_err(r, 403, "invalid_request_error", "model_not_deletable", "model",
                             "`%s` is the base model this daemon serves; it cannot be deleted", id);
         return;
     }
-    hlpt_adapter_rec *a = NULL;
-    int err = hlpt_store_adapter_get(hlptd_store(d), id, &a, why, sizeof why);
+    hlptd_adapter_rec *a = NULL;
+    int err = hlptd_store_adapter_get(hlptd_store_of(d), id, &a, why, sizeof why);
     if (err == HLPT_ERR_NOENT) {
         not_found(r, id);
         return;
     }
-    if (!err) err = hlpt_store_adapter_delete(hlptd_store(d), a->id, why, sizeof why);
+    if (!err) err = hlptd_store_adapter_delete(hlptd_store_of(d), a->id, why, sizeof why);
     if (err) {
-        hlpt_reply_err(r, err, "model", "%s", why);
+        hlptd_reply_err(r, err, "model", "%s", why);
     } else {
         /* Served requests keep their copy until they end; the cache frees it then. */
         if (hlptd_inference(d)) hlptd_infer_forget(hlptd_inference(d), a->id);
@@ -115,11 +115,11 @@ static void delete_work(void *app, hlpt_req *r) {
         cJSON_AddStringToObject(o, "id", id);
         cJSON_AddStringToObject(o, "object", "model");
         cJSON_AddBoolToObject(o, "deleted", 1);
-        hlpt_reply_json(r, 200, o);
+        hlptd_reply_json(r, 200, o);
     }
-    hlpt_adapter_rec_free(a);
+    hlptd_adapter_rec_free(a);
 }
 
-void hlpt_api_models(hlpt_req *r) { hlpt_req_defer(r, list_work); }
-void hlpt_api_models_get(hlpt_req *r) { hlpt_req_defer(r, get_work); }
-void hlpt_api_models_delete(hlpt_req *r) { hlpt_req_defer(r, delete_work); }
+void hlptd_api_models(hlptd_req *r) { hlptd_req_defer(r, list_work); }
+void hlptd_api_models_get(hlptd_req *r) { hlptd_req_defer(r, get_work); }
+void hlptd_api_models_delete(hlptd_req *r) { hlptd_req_defer(r, delete_work); }

@@ -47,7 +47,7 @@ static double nice_step(double range, int n) {
     return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
 }
 
-int api_loss_svg(const char *title, const hlpt_metric *rows, size_t n, char **svg, size_t *len) {
+int hlptd_api_loss_svg(const char *title, const hlptd_metric *rows, size_t n, char **svg, size_t *len) {
     const double W = 720, H = 420, L = 70, R = 20, T = 50, B = 60;
     double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
     for (size_t i = 0; i < n; i++) {

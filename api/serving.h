@@ -3,8 +3,8 @@
  * (api/metrics.c) that do not need a running daemon: request validation, prompt tokenization and
  * the Prometheus exposition, so that they are tested on their own.
  */
-#ifndef HLPT_API_SERVING_H
-#define HLPT_API_SERVING_H
+#ifndef HLPTD_API_SERVING_H
+#define HLPTD_API_SERVING_H
 
 #include <stddef.h>
 
@@ -35,56 +35,56 @@ typedef struct {
     char *prompts[API_GEN_MAX_PROMPTS];     /* owned texts (chat: rendered with the training template) */
     int *prompt_ids[API_GEN_MAX_PROMPTS];   /* owned: a prompt given as token ids, used as given */
     int n_prompt_ids[API_GEN_MAX_PROMPTS];
-} api_gen_request;
+} hlptd_api_gen_request;
 
 /* Validates body (borrowed) field by field, as OpenAI's API defines it, into *q (owned parts:
- * api_gen_request_free, also after a failure). Defaults: max_tokens 16 (completions) / 256 (chat),
+ * hlptd_api_gen_request_free, also after a failure). Defaults: max_tokens 16 (completions) / 256 (chat),
  * temperature 1, top_p 1, top_k 0 (off), n 1, seed random. On failure returns HLPT_ERR_INVAL
  * (a wrong type or range) or HLPT_ERR_UNSUPPORTED (`echo`, `best_of` > 1, penalties, ...) with
  * *param the offending field (static or borrowed from body; NULL when the body is no object) and
  * a message in why. */
-int api_gen_request_parse(const cJSON *body, int chat, api_gen_request *q, const char **param, char *why,
+int hlptd_api_gen_request_parse(const cJSON *body, int chat, hlptd_api_gen_request *q, const char **param, char *why,
                           size_t len);
-void api_gen_request_free(api_gen_request *q);
+void hlptd_api_gen_request_free(hlptd_api_gen_request *q);
 
 /* What a /v1/responses request carries beyond a chat request (owned strings). */
 typedef struct {
     char *instructions;          /* or NULL */
     char *metadata;              /* JSON object text, or NULL */
     int max_output_tokens;       /* given (1) or the default (0) */
-} api_responses_extra;
+} hlptd_api_responses_extra;
 
 /* Validates a body of POST /v1/responses (text only, as OpenAI's Responses API defines it) into the
  * chat request it amounts to: `instructions` become a developer message first, `input` (a string,
  * or message items with string or input_text content) the conversation, max_output_tokens the
- * token limit; a stream reports usage at its end. Errors as api_gen_request_parse's, *param naming
+ * token limit; a stream reports usage at its end. Errors as hlptd_api_gen_request_parse's, *param naming
  * the Responses field (`input`, `max_output_tokens`, ...). q and x are owned (free both also after
  * a failure). */
-int api_responses_request_parse(const cJSON *body, api_gen_request *q, api_responses_extra *x, const char **param,
+int hlptd_api_responses_request_parse(const cJSON *body, hlptd_api_gen_request *q, hlptd_api_responses_extra *x, const char **param,
                                 char *why, size_t len);
-void api_responses_extra_free(api_responses_extra *x);
+void hlptd_api_responses_extra_free(hlptd_api_responses_extra *x);
 
 /* The prompt's token ids as training feeds them: BOS (config bos_id, when any) then the text
  * encoded without parsing special tokens. Checks that prompt + max_tokens fit the model's context
  * (HLPT_ERR_INVAL, *param "prompt"/"messages" when the prompt alone does not fit, else
  * q->max_tokens_key). *ids returned owned. Any thread (the model is immutable). */
-int api_gen_tokenize(const hlpt_model *m, const api_gen_request *q, int **ids, int *n, const char **param,
+int hlptd_api_gen_tokenize(const hlpt_model *m, const hlptd_api_gen_request *q, int **ids, int *n, const char **param,
                      char *why, size_t len);
 /* The same for prompt i of a batch. A prompt given as token ids is taken as it is (no BOS added);
  * an id outside the vocabulary is HLPT_ERR_INVAL naming `prompt`. */
-int api_gen_tokenize_at(const hlpt_model *m, const api_gen_request *q, int i, int **ids, int *n, const char **param,
+int hlptd_api_gen_tokenize_at(const hlpt_model *m, const hlptd_api_gen_request *q, int i, int **ids, int *n, const char **param,
                         char *why, size_t len);
 
 /* One running job's live figures, for /metrics. */
 typedef struct {
     char id[64];
     hlptd_job_live live;
-} api_job_figures;
+} hlptd_api_job_figures;
 
 /* The exposition text of /metrics (format 0.0.4) from the serving counters (c, server/stats.h) and
  * the given live figures: the inference thread's, and those of the n_jobs running jobs (all
  * borrowed). Returns owned (free()), *len bytes; NULL when out of memory. Any thread. */
-char *api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const api_job_figures *jobs,
+char *hlptd_api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const hlptd_api_job_figures *jobs,
                          int n_jobs, size_t *len);
 
 #endif

@@ -28,16 +28,16 @@ static const struct {
     {".txt", "text/plain; charset=utf-8"},
 };
 
-const char *hlpt_web_content_type(const char *name) {
+const char *hlptd_web_content_type(const char *name) {
     const char *dot = strrchr(name, '.');
     for (size_t i = 0; dot && i < sizeof content_types / sizeof content_types[0]; i++)
         if (!strcmp(dot, content_types[i].ext)) return content_types[i].type;
     return "application/octet-stream";
 }
 
-const hlpt_web_file *hlpt_web_find(const char *name) {
-    for (int i = 0; i < hlpt_web_nfiles; i++)
-        if (!strcmp(hlpt_web_files[i].name, name)) return &hlpt_web_files[i];
+const hlptd_web_file *hlptd_web_find(const char *name) {
+    for (int i = 0; i < hlptd_web_nfiles; i++)
+        if (!strcmp(hlptd_web_files[i].name, name)) return &hlptd_web_files[i];
     return NULL;
 }
 
@@ -54,31 +54,31 @@ static int etag_listed(const char *header, const char *etag) {
     return 0;
 }
 
-static void serve(hlpt_req *r, const char *name) {
-    const hlpt_web_file *f = hlpt_web_find(name);
+static void serve(hlptd_req *r, const char *name) {
+    const hlptd_web_file *f = hlptd_web_find(name);
     if (!f) {
-        hlpt_reply_http_err(r, 404, "invalid_request_error", "unknown_url", NULL, "no dashboard file %s", name);
+        hlptd_reply_http_err(r, 404, "invalid_request_error", "unknown_url", NULL, "no dashboard file %s", name);
         return;
     }
-    const char *type = hlpt_web_content_type(f->name);
-    if (hlpt_reply_header(r, "ETag", f->etag) || hlpt_reply_header(r, "Cache-Control", "no-cache") ||
-        hlpt_reply_header(r, "X-Content-Type-Options", "nosniff")) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+    const char *type = hlptd_web_content_type(f->name);
+    if (hlptd_reply_header(r, "ETag", f->etag) || hlptd_reply_header(r, "Cache-Control", "no-cache") ||
+        hlptd_reply_header(r, "X-Content-Type-Options", "nosniff")) {
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
-    if (etag_listed(hlpt_req_header(r, "If-None-Match"), f->etag)) {
-        hlpt_reply_bytes(r, 304, type, NULL, 0);
+    if (etag_listed(hlptd_req_header(r, "If-None-Match"), f->etag)) {
+        hlptd_reply_bytes(r, 304, type, NULL, 0);
         return;
     }
     char *buf = malloc(f->size ? f->size : 1);
     if (!buf) {
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     memcpy(buf, f->data, f->size);
-    hlpt_reply_bytes(r, 200, type, buf, f->size);
+    hlptd_reply_bytes(r, 200, type, buf, f->size);
 }
 
-void hlpt_api_web_index(hlpt_req *r) { serve(r, "index.html"); }
+void hlptd_api_web_index(hlptd_req *r) { serve(r, "index.html"); }
 
-void hlpt_api_web_file(hlpt_req *r) { serve(r, hlpt_req_param(r, "name")); }
+void hlptd_api_web_file(hlptd_req *r) { serve(r, hlptd_req_param(r, "name")); }

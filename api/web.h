@@ -12,14 +12,14 @@ typedef struct {
     const unsigned char *data; /* the bytes, followed by a NUL that size does not count */
     size_t size;               /* bytes */
     const char *etag;          /* quoted strong validator: the start of the file's SHA-256 */
-} hlpt_web_file;
+} hlptd_web_file;
 
-extern const hlpt_web_file hlpt_web_files[];
-extern const int hlpt_web_nfiles;
+extern const hlptd_web_file hlptd_web_files[];
+extern const int hlptd_web_nfiles;
 
 /* The file called name, or NULL. Borrows name; the result is static. Any thread. */
-const hlpt_web_file *hlpt_web_find(const char *name);
+const hlptd_web_file *hlptd_web_find(const char *name);
 /* The Content-Type for a file name, by its extension ("application/octet-stream" when unknown). */
-const char *hlpt_web_content_type(const char *name);
+const char *hlptd_web_content_type(const char *name);
 
 #endif

@@ -1,12 +1,12 @@
 /*
  * app.h - all that the REST handlers (api/) may reach of the running daemon, and the one daemon
  * header they include. The handlers get the daemon as the app pointer of every request
- * (hlpt_req_app); the accessors below say which thread may use what. The modules they lead to are
+ * (hlptd_req_app); the accessors below say which thread may use what. The modules they lead to are
  * re-exported whole: the store (store.h), the job queue (jobs.h), the inference thread (infer.h),
  * model names (resolver.h), job event streams (subscribers.h) and the serving counters (stats.h).
  *
  * Threads (docs/design.md, "Threads and who owns what"): an MHD thread runs a handler; what needs
- * the store or the job queue is handed to the loop thread with hlpt_req_defer; a generation is
+ * the store or the job queue is handed to the loop thread with hlptd_req_defer; a generation is
  * submitted to the inference thread directly.
  */
 #ifndef HLPTD_APP_H
@@ -47,8 +47,8 @@ hlptd_infer *hlptd_inference(hlptd *d);
 /* Any thread: the serving counters (GET /metrics). */
 hlptd_stats *hlptd_serving_stats(hlptd *d);
 
-/* Loop thread only (work functions), but for hlpt_store_damaged, which any thread may ask. */
-hlpt_store *hlptd_store(hlptd *d);
+/* Loop thread only (work functions), but for hlptd_store_damaged, which any thread may ask. */
+hlptd_store *hlptd_store_of(hlptd *d);
 /* Loop thread only; NULL while the model loads. */
 hlptd_jobs *hlptd_job_queue(hlptd *d);
 /* Loop thread only: the event streams that follow jobs. */

@@ -58,7 +58,7 @@ int hlptd_blob_read(hlptd_blobs *b, const char *sha256, size_t max, char **buf, 
 /* The size of blob sha256, HLPT_ERR_NOENT when there is none. */
 int hlptd_blob_size(hlptd_blobs *b, const char *sha256, uint64_t *bytes, char *why, size_t len);
 /* Opens the blob sha256 for reading: *fd (owned: close it) and its size *bytes, for a reply that
- * sends the file as it is (http.h, hlpt_reply_file). Its bytes are not checked against its name.
+ * sends the file as it is (http.h, hlptd_reply_file). Its bytes are not checked against its name.
  * Errors: HLPT_ERR_NOENT (no such blob), HLPT_ERR_INVAL (not a blob name), HLPT_ERR_IO. */
 int hlptd_blob_open(hlptd_blobs *b, const char *sha256, int *fd, uint64_t *bytes, char *why, size_t len);
 /* Calls fn(ctx, sha256) for every blob there is, in no order; stops at the first nonzero return,

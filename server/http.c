@@ -13,7 +13,7 @@
  *
  * A request moves through states: BODY (upload arriving) → HANDLER (route handler running on the
  * MHD thread) → DEFER (handler asked for the loop) → QUEUED (connection suspended, on the loop's
- * queue) → REPLIED (reply set; connection resumed) → SENT. A streamed body (HLPT_ROUTE_STREAM_BODY)
+ * queue) → REPLIED (reply set; connection resumed) → SENT. A streamed body (HLPTD_ROUTE_STREAM_BODY)
  * takes HANDLER first, when the headers are in, then BODY while its pieces go to the handler's
  * piece function, then HANDLER again for its done function. A reply set before the body is read
  * (an error found in the headers) is sent once the body has been read and dropped, so that a
@@ -23,8 +23,8 @@
  * resume can never precede its suspend. Requests that were suspended or streamed are counted in
  * `inflight` until MHD reports them complete; shutdown waits for that count to reach zero.
  *
- * A kept request (hlpt_req_keep, from a handler or a work function) has a keeper on another thread
- * that replies and calls hlpt_req_finish whenever it is done, perhaps before the thread that kept
+ * A kept request (hlptd_req_keep, from a handler or a work function) has a keeper on another thread
+ * that replies and calls hlptd_req_finish whenever it is done, perhaps before the thread that kept
  * it has let go. `held` and `finished`, under h->mu, settle who resumes: the keeper, when the
  * holder had let go (the connection was suspended by then); else the holder, as it lets go.
  *
@@ -84,7 +84,7 @@ static const http_status err_table[] = {
 };
 _Static_assert(sizeof err_table / sizeof err_table[0] == HLPT_ERR_COUNT__, "one HTTP row per hlpt status");
 
-int hlpt_http_status_of(int err, const char **type, const char **code) {
+int hlptd_http_status_of(int err, const char **type, const char **code) {
     const http_status *s = err <= 0 && -err < HLPT_ERR_COUNT__ ? &err_table[-err] : NULL;
     if (!s || !s->status) s = &err_table[-HLPT_ERR_INTERNAL];
     if (type) *type = s->type;
@@ -109,8 +109,8 @@ enum { ST_BODY, ST_HANDLER, ST_DEFER, ST_QUEUED, ST_REPLIED, ST_SENT };
 /* Query arguments one request may carry; more get 414 (see on_uri). */
 #define MAX_QUERY_ARGS 256
 
-struct hlpt_req {
-    hlpt_http *h;
+struct hlptd_req {
+    hlptd_http *h;
     struct MHD_Connection *conn;
     char *method, *path;
     kv_list headers, query;
@@ -121,18 +121,18 @@ struct hlpt_req {
     int too_large;
     int too_many_args; /* the query was cut off before MHD parsed it (on_uri) */
     int body_err;   /* HLPT_ERR_NOMEM or HLPT_ERR_NOSPACE: the body was dropped */
-    int streamed;            /* route is HLPT_ROUTE_STREAM_BODY: the body goes to piece */
+    int streamed;            /* route is HLPTD_ROUTE_STREAM_BODY: the body goes to piece */
     uint64_t body_seen;      /* bytes of a streamed body so far */
-    hlpt_piece_fn piece;     /* NULL: the rest of a streamed body is dropped */
-    hlpt_handler_fn done;    /* runs once a streamed body is complete */
+    hlptd_piece_fn piece;     /* NULL: the rest of a streamed body is dropped */
+    hlptd_handler_fn done;    /* runs once a streamed body is complete */
     cJSON *json;
-    hlpt_form_part *parts;
+    hlptd_form_part *parts;
     size_t nparts;
     int form_err; /* 0 = not parsed yet, 1 = parsed, <0 = hlpt_err */
     char form_why[200];
     void *data;
     void (*data_free)(void *);
-    hlpt_work_fn work;
+    hlptd_work_fn work;
     int state;
     int counted; /* in h->inflight */
     /* the reply */
@@ -140,21 +140,21 @@ struct hlpt_req {
     char *ctype;
     char *resp;
     size_t resp_n;
-    int resp_fd;       /* hlpt_reply_file's: the body is this file, or -1 */
+    int resp_fd;       /* hlptd_reply_file's: the body is this file, or -1 */
     uint64_t resp_fd_n;
     char allow[64];
     int www_auth;
-    kv_list resp_headers; /* hlpt_reply_header's */
-    hlpt_sse *sse;  /* r's reference, until handed to the MHD response */
+    kv_list resp_headers; /* hlptd_reply_header's */
+    hlptd_sse *sse;  /* r's reference, until handed to the MHD response */
     int streaming;
-    int kept;       /* its handler or work handed it to a keeper, which calls hlpt_req_finish */
+    int kept;       /* its handler or work handed it to a keeper, which calls hlptd_req_finish */
     int held;       /* under h->mu: kept, and the thread that kept it has not let go yet */
-    int finished;   /* under h->mu: the keeper called hlpt_req_finish */
-    hlpt_req *next; /* in the loop's queue */
+    int finished;   /* under h->mu: the keeper called hlptd_req_finish */
+    hlptd_req *next; /* in the loop's queue */
 };
 
-struct hlpt_sse {
-    hlpt_http *h;
+struct hlptd_sse {
+    hlptd_http *h;
     pthread_mutex_t mu;
     int refs;
     struct MHD_Connection *conn;
@@ -162,21 +162,21 @@ struct hlpt_sse {
     size_t n, off, cap;
     int closed, gone, suspended;
     int finite;            /* ends by itself: the drain does not close it */
-    hlpt_sse *prev, *next; /* in h->streams, under h->mu */
+    hlptd_sse *prev, *next; /* in h->streams, under h->mu */
 };
 
-struct hlpt_http {
+struct hlptd_http {
     struct MHD_Daemon *d;
     int listen_fd;
     int quiesced;
     int port;
-    hlpt_http_opts o;
+    hlptd_http_opts o;
     pthread_mutex_t mu;
-    hlpt_req *qhead, *qtail;
+    hlptd_req *qhead, *qtail;
     int closing;
     char **keys;
     size_t nkeys;
-    hlpt_sse *streams;
+    hlptd_sse *streams;
     atomic_int inflight;
 };
 
@@ -210,9 +210,9 @@ static const char *kv_get(const kv_list *l, const char *k, int nocase) {
     return NULL;
 }
 
-static void sse_unlink_and_unref(hlpt_sse *s);
+static void sse_unlink_and_unref(hlptd_sse *s);
 
-static void req_free(hlpt_req *r) {
+static void req_free(hlptd_req *r) {
     if (!r) return;
     free(r->method);
     free(r->path);
@@ -221,7 +221,7 @@ static void req_free(hlpt_req *r) {
     for (size_t i = 0; i < r->nparams; i++) free(r->params[i].k), free(r->params[i].v);
     free(r->body);
     cJSON_Delete(r->json);
-    hlpt_form_parts_free(r->parts, r->nparts);
+    hlptd_form_parts_free(r->parts, r->nparts);
     if (r->data_free) r->data_free(r->data);
     free(r->ctype);
     free(r->resp);
@@ -235,8 +235,8 @@ static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char
     return kv_add(cls, k, v) ? MHD_NO : MHD_YES;
 }
 
-static hlpt_req *req_new(hlpt_http *h, struct MHD_Connection *conn, const char *url, const char *method) {
-    hlpt_req *r = calloc(1, sizeof *r);
+static hlptd_req *req_new(hlptd_http *h, struct MHD_Connection *conn, const char *url, const char *method) {
+    hlptd_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->h = h;
     r->conn = conn;
@@ -262,7 +262,7 @@ fail:
 
 /* ---- replies ---------------------------------------------------------------------------------- */
 
-static void set_reply(hlpt_req *r, int status, const char *ctype, char *buf, size_t n) {
+static void set_reply(hlptd_req *r, int status, const char *ctype, char *buf, size_t n) {
     free(r->ctype);
     free(r->resp);
     if (r->resp_fd >= 0) close(r->resp_fd);
@@ -275,21 +275,21 @@ static void set_reply(hlpt_req *r, int status, const char *ctype, char *buf, siz
     r->state = ST_REPLIED;
 }
 
-void hlpt_reply_bytes(hlpt_req *r, int status, const char *content_type, void *buf, size_t n) {
+void hlptd_reply_bytes(hlptd_req *r, int status, const char *content_type, void *buf, size_t n) {
     set_reply(r, status, content_type, buf, buf ? n : 0);
 }
 
-void hlpt_reply_file(hlpt_req *r, int status, const char *content_type, int fd, uint64_t size) {
+void hlptd_reply_file(hlptd_req *r, int status, const char *content_type, int fd, uint64_t size) {
     set_reply(r, status, content_type, NULL, 0);
     r->resp_fd = fd;
     r->resp_fd_n = size;
 }
 
-int hlpt_reply_header(hlpt_req *r, const char *name, const char *value) {
+int hlptd_reply_header(hlptd_req *r, const char *name, const char *value) {
     return kv_add(&r->resp_headers, name, value);
 }
 
-void hlpt_reply_json(hlpt_req *r, int status, cJSON *body) {
+void hlptd_reply_json(hlptd_req *r, int status, cJSON *body) {
     char *s = body ? cJSON_PrintUnformatted(body) : strdup("{}");
     cJSON_Delete(body);
     if (!s) {
@@ -302,7 +302,7 @@ void hlpt_reply_json(hlpt_req *r, int status, cJSON *body) {
     set_reply(r, status, "application/json", s, s ? strlen(s) : 0);
 }
 
-static void vreply_error(hlpt_req *r, int status, const char *type, const char *code, const char *param,
+static void vreply_error(hlptd_req *r, int status, const char *type, const char *code, const char *param,
                          const char *fmt, va_list ap) {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -318,11 +318,11 @@ static void vreply_error(hlpt_req *r, int status, const char *type, const char *
         if (code) cJSON_AddStringToObject(e, "code", code);
         else cJSON_AddNullToObject(e, "code");
     }
-    hlpt_log(status >= 500 ? HLPT_LOG_WARN : HLPT_LOG_DEBUG, "%s %s -> %d %s", r->method, r->path, status, msg);
-    hlpt_reply_json(r, status, o);
+    hlptd_log(status >= 500 ? HLPTD_LOG_WARN : HLPTD_LOG_DEBUG, "%s %s -> %d %s", r->method, r->path, status, msg);
+    hlptd_reply_json(r, status, o);
 }
 
-void hlpt_reply_http_err(hlpt_req *r, int status, const char *type, const char *code, const char *param,
+void hlptd_reply_http_err(hlptd_req *r, int status, const char *type, const char *code, const char *param,
                          const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -330,9 +330,9 @@ void hlpt_reply_http_err(hlpt_req *r, int status, const char *type, const char *
     va_end(ap);
 }
 
-void hlpt_reply_err(hlpt_req *r, int err, const char *param, const char *fmt, ...) {
+void hlptd_reply_err(hlptd_req *r, int err, const char *param, const char *fmt, ...) {
     const char *type, *code;
-    int status = hlpt_http_status_of(err, &type, &code);
+    int status = hlptd_http_status_of(err, &type, &code);
     va_list ap;
     va_start(ap, fmt);
     vreply_error(r, status, type, code, param, fmt, ap);
@@ -341,55 +341,54 @@ void hlpt_reply_err(hlpt_req *r, int err, const char *param, const char *fmt, ..
 
 /* ---- request accessors ------------------------------------------------------------------------ */
 
-const char *hlpt_req_method(const hlpt_req *r) { return r->method; }
-const char *hlpt_req_path(const hlpt_req *r) { return r->path; }
-const char *hlpt_req_query(const hlpt_req *r, const char *name) { return kv_get(&r->query, name, 0); }
-const char *hlpt_req_query_at(const hlpt_req *r, size_t i, const char **value) {
+const char *hlptd_req_path(const hlptd_req *r) { return r->path; }
+const char *hlptd_req_query(const hlptd_req *r, const char *name) { return kv_get(&r->query, name, 0); }
+const char *hlptd_req_query_at(const hlptd_req *r, size_t i, const char **value) {
     if (i >= r->query.n) return NULL;
     if (value) *value = r->query.v[i].v;
     return r->query.v[i].k;
 }
-const char *hlpt_req_header(const hlpt_req *r, const char *name) { return kv_get(&r->headers, name, 1); }
-void *hlpt_req_app(const hlpt_req *r) { return r->h->o.app; }
-void *hlpt_req_data(const hlpt_req *r) { return r->data; }
+const char *hlptd_req_header(const hlptd_req *r, const char *name) { return kv_get(&r->headers, name, 1); }
+void *hlptd_req_app(const hlptd_req *r) { return r->h->o.app; }
+void *hlptd_req_data(const hlptd_req *r) { return r->data; }
 
-const char *hlpt_req_param(const hlpt_req *r, const char *name) {
+const char *hlptd_req_param(const hlptd_req *r, const char *name) {
     for (size_t i = 0; i < r->nparams; i++)
         if (strcmp(r->params[i].k, name) == 0) return r->params[i].v;
     return NULL;
 }
 
-const char *hlpt_req_body(const hlpt_req *r, size_t *n) {
+const char *hlptd_req_body(const hlptd_req *r, size_t *n) {
     if (n) *n = r->body_n;
     return r->body;
 }
 
-void hlpt_req_set_data(hlpt_req *r, void *data, void (*free_fn)(void *)) {
+void hlptd_req_set_data(hlptd_req *r, void *data, void (*free_fn)(void *)) {
     if (r->data_free) r->data_free(r->data);
     r->data = data;
     r->data_free = free_fn;
 }
 
-cJSON *hlpt_req_json(hlpt_req *r) {
+cJSON *hlptd_req_json(hlptd_req *r) {
     if (r->json) return r->json;
     if (r->body_n == 0) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body is empty; expected a JSON object");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "request body is empty; expected a JSON object");
         return NULL;
     }
     size_t bad;
     if (!hlpt_utf8_valid(r->body, r->body_n, &bad)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body: invalid UTF-8 at byte %zu", bad + 1);
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "request body: invalid UTF-8 at byte %zu", bad + 1);
         return NULL;
     }
     const char *end = NULL;
     r->json = cJSON_ParseWithOpts(r->body, &end, 1);
     if (!r->json) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body: invalid JSON at byte %zu",
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "request body: invalid JSON at byte %zu",
                        (size_t)((end ? end : r->body) - r->body) + 1);
         return NULL;
     }
     if (!cJSON_IsObject(r->json)) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, NULL, "request body must be a JSON object");
+        hlptd_reply_err(r, HLPT_ERR_INVAL, NULL, "request body must be a JSON object");
         return NULL;
     }
     return r->json;
@@ -397,13 +396,13 @@ cJSON *hlpt_req_json(hlpt_req *r) {
 
 /* ---- multipart/form-data (multipart.h) ----------------------------------------------------------- */
 
-static void form_parse(hlpt_req *r) {
-    int err = hlpt_multipart_parse(hlpt_req_header(r, "Content-Type"), r->body, r->body_n, &r->parts, &r->nparts,
+static void form_parse(hlptd_req *r) {
+    int err = hlptd_multipart_parse(hlptd_req_header(r, "Content-Type"), r->body, r->body_n, &r->parts, &r->nparts,
                                    r->form_why, sizeof r->form_why);
     r->form_err = err ? err : 1;
 }
 
-int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
+int hlptd_req_form(hlptd_req *r, const char *name, const char **data, size_t *n, const char **filename, char *why,
                   size_t len) {
     *data = NULL;
     *n = 0;
@@ -423,7 +422,7 @@ int hlpt_req_form(hlpt_req *r, const char *name, const char **data, size_t *n, c
 
 /* ---- event streams ------------------------------------------------------------------------------ */
 
-static void sse_unref_locked_out(hlpt_sse *s) {
+static void sse_unref_locked_out(hlptd_sse *s) {
     pthread_mutex_lock(&s->mu);
     int last = --s->refs == 0;
     pthread_mutex_unlock(&s->mu);
@@ -434,13 +433,13 @@ static void sse_unref_locked_out(hlpt_sse *s) {
     }
 }
 
-void hlpt_sse_unref(hlpt_sse *s) {
+void hlptd_sse_unref(hlptd_sse *s) {
     if (s) sse_unref_locked_out(s);
 }
 
 /* Drops the reference held by the request/response side, which also owns list membership. */
-static void sse_unlink_and_unref(hlpt_sse *s) {
-    hlpt_http *h = s->h;
+static void sse_unlink_and_unref(hlptd_sse *s) {
+    hlptd_http *h = s->h;
     pthread_mutex_lock(&h->mu);
     if (s->prev) s->prev->next = s->next;
     else if (h->streams == s) h->streams = s->next;
@@ -453,11 +452,11 @@ static void sse_unlink_and_unref(hlpt_sse *s) {
     sse_unref_locked_out(s);
 }
 
-static hlpt_sse *req_stream(hlpt_req *r, int finite) {
-    hlpt_sse *s = calloc(1, sizeof *s);
+static hlptd_sse *req_stream(hlptd_req *r, int finite) {
+    hlptd_sse *s = calloc(1, sizeof *s);
     if (!s || pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s);
-        hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return NULL;
     }
     s->h = r->h;
@@ -476,10 +475,10 @@ static hlpt_sse *req_stream(hlpt_req *r, int finite) {
     return s;
 }
 
-hlpt_sse *hlpt_req_stream(hlpt_req *r) { return req_stream(r, 0); }
-hlpt_sse *hlpt_req_stream_finite(hlpt_req *r) { return req_stream(r, 1); }
+hlptd_sse *hlptd_req_stream(hlptd_req *r) { return req_stream(r, 0); }
+hlptd_sse *hlptd_req_stream_finite(hlptd_req *r) { return req_stream(r, 1); }
 
-static int sse_append(hlpt_sse *s, const char *t, size_t k) {
+static int sse_append(hlptd_sse *s, const char *t, size_t k) {
     if (s->n + k > s->cap) {
         size_t cap = s->cap ? s->cap : 1024;
         while (cap < s->n + k) cap *= 2;
@@ -492,14 +491,14 @@ static int sse_append(hlpt_sse *s, const char *t, size_t k) {
     return HLPT_OK;
 }
 
-static void sse_wake_locked(hlpt_sse *s) {
+static void sse_wake_locked(hlptd_sse *s) {
     if (s->suspended) {
         s->suspended = 0;
         MHD_resume_connection(s->conn);
     }
 }
 
-int hlpt_sse_send(hlpt_sse *s, const char *event, const char *data) {
+int hlptd_sse_send(hlptd_sse *s, const char *event, const char *data) {
     pthread_mutex_lock(&s->mu);
     int err = HLPT_OK;
     size_t n0 = s->n;
@@ -527,13 +526,7 @@ out:
     return err;
 }
 
-void hlpt_sse_finite(hlpt_sse *s) {
-    pthread_mutex_lock(&s->mu);
-    s->finite = 1;
-    pthread_mutex_unlock(&s->mu);
-}
-
-void hlpt_sse_close(hlpt_sse *s) {
+void hlptd_sse_close(hlptd_sse *s) {
     pthread_mutex_lock(&s->mu);
     s->closed = 1;
     if (!s->gone) sse_wake_locked(s);
@@ -541,7 +534,7 @@ void hlpt_sse_close(hlpt_sse *s) {
 }
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
-    hlpt_sse *s = cls;
+    hlptd_sse *s = cls;
     ssize_t got;
     pthread_mutex_lock(&s->mu);
     if (s->off < s->n) {
@@ -553,7 +546,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     } else if (s->closed) {
         got = MHD_CONTENT_READER_END_OF_STREAM;
     } else {
-        /* Nothing to send: sleep until hlpt_sse_send or _close resumes us (under this mutex, so
+        /* Nothing to send: sleep until hlptd_sse_send or _close resumes us (under this mutex, so
          * the resume cannot come before the suspend). */
         s->suspended = 1;
         MHD_suspend_connection(s->conn);
@@ -567,7 +560,7 @@ static void sse_response_free(void *cls) { sse_unlink_and_unref(cls); }
 
 /* ---- sending ------------------------------------------------------------------------------------ */
 
-static enum MHD_Result send_reply(hlpt_req *r) {
+static enum MHD_Result send_reply(hlptd_req *r) {
     struct MHD_Response *resp;
     if (r->streaming && r->sse) {
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, r->sse, sse_response_free);
@@ -606,7 +599,7 @@ static enum MHD_Result send_reply(hlpt_req *r) {
 /* ---- routing and authentication ----------------------------------------------------------------- */
 
 /* Matches path against pattern, capturing {name} segments into r->params. */
-static int route_match(hlpt_req *r, const char *pattern, const char *path) {
+static int route_match(hlptd_req *r, const char *pattern, const char *path) {
     size_t np = 0;
     kv params[MAX_PARAMS];
     const char *p = pattern, *s = path;
@@ -655,14 +648,14 @@ static int key_equal(const char *given, size_t gn, const char *key) {
     return d == 0;
 }
 
-static int authorized(hlpt_req *r) {
-    hlpt_http *h = r->h;
+static int authorized(hlptd_req *r) {
+    hlptd_http *h = r->h;
     int ok = 0;
     pthread_mutex_lock(&h->mu);
     if (h->nkeys == 0) {
         ok = 1;
     } else {
-        const char *a = hlpt_req_header(r, "Authorization");
+        const char *a = hlptd_req_header(r, "Authorization");
         if (a && strncasecmp(a, "Bearer ", 7) == 0) {
             a += 7;
             while (*a == ' ') a++;
@@ -676,13 +669,13 @@ static int authorized(hlpt_req *r) {
 }
 
 /* The route for r's method and path, or NULL; r->allow lists the methods the path has. */
-static const hlpt_route *find_route(hlpt_req *r) {
-    hlpt_http *h = r->h;
-    const hlpt_route *route = NULL;
+static const hlptd_route *find_route(hlptd_req *r) {
+    hlptd_http *h = r->h;
+    const hlptd_route *route = NULL;
     size_t an = 0;
     r->allow[0] = 0;
     for (size_t i = 0; i < h->o.nroutes && !route; i++) {
-        const hlpt_route *rt = &h->o.routes[i];
+        const hlptd_route *rt = &h->o.routes[i];
         if (!route_match(r, rt->pattern, r->path)) continue;
         if (strcmp(rt->method, r->method) == 0) {
             route = rt;
@@ -695,65 +688,65 @@ static const hlpt_route *find_route(hlpt_req *r) {
     return route;
 }
 
-static size_t body_limit(const hlpt_req *r) {
-    const hlpt_http *h = r->h;
+static size_t body_limit(const hlptd_req *r) {
+    const hlptd_http *h = r->h;
     return r->streamed && h->o.max_upload_bytes ? h->o.max_upload_bytes : h->o.max_body_bytes;
 }
 
-static void reply_too_large(hlpt_req *r) {
-    hlpt_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
+static void reply_too_large(hlptd_req *r) {
+    hlptd_reply_http_err(r, 413, "invalid_request_error", "request_too_large", NULL,
                         "request body is larger than the limit of %zu bytes (%s)", body_limit(r),
                         r->streamed ? "--max-upload-bytes" : "--max-body-bytes");
 }
 
 /* Runs the route's handler after the checks that come before it: for a buffered body once it is
  * complete, for a streamed one when the headers are in. */
-static void dispatch(hlpt_req *r) {
+static void dispatch(hlptd_req *r) {
     r->state = ST_HANDLER;
     if (r->too_many_args) {
-        hlpt_reply_http_err(r, 414, "invalid_request_error", "too_many_query_arguments", NULL,
+        hlptd_reply_http_err(r, 414, "invalid_request_error", "too_many_query_arguments", NULL,
                             "the query string has more than %d arguments", MAX_QUERY_ARGS);
         return;
     }
     if (r->body_err == HLPT_ERR_NOSPACE) {
-        hlpt_reply_err(r, HLPT_ERR_NOSPACE, NULL, "the request body (%s bytes) does not fit in the free disk space",
-                       hlpt_req_header(r, "Content-Length"));
+        hlptd_reply_err(r, HLPT_ERR_NOSPACE, NULL, "the request body (%s bytes) does not fit in the free disk space",
+                       hlptd_req_header(r, "Content-Length"));
         return;
     }
     if (r->body_err) {
-        hlpt_reply_err(r, r->body_err, NULL, "out of memory while reading the request body");
+        hlptd_reply_err(r, r->body_err, NULL, "out of memory while reading the request body");
         return;
     }
     if (r->too_large) {
         reply_too_large(r);
         return;
     }
-    const hlpt_route *route = find_route(r);
+    const hlptd_route *route = find_route(r);
     if (!route && !r->allow[0]) {
-        hlpt_reply_http_err(r, 404, "invalid_request_error", "unknown_url", NULL, "unknown URL: %s %s", r->method,
+        hlptd_reply_http_err(r, 404, "invalid_request_error", "unknown_url", NULL, "unknown URL: %s %s", r->method,
                             r->path);
         return;
     }
     if (!route) {
-        hlpt_reply_http_err(r, 405, "invalid_request_error", "method_not_allowed", NULL,
+        hlptd_reply_http_err(r, 405, "invalid_request_error", "method_not_allowed", NULL,
                             "method %s is not allowed on %s (allowed: %s)", r->method, r->path, r->allow);
         return;
     }
-    if (!(route->flags & HLPT_ROUTE_PUBLIC) && !authorized(r)) {
+    if (!(route->flags & HLPTD_ROUTE_PUBLIC) && !authorized(r)) {
         r->www_auth = 1;
-        hlpt_reply_http_err(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+        hlptd_reply_http_err(r, 401, "invalid_request_error", "invalid_api_key", NULL,
                             "missing or incorrect API key (send `Authorization: Bearer KEY`)");
         return;
     }
     route->handler(r);
     /* A kept request may be its keeper's already: its state is not this thread's to read. */
     if (!r->kept && r->state == ST_HANDLER) {
-        hlpt_error("handler for %s %s gave no reply", route->method, route->pattern);
-        hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
+        hlptd_error("handler for %s %s gave no reply", route->method, route->pattern);
+        hlptd_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
     }
 }
 
-void hlpt_req_read_body(hlpt_req *r, hlpt_piece_fn piece, hlpt_handler_fn done) {
+void hlptd_req_read_body(hlptd_req *r, hlptd_piece_fn piece, hlptd_handler_fn done) {
     if (!r->streamed) {
         /* The body is all here already. */
         if (r->body_n) piece(r, r->body, r->body_n);
@@ -767,20 +760,20 @@ void hlpt_req_read_body(hlpt_req *r, hlpt_piece_fn piece, hlpt_handler_fn done) 
 
 /* The next piece of a streamed body. Past the limit the handler's data goes at once (an upload's
  * temporary file with it), and the rest is dropped. */
-static void body_piece(hlpt_req *r, const char *data, size_t n) {
+static void body_piece(hlptd_req *r, const char *data, size_t n) {
     r->body_seen += n;
     if (r->state != ST_BODY || r->too_large) return;
     if (r->body_seen > body_limit(r)) {
         r->too_large = 1;
         r->piece = NULL;
-        hlpt_req_set_data(r, NULL, NULL);
+        hlptd_req_set_data(r, NULL, NULL);
         return;
     }
     if (r->piece && r->piece(r, data, n) != HLPT_OK) r->piece = NULL;
 }
 
 /* A streamed body is complete. */
-static void body_done(hlpt_req *r) {
+static void body_done(hlptd_req *r) {
     r->state = ST_HANDLER;
     if (r->too_large) {
         reply_too_large(r);
@@ -789,24 +782,24 @@ static void body_done(hlpt_req *r) {
     r->done(r);
     /* A kept request may be its keeper's already: its state is not this thread's to read. */
     if (!r->kept && r->state == ST_HANDLER) {
-        hlpt_error("%s %s: the body's done function gave no reply", r->method, r->path);
-        hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
+        hlptd_error("%s %s: the body's done function gave no reply", r->method, r->path);
+        hlptd_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
     }
 }
 
-void hlpt_req_defer(hlpt_req *r, hlpt_work_fn work) {
+void hlptd_req_defer(hlptd_req *r, hlptd_work_fn work) {
     r->work = work;
     r->state = ST_DEFER;
 }
 
 /* Suspends the connection and queues r to the loop; called by the MHD thread after the handler
  * returned, so nothing on this thread touches r afterwards. */
-static enum MHD_Result hand_off(hlpt_req *r) {
-    hlpt_http *h = r->h;
+static enum MHD_Result hand_off(hlptd_req *r) {
+    hlptd_http *h = r->h;
     pthread_mutex_lock(&h->mu);
     if (h->closing) {
         pthread_mutex_unlock(&h->mu);
-        hlpt_reply_http_err(r, 503, "server_error", "shutting_down", NULL, "hlptd is shutting down");
+        hlptd_reply_http_err(r, 503, "server_error", "shutting_down", NULL, "hlptd is shutting down");
         return send_reply(r);
     }
     r->state = ST_QUEUED;
@@ -821,8 +814,8 @@ static enum MHD_Result hand_off(hlpt_req *r) {
     return MHD_YES;
 }
 
-void hlpt_req_keep(hlpt_req *r) {
-    hlpt_http *h = r->h;
+void hlptd_req_keep(hlptd_req *r) {
+    hlptd_http *h = r->h;
     r->kept = 1;
     /* Kept by its handler, r was not handed off: it counts as in flight from here. */
     if (!r->counted) {
@@ -834,9 +827,9 @@ void hlpt_req_keep(hlpt_req *r) {
     pthread_mutex_unlock(&h->mu);
 }
 
-void hlpt_req_finish(hlpt_req *r) {
-    hlpt_http *h = r->h;
-    if (r->state != ST_REPLIED) hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: finished without a reply");
+void hlptd_req_finish(hlptd_req *r) {
+    hlptd_http *h = r->h;
+    if (r->state != ST_REPLIED) hlptd_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: finished without a reply");
     pthread_mutex_lock(&h->mu);
     int held = r->held;
     r->finished = 1;
@@ -847,8 +840,8 @@ void hlpt_req_finish(hlpt_req *r) {
 
 /* The MHD thread lets go of a request its handler kept: it suspends the connection until the
  * keeper finishes, or sends the reply at once when the keeper has finished already. */
-static enum MHD_Result let_go(hlpt_req *r) {
-    hlpt_http *h = r->h;
+static enum MHD_Result let_go(hlptd_req *r) {
+    hlptd_http *h = r->h;
     pthread_mutex_lock(&h->mu);
     int finished = r->finished;
     if (!finished) {
@@ -859,16 +852,16 @@ static enum MHD_Result let_go(hlpt_req *r) {
     return finished ? send_reply(r) : MHD_YES;
 }
 
-void hlpt_http_run_deferred(hlpt_http *h) {
+void hlptd_http_run_deferred(hlptd_http *h) {
     pthread_mutex_lock(&h->mu);
-    hlpt_req *r = h->qhead;
+    hlptd_req *r = h->qhead;
     h->qhead = h->qtail = NULL;
     pthread_mutex_unlock(&h->mu);
     while (r) {
-        hlpt_req *next = r->next;
+        hlptd_req *next = r->next;
         r->next = NULL;
         r->work(h->o.app, r);
-        /* A kept request is its keeper's until hlpt_req_finish, unless that came already; any
+        /* A kept request is its keeper's until hlptd_req_finish, unless that came already; any
          * other has its reply now. */
         int resume = 1;
         if (r->kept) {
@@ -877,7 +870,7 @@ void hlpt_http_run_deferred(hlpt_http *h) {
             r->held = 0;
             pthread_mutex_unlock(&h->mu);
         } else if (r->state != ST_REPLIED) {
-            hlpt_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
+            hlptd_reply_err(r, HLPT_ERR_INTERNAL, NULL, "internal error: no reply");
         }
         if (resume) MHD_resume_connection(r->conn);
         r = next;
@@ -886,7 +879,7 @@ void hlpt_http_run_deferred(hlpt_http *h) {
 
 /* ---- MHD callbacks ------------------------------------------------------------------------------ */
 
-static void body_append(hlpt_req *r, const char *data, size_t n) {
+static void body_append(hlptd_req *r, const char *data, size_t n) {
     if (r->too_large || r->body_err) return;
     if (r->body_n + n > r->h->o.max_body_bytes) {
         /* Keep reading (and dropping) the body so that the client, which may send it all before
@@ -922,7 +915,7 @@ static void body_append(hlpt_req *r, const char *data, size_t n) {
  * is stored twice (SQLite's write-ahead log, then the database), a streamed one (an upload, written
  * to a file as it arrives) once; a margin stays for the daemon's own records (the size of its
  * reserve, docs/faults.md, and as much again). */
-static unsigned long long free_space(const hlpt_http *h, unsigned copies) {
+static unsigned long long free_space(const hlptd_http *h, unsigned copies) {
     struct statvfs sv;
     if (!h->o.space_dir || statvfs(h->o.space_dir, &sv) != 0) return ULLONG_MAX;
     unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize, margin = 8ull << 20;
@@ -948,17 +941,17 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
-    hlpt_http *h = cls;
-    hlpt_req *r = *con_cls;
+    hlptd_http *h = cls;
+    hlptd_req *r = *con_cls;
     if (!r || r == (void *)&too_many_args_mark) {
         int cut = r != NULL;
         if (!(r = req_new(h, conn, url, method))) return MHD_NO;
         *con_cls = r;
         r->too_many_args = cut;
-        const hlpt_route *route = find_route(r);
-        r->streamed = route && (route->flags & HLPT_ROUTE_STREAM_BODY);
+        const hlptd_route *route = find_route(r);
+        r->streamed = route && (route->flags & HLPTD_ROUTE_STREAM_BODY);
         /* A client that waits for "100 Continue" can be told at once that its body is too big. */
-        const char *cl = hlpt_req_header(r, "Content-Length"), *ex = hlpt_req_header(r, "Expect");
+        const char *cl = hlptd_req_header(r, "Content-Length"), *ex = hlptd_req_header(r, "Expect");
         unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
         if (announced > body_limit(r)) r->too_large = 1;
         else if (announced > free_space(h, r->streamed ? 1 : 2)) r->body_err = HLPT_ERR_NOSPACE;
@@ -989,7 +982,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    hlpt_req *r = *con_cls;
+    hlptd_req *r = *con_cls;
     if (!r || r == (void *)&too_many_args_mark) return;
     if (r->counted) atomic_fetch_sub(&r->h->inflight, 1);
     req_free(r);
@@ -1001,12 +994,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n') msg[--n] = 0;
-    hlpt_debug("libmicrohttpd: %s", msg);
+    hlptd_debug("libmicrohttpd: %s", msg);
 }
 
 /* ---- start, keys, drain, stop -------------------------------------------------------------------- */
 
-static int bind_listen(hlpt_http *h, const char *host, int port, int *family, char *why, size_t len) {
+static int bind_listen(hlptd_http *h, const char *host, int port, int *family, char *why, size_t len) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
@@ -1035,11 +1028,11 @@ out:
     return err;
 }
 
-int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t len) {
+int hlptd_http_start(hlptd_http **out, const hlptd_http_opts *o, char *why, size_t len) {
     *out = NULL;
     if (!o->host || o->threads < 1 || !o->max_body_bytes || !o->routes)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "http: host, threads, max_body_bytes and routes are required");
-    hlpt_http *h = calloc(1, sizeof *h);
+    hlptd_http *h = calloc(1, sizeof *h);
     if (!h) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     h->o = *o;
     h->o.host = NULL;
@@ -1062,13 +1055,13 @@ int hlpt_http_start(hlpt_http **out, const hlpt_http_opts *o, char *why, size_t 
     *out = h;
     return HLPT_OK;
 fail:
-    hlpt_http_stop(h);
+    hlptd_http_stop(h);
     return err;
 }
 
-int hlpt_http_port(const hlpt_http *h) { return h->port; }
+int hlptd_http_port(const hlptd_http *h) { return h->port; }
 
-int hlpt_http_load_api_keys(hlpt_http *h, const char *path, char *why, size_t len) {
+int hlptd_http_load_api_keys(hlptd_http *h, const char *path, char *why, size_t len) {
     FILE *f = fopen(path, "r");
     if (!f) return hlpt_why(why, len, HLPT_ERR_IO, "api key file %s: %s", path, strerror(errno));
     char **keys = NULL, *line = NULL;
@@ -1116,28 +1109,28 @@ out:
     return err;
 }
 
-int hlpt_http_drain_step(hlpt_http *h) {
+int hlptd_http_drain_step(hlptd_http *h) {
     if (!h->quiesced && h->d) {
-        /* Stop accepting; the listening socket is closed in hlpt_http_stop, after MHD stopped. */
+        /* Stop accepting; the listening socket is closed in hlptd_http_stop, after MHD stopped. */
         MHD_quiesce_daemon(h->d);
         h->quiesced = 1;
     }
     pthread_mutex_lock(&h->mu);
     h->closing = 1;
     pthread_mutex_unlock(&h->mu);
-    hlpt_http_run_deferred(h);
+    hlptd_http_run_deferred(h);
     pthread_mutex_lock(&h->mu);
-    for (hlpt_sse *s = h->streams; s; s = s->next) {
+    for (hlptd_sse *s = h->streams; s; s = s->next) {
         pthread_mutex_lock(&s->mu);
         int finite = s->finite;
         pthread_mutex_unlock(&s->mu);
-        if (!finite) hlpt_sse_close(s);
+        if (!finite) hlptd_sse_close(s);
     }
     pthread_mutex_unlock(&h->mu);
     return atomic_load(&h->inflight);
 }
 
-void hlpt_http_stop(hlpt_http *h) {
+void hlptd_http_stop(hlptd_http *h) {
     if (!h) return;
     if (h->d) {
         MHD_stop_daemon(h->d);

@@ -41,7 +41,7 @@ typedef struct cached {
 } cached;
 
 typedef struct {
-    hlptd_req *r;
+    hlptd_infer_req *r;
     cached *ad;
 } live;
 
@@ -51,7 +51,7 @@ struct hlptd_infer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    hlptd_req *queue_head, *queue_tail;  /* guarded by mu */
+    hlptd_infer_req *queue_head, *queue_tail;  /* guarded by mu */
     int queued;                          /* guarded by mu */
     int stopping;                        /* guarded by mu */
     int cancel_all;                      /* guarded by mu: hlptd_infer_cancel_all was called */
@@ -178,8 +178,8 @@ static int cache_get(hlptd_infer *inf, const char *id, cached **out, char *why, 
     return HLPT_OK;
 }
 
-static void finish(hlptd_infer *inf, live *lv, hlptd_event ev) {
-    hlptd_req *r = lv->r;
+static void finish(hlptd_infer *inf, live *lv, hlptd_infer_ev ev) {
+    hlptd_infer_req *r = lv->r;
     hlpt_gen *g = r->gen;
     r->done_s = now_s();
     /* The last callback: its owner may free r in it, so r is not touched after it. */
@@ -188,14 +188,14 @@ static void finish(hlptd_infer *inf, live *lv, hlptd_event ev) {
     if (lv->ad) lv->ad->refs--;
 }
 
-static void fail_req(hlptd_req *r, int err) {
+static void fail_req(hlptd_infer_req *r, int err) {
     r->err = err;
     r->done_s = now_s();
-    r->on_event(r, HLPTD_EV_ERROR, NULL, 0);
+    r->on_event(r, HLPTD_INFER_ERROR, NULL, 0);
 }
 
 /* What serves r: its adapter's cache key into key ("" for the base), its label into r->label. */
-static int resolve(hlptd_infer *inf, hlptd_req *r, char key[HLPTD_KEY_MAX]) {
+static int resolve(hlptd_infer *inf, hlptd_infer_req *r, char key[HLPTD_KEY_MAX]) {
     key[0] = 0;
     if (inf->o.resolve)
         return inf->o.resolve(inf->o.ctx, r->model, key, HLPTD_KEY_MAX, r->label, sizeof r->label, r->why, sizeof r->why);
@@ -210,7 +210,7 @@ static void admit(hlptd_infer *inf) {
     int prefill = 0;
     for (;;) {
         pthread_mutex_lock(&inf->mu);
-        hlptd_req *r = inf->queue_head;
+        hlptd_infer_req *r = inf->queue_head;
         int fits = r && inf->n_act < inf->o.max_batch &&
                    (prefill == 0 || prefill + r->n_prompt <= inf->o.max_prefill);
         if (fits) {
@@ -274,7 +274,7 @@ static void *infer_main(void *arg) {
             pthread_cond_wait(&inf->cv, &inf->mu);
         int stop = inf->stopping && !inf->queue_head && inf->n_act == 0;
         int cancel = inf->cancel_all;
-        for (hlptd_req *q = inf->queue_head; cancel && q; q = q->next) atomic_store(&q->cancelled, 1);
+        for (hlptd_infer_req *q = inf->queue_head; cancel && q; q = q->next) atomic_store(&q->cancelled, 1);
         pthread_mutex_unlock(&inf->mu);
         for (int i = 0; cancel && i < inf->n_act; i++) atomic_store(&inf->act[i].r->cancelled, 1);
         apply_forgets(inf);
@@ -285,7 +285,7 @@ static void *infer_main(void *arg) {
         /* Cancelled requests leave before the step. */
         for (int i = 0; i < inf->n_act;) {
             if (atomic_load(&inf->act[i].r->cancelled)) {
-                finish(inf, &inf->act[i], HLPTD_EV_DONE);
+                finish(inf, &inf->act[i], HLPTD_INFER_DONE);
                 inf->act[i] = inf->act[--inf->n_act];
             } else {
                 i++;
@@ -300,11 +300,11 @@ static void *infer_main(void *arg) {
         int n_done = 0;
         for (int i = 0; i < inf->n_act; i++) {
             live *lv = &inf->act[i];
-            hlptd_req *r = lv->r;
+            hlptd_infer_req *r = lv->r;
             if (err) {
                 snprintf(r->why, sizeof r->why, "%s", why);
                 r->err = err;
-                finish(inf, lv, HLPTD_EV_ERROR);
+                finish(inf, lv, HLPTD_INFER_ERROR);
                 lv->r = NULL;
                 n_done++;
                 continue;
@@ -314,11 +314,11 @@ static void *infer_main(void *arg) {
             size_t ready = hlpt_gen_text_ready(r->gen), n;
             const char *text = hlpt_gen_text(r->gen, &n);
             if (ready > r->sent) {
-                r->on_event(r, HLPTD_EV_TEXT, text + r->sent, ready - r->sent);
+                r->on_event(r, HLPTD_INFER_TEXT, text + r->sent, ready - r->sent);
                 r->sent = ready;
             }
             if (done) {
-                finish(inf, lv, HLPTD_EV_DONE);
+                finish(inf, lv, HLPTD_INFER_DONE);
                 lv->r = NULL;
                 n_done++;
             }
@@ -404,7 +404,7 @@ void hlptd_infer_free(hlptd_infer *inf) {
     free(inf);
 }
 
-int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r) {
+int hlptd_infer_submit(hlptd_infer *inf, hlptd_infer_req *r) {
     r->next = NULL;
     r->sent = 0;
     r->gen = NULL;
@@ -425,7 +425,7 @@ int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r) {
     return HLPT_OK;
 }
 
-void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r) {
+void hlptd_infer_cancel(hlptd_infer *inf, hlptd_infer_req *r) {
     pthread_mutex_lock(&inf->mu);
     atomic_store(&r->cancelled, 1);
     pthread_cond_signal(&inf->cv);

@@ -18,7 +18,7 @@
 #include "hlpt/model.h"
 
 typedef struct hlptd_infer hlptd_infer;
-typedef struct hlptd_req hlptd_req;
+typedef struct hlptd_infer_req hlptd_infer_req;
 
 #define HLPTD_KEY_MAX 64 /* bytes of an adapter's cache key, NUL included */
 
@@ -58,11 +58,11 @@ void hlptd_infer_free(hlptd_infer *inf);
 
 /* START: the model is resolved (label filled) and the generation begins; TEXT: newly final bytes of
  * the completion; DONE: finished; ERROR: failed (before or after START). */
-typedef enum { HLPTD_EV_START, HLPTD_EV_TEXT, HLPTD_EV_DONE, HLPTD_EV_ERROR } hlptd_event;
+typedef enum { HLPTD_EV_START, HLPTD_INFER_TEXT, HLPTD_INFER_DONE, HLPTD_INFER_ERROR } hlptd_infer_ev;
 
-/* A generation request. The submitter fills it and keeps it alive until HLPTD_EV_DONE or
- * HLPTD_EV_ERROR has been delivered: that last callback may free it. */
-struct hlptd_req {
+/* A generation request. The submitter fills it and keeps it alive until HLPTD_INFER_DONE or
+ * HLPTD_INFER_ERROR has been delivered: that last callback may free it. */
+struct hlptd_infer_req {
     char model[256];         /* what the client named: resolved on admission (hlptd_model_resolve) */
     int *prompt;             /* owned by the request's submitter */
     int n_prompt;
@@ -71,7 +71,7 @@ struct hlptd_req {
      * bytes of the completion (delta, delta_len); DONE when finished (gen gives text, tokens,
      * finish); ERROR with a message in err/why, either before START (the model could not
      * be resolved, or the request was cancelled or refused first) or after it. */
-    void (*on_event)(hlptd_req *r, hlptd_event ev, const char *delta, size_t delta_len);
+    void (*on_event)(hlptd_infer_req *r, hlptd_infer_ev ev, const char *delta, size_t delta_len);
     void *user;
     /* Filled by the inference thread. */
     char label[128];         /* "base" or the serving adapter's name, from START on */
@@ -81,15 +81,15 @@ struct hlptd_req {
     double submitted_s, first_token_s, done_s;
     atomic_int cancelled;    /* set by hlptd_infer_cancel (any thread), read by the inference thread */
     size_t sent;             /* bytes of text already delivered */
-    hlptd_req *next;
+    hlptd_infer_req *next;
 };
 
 /* Queues r (borrowed until its last callback). Any thread. HLPT_ERR_STATE once the thread is
  * stopping: r then gets no callback. */
-int hlptd_infer_submit(hlptd_infer *inf, hlptd_req *r);
+int hlptd_infer_submit(hlptd_infer *inf, hlptd_infer_req *r);
 /* Marks r cancelled: it is dropped at the next step and gets its DONE callback (ERROR with
  * HLPT_ERR_CANCELLED when it was not admitted yet). Any thread; also before r is submitted. */
-void hlptd_infer_cancel(hlptd_infer *inf, hlptd_req *r);
+void hlptd_infer_cancel(hlptd_infer *inf, hlptd_infer_req *r);
 
 /* Cancels every queued and live request (a shutdown that cannot wait any longer): each gets its
  * DONE callback, as hlptd_infer_cancel's do. Any thread. */

@@ -45,7 +45,7 @@ enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN, WANT_REQUEUE };
 
 typedef struct worker {
     hlptd_jobs *jobs;
-    char job_id[HLPT_ID_MAX];
+    char job_id[HLPTD_ID_MAX];
     uv_process_t proc;
     uv_pipe_t in, out;
     uv_write_t wreq;
@@ -69,14 +69,14 @@ typedef struct worker {
 
 /* A job's count of automatic restarts after worker deaths. */
 typedef struct restart_count {
-    char job_id[HLPT_ID_MAX];
+    char job_id[HLPTD_ID_MAX];
     int n;
     struct restart_count *next;
 } restart_count;
 
 struct hlptd_jobs {
     uv_loop_t *loop;
-    hlpt_store *st;
+    hlptd_store *st;
     hlptd_jobs_opts o;
     char *exe, *model_dir, *model_name, *data_dir;
     worker *workers;
@@ -99,7 +99,7 @@ static void event(hlptd_jobs *j, const char *id, const char *level, const char *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (hlpt_store_event_add(j->st, id, level, msg, data, NULL, why, sizeof why))
+    if (hlptd_store_event_add(j->st, id, level, msg, data, NULL, why, sizeof why))
         fprintf(stderr, "hlptd: job %s: storing an event failed: %s\n", id, why);
     changed(j, id);
 }
@@ -116,7 +116,7 @@ static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, co
         err = cJSON_PrintUnformatted(e);
         cJSON_Delete(e);
     }
-    if (hlpt_store_job_set_status(j->st, id, status, err, why, sizeof why))
+    if (hlptd_store_job_set_status(j->st, id, status, err, why, sizeof why))
         fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, hlptd_job_state_name(status), why);
     free(err);
     changed(j, id);
@@ -158,14 +158,14 @@ static const char *str(const cJSON *o, const char *k) {
 static void on_progress_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
     char why[256];
-    hlpt_metric m = {.step = (int64_t)num(o, "step"), .train_loss = num(o, "train_loss"),
+    hlptd_metric m = {.step = (int64_t)num(o, "step"), .train_loss = num(o, "train_loss"),
                      .valid_loss = num(o, "valid_loss"), .valid_acc = num(o, "valid_acc"),
                      .lr = num(o, "learning_rate"), .tokens_per_s = num(o, "tokens_per_s")};
-    if (hlpt_store_metric_put(j->st, w->job_id, &m, why, sizeof why))
+    if (hlptd_store_metric_put(j->st, w->job_id, &m, why, sizeof why))
         fprintf(stderr, "hlptd: job %s: storing metrics failed: %s\n", w->job_id, why);
     int total = (int)num(o, "total_steps");
     double epoch = num(o, "epoch");
-    hlpt_store_job_set_progress(j->st, w->job_id, m.step, total, isnan(epoch) ? 0 : epoch, m.tokens_per_s, why, sizeof why);
+    hlptd_store_job_set_progress(j->st, w->job_id, m.step, total, isnan(epoch) ? 0 : epoch, m.tokens_per_s, why, sizeof why);
     if (!isnan(num(o, "tokens_seen"))) w->tokens_seen = (int64_t)num(o, "tokens_seen");
     w->live = (hlptd_job_live){.train_loss = m.train_loss, .valid_loss = m.valid_loss, .learning_rate = m.lr,
                                .tokens_per_s = m.tokens_per_s, .elapsed_s = num(o, "elapsed_s"),
@@ -183,7 +183,7 @@ static void on_progress_line(worker *w, const cJSON *o) {
 static void release_blob(hlptd_jobs *j, const cJSON *o) {
     char why[256];
     const char *sha = str(o, "sha256");
-    if (sha && hlpt_store_blob_release(j->st, sha, why, sizeof why))
+    if (sha && hlptd_store_blob_release(j->st, sha, why, sizeof why))
         fprintf(stderr, "hlptd: releasing blob %s failed: %s\n", sha, why);
 }
 
@@ -196,16 +196,16 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "bytes");
     char *mj = cJSON_PrintUnformatted(metrics);
     cJSON_Delete(metrics);
-    hlpt_checkpoint *c = NULL;
+    hlptd_checkpoint *c = NULL;
     /* The worker wrote the blob; the store checks it is there, of the size the line says. */
-    if (hlpt_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, str(o, "sha256") ? str(o, "sha256") : "",
+    if (hlptd_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, str(o, "sha256") ? str(o, "sha256") : "",
                                      (int64_t)num(o, "bytes"), &c, why, sizeof why)) {
         event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be stored: %s", (int)num(o, "step"), why);
         release_blob(j, o);
     } else {
         event(j, w->job_id, "info", mj, "Checkpoint %s created at step %d", c->id, (int)num(o, "step"));
     }
-    hlpt_checkpoint_free(c);
+    hlptd_checkpoint_free(c);
     free(mj);
 }
 
@@ -228,12 +228,12 @@ int hlptd_csv_num(char **buf, size_t *len, size_t *cap, double v, const char *se
  * files have (hlpt does not measure training accuracy: that column stays empty). Stored as a file
  * of purpose fine-tune-results; its id goes to out (empty when there is none). Only a full disk is
  * an error: the job can finish again once there is room; without the file it still succeeds. */
-static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX], char *why, size_t len) {
-    hlpt_metric *rows = NULL;
+static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPTD_ID_MAX], char *why, size_t len) {
+    hlptd_metric *rows = NULL;
     size_t n = 0, cap = 256, blen = 0;
     char sub[256] = "out of memory", sha[HLPT_SHA256_HEX];
     out[0] = 0;
-    int err = hlpt_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, sub, sizeof sub);
+    int err = hlptd_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, sub, sizeof sub);
     char *buf = err ? NULL : malloc(cap);
     if (buf) blen = (size_t)snprintf(buf, cap, "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
     for (size_t i = 0; buf && i < n; i++) {
@@ -246,16 +246,16 @@ static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX
             buf = NULL;
         }
     }
-    hlpt_file *f = NULL;
-    char name[HLPT_ID_MAX + 32];
+    hlptd_file *f = NULL;
+    char name[HLPTD_ID_MAX + 32];
     snprintf(name, sizeof name, "%s-results.csv", job_id);
     if (!buf) err = err ? err : HLPT_ERR_NOMEM;
     else if (!(err = hlptd_blob_put(j->o.blobs, buf, blen, sha, sub, sizeof sub)))
-        err = hlpt_store_file_insert(j->st, name, "fine-tune-results", "processed", sha, (int64_t)blen, (int64_t)n, NULL,
+        err = hlptd_store_file_insert(j->st, name, "fine-tune-results", "processed", sha, (int64_t)blen, (int64_t)n, NULL,
                                      &f, sub, sizeof sub);
-    if (!err) snprintf(out, HLPT_ID_MAX, "%s", f->id);
+    if (!err) snprintf(out, HLPTD_ID_MAX, "%s", f->id);
     else fprintf(stderr, "hlptd: job %s: storing the results file failed: %s\n", job_id, sub);
-    hlpt_file_free(f);
+    hlptd_file_free(f);
     free(buf);
     free(rows);
     return err == HLPT_ERR_NOSPACE ? hlpt_why(why, len, err, "the results file: %s", sub) : HLPT_OK;
@@ -267,33 +267,33 @@ static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPT_ID_MAX
  * adapter then, once. Event streams hear of it after the commit. */
 static void on_done_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
-    char why[256], name[256], results[HLPT_ID_MAX];
+    char why[256], name[256], results[HLPTD_ID_MAX];
     const cJSON *config = cJSON_GetObjectItemCaseSensitive(o, "config");
     char *cfg = cJSON_IsObject(config) ? cJSON_PrintUnformatted(config) : NULL;
-    hlpt_job *job = NULL;
-    int err = hlpt_store_job_get(j->st, w->job_id, &job, why, sizeof why);
+    hlptd_job *job = NULL;
+    int err = hlptd_store_job_get(j->st, w->job_id, &job, why, sizeof why);
     if (!err && !cfg) err = hlpt_why(why, sizeof why, HLPT_ERR_FORMAT, "the worker named no adapter config");
     if (!err) {
         hlptd_jobs_model_name(j->model_name, job, -1, name, sizeof name);
         char msg[512];
         snprintf(msg, sizeof msg, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
         /* The worker wrote the weights' blob; the store checks it is there, of the size the line says. */
-        hlpt_adapter_rec_new in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
+        hlptd_adapter_rec_new in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
                                    .bytes = (int64_t)num(o, "bytes"), .base_hash = str(config, "base_hash"),
                                    .job_id = w->job_id};
-        if (!(err = hlpt_store_begin(j->st, why, sizeof why))) {
-            if (!(err = hlpt_store_adapter_insert(j->st, &in, NULL, why, sizeof why)) &&
-                !(err = hlpt_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why)) &&
+        if (!(err = hlptd_store_begin(j->st, why, sizeof why))) {
+            if (!(err = hlptd_store_adapter_insert(j->st, &in, NULL, why, sizeof why)) &&
+                !(err = hlptd_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why)) &&
                 !(err = store_results(j, w->job_id, results, why, sizeof why)) &&
-                !(err = hlpt_store_job_set_results(j->st, w->job_id, w->tokens_seen, results[0] ? results : NULL, why,
+                !(err = hlptd_store_job_set_results(j->st, w->job_id, w->tokens_seen, results[0] ? results : NULL, why,
                                                    sizeof why)) &&
-                !(err = hlpt_store_event_add(j->st, w->job_id, "info", msg, NULL, NULL, why, sizeof why)) &&
-                !(err = hlpt_store_event_add(j->st, w->job_id, "info", "The job has successfully completed", NULL, NULL,
+                !(err = hlptd_store_event_add(j->st, w->job_id, "info", msg, NULL, NULL, why, sizeof why)) &&
+                !(err = hlptd_store_event_add(j->st, w->job_id, "info", "The job has successfully completed", NULL, NULL,
                                              why, sizeof why)) &&
-                !(err = hlpt_store_job_set_status(j->st, w->job_id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why)))
-                err = hlpt_store_commit(j->st, why, sizeof why);
+                !(err = hlptd_store_job_set_status(j->st, w->job_id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why)))
+                err = hlptd_store_commit(j->st, why, sizeof why);
             else
-                hlpt_store_rollback(j->st);
+                hlptd_store_rollback(j->st);
         }
     }
     if (err) {
@@ -306,7 +306,7 @@ static void on_done_line(worker *w, const cJSON *o) {
         w->said = SAID_DONE;
         changed(j, w->job_id);
     }
-    hlpt_job_free(job);
+    hlptd_job_free(job);
     free(cfg);
 }
 
@@ -327,9 +327,9 @@ static void on_line(worker *w, const char *line, size_t n) {
         if (w->pending_signal) uv_process_kill(&w->proc, w->pending_signal);
         int from = (int)num(o, "resumed_from");
         /* Steps after the checkpoint run again: their first reports (before a kill) go. */
-        if (hlpt_store_job_rewind(j->st, w->job_id, from, why, sizeof why))
+        if (hlptd_store_job_rewind(j->st, w->job_id, from, why, sizeof why))
             fprintf(stderr, "hlptd: job %s: %s\n", w->job_id, why);
-        hlpt_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
+        hlptd_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
         char *data = cJSON_PrintUnformatted(o);
         if (from > 0)
             event(j, w->job_id, "info", data, "Training resumed from the checkpoint of step %d", from);
@@ -497,29 +497,29 @@ static void signal_stop(worker *w, int sig) {
 
 /* The path of a stored file's blob, which the worker reads where it is. */
 static int file_blob_path(hlptd_jobs *j, const char *file_id, char *out, size_t cap, char *why, size_t len) {
-    hlpt_file *f = NULL;
-    int err = hlpt_store_file_get(j->st, file_id, &f, why, len);
+    hlptd_file *f = NULL;
+    int err = hlptd_store_file_get(j->st, file_id, &f, why, len);
     if (!err && hlptd_blob_path(j->o.blobs, f->sha256, out, cap))
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "file %s names no blob", file_id);
-    hlpt_file_free(f);
+    hlptd_file_free(f);
     return err;
 }
 
 /* Writes the spec and spawns the worker. Returns an error for the job. */
-static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) {
+static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len) {
     char train[4200], valid[4200], resume[4200];
     int err = file_blob_path(j, job->training_file, train, sizeof train, why, len);
     if (!err && job->validation_file) err = file_blob_path(j, job->validation_file, valid, sizeof valid, why, len);
     if (err) return err;
     /* It resumes from its newest checkpoint; without one (or should its blob be gone) it starts
      * from the beginning. */
-    hlpt_checkpoint *ck = NULL;
+    hlptd_checkpoint *ck = NULL;
     uint64_t size;
     int have_ckpt = 0;
-    if (hlpt_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck &&
+    if (hlptd_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck &&
         hlptd_blob_size(j->o.blobs, ck->sha256, &size, why, len) == HLPT_OK)
         have_ckpt = hlptd_blob_path(j->o.blobs, ck->sha256, resume, sizeof resume) == HLPT_OK;
-    hlpt_checkpoint_free(ck);
+    hlptd_checkpoint_free(ck);
     worker *w = calloc(1, sizeof *w);
     if (!w) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     w->jobs = j;
@@ -587,14 +587,14 @@ static int start_job(hlptd_jobs *j, const hlpt_job *job, char *why, size_t len) 
 /* ---------------------------------------------------------------------------------------------- */
 /* API                                                                                             */
 
-void hlptd_jobs_model_name(const char *base, const hlpt_job *job, int64_t step, char *out, size_t cap) {
-    const char *tail = job->id + (strncmp(job->id, HLPT_ID_JOB, strlen(HLPT_ID_JOB)) ? 0 : strlen(HLPT_ID_JOB));
+void hlptd_jobs_model_name(const char *base, const hlptd_job *job, int64_t step, char *out, size_t cap) {
+    const char *tail = job->id + (strncmp(job->id, HLPTD_ID_JOB, strlen(HLPTD_ID_JOB)) ? 0 : strlen(HLPTD_ID_JOB));
     const char *suffix = job->suffix && *job->suffix ? job->suffix : "hlpt";
     if (step < 0) snprintf(out, cap, "ft:%s:%s:%s", base, suffix, tail);
     else snprintf(out, cap, "ft:%s:%s:%s:ckpt-step-%lld", base, suffix, tail, (long long)step);
 }
 
-int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out) {
+int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out) {
     *out = NULL;
     hlptd_jobs *j = calloc(1, sizeof *j);
     if (!j) return HLPT_ERR_NOMEM;
@@ -631,11 +631,11 @@ void hlptd_jobs_free(hlptd_jobs *j) {
 void hlptd_jobs_schedule(hlptd_jobs *j) {
     char why[512];
     while (!j->draining && j->running < j->o.max_workers) {
-        hlpt_job *job = NULL;
-        if (hlpt_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
+        hlptd_job *job = NULL;
+        if (hlptd_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
         if (find_worker(j, job->id)) {
             /* Resumed while its last worker still stops: the queue waits for that exit. */
-            hlpt_job_free(job);
+            hlptd_job_free(job);
             return;
         }
         int err = start_job(j, job, why, sizeof why);
@@ -646,7 +646,7 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
             set_status(j, job->id, HLPTD_JOB_FAILED, "setup_failed", why);
         }
-        hlpt_job_free(job);
+        hlptd_job_free(job);
     }
 }
 
@@ -667,23 +667,23 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     char **ids;
     size_t n;
     remove_job_dirs(j);
-    int err = hlpt_store_job_ids_with_status(j->st, HLPTD_JOB_RUNNING, &ids, &n, why, len);
+    int err = hlptd_store_job_ids_with_status(j->st, HLPTD_JOB_RUNNING, &ids, &n, why, len);
     if (err) return err;
     for (size_t i = 0; i < n; i++) {
         set_status(j, ids[i], HLPTD_JOB_QUEUED, NULL, NULL);
         event(j, ids[i], "warn", NULL, "The daemon stopped while this job ran; it resumes from its last checkpoint");
     }
-    hlpt_store_ids_free(ids, n);
+    hlptd_store_ids_free(ids, n);
     hlptd_jobs_schedule(j);
     return HLPT_OK;
 }
 
 static int job_status(hlptd_jobs *j, const char *id, hlptd_job_state *status, char *why, size_t len) {
-    hlpt_job *job = NULL;
-    int err = hlpt_store_job_get(j->st, id, &job, why, len);
+    hlptd_job *job = NULL;
+    int err = hlptd_store_job_get(j->st, id, &job, why, len);
     if (err) return err;
     *status = job->status;
-    hlpt_job_free(job);
+    hlptd_job_free(job);
     return HLPT_OK;
 }
 
@@ -769,11 +769,11 @@ int hlptd_jobs_running(const hlptd_jobs *j) { return j->running; }
 int hlptd_jobs_queue_position(hlptd_jobs *j, const char *id) {
     char **ids, why[128];
     size_t n;
-    if (hlpt_store_job_ids_with_status(j->st, HLPTD_JOB_QUEUED, &ids, &n, why, sizeof why)) return 0;
+    if (hlptd_store_job_ids_with_status(j->st, HLPTD_JOB_QUEUED, &ids, &n, why, sizeof why)) return 0;
     int pos = 0;
     for (size_t i = 0; i < n; i++)
         if (!strcmp(ids[i], id)) pos = (int)i + 1;
-    hlpt_store_ids_free(ids, n);
+    hlptd_store_ids_free(ids, n);
     return pos;
 }
 

@@ -31,10 +31,10 @@ typedef struct {
 /* The model id of a job's fine-tuned model, as OpenAI names them: "ft:<base>:<suffix>:<job id
  * without its prefix>" (suffix "hlpt" when the job has none), and with step >= 0 that of its
  * checkpoint at that step ("…:ckpt-step-<step>"). Any thread. */
-void hlptd_jobs_model_name(const char *base, const hlpt_job *job, int64_t step, char *out, size_t cap);
+void hlptd_jobs_model_name(const char *base, const hlptd_job *job, int64_t step, char *out, size_t cap);
 
 /* Borrows loop and store for its life; copies opts' strings. */
-int hlptd_jobs_new(uv_loop_t *loop, hlpt_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out);
+int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, hlptd_jobs **out);
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
 void hlptd_jobs_free(hlptd_jobs *j);
 

@@ -14,22 +14,22 @@
 
 static const char *const level_names[] = {
 #define X(name, str) str,
-    HLPT_LOG_LEVELS(X)
+    HLPTD_LOG_LEVELS(X)
 #undef X
 };
 
-static atomic_int log_level = HLPT_LOG_INFO;
+static atomic_int log_level = HLPTD_LOG_INFO;
 
-void hlpt_log_set_level(hlpt_log_level level) { atomic_store(&log_level, (int)level); }
+void hlptd_log_set_level(hlptd_log_level level) { atomic_store(&log_level, (int)level); }
 
-int hlpt_log_level_parse(const char *name) {
-    for (int i = 0; i < HLPT_LOG_COUNT__; i++)
+int hlptd_log_level_parse(const char *name) {
+    for (int i = 0; i < HLPTD_LOG_COUNT__; i++)
         if (name && strcmp(name, level_names[i]) == 0) return i;
     return -1;
 }
 
-void hlpt_log(hlpt_log_level level, const char *fmt, ...) {
-    if ((int)level < atomic_load(&log_level) || (int)level >= HLPT_LOG_COUNT__) return;
+void hlptd_log(hlptd_log_level level, const char *fmt, ...) {
+    if ((int)level < atomic_load(&log_level) || (int)level >= HLPTD_LOG_COUNT__) return;
     char line[2048];
     struct timespec ts;
     struct tm tm;

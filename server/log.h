@@ -8,27 +8,27 @@
 #ifndef HLPTD_LOG_H
 #define HLPTD_LOG_H
 
-#define HLPT_LOG_LEVELS(X) X(DEBUG, "debug") X(INFO, "info") X(WARN, "warn") X(ERROR, "error")
+#define HLPTD_LOG_LEVELS(X) X(DEBUG, "debug") X(INFO, "info") X(WARN, "warn") X(ERROR, "error")
 
 typedef enum {
-#define X(name, str) HLPT_LOG_##name,
-    HLPT_LOG_LEVELS(X)
+#define X(name, str) HLPTD_LOG_##name,
+    HLPTD_LOG_LEVELS(X)
 #undef X
-    HLPT_LOG_COUNT__
-} hlpt_log_level;
+    HLPTD_LOG_COUNT__
+} hlptd_log_level;
 
 /* Messages below `level` are dropped. Call once at start-up, before other threads exist. */
-void hlpt_log_set_level(hlpt_log_level level);
+void hlptd_log_set_level(hlptd_log_level level);
 
 /* The level whose name is `name` ("debug", "info", "warn", "error"), or -1. */
-int hlpt_log_level_parse(const char *name);
+int hlptd_log_level_parse(const char *name);
 
 /* printf-style; a trailing newline is added. Thread-safe. */
-void hlpt_log(hlpt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void hlptd_log(hlptd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define hlpt_debug(...) hlpt_log(HLPT_LOG_DEBUG, __VA_ARGS__)
-#define hlpt_info(...) hlpt_log(HLPT_LOG_INFO, __VA_ARGS__)
-#define hlpt_warn(...) hlpt_log(HLPT_LOG_WARN, __VA_ARGS__)
-#define hlpt_error(...) hlpt_log(HLPT_LOG_ERROR, __VA_ARGS__)
+#define hlptd_debug(...) hlptd_log(HLPTD_LOG_DEBUG, __VA_ARGS__)
+#define hlptd_info(...) hlptd_log(HLPTD_LOG_INFO, __VA_ARGS__)
+#define hlptd_warn(...) hlptd_log(HLPTD_LOG_WARN, __VA_ARGS__)
+#define hlptd_error(...) hlptd_log(HLPTD_LOG_ERROR, __VA_ARGS__)
 
 #endif

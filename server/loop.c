@@ -41,16 +41,16 @@
 #define DRAIN_GRACE_MS 2000
 
 struct hlptd {
-    const hlptd_config *cfg;
+    const hlptd_settings *cfg;
     uv_loop_t loop;
     int loop_open;
     uv_async_t wake;     /* HTTP threads → loop: requests queued */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t start_timer, drain_timer, reserve_timer, full_timer;
     int handles_open;
-    hlpt_store *store;
+    hlptd_store *store;
     hlptd_blobs *blobs;  /* <data-dir>/blobs: the artefacts the store's rows name */
-    hlpt_http *http;
+    hlptd_http *http;
     hlpt_model *model;   /* sealed shared weights; NULL until loaded */
     char model_name[256];
     int64_t model_created; /* the base's config.json mtime: when the model was made, as far as we know */
@@ -74,7 +74,7 @@ struct hlptd {
 
 int hlptd_ready(const hlptd *d) { return atomic_load(&d->ready); }
 int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
-hlpt_store *hlptd_store(hlptd *d) { return d->store; }
+hlptd_store *hlptd_store_of(hlptd *d) { return d->store; }
 /* The model stays loaded through a drain: the requests and generations still in flight use it. */
 const hlpt_model *hlptd_model(hlptd *d) {
     return atomic_load(&d->ready) || atomic_load(&d->stopping) ? d->model : NULL;
@@ -97,7 +97,7 @@ static void wake_for_pending(void *ctx) { uv_async_send(ctx); }
  * the job queue, which resumes what the last daemon left running. Runs on the loop thread after
  * HTTP is up, so /health answers "loading" meanwhile. */
 static int load_base_model(hlptd *d, char *why, size_t len) {
-    const hlptd_config *cfg = d->cfg;
+    const hlptd_settings *cfg = d->cfg;
     /* --threads 0 means every core, for the loop, the inference thread and workers alike. */
     int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     hlpt_engine_set_threads(threads);
@@ -113,7 +113,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     d->model_created = stat(cfg_path, &sb) == 0 ? (int64_t)sb.st_mtime : (int64_t)time(NULL);
     hlpt_base_dtype dt = hlpt_model_dtype(d->model);
     char engine[256];
-    hlpt_info("base model %s: %zu MB of %s weights (--dtype %s) sealed in shared memory (hash %s); products %s",
+    hlptd_info("base model %s: %zu MB of %s weights (--dtype %s) sealed in shared memory (hash %s); products %s",
               d->model_name, hlpt_model_bytes(d->model) >> 20, hlpt_base_dtype_name(dt),
               hlpt_base_dtype_name(cfg->dtype), hlpt_model_hash(d->model),
               hlpt_engine_describe(dt, engine, sizeof engine));
@@ -171,7 +171,7 @@ static void on_disk_full(uv_timer_t *t) {
 static int reserve_release(void *ctx) {
     hlptd *d = ctx;
     if (unlink(d->reserve_path) != 0) return 0;
-    hlpt_warn("the disk of %s is full: its %lld MB reserve is released so that deletes and job records still work; "
+    hlptd_warn("the disk of %s is full: its %lld MB reserve is released so that deletes and job records still work; "
               "running jobs pause", d->cfg->data_dir, (long long)(RESERVE_BYTES >> 20));
     if (d->handles_open) uv_timer_start(&d->full_timer, on_disk_full, 0, 0);
     return 1;
@@ -199,7 +199,7 @@ static void on_reserve_tick(uv_timer_t *t) { reserve_make(t->data); }
 static void on_wake(uv_async_t *a) {
     hlptd *d = a->data;
     if (d->resolver) hlptd_resolver_register_pending(d->resolver, d->store);
-    hlpt_http_run_deferred(d->http);
+    hlptd_http_run_deferred(d->http);
 }
 
 static void wake_loop(void *ctx) { uv_async_send(ctx); }
@@ -223,20 +223,20 @@ static void on_jobs_drained(void *ctx) {
 
 static void on_drain_tick(uv_timer_t *t) {
     hlptd *d = t->data;
-    int reqs = hlpt_http_drain_step(d->http);
+    int reqs = hlptd_http_drain_step(d->http);
     int workers = d->jobs && !d->jobs_drained ? hlptd_jobs_running(d->jobs) : 0;
     uint64_t waited = uv_now(&d->loop) - d->drain_started;
     if (reqs == 0 && workers == 0) {
-        hlpt_info("drained; exiting");
+        hlptd_info("drained; exiting");
     } else if (waited >= DRAIN_TIMEOUT_MS && !d->gens_cancelled && d->infer) {
         /* Generations that would outlast the drain end now, each with its finish and [DONE]. */
-        hlpt_warn("drain: %d request(s) still running after %llu ms; cancelling generations", reqs,
+        hlptd_warn("drain: %d request(s) still running after %llu ms; cancelling generations", reqs,
                   (unsigned long long)waited);
         hlptd_infer_cancel_all(d->infer);
         d->gens_cancelled = 1;
         return;
     } else if (waited >= DRAIN_TIMEOUT_MS + (d->gens_cancelled ? DRAIN_GRACE_MS : 0)) {
-        hlpt_warn("drain timed out after %llu ms with %d request(s) and %d worker(s) left",
+        hlptd_warn("drain timed out after %llu ms with %d request(s) and %d worker(s) left",
                   (unsigned long long)waited, reqs, workers);
     } else {
         return;
@@ -252,9 +252,9 @@ static void on_drain_tick(uv_timer_t *t) {
 static void begin_drain(hlptd *d, const char *why) {
     if (atomic_exchange(&d->stopping, 1)) return;
     atomic_store(&d->ready, 0);
-    hlpt_info("%s: draining (no new requests; finishing what runs)", why);
+    hlptd_info("%s: draining (no new requests; finishing what runs)", why);
     char nwhy[256];
-    if (hlpt_sd_notify("STOPPING=1", nwhy, sizeof nwhy)) hlpt_warn("%s", nwhy);
+    if (hlptd_sd_notify("STOPPING=1", nwhy, sizeof nwhy)) hlptd_warn("%s", nwhy);
     d->drain_started = uv_now(&d->loop);
     uv_timer_stop(&d->start_timer);
     /* Running workers checkpoint and stop; their jobs resume at the next start. */
@@ -266,13 +266,13 @@ static void on_signal(uv_signal_t *s, int signum) {
     hlptd *d = s->data;
     if (signum == SIGHUP) {
         if (!d->cfg->api_key_file) {
-            hlpt_info("SIGHUP: nothing to reload");
+            hlptd_info("SIGHUP: nothing to reload");
             return;
         }
         char why[512];
-        int err = hlpt_http_load_api_keys(d->http, d->cfg->api_key_file, why, sizeof why);
-        if (err) hlpt_warn("SIGHUP: keeping the old API keys: %s", why);
-        else hlpt_info("SIGHUP: API keys reloaded from %s", d->cfg->api_key_file);
+        int err = hlptd_http_load_api_keys(d->http, d->cfg->api_key_file, why, sizeof why);
+        if (err) hlptd_warn("SIGHUP: keeping the old API keys: %s", why);
+        else hlptd_info("SIGHUP: API keys reloaded from %s", d->cfg->api_key_file);
         return;
     }
     begin_drain(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -280,26 +280,26 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void on_start(uv_timer_t *t) {
     hlptd *d = t->data;
-    hlpt_info("loading base model from %s", d->cfg->model);
+    hlptd_info("loading base model from %s", d->cfg->model);
     int err = load_base_model(d, d->result_why, sizeof d->result_why);
     if (err) {
         d->result = err;
-        hlpt_error("%s", d->result_why);
+        hlptd_error("%s", d->result_why);
         begin_drain(d, "model load failed");
         return;
     }
     atomic_store(&d->ready, 1);
     char why[256];
-    if (hlpt_sd_notify("READY=1", why, sizeof why)) hlpt_warn("%s", why);
-    hlpt_info("ready");
-    if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlpt_warn("resuming jobs: %s", why);
+    if (hlptd_sd_notify("READY=1", why, sizeof why)) hlptd_warn("%s", why);
+    hlptd_info("ready");
+    if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlptd_warn("resuming jobs: %s", why);
 }
 
 /* ---- open, run, close ----------------------------------------------------------------------------- */
 
 int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     *out = NULL;
-    const hlptd_config *cfg = o->cfg;
+    const hlptd_settings *cfg = o->cfg;
     hlptd *d = calloc(1, sizeof *d);
     if (!d) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     d->cfg = cfg;
@@ -345,17 +345,17 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
         goto fail;
     }
     /* Checked before anything writes to it: migrations over a damaged file could make it worse. */
-    if (!(err = hlpt_store_check(db, why, len))) err = hlpt_store_open(&d->store, db, d->blobs, why, len);
+    if (!(err = hlptd_store_check(db, why, len))) err = hlptd_store_open(&d->store, db, d->blobs, why, len);
     d->db_path = db;
     if (err) goto fail;
     /* Blobs written whose rows were never stored (the daemon died in between) go too. */
     size_t swept = 0;
     char swhy[256];
-    if (hlpt_store_blob_sweep(d->store, &swept, swhy, sizeof swhy)) hlpt_warn("removing unnamed blobs: %s", swhy);
-    if (swept) hlpt_info("removed %zu blob(s) that no row names", swept);
-    hlpt_store_on_full(d->store, reserve_release, d);
+    if (hlptd_store_blob_sweep(d->store, &swept, swhy, sizeof swhy)) hlptd_warn("removing unnamed blobs: %s", swhy);
+    if (swept) hlptd_info("removed %zu blob(s) that no row names", swept);
+    hlptd_store_on_full(d->store, reserve_release, d);
     reserve_make(d);
-    hlpt_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlpt_store_version(d->store));
+    hlptd_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlptd_store_version(d->store));
     if ((err = hlptd_subscribers_new(d->store, &d->subscribers)) || (err = hlptd_stats_new(&d->stats))) {
         hlpt_why(why, len, err, "out of memory");
         goto fail;
@@ -382,7 +382,7 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 
-    hlpt_http_opts ho = {
+    hlptd_http_opts ho = {
         .host = cfg->listen_host,
         .port = cfg->listen_port,
         .threads = cfg->http_threads,
@@ -395,18 +395,18 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
         .wake = wake_loop,
         .wake_ctx = &d->wake,
     };
-    if ((err = hlpt_http_start(&d->http, &ho, why, len))) goto fail;
+    if ((err = hlptd_http_start(&d->http, &ho, why, len))) goto fail;
     if (cfg->api_key_file) {
-        if ((err = hlpt_http_load_api_keys(d->http, cfg->api_key_file, why, len))) goto fail;
-        hlpt_info("API keys required (from %s)", cfg->api_key_file);
+        if ((err = hlptd_http_load_api_keys(d->http, cfg->api_key_file, why, len))) goto fail;
+        hlptd_info("API keys required (from %s)", cfg->api_key_file);
     }
     char text[64];
-    snprintf(text, sizeof text, "%d\n", hlpt_http_port(d->http));
+    snprintf(text, sizeof text, "%d\n", hlptd_http_port(d->http));
     d->files_written = 1;
     if ((err = hlpt_file_write(d->port_path, text, strlen(text), 0, why, len))) goto fail;
     snprintf(text, sizeof text, "%ld\n", (long)getpid());
     if ((err = hlpt_file_write(d->pid_path, text, strlen(text), 0, why, len))) goto fail;
-    hlpt_info("listening on %s:%d", cfg->listen_host, hlpt_http_port(d->http));
+    hlptd_info("listening on %s:%d", cfg->listen_host, hlptd_http_port(d->http));
     *out = d;
     return HLPT_OK;
 fail:
@@ -425,7 +425,7 @@ int hlptd_run(hlptd *d, char *why, size_t len) {
 void hlptd_close(hlptd *d) {
     if (!d) return;
     /* HTTP first: after it stopped, no thread can hand anything to the loop. */
-    hlpt_http_stop(d->http);
+    hlptd_http_stop(d->http);
     if (d->loop_open) {
         if (d->handles_open) close_all(d);
         uv_run(&d->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
@@ -437,7 +437,7 @@ void hlptd_close(hlptd *d) {
     hlptd_subscribers_free(d->subscribers);
     hlptd_stats_free(d->stats);
     hlpt_model_close(d->model);
-    hlpt_store_close(d->store);
+    hlptd_store_close(d->store);
     hlptd_blobs_close(d->blobs);
     free(d->db_path);
     if (d->files_written) {

@@ -28,12 +28,12 @@
 #include <stddef.h>
 
 #include "app.h"
-#include "config.h"
+#include "settings.h"
 #include "http.h"
 
 typedef struct {
-    const hlptd_config *cfg;  /* borrowed; must outlive the daemon */
-    const hlpt_route *routes; /* the REST API's route table; borrowed, must outlive the daemon */
+    const hlptd_settings *cfg;  /* borrowed; must outlive the daemon */
+    const hlptd_route *routes; /* the REST API's route table; borrowed, must outlive the daemon */
     size_t nroutes;
 } hlptd_opts;
 

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "settings.h"
 #include "hlpt/blas.h"
 #include "hlpt/err.h"
 #include "http.h"
@@ -22,8 +22,8 @@ extern char **environ;
 
 /* The REST API (api/routes.c), the layer above the daemon: named here only, so that nothing in
  * server/ depends on api/. */
-extern const hlpt_route hlpt_api_routes[];
-extern const size_t hlpt_api_nroutes;
+extern const hlptd_route hlptd_api_routes[];
+extern const size_t hlptd_api_nroutes;
 
 int main(int argc, char **argv) {
     /* Everything hlptd and its workers create (the database, job directories, checkpoints) is the
@@ -32,27 +32,27 @@ int main(int argc, char **argv) {
     hlpt_blas_init(argv);
     /* A job's worker process: spawned by the daemon itself (server/jobs.c). */
     if (argc >= 2 && !strcmp(argv[1], "--worker")) return hlptd_worker_main(argc, argv);
-    hlptd_config cfg;
+    hlptd_settings cfg;
     char why[1024];
-    if (hlptd_config_load(&cfg, argc, argv, environ, why, sizeof why)) {
+    if (hlptd_settings_load(&cfg, argc, argv, environ, why, sizeof why)) {
         fprintf(stderr, "hlptd: %s\nTry `hlptd --help`.\n", why);
         return 2;
     }
     if (cfg.help) {
-        hlptd_config_usage(stdout);
-        hlptd_config_free(&cfg);
+        hlptd_settings_usage(stdout);
+        hlptd_settings_free(&cfg);
         return 0;
     }
-    hlpt_log_set_level((hlpt_log_level)cfg.log_level);
+    hlptd_log_set_level((hlptd_log_level)cfg.log_level);
     /* A client that goes away mid-reply must not kill the daemon; writes then fail with EPIPE. */
     signal(SIGPIPE, SIG_IGN);
 
     hlptd *d = NULL;
-    hlptd_opts o = {.cfg = &cfg, .routes = hlpt_api_routes, .nroutes = hlpt_api_nroutes};
+    hlptd_opts o = {.cfg = &cfg, .routes = hlptd_api_routes, .nroutes = hlptd_api_nroutes};
     int err = hlptd_open(&d, &o, why, sizeof why);
     if (!err) err = hlptd_run(d, why, sizeof why);
-    if (err) hlpt_error("%s", why);
+    if (err) hlptd_error("%s", why);
     hlptd_close(d);
-    hlptd_config_free(&cfg);
+    hlptd_settings_free(&cfg);
     return err ? 1 : 0;
 }

@@ -25,12 +25,12 @@
 
 #include "hlpt/err.h"
 
-#define DELIM_MAX (HLPT_MULTIPART_BOUNDARY_MAX + 5) /* CRLF "--" boundary NUL */
+#define DELIM_MAX (HLPTD_MULTIPART_BOUNDARY_MAX + 5) /* CRLF "--" boundary NUL */
 
 enum { S_PREAMBLE, S_AFTER, S_DASH, S_PAD, S_CR, S_HEADERS, S_DATA, S_DONE };
 
-struct hlpt_multipart {
-    hlpt_multipart_cbs cb;
+struct hlptd_multipart {
+    hlptd_multipart_cbs cb;
     void *ctx;
     char delim[DELIM_MAX]; /* CRLF "--" boundary */
     size_t dl;
@@ -84,8 +84,8 @@ static char *header_param(const char *s, const char *e, const char *key, int *ba
 
 /* Makes err m's final outcome; msg is printf-formatted after "multipart body: " (NULL: m->msg
  * already holds a callback's why). */
-static int fail(hlpt_multipart *m, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(hlpt_multipart *m, int err, const char *fmt, ...) {
+static int fail(hlptd_multipart *m, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(hlptd_multipart *m, int err, const char *fmt, ...) {
     if (fmt) {
         int k = snprintf(m->msg, sizeof m->msg, "multipart body: ");
         va_list ap;
@@ -97,11 +97,11 @@ static int fail(hlpt_multipart *m, int err, const char *fmt, ...) {
     return err;
 }
 
-static int again(const hlpt_multipart *m, char *why, size_t len) {
+static int again(const hlptd_multipart *m, char *why, size_t len) {
     return hlpt_why(why, len, m->err, "%s", m->msg);
 }
 
-int hlpt_multipart_new(const char *ct, const hlpt_multipart_cbs *cbs, void *ctx, hlpt_multipart **out, char *why,
+int hlptd_multipart_new(const char *ct, const hlptd_multipart_cbs *cbs, void *ctx, hlptd_multipart **out, char *why,
                        size_t len) {
     *out = NULL;
     if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0)
@@ -109,12 +109,12 @@ int hlpt_multipart_new(const char *ct, const hlpt_multipart_cbs *cbs, void *ctx,
     const char *b = strcasestr(ct, "boundary=");
     int bad = 0;
     char *boundary = b ? header_param(b, b + strlen(b), "boundary", &bad) : NULL;
-    if (!boundary || !*boundary || strlen(boundary) > HLPT_MULTIPART_BOUNDARY_MAX) {
+    if (!boundary || !*boundary || strlen(boundary) > HLPTD_MULTIPART_BOUNDARY_MAX) {
         free(boundary);
         return hlpt_why(why, len, HLPT_ERR_FORMAT, "multipart body: no boundary in Content-Type");
     }
-    hlpt_multipart *m = calloc(1, sizeof *m);
-    if (!m || !(m->hdr = malloc(HLPT_MULTIPART_HEADERS_MAX))) {
+    hlptd_multipart *m = calloc(1, sizeof *m);
+    if (!m || !(m->hdr = malloc(HLPTD_MULTIPART_HEADERS_MAX))) {
         free(boundary);
         free(m);
         return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
@@ -130,7 +130,7 @@ int hlpt_multipart_new(const char *ct, const hlpt_multipart_cbs *cbs, void *ctx,
     return HLPT_OK;
 }
 
-void hlpt_multipart_free(hlpt_multipart *m) {
+void hlptd_multipart_free(hlptd_multipart *m) {
     if (!m) return;
     free(m->hdr);
     free(m);
@@ -139,14 +139,14 @@ void hlpt_multipart_free(hlpt_multipart *m) {
 /* ---- the delimiter -------------------------------------------------------------------------------- */
 
 /* Bytes that are surely not a delimiter: the current part's data (dropped in the preamble). */
-static int emit(hlpt_multipart *m, const char *p, size_t n) {
+static int emit(hlptd_multipart *m, const char *p, size_t n) {
     if (m->state != S_DATA || !n || !m->cb.part_data) return HLPT_OK;
     int err = m->cb.part_data(m->ctx, p, n, m->msg, sizeof m->msg);
     return err ? fail(m, err, NULL) : HLPT_OK;
 }
 
 /* The longest suffix of p[0..n) that is a proper prefix of the delimiter. */
-static size_t tail_match(const hlpt_multipart *m, const char *p, size_t n) {
+static size_t tail_match(const hlptd_multipart *m, const char *p, size_t n) {
     for (size_t k = n < m->dl - 1 ? n : m->dl - 1; k > 0; k--)
         if (p[n - k] == '\r' && memcmp(p + n - k, m->delim, k) == 0) return k;
     return 0;
@@ -154,7 +154,7 @@ static size_t tail_match(const hlpt_multipart *m, const char *p, size_t n) {
 
 /* Looks for the delimiter in p[0..n), continuing what was held. Returns the bytes of p consumed:
  * just past the delimiter when it ends in p (*found = 1), else all of them. */
-static size_t scan(hlpt_multipart *m, const char *p, size_t n, int *found) {
+static size_t scan(hlptd_multipart *m, const char *p, size_t n, int *found) {
     *found = 0;
     if (m->nhold) {
         char tmp[2 * DELIM_MAX];
@@ -195,7 +195,7 @@ static size_t scan(hlpt_multipart *m, const char *p, size_t n, int *found) {
 /* ---- a part's headers ------------------------------------------------------------------------------ */
 
 /* The header block hdr[0..he) is complete (its blank line follows): the part begins. */
-static int part_headers(hlpt_multipart *m, size_t he) {
+static int part_headers(hlptd_multipart *m, size_t he) {
     const char *h = m->hdr, *hend = m->hdr + he;
     char *name = NULL, *filename = NULL;
     int bad = 0;
@@ -213,7 +213,7 @@ static int part_headers(hlpt_multipart *m, size_t he) {
     int err = HLPT_OK;
     if (bad) err = fail(m, HLPT_ERR_FORMAT, "a NUL byte in a part's name or filename");
     else if (!name) err = fail(m, HLPT_ERR_FORMAT, "part without a name");
-    else if (++m->nparts > HLPT_MULTIPART_PARTS_MAX) err = fail(m, HLPT_ERR_FORMAT, "more than %d parts", HLPT_MULTIPART_PARTS_MAX);
+    else if (++m->nparts > HLPTD_MULTIPART_PARTS_MAX) err = fail(m, HLPT_ERR_FORMAT, "more than %d parts", HLPTD_MULTIPART_PARTS_MAX);
     else if (m->cb.part_begin && (err = m->cb.part_begin(m->ctx, name, filename, m->msg, sizeof m->msg)))
         fail(m, err, NULL);
     free(name);
@@ -222,8 +222,8 @@ static int part_headers(hlpt_multipart *m, size_t he) {
 }
 
 /* Takes bytes of the header block from p[0..n); returns how many it consumed. */
-static size_t headers(hlpt_multipart *m, const char *p, size_t n) {
-    size_t old = m->nhdr, take = HLPT_MULTIPART_HEADERS_MAX - old;
+static size_t headers(hlptd_multipart *m, const char *p, size_t n) {
+    size_t old = m->nhdr, take = HLPTD_MULTIPART_HEADERS_MAX - old;
     if (take > n) take = n;
     memcpy(m->hdr + old, p, take);
     m->nhdr += take;
@@ -236,14 +236,14 @@ static size_t headers(hlpt_multipart *m, const char *p, size_t n) {
         m->nhold = 0;
         return at + 4 - old;
     }
-    if (m->nhdr == HLPT_MULTIPART_HEADERS_MAX)
-        fail(m, HLPT_ERR_FORMAT, "part headers are longer than %d bytes", HLPT_MULTIPART_HEADERS_MAX);
+    if (m->nhdr == HLPTD_MULTIPART_HEADERS_MAX)
+        fail(m, HLPT_ERR_FORMAT, "part headers are longer than %d bytes", HLPTD_MULTIPART_HEADERS_MAX);
     return take;
 }
 
 /* ---- feeding ----------------------------------------------------------------------------------------- */
 
-int hlpt_multipart_feed(hlpt_multipart *m, const char *data, size_t n, char *why, size_t len) {
+int hlptd_multipart_feed(hlptd_multipart *m, const char *data, size_t n, char *why, size_t len) {
     while (n && !m->err && m->state != S_DONE) {
         size_t used = 1;
         char c = *data;
@@ -291,7 +291,7 @@ int hlpt_multipart_feed(hlpt_multipart *m, const char *data, size_t n, char *why
     return m->err ? again(m, why, len) : HLPT_OK;
 }
 
-int hlpt_multipart_finish(hlpt_multipart *m, char *why, size_t len) {
+int hlptd_multipart_finish(hlptd_multipart *m, char *why, size_t len) {
     if (m->err) return again(m, why, len);
     switch (m->state) {
     case S_DONE: return HLPT_OK;
@@ -312,18 +312,18 @@ int hlpt_multipart_finish(hlpt_multipart *m, char *why, size_t len) {
 typedef struct {
     const char *body;
     size_t n;
-    hlpt_form_part *parts;
+    hlptd_form_part *parts;
     size_t nparts;
 } whole;
 
 static int whole_begin(void *ctx, const char *name, const char *filename, char *why, size_t len) {
     whole *w = ctx;
-    hlpt_form_part *np = realloc(w->parts, (w->nparts + 1) * sizeof *np);
+    hlptd_form_part *np = realloc(w->parts, (w->nparts + 1) * sizeof *np);
     if (!np) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     w->parts = np;
-    hlpt_form_part *p = &np[w->nparts];
+    hlptd_form_part *p = &np[w->nparts];
     /* An empty part's data is an empty piece of the body. */
-    *p = (hlpt_form_part){strdup(name), filename ? strdup(filename) : NULL, w->body, 0};
+    *p = (hlptd_form_part){strdup(name), filename ? strdup(filename) : NULL, w->body, 0};
     w->nparts++;
     if (!p->name || (filename && !p->filename)) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     return HLPT_OK;
@@ -332,7 +332,7 @@ static int whole_begin(void *ctx, const char *name, const char *filename, char *
 /* Fed in one piece, a part's data comes in one call, pointing into the body. */
 static int whole_data(void *ctx, const char *data, size_t n, char *why, size_t len) {
     whole *w = ctx;
-    hlpt_form_part *p = &w->parts[w->nparts - 1];
+    hlptd_form_part *p = &w->parts[w->nparts - 1];
     if (data < w->body || data + n > w->body + w->n || (p->n && data != p->data + p->n))
         return hlpt_why(why, len, HLPT_ERR_INTERNAL, "multipart body: data outside the body");
     if (!p->n) p->data = data;
@@ -340,24 +340,24 @@ static int whole_data(void *ctx, const char *data, size_t n, char *why, size_t l
     return HLPT_OK;
 }
 
-void hlpt_form_parts_free(hlpt_form_part *parts, size_t n) {
+void hlptd_form_parts_free(hlptd_form_part *parts, size_t n) {
     for (size_t i = 0; i < n; i++) free(parts[i].name), free(parts[i].filename);
     free(parts);
 }
 
-int hlpt_multipart_parse(const char *ct, const char *body, size_t n, hlpt_form_part **out, size_t *nout, char *why,
+int hlptd_multipart_parse(const char *ct, const char *body, size_t n, hlptd_form_part **out, size_t *nout, char *why,
                          size_t len) {
     *out = NULL;
     *nout = 0;
     whole w = {body, n, NULL, 0};
-    hlpt_multipart_cbs cbs = {whole_begin, whole_data, NULL};
-    hlpt_multipart *m;
-    int err = hlpt_multipart_new(ct, &cbs, &w, &m, why, len);
+    hlptd_multipart_cbs cbs = {whole_begin, whole_data, NULL};
+    hlptd_multipart *m;
+    int err = hlptd_multipart_new(ct, &cbs, &w, &m, why, len);
     if (err) return err;
-    if (!(err = hlpt_multipart_feed(m, body, n, why, len))) err = hlpt_multipart_finish(m, why, len);
-    hlpt_multipart_free(m);
+    if (!(err = hlptd_multipart_feed(m, body, n, why, len))) err = hlptd_multipart_finish(m, why, len);
+    hlptd_multipart_free(m);
     if (err) {
-        hlpt_form_parts_free(w.parts, w.nparts);
+        hlptd_form_parts_free(w.parts, w.nparts);
         return err;
     }
     *out = w.parts;

@@ -10,12 +10,12 @@
  * The parser is a state machine fed pieces of any size, a boundary or a header block split across
  * pieces included: it reports each part as part_begin(name, filename), part_data(bytes) as many
  * times as the data arrives (never with 0 bytes), part_end(). Memory is bounded whatever the body's
- * size: a part's header block is held until it is complete (at most HLPT_MULTIPART_HEADERS_MAX
+ * size: a part's header block is held until it is complete (at most HLPTD_MULTIPART_HEADERS_MAX
  * bytes), data never. However a body is cut into pieces, the same parts, the same bytes and the same
  * outcome (the same error message) come out.
  *
  * Errors (HLPT_ERR_FORMAT, why starting "multipart body: "): the Content-Type is not
- * multipart/form-data or has no boundary (at hlpt_multipart_new), "boundary not found",
+ * multipart/form-data or has no boundary (at hlptd_multipart_new), "boundary not found",
  * "malformed boundary line", "part headers do not end", "part headers are longer than N bytes",
  * "part without a name", "a NUL byte in a part's name or filename", "more than N parts", "part not
  * terminated by the boundary". An error is final: later calls return it again.
@@ -27,13 +27,13 @@
 
 #include <stddef.h>
 
-#define HLPT_MULTIPART_HEADERS_MAX 16384 /* bytes of one part's header block, its blank line included */
-#define HLPT_MULTIPART_PARTS_MAX 256     /* parts in one body */
-#define HLPT_MULTIPART_BOUNDARY_MAX 200  /* bytes of the boundary */
+#define HLPTD_MULTIPART_HEADERS_MAX 16384 /* bytes of one part's header block, its blank line included */
+#define HLPTD_MULTIPART_PARTS_MAX 256     /* parts in one body */
+#define HLPTD_MULTIPART_BOUNDARY_MAX 200  /* bytes of the boundary */
 
-typedef struct hlpt_multipart hlpt_multipart;
+typedef struct hlptd_multipart hlptd_multipart;
 
-/* What a parser reports, each on the thread that feeds it, with ctx as given to hlpt_multipart_new.
+/* What a parser reports, each on the thread that feeds it, with ctx as given to hlptd_multipart_new.
  * Every pointer is borrowed for the call. A callback returns HLPT_OK, or an error (why filled, up to
  * len bytes) that stops the parse: the feed or finish that made the call returns it. Any callback
  * may be NULL. */
@@ -41,20 +41,20 @@ typedef struct {
     int (*part_begin)(void *ctx, const char *name, const char *filename, char *why, size_t len);
     int (*part_data)(void *ctx, const char *data, size_t n, char *why, size_t len);
     int (*part_end)(void *ctx, char *why, size_t len);
-} hlpt_multipart_cbs;
+} hlptd_multipart_cbs;
 
 /* A parser for a body sent with Content-Type content_type (borrowed for the call). cbs is copied.
- * *out owned: hlpt_multipart_free. Errors: HLPT_ERR_FORMAT (not multipart/form-data, no boundary),
+ * *out owned: hlptd_multipart_free. Errors: HLPT_ERR_FORMAT (not multipart/form-data, no boundary),
  * HLPT_ERR_NOMEM. */
-int hlpt_multipart_new(const char *content_type, const hlpt_multipart_cbs *cbs, void *ctx, hlpt_multipart **out,
+int hlptd_multipart_new(const char *content_type, const hlptd_multipart_cbs *cbs, void *ctx, hlptd_multipart **out,
                        char *why, size_t len);
-void hlpt_multipart_free(hlpt_multipart *m);
+void hlptd_multipart_free(hlptd_multipart *m);
 /* The next piece of the body, data[0..n) (borrowed). Bytes after the closing boundary are ignored.
  * Errors: as above, or a callback's. */
-int hlpt_multipart_feed(hlpt_multipart *m, const char *data, size_t n, char *why, size_t len);
+int hlptd_multipart_feed(hlptd_multipart *m, const char *data, size_t n, char *why, size_t len);
 /* The body has ended: HLPT_OK when it closed with "--BOUNDARY--", else the error that says where it
  * stopped. */
-int hlpt_multipart_finish(hlpt_multipart *m, char *why, size_t len);
+int hlptd_multipart_finish(hlptd_multipart *m, char *why, size_t len);
 
 /* ---- a whole body at once ---------------------------------------------------------------------- */
 
@@ -64,12 +64,12 @@ typedef struct {
     char *name, *filename;
     const char *data;
     size_t n;
-} hlpt_form_part;
+} hlptd_form_part;
 /* Parses a whole multipart/form-data body (borrowed) under its Content-Type header value (borrowed)
- * into *parts (owned: hlpt_form_parts_free; NULL on failure): the streaming parser fed the body in
+ * into *parts (owned: hlptd_form_parts_free; NULL on failure): the streaming parser fed the body in
  * one piece. Errors: as above, HLPT_ERR_NOMEM. */
-int hlpt_multipart_parse(const char *content_type, const char *body, size_t n, hlpt_form_part **parts,
+int hlptd_multipart_parse(const char *content_type, const char *body, size_t n, hlptd_form_part **parts,
                          size_t *nparts, char *why, size_t len);
-void hlpt_form_parts_free(hlpt_form_part *parts, size_t n);
+void hlptd_form_parts_free(hlptd_form_part *parts, size_t n);
 
 #endif

@@ -13,7 +13,7 @@
 
 #include "hlpt/err.h"
 
-int hlpt_sd_notify(const char *state, char *why, size_t len) {
+int hlptd_sd_notify(const char *state, char *why, size_t len) {
     const char *path = getenv("NOTIFY_SOCKET");
     if (!path || !*path) return HLPT_OK;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};

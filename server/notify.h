@@ -10,6 +10,6 @@
 
 /* Sends `state` (borrows; e.g. "READY=1", "STOPPING=1", "STATUS=loading model"). Returns HLPT_OK
  * (also when there is no socket) or HLPT_ERR_IO with why. Any thread. */
-int hlpt_sd_notify(const char *state, char *why, size_t len);
+int hlptd_sd_notify(const char *state, char *why, size_t len);
 
 #endif

@@ -24,8 +24,8 @@
 /* A checkpoint served before it was registered. */
 typedef struct pending {
     char name[256]; /* its model id, the adapter's name to be */
-    char checkpoint_id[HLPT_ID_MAX];
-    char job_id[HLPT_ID_MAX];
+    char checkpoint_id[HLPTD_ID_MAX];
+    char job_id[HLPTD_ID_MAX];
     struct pending *next;
 } pending;
 
@@ -35,7 +35,7 @@ struct hlptd_resolver {
     const hlpt_config *base;
     void (*on_pending)(void *ctx);
     void *ctx;
-    hlpt_store *st;        /* inference thread only: its read connection, opened on first use */
+    hlptd_store *st;        /* inference thread only: its read connection, opened on first use */
     pthread_mutex_t mu;
     pending *pending;      /* under mu */
 };
@@ -46,8 +46,8 @@ int hlptd_resolver_is_base(const char *base_name, const char *model) {
 
 /* ---- the store ------------------------------------------------------------------------------------ */
 
-int hlptd_resolver_checkpoint(hlpt_store *st, const char *base_name, const char *model, hlpt_job **job,
-                              hlpt_checkpoint **ck, char *why, size_t len) {
+int hlptd_resolver_checkpoint(hlptd_store *st, const char *base_name, const char *model, hlptd_job **job,
+                              hlptd_checkpoint **ck, char *why, size_t len) {
     *job = NULL;
     *ck = NULL;
     const char *mark = strstr(model, CKPT_MARK);
@@ -56,15 +56,15 @@ int hlptd_resolver_checkpoint(hlpt_store *st, const char *base_name, const char 
     long long step = strtoll(mark + strlen(CKPT_MARK), &end, 10);
     const char *tail = mark;
     while (tail > model && tail[-1] != ':') tail--;
-    char job_id[HLPT_ID_MAX], name[512];
-    if (*end || step < 0 || tail == model || mark - tail >= HLPT_ID_MAX - (int)strlen(HLPT_ID_JOB))
+    char job_id[HLPTD_ID_MAX], name[512];
+    if (*end || step < 0 || tail == model || mark - tail >= HLPTD_ID_MAX - (int)strlen(HLPTD_ID_JOB))
         return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
-    snprintf(job_id, sizeof job_id, "%s%.*s", HLPT_ID_JOB, (int)(mark - tail), tail);
-    if (hlpt_store_job_get(st, job_id, job, why, len) != HLPT_OK)
+    snprintf(job_id, sizeof job_id, "%s%.*s", HLPTD_ID_JOB, (int)(mark - tail), tail);
+    if (hlptd_store_job_get(st, job_id, job, why, len) != HLPT_OK)
         return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
     hlptd_jobs_model_name(base_name, *job, step, name, sizeof name);
-    if (strcmp(name, model) || hlpt_store_checkpoint_at_step(st, job_id, step, ck, why, len) != HLPT_OK) {
-        hlpt_job_free(*job);
+    if (strcmp(name, model) || hlptd_store_checkpoint_at_step(st, job_id, step, ck, why, len) != HLPT_OK) {
+        hlptd_job_free(*job);
         *job = NULL;
         return hlpt_why(why, len, HLPT_ERR_NOENT, "no model `%s`", model);
     }
@@ -72,27 +72,27 @@ int hlptd_resolver_checkpoint(hlpt_store *st, const char *base_name, const char 
 }
 
 /* An adapter's two files by id. */
-static int adapter_files(hlpt_store *st, hlptd_blobs *blobs, const char *id, char **config, size_t *config_len,
+static int adapter_files(hlptd_store *st, hlptd_blobs *blobs, const char *id, char **config, size_t *config_len,
                          void **weights, size_t *weights_len, char *why, size_t len) {
-    hlpt_adapter_rec *a = NULL;
-    int err = hlpt_store_adapter_get(st, id, &a, why, len);
+    hlptd_adapter_rec *a = NULL;
+    int err = hlptd_store_adapter_get(st, id, &a, why, len);
     if (!err) err = hlptd_blob_read(blobs, a->sha256, (size_t)1 << 34, (char **)weights, weights_len, why, len);
     if (!err && !(*config = strdup(a->config))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     if (!err) *config_len = strlen(*config);
-    hlpt_adapter_rec_free(a);
+    hlptd_adapter_rec_free(a);
     return err;
 }
 
 /* The adapter a checkpoint holds, by the checkpoint's id: *out owned. */
-static int checkpoint_adapter(hlpt_store *st, hlptd_blobs *blobs, const hlpt_config *base, const char *checkpoint_id,
+static int checkpoint_adapter(hlptd_store *st, hlptd_blobs *blobs, const hlpt_config *base, const char *checkpoint_id,
                               hlpt_adapter **out, char *why, size_t len) {
-    hlpt_checkpoint *ck = NULL;
+    hlptd_checkpoint *ck = NULL;
     char *state = NULL;
     size_t n = 0;
-    int err = hlpt_store_checkpoint_get(st, checkpoint_id, &ck, why, len);
+    int err = hlptd_store_checkpoint_get(st, checkpoint_id, &ck, why, len);
     if (!err) err = hlptd_blob_read(blobs, ck->sha256, (size_t)1 << 34, &state, &n, why, len);
     if (!err) err = hlpt_checkpoint_adapter(state, n, base, out, why, len);
-    hlpt_checkpoint_free(ck);
+    hlptd_checkpoint_free(ck);
     free(state);
     return err;
 }
@@ -108,7 +108,7 @@ static int to_files(const hlpt_adapter *a, char **config, size_t *config_len, vo
 
 /* Registers the adapter of checkpoint p->checkpoint_id under the name p->name: its weights become a
  * blob, which goes again when the row cannot be stored. */
-static int register_checkpoint(hlpt_store *st, hlptd_blobs *blobs, const hlpt_config *base, const pending *p,
+static int register_checkpoint(hlptd_store *st, hlptd_blobs *blobs, const hlpt_config *base, const pending *p,
                                char *why, size_t len) {
     hlpt_adapter *a = NULL;
     char *cfg = NULL, sha[HLPT_SHA256_HEX];
@@ -118,10 +118,10 @@ static int register_checkpoint(hlpt_store *st, hlptd_blobs *blobs, const hlpt_co
     if (!err) err = to_files(a, &cfg, &cn, &weights, &wn, why, len);
     if (!err) err = hlptd_blob_put(blobs, weights, wn, sha, why, len);
     if (!err) {
-        hlpt_adapter_rec_new in = {.name = p->name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn,
+        hlptd_adapter_rec_new in = {.name = p->name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn,
                                    .base_hash = a->cfg.base_hash[0] ? a->cfg.base_hash : NULL,
                                    .job_id = p->job_id, .checkpoint_id = p->checkpoint_id};
-        if ((err = hlpt_store_adapter_insert(st, &in, NULL, why, len))) hlpt_store_blob_release(st, sha, NULL, 0);
+        if ((err = hlptd_store_adapter_insert(st, &in, NULL, why, len))) hlptd_store_blob_release(st, sha, NULL, 0);
     }
     free(cfg);
     free(weights);
@@ -132,11 +132,11 @@ static int register_checkpoint(hlpt_store *st, hlptd_blobs *blobs, const hlpt_co
 /* ---- the inference thread's hooks ------------------------------------------------------------------ */
 
 static int connect_store(hlptd_resolver *r, char *why, size_t len) {
-    return r->st ? HLPT_OK : hlpt_store_open(&r->st, r->db_path, r->blobs, why, len);
+    return r->st ? HLPT_OK : hlptd_store_open(&r->st, r->db_path, r->blobs, why, len);
 }
 
 /* Notes a checkpoint served before its registration (once until the loop has registered it). */
-static void note_pending(hlptd_resolver *r, const char *name, const hlpt_checkpoint *ck) {
+static void note_pending(hlptd_resolver *r, const char *name, const hlptd_checkpoint *ck) {
     pthread_mutex_lock(&r->mu);
     int known = 0;
     for (pending *p = r->pending; p && !known; p = p->next) known = !strcmp(p->name, name);
@@ -163,22 +163,22 @@ static int resolve(void *ctx, const char *model, char *key, size_t key_len, char
     }
     int err = connect_store(r, why, len);
     if (err) return err;
-    hlpt_adapter_rec *a = NULL;
-    if ((err = hlpt_store_adapter_get(r->st, model, &a, why, len)) == HLPT_OK) {
+    hlptd_adapter_rec *a = NULL;
+    if ((err = hlptd_store_adapter_get(r->st, model, &a, why, len)) == HLPT_OK) {
         snprintf(key, key_len, "%s", a->id);
         snprintf(label, label_len, "%s", a->name);
-        hlpt_adapter_rec_free(a);
+        hlptd_adapter_rec_free(a);
         return HLPT_OK;
     }
     if (err != HLPT_ERR_NOENT) return err;
-    hlpt_job *job;
-    hlpt_checkpoint *ck;
+    hlptd_job *job;
+    hlptd_checkpoint *ck;
     if ((err = hlptd_resolver_checkpoint(r->st, r->base_name, model, &job, &ck, why, len))) return err;
     snprintf(key, key_len, "%s", ck->id);
     snprintf(label, label_len, "%s", model);
     note_pending(r, model, ck);
-    hlpt_job_free(job);
-    hlpt_checkpoint_free(ck);
+    hlptd_job_free(job);
+    hlptd_checkpoint_free(ck);
     return HLPT_OK;
 }
 
@@ -189,7 +189,7 @@ static int fetch(void *ctx, const char *key, char **config, size_t *config_len, 
     *weights = NULL;
     int err = connect_store(r, why, len);
     if (err) return err;
-    if (strncmp(key, HLPT_ID_CHECKPOINT, strlen(HLPT_ID_CHECKPOINT)))
+    if (strncmp(key, HLPTD_ID_CHECKPOINT, strlen(HLPTD_ID_CHECKPOINT)))
         return adapter_files(r->st, r->blobs, key, config, config_len, weights, weights_len, why, len);
     hlpt_adapter *a = NULL;
     if (!(err = checkpoint_adapter(r->st, r->blobs, r->base, key, &a, why, len)))
@@ -227,7 +227,7 @@ void hlptd_resolver_free(hlptd_resolver *r) {
         r->pending = p->next;
         free(p);
     }
-    hlpt_store_close(r->st);
+    hlptd_store_close(r->st);
     pthread_mutex_destroy(&r->mu);
     free(r->db_path);
     free(r->base_name);
@@ -240,7 +240,7 @@ void hlptd_resolver_hook(hlptd_resolver *r, hlptd_infer_opts *o) {
     o->ctx = r;
 }
 
-void hlptd_resolver_register_pending(hlptd_resolver *r, hlpt_store *st) {
+void hlptd_resolver_register_pending(hlptd_resolver *r, hlptd_store *st) {
     pthread_mutex_lock(&r->mu);
     pending *list = r->pending;
     r->pending = NULL;
@@ -249,12 +249,12 @@ void hlptd_resolver_register_pending(hlptd_resolver *r, hlpt_store *st) {
         pending *p = list;
         list = p->next;
         char why[512];
-        hlpt_adapter_rec *have = NULL;
-        int err = hlpt_store_adapter_get(st, p->name, &have, why, sizeof why);
-        hlpt_adapter_rec_free(have);
+        hlptd_adapter_rec *have = NULL;
+        int err = hlptd_store_adapter_get(st, p->name, &have, why, sizeof why);
+        hlptd_adapter_rec_free(have);
         if (err == HLPT_ERR_NOENT) err = register_checkpoint(st, r->blobs, r->base, p, why, sizeof why);
         if (err && err != HLPT_ERR_EXISTS)
-            hlpt_warn("registering checkpoint %s as the adapter %s failed: %s", p->checkpoint_id, p->name, why);
+            hlptd_warn("registering checkpoint %s as the adapter %s failed: %s", p->checkpoint_id, p->name, why);
         free(p);
     }
 }

@@ -50,15 +50,15 @@ void hlptd_resolver_hook(hlptd_resolver *r, hlptd_infer_opts *o);
 /* Registers every checkpoint served since the last call as an adapter named by its model id, in st
  * (borrowed; the loop's store). One already registered is skipped; a failure is logged, and the
  * next request that names the checkpoint notes it again. The thread that owns st. */
-void hlptd_resolver_register_pending(hlptd_resolver *r, hlpt_store *st);
+void hlptd_resolver_register_pending(hlptd_resolver *r, hlptd_store *st);
 
 /* 1 when `model` names the base model called base_name (its name or "base"). Any thread. */
 int hlptd_resolver_is_base(const char *base_name, const char *model);
 
 /* The job and checkpoint that the checkpoint model id `model` names, read from st (borrowed), both
- * returned owned (hlpt_job_free, hlpt_checkpoint_free); HLPT_ERR_NOENT ("no model `…`") when it
+ * returned owned (hlptd_job_free, hlptd_checkpoint_free); HLPT_ERR_NOENT ("no model `…`") when it
  * names none. The thread that owns st. */
-int hlptd_resolver_checkpoint(hlpt_store *st, const char *base_name, const char *model, hlpt_job **job,
-                              hlpt_checkpoint **ck, char *why, size_t len);
+int hlptd_resolver_checkpoint(hlptd_store *st, const char *base_name, const char *model, hlptd_job **job,
+                              hlptd_checkpoint **ck, char *why, size_t len);
 
 #endif

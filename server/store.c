@@ -30,9 +30,9 @@
 #include "hlpt/err.h"
 #include "store_backend.h"
 
-struct hlpt_store {
-    const hlpt_store_backend *be;
-    hlpt_db *db;
+struct hlptd_store {
+    const hlptd_store_backend *be;
+    hlptd_db *db;
     hlptd_blobs *blobs;                 /* borrowed */
     int in_tx;                          /* a transaction is open */
     char (*noted)[HLPT_SHA256_HEX];     /* blobs of rows this transaction removed */
@@ -41,7 +41,7 @@ struct hlpt_store {
     void *on_full_ctx;
 };
 
-void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx) {
+void hlptd_store_on_full(hlptd_store *st, int (*fn)(void *ctx), void *ctx) {
     st->on_full = fn;
     st->on_full_ctx = ctx;
 }
@@ -50,13 +50,13 @@ static int64_t now(void) { return (int64_t)time(NULL); }
 
 /* ---- ids ------------------------------------------------------------------------------------ */
 
-int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix) {
+int hlptd_id_new(char out[HLPTD_ID_MAX], const char *prefix) {
     static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     size_t p = strlen(prefix);
-    HLPT_ASSERT(p + HLPT_ID_RANDOM_CHARS < HLPT_ID_MAX);
+    HLPT_ASSERT(p + HLPTD_ID_RANDOM_CHARS < HLPTD_ID_MAX);
     memcpy(out, prefix, p);
     size_t filled = 0;
-    while (filled < HLPT_ID_RANDOM_CHARS) {
+    while (filled < HLPTD_ID_RANDOM_CHARS) {
         unsigned char r[64];
         ssize_t got = getrandom(r, sizeof r, 0);
         if (got < 0) {
@@ -64,7 +64,7 @@ int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix) {
             return HLPT_ERR_IO;
         }
         /* Rejection sampling keeps the characters uniform: 248 = 4 * 62. */
-        for (ssize_t i = 0; i < got && filled < HLPT_ID_RANDOM_CHARS; i++)
+        for (ssize_t i = 0; i < got && filled < HLPTD_ID_RANDOM_CHARS; i++)
             if (r[i] < 248) out[p + filled++] = b62[r[i] % 62];
     }
     out[p + filled] = 0;
@@ -108,74 +108,74 @@ typedef struct {
 #define ROW_TYPE(T, table, what, cols) {table, what, sizeof(T), cols, sizeof cols / sizeof cols[0]}
 
 static const col file_cols[] = {
-    COL(hlpt_file, id, K_CHARS, INS),          COL(hlpt_file, filename, K_TEXT, INS),
-    COL(hlpt_file, purpose, K_TEXT, INS),      COL(hlpt_file, bytes, K_INT, INS),
-    COL(hlpt_file, created_at, K_INT, INS),    COL(hlpt_file, status, K_TEXT, INS),
-    COL(hlpt_file, lines, K_INT, INS),         COL(hlpt_file, stats, K_JSON, INS),
-    COL(hlpt_file, error, K_TEXT, INS),        COL(hlpt_file, sha256, K_CHARS, INS | BLOB),
+    COL(hlptd_file, id, K_CHARS, INS),          COL(hlptd_file, filename, K_TEXT, INS),
+    COL(hlptd_file, purpose, K_TEXT, INS),      COL(hlptd_file, bytes, K_INT, INS),
+    COL(hlptd_file, created_at, K_INT, INS),    COL(hlptd_file, status, K_TEXT, INS),
+    COL(hlptd_file, lines, K_INT, INS),         COL(hlptd_file, stats, K_JSON, INS),
+    COL(hlptd_file, error, K_TEXT, INS),        COL(hlptd_file, sha256, K_CHARS, INS | BLOB),
 };
-static const row_type file_t = ROW_TYPE(hlpt_file, "files", "file", file_cols);
+static const row_type file_t = ROW_TYPE(hlptd_file, "files", "file", file_cols);
 
 static const col job_cols[] = {
-    COL(hlpt_job, id, K_CHARS, INS),
-    COL(hlpt_job, status, K_STATE, INS),
-    COL(hlpt_job, model, K_TEXT, INS),
-    COL(hlpt_job, training_file, K_TEXT, INS),
-    COL(hlpt_job, validation_file, K_TEXT, INS),
-    COL(hlpt_job, method, K_JSON, INS),
-    COL(hlpt_job, hyperparameters, K_JSON, INS),
-    COL(hlpt_job, seed, K_INT, INS),
-    COL(hlpt_job, suffix, K_TEXT, INS),
-    COL(hlpt_job, created_at, K_INT, INS),
-    COL(hlpt_job, started_at, K_INT, 0),
-    COL(hlpt_job, finished_at, K_INT, 0),
-    COL(hlpt_job, error, K_JSON, 0),
-    COL(hlpt_job, fine_tuned_model, K_TEXT, 0),
-    COL(hlpt_job, step, K_INT, 0),
-    COL(hlpt_job, total_steps, K_INT, 0),
-    COL(hlpt_job, epoch, K_REAL, 0),
-    COL(hlpt_job, tokens_per_s, K_REAL, 0),
-    COL(hlpt_job, queue_order, K_INT, INS),
-    COL(hlpt_job, metadata, K_JSON, INS),
-    COL(hlpt_job, integrations, K_JSON, INS),
-    COL(hlpt_job, trained_tokens, K_INT, NULL_NEG),
-    COL(hlpt_job, result_file, K_TEXT, 0),
+    COL(hlptd_job, id, K_CHARS, INS),
+    COL(hlptd_job, status, K_STATE, INS),
+    COL(hlptd_job, model, K_TEXT, INS),
+    COL(hlptd_job, training_file, K_TEXT, INS),
+    COL(hlptd_job, validation_file, K_TEXT, INS),
+    COL(hlptd_job, method, K_JSON, INS),
+    COL(hlptd_job, hyperparameters, K_JSON, INS),
+    COL(hlptd_job, seed, K_INT, INS),
+    COL(hlptd_job, suffix, K_TEXT, INS),
+    COL(hlptd_job, created_at, K_INT, INS),
+    COL(hlptd_job, started_at, K_INT, 0),
+    COL(hlptd_job, finished_at, K_INT, 0),
+    COL(hlptd_job, error, K_JSON, 0),
+    COL(hlptd_job, fine_tuned_model, K_TEXT, 0),
+    COL(hlptd_job, step, K_INT, 0),
+    COL(hlptd_job, total_steps, K_INT, 0),
+    COL(hlptd_job, epoch, K_REAL, 0),
+    COL(hlptd_job, tokens_per_s, K_REAL, 0),
+    COL(hlptd_job, queue_order, K_INT, INS),
+    COL(hlptd_job, metadata, K_JSON, INS),
+    COL(hlptd_job, integrations, K_JSON, INS),
+    COL(hlptd_job, trained_tokens, K_INT, NULL_NEG),
+    COL(hlptd_job, result_file, K_TEXT, 0),
 };
-static const row_type job_t = ROW_TYPE(hlpt_job, "jobs", "fine-tuning job", job_cols);
+static const row_type job_t = ROW_TYPE(hlptd_job, "jobs", "fine-tuning job", job_cols);
 
 static const col event_cols[] = {
-    COL(hlpt_event, seq, K_INT, 0),          COL(hlpt_event, id, K_CHARS, INS),
-    COL(hlpt_event, job_id, K_CHARS, INS),   COL(hlpt_event, created_at, K_INT, INS),
-    COL(hlpt_event, level, K_TEXT, INS),     COL(hlpt_event, message, K_TEXT, INS),
-    COL(hlpt_event, data, K_JSON, INS),
+    COL(hlptd_job_event, seq, K_INT, 0),          COL(hlptd_job_event, id, K_CHARS, INS),
+    COL(hlptd_job_event, job_id, K_CHARS, INS),   COL(hlptd_job_event, created_at, K_INT, INS),
+    COL(hlptd_job_event, level, K_TEXT, INS),     COL(hlptd_job_event, message, K_TEXT, INS),
+    COL(hlptd_job_event, data, K_JSON, INS),
 };
-static const row_type event_t = ROW_TYPE(hlpt_event, "job_events", "event", event_cols);
+static const row_type event_t = ROW_TYPE(hlptd_job_event, "job_events", "event", event_cols);
 
 /* A metric row's job is the query's, not the struct's: metric_put writes job_id itself. */
 static const col metric_cols[] = {
-    COL(hlpt_metric, step, K_INT, INS),       COL(hlpt_metric, train_loss, K_REAL, INS),
-    COL(hlpt_metric, valid_loss, K_REAL, INS), COL(hlpt_metric, valid_acc, K_REAL, INS),
-    COL(hlpt_metric, lr, K_REAL, INS),         COL(hlpt_metric, tokens_per_s, K_REAL, INS),
-    COL(hlpt_metric, created_at, K_INT, INS),
+    COL(hlptd_metric, step, K_INT, INS),       COL(hlptd_metric, train_loss, K_REAL, INS),
+    COL(hlptd_metric, valid_loss, K_REAL, INS), COL(hlptd_metric, valid_acc, K_REAL, INS),
+    COL(hlptd_metric, lr, K_REAL, INS),         COL(hlptd_metric, tokens_per_s, K_REAL, INS),
+    COL(hlptd_metric, created_at, K_INT, INS),
 };
-static const row_type metric_t = ROW_TYPE(hlpt_metric, "metrics", "metric", metric_cols);
+static const row_type metric_t = ROW_TYPE(hlptd_metric, "metrics", "metric", metric_cols);
 
 static const col checkpoint_cols[] = {
-    COL(hlpt_checkpoint, id, K_CHARS, INS),     COL(hlpt_checkpoint, job_id, K_CHARS, INS),
-    COL(hlpt_checkpoint, step, K_INT, INS),     COL(hlpt_checkpoint, metrics, K_JSON, INS),
-    COL(hlpt_checkpoint, bytes, K_INT, INS),    COL(hlpt_checkpoint, sha256, K_CHARS, INS | BLOB),
-    COL(hlpt_checkpoint, created_at, K_INT, INS),
+    COL(hlptd_checkpoint, id, K_CHARS, INS),     COL(hlptd_checkpoint, job_id, K_CHARS, INS),
+    COL(hlptd_checkpoint, step, K_INT, INS),     COL(hlptd_checkpoint, metrics, K_JSON, INS),
+    COL(hlptd_checkpoint, bytes, K_INT, INS),    COL(hlptd_checkpoint, sha256, K_CHARS, INS | BLOB),
+    COL(hlptd_checkpoint, created_at, K_INT, INS),
 };
-static const row_type checkpoint_t = ROW_TYPE(hlpt_checkpoint, "checkpoints", "checkpoint", checkpoint_cols);
+static const row_type checkpoint_t = ROW_TYPE(hlptd_checkpoint, "checkpoints", "checkpoint", checkpoint_cols);
 
 static const col adapter_cols[] = {
-    COL(hlpt_adapter_rec, id, K_CHARS, INS),          COL(hlpt_adapter_rec, name, K_TEXT, INS),
-    COL(hlpt_adapter_rec, config, K_JSON, INS),       COL(hlpt_adapter_rec, bytes, K_INT, INS),
-    COL(hlpt_adapter_rec, sha256, K_CHARS, INS | BLOB), COL(hlpt_adapter_rec, base_hash, K_TEXT, INS),
-    COL(hlpt_adapter_rec, job_id, K_TEXT, INS),       COL(hlpt_adapter_rec, checkpoint_id, K_TEXT, INS),
-    COL(hlpt_adapter_rec, created_at, K_INT, INS),
+    COL(hlptd_adapter_rec, id, K_CHARS, INS),          COL(hlptd_adapter_rec, name, K_TEXT, INS),
+    COL(hlptd_adapter_rec, config, K_JSON, INS),       COL(hlptd_adapter_rec, bytes, K_INT, INS),
+    COL(hlptd_adapter_rec, sha256, K_CHARS, INS | BLOB), COL(hlptd_adapter_rec, base_hash, K_TEXT, INS),
+    COL(hlptd_adapter_rec, job_id, K_TEXT, INS),       COL(hlptd_adapter_rec, checkpoint_id, K_TEXT, INS),
+    COL(hlptd_adapter_rec, created_at, K_INT, INS),
 };
-static const row_type adapter_t = ROW_TYPE(hlpt_adapter_rec, "adapters", "adapter", adapter_cols);
+static const row_type adapter_t = ROW_TYPE(hlptd_adapter_rec, "adapters", "adapter", adapter_cols);
 
 static const row_type *const row_types[] = {&file_t, &job_t, &event_t, &metric_t, &checkpoint_t, &adapter_t};
 
@@ -193,20 +193,20 @@ static void rows_free(const row_type *t, void **v, size_t n) {
     free(v);
 }
 
-static hlpt_db_val v_text(const char *s) {
-    return s ? (hlpt_db_val){.type = HLPT_DB_TEXT, .s = s} : (hlpt_db_val){.type = HLPT_DB_NULL};
+static hlptd_db_val v_text(const char *s) {
+    return s ? (hlptd_db_val){.type = HLPTD_DB_TEXT, .s = s} : (hlptd_db_val){.type = HLPTD_DB_NULL};
 }
-static hlpt_db_val v_int(int64_t i) { return (hlpt_db_val){.type = HLPT_DB_INT, .i = i}; }
-static hlpt_db_val v_real(double r) {
-    return isnan(r) ? (hlpt_db_val){.type = HLPT_DB_NULL} : (hlpt_db_val){.type = HLPT_DB_REAL, .r = r};
+static hlptd_db_val v_int(int64_t i) { return (hlptd_db_val){.type = HLPTD_DB_INT, .i = i}; }
+static hlptd_db_val v_real(double r) {
+    return isnan(r) ? (hlptd_db_val){.type = HLPTD_DB_NULL} : (hlptd_db_val){.type = HLPTD_DB_REAL, .r = r};
 }
 
 /* A statement's parameters, ?1.. in order: ARGS(v_text(id), v_int(step)) is the array and its
  * length. */
-#define ARGS(...) (const hlpt_db_val[]){__VA_ARGS__}, (int)(sizeof((hlpt_db_val[]){__VA_ARGS__}) / sizeof(hlpt_db_val))
+#define ARGS(...) (const hlptd_db_val[]){__VA_ARGS__}, (int)(sizeof((hlptd_db_val[]){__VA_ARGS__}) / sizeof(hlptd_db_val))
 
 /* Column c of a row as a parameter. */
-static hlpt_db_val col_val(const col *c, const void *row) {
+static hlptd_db_val col_val(const col *c, const void *row) {
     const void *f = field(row, c);
     switch (c->kind) {
     case K_TEXT:
@@ -224,34 +224,34 @@ static hlpt_db_val col_val(const col *c, const void *row) {
 
 /* Reads the current row of s, whose columns are t's in order, into the struct at dst. Returns -1
  * when a string could not be copied (the strings that were stay in dst, for row_free). */
-static int row_fill(const hlpt_store *st, const row_type *t, hlpt_db_stmt *s, void *dst) {
+static int row_fill(const hlptd_store *st, const row_type *t, hlptd_db_stmt *s, void *dst) {
     int oom = 0;
     for (size_t i = 0; i < t->ncols; i++) {
         const col *c = &t->cols[i];
         void *f = field(dst, c);
-        hlpt_db_val v;
+        hlptd_db_val v;
         switch (c->kind) {
         case K_TEXT:
         case K_JSON:
-            st->be->column(s, (int)i, HLPT_DB_TEXT, &v);
-            *(char **)f = v.type == HLPT_DB_NULL ? NULL : strdup(v.s);
-            oom |= v.type != HLPT_DB_NULL && !*(char **)f;
+            st->be->column(s, (int)i, HLPTD_DB_TEXT, &v);
+            *(char **)f = v.type == HLPTD_DB_NULL ? NULL : strdup(v.s);
+            oom |= v.type != HLPTD_DB_NULL && !*(char **)f;
             break;
         case K_CHARS:
-            st->be->column(s, (int)i, HLPT_DB_TEXT, &v);
-            snprintf(f, c->cap, "%s", v.type == HLPT_DB_NULL ? "" : v.s);
+            st->be->column(s, (int)i, HLPTD_DB_TEXT, &v);
+            snprintf(f, c->cap, "%s", v.type == HLPTD_DB_NULL ? "" : v.s);
             break;
         case K_INT:
-            st->be->column(s, (int)i, HLPT_DB_INT, &v);
-            *(int64_t *)f = v.type != HLPT_DB_NULL ? v.i : (c->flags & NULL_NEG) ? -1 : 0;
+            st->be->column(s, (int)i, HLPTD_DB_INT, &v);
+            *(int64_t *)f = v.type != HLPTD_DB_NULL ? v.i : (c->flags & NULL_NEG) ? -1 : 0;
             break;
         case K_REAL:
-            st->be->column(s, (int)i, HLPT_DB_REAL, &v);
-            *(double *)f = v.type == HLPT_DB_NULL ? NAN : v.r;
+            st->be->column(s, (int)i, HLPTD_DB_REAL, &v);
+            *(double *)f = v.type == HLPTD_DB_NULL ? NAN : v.r;
             break;
         case K_STATE: {
-            st->be->column(s, (int)i, HLPT_DB_TEXT, &v);
-            int k = hlptd_job_state_from_name(v.type == HLPT_DB_NULL ? NULL : v.s);
+            st->be->column(s, (int)i, HLPTD_DB_TEXT, &v);
+            int k = hlptd_job_state_from_name(v.type == HLPTD_DB_NULL ? NULL : v.s);
             /* Only this file writes the column: a name it does not know was not written by hlptd,
              * and a job in it cannot run. */
             *(hlptd_job_state *)f = k < 0 ? HLPTD_JOB_FAILED : (hlptd_job_state)k;
@@ -262,7 +262,7 @@ static int row_fill(const hlpt_store *st, const row_type *t, hlpt_db_stmt *s, vo
     return oom ? -1 : 0;
 }
 
-static void *row_read(const hlpt_store *st, const row_type *t, hlpt_db_stmt *s) {
+static void *row_read(const hlptd_store *st, const row_type *t, hlptd_db_stmt *s) {
     void *row = calloc(1, t->size);
     if (row && row_fill(st, t, s, row)) {
         row_free(t, row);
@@ -285,8 +285,8 @@ static void col_list(const row_type *t, char *out, size_t cap) {
 /* Runs a statement that returns no rows; *changes (may be NULL) gets the rows it changed. Outside
  * a transaction, a full disk that the on_full hook made room on is tried once more (inside one,
  * in_transaction retries the whole transaction). */
-static int run(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, int64_t *changes, char *why, size_t len) {
-    hlpt_db_stmt *s;
+static int run(hlptd_store *st, const char *sql, const hlptd_db_val *a, int n, int64_t *changes, char *why, size_t len) {
+    hlptd_db_stmt *s;
     int err = st->be->prepare(st->db, sql, a, n, &s, why, len);
     if (err) return err;
     int rc = st->be->step(s, why, len);
@@ -301,7 +301,7 @@ static int run(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, int
 
 /* The rows of "SELECT <t's columns> FROM <t's table> <tail>" as an owned array of owned rows. At
  * most `limit` (-1: all) are kept; a row beyond them only sets *has_more (may be NULL). */
-static int select_rows(hlpt_store *st, const row_type *t, const char *tail, const hlpt_db_val *a, int n, int limit,
+static int select_rows(hlptd_store *st, const row_type *t, const char *tail, const hlptd_db_val *a, int n, int limit,
                        void ***out, size_t *cnt, int *has_more, char *why, size_t len) {
     char cols[1024], sql[2048];
     *out = NULL;
@@ -309,7 +309,7 @@ static int select_rows(hlpt_store *st, const row_type *t, const char *tail, cons
     if (has_more) *has_more = 0;
     col_list(t, cols, sizeof cols);
     snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", cols, t->table, tail);
-    hlpt_db_stmt *s;
+    hlptd_db_stmt *s;
     int err = st->be->prepare(st->db, sql, a, n, &s, why, len), rc;
     if (err) return err;
     void **v = NULL;
@@ -339,7 +339,7 @@ static int select_rows(hlpt_store *st, const row_type *t, const char *tail, cons
 }
 
 /* The one row `tail` selects: HLPT_ERR_NOENT "no <what> `<id>`" when there is none. */
-static int select_one(hlpt_store *st, const row_type *t, const char *tail, const hlpt_db_val *a, int n,
+static int select_one(hlptd_store *st, const row_type *t, const char *tail, const hlptd_db_val *a, int n,
                       const char *what, const char *id, void **out, char *why, size_t len) {
     void **v;
     size_t k;
@@ -352,17 +352,17 @@ static int select_one(hlpt_store *st, const row_type *t, const char *tail, const
 }
 
 /* The first row's first k integer columns; *found says whether there was a row. */
-static int select_ints(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, int64_t *v, int k, int *found,
+static int select_ints(hlptd_store *st, const char *sql, const hlptd_db_val *a, int n, int64_t *v, int k, int *found,
                        char *why, size_t len) {
-    hlpt_db_stmt *s;
+    hlptd_db_stmt *s;
     *found = 0;
     int err = st->be->prepare(st->db, sql, a, n, &s, why, len);
     if (err) return err;
     int rc = st->be->step(s, why, len);
     for (int i = 0; rc == 1 && i < k; i++) {
-        hlpt_db_val x;
-        st->be->column(s, i, HLPT_DB_INT, &x);
-        v[i] = x.type == HLPT_DB_NULL ? 0 : x.i;
+        hlptd_db_val x;
+        st->be->column(s, i, HLPTD_DB_INT, &x);
+        v[i] = x.type == HLPTD_DB_NULL ? 0 : x.i;
     }
     *found = rc == 1;
     st->be->finalize(s);
@@ -370,9 +370,9 @@ static int select_ints(hlpt_store *st, const char *sql, const hlpt_db_val *a, in
 }
 
 /* The first text column of every row (NULLs skipped) as an owned array of owned strings. */
-static int select_texts(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, char ***out, size_t *cnt,
+static int select_texts(hlptd_store *st, const char *sql, const hlptd_db_val *a, int n, char ***out, size_t *cnt,
                         char *why, size_t len) {
-    hlpt_db_stmt *s;
+    hlptd_db_stmt *s;
     *out = NULL;
     *cnt = 0;
     int err = st->be->prepare(st->db, sql, a, n, &s, why, len), rc;
@@ -380,9 +380,9 @@ static int select_texts(hlpt_store *st, const char *sql, const hlpt_db_val *a, i
     char **v = NULL;
     size_t k = 0, cap = 0;
     while ((rc = st->be->step(s, why, len)) == 1) {
-        hlpt_db_val x;
-        st->be->column(s, 0, HLPT_DB_TEXT, &x);
-        if (x.type == HLPT_DB_NULL) continue;
+        hlptd_db_val x;
+        st->be->column(s, 0, HLPTD_DB_TEXT, &x);
+        if (x.type == HLPTD_DB_NULL) continue;
         if (k == cap) {
             char **nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof *v);
             if (!nv) break;
@@ -394,7 +394,7 @@ static int select_texts(hlpt_store *st, const char *sql, const hlpt_db_val *a, i
     st->be->finalize(s);
     if (rc == 1) rc = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     if (rc < 0) {
-        hlpt_store_ids_free(v, k);
+        hlptd_store_ids_free(v, k);
         return rc;
     }
     *out = v;
@@ -402,14 +402,14 @@ static int select_texts(hlpt_store *st, const char *sql, const hlpt_db_val *a, i
     return HLPT_OK;
 }
 
-void hlpt_store_ids_free(char **ids, size_t n) {
+void hlptd_store_ids_free(char **ids, size_t n) {
     for (size_t i = 0; ids && i < n; i++) free(ids[i]);
     free(ids);
 }
 
 /* INSERT of t's INS columns from the struct at row (whose strings it only reads). */
-static int row_insert(hlpt_store *st, const row_type *t, const void *row, char *why, size_t len) {
-    hlpt_db_val a[32];
+static int row_insert(hlptd_store *st, const row_type *t, const void *row, char *why, size_t len) {
+    hlptd_db_val a[32];
     char names[1024], marks[256], sql[1400];
     size_t nn = 0, nm = 0;
     int n = 0;
@@ -429,7 +429,7 @@ static int row_insert(hlpt_store *st, const row_type *t, const void *row, char *
 /* A newest-first page of t's rows in insertion order, starting after the row `after` (NULL: from
  * the newest). Rows of one job when scope is not NULL (job_id = scope); rows where `cond` holds
  * when it is not NULL. */
-static int page(hlpt_store *st, const row_type *t, const char *scope, const char *cond, const char *after, int limit,
+static int page(hlptd_store *st, const row_type *t, const char *scope, const char *cond, const char *after, int limit,
                 void ***out, size_t *n, int *has_more, char *why, size_t len) {
     *out = NULL;
     *n = 0;
@@ -440,7 +440,7 @@ static int page(hlpt_store *st, const row_type *t, const char *scope, const char
     if (after) {
         int found;
         snprintf(sql, sizeof sql, "SELECT seq FROM %s WHERE id = ?1%s", t->table, scope ? " AND job_id = ?2" : "");
-        const hlpt_db_val a[] = {v_text(after), v_text(scope)};
+        const hlptd_db_val a[] = {v_text(after), v_text(scope)};
         if ((err = select_ints(st, sql, a, scope ? 2 : 1, &bound, 1, &found, why, len))) return err;
         if (!found && scope)
             return hlpt_why(why, len, HLPT_ERR_NOENT, "no %s `%s` in job `%s` (after)", t->what, after, scope);
@@ -448,14 +448,14 @@ static int page(hlpt_store *st, const row_type *t, const char *scope, const char
     }
     snprintf(sql, sizeof sql, "WHERE seq < ?1%s%s%s%s ORDER BY seq DESC LIMIT ?2", scope ? " AND job_id = ?3" : "",
              cond ? " AND (" : "", cond ? cond : "", cond ? ")" : "");
-    const hlpt_db_val a[] = {v_int(bound), v_int((int64_t)limit + 1), v_text(scope)};
+    const hlptd_db_val a[] = {v_int(bound), v_int((int64_t)limit + 1), v_text(scope)};
     return select_rows(st, t, sql, a, scope ? 3 : 2, limit, out, n, has_more, why, len);
 }
 
 /* ---- transactions and blobs ----------------------------------------------------------------- */
 
 /* 1 in *named when a row of any type names the blob sha256. */
-static int blob_named(hlpt_store *st, const char *sha256, int *named, char *why, size_t len) {
+static int blob_named(hlptd_store *st, const char *sha256, int *named, char *why, size_t len) {
     char sql[1024];
     size_t n = 0;
     for (size_t i = 0; i < sizeof row_types / sizeof row_types[0]; i++)
@@ -470,7 +470,7 @@ static int blob_named(hlpt_store *st, const char *sha256, int *named, char *why,
 }
 
 /* Notes a blob to remove at the commit unless a row names it then. */
-static int note_blob(hlpt_store *st, const char *sha256, char *why, size_t len) {
+static int note_blob(hlptd_store *st, const char *sha256, char *why, size_t len) {
     if (!hlpt_sha256_hex_valid(sha256)) return HLPT_OK;
     if (st->nnoted == st->cap) {
         size_t cap = st->cap ? 2 * st->cap : 8;
@@ -484,7 +484,7 @@ static int note_blob(hlpt_store *st, const char *sha256, char *why, size_t len) 
 }
 
 /* Notes the blobs that the rows of t selected by `where` name (before they are removed). */
-static int note_blobs_of(hlpt_store *st, const row_type *t, const char *where, const hlpt_db_val *a, int n, char *why,
+static int note_blobs_of(hlptd_store *st, const row_type *t, const char *where, const hlptd_db_val *a, int n, char *why,
                          size_t len) {
     for (size_t k = 0; k < t->ncols; k++) {
         if (!(t->cols[k].flags & BLOB)) continue;
@@ -493,13 +493,13 @@ static int note_blobs_of(hlpt_store *st, const row_type *t, const char *where, c
         snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", t->cols[k].name, t->table, where);
         int err = select_texts(st, sql, a, n, &v, &cnt, why, len);
         for (size_t i = 0; !err && i < cnt; i++) err = note_blob(st, v[i], why, len);
-        hlpt_store_ids_free(v, cnt);
+        hlptd_store_ids_free(v, cnt);
         if (err) return err;
     }
     return HLPT_OK;
 }
 
-int hlpt_store_begin(hlpt_store *st, char *why, size_t len) {
+int hlptd_store_begin(hlptd_store *st, char *why, size_t len) {
     if (st->in_tx) return hlpt_why(why, len, HLPT_ERR_STATE, "a transaction is open already");
     int err = st->be->begin(st->db, why, len);
     if (!err) st->in_tx = 1;
@@ -507,14 +507,14 @@ int hlpt_store_begin(hlpt_store *st, char *why, size_t len) {
     return err;
 }
 
-void hlpt_store_rollback(hlpt_store *st) {
+void hlptd_store_rollback(hlptd_store *st) {
     if (!st->in_tx) return;
     st->be->rollback(st->db);
     st->in_tx = 0;
     st->nnoted = 0;
 }
 
-int hlpt_store_commit(hlpt_store *st, char *why, size_t len) {
+int hlptd_store_commit(hlptd_store *st, char *why, size_t len) {
     if (!st->in_tx) return hlpt_why(why, len, HLPT_ERR_STATE, "no transaction is open");
     /* Which noted blobs no row names is decided inside the transaction; they go after it. */
     size_t k = 0;
@@ -527,7 +527,7 @@ int hlpt_store_commit(hlpt_store *st, char *why, size_t len) {
     }
     if (!err) err = st->be->commit(st->db, why, len);
     if (err) {
-        hlpt_store_rollback(st);
+        hlptd_store_rollback(st);
         return err;
     }
     st->in_tx = 0;
@@ -537,31 +537,31 @@ int hlpt_store_commit(hlpt_store *st, char *why, size_t len) {
     return HLPT_OK;
 }
 
-typedef int (*tx_fn)(hlpt_store *st, void *ctx, char *why, size_t len);
+typedef int (*tx_fn)(hlptd_store *st, void *ctx, char *why, size_t len);
 
 /* Runs fn in a transaction: the caller's when one is open (a failure is then the caller's to roll
  * back), else one of its own, which a full disk that on_full made room on runs once more. */
-static int in_transaction(hlpt_store *st, tx_fn fn, void *ctx, char *why, size_t len) {
+static int in_transaction(hlptd_store *st, tx_fn fn, void *ctx, char *why, size_t len) {
     if (st->in_tx) return fn(st, ctx, why, len);
     for (int attempt = 0;; attempt++) {
-        int err = hlpt_store_begin(st, why, len);
-        if (!err && (err = fn(st, ctx, why, len))) hlpt_store_rollback(st);
-        else if (!err) err = hlpt_store_commit(st, why, len);
+        int err = hlptd_store_begin(st, why, len);
+        if (!err && (err = fn(st, ctx, why, len))) hlptd_store_rollback(st);
+        else if (!err) err = hlptd_store_commit(st, why, len);
         if (err == HLPT_ERR_NOSPACE && attempt == 0 && st->on_full && st->on_full(st->on_full_ctx)) continue;
         return err;
     }
 }
 
-static int release_tx(hlpt_store *st, void *ctx, char *why, size_t len) { return note_blob(st, ctx, why, len); }
+static int release_tx(hlptd_store *st, void *ctx, char *why, size_t len) { return note_blob(st, ctx, why, len); }
 
-int hlpt_store_blob_release(hlpt_store *st, const char *sha256, char *why, size_t len) {
+int hlptd_store_blob_release(hlptd_store *st, const char *sha256, char *why, size_t len) {
     if (!sha256 || !hlpt_sha256_hex_valid(sha256))
         return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name", sha256 ? sha256 : "(null)");
     return in_transaction(st, release_tx, (void *)sha256, why, len);
 }
 
 typedef struct {
-    hlpt_store *st;
+    hlptd_store *st;
     size_t removed;
     int err;
     char *why;
@@ -576,7 +576,7 @@ static int sweep_one(void *ctx, const char *sha256) {
     return 0;
 }
 
-int hlpt_store_blob_sweep(hlpt_store *st, size_t *removed, char *why, size_t len) {
+int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t len) {
     sweep_ctx c = {.st = st, .why = why, .len = len};
     int rc = hlptd_blobs_each(st->blobs, sweep_one, &c, why, len);
     if (removed) *removed = c.removed;
@@ -584,7 +584,7 @@ int hlpt_store_blob_sweep(hlpt_store *st, size_t *removed, char *why, size_t len
 }
 
 /* A row may name only a blob that is there, of the size it says. */
-static int need_blob(hlpt_store *st, const char *sha256, int64_t bytes, char *why, size_t len) {
+static int need_blob(hlptd_store *st, const char *sha256, int64_t bytes, char *why, size_t len) {
     if (!sha256 || !hlpt_sha256_hex_valid(sha256))
         return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
     uint64_t have = 0;
@@ -599,13 +599,13 @@ static int need_blob(hlpt_store *st, const char *sha256, int64_t bytes, char *wh
 
 /* ---- open and close ------------------------------------------------------------------------- */
 
-int hlpt_store_open_at(hlpt_store **out, const char *path, int version, hlptd_blobs *blobs, char *why, size_t len) {
+int hlptd_store_open_at(hlptd_store **out, const char *path, int version, hlptd_blobs *blobs, char *why, size_t len) {
     *out = NULL;
     if (!blobs) return hlpt_why(why, len, HLPT_ERR_INVAL, "the store needs its blob folder");
     if (version < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "no schema version %d", version);
-    hlpt_store *st = calloc(1, sizeof *st);
+    hlptd_store *st = calloc(1, sizeof *st);
     if (!st) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-    st->be = &hlpt_store_sqlite;
+    st->be = &hlptd_store_sqlite;
     st->blobs = blobs;
     int err = st->be->open(path, version, blobs, &st->db, why, len);
     if (err) {
@@ -616,55 +616,55 @@ int hlpt_store_open_at(hlpt_store **out, const char *path, int version, hlptd_bl
     return HLPT_OK;
 }
 
-int hlpt_store_open(hlpt_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len) {
-    return hlpt_store_open_at(out, path, hlpt_migrations_count, blobs, why, len);
+int hlptd_store_open(hlptd_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len) {
+    return hlptd_store_open_at(out, path, hlptd_migrations_count, blobs, why, len);
 }
 
-void hlpt_store_close(hlpt_store *st) {
+void hlptd_store_close(hlptd_store *st) {
     if (!st) return;
-    hlpt_store_rollback(st);
+    hlptd_store_rollback(st);
     st->be->close(st->db);
     free(st->noted);
     free(st);
 }
 
-int hlpt_store_check(const char *path, char *why, size_t len) { return hlpt_store_sqlite.check(path, why, len); }
+int hlptd_store_check(const char *path, char *why, size_t len) { return hlptd_store_sqlite.check(path, why, len); }
 
-int hlpt_store_damaged(const hlpt_store *st) { return st && st->be->damaged(st->db); }
+int hlptd_store_damaged(const hlptd_store *st) { return st && st->be->damaged(st->db); }
 
-int hlpt_store_version(hlpt_store *st) { return st->be->version(st->db); }
+int hlptd_store_version(hlptd_store *st) { return st->be->version(st->db); }
 
 /* ---- files ---------------------------------------------------------------------------------- */
 
-void hlpt_file_free(hlpt_file *f) { row_free(&file_t, f); }
-void hlpt_file_list_free(hlpt_file **v, size_t n) { rows_free(&file_t, (void **)v, n); }
+void hlptd_file_free(hlptd_file *f) { row_free(&file_t, f); }
+void hlptd_file_list_free(hlptd_file **v, size_t n) { rows_free(&file_t, (void **)v, n); }
 
-int hlpt_store_file_insert(hlpt_store *st, const char *filename, const char *purpose, const char *status,
-                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlpt_file **out,
+int hlptd_store_file_insert(hlptd_store *st, const char *filename, const char *purpose, const char *status,
+                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlptd_file **out,
                            char *why, size_t len) {
     if (out) *out = NULL;
     int err = need_blob(st, sha256, bytes, why, len);
     if (err) return err;
     /* The row's strings are borrowed: row_insert only reads them. */
-    hlpt_file f = {.filename = (char *)filename, .purpose = (char *)purpose, .bytes = bytes, .created_at = now(),
+    hlptd_file f = {.filename = (char *)filename, .purpose = (char *)purpose, .bytes = bytes, .created_at = now(),
                    .status = (char *)status, .lines = lines, .stats = (char *)stats};
     snprintf(f.sha256, sizeof f.sha256, "%s", sha256);
-    if (hlpt_id_new(f.id, HLPT_ID_FILE)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    if (hlptd_id_new(f.id, HLPTD_ID_FILE)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
     if ((err = row_insert(st, &file_t, &f, why, len))) return err;
-    return out ? hlpt_store_file_get(st, f.id, out, why, len) : HLPT_OK;
+    return out ? hlptd_store_file_get(st, f.id, out, why, len) : HLPT_OK;
 }
 
-int hlpt_store_file_get(hlpt_store *st, const char *id, hlpt_file **out, char *why, size_t len) {
+int hlptd_store_file_get(hlptd_store *st, const char *id, hlptd_file **out, char *why, size_t len) {
     return select_one(st, &file_t, "WHERE id = ?1 AND deleted_at IS NULL", ARGS(v_text(id)), NULL, id, (void **)out,
                       why, len);
 }
 
-int hlpt_store_file_list(hlpt_store *st, const char *after, int limit, hlpt_file ***out, size_t *n, int *has_more,
+int hlptd_store_file_list(hlptd_store *st, const char *after, int limit, hlptd_file ***out, size_t *n, int *has_more,
                          char *why, size_t len) {
     return page(st, &file_t, NULL, "deleted_at IS NULL", after, limit, (void ***)out, n, has_more, why, len);
 }
 
-static int file_delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+static int file_delete_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     const char *id = ctx;
     /* How many jobs name the file, and how many of them are not final (and need its bytes). */
     int64_t users[2] = {0, 0};
@@ -692,25 +692,25 @@ static int file_delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
     return err;
 }
 
-int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+int hlptd_store_file_delete(hlptd_store *st, const char *id, char *why, size_t len) {
     return in_transaction(st, file_delete_tx, (void *)id, why, len);
 }
 
 /* ---- jobs ----------------------------------------------------------------------------------- */
 
-void hlpt_job_free(hlpt_job *j) { row_free(&job_t, j); }
-void hlpt_job_list_free(hlpt_job **v, size_t n) { rows_free(&job_t, (void **)v, n); }
+void hlptd_job_free(hlptd_job *j) { row_free(&job_t, j); }
+void hlptd_job_list_free(hlptd_job **v, size_t n) { rows_free(&job_t, (void **)v, n); }
 
-static int file_exists(hlpt_store *st, const char *id, const char *param, char *why, size_t len) {
-    hlpt_file *f;
-    int err = hlpt_store_file_get(st, id, &f, why, len);
-    hlpt_file_free(f);
+static int file_exists(hlptd_store *st, const char *id, const char *param, char *why, size_t len) {
+    hlptd_file *f;
+    int err = hlptd_store_file_get(st, id, &f, why, len);
+    hlptd_file_free(f);
     if (err == HLPT_ERR_NOENT) return hlpt_why(why, len, HLPT_ERR_NOENT, "%s: no file `%s`", param, id);
     return err;
 }
 
-static int job_insert_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
-    hlpt_job *j = ctx;
+static int job_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    hlptd_job *j = ctx;
     int err, found;
     if ((err = file_exists(st, j->training_file, "training_file", why, len))) return err;
     if (j->validation_file && (err = file_exists(st, j->validation_file, "validation_file", why, len))) return err;
@@ -721,33 +721,33 @@ static int job_insert_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
     return row_insert(st, &job_t, j, why, len);
 }
 
-int hlpt_store_job_insert(hlpt_store *st, const hlpt_job_new *in, hlpt_job **out, char *why, size_t len) {
+int hlptd_store_job_insert(hlptd_store *st, const hlptd_job_new *in, hlptd_job **out, char *why, size_t len) {
     if (out) *out = NULL;
     if ((unsigned)in->status >= HLPTD_JOB_STATE_COUNT || !in->model || !in->training_file || !in->method ||
         !in->hyperparameters)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "job: status, model, training_file, method and hyperparameters are required");
     /* The row's strings are borrowed: row_insert only reads them. */
-    hlpt_job j = {.status = in->status, .model = (char *)in->model, .training_file = (char *)in->training_file,
+    hlptd_job j = {.status = in->status, .model = (char *)in->model, .training_file = (char *)in->training_file,
                   .validation_file = (char *)in->validation_file, .method = (char *)in->method,
                   .hyperparameters = (char *)in->hyperparameters, .seed = in->seed, .suffix = (char *)in->suffix,
                   .created_at = now(), .metadata = (char *)in->metadata, .integrations = (char *)in->integrations};
-    if (hlpt_id_new(j.id, HLPT_ID_JOB)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    if (hlptd_id_new(j.id, HLPTD_ID_JOB)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
     int err = in_transaction(st, job_insert_tx, &j, why, len);
     if (err) return err;
-    return out ? hlpt_store_job_get(st, j.id, out, why, len) : HLPT_OK;
+    return out ? hlptd_store_job_get(st, j.id, out, why, len) : HLPT_OK;
 }
 
-int hlpt_store_job_get(hlpt_store *st, const char *id, hlpt_job **out, char *why, size_t len) {
+int hlptd_store_job_get(hlptd_store *st, const char *id, hlptd_job **out, char *why, size_t len) {
     return select_one(st, &job_t, "WHERE id = ?1", ARGS(v_text(id)), NULL, id, (void **)out, why, len);
 }
 
-int hlpt_store_job_list(hlpt_store *st, const char *after, int limit, hlpt_job ***out, size_t *n, int *has_more,
+int hlptd_store_job_list(hlptd_store *st, const char *after, int limit, hlptd_job ***out, size_t *n, int *has_more,
                         char *why, size_t len) {
     return page(st, &job_t, NULL, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
 /* Runs an UPDATE of one job (?1 = id) and turns "no row changed" into NOENT. */
-static int job_update(hlpt_store *st, const char *sql, const hlpt_db_val *a, int n, const char *id, char *why,
+static int job_update(hlptd_store *st, const char *sql, const hlptd_db_val *a, int n, const char *id, char *why,
                       size_t len) {
     int64_t changes = 0;
     int err = run(st, sql, a, n, &changes, why, len);
@@ -760,13 +760,13 @@ typedef struct {
     hlptd_job_state to;
 } status_args;
 
-static int set_status_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     const status_args *a = ctx;
-    hlpt_job *j = NULL;
-    int err = hlpt_store_job_get(st, a->id, &j, why, len);
+    hlptd_job *j = NULL;
+    int err = hlptd_store_job_get(st, a->id, &j, why, len);
     if (err) return err;
     hlptd_job_state from = j->status;
-    hlpt_job_free(j);
+    hlptd_job_free(j);
     if (from == a->to)
         return a->error ? job_update(st, "UPDATE jobs SET error = ?2 WHERE id = ?1", ARGS(v_text(a->id), v_text(a->error)),
                                      a->id, why, len)
@@ -784,44 +784,44 @@ static int set_status_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
                       a->id, why, len);
 }
 
-int hlpt_store_job_set_status(hlpt_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
+int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len) {
     if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
     status_args a = {.id = id, .error = error, .to = status};
     return in_transaction(st, set_status_tx, &a, why, len);
 }
 
-int hlpt_store_job_set_progress(hlpt_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
+int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len) {
     return job_update(st, "UPDATE jobs SET step = ?2, total_steps = ?3, epoch = ?4, tokens_per_s = ?5 WHERE id = ?1",
                       ARGS(v_text(id), v_int(step), v_int(total_steps), v_real(epoch), v_real(tokens_per_s)), id, why,
                       len);
 }
 
-int hlpt_store_job_set_fine_tuned_model(hlpt_store *st, const char *id, const char *name, char *why, size_t len) {
+int hlptd_store_job_set_fine_tuned_model(hlptd_store *st, const char *id, const char *name, char *why, size_t len) {
     return job_update(st, "UPDATE jobs SET fine_tuned_model = ?2 WHERE id = ?1", ARGS(v_text(id), v_text(name)), id,
                       why, len);
 }
 
-int hlpt_store_job_set_results(hlpt_store *st, const char *id, int64_t trained_tokens, const char *result_file,
+int hlptd_store_job_set_results(hlptd_store *st, const char *id, int64_t trained_tokens, const char *result_file,
                                char *why, size_t len) {
     return job_update(st, "UPDATE jobs SET trained_tokens = ?2, result_file = COALESCE(?3, result_file) WHERE id = ?1",
                       ARGS(v_text(id), v_int(trained_tokens), v_text(result_file)), id, why, len);
 }
 
-int hlpt_store_job_next_queued(hlpt_store *st, hlpt_job **out, char *why, size_t len) {
+int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, size_t len) {
     int err = select_one(st, &job_t, "WHERE status = ?1 ORDER BY queue_order LIMIT 1",
                          ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))), "queued job", "", (void **)out, why, len);
     return err == HLPT_ERR_NOENT ? HLPT_OK : err;
 }
 
-int hlpt_store_job_ids_with_status(hlpt_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
+int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len) {
     return select_texts(st, "SELECT id FROM jobs WHERE status = ?1 ORDER BY queue_order",
                         ARGS(v_text(hlptd_job_state_name(status))), ids, n, why, len);
 }
 
-static int job_delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+static int job_delete_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     const char *id = ctx;
     /* Its checkpoints go with it (ON DELETE CASCADE), and their blobs unless named elsewhere. */
     int err = note_blobs_of(st, &checkpoint_t, "WHERE job_id = ?1", ARGS(v_text(id)), why, len);
@@ -829,28 +829,28 @@ static int job_delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
     return err;
 }
 
-int hlpt_store_job_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+int hlptd_store_job_delete(hlptd_store *st, const char *id, char *why, size_t len) {
     return in_transaction(st, job_delete_tx, (void *)id, why, len);
 }
 
 /* ---- job events ----------------------------------------------------------------------------- */
 
-void hlpt_event_free(hlpt_event *e) { row_free(&event_t, e); }
-void hlpt_event_list_free(hlpt_event **v, size_t n) { rows_free(&event_t, (void **)v, n); }
+void hlptd_job_event_free(hlptd_job_event *e) { row_free(&event_t, e); }
+void hlptd_job_event_list_free(hlptd_job_event **v, size_t n) { rows_free(&event_t, (void **)v, n); }
 
-int hlpt_store_event_add(hlpt_store *st, const char *job_id, const char *level, const char *message,
-                         const char *data, hlpt_event **out, char *why, size_t len) {
+int hlptd_store_event_add(hlptd_store *st, const char *job_id, const char *level, const char *message,
+                         const char *data, hlptd_job_event **out, char *why, size_t len) {
     if (out) *out = NULL;
-    hlpt_event e = {.created_at = now(), .level = (char *)level, .message = (char *)message, .data = (char *)data};
+    hlptd_job_event e = {.created_at = now(), .level = (char *)level, .message = (char *)message, .data = (char *)data};
     snprintf(e.job_id, sizeof e.job_id, "%s", job_id);
-    if (hlpt_id_new(e.id, HLPT_ID_EVENT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    if (hlptd_id_new(e.id, HLPTD_ID_EVENT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
     int err = row_insert(st, &event_t, &e, why, len);
     if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
     if (err || !out) return err;
     return select_one(st, &event_t, "WHERE id = ?1", ARGS(v_text(e.id)), NULL, e.id, (void **)out, why, len);
 }
 
-int hlpt_store_event_list(hlpt_store *st, const char *job_id, int64_t since_seq, int limit, hlpt_event ***out,
+int hlptd_store_event_list(hlptd_store *st, const char *job_id, int64_t since_seq, int limit, hlptd_job_event ***out,
                           size_t *n, int *has_more, char *why, size_t len) {
     *out = NULL;
     *n = 0;
@@ -860,14 +860,14 @@ int hlpt_store_event_list(hlpt_store *st, const char *job_id, int64_t since_seq,
                        has_more, why, len);
 }
 
-int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after, int limit, hlpt_event ***out,
+int hlptd_store_event_page(hlptd_store *st, const char *job_id, const char *after, int limit, hlptd_job_event ***out,
                           size_t *n, int *has_more, char *why, size_t len) {
     return page(st, &event_t, job_id, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
-int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len) {
+int hlptd_store_job_rewind(hlptd_store *st, const char *job_id, int64_t step, char *why, size_t len) {
     char type[160], at[160], sql[512];
     st->be->json_field(type, sizeof type, "data", "type");
     st->be->json_field(at, sizeof at, "data", "step");
@@ -877,11 +877,11 @@ int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char
     return err ? err : run(st, sql, ARGS(v_text(job_id), v_int(step)), NULL, why, len);
 }
 
-int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len) {
-    hlpt_metric row = *m;
+int hlptd_store_metric_put(hlptd_store *st, const char *job_id, const hlptd_metric *m, char *why, size_t len) {
+    hlptd_metric row = *m;
     row.created_at = now();
     /* A resumed job repeats the steps after its checkpoint: the step's row is replaced. */
-    hlpt_db_val a[1 + sizeof metric_cols / sizeof metric_cols[0]] = {v_text(job_id)};
+    hlptd_db_val a[1 + sizeof metric_cols / sizeof metric_cols[0]] = {v_text(job_id)};
     for (size_t i = 0; i < metric_t.ncols; i++) a[i + 1] = col_val(&metric_t.cols[i], &row);
     int err = run(st,
                   "INSERT INTO metrics (job_id, step, train_loss, valid_loss, valid_acc, lr, tokens_per_s, created_at)"
@@ -893,23 +893,23 @@ int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric 
     return err;
 }
 
-int hlpt_store_metric_list(hlpt_store *st, const char *job_id, int64_t since_step, int limit, hlpt_metric **out,
+int hlptd_store_metric_list(hlptd_store *st, const char *job_id, int64_t since_step, int limit, hlptd_metric **out,
                            size_t *n, char *why, size_t len) {
     char cols[256], sql[512];
     *out = NULL;
     *n = 0;
     col_list(&metric_t, cols, sizeof cols);
     snprintf(sql, sizeof sql, "SELECT %s FROM metrics WHERE job_id = ?1 AND step > ?2 ORDER BY step LIMIT ?3", cols);
-    hlpt_db_stmt *s;
+    hlptd_db_stmt *s;
     int err = st->be->prepare(st->db, sql, ARGS(v_text(job_id), v_int(since_step), v_int(limit < 0 ? -1 : limit)), &s,
                               why, len), rc;
     if (err) return err;
     /* Metrics hold no strings: one array of rows, not an array of pointers. */
-    hlpt_metric *v = NULL;
+    hlptd_metric *v = NULL;
     size_t k = 0, cap = 0;
     while ((rc = st->be->step(s, why, len)) == 1) {
         if (k == cap) {
-            hlpt_metric *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof *v);
+            hlptd_metric *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof *v);
             if (!nv) {
                 rc = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
                 break;
@@ -930,46 +930,46 @@ int hlpt_store_metric_list(hlpt_store *st, const char *job_id, int64_t since_ste
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
-void hlpt_checkpoint_free(hlpt_checkpoint *c) { row_free(&checkpoint_t, c); }
-void hlpt_checkpoint_list_free(hlpt_checkpoint **v, size_t n) { rows_free(&checkpoint_t, (void **)v, n); }
+void hlptd_checkpoint_free(hlptd_checkpoint *c) { row_free(&checkpoint_t, c); }
+void hlptd_checkpoint_list_free(hlptd_checkpoint **v, size_t n) { rows_free(&checkpoint_t, (void **)v, n); }
 
-int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t step, const char *metrics,
-                                 const char *sha256, int64_t bytes, hlpt_checkpoint **out, char *why, size_t len) {
+int hlptd_store_checkpoint_insert(hlptd_store *st, const char *job_id, int64_t step, const char *metrics,
+                                 const char *sha256, int64_t bytes, hlptd_checkpoint **out, char *why, size_t len) {
     if (out) *out = NULL;
     int err = need_blob(st, sha256, bytes, why, len);
     if (err) return err;
-    hlpt_checkpoint c = {.step = step, .metrics = (char *)metrics, .bytes = bytes, .created_at = now()};
+    hlptd_checkpoint c = {.step = step, .metrics = (char *)metrics, .bytes = bytes, .created_at = now()};
     snprintf(c.job_id, sizeof c.job_id, "%s", job_id);
     snprintf(c.sha256, sizeof c.sha256, "%s", sha256);
-    if (hlpt_id_new(c.id, HLPT_ID_CHECKPOINT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    if (hlptd_id_new(c.id, HLPTD_ID_CHECKPOINT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
     err = row_insert(st, &checkpoint_t, &c, why, len);
     if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
     if (err || !out) return err;
-    return hlpt_store_checkpoint_get(st, c.id, out, why, len);
+    return hlptd_store_checkpoint_get(st, c.id, out, why, len);
 }
 
-int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoint ***out, size_t *n, char *why,
+int hlptd_store_checkpoint_list(hlptd_store *st, const char *job_id, hlptd_checkpoint ***out, size_t *n, char *why,
                                size_t len) {
     return select_rows(st, &checkpoint_t, "WHERE job_id = ?1 ORDER BY step, seq", ARGS(v_text(job_id)), -1,
                        (void ***)out, n, NULL, why, len);
 }
 
-int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
-                               hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len) {
+int hlptd_store_checkpoint_page(hlptd_store *st, const char *job_id, const char *after, int limit,
+                               hlptd_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len) {
     return page(st, &checkpoint_t, job_id, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
-int hlpt_store_checkpoint_get(hlpt_store *st, const char *id, hlpt_checkpoint **out, char *why, size_t len) {
+int hlptd_store_checkpoint_get(hlptd_store *st, const char *id, hlptd_checkpoint **out, char *why, size_t len) {
     return select_one(st, &checkpoint_t, "WHERE id = ?1", ARGS(v_text(id)), NULL, id, (void **)out, why, len);
 }
 
-int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,
+int hlptd_store_checkpoint_at_step(hlptd_store *st, const char *job_id, int64_t step, hlptd_checkpoint **out, char *why,
                                   size_t len) {
     return select_one(st, &checkpoint_t, "WHERE job_id = ?1 AND step = ?2 ORDER BY seq DESC LIMIT 1",
                       ARGS(v_text(job_id), v_int(step)), "checkpoint of job", job_id, (void **)out, why, len);
 }
 
-int hlpt_store_checkpoint_latest(hlpt_store *st, const char *job_id, hlpt_checkpoint **out, char *why, size_t len) {
+int hlptd_store_checkpoint_latest(hlptd_store *st, const char *job_id, hlptd_checkpoint **out, char *why, size_t len) {
     int err = select_one(st, &checkpoint_t, "WHERE job_id = ?1 ORDER BY step DESC, seq DESC LIMIT 1",
                          ARGS(v_text(job_id)), "checkpoint of job", job_id, (void **)out, why, len);
     return err == HLPT_ERR_NOENT ? HLPT_OK : err;
@@ -981,7 +981,7 @@ typedef struct {
 } delete_args;
 
 /* Deletes the row `id` of a type whose rows name blobs, noting its blobs. */
-static int delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
+static int delete_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     const delete_args *a = ctx;
     char sql[128];
     int64_t changes = 0;
@@ -992,47 +992,47 @@ static int delete_tx(hlpt_store *st, void *ctx, char *why, size_t len) {
     return err;
 }
 
-int hlpt_store_checkpoint_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+int hlptd_store_checkpoint_delete(hlptd_store *st, const char *id, char *why, size_t len) {
     delete_args a = {&checkpoint_t, id};
     return in_transaction(st, delete_tx, &a, why, len);
 }
 
 /* ---- adapters ------------------------------------------------------------------------------- */
 
-void hlpt_adapter_rec_free(hlpt_adapter_rec *a) { row_free(&adapter_t, a); }
-void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n) { rows_free(&adapter_t, (void **)v, n); }
+void hlptd_adapter_rec_free(hlptd_adapter_rec *a) { row_free(&adapter_t, a); }
+void hlptd_adapter_rec_list_free(hlptd_adapter_rec **v, size_t n) { rows_free(&adapter_t, (void **)v, n); }
 
-int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why,
+int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in, hlptd_adapter_rec **out, char *why,
                               size_t len) {
     if (out) *out = NULL;
     if (!in->name || !*in->name || !in->config)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "adapter: name and config are required");
     int err = need_blob(st, in->sha256, in->bytes, why, len);
     if (err) return err;
-    hlpt_adapter_rec a = {.name = (char *)in->name, .config = (char *)in->config, .bytes = in->bytes,
+    hlptd_adapter_rec a = {.name = (char *)in->name, .config = (char *)in->config, .bytes = in->bytes,
                           .base_hash = (char *)in->base_hash, .job_id = (char *)in->job_id,
                           .checkpoint_id = (char *)in->checkpoint_id, .created_at = now()};
     snprintf(a.sha256, sizeof a.sha256, "%s", in->sha256);
-    if (hlpt_id_new(a.id, HLPT_ID_ADAPTER)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    if (hlptd_id_new(a.id, HLPTD_ID_ADAPTER)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
     err = row_insert(st, &adapter_t, &a, why, len);
     if (err == HLPT_ERR_EXISTS) return hlpt_why(why, len, HLPT_ERR_EXISTS, "an adapter named `%s` exists", in->name);
     if (err == HLPT_ERR_STATE)
         return hlpt_why(why, len, HLPT_ERR_NOENT, "adapter `%s`: no such job or checkpoint", in->name);
     if (err) return err;
-    return out ? hlpt_store_adapter_get(st, a.id, out, why, len) : HLPT_OK;
+    return out ? hlptd_store_adapter_get(st, a.id, out, why, len) : HLPT_OK;
 }
 
-int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len) {
+int hlptd_store_adapter_get(hlptd_store *st, const char *id_or_name, hlptd_adapter_rec **out, char *why, size_t len) {
     return select_one(st, &adapter_t, "WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
                       ARGS(v_text(id_or_name)), NULL, id_or_name, (void **)out, why, len);
 }
 
-int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter_rec ***out, size_t *n,
+int hlptd_store_adapter_list(hlptd_store *st, const char *after, int limit, hlptd_adapter_rec ***out, size_t *n,
                             int *has_more, char *why, size_t len) {
     return page(st, &adapter_t, NULL, NULL, after, limit, (void ***)out, n, has_more, why, len);
 }
 
-int hlpt_store_adapter_delete(hlpt_store *st, const char *id, char *why, size_t len) {
+int hlptd_store_adapter_delete(hlptd_store *st, const char *id, char *why, size_t len) {
     delete_args a = {&adapter_t, id};
     return in_transaction(st, delete_tx, &a, why, len);
 }

@@ -6,7 +6,7 @@
  * (uploads, checkpoints, adapter weights, results files) are blobs (blobs.h), and a row names its
  * blob by SHA-256. A row never names a blob that is not there: every insert checks the blob's size
  * against the row's. A blob that no row names any more once a delete commits is removed then, and
- * hlpt_store_blob_sweep removes those that a crash left unnamed.
+ * hlptd_store_blob_sweep removes those that a crash left unnamed.
  *
  * One interface, one backend beneath it: store.c describes each row type once (a table of its
  * columns) and builds every read, list, page, insert and free from that table; the database
@@ -15,7 +15,7 @@
  *
  * Threading: a store handle has exactly one owner thread. In hlptd that is the libuv loop thread
  * (server/loop.c), which is the database's only writer; HTTP threads never call these functions,
- * they hand a request to the loop (server/http.h, hlpt_req_defer). Worker processes report over
+ * they hand a request to the loop (server/http.h, hlptd_req_defer). Worker processes report over
  * their pipes and the loop writes what they report. Tests may use a store from their own thread.
  *
  * Migrations: compiled into the binary from migrations/NNNN_name.sql (tools/gen-migrations.sh),
@@ -44,19 +44,19 @@
 #include "hlpt/sha256.h"
 #include "job_state.h"
 
-typedef struct hlpt_store hlpt_store;
+typedef struct hlptd_store hlptd_store;
 
 /* Public ids: a prefix and 24 base62 characters from getrandom(2), e.g. "file-3kT…". */
-#define HLPT_ID_RANDOM_CHARS 24
-#define HLPT_ID_MAX 40 /* bytes including the NUL, for every prefix below */
-#define HLPT_ID_FILE "file-"
-#define HLPT_ID_JOB "ftjob-"
-#define HLPT_ID_EVENT "ftevent-"
-#define HLPT_ID_CHECKPOINT "ftckpt-"
-#define HLPT_ID_ADAPTER "ad-"
+#define HLPTD_ID_RANDOM_CHARS 24
+#define HLPTD_ID_MAX 40 /* bytes including the NUL, for every prefix below */
+#define HLPTD_ID_FILE "file-"
+#define HLPTD_ID_JOB "ftjob-"
+#define HLPTD_ID_EVENT "ftevent-"
+#define HLPTD_ID_CHECKPOINT "ftckpt-"
+#define HLPTD_ID_ADAPTER "ad-"
 
-/* Writes prefix + 24 random base62 characters into out[HLPT_ID_MAX]. Any thread. */
-int hlpt_id_new(char out[HLPT_ID_MAX], const char *prefix);
+/* Writes prefix + 24 random base62 characters into out[HLPTD_ID_MAX]. Any thread. */
+int hlptd_id_new(char out[HLPTD_ID_MAX], const char *prefix);
 
 /* One embedded migration of the SQLite schema; the table is generated from migrations/ at build
  * time. */
@@ -64,33 +64,33 @@ typedef struct {
     int version;      /* NNNN of the file name; the table holds 1..count in order */
     const char *name; /* "0001_init" */
     const char *sql;  /* the file's text */
-} hlpt_migration;
-extern const hlpt_migration hlpt_migrations[];
-extern const int hlpt_migrations_count;
+} hlptd_migration;
+extern const hlptd_migration hlptd_migrations[];
+extern const int hlptd_migrations_count;
 
 /* Opens (creating if needed) the database at path (borrows) and migrates it to the newest version.
  * blobs (borrowed; must outlive the store) is where the rows' blobs live: inserts check them,
  * deletes remove those no row names any more, and a migration moves bytes out into it. A database
  * newer than this binary is refused (HLPT_ERR_UNSUPPORTED). *out is owned: close it with
- * hlpt_store_close; NULL on failure. */
-int hlpt_store_open(hlpt_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len);
+ * hlptd_store_close; NULL on failure. */
+int hlptd_store_open(hlptd_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len);
 /* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. */
-int hlpt_store_open_at(hlpt_store **out, const char *path, int version, hlptd_blobs *blobs, char *why,
+int hlptd_store_open_at(hlptd_store **out, const char *path, int version, hlptd_blobs *blobs, char *why,
                        size_t len);
 /* A transaction left open is rolled back. NULL is fine. */
-void hlpt_store_close(hlpt_store *st);
+void hlptd_store_close(hlptd_store *st);
 /* Checks an existing database file (borrows path) with PRAGMA quick_check before anything opens it
  * for writing: HLPT_OK when it is sound or does not exist yet; HLPT_ERR_DB when it is damaged, why
  * saying what SQLite found and how to recover (docs/faults.md). Any thread. */
-int hlpt_store_check(const char *path, char *why, size_t len);
+int hlptd_store_check(const char *path, char *why, size_t len);
 /* Calls fn(ctx) on the store's thread when the database finds the disk full; when fn returns 1
  * (it made room), the statement, or the whole transaction, is tried once more. hlptd frees its
  * space reserve there (docs/faults.md). */
-void hlpt_store_on_full(hlpt_store *st, int (*fn)(void *ctx), void *ctx);
+void hlptd_store_on_full(hlptd_store *st, int (*fn)(void *ctx), void *ctx);
 /* 1 once the database has reported itself corrupt to this handle. Any thread may read it. */
-int hlpt_store_damaged(const hlpt_store *st);
+int hlptd_store_damaged(const hlptd_store *st);
 /* The schema version: the last migration applied. */
-int hlpt_store_version(hlpt_store *st);
+int hlptd_store_version(hlptd_store *st);
 
 /* ---- transactions ---------------------------------------------------------------------------- */
 
@@ -98,26 +98,26 @@ int hlpt_store_version(hlpt_store *st);
  * inside leaves the transaction for the caller to roll back. Blobs that the transaction's deletes
  * left unnamed are removed after the commit. No nesting: begin inside a transaction is
  * HLPT_ERR_STATE. Calls outside a transaction are each a transaction of their own. */
-int hlpt_store_begin(hlpt_store *st, char *why, size_t len);
-int hlpt_store_commit(hlpt_store *st, char *why, size_t len);
+int hlptd_store_begin(hlptd_store *st, char *why, size_t len);
+int hlptd_store_commit(hlptd_store *st, char *why, size_t len);
 /* Nothing is applied, no blob is removed. Fine outside a transaction (does nothing). */
-void hlpt_store_rollback(hlpt_store *st);
+void hlptd_store_rollback(hlptd_store *st);
 
 /* ---- blobs ----------------------------------------------------------------------------------- */
 
 /* Removes the blob sha256 (borrowed) unless a row names it: for a blob written for a row that was
  * never stored (a worker's checkpoint that arrived for a cancelled job). Inside a transaction, it
  * is decided and done at the commit. */
-int hlpt_store_blob_release(hlpt_store *st, const char *sha256, char *why, size_t len);
+int hlptd_store_blob_release(hlptd_store *st, const char *sha256, char *why, size_t len);
 /* Removes every blob no row names (written, then the daemon died before storing its row). Only
  * while no one else writes blobs: hlptd calls it at start-up, before any worker or request.
  * *removed (may be NULL) gets how many went. */
-int hlpt_store_blob_sweep(hlpt_store *st, size_t *removed, char *why, size_t len);
+int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t len);
 
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef struct {
-    char id[HLPT_ID_MAX];
+    char id[HLPTD_ID_MAX];
     char *filename;
     char *purpose;       /* "fine-tune", "fine-tune-results" */
     int64_t bytes;       /* size of the content */
@@ -127,30 +127,30 @@ typedef struct {
     char *stats;         /* dataset statistics JSON, or NULL */
     char *error;         /* or NULL */
     char sha256[HLPT_SHA256_HEX]; /* the content's blob */
-} hlpt_file;
-void hlpt_file_free(hlpt_file *f);
-void hlpt_file_list_free(hlpt_file **v, size_t n);
+} hlptd_file;
+void hlptd_file_free(hlptd_file *f);
+void hlptd_file_list_free(hlptd_file **v, size_t n);
 
 /* Inserts a file row whose content is the blob sha256 of `bytes` bytes (borrows all inputs; `stats`
  * may be NULL). HLPT_ERR_NOENT when there is no such blob, HLPT_ERR_INVAL when it is not of that size. Writes the new row to *out
  * (owned) when out is not NULL. */
-int hlpt_store_file_insert(hlpt_store *st, const char *filename, const char *purpose, const char *status,
-                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlpt_file **out,
+int hlptd_store_file_insert(hlptd_store *st, const char *filename, const char *purpose, const char *status,
+                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlptd_file **out,
                            char *why, size_t len);
-int hlpt_store_file_get(hlpt_store *st, const char *id, hlpt_file **out, char *why, size_t len);
+int hlptd_store_file_get(hlptd_store *st, const char *id, hlptd_file **out, char *why, size_t len);
 /* Up to `limit` files newest first, starting after file `after` (NULL = from the newest).
- * *out is an owned array of owned rows (hlpt_file_list_free); *has_more says whether more follow. */
-int hlpt_store_file_list(hlpt_store *st, const char *after, int limit, hlpt_file ***out, size_t *n,
+ * *out is an owned array of owned rows (hlptd_file_list_free); *has_more says whether more follow. */
+int hlptd_store_file_list(hlptd_store *st, const char *after, int limit, hlptd_file ***out, size_t *n,
                          int *has_more, char *why, size_t len);
 /* HLPT_ERR_STATE while a job that is not final names the file. A file that only finished jobs name
  * loses its blob and is marked deleted (the jobs keep naming it); any other is removed. A deleted
  * file is HLPT_ERR_NOENT to every file function. Its blob goes unless another row names it. */
-int hlpt_store_file_delete(hlpt_store *st, const char *id, char *why, size_t len);
+int hlptd_store_file_delete(hlptd_store *st, const char *id, char *why, size_t len);
 
 /* ---- jobs ----------------------------------------------------------------------------------- */
 
 typedef struct {
-    char id[HLPT_ID_MAX];
+    char id[HLPTD_ID_MAX];
     hlptd_job_state status;
     char *model;
     char *training_file;     /* file id */
@@ -173,9 +173,9 @@ typedef struct {
     char *integrations;      /* JSON array or NULL */
     int64_t trained_tokens;  /* -1 = not yet */
     char *result_file;       /* file id of the results CSV, or NULL */
-} hlpt_job;
-void hlpt_job_free(hlpt_job *j);
-void hlpt_job_list_free(hlpt_job **v, size_t n);
+} hlptd_job;
+void hlptd_job_free(hlptd_job *j);
+void hlptd_job_list_free(hlptd_job **v, size_t n);
 
 /* What a new job is made of (all borrowed). */
 typedef struct {
@@ -189,59 +189,59 @@ typedef struct {
     const char *suffix;          /* or NULL */
     const char *metadata;        /* JSON object or NULL */
     const char *integrations;    /* JSON array or NULL */
-} hlpt_job_new;
+} hlptd_job_new;
 
 /* Inserts a job at the end of the queue. HLPT_ERR_NOENT when a file id does not exist. */
-int hlpt_store_job_insert(hlpt_store *st, const hlpt_job_new *in, hlpt_job **out, char *why, size_t len);
-int hlpt_store_job_get(hlpt_store *st, const char *id, hlpt_job **out, char *why, size_t len);
-int hlpt_store_job_list(hlpt_store *st, const char *after, int limit, hlpt_job ***out, size_t *n, int *has_more,
+int hlptd_store_job_insert(hlptd_store *st, const hlptd_job_new *in, hlptd_job **out, char *why, size_t len);
+int hlptd_store_job_get(hlptd_store *st, const char *id, hlptd_job **out, char *why, size_t len);
+int hlptd_store_job_list(hlptd_store *st, const char *after, int limit, hlptd_job ***out, size_t *n, int *has_more,
                         char *why, size_t len);
 /* Moves the job to `status` when hlptd_job_state_can allows it (HLPT_ERR_STATE, why naming both
  * states, when it does not); setting the state it is in changes nothing but the error. running
  * stamps started_at (first time only), the three final states stamp finished_at. error (JSON,
  * borrows) replaces the stored error when not NULL. */
-int hlpt_store_job_set_status(hlpt_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
+int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len);
-int hlpt_store_job_set_progress(hlpt_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
+int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len);
-int hlpt_store_job_set_fine_tuned_model(hlpt_store *st, const char *id, const char *name, char *why, size_t len);
+int hlptd_store_job_set_fine_tuned_model(hlptd_store *st, const char *id, const char *name, char *why, size_t len);
 /* What a finished job produced: the tokens it trained on, and its results file (NULL keeps it). */
-int hlpt_store_job_set_results(hlpt_store *st, const char *id, int64_t trained_tokens, const char *result_file,
+int hlptd_store_job_set_results(hlptd_store *st, const char *id, int64_t trained_tokens, const char *result_file,
                                char *why, size_t len);
 /* The queued job with the smallest queue_order: *out owned, or NULL with HLPT_OK when none. */
-int hlpt_store_job_next_queued(hlpt_store *st, hlpt_job **out, char *why, size_t len);
+int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, size_t len);
 /* Ids of jobs in a given status (e.g. running at start-up, to resume them), in queue order. */
-int hlpt_store_job_ids_with_status(hlpt_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
+int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len);
-void hlpt_store_ids_free(char **ids, size_t n);
+void hlptd_store_ids_free(char **ids, size_t n);
 /* Deletes a job with its events, metrics and checkpoints (their blobs go unless another row names
  * them); adapters keep existing (job_id NULL). */
-int hlpt_store_job_delete(hlpt_store *st, const char *id, char *why, size_t len);
+int hlptd_store_job_delete(hlptd_store *st, const char *id, char *why, size_t len);
 
 /* ---- job events ----------------------------------------------------------------------------- */
 
 typedef struct {
     int64_t seq;       /* increasing; stream consumers resume after it */
-    char id[HLPT_ID_MAX];
-    char job_id[HLPT_ID_MAX];
+    char id[HLPTD_ID_MAX];
+    char job_id[HLPTD_ID_MAX];
     int64_t created_at;
     char *level;       /* "info", "warn", "error" */
     char *message;
     char *data;        /* JSON or NULL */
-} hlpt_event;
-void hlpt_event_free(hlpt_event *e);
-void hlpt_event_list_free(hlpt_event **v, size_t n);
+} hlptd_job_event;
+void hlptd_job_event_free(hlptd_job_event *e);
+void hlptd_job_event_list_free(hlptd_job_event **v, size_t n);
 
 /* Appends an event (borrows all; data may be NULL); *out owned when out is not NULL. */
-int hlpt_store_event_add(hlpt_store *st, const char *job_id, const char *level, const char *message,
-                         const char *data, hlpt_event **out, char *why, size_t len);
+int hlptd_store_event_add(hlptd_store *st, const char *job_id, const char *level, const char *message,
+                         const char *data, hlptd_job_event **out, char *why, size_t len);
 /* Events of a job with seq > since_seq, oldest first, at most limit (event streams). */
-int hlpt_store_event_list(hlpt_store *st, const char *job_id, int64_t since_seq, int limit, hlpt_event ***out,
+int hlptd_store_event_list(hlptd_store *st, const char *job_id, int64_t since_seq, int limit, hlptd_job_event ***out,
                           size_t *n, int *has_more, char *why, size_t len);
 
 /* A page of a job's events, newest first, starting after event `after` (NULL = the newest);
  * HLPT_ERR_NOENT when `after` is no event of that job. */
-int hlpt_store_event_page(hlpt_store *st, const char *job_id, const char *after, int limit, hlpt_event ***out,
+int hlptd_store_event_page(hlptd_store *st, const char *job_id, const char *after, int limit, hlptd_job_event ***out,
                           size_t *n, int *has_more, char *why, size_t len);
 
 /* ---- metrics -------------------------------------------------------------------------------- */
@@ -255,55 +255,55 @@ typedef struct {
     double lr;
     double tokens_per_s;
     int64_t created_at; /* set by the store on insert */
-} hlpt_metric;
+} hlptd_metric;
 
 /* A job restarts from its checkpoint at `step`: the metrics and step events ("progress" data) of
  * later steps, which the new run will report again, are dropped so that none appears twice. */
-int hlpt_store_job_rewind(hlpt_store *st, const char *job_id, int64_t step, char *why, size_t len);
+int hlptd_store_job_rewind(hlptd_store *st, const char *job_id, int64_t step, char *why, size_t len);
 /* Inserts or replaces the job's row for m->step (a resumed job repeats steps after its checkpoint). */
-int hlpt_store_metric_put(hlpt_store *st, const char *job_id, const hlpt_metric *m, char *why, size_t len);
+int hlptd_store_metric_put(hlptd_store *st, const char *job_id, const hlptd_metric *m, char *why, size_t len);
 /* Rows with step > since_step in step order, at most limit; *out owned (free()). */
-int hlpt_store_metric_list(hlpt_store *st, const char *job_id, int64_t since_step, int limit, hlpt_metric **out,
+int hlptd_store_metric_list(hlptd_store *st, const char *job_id, int64_t since_step, int limit, hlptd_metric **out,
                            size_t *n, char *why, size_t len);
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
 typedef struct {
-    char id[HLPT_ID_MAX];
-    char job_id[HLPT_ID_MAX];
+    char id[HLPTD_ID_MAX];
+    char job_id[HLPTD_ID_MAX];
     int64_t step;
     char *metrics;      /* JSON or NULL */
     int64_t bytes;      /* size of the state blob */
     char sha256[HLPT_SHA256_HEX]; /* the state: adapter, optimizer, data order, RNG */
     int64_t created_at;
-} hlpt_checkpoint;
-void hlpt_checkpoint_free(hlpt_checkpoint *c);
-void hlpt_checkpoint_list_free(hlpt_checkpoint **v, size_t n);
+} hlptd_checkpoint;
+void hlptd_checkpoint_free(hlptd_checkpoint *c);
+void hlptd_checkpoint_list_free(hlptd_checkpoint **v, size_t n);
 
 /* A checkpoint whose state is the blob sha256 of `bytes` bytes. HLPT_ERR_NOENT when there is no
  * such job or blob, HLPT_ERR_INVAL when the blob is not of that size. */
-int hlpt_store_checkpoint_insert(hlpt_store *st, const char *job_id, int64_t step, const char *metrics,
-                                 const char *sha256, int64_t bytes, hlpt_checkpoint **out, char *why, size_t len);
+int hlptd_store_checkpoint_insert(hlptd_store *st, const char *job_id, int64_t step, const char *metrics,
+                                 const char *sha256, int64_t bytes, hlptd_checkpoint **out, char *why, size_t len);
 /* A job's checkpoints in step order. */
-int hlpt_store_checkpoint_list(hlpt_store *st, const char *job_id, hlpt_checkpoint ***out, size_t *n, char *why,
+int hlptd_store_checkpoint_list(hlptd_store *st, const char *job_id, hlptd_checkpoint ***out, size_t *n, char *why,
                                size_t len);
 /* A page of a job's checkpoints, newest first, after checkpoint `after` (NULL = the newest). */
-int hlpt_store_checkpoint_page(hlpt_store *st, const char *job_id, const char *after, int limit,
-                               hlpt_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len);
+int hlptd_store_checkpoint_page(hlptd_store *st, const char *job_id, const char *after, int limit,
+                               hlptd_checkpoint ***out, size_t *n, int *has_more, char *why, size_t len);
 /* A checkpoint by id; HLPT_ERR_NOENT when there is none. */
-int hlpt_store_checkpoint_get(hlpt_store *st, const char *id, hlpt_checkpoint **out, char *why, size_t len);
+int hlptd_store_checkpoint_get(hlptd_store *st, const char *id, hlptd_checkpoint **out, char *why, size_t len);
 /* The (newest) checkpoint of a job at a step; HLPT_ERR_NOENT when there is none. */
-int hlpt_store_checkpoint_at_step(hlpt_store *st, const char *job_id, int64_t step, hlpt_checkpoint **out, char *why,
+int hlptd_store_checkpoint_at_step(hlptd_store *st, const char *job_id, int64_t step, hlptd_checkpoint **out, char *why,
                                   size_t len);
 /* The newest checkpoint of a job, or *out NULL with HLPT_OK when it has none. */
-int hlpt_store_checkpoint_latest(hlpt_store *st, const char *job_id, hlpt_checkpoint **out, char *why, size_t len);
+int hlptd_store_checkpoint_latest(hlptd_store *st, const char *job_id, hlptd_checkpoint **out, char *why, size_t len);
 /* Its blob goes unless another row names it. */
-int hlpt_store_checkpoint_delete(hlpt_store *st, const char *id, char *why, size_t len);
+int hlptd_store_checkpoint_delete(hlptd_store *st, const char *id, char *why, size_t len);
 
 /* ---- adapters ------------------------------------------------------------------------------- */
 
 typedef struct {
-    char id[HLPT_ID_MAX];
+    char id[HLPTD_ID_MAX];
     char *name;          /* unique; what `model` names in generation requests */
     char *config;        /* adapter_config.json */
     int64_t bytes;       /* size of the weights */
@@ -312,9 +312,9 @@ typedef struct {
     char *job_id;        /* or NULL */
     char *checkpoint_id; /* or NULL */
     int64_t created_at;
-} hlpt_adapter_rec;
-void hlpt_adapter_rec_free(hlpt_adapter_rec *a);
-void hlpt_adapter_rec_list_free(hlpt_adapter_rec **v, size_t n);
+} hlptd_adapter_rec;
+void hlptd_adapter_rec_free(hlptd_adapter_rec *a);
+void hlptd_adapter_rec_list_free(hlptd_adapter_rec **v, size_t n);
 
 /* What a new adapter is made of (all borrowed). */
 typedef struct {
@@ -325,16 +325,16 @@ typedef struct {
     const char *base_hash;     /* or NULL */
     const char *job_id;        /* or NULL */
     const char *checkpoint_id; /* or NULL */
-} hlpt_adapter_rec_new;
+} hlptd_adapter_rec_new;
 
 /* HLPT_ERR_EXISTS when the name is taken; HLPT_ERR_NOENT when the job, checkpoint or blob is not
  * there, HLPT_ERR_INVAL when the blob is not of `bytes` bytes. */
-int hlpt_store_adapter_insert(hlpt_store *st, const hlpt_adapter_rec_new *in, hlpt_adapter_rec **out, char *why, size_t len);
+int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in, hlptd_adapter_rec **out, char *why, size_t len);
 /* By id ("ad-…") or by name. */
-int hlpt_store_adapter_get(hlpt_store *st, const char *id_or_name, hlpt_adapter_rec **out, char *why, size_t len);
-int hlpt_store_adapter_list(hlpt_store *st, const char *after, int limit, hlpt_adapter_rec ***out, size_t *n,
+int hlptd_store_adapter_get(hlptd_store *st, const char *id_or_name, hlptd_adapter_rec **out, char *why, size_t len);
+int hlptd_store_adapter_list(hlptd_store *st, const char *after, int limit, hlptd_adapter_rec ***out, size_t *n,
                             int *has_more, char *why, size_t len);
 /* Its blob goes unless another row names it. */
-int hlpt_store_adapter_delete(hlpt_store *st, const char *id, char *why, size_t len);
+int hlptd_store_adapter_delete(hlptd_store *st, const char *id, char *why, size_t len);
 
 #endif

@@ -19,56 +19,56 @@
 
 #include "blobs.h"
 
-typedef struct hlpt_db hlpt_db;           /* a backend's connection */
-typedef struct hlpt_db_stmt hlpt_db_stmt; /* a prepared statement with its parameters bound */
+typedef struct hlptd_db hlptd_db;           /* a backend's connection */
+typedef struct hlptd_db_stmt hlptd_db_stmt; /* a prepared statement with its parameters bound */
 
-typedef enum { HLPT_DB_NULL, HLPT_DB_INT, HLPT_DB_REAL, HLPT_DB_TEXT } hlpt_db_type;
+typedef enum { HLPTD_DB_NULL, HLPTD_DB_INT, HLPTD_DB_REAL, HLPTD_DB_TEXT } hlptd_db_type;
 
 /* A parameter or a column value. */
 typedef struct {
-    hlpt_db_type type;
-    int64_t i;     /* HLPT_DB_INT */
-    double r;      /* HLPT_DB_REAL */
-    const char *s; /* HLPT_DB_TEXT: borrowed (a column's: valid until the next step) */
-} hlpt_db_val;
+    hlptd_db_type type;
+    int64_t i;     /* HLPTD_DB_INT */
+    double r;      /* HLPTD_DB_REAL */
+    const char *s; /* HLPTD_DB_TEXT: borrowed (a column's: valid until the next step) */
+} hlptd_db_val;
 
 typedef struct {
     const char *name; /* "sqlite" */
-    /* Checks a database before anything writes to it (see hlpt_store_check). */
+    /* Checks a database before anything writes to it (see hlptd_store_check). */
     int (*check)(const char *where, char *why, size_t len);
     /* Opens the database at `where` and applies its migrations up to `version` (-1: all), moving
      * bytes the old schema held into blobs where a migration asks for it. */
-    int (*open)(const char *where, int version, hlptd_blobs *blobs, hlpt_db **out, char *why, size_t len);
-    void (*close)(hlpt_db *db);
-    int (*version)(hlpt_db *db);
+    int (*open)(const char *where, int version, hlptd_blobs *blobs, hlptd_db **out, char *why, size_t len);
+    void (*close)(hlptd_db *db);
+    int (*version)(hlptd_db *db);
     /* 1 once the database has reported itself corrupt. Any thread. */
-    int (*damaged)(const hlpt_db *db);
+    int (*damaged)(const hlptd_db *db);
 
-    int (*begin)(hlpt_db *db, char *why, size_t len);
-    int (*commit)(hlpt_db *db, char *why, size_t len);
-    void (*rollback)(hlpt_db *db);
+    int (*begin)(hlptd_db *db, char *why, size_t len);
+    int (*commit)(hlptd_db *db, char *why, size_t len);
+    void (*rollback)(hlptd_db *db);
 
     /* Prepares sql with args[0..nargs) bound to ?1..?nargs (text copied). */
-    int (*prepare)(hlpt_db *db, const char *sql, const hlpt_db_val *args, int nargs, hlpt_db_stmt **out, char *why,
+    int (*prepare)(hlptd_db *db, const char *sql, const hlptd_db_val *args, int nargs, hlptd_db_stmt **out, char *why,
                    size_t len);
     /* 1: a row is there; 0: done; else an error: HLPT_ERR_EXISTS (a unique key taken), HLPT_ERR_STATE
      * (a foreign key: a row refers to one that is not there, or one still referred to went),
      * HLPT_ERR_NOSPACE (the disk is full), HLPT_ERR_DB. */
-    int (*step)(hlpt_db_stmt *s, char *why, size_t len);
+    int (*step)(hlptd_db_stmt *s, char *why, size_t len);
     /* Back to before the first step, parameters kept (for a retry). */
-    void (*reset)(hlpt_db_stmt *s);
-    /* Column i of the current row, as `want` (converted), or HLPT_DB_NULL. */
-    void (*column)(hlpt_db_stmt *s, int i, hlpt_db_type want, hlpt_db_val *out);
+    void (*reset)(hlptd_db_stmt *s);
+    /* Column i of the current row, as `want` (converted), or HLPTD_DB_NULL. */
+    void (*column)(hlptd_db_stmt *s, int i, hlptd_db_type want, hlptd_db_val *out);
     /* Rows the statement's last step changed. */
-    int64_t (*changes)(hlpt_db_stmt *s);
-    void (*finalize)(hlpt_db_stmt *s);
+    int64_t (*changes)(hlptd_db_stmt *s);
+    void (*finalize)(hlptd_db_stmt *s);
 
     /* Writes into out[cap] an SQL expression for the value under `key` in the JSON text of
      * `column` (both SQL names, not user input), NULL where the text is not JSON or has no such
      * key; it compares with a bound parameter of the value's type. */
     void (*json_field)(char *out, size_t cap, const char *column, const char *key);
-} hlpt_store_backend;
+} hlptd_store_backend;
 
-extern const hlpt_store_backend hlpt_store_sqlite;
+extern const hlptd_store_backend hlptd_store_sqlite;
 
 #endif

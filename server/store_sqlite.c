@@ -6,7 +6,7 @@
  * timeout. Statements are not cached: the store handles a few requests a second, and an uncached
  * statement cannot go stale across migrations.
  *
- * Migrations: the SQL of migrations/NNNN_name.sql (hlpt_migrations, store.h), one transaction each
+ * Migrations: the SQL of migrations/NNNN_name.sql (hlptd_migrations, store.h), one transaction each
  * with PRAGMA user_version (part of the database header, so part of the transaction) set to its
  * number. They run with foreign keys off, as SQLite requires for rebuilding a table that others
  * refer to, and PRAGMA foreign_key_check before each commit. A migration may have a C step that
@@ -24,13 +24,13 @@
 #include "store.h"
 #include "store_backend.h"
 
-struct hlpt_db {
+struct hlptd_db {
     sqlite3 *db;
     atomic_int damaged; /* SQLite reported corruption */
 };
 
-struct hlpt_db_stmt {
-    hlpt_db *db;
+struct hlptd_db_stmt {
+    hlptd_db *db;
     sqlite3_stmt *s;
     int64_t changes;
 };
@@ -38,7 +38,7 @@ struct hlpt_db_stmt {
 /* A unique or foreign key, a full disk and a damaged file each have their own status; the rest is
  * HLPT_ERR_DB with SQLite's message. A damaged database is remembered, so that /health stops saying
  * ok over it. */
-static int fail(hlpt_db *db, const char *what, char *why, size_t len) {
+static int fail(hlptd_db *db, const char *what, char *why, size_t len) {
     int x = sqlite3_extended_errcode(db->db), rc = x & 0xff, err = HLPT_ERR_DB;
     if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) atomic_store(&db->damaged, 1);
     if (x == SQLITE_CONSTRAINT_UNIQUE || x == SQLITE_CONSTRAINT_PRIMARYKEY) err = HLPT_ERR_EXISTS;
@@ -47,7 +47,7 @@ static int fail(hlpt_db *db, const char *what, char *why, size_t len) {
     return hlpt_why(why, len, err, "%s: %s", what, sqlite3_errmsg(db->db));
 }
 
-static int exec(hlpt_db *db, const char *sql, const char *what, char *why, size_t len) {
+static int exec(hlptd_db *db, const char *sql, const char *what, char *why, size_t len) {
     char *msg = NULL;
     if (sqlite3_exec(db->db, sql, NULL, NULL, &msg) == SQLITE_OK) return HLPT_OK;
     int err = fail(db, what, why, len);
@@ -58,10 +58,10 @@ static int exec(hlpt_db *db, const char *sql, const char *what, char *why, size_
 
 /* ---- statements ------------------------------------------------------------------------------- */
 
-static int sq_prepare(hlpt_db *db, const char *sql, const hlpt_db_val *args, int nargs, hlpt_db_stmt **out,
+static int sq_prepare(hlptd_db *db, const char *sql, const hlptd_db_val *args, int nargs, hlptd_db_stmt **out,
                       char *why, size_t len) {
     *out = NULL;
-    hlpt_db_stmt *st = calloc(1, sizeof *st);
+    hlptd_db_stmt *st = calloc(1, sizeof *st);
     if (!st) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     st->db = db;
     if (sqlite3_prepare_v2(db->db, sql, -1, &st->s, NULL) != SQLITE_OK) {
@@ -69,10 +69,10 @@ static int sq_prepare(hlpt_db *db, const char *sql, const hlpt_db_val *args, int
         return fail(db, "prepare", why, len);
     }
     for (int i = 0; i < nargs; i++) {
-        const hlpt_db_val *v = &args[i];
-        int rc = v->type == HLPT_DB_INT    ? sqlite3_bind_int64(st->s, i + 1, v->i)
-                 : v->type == HLPT_DB_REAL ? sqlite3_bind_double(st->s, i + 1, v->r)
-                 : v->type == HLPT_DB_TEXT ? sqlite3_bind_text(st->s, i + 1, v->s, -1, SQLITE_TRANSIENT)
+        const hlptd_db_val *v = &args[i];
+        int rc = v->type == HLPTD_DB_INT    ? sqlite3_bind_int64(st->s, i + 1, v->i)
+                 : v->type == HLPTD_DB_REAL ? sqlite3_bind_double(st->s, i + 1, v->r)
+                 : v->type == HLPTD_DB_TEXT ? sqlite3_bind_text(st->s, i + 1, v->s, -1, SQLITE_TRANSIENT)
                                            : sqlite3_bind_null(st->s, i + 1);
         if (rc != SQLITE_OK) {
             int err = fail(db, "bind", why, len);
@@ -85,7 +85,7 @@ static int sq_prepare(hlpt_db *db, const char *sql, const hlpt_db_val *args, int
     return HLPT_OK;
 }
 
-static int sq_step(hlpt_db_stmt *st, char *why, size_t len) {
+static int sq_step(hlptd_db_stmt *st, char *why, size_t len) {
     int rc = sqlite3_step(st->s);
     if (rc == SQLITE_ROW) return 1;
     if (rc == SQLITE_DONE) {
@@ -95,21 +95,21 @@ static int sq_step(hlpt_db_stmt *st, char *why, size_t len) {
     return fail(st->db, "step", why, len);
 }
 
-static void sq_reset(hlpt_db_stmt *st) { sqlite3_reset(st->s); }
+static void sq_reset(hlptd_db_stmt *st) { sqlite3_reset(st->s); }
 
-static void sq_column(hlpt_db_stmt *st, int i, hlpt_db_type want, hlpt_db_val *out) {
-    *out = (hlpt_db_val){.type = HLPT_DB_NULL};
+static void sq_column(hlptd_db_stmt *st, int i, hlptd_db_type want, hlptd_db_val *out) {
+    *out = (hlptd_db_val){.type = HLPTD_DB_NULL};
     if (sqlite3_column_type(st->s, i) == SQLITE_NULL) return;
     out->type = want;
-    if (want == HLPT_DB_INT) out->i = sqlite3_column_int64(st->s, i);
-    else if (want == HLPT_DB_REAL) out->r = sqlite3_column_double(st->s, i);
-    else if (want == HLPT_DB_TEXT) out->s = (const char *)sqlite3_column_text(st->s, i);
-    if (want == HLPT_DB_TEXT && !out->s) out->type = HLPT_DB_NULL;
+    if (want == HLPTD_DB_INT) out->i = sqlite3_column_int64(st->s, i);
+    else if (want == HLPTD_DB_REAL) out->r = sqlite3_column_double(st->s, i);
+    else if (want == HLPTD_DB_TEXT) out->s = (const char *)sqlite3_column_text(st->s, i);
+    if (want == HLPTD_DB_TEXT && !out->s) out->type = HLPTD_DB_NULL;
 }
 
-static int64_t sq_changes(hlpt_db_stmt *st) { return st->changes; }
+static int64_t sq_changes(hlptd_db_stmt *st) { return st->changes; }
 
-static void sq_finalize(hlpt_db_stmt *st) {
+static void sq_finalize(hlptd_db_stmt *st) {
     if (!st) return;
     sqlite3_finalize(st->s);
     free(st);
@@ -123,15 +123,15 @@ static void sq_json_field(char *out, size_t cap, const char *column, const char 
 /* ---- transactions ----------------------------------------------------------------------------- */
 
 /* IMMEDIATE: the write lock is taken at once, so a transaction never fails half-way for a lock. */
-static int sq_begin(hlpt_db *db, char *why, size_t len) { return exec(db, "BEGIN IMMEDIATE", "begin", why, len); }
-static int sq_commit(hlpt_db *db, char *why, size_t len) { return exec(db, "COMMIT", "commit", why, len); }
-static void sq_rollback(hlpt_db *db) {
+static int sq_begin(hlptd_db *db, char *why, size_t len) { return exec(db, "BEGIN IMMEDIATE", "begin", why, len); }
+static int sq_commit(hlptd_db *db, char *why, size_t len) { return exec(db, "COMMIT", "commit", why, len); }
+static void sq_rollback(hlptd_db *db) {
     if (!sqlite3_get_autocommit(db->db)) sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* ---- migrations ------------------------------------------------------------------------------- */
 
-static int user_version(hlpt_db *db) {
+static int user_version(hlptd_db *db) {
     sqlite3_stmt *s;
     int v = -1;
     if (sqlite3_prepare_v2(db->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK) return -1;
@@ -140,12 +140,12 @@ static int user_version(hlpt_db *db) {
     return v;
 }
 
-static int sq_version(hlpt_db *db) { return user_version(db); }
+static int sq_version(hlptd_db *db) { return user_version(db); }
 
 /* Writes the BLOB column `col` of every row of `table` that `where` selects out as a blob and
  * records it (UPDATE ... SET sha256, plus the size when size_col is not NULL). One row at a time,
  * so only one row's bytes are in memory; a row that has its sha256 no longer matches `where`. */
-static int move_column(hlpt_db *db, hlptd_blobs *blobs, const char *table, const char *col, const char *where,
+static int move_column(hlptd_db *db, hlptd_blobs *blobs, const char *table, const char *col, const char *where,
                        const char *size_col, int *moved, char *why, size_t len) {
     char sel[512], upd[512];
     snprintf(sel, sizeof sel, "SELECT id, %s FROM %s WHERE %s LIMIT 1", col, table, where);
@@ -189,7 +189,7 @@ static int move_column(hlpt_db *db, hlptd_blobs *blobs, const char *table, const
 
 /* Before 0005: uploads, checkpoint states and adapter weights go out to blobs. A file deleted under
  * schema 3 kept no bytes and gets no blob. */
-static int step_blobs_out(hlpt_db *db, hlptd_blobs *blobs, int *moved, char *why, size_t len) {
+static int step_blobs_out(hlptd_db *db, hlptd_blobs *blobs, int *moved, char *why, size_t len) {
     int err = move_column(db, blobs, "files", "content", "sha256 IS NULL AND content IS NOT NULL AND deleted_at IS NULL",
                           NULL, moved, why, len);
     if (!err) err = move_column(db, blobs, "checkpoints", "state", "sha256 IS NULL", "bytes", moved, why, len);
@@ -200,12 +200,12 @@ static int step_blobs_out(hlpt_db *db, hlptd_blobs *blobs, int *moved, char *why
 /* The C steps of migrations, each run in its migration's transaction before its SQL. */
 static const struct {
     int version;
-    int (*run)(hlpt_db *db, hlptd_blobs *blobs, int *moved, char *why, size_t len);
+    int (*run)(hlptd_db *db, hlptd_blobs *blobs, int *moved, char *why, size_t len);
 } steps[] = {
     {5, step_blobs_out},
 };
 
-static int foreign_keys_ok(hlpt_db *db, const char *name, char *why, size_t len) {
+static int foreign_keys_ok(hlptd_db *db, const char *name, char *why, size_t len) {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db->db, "PRAGMA foreign_key_check", -1, &s, NULL) != SQLITE_OK)
         return fail(db, "foreign_key_check", why, len);
@@ -219,18 +219,18 @@ static int foreign_keys_ok(hlpt_db *db, const char *name, char *why, size_t len)
     return err;
 }
 
-static int migrate(hlpt_db *db, int target, hlptd_blobs *blobs, char *why, size_t len) {
-    for (int i = 0; i < hlpt_migrations_count; i++)
-        if (hlpt_migrations[i].version != i + 1)
+static int migrate(hlptd_db *db, int target, hlptd_blobs *blobs, char *why, size_t len) {
+    for (int i = 0; i < hlptd_migrations_count; i++)
+        if (hlptd_migrations[i].version != i + 1)
             return hlpt_why(why, len, HLPT_ERR_INTERNAL, "migration %s: expected number %04d (gap or duplicate)",
-                            hlpt_migrations[i].name, i + 1);
+                            hlptd_migrations[i].name, i + 1);
     int cur = user_version(db), moved = 0;
     if (cur < 0) return fail(db, "read user_version", why, len);
-    if (cur > hlpt_migrations_count)
+    if (cur > hlptd_migrations_count)
         return hlpt_why(why, len, HLPT_ERR_UNSUPPORTED,
-                        "database schema version %d is newer than this hlptd knows (%d)", cur, hlpt_migrations_count);
+                        "database schema version %d is newer than this hlptd knows (%d)", cur, hlptd_migrations_count);
     for (int v = cur + 1; v <= target; v++) {
-        const hlpt_migration *m = &hlpt_migrations[v - 1];
+        const hlptd_migration *m = &hlptd_migrations[v - 1];
         char sql[64];
         /* PRAGMA takes no bound parameters; v is our own integer. */
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v);
@@ -261,17 +261,17 @@ static int migrate(hlpt_db *db, int target, hlptd_blobs *blobs, char *why, size_
 
 /* ---- open, check, close ----------------------------------------------------------------------- */
 
-static void sq_close(hlpt_db *db) {
+static void sq_close(hlptd_db *db) {
     if (!db) return;
     sqlite3_close(db->db);
     free(db);
 }
 
-static int sq_open(const char *path, int version, hlptd_blobs *blobs, hlpt_db **out, char *why, size_t len) {
+static int sq_open(const char *path, int version, hlptd_blobs *blobs, hlptd_db **out, char *why, size_t len) {
     *out = NULL;
-    if (version < 0) version = hlpt_migrations_count;
-    if (version > hlpt_migrations_count) return hlpt_why(why, len, HLPT_ERR_INVAL, "no schema version %d", version);
-    hlpt_db *db = calloc(1, sizeof *db);
+    if (version < 0) version = hlptd_migrations_count;
+    if (version > hlptd_migrations_count) return hlpt_why(why, len, HLPT_ERR_INVAL, "no schema version %d", version);
+    hlptd_db *db = calloc(1, sizeof *db);
     if (!db) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     int err;
     if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
@@ -290,7 +290,7 @@ fail:
     return err;
 }
 
-static int sq_damaged(const hlpt_db *db) { return db && atomic_load(&db->damaged); }
+static int sq_damaged(const hlptd_db *db) { return db && atomic_load(&db->damaged); }
 
 static int sq_check(const char *path, char *why, size_t len) {
     sqlite3 *db = NULL;
@@ -322,7 +322,7 @@ static int sq_check(const char *path, char *why, size_t len) {
                     path, found, path);
 }
 
-const hlpt_store_backend hlpt_store_sqlite = {
+const hlptd_store_backend hlptd_store_sqlite = {
     .name = "sqlite",
     .check = sq_check,
     .open = sq_open,

@@ -13,19 +13,19 @@
 #include "hlpt/err.h"
 
 typedef struct subscriber {
-    char job_id[HLPT_ID_MAX];
-    hlpt_sse *sse;
+    char job_id[HLPTD_ID_MAX];
+    hlptd_sse *sse;
     hlptd_event_text text;
     int64_t seen; /* seq of the last event sent */
     struct subscriber *next;
 } subscriber;
 
 struct hlptd_subscribers {
-    hlpt_store *st;
+    hlptd_store *st;
     subscriber *head;
 };
 
-int hlptd_subscribers_new(hlpt_store *st, hlptd_subscribers **out) {
+int hlptd_subscribers_new(hlptd_store *st, hlptd_subscribers **out) {
     *out = calloc(1, sizeof **out);
     if (!*out) return HLPT_ERR_NOMEM;
     (*out)->st = st;
@@ -40,44 +40,44 @@ void hlptd_subscribers_free(hlptd_subscribers *s) {
 
 /* Sends b the events after b->seen; returns 1 when the stream is over. */
 static int feed(hlptd_subscribers *s, subscriber *b) {
-    hlpt_event **ev = NULL;
+    hlptd_job_event **ev = NULL;
     size_t n = 0;
     int more = 0;
     char why[128];
     do {
-        if (hlpt_store_event_list(s->st, b->job_id, b->seen, 200, &ev, &n, &more, why, sizeof why)) return 1;
+        if (hlptd_store_event_list(s->st, b->job_id, b->seen, 200, &ev, &n, &more, why, sizeof why)) return 1;
         for (size_t i = 0; i < n; i++) {
             char *text = b->text(ev[i]);
-            int err = hlpt_sse_send(b->sse, NULL, text);
+            int err = hlptd_sse_send(b->sse, NULL, text);
             free(text);
             b->seen = ev[i]->seq;
             if (err) {
-                hlpt_event_list_free(ev, n);
+                hlptd_job_event_list_free(ev, n);
                 return 1;
             }
         }
-        hlpt_event_list_free(ev, n);
+        hlptd_job_event_list_free(ev, n);
     } while (more);
-    hlpt_job *job = NULL;
-    int over = hlpt_store_job_get(s->st, b->job_id, &job, why, sizeof why) != HLPT_OK ||
+    hlptd_job *job = NULL;
+    int over = hlptd_store_job_get(s->st, b->job_id, &job, why, sizeof why) != HLPT_OK ||
                hlptd_job_state_final(job->status);
-    hlpt_job_free(job);
-    if (over) hlpt_sse_send(b->sse, NULL, "[DONE]");
+    hlptd_job_free(job);
+    if (over) hlptd_sse_send(b->sse, NULL, "[DONE]");
     return over;
 }
 
 static void end(subscriber *b) {
-    hlpt_sse_close(b->sse);
-    hlpt_sse_unref(b->sse);
+    hlptd_sse_close(b->sse);
+    hlptd_sse_unref(b->sse);
     free(b);
 }
 
-void hlptd_subscribers_follow(hlptd_subscribers *s, hlpt_req *r, const char *job_id, hlptd_event_text text) {
+void hlptd_subscribers_follow(hlptd_subscribers *s, hlptd_req *r, const char *job_id, hlptd_event_text text) {
     subscriber *b = calloc(1, sizeof *b);
-    hlpt_sse *sse = b ? hlpt_req_stream(r) : NULL;
+    hlptd_sse *sse = b ? hlptd_req_stream(r) : NULL;
     if (!sse) {
         free(b);
-        if (!b) hlpt_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
+        if (!b) hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     snprintf(b->job_id, sizeof b->job_id, "%s", job_id);

@@ -17,7 +17,7 @@ for f in $files; do
     echo '0x00};'
     i=$((i + 1))
 done
-echo 'const hlpt_web_file hlpt_web_files[] = {'
+echo 'const hlptd_web_file hlptd_web_files[] = {'
 i=0
 for f in $files; do
     etag=$(sha256sum "$f" | cut -c1-20)
@@ -25,4 +25,4 @@ for f in $files; do
     i=$((i + 1))
 done
 echo '};'
-echo 'const int hlpt_web_nfiles = (int)(sizeof hlpt_web_files / sizeof hlpt_web_files[0]);'
+echo 'const int hlptd_web_nfiles = (int)(sizeof hlptd_web_files / sizeof hlptd_web_files[0]);'

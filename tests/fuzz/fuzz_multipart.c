@@ -1,6 +1,6 @@
 /*
  * fuzz_multipart - libFuzzer target: multipart/form-data bodies (file uploads, adapter imports)
- * through hlpt_multipart_parse and through the streaming parser it wraps. The input is a
+ * through hlptd_multipart_parse and through the streaming parser it wraps. The input is a
  * Content-Type value, a NUL byte, then the body. Every part found must lie inside the body and have
  * a name without a NUL; the body fed in pieces (cut where the input's own bytes say) must give the
  * same parts, the same bytes and the same outcome, error message included, as the body in one piece.
@@ -18,7 +18,7 @@ static void check(int ok) {
 
 /* What the streaming parser reports, part by part, to compare with the whole-body parts. */
 typedef struct {
-    const hlpt_form_part *parts; /* the whole-body parse's, when it succeeded */
+    const hlptd_form_part *parts; /* the whole-body parse's, when it succeeded */
     size_t nparts;
     size_t part;   /* parts begun so far */
     size_t got;    /* bytes of the current part so far */
@@ -43,7 +43,7 @@ static int on_data(void *ctx, const char *data, size_t n, char *why, size_t len)
     follow *f = ctx;
     check(f->in_part && n > 0);
     if (f->parts) {
-        const hlpt_form_part *p = &f->parts[f->part - 1];
+        const hlptd_form_part *p = &f->parts[f->part - 1];
         check(f->got + n <= p->n && memcmp(p->data + f->got, data, n) == 0);
     }
     f->got += n;
@@ -67,10 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *b = malloc(n ? n : 1);
     if (!b) return 0;
     memcpy(b, body, n);
-    hlpt_form_part *parts = NULL;
+    hlptd_form_part *parts = NULL;
     size_t np = 0;
     char why[256], why2[256];
-    int err = hlpt_multipart_parse(ct, b, n, &parts, &np, why, sizeof why);
+    int err = hlptd_multipart_parse(ct, b, n, &parts, &np, why, sizeof why);
     if (err == HLPT_OK) {
         for (size_t i = 0; i < np; i++) {
             check(parts[i].name != NULL);
@@ -82,9 +82,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     /* The same body in pieces of 1 to 64 bytes, their sizes drawn from a hash of the input. */
     follow f = {err == HLPT_OK ? parts : NULL, np, 0, 0, 0};
-    hlpt_multipart_cbs cbs = {on_begin, on_data, on_end};
-    hlpt_multipart *m;
-    int err2 = hlpt_multipart_new(ct, &cbs, &f, &m, why2, sizeof why2);
+    hlptd_multipart_cbs cbs = {on_begin, on_data, on_end};
+    hlptd_multipart *m;
+    int err2 = hlptd_multipart_new(ct, &cbs, &f, &m, why2, sizeof why2);
     if (err2 == HLPT_OK) {
         uint32_t h = 2166136261u;
         for (size_t i = 0; i < size; i++) h = (h ^ data[i]) * 16777619u;
@@ -94,17 +94,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (k > n - at) k = n - at;
             char *piece = malloc(k);
             memcpy(piece, b + at, k);
-            err2 = hlpt_multipart_feed(m, piece, k, why2, sizeof why2);
+            err2 = hlptd_multipart_feed(m, piece, k, why2, sizeof why2);
             free(piece);
             at += k;
         }
-        if (!err2) err2 = hlpt_multipart_finish(m, why2, sizeof why2);
-        hlpt_multipart_free(m);
+        if (!err2) err2 = hlptd_multipart_finish(m, why2, sizeof why2);
+        hlptd_multipart_free(m);
     }
     check(err2 == err);
     if (err) check(strcmp(why, why2) == 0);
     else check(f.part == np && !f.in_part);
-    hlpt_form_parts_free(parts, np);
+    hlptd_form_parts_free(parts, np);
     free(b);
     return 0;
 }

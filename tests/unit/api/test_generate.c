@@ -14,10 +14,10 @@
 static char why[512];
 static const char *param;
 
-static int parse(const char *body, int chat, api_gen_request *q) {
+static int parse(const char *body, int chat, hlptd_api_gen_request *q) {
     cJSON *j = cJSON_ParseWithOpts(body, NULL, 1);
     ck_assert_msg(j, "test body is not JSON: %s", body);
-    int err = api_gen_request_parse(j, chat, q, &param, why, sizeof why);
+    int err = hlptd_api_gen_request_parse(j, chat, q, &param, why, sizeof why);
     /* param may point into the body: copy it before the body goes. */
     static char pbuf[128];
     if (param) {
@@ -29,7 +29,7 @@ static int parse(const char *body, int chat, api_gen_request *q) {
 }
 
 START_TEST(test_defaults) {
-    api_gen_request q;
+    hlptd_api_gen_request q;
     ck_assert_int_eq(parse("{\"model\":\"base\",\"prompt\":\"Hello\"}", 0, &q), HLPT_OK);
     ck_assert_str_eq(q.model, "base");
     ck_assert_str_eq(q.prompt, "Hello");
@@ -43,25 +43,25 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(q.logprobs, 0);
     ck_assert_int_eq(q.params.logprobs, 0);
     ck_assert_str_eq(q.max_tokens_key, "max_tokens");
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     ck_assert_int_eq(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}", 1, &q), HLPT_OK);
     ck_assert_int_eq(q.params.max_tokens, 256);
     ck_assert_int_eq(q.chat, 1);
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     /* No seed: each request draws its own (two draws agreeing by chance: 2^-64). */
-    api_gen_request q2;
+    hlptd_api_gen_request q2;
     ck_assert_int_eq(parse("{\"model\":\"base\",\"prompt\":\"a\"}", 0, &q), HLPT_OK);
     ck_assert_int_eq(parse("{\"model\":\"base\",\"prompt\":\"a\"}", 0, &q2), HLPT_OK);
     ck_assert(q.params.seed != q2.params.seed);
-    api_gen_request_free(&q);
-    api_gen_request_free(&q2);
+    hlptd_api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q2);
 }
 END_TEST
 
 START_TEST(test_every_field) {
-    api_gen_request q;
+    hlptd_api_gen_request q;
     ck_assert_int_eq(parse("{\"model\":\"ft:x\",\"prompt\":[\"Hi\"],\"max_tokens\":7,\"temperature\":0.5,"
                            "\"top_p\":0.9,\"top_k\":40,\"stop\":[\"\\n\",\"END\"],\"seed\":-3,\"n\":3,"
                            "\"logprobs\":2,\"ignore_eos\":true,\"user\":\"u\",\"presence_penalty\":0,"
@@ -83,13 +83,13 @@ START_TEST(test_every_field) {
     ck_assert_int_eq(q.params.logprobs, 1);
     ck_assert_int_eq(q.params.top_logprobs, 2);
     ck_assert_int_eq(q.params.ignore_eos, 1);
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     /* Completions' logprobs 0 still asks for the chosen tokens' logprobs. */
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":\"x\",\"logprobs\":0}", 0, &q), HLPT_OK);
     ck_assert_int_eq(q.logprobs, 1);
     ck_assert_int_eq(q.top_logprobs, 0);
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     ck_assert_int_eq(parse("{\"model\":\"b\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
                            "\"top_logprobs\":5,\"max_completion_tokens\":3,\"stop\":\"##\",\"stream\":false}",
@@ -101,14 +101,14 @@ START_TEST(test_every_field) {
     ck_assert_str_eq(q.max_tokens_key, "max_completion_tokens");
     ck_assert_int_eq(q.params.n_stop, 1);
     ck_assert_str_eq(q.params.stop[0], "##");
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":\"x\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
                            0, &q),
                      HLPT_OK);
     ck_assert_int_eq(q.stream, 1);
     ck_assert_int_eq(q.include_usage, 1);
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 }
 END_TEST
 
@@ -189,7 +189,7 @@ static const struct {
 
 START_TEST(test_bad_bodies) {
     for (size_t i = 0; i < sizeof bad_bodies / sizeof *bad_bodies; i++) {
-        api_gen_request q;
+        hlptd_api_gen_request q;
         why[0] = 0;
         int err = parse(bad_bodies[i].body, bad_bodies[i].chat, &q);
         ck_assert_msg(err == bad_bodies[i].err, "%s: got %s (%s), wanted %s", bad_bodies[i].body, hlpt_err_name(err), why,
@@ -204,7 +204,7 @@ START_TEST(test_bad_bodies) {
             ck_assert_msg(!param, "%s: param %s, wanted none", bad_bodies[i].body, param);
         }
         ck_assert(why[0]);
-        api_gen_request_free(&q);
+        hlptd_api_gen_request_free(&q);
     }
 }
 END_TEST
@@ -241,13 +241,13 @@ START_TEST(test_chat_prompt_matches_training) {
         }
         /* The handler renders with the default template, as training does by default. */
         snprintf(body, sizeof body, "{\"model\":\"b\",\"messages\":%s}", convs[i]);
-        api_gen_request q;
+        hlptd_api_gen_request q;
         hlpt_example ex;
         ck_assert_int_eq(parse(body, 1, &q), HLPT_OK);
         ck_assert_int_eq(hlpt_dataset_parse_line(line, strlen(line), 1, NULL, &ex, why, sizeof why), HLPT_OK);
         ck_assert_str_eq(q.prompt, ex.prompt);
         hlpt_example_free(&ex);
-        api_gen_request_free(&q);
+        hlptd_api_gen_request_free(&q);
         cJSON_Delete(msgs);
     }
     /* Written out from the ChatML convention. */
@@ -272,10 +272,10 @@ START_TEST(test_tokenize) {
     ck_assert_int_eq(hlpt_model_open(fixture_path(dir, sizeof dir, "llama2-mha-f32"), HLPT_BASE_F32, &m, why, sizeof why), HLPT_OK);
     const hlpt_config *cfg = hlpt_model_config(m);
     ck_assert_int_ge(cfg->bos_id, 0);
-    api_gen_request q;
+    hlptd_api_gen_request q;
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":\"Hello world <s>\",\"max_tokens\":4}", 0, &q), HLPT_OK);
     int *ids = NULL, n = 0, *ref = NULL, nref = 0;
-    ck_assert_int_eq(api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_OK);
     /* BOS, then the text as user text: "<s>" in it stays plain pieces. */
     ck_assert_int_eq(hlpt_tokenizer_encode(hlpt_model_tokenizer(m), "Hello world <s>", 15, 0, &ref, &nref, why, sizeof why),
                      HLPT_OK);
@@ -288,13 +288,13 @@ START_TEST(test_tokenize) {
 
     /* Exactly the context fits; one more token does not, and max_tokens is to blame. */
     q.params.max_tokens = cfg->max_pos - n;
-    ck_assert_int_eq(api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_OK);
     free(ids);
     q.params.max_tokens++;
-    ck_assert_int_eq(api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_ptr_null(ids);
     ck_assert_str_eq(param, "max_tokens");
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     /* A prompt longer than the context is the prompt's fault. */
     size_t len = (size_t)cfg->max_pos * 8;
@@ -303,41 +303,41 @@ START_TEST(test_tokenize) {
     for (size_t i = 0; i < len / 2; i++) body[k++] = i % 2 ? ' ' : 'a' + (char)(i % 23);
     strcpy(body + k, "\",\"max_tokens\":1}");
     ck_assert_int_eq(parse(body, 0, &q), HLPT_OK);
-    ck_assert_int_eq(api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_str_eq(param, "prompt");
     ck_assert_ptr_nonnull(strstr(why, "context"));
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
     free(body);
 
     /* A batch: strings and token ids, one prompt each; ids are taken as given (no BOS). */
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":[\"Hello\",[5,6,7]],\"n\":2}", 0, &q), HLPT_OK);
     ck_assert_int_eq(q.n_prompts, 2);
     ck_assert_str_eq(q.prompt, "Hello");
-    ck_assert_int_eq(api_gen_tokenize_at(m, &q, 1, &ids, &n, &param, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_api_gen_tokenize_at(m, &q, 1, &ids, &n, &param, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(n, 3);
     ck_assert_int_eq(ids[0], 5);
     ck_assert_int_eq(ids[2], 7);
     free(ids);
-    ck_assert_int_eq(api_gen_tokenize_at(m, &q, 0, &ids, &n, &param, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_api_gen_tokenize_at(m, &q, 0, &ids, &n, &param, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(ids[0], cfg->bos_id);
     free(ids);
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":[1,2]}", 0, &q), HLPT_OK);
     ck_assert_int_eq(q.n_prompts, 1);
     ck_assert_ptr_null(q.prompt);
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":[[1],[1000000]]}", 0, &q), HLPT_OK);
-    ck_assert_int_eq(api_gen_tokenize_at(m, &q, 1, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_api_gen_tokenize_at(m, &q, 1, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_str_eq(param, "prompt");
     ck_assert_ptr_nonnull(strstr(why, "vocabulary"));
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
 
     /* Invalid UTF-8 in the prompt is the prompt's fault too. */
     ck_assert_int_eq(parse("{\"model\":\"b\",\"prompt\":\"ok\"}", 0, &q), HLPT_OK);
     q.prompt[1] = (char)0xC3;
-    ck_assert_int_eq(api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_api_gen_tokenize(m, &q, &ids, &n, &param, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_str_eq(param, "prompt");
-    api_gen_request_free(&q);
+    hlptd_api_gen_request_free(&q);
     hlpt_model_close(m);
 }
 END_TEST

@@ -131,7 +131,7 @@ START_TEST(test_render) {
                             .adapters_resident = 2, .adapter_bytes = 123456, .adapter_loads = 5,
                             .adapter_evictions = 3, .last_batch = 2};
     /* Two running jobs; the second has not reported a step yet, so it has no figures. */
-    api_job_figures jobs[2];
+    hlptd_api_job_figures jobs[2];
     memset(jobs, 0, sizeof jobs);
     snprintf(jobs[0].id, sizeof jobs[0].id, "ftjob-a");
     jobs[0].live.train_loss = 1.25;
@@ -139,7 +139,7 @@ START_TEST(test_render) {
     jobs[0].live.step = 12;
     snprintf(jobs[1].id, sizeof jobs[1].id, "ftjob-b");
     size_t len = 0;
-    char *text = api_metrics_render(&counts, &is, jobs, 2, &len);
+    char *text = hlptd_api_metrics_render(&counts, &is, jobs, 2, &len);
     ck_assert_ptr_nonnull(text);
     ck_assert_uint_eq(strlen(text), len);
     static sample s[512];
@@ -190,7 +190,7 @@ START_TEST(test_bounded_series) {
     hlptd_stats_free(st);
     hlptd_infer_stats is = {0};
     size_t len;
-    char *text = api_metrics_render(&counts, &is, NULL, 0, &len);
+    char *text = hlptd_api_metrics_render(&counts, &is, NULL, 0, &len);
     ck_assert_ptr_nonnull(text);
     static sample s[2048];
     int n = parse_exposition(text, len, s, 2048);

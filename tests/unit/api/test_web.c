@@ -18,29 +18,29 @@
 #include "hlpt/err.h"
 #include "web.h"
 
-static hlpt_http *server;
+static hlptd_http *server;
 
 static void wake(void *ctx) { (void)ctx; }
 
 static void start(const char *key) {
     char why[256];
-    hlpt_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024, .routes = hlpt_api_routes,
-                        .nroutes = hlpt_api_nroutes, .wake = wake};
-    ck_assert_int_eq(hlpt_http_start(&server, &o, why, sizeof why), HLPT_OK);
+    hlptd_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024, .routes = hlptd_api_routes,
+                        .nroutes = hlptd_api_nroutes, .wake = wake};
+    ck_assert_int_eq(hlptd_http_start(&server, &o, why, sizeof why), HLPT_OK);
     if (key) {
         char path[] = "/tmp/hlpt-web-keys-XXXXXX";
         int fd = mkstemp(path);
         ck_assert_int_ge(fd, 0);
         ck_assert_int_eq(write(fd, key, strlen(key)), (ssize_t)strlen(key));
         close(fd);
-        ck_assert_int_eq(hlpt_http_load_api_keys(server, path, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_http_load_api_keys(server, path, why, sizeof why), HLPT_OK);
         unlink(path);
     }
 }
 
 static void stop(void) {
-    for (int i = 0; i < 200 && hlpt_http_drain_step(server) > 0; i++) usleep(10000);
-    hlpt_http_stop(server);
+    for (int i = 0; i < 200 && hlptd_http_drain_step(server) > 0; i++) usleep(10000);
+    hlptd_http_stop(server);
     server = NULL;
 }
 
@@ -54,7 +54,7 @@ typedef struct {
 /* One request with extra header lines (each ending in \r\n, or NULL). */
 static void request(const char *method, const char *path, const char *headers, reply *out) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hlpt_http_port(server))};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hlptd_http_port(server))};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -95,21 +95,21 @@ static int header(const reply *r, const char *name, char *out, size_t cap) {
 }
 
 START_TEST(test_content_types) {
-    ck_assert_str_eq(hlpt_web_content_type("index.html"), "text/html; charset=utf-8");
-    ck_assert_str_eq(hlpt_web_content_type("app.js"), "text/javascript; charset=utf-8");
-    ck_assert_str_eq(hlpt_web_content_type("style.css"), "text/css; charset=utf-8");
-    ck_assert_str_eq(hlpt_web_content_type("shot.png"), "image/png");
-    ck_assert_str_eq(hlpt_web_content_type("a.tar.gz"), "application/octet-stream");
-    ck_assert_str_eq(hlpt_web_content_type("Makefile"), "application/octet-stream");
+    ck_assert_str_eq(hlptd_web_content_type("index.html"), "text/html; charset=utf-8");
+    ck_assert_str_eq(hlptd_web_content_type("app.js"), "text/javascript; charset=utf-8");
+    ck_assert_str_eq(hlptd_web_content_type("style.css"), "text/css; charset=utf-8");
+    ck_assert_str_eq(hlptd_web_content_type("shot.png"), "image/png");
+    ck_assert_str_eq(hlptd_web_content_type("a.tar.gz"), "application/octet-stream");
+    ck_assert_str_eq(hlptd_web_content_type("Makefile"), "application/octet-stream");
     /* The table holds web/'s files, each with a quoted ETag and a NUL after its bytes. */
-    ck_assert_ptr_nonnull(hlpt_web_find("index.html"));
-    ck_assert_ptr_nonnull(hlpt_web_find("app.js"));
-    ck_assert_ptr_null(hlpt_web_find("nope.js"));
-    for (int i = 0; i < hlpt_web_nfiles; i++) {
-        const hlpt_web_file *f = &hlpt_web_files[i];
+    ck_assert_ptr_nonnull(hlptd_web_find("index.html"));
+    ck_assert_ptr_nonnull(hlptd_web_find("app.js"));
+    ck_assert_ptr_null(hlptd_web_find("nope.js"));
+    for (int i = 0; i < hlptd_web_nfiles; i++) {
+        const hlptd_web_file *f = &hlptd_web_files[i];
         ck_assert_msg(f->size > 0 && f->data[f->size] == 0, "%s", f->name);
         ck_assert_msg(f->etag[0] == '"' && f->etag[strlen(f->etag) - 1] == '"' && strlen(f->etag) > 10, "%s", f->etag);
-        for (int k = 0; k < i; k++) ck_assert_str_ne(hlpt_web_files[k].etag, f->etag);
+        for (int k = 0; k < i; k++) ck_assert_str_ne(hlptd_web_files[k].etag, f->etag);
     }
 }
 END_TEST
@@ -118,7 +118,7 @@ START_TEST(test_serving) {
     start(NULL);
     reply r;
     char v[256];
-    const hlpt_web_file *index = hlpt_web_find("index.html");
+    const hlptd_web_file *index = hlptd_web_find("index.html");
     request("GET", "/", NULL, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert(header(&r, "Content-Type", v, sizeof v));
@@ -131,7 +131,7 @@ START_TEST(test_serving) {
     ck_assert(!memcmp(r.body, index->data, index->size));
     free(r.body);
 
-    const hlpt_web_file *js = hlpt_web_find("app.js");
+    const hlptd_web_file *js = hlptd_web_find("app.js");
     request("GET", "/ui/app.js", NULL, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert(header(&r, "Content-Type", v, sizeof v));

@@ -21,9 +21,9 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int woken, quit;
-static hlpt_http *server;
+static hlptd_http *server;
 static pthread_t loop_thread;
-static hlpt_sse *stream; /* handed over by stream_work */
+static hlptd_sse *stream; /* handed over by stream_work */
 static atomic_int wrong_thread;
 static atomic_int wakes; /* the loop was woken */
 
@@ -41,7 +41,7 @@ static void *loop_main(void *arg) {
         while (!woken && !quit) pthread_cond_wait(&cv, &mu);
         woken = 0;
         pthread_mutex_unlock(&mu);
-        hlpt_http_run_deferred(server);
+        hlptd_http_run_deferred(server);
         pthread_mutex_lock(&mu);
     }
     pthread_mutex_unlock(&mu);
@@ -50,37 +50,39 @@ static void *loop_main(void *arg) {
 
 /* ---- routes ---------------------------------------------------------------------------------------- */
 
-static void echo(hlpt_req *r) {
+static void echo(hlptd_req *r) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", hlpt_req_param(r, "id"));
-    const char *q = hlpt_req_query(r, "q");
+    cJSON_AddStringToObject(o, "id", hlptd_req_param(r, "id"));
+    const char *q = hlptd_req_query(r, "q");
     cJSON_AddStringToObject(o, "q", q ? q : "(none)");
-    hlpt_reply_json(r, 200, o);
+    hlptd_reply_json(r, 200, o);
 }
 
-static void post_json(hlpt_req *r) {
-    cJSON *j = hlpt_req_json(r);
+static void post_json(hlptd_req *r) {
+    cJSON *j = hlptd_req_json(r);
     if (!j) return;
-    hlpt_reply_json(r, 201, cJSON_Duplicate(j, 1));
+    hlptd_reply_json(r, 201, cJSON_Duplicate(j, 1));
 }
 
-static void deferred_work(void *app, hlpt_req *r) {
+static void deferred_work(void *app, hlptd_req *r) {
     if (!pthread_equal(pthread_self(), loop_thread)) atomic_fetch_add(&wrong_thread, 1);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "app", app);
-    cJSON_AddStringToObject(o, "n", hlpt_req_param(r, "n"));
-    hlpt_reply_json(r, 200, o);
+    cJSON_AddStringToObject(o, "n", hlptd_req_param(r, "n"));
+    hlptd_reply_json(r, 200, o);
 }
 
-static void deferred(hlpt_req *r) { hlpt_req_defer(r, deferred_work); }
+static void deferred(hlptd_req *r) { hlptd_req_defer(r, deferred_work); }
 
-static void stream_work(void *app, hlpt_req *r) {
-    hlpt_sse *s = hlpt_req_stream(r);
-    hlpt_sse_send(s, "hello", "first");
+/* GET /stream: an open-ended stream (a job's events); ?finite: one that ends by itself (a
+ * generation's). */
+static void stream_work(void *app, hlptd_req *r) {
+    hlptd_sse *s = hlptd_req_query(r, "finite") ? hlptd_req_stream_finite(r) : hlptd_req_stream(r);
+    hlptd_sse_send(s, "hello", "first");
     __atomic_store_n(&stream, s, __ATOMIC_RELEASE);
 }
 
-static void streaming(hlpt_req *r) { hlpt_req_defer(r, stream_work); }
+static void streaming(hlptd_req *r) { hlptd_req_defer(r, stream_work); }
 
 /* A streamed upload: counts and checksums its pieces as they come; ?reject answers before the
  * body, ?defer answers from the loop after it. */
@@ -95,76 +97,76 @@ static void upload_state_free(void *p) {
     atomic_fetch_add(&uploads_freed, 1);
 }
 
-static int upload_piece(hlpt_req *r, const char *data, size_t n) {
-    upload_state *u = hlpt_req_data(r);
+static int upload_piece(hlptd_req *r, const char *data, size_t n) {
+    upload_state *u = hlptd_req_data(r);
     u->n += n;
     u->pieces++;
     for (size_t i = 0; i < n; i++) u->sum = u->sum * 31 + (unsigned char)data[i];
     return HLPT_OK;
 }
 
-static void upload_reply(hlpt_req *r) {
-    upload_state *u = hlpt_req_data(r);
+static void upload_reply(hlptd_req *r) {
+    upload_state *u = hlptd_req_data(r);
     size_t body_n;
-    hlpt_req_body(r, &body_n);
+    hlptd_req_body(r, &body_n);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "n", (double)u->n);
     cJSON_AddNumberToObject(o, "pieces", (double)u->pieces);
     cJSON_AddNumberToObject(o, "sum", (double)u->sum);
     cJSON_AddNumberToObject(o, "held", (double)body_n);
-    hlpt_reply_json(r, 200, o);
+    hlptd_reply_json(r, 200, o);
 }
 
-static void upload_work(void *app, hlpt_req *r) { upload_reply(r); }
+static void upload_work(void *app, hlptd_req *r) { upload_reply(r); }
 
-static void upload_done(hlpt_req *r) {
+static void upload_done(hlptd_req *r) {
     atomic_fetch_add(&uploads_done, 1);
-    if (hlpt_req_query(r, "defer")) hlpt_req_defer(r, upload_work);
+    if (hlptd_req_query(r, "defer")) hlptd_req_defer(r, upload_work);
     else upload_reply(r);
 }
 
-static void upload_begin(hlpt_req *r) {
-    if (hlpt_req_query(r, "reject")) {
-        hlpt_reply_err(r, HLPT_ERR_INVAL, "reject", "refused before the body");
+static void upload_begin(hlptd_req *r) {
+    if (hlptd_req_query(r, "reject")) {
+        hlptd_reply_err(r, HLPT_ERR_INVAL, "reject", "refused before the body");
         return;
     }
     upload_state *u = calloc(1, sizeof *u);
-    hlpt_req_set_data(r, u, upload_state_free);
-    hlpt_req_read_body(r, upload_piece, upload_done);
+    hlptd_req_set_data(r, u, upload_state_free);
+    hlptd_req_read_body(r, upload_piece, upload_done);
 }
 
 /* A keeper thread: answers a request its handler kept, after a while, as the inference thread does
  * (a reply, or an event stream of two events). */
 static void *keeper_main(void *arg) {
-    hlpt_req *r = arg;
-    const char *how = hlpt_req_param(r, "how");
+    hlptd_req *r = arg;
+    const char *how = hlptd_req_param(r, "how");
     usleep(20000);
     if (!strcmp(how, "stream")) {
-        hlpt_sse *s = hlpt_req_stream(r);
-        hlpt_req_finish(r);
-        hlpt_sse_send(s, NULL, "one");
+        hlptd_sse *s = hlptd_req_stream(r);
+        hlptd_req_finish(r);
+        hlptd_sse_send(s, NULL, "one");
         usleep(20000);
-        hlpt_sse_send(s, NULL, "two");
-        hlpt_sse_close(s);
-        hlpt_sse_unref(s);
+        hlptd_sse_send(s, NULL, "two");
+        hlptd_sse_close(s);
+        hlptd_sse_unref(s);
         return NULL;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "kept", how);
-    hlpt_reply_json(r, 200, o);
-    hlpt_req_finish(r);
+    hlptd_reply_json(r, 200, o);
+    hlptd_req_finish(r);
     return NULL;
 }
 
 /* GET /kept/now: finished before the handler returns; /kept/later and /kept/stream: by a keeper
  * thread after it returned. */
-static void kept(hlpt_req *r) {
-    hlpt_req_keep(r);
-    if (!strcmp(hlpt_req_param(r, "how"), "now")) {
+static void kept(hlptd_req *r) {
+    hlptd_req_keep(r);
+    if (!strcmp(hlptd_req_param(r, "how"), "now")) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "kept", "now");
-        hlpt_reply_json(r, 200, o);
-        hlpt_req_finish(r);
+        hlptd_reply_json(r, 200, o);
+        hlptd_req_finish(r);
         return;
     }
     pthread_t t;
@@ -172,12 +174,12 @@ static void kept(hlpt_req *r) {
     pthread_detach(t);
 }
 
-static const hlpt_route routes[] = {
+static const hlptd_route routes[] = {
     {"GET", "/echo/{id}", echo, 0},
     {"POST", "/json", post_json, 0},
     {"GET", "/deferred/{n}", deferred, 0},
     {"GET", "/stream", streaming, 0},
-    {"POST", "/upload", upload_begin, HLPT_ROUTE_STREAM_BODY},
+    {"POST", "/upload", upload_begin, HLPTD_ROUTE_STREAM_BODY},
     {"POST", "/upload-buffered", upload_begin, 0},
     {"GET", "/kept/{how}", kept, 0},
 };
@@ -186,10 +188,10 @@ static const hlpt_route routes[] = {
 
 static void start(void) {
     char why[256];
-    hlpt_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024,
+    hlptd_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024,
                         .max_upload_bytes = UPLOAD_LIMIT, .routes = routes,
                         .nroutes = sizeof routes / sizeof routes[0], .app = "the-app", .wake = wake};
-    ck_assert_int_eq(hlpt_http_start(&server, &o, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_http_start(&server, &o, why, sizeof why), HLPT_OK);
     quit = 0;
     pthread_create(&loop_thread, NULL, loop_main, NULL);
 }
@@ -200,8 +202,8 @@ static void stop(void) {
     pthread_cond_signal(&cv);
     pthread_mutex_unlock(&mu);
     pthread_join(loop_thread, NULL);
-    for (int i = 0; i < 200 && hlpt_http_drain_step(server) > 0; i++) usleep(10000);
-    hlpt_http_stop(server);
+    for (int i = 0; i < 200 && hlptd_http_drain_step(server) > 0; i++) usleep(10000);
+    hlptd_http_stop(server);
     server = NULL;
 }
 
@@ -209,7 +211,7 @@ static void stop(void) {
 
 static int connect_server(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hlpt_http_port(server))};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hlptd_http_port(server))};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -285,15 +287,15 @@ END_TEST
 
 START_TEST(test_status_table) {
     const char *type, *code;
-    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_NOENT, &type, &code), 404);
+    ck_assert_int_eq(hlptd_http_status_of(HLPT_ERR_NOENT, &type, &code), 404);
     ck_assert_str_eq(code, "not_found");
-    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_STATE, &type, &code), 409);
-    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_MISMATCH, &type, &code), 422);
-    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_BUSY, &type, &code), 429);
-    ck_assert_int_eq(hlpt_http_status_of(HLPT_ERR_DB, &type, &code), 500);
+    ck_assert_int_eq(hlptd_http_status_of(HLPT_ERR_STATE, &type, &code), 409);
+    ck_assert_int_eq(hlptd_http_status_of(HLPT_ERR_MISMATCH, &type, &code), 422);
+    ck_assert_int_eq(hlptd_http_status_of(HLPT_ERR_BUSY, &type, &code), 429);
+    ck_assert_int_eq(hlptd_http_status_of(HLPT_ERR_DB, &type, &code), 500);
     ck_assert_str_eq(type, "server_error");
-    ck_assert_int_eq(hlpt_http_status_of(-999, &type, &code), 500);
-    for (int e = 1; e < HLPT_ERR_COUNT__; e++) ck_assert_int_ge(hlpt_http_status_of(-e, NULL, NULL), 400);
+    ck_assert_int_eq(hlptd_http_status_of(-999, &type, &code), 500);
+    for (int e = 1; e < HLPT_ERR_COUNT__; e++) ck_assert_int_ge(hlptd_http_status_of(-e, NULL, NULL), 400);
 }
 END_TEST
 
@@ -367,20 +369,20 @@ START_TEST(test_event_stream) {
     ck_assert_ptr_nonnull(strstr(buf, "200"));
     ck_assert_ptr_nonnull(strstr(buf, "text/event-stream"));
     ck_assert_ptr_nonnull(strstr(buf, "event: hello\ndata: first\n\n"));
-    hlpt_sse *s;
+    hlptd_sse *s;
     while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
     /* The connection is idle (suspended) now; a push from another thread wakes it. */
     usleep(50000);
-    ck_assert_int_eq(hlpt_sse_send(s, NULL, "line one\nline two"), HLPT_OK);
+    ck_assert_int_eq(hlptd_sse_send(s, NULL, "line one\nline two"), HLPT_OK);
     read_until(fd, buf, sizeof buf, "line two\n\n");
     ck_assert_str_eq(buf, "data: line one\ndata: line two\n\n");
-    ck_assert_int_eq(hlpt_sse_send(s, "metrics", "{\"step\":1}"), HLPT_OK);
-    hlpt_sse_close(s);
+    ck_assert_int_eq(hlptd_sse_send(s, "metrics", "{\"step\":1}"), HLPT_OK);
+    hlptd_sse_close(s);
     read_until(fd, buf, sizeof buf, NULL);
     ck_assert_str_eq(buf, "event: metrics\ndata: {\"step\":1}\n\n");
     close(fd);
-    ck_assert_int_eq(hlpt_sse_send(s, NULL, "late"), HLPT_ERR_CANCELLED);
-    hlpt_sse_unref(s);
+    ck_assert_int_eq(hlptd_sse_send(s, NULL, "late"), HLPT_ERR_CANCELLED);
+    hlptd_sse_unref(s);
     stop();
 }
 END_TEST
@@ -394,15 +396,15 @@ START_TEST(test_drain) {
     send_all(fd, req, strlen(req));
     static char buf[8192];
     read_until(fd, buf, sizeof buf, "data: first\n\n");
-    hlpt_sse *s;
+    hlptd_sse *s;
     while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
-    int left = hlpt_http_drain_step(server);
-    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlpt_http_drain_step(server);
+    int left = hlptd_http_drain_step(server);
+    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlptd_http_drain_step(server);
     ck_assert_int_eq(left, 0);
     read_until(fd, buf, sizeof buf, NULL); /* the stream ended: EOF */
     close(fd);
-    ck_assert_int_eq(hlpt_sse_send(s, NULL, "x"), HLPT_ERR_CANCELLED);
-    hlpt_sse_unref(s);
+    ck_assert_int_eq(hlptd_sse_send(s, NULL, "x"), HLPT_ERR_CANCELLED);
+    hlptd_sse_unref(s);
     stop();
 }
 END_TEST
@@ -412,27 +414,26 @@ START_TEST(test_drain_lets_finite_streams_finish) {
     start();
     __atomic_store_n(&stream, NULL, __ATOMIC_RELEASE);
     int fd = connect_server();
-    const char *req = "GET /stream HTTP/1.0\r\n\r\n";
+    const char *req = "GET /stream?finite HTTP/1.0\r\n\r\n";
     send_all(fd, req, strlen(req));
     static char buf[8192];
     read_until(fd, buf, sizeof buf, "data: first\n\n");
-    hlpt_sse *s;
+    hlptd_sse *s;
     while (!(s = __atomic_load_n(&stream, __ATOMIC_ACQUIRE))) usleep(1000);
-    hlpt_sse_finite(s);
     for (int i = 0; i < 5; i++) {
-        ck_assert_int_gt(hlpt_http_drain_step(server), 0);
+        ck_assert_int_gt(hlptd_http_drain_step(server), 0);
         usleep(10000);
     }
-    ck_assert_int_eq(hlpt_sse_send(s, NULL, "last words"), HLPT_OK);
-    ck_assert_int_eq(hlpt_sse_send(s, NULL, "[DONE]"), HLPT_OK);
-    hlpt_sse_close(s);
+    ck_assert_int_eq(hlptd_sse_send(s, NULL, "last words"), HLPT_OK);
+    ck_assert_int_eq(hlptd_sse_send(s, NULL, "[DONE]"), HLPT_OK);
+    hlptd_sse_close(s);
     read_until(fd, buf, sizeof buf, NULL);
     ck_assert_str_eq(buf, "data: last words\n\ndata: [DONE]\n\n");
-    int left = hlpt_http_drain_step(server);
-    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlpt_http_drain_step(server);
+    int left = hlptd_http_drain_step(server);
+    for (int i = 0; i < 200 && left > 0; i++) usleep(10000), left = hlptd_http_drain_step(server);
     ck_assert_int_eq(left, 0);
     close(fd);
-    hlpt_sse_unref(s);
+    hlptd_sse_unref(s);
     stop();
 }
 END_TEST
@@ -444,19 +445,19 @@ START_TEST(test_multipart_nul) {
     static const char bad_name[] = "--b\r\nContent-Disposition: form-data; name=\"na\0me\"\r\n\r\ndemo\r\n--b--\r\n";
     static const char bad_file[] =
         "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\0.jsonl\"\r\n\r\nx\r\n--b--\r\n";
-    hlpt_form_part *parts;
+    hlptd_form_part *parts;
     size_t n;
     char why[256];
-    ck_assert_int_eq(hlpt_multipart_parse(ct, good, sizeof good - 1, &parts, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_multipart_parse(ct, good, sizeof good - 1, &parts, &n, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(n, 1);
     ck_assert_str_eq(parts[0].name, "name");
     ck_assert_int_eq(parts[0].n, 4);
-    hlpt_form_parts_free(parts, n);
-    ck_assert_int_eq(hlpt_multipart_parse(ct, bad_name, sizeof bad_name - 1, &parts, &n, why, sizeof why),
+    hlptd_form_parts_free(parts, n);
+    ck_assert_int_eq(hlptd_multipart_parse(ct, bad_name, sizeof bad_name - 1, &parts, &n, why, sizeof why),
                      HLPT_ERR_FORMAT);
     ck_assert_ptr_null(parts);
     ck_assert_ptr_nonnull(strstr(why, "NUL"));
-    ck_assert_int_eq(hlpt_multipart_parse(ct, bad_file, sizeof bad_file - 1, &parts, &n, why, sizeof why),
+    ck_assert_int_eq(hlptd_multipart_parse(ct, bad_file, sizeof bad_file - 1, &parts, &n, why, sizeof why),
                      HLPT_ERR_FORMAT);
 }
 END_TEST
@@ -474,7 +475,7 @@ START_TEST(test_api_key_long_line) {
     fprintf(f, "# keys\n%s\n", key);
     fclose(f);
     char why[256];
-    ck_assert_int_eq(hlpt_http_load_api_keys(server, path, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_http_load_api_keys(server, path, why, sizeof why), HLPT_OK);
     unlink(path);
     static char head[4096], buf[8192];
     const char *given[] = {key + 3000 - 1023, key + 2990, key};

@@ -46,7 +46,7 @@ static int fetch(void *ctx, const char *id, char **config, size_t *config_len, v
 }
 
 typedef struct {
-    hlptd_req r;
+    hlptd_infer_req r;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int done;
@@ -54,16 +54,16 @@ typedef struct {
     size_t len;
 } waiter;
 
-static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) {
+static void on_event(hlptd_infer_req *r, hlptd_infer_ev ev, const char *delta, size_t n) {
     waiter *w = (waiter *)r;
     pthread_mutex_lock(&w->mu);
-    if (ev == HLPTD_EV_TEXT && w->len + n < sizeof w->text) {
+    if (ev == HLPTD_INFER_TEXT && w->len + n < sizeof w->text) {
         memcpy(w->text + w->len, delta, n);
         w->len += n;
         w->text[w->len] = 0;
     }
-    if (ev == HLPTD_EV_DONE || ev == HLPTD_EV_ERROR) {
-        if (ev == HLPTD_EV_DONE && r->gen) {
+    if (ev == HLPTD_INFER_DONE || ev == HLPTD_INFER_ERROR) {
+        if (ev == HLPTD_INFER_DONE && r->gen) {
             size_t n_all;
             const char *all = hlpt_gen_text(r->gen, &n_all);
             snprintf(w->text, sizeof w->text, "%s", all);

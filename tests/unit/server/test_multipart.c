@@ -51,7 +51,7 @@ static int on_end(void *ctx, char *why, size_t len) {
     return HLPT_OK;
 }
 
-static const hlpt_multipart_cbs cbs = {on_begin, on_data, on_end};
+static const hlptd_multipart_cbs cbs = {on_begin, on_data, on_end};
 
 typedef struct {
     int err;
@@ -64,24 +64,24 @@ static outcome parse_cut(const char *ct, const char *body, size_t n, const size_
     outcome o = {0};
     o.r.stop_at_begin = stop_at;
     rec_add(&o.r, "", 0);
-    hlpt_multipart *m;
-    o.err = hlpt_multipart_new(ct, &cbs, &o.r, &m, o.why, sizeof o.why);
+    hlptd_multipart *m;
+    o.err = hlptd_multipart_new(ct, &cbs, &o.r, &m, o.why, sizeof o.why);
     if (o.err) return o;
     size_t at = 0;
     for (size_t i = 0; i <= ncuts && !o.err; i++) {
         size_t to = i < ncuts ? cuts[i] : n;
-        o.err = hlpt_multipart_feed(m, body + at, to - at, o.why, sizeof o.why);
+        o.err = hlptd_multipart_feed(m, body + at, to - at, o.why, sizeof o.why);
         at = to;
     }
     if (!o.err) {
-        o.err = hlpt_multipart_finish(m, o.why, sizeof o.why);
+        o.err = hlptd_multipart_finish(m, o.why, sizeof o.why);
     } else {
         /* An error is final: finishing says it again. */
         char again[256];
-        ck_assert_int_eq(hlpt_multipart_finish(m, again, sizeof again), o.err);
+        ck_assert_int_eq(hlptd_multipart_finish(m, again, sizeof again), o.err);
         ck_assert_str_eq(again, o.why);
     }
-    hlpt_multipart_free(m);
+    hlptd_multipart_free(m);
     return o;
 }
 
@@ -145,7 +145,7 @@ START_TEST(test_split_everywhere) {
     ck_assert_mem_eq(o.r.s, SAMPLE_RECORD, o.r.n);
     free(o.r.s);
     /* The first boundary may open the body; a boundary as long as allowed. */
-    char ct[300], body[1024], b[HLPT_MULTIPART_BOUNDARY_MAX + 1];
+    char ct[300], body[1024], b[HLPTD_MULTIPART_BOUNDARY_MAX + 1];
     memset(b, 'q', sizeof b - 1);
     b[sizeof b - 1] = 0;
     snprintf(ct, sizeof ct, "multipart/form-data; boundary=\"%s\"", b);
@@ -197,30 +197,30 @@ START_TEST(test_errors_split_everywhere) {
     ck_assert_str_eq(o.why, "multipart body: a NUL byte in a part's name or filename");
     free(o.r.s);
     /* The Content-Type is checked first. */
-    hlpt_multipart *m;
+    hlptd_multipart *m;
     char why[256];
-    ck_assert_int_eq(hlpt_multipart_new("text/plain", &cbs, NULL, &m, why, sizeof why), HLPT_ERR_FORMAT);
+    ck_assert_int_eq(hlptd_multipart_new("text/plain", &cbs, NULL, &m, why, sizeof why), HLPT_ERR_FORMAT);
     ck_assert_str_eq(why, "multipart body: Content-Type is not multipart/form-data");
     ck_assert_ptr_null(m);
-    ck_assert_int_eq(hlpt_multipart_new("multipart/form-data", &cbs, NULL, &m, why, sizeof why), HLPT_ERR_FORMAT);
+    ck_assert_int_eq(hlptd_multipart_new("multipart/form-data", &cbs, NULL, &m, why, sizeof why), HLPT_ERR_FORMAT);
     ck_assert_str_eq(why, "multipart body: no boundary in Content-Type");
-    ck_assert_int_eq(hlpt_multipart_new("multipart/form-data; boundary=", &cbs, NULL, &m, why, sizeof why), HLPT_ERR_FORMAT);
+    ck_assert_int_eq(hlptd_multipart_new("multipart/form-data; boundary=", &cbs, NULL, &m, why, sizeof why), HLPT_ERR_FORMAT);
 }
 END_TEST
 
 START_TEST(test_limits) {
     /* A header block one byte over the limit, arriving in pieces. */
-    size_t hn = HLPT_MULTIPART_HEADERS_MAX + 64;
+    size_t hn = HLPTD_MULTIPART_HEADERS_MAX + 64;
     char *body = malloc(hn + 64);
     int k = snprintf(body, hn, "--XyZ\r\nContent-Disposition: form-data; name=a\r\nX-Pad: ");
     memset(body + k, 'p', hn - (size_t)k);
-    size_t cuts[3] = {100, 5000, HLPT_MULTIPART_HEADERS_MAX};
+    size_t cuts[3] = {100, 5000, HLPTD_MULTIPART_HEADERS_MAX};
     outcome o = parse_cut(CT, body, hn, cuts, 3, 0);
     ck_assert_int_eq(o.err, HLPT_ERR_FORMAT);
     ck_assert_str_eq(o.why, "multipart body: part headers are longer than 16384 bytes");
     free(o.r.s);
     /* One just under it is fine. */
-    size_t fill = HLPT_MULTIPART_HEADERS_MAX - (size_t)k - 4;
+    size_t fill = HLPTD_MULTIPART_HEADERS_MAX - (size_t)k - 4;
     memset(body + k, 'p', fill);
     memcpy(body + k + fill, "\r\n\r\nx\r\n--XyZ--", 14);
     o = parse_cut(CT, body, (size_t)k + fill + 14, cuts, 3, 0);
@@ -230,8 +230,8 @@ START_TEST(test_limits) {
     /* One part too many. */
     static const char part[] = "\r\n--XyZ\r\nContent-Disposition: form-data; name=p\r\n\r\nv";
     size_t pn = sizeof part - 1, n = 0;
-    body = malloc(pn * (HLPT_MULTIPART_PARTS_MAX + 1) + 16);
-    for (int i = 0; i <= HLPT_MULTIPART_PARTS_MAX; i++, n += pn) memcpy(body + n, part, pn);
+    body = malloc(pn * (HLPTD_MULTIPART_PARTS_MAX + 1) + 16);
+    for (int i = 0; i <= HLPTD_MULTIPART_PARTS_MAX; i++, n += pn) memcpy(body + n, part, pn);
     memcpy(body + n, "\r\n--XyZ--", 9);
     o = parse_cut(CT, body, n + 9, NULL, 0, 0);
     ck_assert_str_eq(o.why, "multipart body: more than 256 parts");
@@ -255,10 +255,10 @@ END_TEST
 
 /* The whole-body wrapper: parts point into the body; an empty part is an empty piece of it. */
 START_TEST(test_whole_body) {
-    hlpt_form_part *parts;
+    hlptd_form_part *parts;
     size_t n;
     char why[256];
-    ck_assert_int_eq(hlpt_multipart_parse(CT, SAMPLE, sizeof SAMPLE - 1, &parts, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_multipart_parse(CT, SAMPLE, sizeof SAMPLE - 1, &parts, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 3);
     ck_assert_str_eq(parts[0].name, "purpose");
     ck_assert_ptr_null(parts[0].filename);
@@ -272,8 +272,8 @@ START_TEST(test_whole_body) {
     ck_assert_str_eq(parts[2].name, "empty");
     ck_assert_uint_eq(parts[2].n, 0);
     ck_assert(parts[2].data >= SAMPLE && parts[2].data <= SAMPLE + sizeof SAMPLE - 1);
-    hlpt_form_parts_free(parts, n);
-    ck_assert_int_eq(hlpt_multipart_parse(CT, "--XyZ\r\n", 7, &parts, &n, why, sizeof why), HLPT_ERR_FORMAT);
+    hlptd_form_parts_free(parts, n);
+    ck_assert_int_eq(hlptd_multipart_parse(CT, "--XyZ\r\n", 7, &parts, &n, why, sizeof why), HLPT_ERR_FORMAT);
     ck_assert_ptr_null(parts);
     ck_assert_uint_eq(n, 0);
 }

@@ -27,9 +27,9 @@
 
 static char dir[64], db[128], why[512];
 static hlpt_model *model;
-static hlpt_store *st;     /* the store's writer, as the loop holds it */
+static hlptd_store *st;     /* the store's writer, as the loop holds it */
 static hlptd_blobs *blobs; /* the artefacts its rows name */
-static char adapter_id[HLPT_ID_MAX], ckpt_id[HLPT_ID_MAX], ckpt_model[256];
+static char adapter_id[HLPTD_ID_MAX], ckpt_id[HLPTD_ID_MAX], ckpt_model[256];
 static atomic_int pending_calls;
 
 static void on_pending(void *ctx) { atomic_fetch_add(&pending_calls, 1); }
@@ -71,44 +71,44 @@ static void setup(void) {
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(db, sizeof db, "%s/hlpt.db", dir);
     ck_assert_msg(hlptd_blobs_open(dir, 1, &blobs, why, sizeof why) == 0, "%s", why);
-    ck_assert_msg(hlpt_store_open(&st, db, blobs, why, sizeof why) == 0, "%s", why);
+    ck_assert_msg(hlptd_store_open(&st, db, blobs, why, sizeof why) == 0, "%s", why);
 
     size_t cn, wn;
     char *cfg = fixture_file("hlpt-causal/adapter_config.json", &cn);
     char *w = fixture_file("hlpt-causal/adapter_model.safetensors", &wn);
     char sha[HLPT_SHA256_HEX];
     ck_assert_int_eq(hlptd_blob_put(blobs, w, wn, sha, why, sizeof why), 0);
-    hlpt_adapter_rec_new in = {.name = "causal", .config = cfg, .sha256 = sha, .bytes = (int64_t)wn};
-    hlpt_adapter_rec *rec;
-    ck_assert_msg(hlpt_store_adapter_insert(st, &in, &rec, why, sizeof why) == 0, "%s", why);
+    hlptd_adapter_rec_new in = {.name = "causal", .config = cfg, .sha256 = sha, .bytes = (int64_t)wn};
+    hlptd_adapter_rec *rec;
+    ck_assert_msg(hlptd_store_adapter_insert(st, &in, &rec, why, sizeof why) == 0, "%s", why);
     snprintf(adapter_id, sizeof adapter_id, "%s", rec->id);
-    hlpt_adapter_rec_free(rec);
+    hlptd_adapter_rec_free(rec);
     free(cfg);
     free(w);
 
-    hlpt_file *f;
+    hlptd_file *f;
     ck_assert_int_eq(hlptd_blob_put(blobs, "x", 1, sha, why, sizeof why), 0);
-    ck_assert_int_eq(hlpt_store_file_insert(st, "t.jsonl", "fine-tune", "processed", sha, 1, 1, NULL, &f, why, sizeof why), 0);
-    hlpt_job_new jn = {.status = HLPTD_JOB_SUCCEEDED, .model = BASE, .training_file = f->id, .method = "{\"type\":\"lora\"}",
+    ck_assert_int_eq(hlptd_store_file_insert(st, "t.jsonl", "fine-tune", "processed", sha, 1, 1, NULL, &f, why, sizeof why), 0);
+    hlptd_job_new jn = {.status = HLPTD_JOB_SUCCEEDED, .model = BASE, .training_file = f->id, .method = "{\"type\":\"lora\"}",
                        .hyperparameters = "{}", .seed = 1, .suffix = "t"};
-    hlpt_job *job;
-    ck_assert_int_eq(hlpt_store_job_insert(st, &jn, &job, why, sizeof why), 0);
+    hlptd_job *job;
+    ck_assert_int_eq(hlptd_store_job_insert(st, &jn, &job, why, sizeof why), 0);
     size_t n;
     void *blob = checkpoint_blob(&n);
-    hlpt_checkpoint *ck;
+    hlptd_checkpoint *ck;
     ck_assert_int_eq(hlptd_blob_put(blobs, blob, n, sha, why, sizeof why), 0);
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, job->id, 2, NULL, sha, (int64_t)n, &ck, why, sizeof why), 0);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, job->id, 2, NULL, sha, (int64_t)n, &ck, why, sizeof why), 0);
     snprintf(ckpt_id, sizeof ckpt_id, "%s", ck->id);
     hlptd_jobs_model_name(BASE, job, 2, ckpt_model, sizeof ckpt_model);
     free(blob);
-    hlpt_checkpoint_free(ck);
-    hlpt_job_free(job);
-    hlpt_file_free(f);
+    hlptd_checkpoint_free(ck);
+    hlptd_job_free(job);
+    hlptd_file_free(f);
     atomic_store(&pending_calls, 0);
 }
 
 static void teardown(void) {
-    hlpt_store_close(st);
+    hlptd_store_close(st);
     hlptd_blobs_close(blobs);
     hlpt_model_close(model);
     char cmd[128];
@@ -119,7 +119,7 @@ static void teardown(void) {
 /* ---- one request, waited for ------------------------------------------------------------------- */
 
 typedef struct {
-    hlptd_req r;
+    hlptd_infer_req r;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int started, done;
@@ -127,19 +127,19 @@ typedef struct {
     char text[1024];
 } waiter;
 
-static void on_event(hlptd_req *r, hlptd_event ev, const char *delta, size_t n) {
+static void on_event(hlptd_infer_req *r, hlptd_infer_ev ev, const char *delta, size_t n) {
     waiter *w = (waiter *)r;
     pthread_mutex_lock(&w->mu);
     if (ev == HLPTD_EV_START) {
         w->started = 1;
         snprintf(w->label, sizeof w->label, "%s", r->label);
     }
-    if (ev == HLPTD_EV_DONE && r->gen) {
+    if (ev == HLPTD_INFER_DONE && r->gen) {
         size_t k;
         const char *all = hlpt_gen_text(r->gen, &k);
         snprintf(w->text, sizeof w->text, "%.*s", (int)k, all);
     }
-    if (ev == HLPTD_EV_DONE || ev == HLPTD_EV_ERROR) {
+    if (ev == HLPTD_INFER_DONE || ev == HLPTD_INFER_ERROR) {
         w->done = 1;
         pthread_cond_signal(&w->cv);
     }
@@ -223,15 +223,15 @@ START_TEST(test_checkpoint_served_then_registered) {
     printf("checkpoint %s: \"%s\"\n", ckpt_model, first.text);
     /* Served from the checkpoint; the store has no such adapter until the loop registers it, and
      * asking again notes it no second time. */
-    hlpt_adapter_rec *a = NULL;
-    ck_assert_int_eq(hlpt_store_adapter_get(st, ckpt_model, &a, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_adapter_rec *a = NULL;
+    ck_assert_int_eq(hlptd_store_adapter_get(st, ckpt_model, &a, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_int_eq(atomic_load(&pending_calls), 1);
     ck_assert_int_eq(generate(inf, ckpt_model, &again), 0);
     ck_assert_str_eq(again.text, first.text);
     ck_assert_int_eq(atomic_load(&pending_calls), 1);
 
     hlptd_resolver_register_pending(res, st);
-    ck_assert_int_eq(hlpt_store_adapter_get(st, ckpt_model, &a, why, sizeof why), 0);
+    ck_assert_int_eq(hlptd_store_adapter_get(st, ckpt_model, &a, why, sizeof why), 0);
     ck_assert_str_eq(a->checkpoint_id, ckpt_id);
     ck_assert_ptr_nonnull(a->job_id);
     /* Now it is an adapter like any other, fetched from the store: the same text. */
@@ -244,7 +244,7 @@ START_TEST(test_checkpoint_served_then_registered) {
     ck_assert_str_eq(after.text, first.text);
     ck_assert_int_eq(generate(inf, a->id, &after), 0);
     ck_assert_str_eq(after.text, first.text);
-    hlpt_adapter_rec_free(a);
+    hlptd_adapter_rec_free(a);
     /* Registering again is a no-op. */
     hlptd_resolver_register_pending(res, st);
     ck_assert_int_eq(atomic_load(&pending_calls), 1);
@@ -260,13 +260,13 @@ START_TEST(test_checkpoint_served_then_registered) {
 END_TEST
 
 START_TEST(test_checkpoint_lookup) {
-    hlpt_job *job;
-    hlpt_checkpoint *ck;
+    hlptd_job *job;
+    hlptd_checkpoint *ck;
     ck_assert_int_eq(hlptd_resolver_checkpoint(st, BASE, ckpt_model, &job, &ck, why, sizeof why), 0);
     ck_assert_str_eq(ck->id, ckpt_id);
     ck_assert_int_eq(ck->step, 2);
-    hlpt_job_free(job);
-    hlpt_checkpoint_free(ck);
+    hlptd_job_free(job);
+    hlptd_checkpoint_free(ck);
     /* The same id under another base's name is no model of this daemon. */
     ck_assert_int_eq(hlptd_resolver_checkpoint(st, "other", ckpt_model, &job, &ck, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_null(job);

@@ -64,11 +64,11 @@ static void blob_is(const char *sha, const void *p, size_t n) {
     free(buf);
 }
 
-static hlpt_file *add_file(hlpt_store *st, const char *name, const char *content) {
+static hlptd_file *add_file(hlptd_store *st, const char *name, const char *content) {
     char sha[HLPT_SHA256_HEX];
-    hlpt_file *f;
+    hlptd_file *f;
     put(content, strlen(content), sha);
-    ck_assert_int_eq(hlpt_store_file_insert(st, name, "fine-tune", "processed", sha, (int64_t)strlen(content), 1,
+    ck_assert_int_eq(hlptd_store_file_insert(st, name, "fine-tune", "processed", sha, (int64_t)strlen(content), 1,
                                             "{\"examples\":1}", &f, why, sizeof why),
                      HLPT_OK);
     return f;
@@ -124,25 +124,25 @@ static off_t file_size(const char *p) {
 }
 
 START_TEST(test_migrations_table) {
-    ck_assert_int_ge(hlpt_migrations_count, 5);
-    for (int i = 0; i < hlpt_migrations_count; i++) {
-        ck_assert_int_eq(hlpt_migrations[i].version, i + 1);
-        ck_assert_ptr_nonnull(strstr(hlpt_migrations[i].sql, "CREATE") ? hlpt_migrations[i].sql
-                                                                        : strstr(hlpt_migrations[i].sql, "ALTER"));
+    ck_assert_int_ge(hlptd_migrations_count, 5);
+    for (int i = 0; i < hlptd_migrations_count; i++) {
+        ck_assert_int_eq(hlptd_migrations[i].version, i + 1);
+        ck_assert_ptr_nonnull(strstr(hlptd_migrations[i].sql, "CREATE") ? hlptd_migrations[i].sql
+                                                                        : strstr(hlptd_migrations[i].sql, "ALTER"));
     }
-    ck_assert_str_eq(hlpt_migrations[0].name, "0001_init");
+    ck_assert_str_eq(hlptd_migrations[0].name, "0001_init");
 }
 END_TEST
 
 START_TEST(test_migrate_from_scratch) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_version(st), hlpt_migrations_count);
-    hlpt_store_close(st);
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_version(st), hlptd_migrations_count);
+    hlptd_store_close(st);
     /* Opening again applies nothing and changes nothing. */
     char *before = schema_of(path);
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_store_close(st);
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_store_close(st);
     char *after = schema_of(path);
     ck_assert_str_eq(before, after);
     ck_assert_ptr_nonnull(strstr(after, "CREATE TABLE \"files\""));
@@ -151,7 +151,7 @@ START_TEST(test_migrate_from_scratch) {
     ck_assert_ptr_null(strstr(after, "BLOB"));
     free(before);
     free(after);
-    ck_assert_int_eq(hlpt_store_open(&st, path, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_open(&st, path, NULL, why, sizeof why), HLPT_ERR_INVAL);
 }
 END_TEST
 
@@ -172,40 +172,40 @@ static void old_rows(const char *db_path) {
  * migrates to head, keeps its rows, has its bytes moved out as blobs and ends with the same schema
  * as a fresh one. */
 START_TEST(test_migrate_from_each_version) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_store_close(st);
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_store_close(st);
     char *fresh = schema_of(path);
     teardown();
-    for (int v = 0; v < hlpt_migrations_count; v++) {
+    for (int v = 0; v < hlptd_migrations_count; v++) {
         setup();
-        ck_assert_int_eq(hlpt_store_open_at(&st, path, v, blobs, why, sizeof why), HLPT_OK);
-        ck_assert_int_eq(hlpt_store_version(st), v);
-        hlpt_store_close(st);
+        ck_assert_int_eq(hlptd_store_open_at(&st, path, v, blobs, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_version(st), v);
+        hlptd_store_close(st);
         int rows = v >= 1 && v <= 4; /* the schemas that held bytes */
         if (rows) old_rows(path);
-        ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-        ck_assert_int_eq(hlpt_store_version(st), hlpt_migrations_count);
+        ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_version(st), hlptd_migrations_count);
         if (rows) {
-            hlpt_file *f;
-            ck_assert_int_eq(hlpt_store_file_get(st, "file-a", &f, why, sizeof why), HLPT_OK);
+            hlptd_file *f;
+            ck_assert_int_eq(hlptd_store_file_get(st, "file-a", &f, why, sizeof why), HLPT_OK);
             ck_assert_str_eq(f->filename, "a.jsonl");
             blob_is(f->sha256, "x\n", 2);
-            hlpt_file_free(f);
-            hlpt_checkpoint *c;
-            ck_assert_int_eq(hlpt_store_checkpoint_latest(st, "ftjob-a", &c, why, sizeof why), HLPT_OK);
+            hlptd_file_free(f);
+            hlptd_checkpoint *c;
+            ck_assert_int_eq(hlptd_store_checkpoint_latest(st, "ftjob-a", &c, why, sizeof why), HLPT_OK);
             ck_assert_int_eq(c->bytes, 5);
             blob_is(c->sha256, "\1\2\3\4\5", 5);
-            hlpt_checkpoint_free(c);
-            hlpt_adapter_rec *a;
-            ck_assert_int_eq(hlpt_store_adapter_get(st, "ft:a", &a, why, sizeof why), HLPT_OK);
+            hlptd_checkpoint_free(c);
+            hlptd_adapter_rec *a;
+            ck_assert_int_eq(hlptd_store_adapter_get(st, "ft:a", &a, why, sizeof why), HLPT_OK);
             ck_assert_int_eq(a->bytes, 8);
             ck_assert_str_eq(a->checkpoint_id, "ftckpt-a");
             blob_is(a->sha256, "WEIGHTS!", 8);
-            hlpt_adapter_rec_free(a);
+            hlptd_adapter_rec_free(a);
             ck_assert_int_eq(blob_count(), 3);
         }
-        hlpt_store_close(st);
+        hlptd_store_close(st);
         char *got = schema_of(path);
         ck_assert_str_eq(got, fresh);
         free(got);
@@ -220,9 +220,9 @@ END_TEST
  * two rows hold), a deleted file gets none, the BLOB columns are gone, and the database file
  * shrinks (VACUUM). */
 START_TEST(test_migrate_v3_moves_bytes_out) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open_at(&st, path, 3, blobs, why, sizeof why), HLPT_OK);
-    hlpt_store_close(st);
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open_at(&st, path, 3, blobs, why, sizeof why), HLPT_OK);
+    hlptd_store_close(st);
     enum { BIG = 1 << 20 };
     unsigned char *big = malloc(BIG);
     for (int i = 0; i < BIG; i++) big[i] = (unsigned char)(i * 7 + (i >> 11));
@@ -249,30 +249,30 @@ START_TEST(test_migrate_v3_moves_bytes_out) {
     off_t before = file_size(path);
     ck_assert_int_gt(before, 2 * BIG);
 
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f, *g;
-    ck_assert_int_eq(hlpt_store_file_get(st, "file-big", &f, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_file_get(st, "file-twin", &g, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f, *g;
+    ck_assert_int_eq(hlptd_store_file_get(st, "file-big", &f, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_get(st, "file-twin", &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(f->sha256, g->sha256);
     blob_is(f->sha256, big, BIG);
     ck_assert_int_eq(blob_count(), 1);
     /* The job still names the deleted file, which has no blob. */
-    hlpt_job *j;
-    ck_assert_int_eq(hlpt_store_job_get(st, "ftjob-a", &j, why, sizeof why), HLPT_OK);
+    hlptd_job *j;
+    ck_assert_int_eq(hlptd_store_job_get(st, "ftjob-a", &j, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(j->training_file, "file-gone");
     ck_assert_int_eq(j->status, HLPTD_JOB_SUCCEEDED);
-    hlpt_job_free(j);
+    hlptd_job_free(j);
     char sha[80];
     sql_text(path, "SELECT sha256 FROM files WHERE id = 'file-gone'", sha, sizeof sha);
     ck_assert_str_eq(sha, "");
     /* One of the two rows goes: the blob stays for the other; then it goes too. */
-    ck_assert_int_eq(hlpt_store_file_delete(st, "file-big", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, "file-big", why, sizeof why), HLPT_OK);
     ck_assert(blob_exists(g->sha256));
-    ck_assert_int_eq(hlpt_store_file_delete(st, "file-twin", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, "file-twin", why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(g->sha256));
-    hlpt_file_free(f);
-    hlpt_file_free(g);
-    hlpt_store_close(st);
+    hlptd_file_free(f);
+    hlptd_file_free(g);
+    hlptd_store_close(st);
 
     char *schema = schema_of(path);
     ck_assert_ptr_null(strstr(schema, "BLOB"));
@@ -295,40 +295,40 @@ START_TEST(test_migrate_v3_moves_bytes_out) {
 END_TEST
 
 START_TEST(test_newer_database_refused) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_store_close(st);
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_store_close(st);
     char text[64];
-    snprintf(text, sizeof text, "PRAGMA user_version = %d", hlpt_migrations_count + 1);
+    snprintf(text, sizeof text, "PRAGMA user_version = %d", hlptd_migrations_count + 1);
     sql(path, text);
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_ERR_UNSUPPORTED);
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_ERR_UNSUPPORTED);
     ck_assert_ptr_null(st);
     ck_assert_ptr_nonnull(strstr(why, "newer"));
 }
 END_TEST
 
 START_TEST(test_ids) {
-    char a[HLPT_ID_MAX], b[HLPT_ID_MAX];
-    ck_assert_int_eq(hlpt_id_new(a, HLPT_ID_FILE), HLPT_OK);
-    ck_assert_int_eq(hlpt_id_new(b, HLPT_ID_FILE), HLPT_OK);
-    ck_assert_uint_eq(strlen(a), strlen("file-") + HLPT_ID_RANDOM_CHARS);
+    char a[HLPTD_ID_MAX], b[HLPTD_ID_MAX];
+    ck_assert_int_eq(hlptd_id_new(a, HLPTD_ID_FILE), HLPT_OK);
+    ck_assert_int_eq(hlptd_id_new(b, HLPTD_ID_FILE), HLPT_OK);
+    ck_assert_uint_eq(strlen(a), strlen("file-") + HLPTD_ID_RANDOM_CHARS);
     ck_assert_int_eq(strncmp(a, "file-", 5), 0);
     ck_assert_str_ne(a, b);
     for (size_t i = 5; a[i]; i++)
         ck_assert_msg(strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", a[i]), "base62: %s", a);
     /* Many ids: no duplicates (24 base62 chars = 143 bits). */
     enum { N = 2000 };
-    static char ids[N][HLPT_ID_MAX];
-    for (int i = 0; i < N; i++) hlpt_id_new(ids[i], HLPT_ID_ADAPTER);
+    static char ids[N][HLPTD_ID_MAX];
+    for (int i = 0; i < N; i++) hlptd_id_new(ids[i], HLPTD_ID_ADAPTER);
     for (int i = 0; i < N; i++)
         for (int j = i + 1; j < N; j++) ck_assert_str_ne(ids[i], ids[j]);
 }
 END_TEST
 
 START_TEST(test_files_crud) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f[5];
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f[5];
     for (int i = 0; i < 5; i++) {
         char name[16], content[32];
         snprintf(name, sizeof name, "f%d.jsonl", i);
@@ -341,99 +341,99 @@ START_TEST(test_files_crud) {
         blob_is(f[i]->sha256, content, strlen(content));
     }
     /* Newest first, in pages of 2. */
-    hlpt_file **v;
+    hlptd_file **v;
     size_t n;
     int more;
-    ck_assert_int_eq(hlpt_store_file_list(st, NULL, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_list(st, NULL, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert(more);
     ck_assert_str_eq(v[0]->id, f[4]->id);
     ck_assert_str_eq(v[1]->id, f[3]->id);
     ck_assert_str_eq(v[1]->sha256, f[3]->sha256);
-    hlpt_file_list_free(v, n);
-    ck_assert_int_eq(hlpt_store_file_list(st, f[3]->id, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
+    hlptd_file_list_free(v, n);
+    ck_assert_int_eq(hlptd_store_file_list(st, f[3]->id, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert(more);
     ck_assert_str_eq(v[0]->id, f[2]->id);
-    hlpt_file_list_free(v, n);
-    ck_assert_int_eq(hlpt_store_file_list(st, f[1]->id, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
+    hlptd_file_list_free(v, n);
+    ck_assert_int_eq(hlptd_store_file_list(st, f[1]->id, 2, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert(!more);
     ck_assert_str_eq(v[0]->id, f[0]->id);
-    hlpt_file_list_free(v, n);
-    ck_assert_int_eq(hlpt_store_file_list(st, "file-nope", 2, &v, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_file_list_free(v, n);
+    ck_assert_int_eq(hlptd_store_file_list(st, "file-nope", 2, &v, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_null(v);
 
     /* A row names only a blob that is there, of the size it says. */
-    hlpt_file *g;
+    hlptd_file *g;
     char sha[HLPT_SHA256_HEX];
     hlpt_sha256_hex("not stored", 10, sha);
-    ck_assert_int_eq(hlpt_store_file_insert(st, "x", "fine-tune", "processed", sha, 10, 1, NULL, &g, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", sha, 10, 1, NULL, &g, why, sizeof why),
                      HLPT_ERR_NOENT);
     ck_assert_ptr_null(g);
-    ck_assert_int_eq(hlpt_store_file_insert(st, "x", "fine-tune", "processed", f[0]->sha256, 3, 1, NULL, &g, why,
+    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", f[0]->sha256, 3, 1, NULL, &g, why,
                                             sizeof why),
                      HLPT_ERR_INVAL);
-    ck_assert_int_eq(hlpt_store_file_insert(st, "x", "fine-tune", "processed", "../../x", 3, 1, NULL, &g, why,
+    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", "../../x", 3, 1, NULL, &g, why,
                                             sizeof why),
                      HLPT_ERR_INVAL);
 
     /* Deleting a file frees its bytes on disk. */
     ck_assert_int_eq(blob_count(), 5);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(f[2]->sha256));
     ck_assert_int_eq(blob_count(), 4);
-    ck_assert_int_eq(hlpt_store_file_get(st, f[2]->id, &g, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_file_get(st, f[2]->id, &g, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_null(g);
     ck_assert_ptr_nonnull(strstr(why, f[2]->id));
-    ck_assert_int_eq(hlpt_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f[2]->id, why, sizeof why), HLPT_ERR_NOENT);
 
     /* Two files of the same bytes share one blob, which outlives the first delete. */
-    hlpt_file *twin = add_file(st, "twin.jsonl", "{\"text\":\"0\"}\n");
+    hlptd_file *twin = add_file(st, "twin.jsonl", "{\"text\":\"0\"}\n");
     ck_assert_str_eq(twin->sha256, f[0]->sha256);
     ck_assert_int_eq(blob_count(), 4);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f[0]->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f[0]->id, why, sizeof why), HLPT_OK);
     ck_assert(blob_exists(twin->sha256));
-    ck_assert_int_eq(hlpt_store_file_delete(st, twin->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, twin->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(twin->sha256));
-    hlpt_file_free(twin);
-    for (int i = 0; i < 5; i++) hlpt_file_free(f[i]);
-    hlpt_store_close(st);
+    hlptd_file_free(twin);
+    for (int i = 0; i < 5; i++) hlptd_file_free(f[i]);
+    hlptd_store_close(st);
 }
 END_TEST
 
-static hlpt_job *make_job(hlpt_store *st, const char *file_id) {
-    hlpt_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = file_id,
+static hlptd_job *make_job(hlptd_store *st, const char *file_id) {
+    hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = file_id,
                        .method = "{\"type\":\"hlpt\"}", .hyperparameters = "{\"n_epochs\":3}", .seed = 42, .suffix = "x"};
-    hlpt_job *j;
-    ck_assert_int_eq(hlpt_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
+    hlptd_job *j;
+    ck_assert_int_eq(hlptd_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
     return j;
 }
 
-static hlptd_job_state state_of(hlpt_store *st, const char *id) {
-    hlpt_job *j;
-    ck_assert_int_eq(hlpt_store_job_get(st, id, &j, why, sizeof why), HLPT_OK);
+static hlptd_job_state state_of(hlptd_store *st, const char *id) {
+    hlptd_job *j;
+    ck_assert_int_eq(hlptd_store_job_get(st, id, &j, why, sizeof why), HLPT_OK);
     hlptd_job_state s = j->status;
-    hlpt_job_free(j);
+    hlptd_job_free(j);
     return s;
 }
 
 START_TEST(test_jobs_crud) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
 
-    hlpt_job_new bad = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = "file-missing", .method = "{}",
+    hlptd_job_new bad = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = "file-missing", .method = "{}",
                         .hyperparameters = "{}"};
-    hlpt_job *j;
-    ck_assert_int_eq(hlpt_store_job_insert(st, &bad, &j, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_job *j;
+    ck_assert_int_eq(hlptd_store_job_insert(st, &bad, &j, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_nonnull(strstr(why, "training_file"));
     bad.training_file = f->id;
     bad.validation_file = "file-missing";
-    ck_assert_int_eq(hlpt_store_job_insert(st, &bad, &j, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_job_insert(st, &bad, &j, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_nonnull(strstr(why, "validation_file"));
 
-    hlpt_job *a = make_job(st, f->id), *b = make_job(st, f->id);
+    hlptd_job *a = make_job(st, f->id), *b = make_job(st, f->id);
     ck_assert_int_eq(strncmp(a->id, "ftjob-", 6), 0);
     ck_assert_int_eq(a->status, HLPTD_JOB_QUEUED);
     ck_assert_str_eq(a->training_file, f->id);
@@ -442,14 +442,14 @@ START_TEST(test_jobs_crud) {
     ck_assert_int_eq(a->started_at, 0);
     ck_assert_int_lt(a->queue_order, b->queue_order);
 
-    hlpt_job *next;
-    ck_assert_int_eq(hlpt_store_job_next_queued(st, &next, why, sizeof why), HLPT_OK);
+    hlptd_job *next;
+    ck_assert_int_eq(hlptd_store_job_next_queued(st, &next, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(next->id, a->id);
-    hlpt_job_free(next);
+    hlptd_job_free(next);
 
-    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_RUNNING, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_progress(st, a->id, 10, 100, 0.25, 1234.5, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_get(st, a->id, &j, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_RUNNING, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_progress(st, a->id, 10, 100, 0.25, 1234.5, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &j, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(j->status, HLPTD_JOB_RUNNING);
     ck_assert_int_gt(j->started_at, 0);
     ck_assert_int_eq(j->finished_at, 0);
@@ -457,126 +457,126 @@ START_TEST(test_jobs_crud) {
     ck_assert_int_eq(j->total_steps, 100);
     ck_assert_double_eq(j->epoch, 0.25);
     ck_assert_double_eq(j->tokens_per_s, 1234.5);
-    hlpt_job_free(j);
+    hlptd_job_free(j);
     /* The store keeps the state's name, as the REST API shows it. */
     char text[64], q[160];
     snprintf(q, sizeof q, "SELECT status FROM jobs WHERE id = '%s'", a->id);
     sql_text(path, q, text, sizeof text);
     ck_assert_str_eq(text, "running");
 
-    ck_assert_int_eq(hlpt_store_job_next_queued(st, &next, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_next_queued(st, &next, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(next->id, b->id);
-    hlpt_job_free(next);
+    hlptd_job_free(next);
 
     char **ids;
     size_t n;
-    ck_assert_int_eq(hlpt_store_job_ids_with_status(st, HLPTD_JOB_RUNNING, &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_ids_with_status(st, HLPTD_JOB_RUNNING, &ids, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(ids[0], a->id);
-    hlpt_store_ids_free(ids, n);
+    hlptd_store_ids_free(ids, n);
 
-    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_FAILED, "{\"code\":\"x\"}", why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_fine_tuned_model(st, a->id, "base:x", why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_get(st, a->id, &j, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_FAILED, "{\"code\":\"x\"}", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_fine_tuned_model(st, a->id, "base:x", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &j, why, sizeof why), HLPT_OK);
     ck_assert_int_gt(j->finished_at, 0);
     ck_assert_str_eq(j->error, "{\"code\":\"x\"}");
     ck_assert_str_eq(j->fine_tuned_model, "base:x");
-    hlpt_job_free(j);
+    hlptd_job_free(j);
 
     /* Nothing moves a job out of a final state; re-asserting the state it is in changes nothing. */
-    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_ERR_STATE);
     ck_assert_ptr_nonnull(strstr(why, "failed"));
     ck_assert_ptr_nonnull(strstr(why, "queued"));
     ck_assert_int_eq(state_of(st, a->id), HLPTD_JOB_FAILED);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, a->id, HLPTD_JOB_FAILED, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_RUNNING, NULL, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_FAILED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, b->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, b->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, b->id, HLPTD_JOB_RUNNING, NULL, why, sizeof why), HLPT_ERR_STATE);
     ck_assert_int_eq(state_of(st, b->id), HLPTD_JOB_PAUSED);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, b->id, (hlptd_job_state)99, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, b->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, b->id, (hlptd_job_state)99, NULL, why, sizeof why), HLPT_ERR_INVAL);
 
-    hlpt_job **v;
+    hlptd_job **v;
     int more;
-    ck_assert_int_eq(hlpt_store_job_list(st, NULL, 10, &v, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_list(st, NULL, 10, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert(!more);
     ck_assert_str_eq(v[0]->id, b->id);
-    hlpt_job_list_free(v, n);
+    hlptd_job_list_free(v, n);
 
     /* A file named by a queued job cannot be deleted. */
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
     ck_assert(blob_exists(f->sha256));
-    ck_assert_int_eq(hlpt_store_job_set_status(st, "ftjob-none", HLPTD_JOB_RUNNING, NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_job_set_status(st, "ftjob-none", HLPTD_JOB_RUNNING, NULL, why, sizeof why),
                      HLPT_ERR_NOENT);
 
-    ck_assert_int_eq(hlpt_store_job_delete(st, a->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_get(st, a->id, &j, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_job_delete(st, b->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_delete(st, b->id, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_delete(st, a->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &j, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_job_delete(st, b->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_delete(st, b->id, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(f->sha256));
-    hlpt_job_free(a);
-    hlpt_job_free(b);
-    hlpt_file_free(f);
-    hlpt_store_close(st);
+    hlptd_job_free(a);
+    hlptd_job_free(b);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
 }
 END_TEST
 
 START_TEST(test_events_metrics_checkpoints) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f = add_file(st, "t.jsonl", "x");
-    hlpt_job *j = make_job(st, f->id);
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_job *j = make_job(st, f->id);
 
     /* events */
-    hlpt_event *e1, *e2;
-    ck_assert_int_eq(hlpt_store_event_add(st, j->id, "info", "created", NULL, &e1, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_event_add(st, j->id, "warn", "slow", "{\"s\":1}", &e2, why, sizeof why), HLPT_OK);
+    hlptd_job_event *e1, *e2;
+    ck_assert_int_eq(hlptd_store_event_add(st, j->id, "info", "created", NULL, &e1, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_event_add(st, j->id, "warn", "slow", "{\"s\":1}", &e2, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(strncmp(e1->id, "ftevent-", 8), 0);
     ck_assert_int_lt(e1->seq, e2->seq);
     ck_assert_str_eq(e2->data, "{\"s\":1}");
     ck_assert_str_eq(e2->job_id, j->id);
-    ck_assert_int_eq(hlpt_store_event_add(st, "ftjob-none", "info", "x", NULL, NULL, why, sizeof why), HLPT_ERR_NOENT);
-    hlpt_event **ev;
+    ck_assert_int_eq(hlptd_store_event_add(st, "ftjob-none", "info", "x", NULL, NULL, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_job_event **ev;
     size_t n;
     int more;
-    ck_assert_int_eq(hlpt_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert_str_eq(ev[0]->message, "created");
     ck_assert_str_eq(ev[1]->level, "warn");
-    hlpt_event_list_free(ev, n);
-    ck_assert_int_eq(hlpt_store_event_list(st, j->id, e1->seq, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    hlptd_job_event_list_free(ev, n);
+    ck_assert_int_eq(hlptd_store_event_list(st, j->id, e1->seq, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(ev[0]->id, e2->id);
-    hlpt_event_list_free(ev, n);
+    hlptd_job_event_list_free(ev, n);
     /* Pages: newest first, after an event id of the same job. */
-    ck_assert_int_eq(hlpt_store_event_page(st, j->id, NULL, 1, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_event_page(st, j->id, NULL, 1, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert(more);
     ck_assert_str_eq(ev[0]->id, e2->id);
-    hlpt_event_list_free(ev, n);
-    ck_assert_int_eq(hlpt_store_event_page(st, j->id, e2->id, 1, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    hlptd_job_event_list_free(ev, n);
+    ck_assert_int_eq(hlptd_store_event_page(st, j->id, e2->id, 1, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert(!more);
     ck_assert_str_eq(ev[0]->id, e1->id);
-    hlpt_event_list_free(ev, n);
-    ck_assert_int_eq(hlpt_store_event_page(st, j->id, e1->id, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    hlptd_job_event_list_free(ev, n);
+    ck_assert_int_eq(hlptd_store_event_page(st, j->id, e1->id, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 0);
-    hlpt_event_list_free(ev, n);
-    ck_assert_int_eq(hlpt_store_event_page(st, j->id, "ftevent-none", 10, &ev, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_job_event_list_free(ev, n);
+    ck_assert_int_eq(hlptd_store_event_page(st, j->id, "ftevent-none", 10, &ev, &n, &more, why, sizeof why), HLPT_ERR_NOENT);
     ck_assert_ptr_nonnull(strstr(why, "in job"));
 
     /* metrics: NAN round-trips as "not measured"; a repeated step replaces. */
-    hlpt_metric m = {.step = 1, .train_loss = 2.5, .valid_loss = NAN, .valid_acc = NAN, .lr = 1e-3, .tokens_per_s = 100};
-    ck_assert_int_eq(hlpt_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
+    hlptd_metric m = {.step = 1, .train_loss = 2.5, .valid_loss = NAN, .valid_acc = NAN, .lr = 1e-3, .tokens_per_s = 100};
+    ck_assert_int_eq(hlptd_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
     m.step = 2, m.train_loss = 2.0, m.valid_loss = 2.2, m.valid_acc = 0.5;
-    ck_assert_int_eq(hlpt_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
     m.train_loss = 1.9;
-    ck_assert_int_eq(hlpt_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_metric_put(st, "ftjob-none", &m, why, sizeof why), HLPT_ERR_NOENT);
-    hlpt_metric *mv;
-    ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_metric_put(st, j->id, &m, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_metric_put(st, "ftjob-none", &m, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_metric *mv;
+    ck_assert_int_eq(hlptd_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert_double_eq(mv[0].train_loss, 2.5);
     ck_assert(isnan(mv[0].valid_loss));
@@ -584,245 +584,245 @@ START_TEST(test_events_metrics_checkpoints) {
     ck_assert_double_eq(mv[1].valid_acc, 0.5);
     ck_assert_int_gt(mv[1].created_at, 0);
     free(mv);
-    ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 1, 10, &mv, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_metric_list(st, j->id, 1, 10, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(mv[0].step, 2);
     free(mv);
 
     /* A rewind to step 1 drops the later metrics and progress events. */
-    ck_assert_int_eq(hlpt_store_event_add(st, j->id, "info", "step 2", "{\"type\":\"progress\",\"step\":2}", NULL, why,
+    ck_assert_int_eq(hlptd_store_event_add(st, j->id, "info", "step 2", "{\"type\":\"progress\",\"step\":2}", NULL, why,
                                           sizeof why),
                      HLPT_OK);
-    ck_assert_int_eq(hlpt_store_event_add(st, j->id, "info", "not json", "x{", NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_rewind(st, j->id, 1, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_event_add(st, j->id, "info", "not json", "x{", NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_rewind(st, j->id, 1, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     free(mv);
-    ck_assert_int_eq(hlpt_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 3);
     ck_assert_str_eq(ev[2]->message, "not json");
-    hlpt_event_list_free(ev, n);
+    hlptd_job_event_list_free(ev, n);
 
     /* checkpoints */
-    hlpt_checkpoint *c1, *c2, *latest;
-    ck_assert_int_eq(hlpt_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
+    hlptd_checkpoint *c1, *c2, *latest;
+    ck_assert_int_eq(hlptd_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
     ck_assert_ptr_null(latest);
     unsigned char state[300];
     for (int i = 0; i < 300; i++) state[i] = (unsigned char)i;
     char s1[HLPT_SHA256_HEX], s2[HLPT_SHA256_HEX];
     put(state, 300, s1);
     put(state, 10, s2);
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 100, "{\"loss\":1}", s1, 300, &c1, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 200, NULL, s2, 10, &c2, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, "ftjob-none", 1, NULL, s2, 10, NULL, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_checkpoint_insert(st, j->id, 1, NULL, s2, 11, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 100, "{\"loss\":1}", s1, 300, &c1, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 200, NULL, s2, 10, &c2, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, "ftjob-none", 1, NULL, s2, 10, NULL, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 1, NULL, s2, 11, NULL, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_int_eq(strncmp(c1->id, "ftckpt-", 7), 0);
     ck_assert_int_eq(c1->bytes, 300);
     ck_assert_str_eq(c1->sha256, s1);
     ck_assert_str_eq(c1->job_id, j->id);
-    ck_assert_int_eq(hlpt_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(latest->id, c2->id);
-    hlpt_checkpoint_free(latest);
-    ck_assert_int_eq(hlpt_store_checkpoint_at_step(st, j->id, 100, &latest, why, sizeof why), HLPT_OK);
+    hlptd_checkpoint_free(latest);
+    ck_assert_int_eq(hlptd_store_checkpoint_at_step(st, j->id, 100, &latest, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(latest->id, c1->id);
-    hlpt_checkpoint_free(latest);
-    ck_assert_int_eq(hlpt_store_checkpoint_at_step(st, j->id, 150, &latest, why, sizeof why), HLPT_ERR_NOENT);
-    hlpt_checkpoint **cv;
-    ck_assert_int_eq(hlpt_store_checkpoint_list(st, j->id, &cv, &n, why, sizeof why), HLPT_OK);
+    hlptd_checkpoint_free(latest);
+    ck_assert_int_eq(hlptd_store_checkpoint_at_step(st, j->id, 150, &latest, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_checkpoint **cv;
+    ck_assert_int_eq(hlptd_store_checkpoint_list(st, j->id, &cv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 2);
     ck_assert_int_eq(cv[0]->step, 100);
     ck_assert_str_eq(cv[0]->metrics, "{\"loss\":1}");
-    hlpt_checkpoint_list_free(cv, n);
-    ck_assert_int_eq(hlpt_store_checkpoint_page(st, j->id, c2->id, 10, &cv, &n, &more, why, sizeof why), HLPT_OK);
+    hlptd_checkpoint_list_free(cv, n);
+    ck_assert_int_eq(hlptd_store_checkpoint_page(st, j->id, c2->id, 10, &cv, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(cv[0]->id, c1->id);
-    hlpt_checkpoint_list_free(cv, n);
-    ck_assert_int_eq(hlpt_store_checkpoint_delete(st, c1->id, why, sizeof why), HLPT_OK);
+    hlptd_checkpoint_list_free(cv, n);
+    ck_assert_int_eq(hlptd_store_checkpoint_delete(st, c1->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(s1));
-    ck_assert_int_eq(hlpt_store_checkpoint_delete(st, c1->id, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_checkpoint_delete(st, c1->id, why, sizeof why), HLPT_ERR_NOENT);
 
     /* Deleting the job takes its events, metrics and checkpoints with it, and their blobs. */
-    ck_assert_int_eq(hlpt_store_job_delete(st, j->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_delete(st, j->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_event_list(st, j->id, 0, 10, &ev, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 0);
     free(ev);
-    ck_assert_int_eq(hlpt_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_metric_list(st, j->id, 0, -1, &mv, &n, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 0);
     free(mv);
-    ck_assert_int_eq(hlpt_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_latest(st, j->id, &latest, why, sizeof why), HLPT_OK);
     ck_assert_ptr_null(latest);
     ck_assert(!blob_exists(s2));
     ck_assert(blob_exists(f->sha256));
 
-    hlpt_event_free(e1);
-    hlpt_event_free(e2);
-    hlpt_checkpoint_free(c1);
-    hlpt_checkpoint_free(c2);
-    hlpt_job_free(j);
-    hlpt_file_free(f);
-    hlpt_store_close(st);
+    hlptd_job_event_free(e1);
+    hlptd_job_event_free(e2);
+    hlptd_checkpoint_free(c1);
+    hlptd_checkpoint_free(c2);
+    hlptd_job_free(j);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
 }
 END_TEST
 
 START_TEST(test_adapters_crud) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f = add_file(st, "t.jsonl", "x");
-    hlpt_job *j = make_job(st, f->id);
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_job *j = make_job(st, f->id);
     char w[HLPT_SHA256_HEX];
     put("SAFETENSORS", 11, w);
-    hlpt_adapter_rec_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .sha256 = w, .bytes = 11,
+    hlptd_adapter_rec_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .sha256 = w, .bytes = 11,
                                .base_hash = "abc", .job_id = j->id};
-    hlpt_adapter_rec *a, *g;
-    ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
+    hlptd_adapter_rec *a, *g;
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(strncmp(a->id, "ad-", 3), 0);
     ck_assert_int_eq(a->bytes, 11);
     ck_assert_str_eq(a->sha256, w);
     ck_assert_str_eq(a->job_id, j->id);
     ck_assert_ptr_null(a->checkpoint_id);
-    ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &g, why, sizeof why), HLPT_ERR_EXISTS);
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &g, why, sizeof why), HLPT_ERR_EXISTS);
     ck_assert_ptr_null(g);
     ck_assert_ptr_nonnull(strstr(why, "my-adapter"));
-    ck_assert_int_eq(hlpt_store_adapter_get(st, "my-adapter", &g, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_adapter_get(st, "my-adapter", &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->id, a->id);
-    hlpt_adapter_rec_free(g);
-    ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
+    hlptd_adapter_rec_free(g);
+    ck_assert_int_eq(hlptd_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->config, "{\"peft_type\":\"HLPT\"}");
-    hlpt_adapter_rec_free(g);
+    hlptd_adapter_rec_free(g);
     in.name = "orphan";
     in.job_id = "ftjob-none";
-    ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &g, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &g, why, sizeof why), HLPT_ERR_NOENT);
     /* The same weights under a second name: one blob for both. */
     in.name = "second";
     in.job_id = NULL;
-    hlpt_adapter_rec *b;
-    ck_assert_int_eq(hlpt_store_adapter_insert(st, &in, &b, why, sizeof why), HLPT_OK);
-    hlpt_adapter_rec **v;
+    hlptd_adapter_rec *b;
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &b, why, sizeof why), HLPT_OK);
+    hlptd_adapter_rec **v;
     size_t n;
     int more;
-    ck_assert_int_eq(hlpt_store_adapter_list(st, NULL, 1, &v, &n, &more, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_adapter_list(st, NULL, 1, &v, &n, &more, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert(more);
     ck_assert_str_eq(v[0]->name, "second");
-    hlpt_adapter_rec_list_free(v, n);
+    hlptd_adapter_rec_list_free(v, n);
     /* The adapter outlives its job. */
-    ck_assert_int_eq(hlpt_store_job_delete(st, j->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_delete(st, j->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_ptr_null(g->job_id);
-    hlpt_adapter_rec_free(g);
-    ck_assert_int_eq(hlpt_store_adapter_delete(st, a->id, why, sizeof why), HLPT_OK);
+    hlptd_adapter_rec_free(g);
+    ck_assert_int_eq(hlptd_store_adapter_delete(st, a->id, why, sizeof why), HLPT_OK);
     ck_assert(blob_exists(w));
-    ck_assert_int_eq(hlpt_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_adapter_delete(st, a->id, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_adapter_delete(st, b->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_adapter_get(st, a->id, &g, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_adapter_delete(st, a->id, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_adapter_delete(st, b->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(w));
-    hlpt_adapter_rec_free(a);
-    hlpt_adapter_rec_free(b);
-    hlpt_job_free(j);
-    hlpt_file_free(f);
-    hlpt_store_close(st);
+    hlptd_adapter_rec_free(a);
+    hlptd_adapter_rec_free(b);
+    hlptd_job_free(j);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
 }
 END_TEST
 
 /* OpenAI's job fields (migration 0003), and deleting a file that only finished jobs name: the row
  * stays without its blob, hidden from every file function, and the jobs keep naming it. */
 START_TEST(test_job_results_and_file_tombstone) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f = add_file(st, "t.jsonl", "xy");
-    hlpt_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = f->id, .method = "{}",
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "xy");
+    hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = f->id, .method = "{}",
                        .hyperparameters = "{}", .seed = 1, .metadata = "{\"k\":\"v\"}", .integrations = "[]"};
-    hlpt_job *j, *g;
-    ck_assert_int_eq(hlpt_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
+    hlptd_job *j, *g;
+    ck_assert_int_eq(hlptd_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(j->metadata, "{\"k\":\"v\"}");
     ck_assert_str_eq(j->integrations, "[]");
     ck_assert_int_eq(j->trained_tokens, -1);
     ck_assert_ptr_null(j->result_file);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
-    ck_assert_int_eq(hlpt_store_job_set_status(st, j->id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_job_set_results(st, j->id, 1234, "file-results", why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, j->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, j->id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_results(st, j->id, 1234, "file-results", why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(f->sha256));
-    hlpt_file *gone;
-    ck_assert_int_eq(hlpt_store_file_get(st, f->id, &gone, why, sizeof why), HLPT_ERR_NOENT);
-    hlpt_file_free(f);
-    ck_assert_int_eq(hlpt_store_file_delete(st, j->training_file, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlpt_store_job_get(st, j->id, &g, why, sizeof why), HLPT_OK);
+    hlptd_file *gone;
+    ck_assert_int_eq(hlptd_store_file_get(st, f->id, &gone, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_file_free(f);
+    ck_assert_int_eq(hlptd_store_file_delete(st, j->training_file, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_job_get(st, j->id, &g, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(g->training_file, j->training_file);
     ck_assert_int_eq(g->trained_tokens, 1234);
     ck_assert_str_eq(g->result_file, "file-results");
-    hlpt_job_free(g);
-    hlpt_job_free(j);
+    hlptd_job_free(g);
+    hlptd_job_free(j);
     /* A file no job names is removed outright. */
     f = add_file(st, "u.jsonl", "x");
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(f->sha256));
-    hlpt_file_free(f);
-    hlpt_store_close(st);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
 }
 END_TEST
 
 /* A transaction applies all or nothing: a delete rolled back keeps its row and its blob; a blob
  * whose row goes and which a row inserted in the same transaction names again stays. */
 START_TEST(test_transactions_and_blobs) {
-    hlpt_store *st;
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    hlpt_file *f = add_file(st, "t.jsonl", "one\n");
-    ck_assert_int_eq(hlpt_store_commit(st, why, sizeof why), HLPT_ERR_STATE);
-    hlpt_store_rollback(st); /* nothing open: nothing happens */
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "one\n");
+    ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_ERR_STATE);
+    hlptd_store_rollback(st); /* nothing open: nothing happens */
 
-    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_ERR_STATE);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
     ck_assert(blob_exists(f->sha256));
-    hlpt_store_rollback(st);
-    hlpt_file *g;
-    ck_assert_int_eq(hlpt_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
-    hlpt_file_free(g);
+    hlptd_store_rollback(st);
+    hlptd_file *g;
+    ck_assert_int_eq(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
+    hlptd_file_free(g);
     ck_assert(blob_exists(f->sha256));
 
-    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_file_insert(st, "again.jsonl", "fine-tune", "processed", f->sha256, 4, 1, NULL, &g, why,
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_insert(st, "again.jsonl", "fine-tune", "processed", f->sha256, 4, 1, NULL, &g, why,
                                             sizeof why),
                      HLPT_OK);
-    ck_assert_int_eq(hlpt_store_commit(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
     ck_assert(blob_exists(f->sha256));
-    ck_assert_int_eq(hlpt_store_file_delete(st, g->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, g->id, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(f->sha256));
-    hlpt_file_free(g);
+    hlptd_file_free(g);
 
     /* A blob written for a row that was never stored is released; one a row names is not. */
-    hlpt_file *h = add_file(st, "kept.jsonl", "kept\n");
+    hlptd_file *h = add_file(st, "kept.jsonl", "kept\n");
     char orphan[HLPT_SHA256_HEX];
     put("orphan", 6, orphan);
-    ck_assert_int_eq(hlpt_store_blob_release(st, h->sha256, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_blob_release(st, h->sha256, why, sizeof why), HLPT_OK);
     ck_assert(blob_exists(h->sha256));
-    ck_assert_int_eq(hlpt_store_blob_release(st, orphan, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_blob_release(st, orphan, why, sizeof why), HLPT_OK);
     ck_assert(!blob_exists(orphan));
-    ck_assert_int_eq(hlpt_store_blob_release(st, "nope", why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_blob_release(st, "nope", why, sizeof why), HLPT_ERR_INVAL);
 
     /* The sweep removes every blob no row names, and only those. */
     put("orphan one", 10, orphan);
     put("orphan two", 10, orphan);
     ck_assert_int_eq(blob_count(), 3);
     size_t removed = 0;
-    ck_assert_int_eq(hlpt_store_blob_sweep(st, &removed, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_blob_sweep(st, &removed, why, sizeof why), HLPT_OK);
     ck_assert_uint_eq(removed, 2);
     ck_assert_int_eq(blob_count(), 1);
     ck_assert(blob_exists(h->sha256));
-    hlpt_file_free(h);
-    hlpt_file_free(f);
+    hlptd_file_free(h);
+    hlptd_file_free(f);
 
     /* Closing with a transaction open rolls it back. */
-    ck_assert_int_eq(hlpt_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
     f = add_file(st, "lost.jsonl", "lost\n");
-    hlpt_store_close(st);
-    ck_assert_int_eq(hlpt_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlpt_store_file_get(st, f->id, &g, why, sizeof why), HLPT_ERR_NOENT);
-    hlpt_file_free(f);
-    hlpt_store_close(st);
+    hlptd_store_close(st);
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_ERR_NOENT);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
 }
 END_TEST
 

@@ -1,5 +1,5 @@
 /* hlptd's configuration: flag > environment > file > default, and errors that name the option. */
-#include "config.h"
+#include "settings.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +24,9 @@ static void write_conf(const char *text) {
 #define ARGC(...) ((int)(sizeof((char *[]){"hlptd", __VA_ARGS__}) / sizeof(char *)))
 
 START_TEST(test_defaults) {
-    hlptd_config c;
+    hlptd_settings c;
     char *const *argv = ARGV("--model", "/m", "--data-dir", "/d");
-    ck_assert_int_eq(hlptd_config_load(&c, 5, argv, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 5, argv, NULL, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(c.model, "/m");
     ck_assert_str_eq(c.data_dir, "/d");
     ck_assert_str_eq(c.listen_host, "127.0.0.1");
@@ -37,9 +37,9 @@ START_TEST(test_defaults) {
     ck_assert_ptr_null(c.api_key_file);
     ck_assert_uint_eq(c.max_body_bytes, (size_t)1 << 30);
     ck_assert_uint_eq(c.max_upload_bytes, (size_t)64 << 30);
-    ck_assert_int_eq(c.log_level, HLPT_LOG_INFO);
+    ck_assert_int_eq(c.log_level, HLPTD_LOG_INFO);
     ck_assert_int_eq(c.help, 0);
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
 }
 END_TEST
 
@@ -51,27 +51,27 @@ START_TEST(test_precedence) {
     char *const env[] = {"HLPTD_WORKERS=7", "HLPTD_THREADS=6", "HLPTD_LOG_LEVEL=debug", "HLPTD_MAX_UPLOAD_BYTES=3G",
                          "OTHER=1", NULL};
     char *const argv[] = {"hlptd", cflag, "--workers", "9", "--model", "/flag-model", NULL};
-    hlptd_config c;
-    ck_assert_int_eq(hlptd_config_load(&c, 6, argv, env, why, sizeof why), HLPT_OK);
+    hlptd_settings c;
+    ck_assert_int_eq(hlptd_settings_load(&c, 6, argv, env, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.workers, 9);                  /* flag over env and file */
     ck_assert_int_eq(c.threads, 6);                  /* env over file */
-    ck_assert_int_eq(c.log_level, HLPT_LOG_DEBUG);   /* env over file */
+    ck_assert_int_eq(c.log_level, HLPTD_LOG_DEBUG);   /* env over file */
     ck_assert_int_eq(c.listen_port, 9000);           /* file over default */
     ck_assert_uint_eq(c.max_body_bytes, 64 * 1024);  /* file, with a suffix */
     ck_assert_uint_eq(c.max_upload_bytes, (size_t)3 << 30); /* env */
     ck_assert_str_eq(c.model, "/flag-model");
     ck_assert_str_eq(c.data_dir, "/file-data");
     ck_assert_str_eq(c.config, conf);
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
 
     /* The config file can be named by the environment too. */
     char envconf[96];
     snprintf(envconf, sizeof envconf, "HLPTD_CONFIG=%s", conf);
     char *const env2[] = {envconf, NULL};
-    ck_assert_int_eq(hlptd_config_load(&c, 1, (char *const[]){"hlptd", NULL}, env2, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 1, (char *const[]){"hlptd", NULL}, env2, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.workers, 3);
     ck_assert_str_eq(c.model, "/from-file");
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
     unlink(conf);
 }
 END_TEST
@@ -107,9 +107,9 @@ START_TEST(test_errors_name_the_option) {
         char *const env[] = {(char *)cases[i].env, NULL};
         char *const argv[] = {"hlptd", "--model=/m", "--data-dir=/d", cflag,
                               (char *)(cases[i].arg ? cases[i].arg : "--http-threads=2"), NULL};
-        hlptd_config c;
+        hlptd_settings c;
         why[0] = 0;
-        ck_assert_int_eq(hlptd_config_load(&c, 5, argv, env, why, sizeof why), HLPT_ERR_INVAL);
+        ck_assert_int_eq(hlptd_settings_load(&c, 5, argv, env, why, sizeof why), HLPT_ERR_INVAL);
         ck_assert_ptr_null(c.model); /* nothing left allocated */
         for (int k = 0; k < 2; k++)
             ck_assert_msg(strstr(why, cases[i].expect[k]), "case %zu: `%s` lacks `%s`", i, why, cases[i].expect[k]);
@@ -119,19 +119,19 @@ START_TEST(test_errors_name_the_option) {
 END_TEST
 
 START_TEST(test_required_and_help) {
-    hlptd_config c;
-    ck_assert_int_eq(hlptd_config_load(&c, ARGC("--data-dir", "/d"), ARGV("--data-dir", "/d"), NULL, why, sizeof why),
+    hlptd_settings c;
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--data-dir", "/d"), ARGV("--data-dir", "/d"), NULL, why, sizeof why),
                      HLPT_ERR_INVAL);
     ck_assert_ptr_nonnull(strstr(why, "--model is required"));
-    ck_assert_int_eq(hlptd_config_load(&c, ARGC("--model", "/m"), ARGV("--model", "/m"), NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--model", "/m"), ARGV("--model", "/m"), NULL, why, sizeof why),
                      HLPT_ERR_INVAL);
     ck_assert_ptr_nonnull(strstr(why, "--data-dir is required"));
-    ck_assert_int_eq(hlptd_config_load(&c, ARGC("--model"), ARGV("--model"), NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--model"), ARGV("--model"), NULL, why, sizeof why), HLPT_ERR_INVAL);
     ck_assert_ptr_nonnull(strstr(why, "--model needs a value"));
-    ck_assert_int_eq(hlptd_config_load(&c, ARGC("--help"), ARGV("--help"), NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--help"), ARGV("--help"), NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.help, 1);
-    hlptd_config_free(&c);
-    ck_assert_int_eq(hlptd_config_load(&c, ARGC("--config", "/nonexistent/x"), ARGV("--config", "/nonexistent/x"), NULL,
+    hlptd_settings_free(&c);
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--config", "/nonexistent/x"), ARGV("--config", "/nonexistent/x"), NULL,
                                        why, sizeof why),
                      HLPT_ERR_IO);
     ck_assert_ptr_nonnull(strstr(why, "/nonexistent/x"));
@@ -139,50 +139,50 @@ START_TEST(test_required_and_help) {
 END_TEST
 
 START_TEST(test_listen_forms) {
-    hlptd_config c;
+    hlptd_settings c;
     char *const argv[] = {"hlptd", "--model=/m", "--data-dir=/d", "--listen=[::1]:0", NULL};
-    ck_assert_int_eq(hlptd_config_load(&c, 4, argv, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 4, argv, NULL, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(c.listen_host, "::1");
     ck_assert_int_eq(c.listen_port, 0);
     ck_assert_str_eq(c.listen, "[::1]:0");
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
 }
 END_TEST
 
 /* --dtype in its three spellings, with the usual precedence; the names hlpt_base_dtype_parse takes. */
 START_TEST(test_dtype) {
-    hlptd_config c;
+    hlptd_settings c;
     char *const *argv = ARGV("--model", "/m", "--data-dir", "/d", "--dtype", "bf16");
-    ck_assert_int_eq(hlptd_config_load(&c, 7, argv, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 7, argv, NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.dtype, HLPT_BASE_BF16);
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
 
     char *const env[] = {"HLPTD_DTYPE=F32", NULL};
-    ck_assert_int_eq(hlptd_config_load(&c, 5, ARGV("--model", "/m", "--data-dir", "/d"), env, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 5, ARGV("--model", "/m", "--data-dir", "/d"), env, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.dtype, HLPT_BASE_F32);
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
 
     write_conf("dtype = bfloat16\n");
     char cflag[80];
     snprintf(cflag, sizeof cflag, "--config=%s", conf);
     char *const fargv[] = {"hlptd", "--model=/m", "--data-dir=/d", cflag, NULL};
-    ck_assert_int_eq(hlptd_config_load(&c, 4, fargv, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 4, fargv, NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.dtype, HLPT_BASE_BF16); /* the file */
-    hlptd_config_free(&c);
-    ck_assert_int_eq(hlptd_config_load(&c, 4, fargv, env, why, sizeof why), HLPT_OK);
+    hlptd_settings_free(&c);
+    ck_assert_int_eq(hlptd_settings_load(&c, 4, fargv, env, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.dtype, HLPT_BASE_F32); /* the environment over the file */
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
     char *const fargv2[] = {"hlptd", "--model=/m", "--data-dir=/d", cflag, "--dtype=auto", NULL};
-    ck_assert_int_eq(hlptd_config_load(&c, 5, fargv2, env, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_settings_load(&c, 5, fargv2, env, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(c.dtype, HLPT_BASE_AUTO); /* the flag over both */
-    hlptd_config_free(&c);
+    hlptd_settings_free(&c);
     unlink(conf);
 
     /* --help lists it with its default. */
     char *buf = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
-    hlptd_config_usage(f);
+    hlptd_settings_usage(f);
     fclose(f);
     ck_assert_ptr_nonnull(strstr(buf, "--dtype auto|bf16|f32"));
     ck_assert_ptr_nonnull(strstr(buf, "[auto]"));

@@ -1,9 +1,9 @@
 /*
- * config.c - see config.h. Each option's value is first collected as a string from each source
+ * settings.c - see settings.h. Each option's value is first collected as a string from each source
  * (flags, environment, file), then the winning string is converted once by its type's parser, so
  * a bad value is reported the same way whichever source it came from.
  */
-#include "config.h"
+#include "settings.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -222,7 +222,7 @@ static int parse_addr(const char *s, char **host, int *port) {
     return 1;
 }
 
-static int convert(hlptd_config *c, int id, const char *val, const char *from, char *why, size_t len) {
+static int convert(hlptd_settings *c, int id, const char *val, const char *from, char *why, size_t len) {
     const option *o = &options[id];
     char flag[64];
     flag_name(flag, sizeof flag, o->field);
@@ -251,7 +251,7 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
             return hlpt_why(why, len, HLPT_ERR_INVAL, "option --%s: `%s` is not HOST:PORT (from %s)", flag, val, from);
         break;
     case OPT_LEVEL:
-        if ((v = hlpt_log_level_parse(val)) < 0)
+        if ((v = hlptd_log_level_parse(val)) < 0)
             return hlpt_why(why, len, HLPT_ERR_INVAL,
                             "option --%s: `%s` is not one of debug, info, warn, error (from %s)", flag, val, from);
         c->log_level = (int)v;
@@ -289,7 +289,7 @@ static int convert(hlptd_config *c, int id, const char *val, const char *from, c
     return HLPT_OK;
 }
 
-int hlptd_config_load(hlptd_config *c, int argc, char *const *argv, char *const *envp, char *why, size_t len) {
+int hlptd_settings_load(hlptd_settings *c, int argc, char *const *argv, char *const *envp, char *why, size_t len) {
     memset(c, 0, sizeof *c);
     raw_values rv = {0};
     int err;
@@ -327,11 +327,11 @@ int hlptd_config_load(hlptd_config *c, int argc, char *const *argv, char *const 
     }
 out:
     for (int id = 0; id < N_OPTIONS; id++) free(rv.val[id]);
-    if (err) hlptd_config_free(c);
+    if (err) hlptd_settings_free(c);
     return err;
 }
 
-void hlptd_config_free(hlptd_config *c) {
+void hlptd_settings_free(hlptd_settings *c) {
     if (!c) return;
     free(c->model);
     free(c->data_dir);
@@ -342,7 +342,7 @@ void hlptd_config_free(hlptd_config *c) {
     memset(c, 0, sizeof *c);
 }
 
-void hlptd_config_usage(FILE *f) {
+void hlptd_settings_usage(FILE *f) {
     fprintf(f, "usage: hlptd --model DIR --data-dir DIR [options]\n\n"
                "Serves fine-tuning jobs and generation for one base model over HTTP.\n\noptions:\n");
     for (int id = 0; id < N_OPTIONS; id++) {

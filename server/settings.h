@@ -1,5 +1,5 @@
 /*
- * config.h - hlptd's settings from flags, environment and a config file.
+ * settings.h - hlptd's settings from flags, environment and a config file.
  *
  * Every option exists in three spellings: the flag `--data-dir DIR`, the environment variable
  * `HLPTD_DATA_DIR` and the config file key `data-dir = DIR` (`data_dir` is accepted too). A value
@@ -7,8 +7,8 @@
  * The config file is named by `--config FILE` or HLPTD_CONFIG; it holds `key = value` lines, `#`
  * comments and blank lines. The options are one table (HLPTD_OPTIONS below); --help prints it.
  */
-#ifndef HLPTD_CONFIG_H
-#define HLPTD_CONFIG_H
+#ifndef HLPTD_SETTINGS_H
+#define HLPTD_SETTINGS_H
 
 #include <stddef.h>
 #include <stdio.h>
@@ -44,9 +44,9 @@ typedef struct {
     char *config;          /* the config file that was read, or NULL (owned) */
     size_t max_body_bytes; /* limit of a request body held in memory, bytes */
     size_t max_upload_bytes; /* limit of an upload streamed to disk, bytes */
-    int log_level;         /* hlpt_log_level */
-    int help;              /* --help was given: print hlptd_config_usage and exit 0 */
-} hlptd_config;
+    int log_level;         /* hlptd_log_level */
+    int help;              /* --help was given: print hlptd_settings_usage and exit 0 */
+} hlptd_settings;
 
 /* Fills `c` from argv (borrows; argv[0] is the program), envp (borrows; NULL-terminated
  * "KEY=VALUE" strings, e.g. `environ`; NULL = none) and the config file. On failure `c` holds
@@ -54,12 +54,12 @@ typedef struct {
  * "option --workers: `x` is not an integer (from HLPTD_WORKERS)".
  * Returns HLPT_OK, HLPT_ERR_INVAL (bad or missing value, unknown option), HLPT_ERR_IO (config
  * file unreadable), HLPT_ERR_NOMEM. Required options are not checked when --help is given. */
-int hlptd_config_load(hlptd_config *c, int argc, char *const *argv, char *const *envp, char *why,
+int hlptd_settings_load(hlptd_settings *c, int argc, char *const *argv, char *const *envp, char *why,
                       size_t len);
 /* Frees the strings of `c`; accepts a zeroed or already freed config. */
-void hlptd_config_free(hlptd_config *c);
+void hlptd_settings_free(hlptd_settings *c);
 
 /* The option table as --help text. */
-void hlptd_config_usage(FILE *f);
+void hlptd_settings_usage(FILE *f);
 
 #endif
