@@ -241,13 +241,19 @@ static int is_byte_piece(const hlpt_tokenizer *tok, int id) {
 /* HF's ByteFallback decodes a run of byte pieces ("<0xE2>") as one unit: valid UTF-8 as text,
  * otherwise one U+FFFD per byte. So while a run is still growing at the end of the completion, even
  * its whole characters may yet turn into U+FFFDs ("f" of <0x66> once <0xE2> follows): none of its
- * text is final. Returns how many leading bytes of text precede such a run (n when there is none). */
+ * text is final. Special tokens are skipped before the decoder runs, so the byte pieces on either
+ * side of one (</s> under ignore_eos, <unk>, <s>) are one run: <0x41> </s> is still growing, and
+ * becomes two U+FFFD once <0x80> follows. Returns how many leading bytes of text precede such a
+ * run (n when there is none). */
 static size_t settled_before_byte_run(const hlpt_gen *g, const char *text, size_t n) {
     const hlpt_tokenizer *tok = hlpt_model_tokenizer(g->m);
     const int *gen = g->ids + g->n_prompt;
-    int i = g->n_gen;
-    while (i > 0 && is_byte_piece(tok, gen[i - 1])) i--;
-    if (i == g->n_gen) return n;
+    int i = g->n_gen, bytes = 0;
+    for (; i > 0; i--) {
+        if (is_byte_piece(tok, gen[i - 1])) bytes++;
+        else if (!hlpt_tokenizer_is_special(tok, gen[i - 1])) break;
+    }
+    if (bytes == 0) return n;
     if (i == 0) return 0;
     char *before = NULL;
     size_t k = 0, same = 0;

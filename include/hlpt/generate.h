@@ -63,8 +63,10 @@ int hlpt_gen_done(const hlpt_gen *g);
 hlpt_finish hlpt_gen_finish(const hlpt_gen *g);
 
 /* Completion text so far (NUL-terminated, stop string excluded), valid until the next accept. *n
- * bytes; hlpt_gen_text_ready() is how many of them are final (no half UTF-8 character, no possible
- * start of a stop string) and safe to stream. */
+ * bytes of valid UTF-8 (a character not complete yet reads U+FFFD); hlpt_gen_text_ready() is how
+ * many of them are final (no character that later tokens may change, no possible start of a stop
+ * string) and safe to stream: later texts begin with those same bytes. So the rest of the text
+ * after them is the last delta of a generation that ends or is cancelled now. */
 const char *hlpt_gen_text(const hlpt_gen *g, size_t *n);
 size_t hlpt_gen_text_ready(const hlpt_gen *g);
 const hlpt_gen_token *hlpt_gen_tokens(const hlpt_gen *g, int *n);
