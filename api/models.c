@@ -11,7 +11,6 @@
 #include "app.h"
 #include "hlpt/err.h"
 
-static int is_base(hlptd *d, const char *id) { return hlptd_resolver_is_base(hlptd_model_name(d), id); }
 
 static cJSON *model_json(const char *id, long long created, const char *parent) {
     cJSON *e = cJSON_CreateObject();
@@ -63,48 +62,35 @@ static void get_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     const char *id = hlptd_req_param(r, "id");
     char why[256];
-    if (is_base(d, id)) {
-        hlptd_reply_json(r, 200, model_json(hlptd_model_name(d), (long long)hlptd_model_created(d), NULL));
-        return;
-    }
-    hlptd_adapter_rec *a = NULL;
-    int err = hlptd_store_adapter_get(hlptd_store_of(d), id, &a, why, sizeof why);
-    if (!err) {
-        hlptd_reply_json(r, 200, adapter_model_json(d, a));
-        hlptd_adapter_rec_free(a);
-        return;
-    }
-    if (err != HLPT_ERR_NOENT) {
-        hlptd_reply_err(r, err, "model", "%s", why);
-        return;
-    }
+    hlptd_model_ref ref;
+    int err = hlptd_resolver_lookup(hlptd_store_of(d), hlptd_model_name(d), id, &ref, why, sizeof why);
+    if (err == HLPT_ERR_NOENT) not_found(r, id);
+    else if (err) hlptd_reply_err(r, err, "model", "%s", why);
+    else if (ref.is_base) hlptd_reply_json(r, 200, model_json(hlptd_model_name(d), (long long)hlptd_model_created(d), NULL));
+    else if (ref.adapter) hlptd_reply_json(r, 200, adapter_model_json(d, ref.adapter));
     /* A checkpoint answers without being registered: that waits for its first request. */
-    hlptd_job *job;
-    hlptd_checkpoint *ck;
-    if (hlptd_resolver_checkpoint(hlptd_store_of(d), hlptd_model_name(d), id, &job, &ck, why, sizeof why)) {
-        not_found(r, id);
-        return;
-    }
-    hlptd_reply_json(r, 200, model_json(id, (long long)ck->created_at, hlptd_model_name(d)));
-    hlptd_job_free(job);
-    hlptd_checkpoint_free(ck);
+    else hlptd_reply_json(r, 200, model_json(id, (long long)ref.ck->created_at, hlptd_model_name(d)));
+    hlptd_model_ref_clear(&ref);
 }
 
 static void delete_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     const char *id = hlptd_req_param(r, "id");
     char why[256];
-    if (is_base(d, id)) {
+    hlptd_model_ref ref;
+    int err = hlptd_resolver_lookup(hlptd_store_of(d), hlptd_model_name(d), id, &ref, why, sizeof why);
+    if (!err && ref.is_base) {
         hlptd_reply_http_err(r, 403, "invalid_request_error", "model_not_deletable", "model",
                             "`%s` is the base model this daemon serves; it cannot be deleted", id);
         return;
     }
-    hlptd_adapter_rec *a = NULL;
-    int err = hlptd_store_adapter_get(hlptd_store_of(d), id, &a, why, sizeof why);
-    if (err == HLPT_ERR_NOENT) {
+    /* A checkpoint is not a model one deletes: only fine-tuned models (adapters) are. */
+    if (err == HLPT_ERR_NOENT || (!err && !ref.adapter)) {
+        hlptd_model_ref_clear(&ref);
         not_found(r, id);
         return;
     }
+    hlptd_adapter_rec *a = ref.adapter;
     if (!err) err = hlptd_store_adapter_delete(hlptd_store_of(d), a->id, why, sizeof why);
     if (err) {
         hlptd_reply_err(r, err, "model", "%s", why);

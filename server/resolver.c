@@ -71,6 +71,25 @@ int hlptd_resolver_checkpoint(hlptd_store *st, const char *base_name, const char
     return HLPT_OK;
 }
 
+int hlptd_resolver_lookup(hlptd_store *st, const char *base_name, const char *model, hlptd_model_ref *out, char *why,
+                          size_t len) {
+    memset(out, 0, sizeof *out);
+    if (hlptd_resolver_is_base(base_name, model)) {
+        out->is_base = 1;
+        return HLPT_OK;
+    }
+    int err = hlptd_store_adapter_get(st, model, &out->adapter, why, len);
+    if (err != HLPT_ERR_NOENT) return err;
+    return hlptd_resolver_checkpoint(st, base_name, model, &out->job, &out->ck, why, len);
+}
+
+void hlptd_model_ref_clear(hlptd_model_ref *ref) {
+    hlptd_adapter_rec_free(ref->adapter);
+    hlptd_job_free(ref->job);
+    hlptd_checkpoint_free(ref->ck);
+    memset(ref, 0, sizeof *ref);
+}
+
 /* An adapter's two files by id. */
 static int adapter_files(hlptd_store *st, hlptd_blobs *blobs, const char *id, char **config, size_t *config_len,
                          void **weights, size_t *weights_len, char *why, size_t len) {
@@ -161,24 +180,18 @@ static int resolve(void *ctx, const char *model, char *key, size_t key_len, char
         snprintf(label, label_len, "base");
         return HLPT_OK;
     }
+    hlptd_model_ref ref;
     int err = connect_store(r, why, len);
-    if (err) return err;
-    hlptd_adapter_rec *a = NULL;
-    if ((err = hlptd_store_adapter_get(r->st, model, &a, why, len)) == HLPT_OK) {
-        snprintf(key, key_len, "%s", a->id);
-        snprintf(label, label_len, "%s", a->name);
-        hlptd_adapter_rec_free(a);
-        return HLPT_OK;
+    if (err || (err = hlptd_resolver_lookup(r->st, r->base_name, model, &ref, why, len))) return err;
+    if (ref.adapter) {
+        snprintf(key, key_len, "%s", ref.adapter->id);
+        snprintf(label, label_len, "%s", ref.adapter->name);
+    } else {
+        snprintf(key, key_len, "%s", ref.ck->id);
+        snprintf(label, label_len, "%s", model);
+        note_pending(r, model, ref.ck);
     }
-    if (err != HLPT_ERR_NOENT) return err;
-    hlptd_job *job;
-    hlptd_checkpoint *ck;
-    if ((err = hlptd_resolver_checkpoint(r->st, r->base_name, model, &job, &ck, why, len))) return err;
-    snprintf(key, key_len, "%s", ck->id);
-    snprintf(label, label_len, "%s", model);
-    note_pending(r, model, ck);
-    hlptd_job_free(job);
-    hlptd_checkpoint_free(ck);
+    hlptd_model_ref_clear(&ref);
     return HLPT_OK;
 }
 

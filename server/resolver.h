@@ -55,6 +55,22 @@ void hlptd_resolver_register_pending(hlptd_resolver *r, hlptd_store *st);
 /* 1 when `model` names the base model called base_name (its name or "base"). Any thread. */
 int hlptd_resolver_is_base(const char *base_name, const char *model);
 
+/* What a model name names, by the rules above, in this order: the base, an adapter (by name or
+ * id), a checkpoint not registered as an adapter yet. */
+typedef struct {
+    int is_base;                /* 1: the base model (nothing else is set) */
+    hlptd_adapter_rec *adapter; /* an adapter, owned */
+    hlptd_job *job;             /* a checkpoint's job and the checkpoint, owned (both or neither) */
+    hlptd_checkpoint *ck;
+} hlptd_model_ref;
+
+/* Looks `model` up in st (borrowed) for the base model called base_name. HLPT_ERR_NOENT ("no model
+ * `…`") when it names nothing; a store error otherwise. The thread that owns st. */
+int hlptd_resolver_lookup(hlptd_store *st, const char *base_name, const char *model, hlptd_model_ref *out, char *why,
+                          size_t len);
+/* Frees what a lookup returned; the struct may be reused. */
+void hlptd_model_ref_clear(hlptd_model_ref *ref);
+
 /* The job and checkpoint that the checkpoint model id `model` names, read from st (borrowed), both
  * returned owned (hlptd_job_free, hlptd_checkpoint_free); HLPT_ERR_NOENT ("no model `…`") when it
  * names none. The thread that owns st. */

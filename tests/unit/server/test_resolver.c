@@ -278,6 +278,36 @@ START_TEST(test_checkpoint_lookup) {
 }
 END_TEST
 
+/* One lookup for every kind of name, in the order of the rules: base, adapter (name or id),
+ * checkpoint; anything else is no model. */
+START_TEST(test_lookup_kinds) {
+    hlptd_model_ref ref;
+    ck_assert_int_eq(hlptd_resolver_lookup(st, BASE, "base", &ref, why, sizeof why), 0);
+    ck_assert_int_eq(ref.is_base, 1);
+    ck_assert_ptr_null(ref.adapter);
+    hlptd_model_ref_clear(&ref);
+    const char *names[] = {"causal", adapter_id};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(hlptd_resolver_lookup(st, BASE, names[i], &ref, why, sizeof why), 0);
+        ck_assert_int_eq(ref.is_base, 0);
+        ck_assert_ptr_nonnull(ref.adapter);
+        ck_assert_str_eq(ref.adapter->id, adapter_id);
+        ck_assert_ptr_null(ref.ck);
+        hlptd_model_ref_clear(&ref);
+        ck_assert_ptr_null(ref.adapter);
+    }
+    ck_assert_int_eq(hlptd_resolver_lookup(st, BASE, ckpt_model, &ref, why, sizeof why), 0);
+    ck_assert_ptr_null(ref.adapter);
+    ck_assert_ptr_nonnull(ref.job);
+    ck_assert_str_eq(ref.ck->id, ckpt_id);
+    hlptd_model_ref_clear(&ref);
+    ck_assert_int_eq(hlptd_resolver_lookup(st, BASE, "no-such-model", &ref, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert_ptr_null(ref.adapter);
+    ck_assert_ptr_null(ref.ck);
+    ck_assert_ptr_nonnull(strstr(why, "no-such-model"));
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("resolver");
     TCase *tc = tcase_create("server");
@@ -286,6 +316,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_base_and_adapters);
     tcase_add_test(tc, test_checkpoint_served_then_registered);
     tcase_add_test(tc, test_checkpoint_lookup);
+    tcase_add_test(tc, test_lookup_kinds);
     suite_add_tcase(s, tc);
     return s;
 }
