@@ -70,7 +70,7 @@ $(LIBHLPT): $(call obj,$(CORE_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/web.o $(BUILD)/obj/empty.o
+$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/web.o
 	rm -f $@ && ar rcs $@ $^
 
 # migrations/*.sql are compiled into hlptd as a table (server/store.h), so it needs no files at run time.
@@ -90,11 +90,6 @@ $(BUILD)/gen/web.c: $(WEB) tools/gen-web.sh
 $(BUILD)/obj/gen/web.o: $(BUILD)/gen/web.c
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) $(DIR_INC) $(CFLAGS) -c $< -o $@
-
-# An archive must not be empty while server/ and api/ are still filling up.
-$(BUILD)/obj/empty.o:
-	@mkdir -p $(dir $@)
-	echo 'typedef int hlpt_empty_unit;' | $(CC) -x c -c - -o $@
 
 $(HLPTD): $(call obj,server/main.c) $(LIBSERV) $(LIBHLPT)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)

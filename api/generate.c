@@ -50,8 +50,6 @@ static const char *const known_keys[] = {
 static const char *const chat_only_keys[] = {"store", "metadata", "service_tier", "parallel_tool_calls", "tools",
                                              "tool_choice", "response_format"};
 
-
-
 static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...) {
@@ -1030,7 +1028,7 @@ static void part_done(gen_call *c) {
 static void on_event(hlptd_infer_req *r, hlptd_infer_ev ev, const char *delta, size_t n) {
     choice *ch = (choice *)r;
     gen_call *c = ch->call;
-    if (ev == HLPTD_EV_START) {
+    if (ev == HLPTD_INFER_START) {
         pthread_mutex_lock(&c->mu);
         int first = !c->started;
         c->started = 1;

@@ -351,18 +351,8 @@ void hlptd_api_jobs_create(hlptd_req *r) {
 /* ---------------------------------------------------------------------------------------------- */
 /* List, show, lifecycle                                                                           */
 
-/* ?limit= as an integer in [1, 100], default def; replies 400 and returns -1 when malformed. */
-static int query_limit(hlptd_req *r, int def) {
-    const char *s = hlptd_req_query(r, "limit");
-    if (!s) return def;
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < 1 || v > 100) {
-        hlptd_reply_err(r, HLPT_ERR_INVAL, "limit", "`limit` must be an integer from 1 to 100");
-        return -1;
-    }
-    return (int)v;
-}
+/* Pages of jobs, events and checkpoints hold at most this many. */
+#define JOBS_PAGE_MAX 100
 
 /* OpenAI's metadata filter, `?metadata[key]=value` (several: all must match). With job NULL,
  * answers whether the request has no such filter (1) or has one (0). */
@@ -388,8 +378,9 @@ static int metadata_matches(hlptd_req *r, const hlptd_job *job) {
 
 static void list_work(void *app, hlptd_req *r) {
     hlptd *d = app;
-    int limit = query_limit(r, 20);
-    if (limit < 0) return;
+    int limit;
+    const char *after;
+    if (hlptd_api_page_args(r, 20, JOBS_PAGE_MAX, &limit, &after)) return;
     const char *status = hlptd_req_query(r, "status");
     /* A status no job can have (-1) matches none. */
     int want = status ? hlptd_job_state_from_name(status) : -1;
@@ -397,7 +388,6 @@ static void list_work(void *app, hlptd_req *r) {
     size_t n = 0;
     int more = 0;
     char why[256];
-    const char *after = hlptd_req_query(r, "after");
     /* A filter pages over the unfiltered list; ask for more and filter. */
     int filtered = status || metadata_matches(r, NULL) == 0;
     int err = hlptd_store_job_list(hlptd_store_of(d), after, filtered ? 1000 : limit, &jobs, &n, &more, why, sizeof why);
@@ -482,14 +472,14 @@ static void events_work(void *app, hlptd_req *r) {
         hlptd_subscribers_follow(hlptd_job_streams(d), r, id, event_text);
         return;
     }
-    int limit = query_limit(r, 20);
-    if (limit < 0) return;
+    int limit;
+    const char *after;
+    if (hlptd_api_page_args(r, 20, JOBS_PAGE_MAX, &limit, &after)) return;
     /* Newest first, paged by event id, as OpenAI lists them (the stream above is oldest first). */
-    const char *after = hlptd_req_query(r, "after");
     hlptd_job_event **ev = NULL;
     size_t n = 0;
     int more = 0;
-    int err = hlptd_store_event_page(hlptd_store_of(d), id, after && *after ? after : NULL, limit, &ev, &n, &more, why,
+    int err = hlptd_store_event_page(hlptd_store_of(d), id, after, limit, &ev, &n, &more, why,
                                     sizeof why);
     if (err) {
         hlptd_reply_err(r, err, err == HLPT_ERR_NOENT ? "after" : NULL, "%s", why);
@@ -610,13 +600,13 @@ static void checkpoints_work(void *app, hlptd_req *r) {
         hlptd_reply_err(r, HLPT_ERR_NOENT, "id", "no fine-tuning job %s", id);
         return;
     }
-    int limit = query_limit(r, 10);
-    if (limit < 0) {
+    int limit;
+    const char *after;
+    if (hlptd_api_page_args(r, 10, JOBS_PAGE_MAX, &limit, &after)) {
         hlptd_job_free(job);
         return;
     }
-    const char *after = hlptd_req_query(r, "after");
-    int err = hlptd_store_checkpoint_page(hlptd_store_of(d), id, after && *after ? after : NULL, limit, &c, &n, &more, why,
+    int err = hlptd_store_checkpoint_page(hlptd_store_of(d), id, after, limit, &c, &n, &more, why,
                                          sizeof why);
     if (err) {
         hlptd_job_free(job);

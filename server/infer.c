@@ -230,7 +230,7 @@ static void admit(hlptd_infer *inf) {
             fail_req(r, err);
             continue;
         }
-        r->on_event(r, HLPTD_EV_START, NULL, 0);
+        r->on_event(r, HLPTD_INFER_START, NULL, 0);
         cached *ad = NULL;
         err = key[0] ? cache_get(inf, key, &ad, r->why, sizeof r->why) : HLPT_OK;
         if (!err)

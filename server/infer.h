@@ -58,7 +58,7 @@ void hlptd_infer_free(hlptd_infer *inf);
 
 /* START: the model is resolved (label filled) and the generation begins; TEXT: newly final bytes of
  * the completion; DONE: finished; ERROR: failed (before or after START). */
-typedef enum { HLPTD_EV_START, HLPTD_INFER_TEXT, HLPTD_INFER_DONE, HLPTD_INFER_ERROR } hlptd_infer_ev;
+typedef enum { HLPTD_INFER_START, HLPTD_INFER_TEXT, HLPTD_INFER_DONE, HLPTD_INFER_ERROR } hlptd_infer_ev;
 
 /* A generation request. The submitter fills it and keeps it alive until HLPTD_INFER_DONE or
  * HLPTD_INFER_ERROR has been delivered: that last callback may free it. */

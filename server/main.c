@@ -26,7 +26,7 @@ extern const hlptd_route hlptd_api_routes[];
 extern const size_t hlptd_api_nroutes;
 
 int main(int argc, char **argv) {
-    /* Everything hlptd and its workers create (the database, job directories, checkpoints) is the
+    /* Everything hlptd and its workers create (the database, its blobs, the port and pid files) is the
      * service's alone, whatever umask it was started with; systemd's unit sets the same. */
     umask(077);
     hlpt_blas_init(argv);

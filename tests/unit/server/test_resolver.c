@@ -130,7 +130,7 @@ typedef struct {
 static void on_event(hlptd_infer_req *r, hlptd_infer_ev ev, const char *delta, size_t n) {
     waiter *w = (waiter *)r;
     pthread_mutex_lock(&w->mu);
-    if (ev == HLPTD_EV_START) {
+    if (ev == HLPTD_INFER_START) {
         w->started = 1;
         snprintf(w->label, sizeof w->label, "%s", r->label);
     }
