@@ -80,11 +80,15 @@ static void redact(const hlptd_db *db, char *s) {
     }
 }
 
-/* libpq's message text without its trailing newline and without the password. */
+/* libpq's message text on one line (its lines joined by spaces, tabs dropped), without the
+ * password. */
 static void message(const hlptd_db *db, const char *msg, char *out, size_t cap) {
-    snprintf(out, cap, "%s", msg && *msg ? msg : "unknown error");
-    size_t n = strlen(out);
-    while (n && (out[n - 1] == '\n' || out[n - 1] == ' ')) out[--n] = 0;
+    size_t n = 0;
+    for (const char *p = msg && *msg ? msg : "unknown error"; *p && n + 1 < cap; p++)
+        if (*p == '\t') continue;
+        else out[n++] = *p == '\n' ? ' ' : *p;
+    while (n && out[n - 1] == ' ') n--;
+    out[n] = 0;
     redact(db, out);
 }
 
