@@ -419,9 +419,10 @@ static int pg_open(const char *where, int version, hlptd_blobs *blobs, hlptd_db 
     if (!db) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     pg_describe(where, db->where, sizeof db->where);
     if ((err = parse(db, where, why, len))) goto fail;
-    /* The URL's own settings win over these defaults: libpq reads the expanded dbname last. */
-    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *const vals[] = {"10", "hlptd", where, NULL};
+    /* The URL's own settings win over these defaults: libpq reads the expanded dbname last. The
+     * store's text is UTF-8 (ids, names, JSON), whatever the database's encoding. */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "client_encoding", "dbname", NULL};
+    const char *const vals[] = {"10", "hlptd", "UTF8", where, NULL};
     db->conn = PQconnectdbParams(keys, vals, 1);
     if (!db->conn) {
         err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
