@@ -18,9 +18,9 @@
  * Errors come from the SQLSTATE: 23505 (unique) is HLPT_ERR_EXISTS, 23503 (foreign key)
  * HLPT_ERR_STATE, 53100 (disk full) HLPT_ERR_NOSPACE, and XX001/XX002 (data or index corrupted) mark
  * the store damaged; the rest is HLPT_ERR_DB with the server's message. A connection that broke
- * (the server restarted) is opened again before the next statement outside a transaction; a
- * statement is never sent twice. Messages name the server by its host, port, database and user,
- * never with the URL's password.
+ * (the server restarted) is opened again before the next statement outside a transaction; the
+ * statement the connection failed under is not sent again (the server may have applied it).
+ * Messages name the server by its host, port, database and user, never with the URL's password.
  *
  * Migrations: the SQL of migrations/pg/NNNN_name.sql (hlptd_pg_migrations, store.h), numbered as
  * SQLite's: a new database starts at the current schema in one migration (0005_init), and each
