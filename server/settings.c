@@ -234,7 +234,8 @@ static int convert(hlptd_settings *c, int id, const char *val, const char *from,
         break;
     case OPT_STORE:
         /* The value is not repeated: a URL may hold a password. */
-        if (strncmp(val, "postgres://", strlen("postgres://")) && strncmp(val, "postgresql://", strlen("postgresql://")))
+        if (strncmp(val, "postgres://", strlen("postgres://")) &&
+            strncmp(val, "postgresql://", strlen("postgresql://")))
             return hlpt_why(why, len, HLPT_ERR_INVAL,
                             "option --%s: expected a PostgreSQL URL, postgres://... or postgresql://... (from %s)", flag,
                             from);

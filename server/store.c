@@ -600,7 +600,8 @@ static int need_blob(hlptd_store *st, const char *sha256, int64_t bytes, char *w
 /* ---- open and close ------------------------------------------------------------------------- */
 
 int hlptd_store_is_pg(const char *where) {
-    return !strncmp(where, "postgres://", strlen("postgres://")) || !strncmp(where, "postgresql://", strlen("postgresql://"));
+    return !strncmp(where, "postgres://", strlen("postgres://")) ||
+           !strncmp(where, "postgresql://", strlen("postgresql://"));
 }
 
 static const hlptd_store_backend *backend_of(const char *where) {
