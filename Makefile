@@ -15,7 +15,7 @@ CC       ?= cc
 # of it (server/ + api/), and the client's HTTP (tools/: `hlpt` talks to hlptd through libcurl).
 # Each program links only its parts: hlpt and the benchmarks never pull in the daemon.
 CORE_PKGS   := libcjson openblas libpcre2-8
-DAEMON_PKGS := libmicrohttpd libuv sqlite3
+DAEMON_PKGS := libmicrohttpd libuv sqlite3 libpq
 CLIENT_PKGS := libcurl
 PKGS        := $(CORE_PKGS) $(DAEMON_PKGS) $(CLIENT_PKGS)
 # -march=native: the binaries are built on the machine that runs them (CI included).
@@ -38,6 +38,7 @@ TOOLS_SRC  := $(wildcard tools/*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 TEST_SRC   := $(wildcard tests/unit/*/test_*.c)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+MIGRATIONS_PG := $(sort $(wildcard migrations/pg/*.sql))
 WEB        := $(sort $(wildcard web/*))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -70,7 +71,8 @@ $(LIBHLPT): $(call obj,$(CORE_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/web.o
+$(LIBSERV): $(call obj,$(SERVER_SRC)) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/migrations_pg.o \
+            $(BUILD)/obj/gen/web.o
 	rm -f $@ && ar rcs $@ $^
 
 # migrations/*.sql are compiled into hlptd as a table (server/store.h), so it needs no files at run time.
@@ -78,7 +80,12 @@ $(BUILD)/gen/migrations.c: $(MIGRATIONS) tools/gen-migrations.sh
 	@mkdir -p $(dir $@)
 	tools/gen-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
+# PostgreSQL's schema (server/store_pg.c) is its own table, from migrations/pg/*.sql.
+$(BUILD)/gen/migrations_pg.c: $(MIGRATIONS_PG) tools/gen-migrations.sh
+	@mkdir -p $(dir $@)
+	tools/gen-migrations.sh -n hlptd_pg_migrations $(MIGRATIONS_PG) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) $(DIR_INC) $(CFLAGS) -c $< -o $@
 
@@ -86,10 +93,6 @@ $(BUILD)/obj/gen/migrations.o: $(BUILD)/gen/migrations.c
 $(BUILD)/gen/web.c: $(WEB) tools/gen-web.sh
 	@mkdir -p $(dir $@)
 	tools/gen-web.sh $(WEB) > $@.tmp && mv $@.tmp $@
-
-$(BUILD)/obj/gen/web.o: $(BUILD)/gen/web.c
-	@mkdir -p $(dir $@)
-	$(CC) $(XCFLAGS) $(DIR_INC) $(CFLAGS) -c $< -o $@
 
 $(HLPTD): $(call obj,server/main.c) $(LIBSERV) $(LIBHLPT)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
@@ -140,7 +143,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,u
 LDLIBS      := $(shell pkg-config --libs $(DAEMON_PKGS)) $(CORE_LIBS)
 FUZZ_CORE_OBJ   := $(patsubst %.c,build-fuzz/obj/%.o,$(CORE_SRC))
 FUZZ_SERVER_OBJ := $(patsubst %.c,build-fuzz/obj/%.o,$(SERVER_SRC)) build-fuzz/obj/gen/migrations.o \
-                   build-fuzz/obj/gen/web.o
+                   build-fuzz/obj/gen/migrations_pg.o build-fuzz/obj/gen/web.o
 
 build-fuzz/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)

@@ -118,7 +118,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
               hlpt_base_dtype_name(cfg->dtype), hlpt_model_hash(d->model),
               hlpt_engine_describe(dt, engine, sizeof engine));
     /* The inference thread resolves model names and reads adapters through a store connection of
-     * its own (SQLite WAL lets it read while the loop writes). */
+     * its own (SQLite WAL lets it read while the loop writes; PostgreSQL serves two connections). */
     hlptd_resolver_opts ro = {.db_path = d->db_path, .blobs = d->blobs, .base_name = d->model_name,
                               .base = hlpt_model_config(d->model), .on_pending = wake_for_pending, .ctx = &d->wake};
     if ((err = hlptd_resolver_new(&ro, &d->resolver))) return hlpt_why(why, len, err, "out of memory");
@@ -314,7 +314,8 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
         err = hlpt_why(why, len, HLPT_ERR_IO, "data directory %s: %s", cfg->data_dir, strerror(errno));
         goto fail;
     }
-    char *db = join(cfg->data_dir, "hlpt.db");
+    /* The store: SQLite in the data directory, or the PostgreSQL database --store names. */
+    char *db = cfg->store ? strdup(cfg->store) : join(cfg->data_dir, "hlpt.db");
     d->port_path = join(cfg->data_dir, "hlptd.port");
     d->pid_path = join(cfg->data_dir, "hlptd.pid");
     if (!db || !d->port_path || !d->pid_path) {
@@ -355,7 +356,9 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     if (swept) hlptd_info("removed %zu blob(s) that no row names", swept);
     hlptd_store_on_full(d->store, reserve_release, d);
     reserve_make(d);
-    hlptd_info("database %s/hlpt.db at schema version %d", cfg->data_dir, hlptd_store_version(d->store));
+    char where[512];
+    hlptd_store_describe(db, where, sizeof where);
+    hlptd_info("store: %s, at schema version %d", where, hlptd_store_version(d->store));
     if ((err = hlptd_subscribers_new(d->store, &d->subscribers)) || (err = hlptd_stats_new(&d->stats))) {
         hlpt_why(why, len, err, "out of memory");
         goto fail;

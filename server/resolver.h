@@ -31,7 +31,7 @@
 typedef struct hlptd_resolver hlptd_resolver;
 
 typedef struct {
-    const char *db_path;      /* the store's database file (copied) */
+    const char *db_path;      /* the store: its database file or PostgreSQL URL (copied) */
     hlptd_blobs *blobs;       /* the daemon's blobs, which the store's rows name (borrowed for the resolver's life) */
     const char *base_name;    /* the base model's name (copied) */
     const hlpt_config *base;  /* borrowed for the resolver's life: the base checkpoints are read against */

@@ -15,7 +15,7 @@
 #include "hlpt/err.h"
 #include "log.h"
 
-enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_ADDR, OPT_LEVEL, OPT_DTYPE };
+enum { OPT_STR, OPT_INT, OPT_SIZE, OPT_ADDR, OPT_LEVEL, OPT_DTYPE, OPT_STORE };
 
 typedef struct {
     const char *field; /* "data_dir" */
@@ -232,6 +232,14 @@ static int convert(hlptd_settings *c, int id, const char *val, const char *from,
     case OPT_STR:
         if (!*val) return hlpt_why(why, len, HLPT_ERR_INVAL, "option --%s: empty value (from %s)", flag, from);
         break;
+    case OPT_STORE:
+        /* The value is not repeated: a URL may hold a password. */
+        if (strncmp(val, "postgres://", strlen("postgres://")) &&
+            strncmp(val, "postgresql://", strlen("postgresql://")))
+            return hlpt_why(why, len, HLPT_ERR_INVAL,
+                            "option --%s: expected a PostgreSQL URL, postgres://... or postgresql://... (from %s)", flag,
+                            from);
+        break;
     case OPT_INT:
         if (!parse_long(val, &v))
             return hlpt_why(why, len, HLPT_ERR_INVAL, "option --%s: `%s` is not an integer (from %s)", flag, val, from);
@@ -263,7 +271,7 @@ static int convert(hlptd_settings *c, int id, const char *val, const char *from,
         return HLPT_OK;
     }
     char *dup = NULL;
-    if (o->type == OPT_STR || o->type == OPT_ADDR) {
+    if (o->type == OPT_STR || o->type == OPT_ADDR || o->type == OPT_STORE) {
         if (!(dup = strdup(val))) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     }
     switch (id) {
@@ -272,6 +280,7 @@ static int convert(hlptd_settings *c, int id, const char *val, const char *from,
         store_##type(&c->field, dup, v);                                                           \
         break;
 #define store_STR(p, s, n) (free(*(p)), *(p) = (s))
+#define store_STORE(p, s, n) (free(*(p)), *(p) = (s))
 #define store_ADDR(p, s, n) (free(*(p)), *(p) = (s))
 #define store_INT(p, s, n) (*(p) = (int)(n))
 #define store_SIZE(p, s, n) (*(p) = sz)
@@ -280,6 +289,7 @@ static int convert(hlptd_settings *c, int id, const char *val, const char *from,
         HLPTD_OPTIONS(X)
 #undef X
 #undef store_STR
+#undef store_STORE
 #undef store_ADDR
 #undef store_INT
 #undef store_SIZE
@@ -335,6 +345,7 @@ void hlptd_settings_free(hlptd_settings *c) {
     if (!c) return;
     free(c->model);
     free(c->data_dir);
+    free(c->store);
     free(c->listen);
     free(c->listen_host);
     free(c->api_key_file);

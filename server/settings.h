@@ -18,7 +18,8 @@
 /* X(field, type, default, min, max, metavar, help) - the field name with `_` → `-` is the flag. */
 #define HLPTD_OPTIONS(X)                                                                           \
     X(model, STR, NULL, 0, 0, "DIR", "base model directory (Hugging Face layout); required")      \
-    X(data_dir, STR, NULL, 0, 0, "DIR", "state directory: hlpt.db, hlptd.port, hlptd.pid; required") \
+    X(data_dir, STR, NULL, 0, 0, "DIR", "state directory: hlpt.db, blobs/, hlptd.port, hlptd.pid; required") \
+    X(store, STORE, NULL, 0, 0, "URL", "the store in PostgreSQL, a libpq URL postgres://USER:PASSWORD@HOST:PORT/DB (or postgresql://); default SQLite at <data-dir>/hlpt.db") \
     X(listen, ADDR, "127.0.0.1:8080", 0, 0, "HOST:PORT", "address to serve HTTP on; port 0 picks a free one") \
     X(workers, INT, "1", 1, 256, "N", "training jobs running at once (one worker process each)")  \
     X(threads, INT, "0", 0, 1024, "N", "compute threads per worker and for inference; 0 = all cores") \
@@ -33,6 +34,7 @@
 typedef struct {
     char *model;           /* base model directory (owned) */
     char *data_dir;        /* state directory (owned) */
+    char *store;           /* PostgreSQL URL, or NULL: SQLite at <data_dir>/hlpt.db (owned) */
     char *listen;          /* "host:port" as given (owned) */
     char *listen_host;     /* its host part, brackets of an IPv6 address removed (owned) */
     int listen_port;       /* its port, 0 = any free port */

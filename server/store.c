@@ -1,6 +1,6 @@
 /*
  * store.c - see store.h: the store's interface and its row types, over a backend
- * (store_backend.h; SQLite today, store_sqlite.c).
+ * (store_backend.h: SQLite, store_sqlite.c, or PostgreSQL, store_pg.c).
  *
  * DESIGN
  * Each row type is described once, as a table of its columns: the SQL name, the kind of value
@@ -599,15 +599,26 @@ static int need_blob(hlptd_store *st, const char *sha256, int64_t bytes, char *w
 
 /* ---- open and close ------------------------------------------------------------------------- */
 
-int hlptd_store_open_at(hlptd_store **out, const char *path, int version, hlptd_blobs *blobs, char *why, size_t len) {
+int hlptd_store_is_pg(const char *where) {
+    return !strncmp(where, "postgres://", strlen("postgres://")) ||
+           !strncmp(where, "postgresql://", strlen("postgresql://"));
+}
+
+static const hlptd_store_backend *backend_of(const char *where) {
+    return hlptd_store_is_pg(where) ? &hlptd_store_pg : &hlptd_store_sqlite;
+}
+
+void hlptd_store_describe(const char *where, char *out, size_t cap) { backend_of(where)->describe(where, out, cap); }
+
+int hlptd_store_open_at(hlptd_store **out, const char *where, int version, hlptd_blobs *blobs, char *why, size_t len) {
     *out = NULL;
     if (!blobs) return hlpt_why(why, len, HLPT_ERR_INVAL, "the store needs its blob folder");
     if (version < 0) return hlpt_why(why, len, HLPT_ERR_INVAL, "no schema version %d", version);
     hlptd_store *st = calloc(1, sizeof *st);
     if (!st) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-    st->be = &hlptd_store_sqlite;
+    st->be = backend_of(where);
     st->blobs = blobs;
-    int err = st->be->open(path, version, blobs, &st->db, why, len);
+    int err = st->be->open(where, version, blobs, &st->db, why, len);
     if (err) {
         free(st);
         return err;
@@ -616,8 +627,8 @@ int hlptd_store_open_at(hlptd_store **out, const char *path, int version, hlptd_
     return HLPT_OK;
 }
 
-int hlptd_store_open(hlptd_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len) {
-    return hlptd_store_open_at(out, path, hlptd_migrations_count, blobs, why, len);
+int hlptd_store_open(hlptd_store **out, const char *where, hlptd_blobs *blobs, char *why, size_t len) {
+    return hlptd_store_open_at(out, where, hlptd_migrations_count, blobs, why, len);
 }
 
 void hlptd_store_close(hlptd_store *st) {
@@ -628,7 +639,7 @@ void hlptd_store_close(hlptd_store *st) {
     free(st);
 }
 
-int hlptd_store_check(const char *path, char *why, size_t len) { return hlptd_store_sqlite.check(path, why, len); }
+int hlptd_store_check(const char *where, char *why, size_t len) { return backend_of(where)->check(where, why, len); }
 
 int hlptd_store_damaged(const hlptd_store *st) { return st && st->be->damaged(st->db); }
 
@@ -869,8 +880,8 @@ int hlptd_store_event_page(hlptd_store *st, const char *job_id, const char *afte
 
 int hlptd_store_job_rewind(hlptd_store *st, const char *job_id, int64_t step, char *why, size_t len) {
     char type[160], at[160], sql[512];
-    st->be->json_field(type, sizeof type, "data", "type");
-    st->be->json_field(at, sizeof at, "data", "step");
+    st->be->json_field(type, sizeof type, "data", "type", HLPTD_DB_TEXT);
+    st->be->json_field(at, sizeof at, "data", "step", HLPTD_DB_INT);
     snprintf(sql, sizeof sql, "DELETE FROM job_events WHERE job_id = ?1 AND %s = 'progress' AND %s > ?2", type, at);
     int err = run(st, "DELETE FROM metrics WHERE job_id = ?1 AND step > ?2", ARGS(v_text(job_id), v_int(step)), NULL,
                   why, len);
@@ -901,8 +912,8 @@ int hlptd_store_metric_list(hlptd_store *st, const char *job_id, int64_t since_s
     col_list(&metric_t, cols, sizeof cols);
     snprintf(sql, sizeof sql, "SELECT %s FROM metrics WHERE job_id = ?1 AND step > ?2 ORDER BY step LIMIT ?3", cols);
     hlptd_db_stmt *s;
-    int err = st->be->prepare(st->db, sql, ARGS(v_text(job_id), v_int(since_step), v_int(limit < 0 ? -1 : limit)), &s,
-                              why, len), rc;
+    int err = st->be->prepare(st->db, sql, ARGS(v_text(job_id), v_int(since_step), v_int(limit < 0 ? INT64_MAX : limit)),
+                              &s, why, len), rc;
     if (err) return err;
     /* Metrics hold no strings: one array of rows, not an array of pointers. */
     hlptd_metric *v = NULL;

@@ -8,20 +8,25 @@
  * against the row's. A blob that no row names any more once a delete commits is removed then, and
  * hlptd_store_blob_sweep removes those that a crash left unnamed.
  *
- * One interface, one backend beneath it: store.c describes each row type once (a table of its
+ * One interface, two backends beneath it: store.c describes each row type once (a table of its
  * columns) and builds every read, list, page, insert and free from that table; the database
- * itself is reached through a small table of functions (store_backend.h), today SQLite
- * (store_sqlite.c: WAL mode, foreign keys on, a busy timeout, and the schema's migrations).
+ * itself is reached through a small table of functions (store_backend.h). Where the store is
+ * picks the backend: a file is SQLite (store_sqlite.c: WAL mode, foreign keys on, a busy timeout,
+ * and the schema's migrations), the default at <data-dir>/hlpt.db; a URL postgres://… or
+ * postgresql://… is PostgreSQL (store_pg.c, over libpq: the same tables and version numbers, its
+ * own migrations). The blobs stay files in the data directory either way.
  *
  * Threading: a store handle has exactly one owner thread. In hlptd that is the libuv loop thread
  * (server/loop.c), which is the database's only writer; HTTP threads never call these functions,
  * they hand a request to the loop (server/http.h, hlptd_req_defer). Worker processes report over
  * their pipes and the loop writes what they report. Tests may use a store from their own thread.
  *
- * Migrations: compiled into the binary from migrations/NNNN_name.sql (tools/gen-migrations.sh),
- * applied in order at open, one transaction each; the schema's version is the last one applied.
- * Where a migration needs more than SQL (moving the bytes a database of version 4 or older holds
- * out into blobs), the backend runs a C step in the same transaction.
+ * Migrations: compiled into the binary from migrations/NNNN_name.sql (SQLite) and
+ * migrations/pg/NNNN_name.sql (PostgreSQL) by tools/gen-migrations.sh, applied in order at open,
+ * one transaction each; the schema's version is the last one applied. Both end at the same
+ * number. Where a migration needs more than SQL (moving the bytes a database of version 4 or older
+ * holds out into blobs), the SQLite backend runs a C step in the same transaction; a PostgreSQL
+ * store starts at version 5, the first without bytes in the database.
  *
  * Rows come back as plain structs with owned strings (free with the matching _free); times are
  * Unix seconds; JSON columns are compact JSON text (NULL when absent). Lists page in insertion
@@ -58,31 +63,44 @@ typedef struct hlptd_store hlptd_store;
 /* Writes prefix + 24 random base62 characters into out[HLPTD_ID_MAX]. Any thread. */
 int hlptd_id_new(char out[HLPTD_ID_MAX], const char *prefix);
 
-/* One embedded migration of the SQLite schema; the table is generated from migrations/ at build
- * time. */
+/* One embedded migration; the tables are generated from migrations/ (SQLite's) and migrations/pg/
+ * (PostgreSQL's) at build time. */
 typedef struct {
-    int version;      /* NNNN of the file name; the table holds 1..count in order */
+    int version;      /* NNNN of the file name; SQLite's table holds 1..count in order, PostgreSQL's
+                         from its first version to SQLite's last */
     const char *name; /* "0001_init" */
     const char *sql;  /* the file's text */
 } hlptd_migration;
 extern const hlptd_migration hlptd_migrations[];
 extern const int hlptd_migrations_count;
+extern const hlptd_migration hlptd_pg_migrations[];
+extern const int hlptd_pg_migrations_count;
 
-/* Opens (creating if needed) the database at path (borrows) and migrates it to the newest version.
- * blobs (borrowed; must outlive the store) is where the rows' blobs live: inserts check them,
- * deletes remove those no row names any more, and a migration moves bytes out into it. A database
- * newer than this binary is refused (HLPT_ERR_UNSUPPORTED). *out is owned: close it with
- * hlptd_store_close; NULL on failure. */
-int hlptd_store_open(hlptd_store **out, const char *path, hlptd_blobs *blobs, char *why, size_t len);
-/* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. */
-int hlptd_store_open_at(hlptd_store **out, const char *path, int version, hlptd_blobs *blobs, char *why,
+/* 1 when `where` names a PostgreSQL store (starts with postgres:// or postgresql://). */
+int hlptd_store_is_pg(const char *where);
+/* Writes into out[cap] how messages name the store at `where` (borrows): the file, or the
+ * PostgreSQL server's host, port, database and user; never a password. Any thread. */
+void hlptd_store_describe(const char *where, char *out, size_t cap);
+
+/* Opens the store at `where` (borrows): a database file (SQLite, created if needed) or a libpq URL
+ * postgres://… or postgresql://… (PostgreSQL; the database must exist, its tables are made), and
+ * migrates it to the newest version. blobs (borrowed; must outlive the store) is where the rows'
+ * blobs live: inserts check them, deletes remove those no row names any more, and a migration
+ * moves bytes out into it. A database newer than this binary is refused (HLPT_ERR_UNSUPPORTED); a
+ * URL libpq cannot read is HLPT_ERR_INVAL, a server that cannot be reached HLPT_ERR_DB, why naming
+ * its host (hlptd_store_describe). *out is owned: close it with hlptd_store_close; NULL on failure. */
+int hlptd_store_open(hlptd_store **out, const char *where, hlptd_blobs *blobs, char *why, size_t len);
+/* The same, migrating only up to `version` (0 = empty schema); for tests of the migrations. A
+ * PostgreSQL store has no version between 0 and its first (HLPT_ERR_UNSUPPORTED). */
+int hlptd_store_open_at(hlptd_store **out, const char *where, int version, hlptd_blobs *blobs, char *why,
                        size_t len);
 /* A transaction left open is rolled back. NULL is fine. */
 void hlptd_store_close(hlptd_store *st);
-/* Checks an existing database file (borrows path) with PRAGMA quick_check before anything opens it
- * for writing: HLPT_OK when it is sound or does not exist yet; HLPT_ERR_DB when it is damaged, why
- * saying what SQLite found and how to recover (docs/faults.md). Any thread. */
-int hlptd_store_check(const char *path, char *why, size_t len);
+/* Checks the store at `where` (borrows) before anything opens it for writing. A database file: with
+ * PRAGMA quick_check, HLPT_OK when it is sound or does not exist yet; HLPT_ERR_DB when it is
+ * damaged, why saying what SQLite found and how to recover (docs/faults.md). A URL: HLPT_ERR_INVAL
+ * when libpq cannot read it. Any thread. */
+int hlptd_store_check(const char *where, char *why, size_t len);
 /* Calls fn(ctx) on the store's thread when the database finds the disk full; when fn returns 1
  * (it made room), the statement, or the whole transaction, is tried once more. hlptd frees its
  * space reserve there (docs/faults.md). */

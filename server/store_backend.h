@@ -5,9 +5,11 @@
  *
  * store.c writes its SQL once for every backend: the common subset of SQLite and PostgreSQL, with
  * numbered parameters `?1`, `?2`, … (a backend whose driver spells them otherwise rewrites them in
- * prepare) and the one JSON lookup it needs taken from the backend (json_field). The schema and
- * its migrations are the backend's own, applied by its open. Today's backend is SQLite
- * (store_sqlite.c).
+ * prepare) and the one JSON lookup it needs taken from the backend (json_field). Integers are
+ * 64-bit, reals doubles, booleans only the results of comparisons, `LIMIT` a bound parameter (no
+ * negative "no limit": INT64_MAX). The schema and its migrations are the backend's own, applied by
+ * its open, with the same tables, columns, constraints and version numbers in each. The backends are
+ * SQLite (store_sqlite.c; `where` is a file) and PostgreSQL (store_pg.c; `where` is a libpq URL).
  *
  * Threading: a connection and its statements belong to the store's owner thread.
  */
@@ -33,9 +35,11 @@ typedef struct {
 } hlptd_db_val;
 
 typedef struct {
-    const char *name; /* "sqlite" */
+    const char *name; /* "sqlite", "postgres" */
     /* Checks a database before anything writes to it (see hlptd_store_check). */
     int (*check)(const char *where, char *why, size_t len);
+    /* Writes into out[cap] how messages name the database at `where`, without a password. */
+    void (*describe)(const char *where, char *out, size_t cap);
     /* Opens the database at `where` and applies its migrations up to `version` (-1: all), moving
      * bytes the old schema held into blobs where a migration asks for it. */
     int (*open)(const char *where, int version, hlptd_blobs *blobs, hlptd_db **out, char *why, size_t len);
@@ -65,10 +69,12 @@ typedef struct {
 
     /* Writes into out[cap] an SQL expression for the value under `key` in the JSON text of
      * `column` (both SQL names, not user input), NULL where the text is not JSON or has no such
-     * key; it compares with a bound parameter of the value's type. */
-    void (*json_field)(char *out, size_t cap, const char *column, const char *key);
+     * key; it compares with a literal or a bound parameter of type `type` (HLPTD_DB_TEXT, or
+     * HLPTD_DB_INT or HLPTD_DB_REAL for a JSON number). */
+    void (*json_field)(char *out, size_t cap, const char *column, const char *key, hlptd_db_type type);
 } hlptd_store_backend;
 
 extern const hlptd_store_backend hlptd_store_sqlite;
+extern const hlptd_store_backend hlptd_store_pg;
 
 #endif

@@ -115,7 +115,8 @@ static void sq_finalize(hlptd_db_stmt *st) {
     free(st);
 }
 
-static void sq_json_field(char *out, size_t cap, const char *column, const char *key) {
+static void sq_json_field(char *out, size_t cap, const char *column, const char *key, hlptd_db_type type) {
+    (void)type; /* json_extract gives a number as a number, text as text */
     /* json_extract raises an error on text that is not JSON: such a row simply has no field. */
     snprintf(out, cap, "(CASE WHEN json_valid(%s) THEN json_extract(%s, '$.%s') END)", column, column, key);
 }
@@ -290,6 +291,8 @@ fail:
     return err;
 }
 
+static void sq_describe(const char *path, char *out, size_t cap) { snprintf(out, cap, "database %s", path); }
+
 static int sq_damaged(const hlptd_db *db) { return db && atomic_load(&db->damaged); }
 
 static int sq_check(const char *path, char *why, size_t len) {
@@ -325,6 +328,7 @@ static int sq_check(const char *path, char *why, size_t len) {
 const hlptd_store_backend hlptd_store_sqlite = {
     .name = "sqlite",
     .check = sq_check,
+    .describe = sq_describe,
     .open = sq_open,
     .close = sq_close,
     .version = sq_version,

@@ -13,7 +13,25 @@ failed=0
 skipped=0
 failed_names=""
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# One PostgreSQL server for the whole run (tests/pg.sh), when its programs are installed and none
+# is named already: the store's suites run against it too (HLPT_TEST_PG_URL), each test in a
+# database of its own. It stops, and its directory goes, when the run ends.
+pg_url=""
+if [ -z "$HLPT_TEST_PG_URL" ] && tests/pg.sh available; then
+    if pg_url=$(tests/pg.sh start 2>"$log"); then
+        export HLPT_TEST_PG_URL="$pg_url"
+        echo "PostgreSQL for the store's tests: $pg_url"
+    else
+        echo "FAIL tests/pg.sh start:"; cat "$log"
+        pg_url=""
+        failed=1
+        failed_names=" tests/pg.sh"
+    fi
+elif [ -z "$HLPT_TEST_PG_URL" ]; then
+    echo "no PostgreSQL server programs (tools/install-deps.sh installs them): the store's PostgreSQL tests skip"
+fi
+trap 'rm -f "$log"; [ -n "$pg_url" ] && tests/pg.sh stop "$pg_url"' EXIT
+trap 'exit 130' INT TERM
 
 for t in $(find "$BUILD/tests" -type f -perm -u+x 2>/dev/null | sort); do
     if "$t" >"$log" 2>&1; then st=0; else st=1; fi

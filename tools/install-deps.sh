@@ -1,11 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages hlpt builds and tests with (chromium and a font: the dashboard's browser
-# test, tests/node/test_dashboard.mjs), when any is missing. Safe to run often:
+# test, tests/node/test_dashboard.mjs; postgresql: the server tests/pg.sh starts for the store's
+# PostgreSQL backend), when any is missing. Safe to run often:
 # it asks apt only when dpkg says something is absent.
 set -e
 PKGS="build-essential pkg-config clang libmicrohttpd-dev libuv1-dev libcjson-dev libopenblas-dev
-      libsqlite3-dev check libpcre2-dev libcurl4-openssl-dev libdnnl-dev python3 curl wordnet-base
-      chromium fonts-liberation"
+      libsqlite3-dev libpq-dev check libpcre2-dev libcurl4-openssl-dev libdnnl-dev python3 curl wordnet-base
+      chromium fonts-liberation postgresql"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -7,29 +7,101 @@ directory, talk HTTP to it, stop it. Python 3 standard library only.
     d.stop()                # SIGTERM; returns the exit code
 
 The binary is $HLPT_BUILD/hlptd (default build/hlptd), run from the repository root.
+
+PostgreSQL: Daemon(pg=True) keeps the store in a database of its own on the server that
+$HLPT_TEST_PG_URL names (tests/run.sh starts one with tests/pg.sh), made for it and dropped at
+cleanup(); a later Daemon on the same data directory opens the same database, as a restarted hlptd
+would. store_rows() and store_bytes() read the store whichever backend holds it.
 """
+import glob
 import http.client
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("HLPT_BUILD", "build")
 HLPTD = os.path.join(ROOT, BUILD, "hlptd") if not os.path.isabs(BUILD) else os.path.join(BUILD, "hlptd")
 MODEL = os.path.join(ROOT, "tests", "fixtures", "llama2-mha-f32")
+PG_URL = os.environ.get("HLPT_TEST_PG_URL") or None
+PG_SKIP = "HLPT_TEST_PG_URL names no PostgreSQL server (tests/run.sh starts one with tests/pg.sh)"
+
+# The PostgreSQL database of each data directory that has one: {data_dir: URL}.
+_pg_databases = {}
+
+
+def psql(url, sql):
+    """Runs sql on the database at url with psql; returns its unaligned output."""
+    exe = shutil.which("psql") or (sorted(glob.glob("/usr/lib/postgresql/*/bin/psql")) or ["psql"])[-1]
+    r = subprocess.run([exe, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("psql: %s: %s" % (sql, r.stderr.strip()))
+    return r.stdout
+
+
+def pg_url_with_db(base, name):
+    """The server's URL with another database (the URL's path)."""
+    u = urllib.parse.urlsplit(base)
+    # Not urlunsplit: it drops the `//` of an empty host (postgresql:///db?host=/socket/dir).
+    return "%s://%s/%s%s" % (u.scheme, u.netloc, name, "?" + u.query if u.query else "")
+
+
+def pg_rows(url, query, args=()):
+    """Rows of a query as tuples; `?` in the query stands for each of args in turn (quoted here)."""
+    parts = query.split("?")
+    if len(parts) != len(args) + 1:
+        raise ValueError("%d `?` for %d arguments" % (len(parts) - 1, len(args)))
+    def literal(v):
+        return "NULL" if v is None else str(v) if isinstance(v, int) else "'%s'" % str(v).replace("'", "''")
+    text = parts[0] + "".join(literal(a) + p for a, p in zip(args, parts[1:]))
+    out = psql(url, "SELECT coalesce(json_agg(row_to_json(t)), '[]') FROM (%s) t" % text)
+    return [tuple(v for _, v in row) for row in json.loads(out, object_pairs_hook=list)]
+
+
+def store_rows(d, query, args=()):
+    """Rows of a query on the daemon's store: <data-dir>/hlpt.db read with sqlite3 (in WAL mode, a
+    reader in another process sees what the daemon committed), or its PostgreSQL database."""
+    if d.store_url:
+        return pg_rows(d.store_url, query, args)
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "hlpt.db"), uri=True, timeout=10)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def store_bytes(d):
+    """What the store takes on disk: SQLite's files, or PostgreSQL's tables with their indexes."""
+    if d.store_url:
+        return int(pg_rows(d.store_url, "SELECT coalesce(sum(pg_total_relation_size(oid)), 0) FROM pg_class "
+                                        "WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'")[0][0])
+    return sum(os.path.getsize(os.path.join(d.data_dir, n)) for n in os.listdir(d.data_dir) if n.startswith("hlpt.db"))
 
 
 class Daemon:
-    def __init__(self, data_dir=None, args=(), env=None, model=MODEL):
+    def __init__(self, data_dir=None, args=(), env=None, model=MODEL, pg=False):
         self._tmp = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hlptd-test-")
             data_dir = self._tmp.name
         self.data_dir = data_dir
+        # The store: --store URL of the data directory's database (a new one for pg=True), or SQLite.
+        self._pg_db = None
+        if pg and data_dir not in _pg_databases:
+            if not PG_URL:
+                raise RuntimeError(PG_SKIP)
+            self._pg_db = "hlpt_t" + uuid.uuid4().hex[:16]
+            psql(PG_URL, "CREATE DATABASE " + self._pg_db)
+            _pg_databases[data_dir] = pg_url_with_db(PG_URL, self._pg_db)
+        self.store_url = _pg_databases.get(data_dir)
         self.args = list(args)
         self.env = env
         self.model = model
@@ -46,9 +118,10 @@ class Daemon:
         env.pop("NOTIFY_SOCKET", None)
         env.update(self.env or {})
         self._log = open(self.log_path, "ab")
+        store = ["--store", self.store_url] if self.store_url else []
         self.proc = subprocess.Popen(
             [HLPTD, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--model", self.model,
-             "--log-level", "debug"] + self.args,
+             "--log-level", "debug"] + store + self.args,
             cwd=ROOT, stdout=self._log, stderr=self._log, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -131,6 +204,10 @@ class Daemon:
 
     def cleanup(self):
         self.kill()
+        if self._pg_db is not None:
+            del _pg_databases[self.data_dir]
+            psql(PG_URL, "DROP DATABASE %s WITH (FORCE)" % self._pg_db)
+            self._pg_db = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

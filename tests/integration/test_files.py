@@ -4,6 +4,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,15 +15,17 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hlptd import Daemon, wait_for  # noqa: E402
+from hlptd import PG_SKIP, PG_URL, Daemon, store_bytes, store_rows, wait_for  # noqa: E402
 
 PC = '{"prompt": "2+2=", "completion": " 4"}\n{"prompt": "3+3=", "completion": " 6"}\n'
 ALPACA = '{"instruction": "Say hi", "input": "", "output": "Hi"}\n'
 
 
 class FilesTest(unittest.TestCase):
+    pg = False  # FilesTestOnPostgres: the store in PostgreSQL (--store)
+
     def setUp(self):
-        self.d = Daemon()
+        self.d = Daemon(pg=self.pg)
         self.addCleanup(self.d.cleanup)
         self.d.start()
 
@@ -111,7 +114,7 @@ class FilesTest(unittest.TestCase):
         status, g = self.d.upload("twin.jsonl", big)
         self.assertEqual(status, 200, g)
         # The database holds metadata only.
-        self.assertLess(os.path.getsize(os.path.join(self.d.data_dir, "hlpt.db")), len(big) // 4)
+        self.assertLess(store_bytes(self.d), len(big) // 4)
         self.assertEqual(self.d.json("DELETE", "/v1/files/" + f["id"])[0], 200)
         self.assertTrue(os.path.exists(path), "the blob went while another file has its bytes")
         self.assertEqual(self.d.request("GET", "/v1/files/%s/content" % g["id"])[2], big)
@@ -202,6 +205,38 @@ class FilesTest(unittest.TestCase):
         self.assertIn("in use by another hlptd", str(cm.exception))
         # The first one still answers and still has its port file.
         self.assertEqual(self.d.json("GET", "/health")[0], 200)
+
+
+@unittest.skipUnless(PG_URL, PG_SKIP)
+class FilesTestOnPostgres(FilesTest):
+    """FilesTest with the store in PostgreSQL, and what only PostgreSQL has: a server that is not
+    there fails the start, naming it."""
+
+    pg = True
+
+    def test_unreachable_server_fails_start(self):
+        url = "postgresql://hlpt:s3cretpw@127.0.0.1:1/hlpt"
+        d = Daemon(data_dir=self.d.data_dir + "-other", args=["--store", url])
+        os.mkdir(d.data_dir)
+        self.addCleanup(shutil.rmtree, d.data_dir)
+        self.addCleanup(d.kill)
+        with self.assertRaises(RuntimeError) as cm:
+            d.start(timeout=10)
+        self.assertEqual(d.proc.returncode, 1)
+        self.assertIn("cannot connect to the store, PostgreSQL database hlpt on 127.0.0.1 port 1", str(cm.exception))
+        self.assertNotIn("s3cretpw", str(cm.exception))
+        # HLPTD_STORE says the same.
+        d = Daemon(data_dir=self.d.data_dir + "-other", env={"HLPTD_STORE": url})
+        self.addCleanup(d.kill)
+        with self.assertRaises(RuntimeError) as cm:
+            d.start(timeout=10)
+        self.assertIn("127.0.0.1 port 1", str(cm.exception))
+
+    def test_store_is_in_postgres(self):
+        status, f = self.d.upload("pg.jsonl", PC)
+        self.assertEqual(status, 200, f)
+        self.assertFalse(os.path.exists(os.path.join(self.d.data_dir, "hlpt.db")))
+        self.assertEqual(store_rows(self.d, "SELECT id, bytes FROM files"), [(f["id"], len(PC))])
 
 
 class LimitsTest(unittest.TestCase):

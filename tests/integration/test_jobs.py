@@ -7,19 +7,21 @@ Jobs train the tiny fixture model (tests/fixtures/llama2-mha-f32) on a few text 
 runs a few hundred steps (about a second or two) so that it can be interrupted while it runs. Runs
 that are interrupted are compared byte for byte with one uninterrupted run of the same job (same
 seed, same data), made once for the whole file.
+
+Every test of JobsTest runs again in JobsTestOnPostgres, with the store in PostgreSQL (--store; see
+hlptd.py), against the same reference run.
 """
 import hashlib
 import http.client
 import json
 import os
 import signal
-import sqlite3
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hlptd import Daemon, wait_for  # noqa: E402
+from hlptd import PG_SKIP, PG_URL, Daemon, store_bytes, store_rows, wait_for  # noqa: E402
 
 JOBS = "/v1/fine_tuning/jobs"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -99,16 +101,6 @@ def checkpoints(d, job_id):
     return page["data"]
 
 
-def store_rows(d, query, args=()):
-    """Rows of a query on <data-dir>/hlpt.db, read with sqlite3 (the store runs in WAL mode, so a
-    reader in another process sees what the daemon committed)."""
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "hlpt.db"), uri=True, timeout=10)
-    try:
-        return db.execute(query, args).fetchall()
-    finally:
-        db.close()
-
-
 def blob_path(data_dir, sha256):
     return os.path.join(data_dir, "blobs", "sha256", sha256[:2], sha256)
 
@@ -149,12 +141,9 @@ def adapter_weights(d, name):
 def get_job_in_store(d, job_id):
     """(status, highest stored checkpoint step or 0) of a job, read from the store while no daemon
     runs on it."""
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, "hlpt.db"), uri=True, timeout=10)
-    try:
-        return db.execute("SELECT status, (SELECT coalesce(max(step), 0) FROM checkpoints WHERE job_id = ?) "
-                          "FROM jobs WHERE id = ?", (job_id, job_id)).fetchone()
-    finally:
-        db.close()
+    rows = store_rows(d, "SELECT status, (SELECT coalesce(max(step), 0) FROM checkpoints WHERE job_id = ?) "
+                         "FROM jobs WHERE id = ?", (job_id, job_id))
+    return rows[0] if rows else None
 
 
 def children(pid):
@@ -244,10 +233,12 @@ def create(d, training_file, hp, method=None, seed=None, **extra):
 
 class DaemonCase:
     """A TestCase mixin: daemons started through it are stopped, and their workers reaped (none is
-    left), even when the test fails."""
+    left), even when the test fails. A class with pg = True keeps their stores in PostgreSQL."""
+
+    pg = False
 
     def daemon(self, data_dir=None, args=(), workers=1, log_path=None):
-        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + DAEMON_ARGS + list(args))
+        d = Daemon(data_dir=data_dir, args=["--workers", str(workers)] + DAEMON_ARGS + list(args), pg=self.pg)
         if log_path:
             d.log_path = log_path
         self.addCleanup(d.cleanup)
@@ -401,14 +392,22 @@ class JobsTest(DaemonCase, unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(d.data_dir, "jobs")))
         # The database keeps metadata only: no value in it is a BLOB or large, and the file stays small.
         for table in ("files", "jobs", "job_events", "metrics", "checkpoints", "adapters"):
+            if d.store_url:
+                cols = store_rows(d, "SELECT column_name, data_type FROM information_schema.columns "
+                                     "WHERE table_schema = current_schema() AND table_name = ?", (table,))
+                self.assertTrue(cols, table)
+                self.assertNotIn("bytea", [t for _, t in cols], "%s holds bytes" % table)
+                longest = store_rows(d, "SELECT %s FROM %s" % (", ".join(
+                    "coalesce(max(octet_length(%s::text)), 0)" % c for c, _ in cols), table))[0]
+                for (col, _), n in zip(cols, longest):
+                    self.assertLess(n, 16384, "%s.%s holds %d bytes" % (table, col, n))
+                continue
             for (col,) in store_rows(d, "SELECT name FROM pragma_table_info('%s')" % table):
                 blobs, longest = store_rows(d, "SELECT count(CASE WHEN typeof(%s) = 'blob' THEN 1 END), "
                                                "coalesce(max(length(CAST(%s AS BLOB))), 0) FROM %s" % (col, col, table))[0]
                 self.assertEqual(blobs, 0, "%s.%s holds BLOBs" % (table, col))
                 self.assertLess(longest, 16384, "%s.%s holds %d bytes" % (table, col, longest))
-        db_bytes = sum(os.path.getsize(os.path.join(d.data_dir, n)) for n in os.listdir(d.data_dir)
-                       if n.startswith("hlpt.db"))
-        self.assertLess(db_bytes, 8 << 20)
+        self.assertLess(store_bytes(d), 8 << 20)
 
     # 2 ----------------------------------------------------------------------------------------
     def test_validation_errors(self):
@@ -722,6 +721,14 @@ class JobsTest(DaemonCase, unittest.TestCase):
         lines = [l for l in body.decode().splitlines() if l.startswith("data: ")]
         self.assertEqual(lines[-1], "data: [DONE]")
         self.assertEqual(len(lines) - 1, len(got))
+
+
+@unittest.skipUnless(PG_URL, PG_SKIP)
+class JobsTestOnPostgres(JobsTest):
+    """JobsTest with the store in PostgreSQL: the same lives of jobs, kills and restarts, and the
+    same adapters, byte for byte."""
+
+    pg = True
 
 
 if __name__ == "__main__":

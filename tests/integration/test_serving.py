@@ -19,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers_cli import cpu_has_bf16  # noqa: E402
-from hlptd import BUILD, MODEL, ROOT, Daemon, multipart  # noqa: E402
+from hlptd import BUILD, MODEL, PG_SKIP, PG_URL, ROOT, Daemon, multipart  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 HLPT = os.path.join(ROOT, BUILD, "hlpt") if not os.path.isabs(BUILD) else os.path.join(BUILD, "hlpt")
@@ -64,9 +64,11 @@ def sse_events(d, path, body, timeout=30):
 
 
 class ServingTest(unittest.TestCase):
+    pg = False  # ServingTestOnPostgres: the store in PostgreSQL (--store)
+
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon()
+        cls.d = Daemon(pg=cls.pg)
         try:
             cls.d.start()
         except Exception:
@@ -551,6 +553,14 @@ class ServingTest(unittest.TestCase):
         self.assertEqual(self.greedy("base", "Hello"), offline("Hello"))
         status, _, data = self.d.request("GET", "/metrics")
         self.assertIn("hlpt_queue_depth 0", data.decode())
+
+
+@unittest.skipUnless(PG_URL, PG_SKIP)
+class ServingTestOnPostgres(ServingTest):
+    """ServingTest with the store in PostgreSQL: adapters imported, listed, served (the inference
+    thread's own store connection) and deleted there."""
+
+    pg = True
 
 
 class DtypeTest(unittest.TestCase):

@@ -35,6 +35,7 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.threads, 0);
     ck_assert_int_eq(c.dtype, HLPT_BASE_AUTO);
     ck_assert_ptr_null(c.api_key_file);
+    ck_assert_ptr_null(c.store); /* SQLite in the data directory */
     ck_assert_uint_eq(c.max_body_bytes, (size_t)1 << 30);
     ck_assert_uint_eq(c.max_upload_bytes, (size_t)64 << 30);
     ck_assert_int_eq(c.log_level, HLPTD_LOG_INFO);
@@ -191,6 +192,38 @@ START_TEST(test_dtype) {
 }
 END_TEST
 
+/* --store takes a PostgreSQL URL from a flag, HLPTD_STORE or the file; anything else is refused
+ * without repeating the value, which may hold a password. */
+START_TEST(test_store) {
+    hlptd_settings c;
+    char *const env[] = {"HLPTD_STORE=postgresql://hlpt:pw@db:5432/hlpt", NULL};
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--model", "/m", "--data-dir", "/d"),
+                                         ARGV("--model", "/m", "--data-dir", "/d"), env, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_str_eq(c.store, "postgresql://hlpt:pw@db:5432/hlpt");
+    hlptd_settings_free(&c);
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--model", "/m", "--data-dir", "/d", "--store", "postgres:///x"),
+                                         ARGV("--model", "/m", "--data-dir", "/d", "--store", "postgres:///x"), env, why,
+                                         sizeof why),
+                     HLPT_OK);
+    ck_assert_str_eq(c.store, "postgres:///x");
+    hlptd_settings_free(&c);
+    ck_assert_int_eq(hlptd_settings_load(&c, ARGC("--model", "/m", "--data-dir", "/d", "--store", "mysql://u:s3cret@h/d"),
+                                         ARGV("--model", "/m", "--data-dir", "/d", "--store", "mysql://u:s3cret@h/d"), NULL,
+                                         why, sizeof why),
+                     HLPT_ERR_INVAL);
+    ck_assert_msg(strstr(why, "--store") && strstr(why, "postgres://") && !strstr(why, "s3cret"), "%s", why);
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    hlptd_settings_usage(f);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(buf, "--store URL"));
+    ck_assert_ptr_nonnull(strstr(buf, "HLPTD_STORE"));
+    free(buf);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
@@ -198,6 +231,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_precedence);
     tcase_add_test(tc, test_errors_name_the_option);
     tcase_add_test(tc, test_dtype);
+    tcase_add_test(tc, test_store);
     tcase_add_test(tc, test_required_and_help);
     tcase_add_test(tc, test_listen_forms);
     suite_add_tcase(s, tc);

@@ -1,13 +1,22 @@
 /* The store: migrations from scratch and from every earlier version (old BLOBs moved out into
  * blobs), CRUD of every table, ids, job state moves, transactions, and the blobs that rows name:
- * inserts need them, deletes remove those no row names any more, the sweep removes orphans. */
+ * inserts need them, deletes remove those no row names any more, the sweep removes orphans.
+ *
+ * Every test of the store's behaviour runs twice: on SQLite (a file in a temporary directory) and,
+ * when HLPT_TEST_PG_URL names a PostgreSQL server (tests/run.sh starts one with tests/pg.sh), on
+ * PostgreSQL, each test in a database of its own, created for it and dropped after. The
+ * migrations from SQLite's older schemas, which PostgreSQL never had, run on SQLite only; the
+ * PostgreSQL schema is compared with SQLite's, table by table. */
 #include "store.h"
 
 #include <dirent.h>
+#include <libpq-fe.h>
 #include <math.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,12 +26,48 @@
 static char dir[64], path[128];
 static char why[512];
 static hlptd_blobs *blobs;
+/* The store the test opens: `path` (SQLite), or the URL of the test's PostgreSQL database. */
+static char where[1024];
+static char pg_db[32]; /* the test's PostgreSQL database, "" on SQLite */
 
 static void setup(void) {
     snprintf(dir, sizeof dir, "/tmp/hlpt-store-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/hlpt.db", dir);
+    snprintf(where, sizeof where, "%s", path);
+    pg_db[0] = 0;
     ck_assert_int_eq(hlptd_blobs_open(dir, 1, &blobs, why, sizeof why), HLPT_OK);
+}
+
+/* The server's URL with another database: the path between the authority and the query. */
+static void url_with_db(const char *base, const char *db, char *out, size_t cap) {
+    const char *auth = strstr(base, "://");
+    ck_assert_ptr_nonnull(auth);
+    auth += 3;
+    const char *p = auth + strcspn(auth, "/?"), *q = p + strcspn(p, "?");
+    snprintf(out, cap, "%.*s/%s%s", (int)(p - base), base, db, q);
+}
+
+/* Runs one statement on the server's own database (HLPT_TEST_PG_URL). */
+static void pg_admin(const char *text) {
+    PGconn *c = PQconnectdb(getenv("HLPT_TEST_PG_URL"));
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    PGresult *r = PQexec(c, text);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", text, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* The same directory for blobs, and a new PostgreSQL database as the store. */
+static void setup_pg(void) {
+    setup();
+    unsigned char r[8];
+    ck_assert_int_eq(getrandom(r, sizeof r, 0), (ssize_t)sizeof r);
+    snprintf(pg_db, sizeof pg_db, "hlpt_t%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    char q[96];
+    snprintf(q, sizeof q, "CREATE DATABASE %s", pg_db);
+    pg_admin(q);
+    url_with_db(getenv("HLPT_TEST_PG_URL"), pg_db, where, sizeof where);
 }
 
 static void teardown(void) {
@@ -31,6 +76,11 @@ static void teardown(void) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);
+    if (pg_db[0]) {
+        snprintf(cmd, sizeof cmd, "DROP DATABASE %s WITH (FORCE)", pg_db);
+        pg_admin(cmd);
+        pg_db[0] = 0;
+    }
 }
 
 /* Stores bytes as a blob; sha gets its name. */
@@ -74,8 +124,40 @@ static hlptd_file *add_file(hlptd_store *st, const char *name, const char *conte
     return f;
 }
 
+/* A PostgreSQL query's rows as text, a line a row and a tab between columns, from an independent
+ * connection; NULL is "". Owned. */
+static char *pg_rows(const char *url, const char *query) {
+    PGconn *c = PQconnectdb(url);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    PGresult *r = PQexec(c, query);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", query,
+                  PQerrorMessage(c));
+    size_t cap = 1 << 16, n = 0;
+    char *out = calloc(1, cap);
+    for (int i = 0; i < PQntuples(r); i++)
+        for (int k = 0; k < PQnfields(r); k++) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", PQgetvalue(r, i, k), k + 1 < PQnfields(r) ? "\t" : "\n");
+            ck_assert_uint_lt(n, cap);
+        }
+    PQclear(r);
+    PQfinish(c);
+    return out;
+}
+
+/* PostgreSQL's schema as text: every column, constraint and index of the store's tables, sorted. */
+#define PG_SCHEMA                                                                                        \
+    "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable ||"    \
+    " ' ' || coalesce(column_default, '') || ' ' || is_identity FROM information_schema.columns"          \
+    " WHERE table_schema = current_schema()"                                                              \
+    " UNION ALL SELECT 'constraint ' || conrelid::regclass || ' ' || pg_get_constraintdef(oid) FROM pg_constraint" \
+    " WHERE connamespace = current_schema()::regnamespace"                                               \
+    " UNION ALL SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = current_schema()"         \
+    " UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace" \
+    " ORDER BY 1"
+
 /* The schema as text: every table's and index's SQL, sorted, from an independent connection. */
 static char *schema_of(const char *db_path) {
+    if (hlptd_store_is_pg(db_path)) return pg_rows(db_path, PG_SCHEMA);
     sqlite3 *db;
     ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
     sqlite3_stmt *s;
@@ -97,6 +179,10 @@ static char *schema_of(const char *db_path) {
 }
 
 static void sql(const char *db_path, const char *text) {
+    if (hlptd_store_is_pg(db_path)) {
+        free(pg_rows(db_path, text));
+        return;
+    }
     sqlite3 *db;
     char *msg = NULL;
     ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
@@ -106,6 +192,14 @@ static void sql(const char *db_path, const char *text) {
 
 /* A text value of one row from an independent connection ("" for NULL). */
 static void sql_text(const char *db_path, const char *query, char *out, size_t cap) {
+    if (hlptd_store_is_pg(db_path)) {
+        char *rows = pg_rows(db_path, query);
+        ck_assert_msg(rows[0], "%s: no row", query);
+        rows[strcspn(rows, "\t\n")] = 0;
+        snprintf(out, cap, "%s", rows);
+        free(rows);
+        return;
+    }
     sqlite3 *db;
     sqlite3_stmt *s;
     ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
@@ -131,27 +225,38 @@ START_TEST(test_migrations_table) {
                                                                         : strstr(hlptd_migrations[i].sql, "ALTER"));
     }
     ck_assert_str_eq(hlptd_migrations[0].name, "0001_init");
+    /* PostgreSQL's follow each other up to SQLite's last: one schema version for both. */
+    ck_assert_int_ge(hlptd_pg_migrations_count, 1);
+    for (int i = 1; i < hlptd_pg_migrations_count; i++)
+        ck_assert_int_eq(hlptd_pg_migrations[i].version, hlptd_pg_migrations[i - 1].version + 1);
+    ck_assert_int_eq(hlptd_pg_migrations[hlptd_pg_migrations_count - 1].version, hlptd_migrations_count);
 }
 END_TEST
 
 START_TEST(test_migrate_from_scratch) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlptd_store_version(st), hlptd_migrations_count);
     hlptd_store_close(st);
     /* Opening again applies nothing and changes nothing. */
-    char *before = schema_of(path);
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    char *before = schema_of(where);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_store_close(st);
-    char *after = schema_of(path);
+    char *after = schema_of(where);
     ck_assert_str_eq(before, after);
-    ck_assert_ptr_nonnull(strstr(after, "CREATE TABLE \"files\""));
-    ck_assert_ptr_nonnull(strstr(after, "CREATE INDEX job_events_by_job"));
-    /* No table holds artefact bytes. */
-    ck_assert_ptr_null(strstr(after, "BLOB"));
+    if (pg_db[0]) {
+        ck_assert_ptr_nonnull(strstr(after, "column files.seq bigint NO"));
+        ck_assert_ptr_nonnull(strstr(after, "CREATE INDEX job_events_by_job"));
+        ck_assert_ptr_null(strstr(after, "bytea"));
+    } else {
+        ck_assert_ptr_nonnull(strstr(after, "CREATE TABLE \"files\""));
+        ck_assert_ptr_nonnull(strstr(after, "CREATE INDEX job_events_by_job"));
+        /* No table holds artefact bytes. */
+        ck_assert_ptr_null(strstr(after, "BLOB"));
+    }
     free(before);
     free(after);
-    ck_assert_int_eq(hlptd_store_open(&st, path, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_open(&st, where, NULL, why, sizeof why), HLPT_ERR_INVAL);
 }
 END_TEST
 
@@ -173,18 +278,18 @@ static void old_rows(const char *db_path) {
  * as a fresh one. */
 START_TEST(test_migrate_from_each_version) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_store_close(st);
     char *fresh = schema_of(path);
     teardown();
     for (int v = 0; v < hlptd_migrations_count; v++) {
         setup();
-        ck_assert_int_eq(hlptd_store_open_at(&st, path, v, blobs, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_open_at(&st, where, v, blobs, why, sizeof why), HLPT_OK);
         ck_assert_int_eq(hlptd_store_version(st), v);
         hlptd_store_close(st);
         int rows = v >= 1 && v <= 4; /* the schemas that held bytes */
         if (rows) old_rows(path);
-        ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
         ck_assert_int_eq(hlptd_store_version(st), hlptd_migrations_count);
         if (rows) {
             hlptd_file *f;
@@ -221,7 +326,7 @@ END_TEST
  * shrinks (VACUUM). */
 START_TEST(test_migrate_v3_moves_bytes_out) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open_at(&st, path, 3, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open_at(&st, where, 3, blobs, why, sizeof why), HLPT_OK);
     hlptd_store_close(st);
     enum { BIG = 1 << 20 };
     unsigned char *big = malloc(BIG);
@@ -249,7 +354,7 @@ START_TEST(test_migrate_v3_moves_bytes_out) {
     off_t before = file_size(path);
     ck_assert_int_gt(before, 2 * BIG);
 
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f, *g;
     ck_assert_int_eq(hlptd_store_file_get(st, "file-big", &f, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlptd_store_file_get(st, "file-twin", &g, why, sizeof why), HLPT_OK);
@@ -296,12 +401,13 @@ END_TEST
 
 START_TEST(test_newer_database_refused) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_store_close(st);
     char text[64];
-    snprintf(text, sizeof text, "PRAGMA user_version = %d", hlptd_migrations_count + 1);
-    sql(path, text);
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_ERR_UNSUPPORTED);
+    snprintf(text, sizeof text, pg_db[0] ? "UPDATE hlpt_schema SET version = %d" : "PRAGMA user_version = %d",
+             hlptd_migrations_count + 1);
+    sql(where, text);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_ERR_UNSUPPORTED);
     ck_assert_ptr_null(st);
     ck_assert_ptr_nonnull(strstr(why, "newer"));
 }
@@ -327,7 +433,7 @@ END_TEST
 
 START_TEST(test_files_crud) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f[5];
     for (int i = 0; i < 5; i++) {
         char name[16], content[32];
@@ -420,7 +526,7 @@ static hlptd_job_state state_of(hlptd_store *st, const char *id) {
 
 START_TEST(test_jobs_crud) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "x");
 
     hlptd_job_new bad = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = "file-missing", .method = "{}",
@@ -461,7 +567,7 @@ START_TEST(test_jobs_crud) {
     /* The store keeps the state's name, as the REST API shows it. */
     char text[64], q[160];
     snprintf(q, sizeof q, "SELECT status FROM jobs WHERE id = '%s'", a->id);
-    sql_text(path, q, text, sizeof text);
+    sql_text(where, q, text, sizeof text);
     ck_assert_str_eq(text, "running");
 
     ck_assert_int_eq(hlptd_store_job_next_queued(st, &next, why, sizeof why), HLPT_OK);
@@ -525,7 +631,7 @@ END_TEST
 
 START_TEST(test_events_metrics_checkpoints) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "x");
     hlptd_job *j = make_job(st, f->id);
 
@@ -666,7 +772,7 @@ END_TEST
 
 START_TEST(test_adapters_crud) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "x");
     hlptd_job *j = make_job(st, f->id);
     char w[HLPT_SHA256_HEX];
@@ -728,7 +834,7 @@ END_TEST
  * stays without its blob, hidden from every file function, and the jobs keep naming it. */
 START_TEST(test_job_results_and_file_tombstone) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "xy");
     hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = f->id, .method = "{}",
                        .hyperparameters = "{}", .seed = 1, .metadata = "{\"k\":\"v\"}", .integrations = "[]"};
@@ -767,7 +873,7 @@ END_TEST
  * whose row goes and which a row inserted in the same transaction names again stays. */
 START_TEST(test_transactions_and_blobs) {
     hlptd_store *st;
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "one\n");
     ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_ERR_STATE);
     hlptd_store_rollback(st); /* nothing open: nothing happens */
@@ -819,31 +925,203 @@ START_TEST(test_transactions_and_blobs) {
     ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
     f = add_file(st, "lost.jsonl", "lost\n");
     hlptd_store_close(st);
-    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_ERR_NOENT);
     hlptd_file_free(f);
     hlptd_store_close(st);
 }
 END_TEST
 
-static Suite *suite(void) {
-    Suite *s = suite_create("store");
-    TCase *tc = tcase_create("store");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_migrations_table);
+/* ---- PostgreSQL ------------------------------------------------------------------------------ */
+
+/* URLs: a store is PostgreSQL by its scheme; one libpq cannot read, or whose server does not answer,
+ * fails the open with the host named and the password nowhere. Needs no server. */
+START_TEST(test_pg_urls) {
+    ck_assert(hlptd_store_is_pg("postgres://h/d"));
+    ck_assert(hlptd_store_is_pg("postgresql:///d?host=/tmp/x"));
+    ck_assert(!hlptd_store_is_pg("/var/lib/hlptd/hlpt.db"));
+    ck_assert(!hlptd_store_is_pg("postgres:/h/d"));
+    char text[256];
+    hlptd_store_describe("postgresql://ann:s3cretpw@db.example:6543/prod?sslmode=require", text, sizeof text);
+    ck_assert_str_eq(text, "PostgreSQL database prod on db.example port 6543 as user ann");
+    hlptd_store_describe(path, text, sizeof text);
+    ck_assert_ptr_nonnull(strstr(text, path));
+
+    hlptd_store *st;
+    const char *refused = "postgresql://ann:s3cretpw@127.0.0.1:1/prod?connect_timeout=5";
+    ck_assert_int_eq(hlptd_store_check(refused, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&st, refused, blobs, why, sizeof why), HLPT_ERR_DB);
+    ck_assert_ptr_null(st);
+    ck_assert_msg(strstr(why, "cannot connect") && strstr(why, "127.0.0.1 port 1") && !strstr(why, "s3cretpw"), "%s", why);
+
+    /* A bad percent-escape in the password: libpq quotes the token it could not read. */
+    const char *bad = "postgresql://ann:s3c%zzret@db.example/prod";
+    ck_assert_int_eq(hlptd_store_check(bad, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_msg(strstr(why, "URL") && !strstr(why, "zzret"), "%s", why);
+    ck_assert_int_eq(hlptd_store_open(&st, bad, blobs, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_msg(!strstr(why, "zzret"), "%s", why);
+    ck_assert_int_eq(hlptd_store_open(&st, "postgresql://h/d?no_such_option=1", blobs, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_msg(strstr(why, "no_such_option"), "%s", why);
+}
+END_TEST
+
+/* SQLite's schema as PostgreSQL's is compared: columns in order with their types and NOT NULL,
+ * foreign keys with their ON DELETE, unique constraints, CHECKs and indexes. */
+#define SQ_SHAPE                                                                                         \
+    "SELECT 'column ' || m.name || '.' || printf('%02d', c.cid + 1) || ' ' || c.name || ' ' ||"           \
+    " CASE lower(c.type) WHEN 'integer' THEN 'bigint' WHEN 'real' THEN 'double precision' ELSE lower(c.type) END" \
+    " || ' ' || (c.\"notnull\" OR c.pk > 0) FROM sqlite_master m, pragma_table_info(m.name) c WHERE m.type = 'table'" \
+    " UNION ALL SELECT 'fk ' || m.name || '.' || f.\"from\" || ' ' || f.\"table\" || '.' || f.\"to\" || ' ' || f.on_delete" \
+    " FROM sqlite_master m, pragma_foreign_key_list(m.name) f WHERE m.type = 'table'"                    \
+    " UNION ALL SELECT 'unique ' || m.name || ' ' || (SELECT group_concat(ii.name) FROM pragma_index_info(il.name) ii)" \
+    " FROM sqlite_master m, pragma_index_list(m.name) il WHERE m.type = 'table' AND il.origin = 'u'"      \
+    " UNION ALL SELECT 'index ' || il.name || ' ' || m.name || ' ' ||"                                   \
+    " (SELECT group_concat(ii.name) FROM pragma_index_info(il.name) ii)"                                 \
+    " FROM sqlite_master m, pragma_index_list(m.name) il WHERE m.type = 'table' AND il.origin = 'c'"      \
+    " UNION ALL SELECT 'check ' || name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%CHECK (%'" \
+    " ORDER BY 1"
+#define PG_SHAPE                                                                                         \
+    "SELECT 'column ' || table_name || '.' || lpad(ordinal_position::text, 2, '0') || ' ' || column_name ||" \
+    " ' ' || data_type || ' ' || CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END"                         \
+    " FROM information_schema.columns WHERE table_schema = current_schema() AND table_name <> 'hlpt_schema'" \
+    " UNION ALL SELECT 'fk ' || c.conrelid::regclass || '.' || a.attname || ' ' || c.confrelid::regclass || '.' ||" \
+    " fa.attname || ' ' || CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'NO ACTION' END" \
+    " FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"    \
+    " JOIN pg_attribute fa ON fa.attrelid = c.confrelid AND fa.attnum = c.confkey[1]"                    \
+    " WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace"                         \
+    " UNION ALL SELECT 'unique ' || c.conrelid::regclass || ' ' || (SELECT string_agg(a.attname, ',' ORDER BY k.i)" \
+    " FROM unnest(c.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n)" \
+    " FROM pg_constraint c WHERE c.contype = 'u' AND c.connamespace = current_schema()::regnamespace"     \
+    " UNION ALL SELECT 'index ' || i.relname || ' ' || x.indrelid::regclass || ' ' ||"                   \
+    " (SELECT string_agg(a.attname, ',' ORDER BY k.i) FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, i)" \
+    " JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n)"                                \
+    " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"                                           \
+    " WHERE NOT x.indisunique AND i.relnamespace = current_schema()::regnamespace"                       \
+    " UNION ALL SELECT 'check ' || conrelid::regclass FROM pg_constraint"                                \
+    " WHERE contype = 'c' AND connamespace = current_schema()::regnamespace"                             \
+    " ORDER BY 1"
+
+START_TEST(test_pg_schema_is_sqlites) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_version(st), hlptd_migrations_count);
+    hlptd_store_close(st);
+    ck_assert_int_eq(hlptd_store_open(&st, path, blobs, why, sizeof why), HLPT_OK);
+    hlptd_store_close(st);
+    char *pg = pg_rows(where, PG_SHAPE);
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_msg(sqlite3_prepare_v2(db, SQ_SHAPE, -1, &q, NULL) == SQLITE_OK, "%s", sqlite3_errmsg(db));
+    size_t cap = 1 << 16, n = 0;
+    char *sq = calloc(1, cap);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        n += (size_t)snprintf(sq + n, cap - n, "%s\n", (const char *)sqlite3_column_text(q, 0));
+        ck_assert_uint_lt(n, cap);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    ck_assert_ptr_nonnull(strstr(sq, "fk adapters.checkpoint_id checkpoints.id SET NULL"));
+    ck_assert_ptr_nonnull(strstr(sq, "index files_by_sha256 files sha256"));
+    ck_assert_str_eq(pg, sq);
+    free(pg);
+    free(sq);
+    /* A version between none and PostgreSQL's first is not there to open. */
+    ck_assert_int_eq(hlptd_store_open_at(&st, where, 3, blobs, why, sizeof why), HLPT_ERR_UNSUPPORTED);
+}
+END_TEST
+
+static void *open_in_thread(void *arg) {
+    char w[256];
+    hlptd_store *st;
+    intptr_t err = hlptd_store_open(&st, where, blobs, w, sizeof w);
+    hlptd_store_close(st);
+    (void)arg;
+    return (void *)err;
+}
+
+/* Several hlptd starting at once on a new database: one of them migrates it, each opens it. */
+START_TEST(test_pg_concurrent_open) {
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, open_in_thread, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        void *err;
+        pthread_join(t[i], &err);
+        ck_assert_int_eq((intptr_t)err, HLPT_OK);
+    }
+    char v[16];
+    sql_text(where, "SELECT count(*) || ' ' || max(version) FROM hlpt_schema", v, sizeof v);
+    ck_assert_str_eq(v, "1 5");
+}
+END_TEST
+
+/* The server drops the connection (a restart, an administrator): the statement in flight fails,
+ * the next one outside a transaction runs on a new connection; a transaction never continues on
+ * one. */
+START_TEST(test_pg_reconnects) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x"), *g;
+    char kill[256];
+    snprintf(kill, sizeof kill,
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s' AND pid <> pg_backend_pid()",
+             pg_db);
+    sql(where, kill);
+    ck_assert_int_eq(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_ERR_DB);
+    ck_assert_int_eq(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
+    hlptd_file_free(g);
+
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    sql(where, kill);
+    ck_assert_int_ne(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
+    ck_assert_int_ne(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
+    /* The delete was not applied, and its blob is there. */
+    ck_assert_int_eq(hlptd_store_file_get(st, f->id, &g, why, sizeof why), HLPT_OK);
+    hlptd_file_free(g);
+    ck_assert(blob_exists(f->sha256));
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+/* The tests of the store's behaviour, on either backend. */
+static void add_store_tests(TCase *tc) {
     tcase_add_test(tc, test_migrate_from_scratch);
-    tcase_add_test(tc, test_migrate_from_each_version);
-    tcase_add_test(tc, test_migrate_v3_moves_bytes_out);
     tcase_add_test(tc, test_newer_database_refused);
-    tcase_add_test(tc, test_ids);
     tcase_add_test(tc, test_files_crud);
     tcase_add_test(tc, test_jobs_crud);
     tcase_add_test(tc, test_events_metrics_checkpoints);
     tcase_add_test(tc, test_adapters_crud);
     tcase_add_test(tc, test_job_results_and_file_tombstone);
     tcase_add_test(tc, test_transactions_and_blobs);
+}
+
+static Suite *suite(void) {
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("sqlite");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_migrations_table);
+    tcase_add_test(tc, test_migrate_from_each_version);
+    tcase_add_test(tc, test_migrate_v3_moves_bytes_out);
+    tcase_add_test(tc, test_ids);
+    tcase_add_test(tc, test_pg_urls);
+    add_store_tests(tc);
     suite_add_tcase(s, tc);
+    const char *url = getenv("HLPT_TEST_PG_URL");
+    if (url && *url) {
+        tc = tcase_create("postgres");
+        tcase_add_checked_fixture(tc, setup_pg, teardown);
+        tcase_set_timeout(tc, 30);
+        add_store_tests(tc);
+        tcase_add_test(tc, test_pg_schema_is_sqlites);
+        tcase_add_test(tc, test_pg_concurrent_open);
+        tcase_add_test(tc, test_pg_reconnects);
+        suite_add_tcase(s, tc);
+    } else {
+        printf("store: HLPT_TEST_PG_URL is not set; the PostgreSQL backend's tests do not run\n");
+    }
     return s;
 }
 
