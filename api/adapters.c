@@ -154,15 +154,15 @@ static void import_free(void *p) {
 static void import_work(void *app, hlptd_req *r) {
     hlptd *d = app;
     import_args *in = hlptd_req_data(r);
-    char why[256], sha[HLPT_SHA256_HEX] = "";
-    /* The weights become a blob, the row names it; the same bytes imported twice are one blob. */
-    int err = hlptd_blob_put(hlptd_blob_store(d), in->weights, in->weights_len, sha, why, sizeof why);
+    char why[256], sha[HLPT_SHA256_HEX] = "", tmp[HLPTD_BLOB_TMP_MAX];
+    /* The weights become a blob that the insert puts into place with the row (or removes when the
+     * row is not stored); the same bytes imported twice are one blob. */
+    int err = hlptd_blob_put_sealed(hlptd_blob_store(d), in->weights, in->weights_len, sha, tmp, sizeof tmp, why,
+                                    sizeof why);
     hlptd_adapter_rec_new rec = {.name = in->name, .config = in->config, .sha256 = sha,
-                                .bytes = (int64_t)in->weights_len, .base_hash = in->base_hash};
+                                .bytes = (int64_t)in->weights_len, .tmp = tmp, .base_hash = in->base_hash};
     hlptd_adapter_rec *a = NULL;
     if (!err) err = hlptd_store_adapter_insert(hlptd_store_of(d), &rec, &a, why, sizeof why);
-    /* Not stored: the blob goes unless another adapter has the same weights. */
-    if (err && sha[0]) hlptd_store_blob_release(hlptd_store_of(d), sha, NULL, 0);
     if (err) {
         hlptd_reply_err(r, err, err == HLPT_ERR_EXISTS ? "name" : NULL, "%s", why);
         return;

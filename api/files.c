@@ -8,7 +8,9 @@
  * (hlpt_dataset_validator); the small `purpose` field is collected. Once the body is complete the
  * checks are made in the order a reply has always named them (the form, its fields, the purpose,
  * the filename, then the file's first bad line); a bad upload drops its temporary file and stores
- * nothing, a good one becomes a blob (fsync, rename) and is handed to the loop, which records it.
+ * nothing, a good one is sealed (fsynced, kept under blobs/tmp/) and handed to the loop, whose
+ * insert of the row puts the blob into place (store.h). An upload that never reaches the loop (the
+ * daemon drains, the client goes) drops its sealed temporary when the request ends.
  * Memory per upload: the validator's longest line and the parsers' small buffers.
  *
  * The file object is OpenAI's (id, object, bytes, created_at, filename, purpose, status) plus
@@ -34,8 +36,10 @@ typedef struct {
     /* what the loop records */
     char *filename;                /* owned */
     char purpose[32];
-    char sha256[HLPT_SHA256_HEX];  /* the committed blob */
+    char sha256[HLPT_SHA256_HEX];  /* the sealed blob */
     uint64_t bytes;
+    char tmp[HLPTD_BLOB_TMP_MAX];  /* its sealed temporary; "" once the loop took it */
+    hlptd_blobs *blobs;            /* borrowed: where tmp lies */
     size_t examples;
     char *stats;                   /* owned JSON */
     /* while the body arrives */
@@ -60,6 +64,7 @@ static void upload_free(void *p) {
     upload *u = p;
     if (!u) return;
     hlptd_blob_abort(u->blob);
+    if (u->tmp[0]) hlptd_blob_discard(u->blobs, u->tmp);
     hlpt_dataset_validator_free(u->check);
     hlptd_multipart_free(u->form);
     free(u->filename);
@@ -218,20 +223,16 @@ static int form_fields(hlptd_req *r, upload *u) {
     return bad_filename(r, u->filename, "file");
 }
 
-/* The row names the upload's blob. Not stored, the blob goes (unless another row names the same
- * bytes: the store decides). */
-static int store_file_insert(hlptd *d, const upload *u, hlptd_file **f, char *why, size_t len) {
-    int err = hlptd_store_file_insert(hlptd_store_of(d), u->filename, u->purpose, "processed", u->sha256,
-                                     (int64_t)u->bytes, (int64_t)u->examples, u->stats, f, why, len);
-    if (err) hlptd_store_blob_release(hlptd_store_of(d), u->sha256, NULL, 0);
-    return err;
-}
-
+/* The row names the upload's blob, which the insert puts into place from its sealed temporary (or,
+ * should the row not be stored, removes). */
 static void create_work(void *app, hlptd_req *r) {
     upload *u = hlptd_req_data(r);
     hlptd_file *f;
     char why[512];
-    int err = store_file_insert(app, u, &f, why, sizeof why);
+    int err = hlptd_store_file_insert(hlptd_store_of(app), u->filename, u->purpose, "processed", u->sha256,
+                                     (int64_t)u->bytes, u->tmp, (int64_t)u->examples, u->stats, &f, why, sizeof why);
+    /* The insert took the temporary, whatever the outcome. */
+    u->tmp[0] = 0;
     if (err) {
         hlptd_reply_err(r, err, NULL, "%s", why);
         return;
@@ -240,7 +241,7 @@ static void create_work(void *app, hlptd_req *r) {
     hlptd_file_free(f);
 }
 
-/* The body is complete (MHD thread): the verdict, then the blob is made and the loop records it. */
+/* The body is complete (MHD thread): the verdict, then the blob is sealed and the loop records it. */
 static void create_done(hlptd_req *r) {
     upload *u = hlptd_req_data(r);
     if (u->multipart && form_fields(r, u)) return;
@@ -257,7 +258,7 @@ static void create_done(hlptd_req *r) {
     char why[512];
     hlptd_blob_writer *w = u->blob;
     u->blob = NULL;
-    int err = hlptd_blob_commit(w, u->sha256, &u->bytes, why, sizeof why);
+    int err = hlptd_blob_seal(w, u->sha256, &u->bytes, u->tmp, sizeof u->tmp, why, sizeof why);
     if (err) {
         hlptd_reply_err(r, err, NULL, "the upload could not be written to the disk: %s", why);
         return;
@@ -278,6 +279,7 @@ void hlptd_api_files_create(hlptd_req *r) {
         hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
         return;
     }
+    u->blobs = hlptd_blob_store(hlptd_req_app(r));
     hlptd_req_set_data(r, u, upload_free);
     const char *ct = hlptd_req_header(r, "Content-Type");
     u->multipart = ct && strncasecmp(ct, "multipart/form-data", 19) == 0;

@@ -1,8 +1,15 @@
 /*
  * blobs.c - see blobs.h.
+ *
+ * DESIGN
+ * A writer owns one temporary, tmp/<pid>-<n>, opened O_EXCL and hashed as it is written. Sealing
+ * fsyncs and closes it; putting it into place (commit, or adopt of a sealed one) is one rename into
+ * sha256/<2 hex>/ followed by an fsync of that folder, and of sha256/ too when the rename's folder
+ * was just made, so that a power cut keeps the folder's entry as well as the blob's.
  */
 #include "blobs.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +30,8 @@ struct hlptd_blobs {
 struct hlptd_blob_writer {
     hlptd_blobs *b;
     int fd;
-    char tmp[4200];
+    char name[HLPTD_BLOB_TMP_MAX]; /* <pid>-<n> */
+    char tmp[4200];                /* <dir>/tmp/<name> */
     hlpt_sha256 sha;
     uint64_t bytes;
 };
@@ -90,8 +98,6 @@ void hlptd_blobs_close(hlptd_blobs *b) {
     free(b);
 }
 
-const char *hlptd_blobs_dir(const hlptd_blobs *b) { return b->dir; }
-
 int hlptd_blob_path(const hlptd_blobs *b, const char *sha256, char *out, size_t cap) {
     if (!hlpt_sha256_hex_valid(sha256)) return HLPT_ERR_INVAL;
     int k = snprintf(out, cap, "%s/sha256/%.2s/%s", b->dir, sha256, sha256);
@@ -103,10 +109,16 @@ int hlptd_blob_begin(hlptd_blobs *b, hlptd_blob_writer **out, char *why, size_t 
     hlptd_blob_writer *w = calloc(1, sizeof *w);
     if (!w) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     w->b = b;
-    snprintf(w->tmp, sizeof w->tmp, "%s/tmp/%ld-%lu", b->dir, (long)getpid(), atomic_fetch_add(&tmp_seq, 1));
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    /* A name left by an earlier process of the same pid (a worker that died, whose temporaries are
+     * not yet discarded) is passed over. */
+    int e = EEXIST;
+    for (int tries = 0; tries < 8 && e == EEXIST; tries++) {
+        snprintf(w->name, sizeof w->name, "%ld-%lu", (long)getpid(), atomic_fetch_add(&tmp_seq, 1));
+        snprintf(w->tmp, sizeof w->tmp, "%s/tmp/%s", b->dir, w->name);
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        e = w->fd < 0 ? errno : 0;
+    }
     if (w->fd < 0) {
-        int e = errno;
         free(w);
         return hlpt_why(why, len, io_err(e), "%s/tmp: %s", b->dir, strerror(e));
     }
@@ -132,8 +144,6 @@ int hlptd_blob_write(hlptd_blob_writer *w, const void *buf, size_t n, char *why,
     return HLPT_OK;
 }
 
-uint64_t hlptd_blob_written(const hlptd_blob_writer *w) { return w->bytes; }
-
 void hlptd_blob_abort(hlptd_blob_writer *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
@@ -141,20 +151,53 @@ void hlptd_blob_abort(hlptd_blob_writer *w) {
     free(w);
 }
 
+/* Renames the file at `from` to the blob sha256 and makes the rename durable: 0 or an errno. */
+static int place(hlptd_blobs *b, const char *from, const char *sha256) {
+    char path[4200], dir[4200], top[4200];
+    snprintf(top, sizeof top, "%s/sha256", b->dir);
+    snprintf(dir, sizeof dir, "%s/sha256/%.2s", b->dir, sha256);
+    if (hlptd_blob_path(b, sha256, path, sizeof path)) return ENAMETOOLONG;
+    int made = mkdir(dir, 0700) == 0;
+    if (!made && errno != EEXIST) return errno;
+    /* Same name, same bytes: a blob already there is replaced by the same bytes. */
+    if (rename(from, path) != 0) return errno;
+    if (sync_dir(dir) != 0) return errno;
+    if (made && sync_dir(top) != 0) return errno;
+    return 0;
+}
+
+/* fsync and close of a writer's file: 0 or an errno. */
+static int seal_fd(hlptd_blob_writer *w) {
+    int e = fsync(w->fd) != 0 ? errno : 0;
+    if (close(w->fd) != 0 && !e) e = errno;
+    w->fd = -1;
+    return e;
+}
+
+int hlptd_blob_seal(hlptd_blob_writer *w, char sha256[HLPT_SHA256_HEX], uint64_t *bytes, char *tmp_name, size_t cap,
+                    char *why, size_t len) {
+    hlpt_sha256_final_hex(&w->sha, sha256);
+    if (bytes) *bytes = w->bytes;
+    if (cap) tmp_name[0] = 0;
+    if (strlen(w->name) >= cap) {
+        hlptd_blob_abort(w);
+        return hlpt_why(why, len, HLPT_ERR_RANGE, "no room for a temporary's name");
+    }
+    int e = seal_fd(w);
+    if (e) {
+        hlptd_blob_abort(w);
+        return hlpt_why(why, len, io_err(e), "storing blob %s: %s", sha256, strerror(e));
+    }
+    snprintf(tmp_name, cap, "%s", w->name);
+    free(w);
+    return HLPT_OK;
+}
+
 int hlptd_blob_commit(hlptd_blob_writer *w, char sha256[HLPT_SHA256_HEX], uint64_t *bytes, char *why, size_t len) {
     hlpt_sha256_final_hex(&w->sha, sha256);
     if (bytes) *bytes = w->bytes;
-    char path[4200], dir[4200];
-    snprintf(dir, sizeof dir, "%s/sha256/%.2s", w->b->dir, sha256);
-    hlptd_blob_path(w->b, sha256, path, sizeof path);
-    int e = 0;
-    if (fsync(w->fd) != 0) e = errno;
-    if (close(w->fd) != 0 && !e) e = errno;
-    w->fd = -1;
-    if (!e && mkdir(dir, 0700) != 0 && errno != EEXIST) e = errno;
-    /* Same name, same bytes: a blob already there is kept as it is. */
-    if (!e && rename(w->tmp, path) != 0) e = errno;
-    if (!e && sync_dir(dir) != 0) e = errno;
+    int e = seal_fd(w);
+    if (!e) e = place(w->b, w->tmp, sha256);
     if (e) {
         hlptd_blob_abort(w);
         return hlpt_why(why, len, io_err(e), "storing blob %s: %s", sha256, strerror(e));
@@ -163,7 +206,8 @@ int hlptd_blob_commit(hlptd_blob_writer *w, char sha256[HLPT_SHA256_HEX], uint64
     return HLPT_OK;
 }
 
-int hlptd_blob_put(hlptd_blobs *b, const void *buf, size_t n, char sha256[HLPT_SHA256_HEX], char *why, size_t len) {
+static int put(hlptd_blobs *b, const void *buf, size_t n, char sha256[HLPT_SHA256_HEX], char *tmp_name, size_t cap,
+               char *why, size_t len) {
     hlptd_blob_writer *w;
     int err = hlptd_blob_begin(b, &w, why, len);
     if (err) return err;
@@ -171,7 +215,68 @@ int hlptd_blob_put(hlptd_blobs *b, const void *buf, size_t n, char sha256[HLPT_S
         hlptd_blob_abort(w);
         return err;
     }
+    if (tmp_name) return hlptd_blob_seal(w, sha256, NULL, tmp_name, cap, why, len);
     return hlptd_blob_commit(w, sha256, NULL, why, len);
+}
+
+int hlptd_blob_put(hlptd_blobs *b, const void *buf, size_t n, char sha256[HLPT_SHA256_HEX], char *why, size_t len) {
+    return put(b, buf, n, sha256, NULL, 0, why, len);
+}
+
+int hlptd_blob_put_sealed(hlptd_blobs *b, const void *buf, size_t n, char sha256[HLPT_SHA256_HEX], char *tmp_name,
+                          size_t cap, char *why, size_t len) {
+    return put(b, buf, n, sha256, tmp_name, cap, why, len);
+}
+
+/* A temporary's name as hlptd_blob_begin makes it: "<pid>-<n>", decimal, so that no name given
+ * from outside can reach out of tmp/. pid (may be NULL) gets its first part. */
+static int tmp_name_valid(const char *name, long *pid) {
+    if (!name || strlen(name) >= HLPTD_BLOB_TMP_MAX) return 0;
+    const char *p = name;
+    size_t digits = strspn(p, "0123456789");
+    if (!digits || p[digits] != '-') return 0;
+    if (pid) *pid = strtol(p, NULL, 10);
+    p += digits + 1;
+    digits = strspn(p, "0123456789");
+    return digits && !p[digits];
+}
+
+int hlptd_blob_adopt(hlptd_blobs *b, const char *tmp_name, const char *sha256, char *why, size_t len) {
+    if (!tmp_name_valid(tmp_name, NULL))
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "'%s' is not a temporary blob's name",
+                        tmp_name ? tmp_name : "(null)");
+    if (!sha256 || !hlpt_sha256_hex_valid(sha256)) {
+        hlptd_blob_discard(b, tmp_name);
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "'%s' is not a blob name", sha256 ? sha256 : "(null)");
+    }
+    char from[4200];
+    snprintf(from, sizeof from, "%s/tmp/%s", b->dir, tmp_name);
+    int e = place(b, from, sha256);
+    if (e) {
+        unlink(from);
+        return hlpt_why(why, len, e == ENOENT ? HLPT_ERR_NOENT : io_err(e), "storing blob %s from %s: %s", sha256,
+                        tmp_name, strerror(e));
+    }
+    return HLPT_OK;
+}
+
+void hlptd_blob_discard(hlptd_blobs *b, const char *tmp_name) {
+    if (!tmp_name_valid(tmp_name, NULL)) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tmp/%s", b->dir, tmp_name);
+    unlink(path);
+}
+
+void hlptd_blobs_discard_pid(hlptd_blobs *b, pid_t pid) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tmp", b->dir);
+    DIR *dp = opendir(path);
+    if (!dp) return;
+    struct dirent *e;
+    long of;
+    while ((e = readdir(dp)))
+        if (tmp_name_valid(e->d_name, &of) && of == (long)pid) hlptd_blob_discard(b, e->d_name);
+    closedir(dp);
 }
 
 int hlptd_blob_read(hlptd_blobs *b, const char *sha256, size_t max, char **buf, size_t *n, char *why, size_t len) {
@@ -238,7 +343,9 @@ int hlptd_blobs_each(hlptd_blobs *b, int (*fn)(void *ctx, const char *sha256), v
     struct dirent *e;
     /* sha256/<2 hex>/<64 hex>: a blob's folder is the first two digits of its name. */
     while (!rc && (e = readdir(top))) {
-        if (strlen(e->d_name) != 2) continue;
+        /* Two hex digits: never "." or "..". */
+        if (strlen(e->d_name) != 2 || !isxdigit((unsigned char)e->d_name[0]) || !isxdigit((unsigned char)e->d_name[1]))
+            continue;
         char sub[4300];
         snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
         DIR *dp = opendir(sub);

@@ -911,15 +911,16 @@ static void body_append(hlptd_req *r, const char *data, size_t n) {
     r->body[r->body_n] = 0;
 }
 
-/* The largest body the disk that stores bodies can take; "unlimited" when unknown. A buffered body
- * is stored twice (SQLite's write-ahead log, then the database), a streamed one (an upload, written
- * to a file as it arrives) once; a margin stays for the daemon's own records (the size of its
- * reserve, docs/faults.md, and as much again). */
-static unsigned long long free_space(const hlptd_http *h, unsigned copies) {
+/* The largest body the disk that stores bodies can take; "unlimited" when unknown. A body is stored
+ * at most once: a streamed one (an upload) as a blob written as it arrives, a buffered one as what
+ * it carries (an imported adapter's weights become a blob; the bytes never go through the
+ * database). A margin stays for the daemon's own records (the size of its reserve,
+ * docs/faults.md, and as much again). */
+static unsigned long long free_space(const hlptd_http *h) {
     struct statvfs sv;
     if (!h->o.space_dir || statvfs(h->o.space_dir, &sv) != 0) return ULLONG_MAX;
     unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize, margin = 8ull << 20;
-    return avail > margin ? (avail - margin) / copies : 0;
+    return avail > margin ? avail - margin : 0;
 }
 
 /* libmicrohttpd 0.9.75 keeps each query argument in the connection's memory pool (32 kB) and, when
@@ -954,7 +955,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         const char *cl = hlptd_req_header(r, "Content-Length"), *ex = hlptd_req_header(r, "Expect");
         unsigned long long announced = cl ? strtoull(cl, NULL, 10) : 0;
         if (announced > body_limit(r)) r->too_large = 1;
-        else if (announced > free_space(h, r->streamed ? 1 : 2)) r->body_err = HLPT_ERR_NOSPACE;
+        else if (announced > free_space(h)) r->body_err = HLPT_ERR_NOSPACE;
         int waits = ex && strcasecmp(ex, "100-continue") == 0;
         if (r->streamed) {
             dispatch(r);

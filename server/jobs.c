@@ -8,15 +8,18 @@
  * (the blobs of its dataset files and of the checkpoint to resume from, by path: the worker reads
  * them where they are) and its stdout as a pipe of JSON lines (worker.c). Every line is committed
  * to the store before anything reports it: metrics (one row per step, replaced if a resumed run
- * repeats a step), checkpoints (the worker wrote the blob; the daemon records its name and size,
- * never reading it), events, and at the end the adapter, in one transaction with the job's
- * success. The job's final status is decided once both the process has exited and its pipe is
- * drained, from what it said and what was asked of it (cancel, pause, drain). What keeps the user's
- * work wins: a worker that dies without a word (killed, out of memory, a crash) is restarted from
- * the job's last checkpoint up to MAX_WORKER_RESTARTS times, then the job pauses with the reason; a
- * worker that dies while asked to stop still stops (paused or queued, from the same checkpoint); a
- * worker that finds the disk full pauses its job, and every other running one, until space returns
- * and the user resumes them. Only a job that cannot train (its data, its settings) fails.
+ * repeats a step), checkpoints (the worker sealed the blob under blobs/tmp/; the insert of the row
+ * puts it into place by its name and size, never reading it), events, and at the end the adapter,
+ * in one transaction with the job's success. A line that is dropped discards the sealed temporary
+ * it names, and once a worker is gone and its lines are read, whatever else it left in blobs/tmp/
+ * (cut off mid-write by a kill or a crash) goes too. The job's final status is decided once both
+ * the process has exited and its pipe is drained, from what it said and what was asked of it
+ * (cancel, pause, drain). What keeps the user's work wins: a worker that dies without a word
+ * (killed, out of memory, a crash) is restarted from the job's last checkpoint up to
+ * MAX_WORKER_RESTARTS times, then the job pauses with the reason; a worker that dies while asked to
+ * stop still stops (paused or queued, from the same checkpoint); a worker that finds the disk full
+ * pauses its job, and every other running one, until space returns and the user resumes them. Only
+ * a job that cannot train (its data, its settings) fails.
  */
 #include "jobs.h"
 
@@ -179,13 +182,8 @@ static void on_progress_line(worker *w, const cJSON *o) {
     free(data);
 }
 
-/* A blob a line named that no row will: removed unless another row names the same bytes. */
-static void release_blob(hlptd_jobs *j, const cJSON *o) {
-    char why[256];
-    const char *sha = str(o, "sha256");
-    if (sha && hlptd_store_blob_release(j->st, sha, why, sizeof why))
-        fprintf(stderr, "hlptd: releasing blob %s failed: %s\n", sha, why);
-}
+/* The sealed temporary a dropped line names: no row will name it. */
+static void discard_tmp(hlptd_jobs *j, const cJSON *o) { hlptd_blob_discard(j->o.blobs, str(o, "tmp")); }
 
 static void on_checkpoint_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
@@ -194,14 +192,15 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "type");
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "sha256");
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "bytes");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "tmp");
     char *mj = cJSON_PrintUnformatted(metrics);
     cJSON_Delete(metrics);
     hlptd_checkpoint *c = NULL;
-    /* The worker wrote the blob; the store checks it is there, of the size the line says. */
+    /* The worker sealed the blob; the insert puts it into place and checks it is of the size the
+     * line says, or removes it when the row cannot be stored. */
     if (hlptd_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, str(o, "sha256") ? str(o, "sha256") : "",
-                                     (int64_t)num(o, "bytes"), &c, why, sizeof why)) {
+                                     (int64_t)num(o, "bytes"), str(o, "tmp"), &c, why, sizeof why)) {
         event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be stored: %s", (int)num(o, "step"), why);
-        release_blob(j, o);
     } else {
         event(j, w->job_id, "info", mj, "Checkpoint %s created at step %d", c->id, (int)num(o, "step"));
     }
@@ -231,7 +230,7 @@ int hlptd_csv_num(char **buf, size_t *len, size_t *cap, double v, const char *se
 static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPTD_ID_MAX], char *why, size_t len) {
     hlptd_metric *rows = NULL;
     size_t n = 0, cap = 256, blen = 0;
-    char sub[256] = "out of memory", sha[HLPT_SHA256_HEX];
+    char sub[256] = "out of memory", sha[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
     out[0] = 0;
     int err = hlptd_store_metric_list(j->st, job_id, -1, 1 << 30, &rows, &n, sub, sizeof sub);
     char *buf = err ? NULL : malloc(cap);
@@ -250,9 +249,10 @@ static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPTD_ID_MA
     char name[HLPTD_ID_MAX + 32];
     snprintf(name, sizeof name, "%s-results.csv", job_id);
     if (!buf) err = err ? err : HLPT_ERR_NOMEM;
-    else if (!(err = hlptd_blob_put(j->o.blobs, buf, blen, sha, sub, sizeof sub)))
-        err = hlptd_store_file_insert(j->st, name, "fine-tune-results", "processed", sha, (int64_t)blen, (int64_t)n, NULL,
-                                     &f, sub, sizeof sub);
+    /* The blob goes into place with its row, and again should the job's transaction roll back. */
+    else if (!(err = hlptd_blob_put_sealed(j->o.blobs, buf, blen, sha, tmp, sizeof tmp, sub, sizeof sub)))
+        err = hlptd_store_file_insert(j->st, name, "fine-tune-results", "processed", sha, (int64_t)blen, tmp, (int64_t)n,
+                                     NULL, &f, sub, sizeof sub);
     if (!err) snprintf(out, HLPTD_ID_MAX, "%s", f->id);
     else fprintf(stderr, "hlptd: job %s: storing the results file failed: %s\n", job_id, sub);
     hlptd_file_free(f);
@@ -264,24 +264,28 @@ static int store_results(hlptd_jobs *j, const char *job_id, char out[HLPTD_ID_MA
 /* The worker's adapter becomes a registered one, named as OpenAI names fine-tuned models. With it,
  * in one transaction, the job's fine-tuned model, its results and its success: a daemon killed
  * before the commit finds the job running, resumes it from its last checkpoint and registers the
- * adapter then, once. Event streams hear of it after the commit. */
+ * adapter then, once. A rollback takes the blobs put into place for it (the weights, the results
+ * file) away again. Event streams hear of it after the commit. */
 static void on_done_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
     char why[256], name[256], results[HLPTD_ID_MAX];
     const cJSON *config = cJSON_GetObjectItemCaseSensitive(o, "config");
     char *cfg = cJSON_IsObject(config) ? cJSON_PrintUnformatted(config) : NULL;
     hlptd_job *job = NULL;
+    int taken = 0; /* the adapter's insert took the line's sealed temporary */
     int err = hlptd_store_job_get(j->st, w->job_id, &job, why, sizeof why);
     if (!err && !cfg) err = hlpt_why(why, sizeof why, HLPT_ERR_FORMAT, "the worker named no adapter config");
     if (!err) {
         hlptd_jobs_model_name(j->model_name, job, -1, name, sizeof name);
         char msg[512];
         snprintf(msg, sizeof msg, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
-        /* The worker wrote the weights' blob; the store checks it is there, of the size the line says. */
+        /* The worker sealed the weights' blob; the insert puts it into place and checks it is of the
+         * size the line says. */
         hlptd_adapter_rec_new in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
-                                   .bytes = (int64_t)num(o, "bytes"), .base_hash = str(config, "base_hash"),
-                                   .job_id = w->job_id};
+                                   .bytes = (int64_t)num(o, "bytes"), .tmp = str(o, "tmp"),
+                                   .base_hash = str(config, "base_hash"), .job_id = w->job_id};
         if (!(err = hlptd_store_begin(j->st, why, sizeof why))) {
+            taken = 1;
             if (!(err = hlptd_store_adapter_insert(j->st, &in, NULL, why, sizeof why)) &&
                 !(err = hlptd_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why)) &&
                 !(err = store_results(j, w->job_id, results, why, sizeof why)) &&
@@ -301,7 +305,7 @@ static void on_done_line(worker *w, const cJSON *o) {
         snprintf(w->error, sizeof w->error, "registering the adapter failed: %s", why);
         /* The job can finish again from its last checkpoint once there is room. */
         if (err == HLPT_ERR_NOSPACE) snprintf(w->error_code, sizeof w->error_code, "no_space");
-        release_blob(j, o);
+        if (!taken) discard_tmp(j, o);
     } else {
         w->said = SAID_DONE;
         changed(j, w->job_id);
@@ -315,9 +319,9 @@ static void on_line(worker *w, const char *line, size_t n) {
     cJSON *o = cJSON_ParseWithLength(line, n);
     const char *type = o ? str(o, "type") : NULL;
     /* A cancelled job is over: what its worker says before the kill lands is dropped, with the
-     * blobs it names. */
+     * sealed temporaries it names. */
     if (!type || w->want == WANT_CANCEL) {
-        if (type && (!strcmp(type, "checkpoint") || !strcmp(type, "done"))) release_blob(j, o);
+        if (type && (!strcmp(type, "checkpoint") || !strcmp(type, "done"))) discard_tmp(j, o);
         cJSON_Delete(o);
         return;
     }
@@ -395,6 +399,9 @@ static void worker_finish(worker *w) {
     hlptd_jobs *j = w->jobs;
     char msg[600];
     w->finished = 1;
+    /* Every line is read: a temporary of this worker's left in blobs/tmp/ is one no line handed
+     * over (cut off mid-write, or written just before a kill). */
+    hlptd_blobs_discard_pid(j->o.blobs, w->proc.pid);
     /* The event goes in before the status: an event stream ends ([DONE]) as soon as it sees a final
      * status, so the job's last word must already be there. */
     int stopped = w->said == SAID_STOPPED || (w->said == SAID_NOTHING && w->want != WANT_NONE);

@@ -20,7 +20,7 @@ typedef struct {
     const char *model_name;   /* the base model's name, for adapter names */
     int model_fd;             /* sealed weight arena, given to workers as fd 3 */
     const char *data_dir;     /* workers open its blobs/ (blobs.h) */
-    hlptd_blobs *blobs;       /* <data_dir>/blobs, borrowed: the results files the queue writes */
+    hlptd_blobs *blobs;       /* <data_dir>/blobs, borrowed: results files, workers' temporaries */
     int max_workers;          /* concurrent running jobs */
     int threads;              /* BLAS threads per worker */
     /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */

@@ -126,21 +126,21 @@ static int to_files(const hlpt_adapter *a, char **config, size_t *config_len, vo
 }
 
 /* Registers the adapter of checkpoint p->checkpoint_id under the name p->name: its weights become a
- * blob, which goes again when the row cannot be stored. */
+ * blob, which the insert puts into place with the row (or removes when the row is not stored). */
 static int register_checkpoint(hlptd_store *st, hlptd_blobs *blobs, const hlpt_config *base, const pending *p,
                                char *why, size_t len) {
     hlpt_adapter *a = NULL;
-    char *cfg = NULL, sha[HLPT_SHA256_HEX];
+    char *cfg = NULL, sha[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
     void *weights = NULL;
     size_t cn = 0, wn = 0;
     int err = checkpoint_adapter(st, blobs, base, p->checkpoint_id, &a, why, len);
     if (!err) err = to_files(a, &cfg, &cn, &weights, &wn, why, len);
-    if (!err) err = hlptd_blob_put(blobs, weights, wn, sha, why, len);
+    if (!err) err = hlptd_blob_put_sealed(blobs, weights, wn, sha, tmp, sizeof tmp, why, len);
     if (!err) {
-        hlptd_adapter_rec_new in = {.name = p->name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn,
+        hlptd_adapter_rec_new in = {.name = p->name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn, .tmp = tmp,
                                    .base_hash = a->cfg.base_hash[0] ? a->cfg.base_hash : NULL,
                                    .job_id = p->job_id, .checkpoint_id = p->checkpoint_id};
-        if ((err = hlptd_store_adapter_insert(st, &in, NULL, why, len))) hlptd_store_blob_release(st, sha, NULL, 0);
+        err = hlptd_store_adapter_insert(st, &in, NULL, why, len);
     }
     free(cfg);
     free(weights);

@@ -14,7 +14,11 @@
  * in (its own, or the caller's), the noted blobs that no row names any more are removed: decided
  * inside the transaction, removed after the commit, so a rolled-back delete never leaves a row
  * without its blob, and a crash in between leaves only an unnamed blob, which the next start's
- * sweep removes.
+ * sweep removes. An insert given a sealed temporary adopts it (blobs.h) right before its row goes
+ * in, and notes it: a rollback, or a commit without the row, removes it again unless a row names
+ * the same bytes. Blobs come into place only on the store's thread, in the step that names them
+ * (this way, or the migration's), so "no row names it" always means "no row will": a delete cannot
+ * take a blob from under a writer whose row is on its way.
  */
 #include "store.h"
 
@@ -30,12 +34,18 @@
 #include "hlpt/err.h"
 #include "store_backend.h"
 
+typedef struct {
+    char sha256[HLPT_SHA256_HEX];
+    int adopted; /* put into place in this transaction, for a row it inserts */
+    int unnamed; /* decided at the commit: no row names it, it goes */
+} noted_blob;
+
 struct hlptd_store {
     const hlptd_store_backend *be;
     hlptd_db *db;
     hlptd_blobs *blobs;                 /* borrowed */
     int in_tx;                          /* a transaction is open */
-    char (*noted)[HLPT_SHA256_HEX];     /* blobs of rows this transaction removed */
+    noted_blob *noted;                  /* blobs this transaction removed rows of, or adopted */
     size_t nnoted, cap;
     int (*on_full)(void *ctx);
     void *on_full_ctx;
@@ -469,8 +479,10 @@ static int blob_named(hlptd_store *st, const char *sha256, int *named, char *why
     return select_ints(st, sql, ARGS(v_text(sha256)), &one, 1, named, why, len);
 }
 
-/* Notes a blob to remove at the commit unless a row names it then. */
-static int note_blob(hlptd_store *st, const char *sha256, char *why, size_t len) {
+/* Notes a blob for the transaction's end: removed after the commit unless a row names it then;
+ * an adopted one (put into place in this transaction) also after a rollback unless a row names it
+ * then. */
+static int note_blob(hlptd_store *st, const char *sha256, int adopted, char *why, size_t len) {
     if (!hlpt_sha256_hex_valid(sha256)) return HLPT_OK;
     if (st->nnoted == st->cap) {
         size_t cap = st->cap ? 2 * st->cap : 8;
@@ -479,7 +491,10 @@ static int note_blob(hlptd_store *st, const char *sha256, char *why, size_t len)
         st->noted = nv;
         st->cap = cap;
     }
-    snprintf(st->noted[st->nnoted++], HLPT_SHA256_HEX, "%s", sha256);
+    noted_blob *nb = &st->noted[st->nnoted++];
+    snprintf(nb->sha256, sizeof nb->sha256, "%s", sha256);
+    nb->adopted = adopted;
+    nb->unnamed = 0;
     return HLPT_OK;
 }
 
@@ -492,11 +507,18 @@ static int note_blobs_of(hlptd_store *st, const row_type *t, const char *where, 
         size_t cnt;
         snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", t->cols[k].name, t->table, where);
         int err = select_texts(st, sql, a, n, &v, &cnt, why, len);
-        for (size_t i = 0; !err && i < cnt; i++) err = note_blob(st, v[i], why, len);
+        for (size_t i = 0; !err && i < cnt; i++) err = note_blob(st, v[i], 0, why, len);
         hlptd_store_ids_free(v, cnt);
         if (err) return err;
     }
     return HLPT_OK;
+}
+
+/* Removes the blob sha256 unless a row names it; outside a transaction. A blob that cannot be
+ * checked or removed now stays, and the next start's sweep removes it. */
+static void release_unnamed(hlptd_store *st, const char *sha256) {
+    int named = 1;
+    if (blob_named(st, sha256, &named, NULL, 0) == HLPT_OK && !named) hlptd_blob_remove(st->blobs, sha256, NULL, 0);
 }
 
 int hlptd_store_begin(hlptd_store *st, char *why, size_t len) {
@@ -507,23 +529,24 @@ int hlptd_store_begin(hlptd_store *st, char *why, size_t len) {
     return err;
 }
 
+/* Nothing is applied; the blobs adopted in the transaction that no row names now go. */
 void hlptd_store_rollback(hlptd_store *st) {
     if (!st->in_tx) return;
     st->be->rollback(st->db);
     st->in_tx = 0;
+    for (size_t i = 0; i < st->nnoted; i++)
+        if (st->noted[i].adopted) release_unnamed(st, st->noted[i].sha256);
     st->nnoted = 0;
 }
 
 int hlptd_store_commit(hlptd_store *st, char *why, size_t len) {
     if (!st->in_tx) return hlpt_why(why, len, HLPT_ERR_STATE, "no transaction is open");
     /* Which noted blobs no row names is decided inside the transaction; they go after it. */
-    size_t k = 0;
     int err = HLPT_OK;
     for (size_t i = 0; !err && i < st->nnoted; i++) {
         int named = 0, twice = 0;
-        for (size_t j = 0; !twice && j < k; j++) twice = !strcmp(st->noted[j], st->noted[i]);
-        if (!twice && !(err = blob_named(st, st->noted[i], &named, why, len)) && !named)
-            memmove(st->noted[k++], st->noted[i], HLPT_SHA256_HEX);
+        for (size_t j = 0; !twice && j < i; j++) twice = !strcmp(st->noted[j].sha256, st->noted[i].sha256);
+        if (!twice && !(err = blob_named(st, st->noted[i].sha256, &named, why, len))) st->noted[i].unnamed = !named;
     }
     if (!err) err = st->be->commit(st->db, why, len);
     if (err) {
@@ -532,7 +555,8 @@ int hlptd_store_commit(hlptd_store *st, char *why, size_t len) {
     }
     st->in_tx = 0;
     /* A blob that cannot be removed now is unnamed, and the next start's sweep removes it. */
-    for (size_t i = 0; i < k; i++) hlptd_blob_remove(st->blobs, st->noted[i], NULL, 0);
+    for (size_t i = 0; i < st->nnoted; i++)
+        if (st->noted[i].unnamed) hlptd_blob_remove(st->blobs, st->noted[i].sha256, NULL, 0);
     st->nnoted = 0;
     return HLPT_OK;
 }
@@ -552,12 +576,28 @@ static int in_transaction(hlptd_store *st, tx_fn fn, void *ctx, char *why, size_
     }
 }
 
-static int release_tx(hlptd_store *st, void *ctx, char *why, size_t len) { return note_blob(st, ctx, why, len); }
-
-int hlptd_store_blob_release(hlptd_store *st, const char *sha256, char *why, size_t len) {
-    if (!sha256 || !hlpt_sha256_hex_valid(sha256))
-        return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name", sha256 ? sha256 : "(null)");
-    return in_transaction(st, release_tx, (void *)sha256, why, len);
+/* Runs fn, which inserts a row naming the blob sha256, in a transaction (in_transaction). With
+ * tmp, the blob is first put into place from that sealed temporary, and belongs to the insert:
+ * when the row is not stored (fn fails, or the caller's transaction rolls back), it goes again
+ * unless another row names the same bytes. Adoption and insert happen in one call on the store's
+ * thread, so no delete can run between them and find the blob unnamed. */
+static int insert_naming(hlptd_store *st, const char *tmp, const char *sha256, tx_fn fn, void *ctx, char *why,
+                         size_t len) {
+    if (!tmp) return in_transaction(st, fn, ctx, why, len);
+    int err;
+    if (st->in_tx) {
+        /* Noted first, so that the caller's rollback, or its commit without the row, removes it. */
+        if ((err = note_blob(st, sha256, 1, why, len))) {
+            hlptd_blob_discard(st->blobs, tmp);
+            return err;
+        }
+        if ((err = hlptd_blob_adopt(st->blobs, tmp, sha256, why, len))) return err;
+        return fn(st, ctx, why, len);
+    }
+    err = hlptd_blob_adopt(st->blobs, tmp, sha256, why, len);
+    if (!err) err = in_transaction(st, fn, ctx, why, len);
+    if (err && hlpt_sha256_hex_valid(sha256)) release_unnamed(st, sha256);
+    return err;
 }
 
 typedef struct {
@@ -650,19 +690,42 @@ int hlptd_store_version(hlptd_store *st) { return st->be->version(st->db); }
 void hlptd_file_free(hlptd_file *f) { row_free(&file_t, f); }
 void hlptd_file_list_free(hlptd_file **v, size_t n) { rows_free(&file_t, (void **)v, n); }
 
+typedef struct {
+    hlptd_file f; /* the row; its strings borrowed, row_insert only reads them */
+    hlptd_file **out;
+} file_insert_args;
+
+static int file_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    file_insert_args *a = ctx;
+    /* A retry (in_transaction) reads the row again. */
+    if (a->out) {
+        hlptd_file_free(*a->out);
+        *a->out = NULL;
+    }
+    int err = need_blob(st, a->f.sha256, a->f.bytes, why, len);
+    if (!err) err = row_insert(st, &file_t, &a->f, why, len);
+    if (!err && a->out) err = hlptd_store_file_get(st, a->f.id, a->out, why, len);
+    return err;
+}
+
 int hlptd_store_file_insert(hlptd_store *st, const char *filename, const char *purpose, const char *status,
-                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlptd_file **out,
-                           char *why, size_t len) {
+                           const char *sha256, int64_t bytes, const char *tmp, int64_t lines, const char *stats,
+                           hlptd_file **out, char *why, size_t len) {
     if (out) *out = NULL;
-    int err = need_blob(st, sha256, bytes, why, len);
-    if (err) return err;
-    /* The row's strings are borrowed: row_insert only reads them. */
-    hlptd_file f = {.filename = (char *)filename, .purpose = (char *)purpose, .bytes = bytes, .created_at = now(),
-                   .status = (char *)status, .lines = lines, .stats = (char *)stats};
-    snprintf(f.sha256, sizeof f.sha256, "%s", sha256);
-    if (hlptd_id_new(f.id, HLPTD_ID_FILE)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    if ((err = row_insert(st, &file_t, &f, why, len))) return err;
-    return out ? hlptd_store_file_get(st, f.id, out, why, len) : HLPT_OK;
+    file_insert_args a = {.f = {.filename = (char *)filename, .purpose = (char *)purpose, .bytes = bytes,
+                               .created_at = now(), .status = (char *)status, .lines = lines, .stats = (char *)stats},
+                         .out = out};
+    snprintf(a.f.sha256, sizeof a.f.sha256, "%s", sha256 ? sha256 : "");
+    if (hlptd_id_new(a.f.id, HLPTD_ID_FILE)) {
+        hlptd_blob_discard(st->blobs, tmp);
+        return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    }
+    int err = insert_naming(st, tmp, sha256, file_insert_tx, &a, why, len);
+    if (err && out) {
+        hlptd_file_free(*out);
+        *out = NULL;
+    }
+    return err;
 }
 
 int hlptd_store_file_get(hlptd_store *st, const char *id, hlptd_file **out, char *why, size_t len) {
@@ -944,19 +1007,42 @@ int hlptd_store_metric_list(hlptd_store *st, const char *job_id, int64_t since_s
 void hlptd_checkpoint_free(hlptd_checkpoint *c) { row_free(&checkpoint_t, c); }
 void hlptd_checkpoint_list_free(hlptd_checkpoint **v, size_t n) { rows_free(&checkpoint_t, (void **)v, n); }
 
+typedef struct {
+    hlptd_checkpoint c; /* the row; metrics borrowed */
+    hlptd_checkpoint **out;
+} checkpoint_insert_args;
+
+static int checkpoint_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    checkpoint_insert_args *a = ctx;
+    if (a->out) {
+        hlptd_checkpoint_free(*a->out);
+        *a->out = NULL;
+    }
+    int err = need_blob(st, a->c.sha256, a->c.bytes, why, len);
+    if (!err && (err = row_insert(st, &checkpoint_t, &a->c, why, len)) == HLPT_ERR_STATE)
+        err = hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", a->c.job_id);
+    if (!err && a->out) err = hlptd_store_checkpoint_get(st, a->c.id, a->out, why, len);
+    return err;
+}
+
 int hlptd_store_checkpoint_insert(hlptd_store *st, const char *job_id, int64_t step, const char *metrics,
-                                 const char *sha256, int64_t bytes, hlptd_checkpoint **out, char *why, size_t len) {
+                                 const char *sha256, int64_t bytes, const char *tmp, hlptd_checkpoint **out, char *why,
+                                 size_t len) {
     if (out) *out = NULL;
-    int err = need_blob(st, sha256, bytes, why, len);
-    if (err) return err;
-    hlptd_checkpoint c = {.step = step, .metrics = (char *)metrics, .bytes = bytes, .created_at = now()};
-    snprintf(c.job_id, sizeof c.job_id, "%s", job_id);
-    snprintf(c.sha256, sizeof c.sha256, "%s", sha256);
-    if (hlptd_id_new(c.id, HLPTD_ID_CHECKPOINT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    err = row_insert(st, &checkpoint_t, &c, why, len);
-    if (err == HLPT_ERR_STATE) return hlpt_why(why, len, HLPT_ERR_NOENT, "no fine-tuning job `%s`", job_id);
-    if (err || !out) return err;
-    return hlptd_store_checkpoint_get(st, c.id, out, why, len);
+    checkpoint_insert_args a = {.c = {.step = step, .metrics = (char *)metrics, .bytes = bytes, .created_at = now()},
+                               .out = out};
+    snprintf(a.c.job_id, sizeof a.c.job_id, "%s", job_id ? job_id : "");
+    snprintf(a.c.sha256, sizeof a.c.sha256, "%s", sha256 ? sha256 : "");
+    if (hlptd_id_new(a.c.id, HLPTD_ID_CHECKPOINT)) {
+        hlptd_blob_discard(st->blobs, tmp);
+        return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    }
+    int err = insert_naming(st, tmp, sha256, checkpoint_insert_tx, &a, why, len);
+    if (err && out) {
+        hlptd_checkpoint_free(*out);
+        *out = NULL;
+    }
+    return err;
 }
 
 int hlptd_store_checkpoint_list(hlptd_store *st, const char *job_id, hlptd_checkpoint ***out, size_t *n, char *why,
@@ -1013,13 +1099,23 @@ int hlptd_store_checkpoint_delete(hlptd_store *st, const char *id, char *why, si
 void hlptd_adapter_rec_free(hlptd_adapter_rec *a) { row_free(&adapter_t, a); }
 void hlptd_adapter_rec_list_free(hlptd_adapter_rec **v, size_t n) { rows_free(&adapter_t, (void **)v, n); }
 
-int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in, hlptd_adapter_rec **out, char *why,
-                              size_t len) {
-    if (out) *out = NULL;
+typedef struct {
+    const hlptd_adapter_rec_new *in;
+    hlptd_adapter_rec **out;
+} adapter_insert_args;
+
+static int adapter_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    const hlptd_adapter_rec_new *in = ((adapter_insert_args *)ctx)->in;
+    hlptd_adapter_rec **out = ((adapter_insert_args *)ctx)->out;
+    if (out) {
+        hlptd_adapter_rec_free(*out);
+        *out = NULL;
+    }
     if (!in->name || !*in->name || !in->config)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "adapter: name and config are required");
     int err = need_blob(st, in->sha256, in->bytes, why, len);
     if (err) return err;
+    /* The row's strings are borrowed: row_insert only reads them. */
     hlptd_adapter_rec a = {.name = (char *)in->name, .config = (char *)in->config, .bytes = in->bytes,
                           .base_hash = (char *)in->base_hash, .job_id = (char *)in->job_id,
                           .checkpoint_id = (char *)in->checkpoint_id, .created_at = now()};
@@ -1031,6 +1127,18 @@ int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in,
         return hlpt_why(why, len, HLPT_ERR_NOENT, "adapter `%s`: no such job or checkpoint", in->name);
     if (err) return err;
     return out ? hlptd_store_adapter_get(st, a.id, out, why, len) : HLPT_OK;
+}
+
+int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in, hlptd_adapter_rec **out, char *why,
+                              size_t len) {
+    if (out) *out = NULL;
+    adapter_insert_args a = {in, out};
+    int err = insert_naming(st, in->tmp, in->sha256, adapter_insert_tx, &a, why, len);
+    if (err && out) {
+        hlptd_adapter_rec_free(*out);
+        *out = NULL;
+    }
+    return err;
 }
 
 int hlptd_store_adapter_get(hlptd_store *st, const char *id_or_name, hlptd_adapter_rec **out, char *why, size_t len) {

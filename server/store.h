@@ -8,6 +8,13 @@
  * against the row's. A blob that no row names any more once a delete commits is removed then, and
  * hlptd_store_blob_sweep removes those that a crash left unnamed.
  *
+ * A blob comes into place with the row that names it: a writer (an HTTP thread, a worker process)
+ * seals what it wrote under blobs/tmp/ (blobs.h) and hands the temporary's name over; the insert
+ * that stores the row takes it (`tmp`), puts the blob into place and inserts the row in one call on
+ * the store's thread, and when the row is not stored (the insert fails, its transaction rolls back)
+ * the blob goes again unless another row names the same bytes. So no delete can find a blob
+ * unnamed that a row is about to name. An insert given no `tmp` names a blob already in place.
+ *
  * One interface, two backends beneath it: store.c describes each row type once (a table of its
  * columns) and builds every read, list, page, insert and free from that table; the database
  * itself is reached through a small table of functions (store_backend.h). Where the store is
@@ -114,22 +121,20 @@ int hlptd_store_version(hlptd_store *st);
 
 /* Every store call between begin and commit is applied together or not at all; a call that fails
  * inside leaves the transaction for the caller to roll back. Blobs that the transaction's deletes
- * left unnamed are removed after the commit. No nesting: begin inside a transaction is
- * HLPT_ERR_STATE. Calls outside a transaction are each a transaction of their own. */
+ * left unnamed, and blobs its inserts adopted that no row names, are removed after the commit. No
+ * nesting: begin inside a transaction is HLPT_ERR_STATE. Calls outside a transaction are each a
+ * transaction of their own. */
 int hlptd_store_begin(hlptd_store *st, char *why, size_t len);
 int hlptd_store_commit(hlptd_store *st, char *why, size_t len);
-/* Nothing is applied, no blob is removed. Fine outside a transaction (does nothing). */
+/* Nothing is applied; the blobs the transaction's inserts adopted (`tmp`) go again unless a row
+ * names them. Fine outside a transaction (does nothing). */
 void hlptd_store_rollback(hlptd_store *st);
 
 /* ---- blobs ----------------------------------------------------------------------------------- */
 
-/* Removes the blob sha256 (borrowed) unless a row names it: for a blob written for a row that was
- * never stored (a worker's checkpoint that arrived for a cancelled job). Inside a transaction, it
- * is decided and done at the commit. */
-int hlptd_store_blob_release(hlptd_store *st, const char *sha256, char *why, size_t len);
-/* Removes every blob no row names (written, then the daemon died before storing its row). Only
- * while no one else writes blobs: hlptd calls it at start-up, before any worker or request.
- * *removed (may be NULL) gets how many went. */
+/* Removes every blob no row names (put into place, then the daemon died before the commit that
+ * named it). hlptd calls it at start-up, before any worker or request. *removed (may be NULL) gets
+ * how many went. */
 int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t len);
 
 /* ---- files ---------------------------------------------------------------------------------- */
@@ -150,11 +155,13 @@ void hlptd_file_free(hlptd_file *f);
 void hlptd_file_list_free(hlptd_file **v, size_t n);
 
 /* Inserts a file row whose content is the blob sha256 of `bytes` bytes (borrows all inputs; `stats`
- * may be NULL). HLPT_ERR_NOENT when there is no such blob, HLPT_ERR_INVAL when it is not of that size. Writes the new row to *out
- * (owned) when out is not NULL. */
+ * may be NULL). tmp: the sealed temporary (blobs.h) that becomes the blob, adopted with the row and
+ * gone whatever the outcome (in place, or removed); NULL when the blob is in place already.
+ * HLPT_ERR_NOENT when there is no such blob, HLPT_ERR_INVAL when it is not of that size. Writes the
+ * new row to *out (owned) when out is not NULL. */
 int hlptd_store_file_insert(hlptd_store *st, const char *filename, const char *purpose, const char *status,
-                           const char *sha256, int64_t bytes, int64_t lines, const char *stats, hlptd_file **out,
-                           char *why, size_t len);
+                           const char *sha256, int64_t bytes, const char *tmp, int64_t lines, const char *stats,
+                           hlptd_file **out, char *why, size_t len);
 int hlptd_store_file_get(hlptd_store *st, const char *id, hlptd_file **out, char *why, size_t len);
 /* Up to `limit` files newest first, starting after file `after` (NULL = from the newest).
  * *out is an owned array of owned rows (hlptd_file_list_free); *has_more says whether more follow. */
@@ -298,10 +305,12 @@ typedef struct {
 void hlptd_checkpoint_free(hlptd_checkpoint *c);
 void hlptd_checkpoint_list_free(hlptd_checkpoint **v, size_t n);
 
-/* A checkpoint whose state is the blob sha256 of `bytes` bytes. HLPT_ERR_NOENT when there is no
- * such job or blob, HLPT_ERR_INVAL when the blob is not of that size. */
+/* A checkpoint whose state is the blob sha256 of `bytes` bytes; tmp as hlptd_store_file_insert
+ * (a worker's sealed checkpoint). HLPT_ERR_NOENT when there is no such job or blob, HLPT_ERR_INVAL
+ * when the blob is not of that size. */
 int hlptd_store_checkpoint_insert(hlptd_store *st, const char *job_id, int64_t step, const char *metrics,
-                                 const char *sha256, int64_t bytes, hlptd_checkpoint **out, char *why, size_t len);
+                                 const char *sha256, int64_t bytes, const char *tmp, hlptd_checkpoint **out, char *why,
+                                 size_t len);
 /* A job's checkpoints in step order. */
 int hlptd_store_checkpoint_list(hlptd_store *st, const char *job_id, hlptd_checkpoint ***out, size_t *n, char *why,
                                size_t len);
@@ -340,6 +349,7 @@ typedef struct {
     const char *config;        /* JSON */
     const char *sha256;        /* the blob of adapter_model.safetensors */
     int64_t bytes;             /* its size */
+    const char *tmp;           /* its sealed temporary, adopted with the row (hlptd_store_file_insert), or NULL */
     const char *base_hash;     /* or NULL */
     const char *job_id;        /* or NULL */
     const char *checkpoint_id; /* or NULL */

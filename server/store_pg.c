@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "hlpt/err.h"
 #include "store.h"
@@ -233,8 +234,24 @@ static int pg_step(hlptd_db_stmt *s, char *why, size_t len) {
         return s->row < PQntuples(s->res) ? 1 : 0;
     }
     reconnect(s->db);
+    /* PostgreSQL aborts the whole transaction at a failed statement, SQLite only the statement: a
+     * write inside a transaction runs under a savepoint, so that its failure (a name taken, a row
+     * gone) leaves the transaction to the caller, as on SQLite. */
+    int guard = s->db->in_tx && strncasecmp(s->sql, "SELECT", 6) != 0;
+    if (guard) {
+        int err = exec(s->db, "SAVEPOINT hlptd_stmt", "step", NULL, why, len);
+        if (err) return err;
+    }
     s->res = PQexecParams(s->db->conn, s->sql, s->nargs, s->types, (const char *const *)s->values, NULL, NULL, 0);
     ExecStatusType st = s->res ? PQresultStatus(s->res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        int err = guard ? exec(s->db, "RELEASE SAVEPOINT hlptd_stmt", "step", NULL, why, len) : HLPT_OK;
+        if (err) {
+            PQclear(s->res);
+            s->res = NULL;
+            return err;
+        }
+    }
     if (st == PGRES_TUPLES_OK) {
         s->row = 0;
         s->changes = 0;
@@ -247,6 +264,7 @@ static int pg_step(hlptd_db_stmt *s, char *why, size_t len) {
     int err = fail(s->db, s->res, "step", why, len);
     PQclear(s->res);
     s->res = NULL;
+    if (guard) exec(s->db, "ROLLBACK TO SAVEPOINT hlptd_stmt", "step", NULL, NULL, 0);
     return err;
 }
 

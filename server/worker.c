@@ -9,18 +9,21 @@
  * the run that `hlpt train` uses too). What is left here is the process around it: signals, the
  * spec's paths, and the hooks that turn the run's reports into JSON lines on stdout. It never opens
  * the store: it reads its data and the checkpoint it resumes from as blobs (blobs.h) the spec names
- * by path, writes each checkpoint and the final adapter's weights as blobs into place, and names
- * them (SHA-256 and size) in its lines; the daemon records them. A worker that dies takes nothing
- * else with it; the daemon sees the exit and marks the job.
+ * by path, writes each checkpoint and the final adapter's weights as sealed blobs (fsynced, kept
+ * under blobs/tmp/, never put into place: only the daemon's loop does that, with the row that names
+ * them) and names them in its lines: SHA-256, size and the temporary's name. A worker that dies
+ * takes nothing else with it; the daemon sees the exit, marks the job and removes the temporaries
+ * it left.
  *
  * Lines (one JSON object each, "type" first):
  *   started    {total_steps, trainable_params, examples, truncated, valid_examples, resumed_from}
  *   progress   {step, total_steps, epoch, train_loss, valid_loss?, valid_acc?, learning_rate,
  *               grad_norm, tokens_per_s, tokens_seen, elapsed_s}
- *   checkpoint {step, sha256, bytes, train_loss, valid_loss?, valid_acc?}
- *   done       {sha256, bytes, config, best_step, best_valid_loss?}
- *              (sha256 and bytes name the blob of adapter_model.safetensors; config is the
- *              adapter_config.json object)
+ *   checkpoint {step, sha256, bytes, tmp, train_loss, valid_loss?, valid_acc?}
+ *   done       {sha256, bytes, tmp, config, best_step, best_valid_loss?}
+ *              (sha256, bytes and tmp name a sealed blob: its name, its size, and its temporary's
+ *              name under blobs/tmp/, "<pid>-<n>", which the daemon adopts with the row or discards;
+ *              done's is adapter_model.safetensors; config is the adapter_config.json object)
  *   stopped    {step}            (SIGUSR1 or SIGTERM: checkpointed, exits 0)
  *   error      {message, code?}  (then exit status 1; code "no_space" when the disk is full)
  *
@@ -125,16 +128,18 @@ static void on_progress(void *ctx, const hlpt_train_progress *p) {
     emit(o);
 }
 
-/* Output: a checkpoint becomes a blob, named in a "checkpoint" line. A failed write keeps its
- * status for the error line (the trainer reports only that the hook failed). */
+/* Output: a checkpoint becomes a sealed blob, named in a "checkpoint" line. A failed write keeps
+ * its status for the error line (the trainer reports only that the hook failed). */
 static int write_checkpoint(void *ctx, int step, const hlpt_train_progress *p, const void *blob, size_t n) {
     worker_ctx *w = ctx;
-    char sha[HLPT_SHA256_HEX];
-    if ((w->ckpt_err = hlptd_blob_put(w->blobs, blob, n, sha, w->ckpt_why, sizeof w->ckpt_why)) != HLPT_OK) return -1;
+    char sha[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
+    if ((w->ckpt_err = hlptd_blob_put_sealed(w->blobs, blob, n, sha, tmp, sizeof tmp, w->ckpt_why, sizeof w->ckpt_why)))
+        return -1;
     cJSON *o = line("checkpoint");
     cJSON_AddNumberToObject(o, "step", step);
     cJSON_AddStringToObject(o, "sha256", sha);
     cJSON_AddNumberToObject(o, "bytes", (double)n);
+    cJSON_AddStringToObject(o, "tmp", tmp);
     add_finite(o, "train_loss", p->train_loss);
     add_finite(o, "valid_loss", p->valid_loss);
     add_finite(o, "valid_acc", p->valid_acc);
@@ -142,25 +147,29 @@ static int write_checkpoint(void *ctx, int step, const hlpt_train_progress *p, c
     return 0;
 }
 
-/* Output: the final adapter's weights become a blob, named in the "done" line with its config (the
- * store keeps the config as text). */
+/* Output: the final adapter's weights become a sealed blob, named in the "done" line with its config
+ * (the store keeps the config as text). */
 static int write_adapter(void *ctx, const hlpt_adapter *a, const char *extra_json, int best_step, double best_loss,
                          char *why, size_t len) {
     worker_ctx *w = ctx;
-    char *config = hlpt_adapter_config_with(&a->cfg, extra_json), sha[HLPT_SHA256_HEX];
+    char *config = hlpt_adapter_config_with(&a->cfg, extra_json), sha[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
     void *weights = NULL;
     size_t n = 0;
     int err = config ? hlpt_adapter_to_safetensors(a, a->params, NULL, &weights, &n, why, len)
                      : hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
-    if (!err) err = hlptd_blob_put(w->blobs, weights, n, sha, why, len);
+    if (!err) err = hlptd_blob_put_sealed(w->blobs, weights, n, sha, tmp, sizeof tmp, why, len);
     cJSON *config_json = err ? NULL : cJSON_Parse(config);
     free(config);
     free(weights);
-    if (!err && !config_json) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (!err && !config_json) {
+        hlptd_blob_discard(w->blobs, tmp);
+        err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    }
     if (err) return err;
     cJSON *o = line("done");
     cJSON_AddStringToObject(o, "sha256", sha);
     cJSON_AddNumberToObject(o, "bytes", (double)n);
+    cJSON_AddStringToObject(o, "tmp", tmp);
     cJSON_AddItemToObject(o, "config", config_json);
     cJSON_AddNumberToObject(o, "best_step", best_step);
     add_finite(o, "best_valid_loss", best_loss);

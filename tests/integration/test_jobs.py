@@ -115,6 +115,17 @@ def blob_files(data_dir):
     return out
 
 
+def tmp_files(d):
+    """Names under <data-dir>/blobs/tmp: blobs being written, or sealed and not yet adopted."""
+    return sorted(os.listdir(os.path.join(d.data_dir, "blobs", "tmp")))
+
+
+def plant_tmp(d, pid):
+    """A half-written temporary of process pid, as a worker killed mid-checkpoint leaves it."""
+    with open(os.path.join(d.data_dir, "blobs", "tmp", "%d-999999" % pid), "wb") as f:
+        f.write(b"half a checkpoint")
+
+
 def blobs_named(d):
     """{sha256: bytes} of every blob a row of the store names."""
     rows = store_rows(d, "SELECT sha256, bytes FROM files WHERE sha256 IS NOT NULL UNION "
@@ -380,6 +391,7 @@ class JobsTest(DaemonCase, unittest.TestCase):
         # the adapter's weights, the results file), each one a row names; no job directory.
         on_disk, named = blob_files(d.data_dir), blobs_named(d)
         self.assertEqual(on_disk, named)
+        self.assertEqual(tmp_files(d), [], "a sealed checkpoint or adapter was not adopted")
         ckpts = store_rows(d, "SELECT sha256, bytes FROM checkpoints WHERE job_id = ?", (job["id"],))
         self.assertEqual(len(ckpts), 3)
         for sha, n in ckpts + store_rows(d, "SELECT sha256, bytes FROM adapters"):
@@ -520,6 +532,11 @@ class JobsTest(DaemonCase, unittest.TestCase):
         d = self.daemon()
         job = self.long_job(d)
         wait_for(lambda: get_job(d, job["id"])["progress"]["step"] >= 1, 30, "the job to take a step")
+        # What the worker has in blobs/tmp when it is killed (here a planted half-written
+        # temporary of its pid) goes once the daemon has seen it exit.
+        pids = workers_of(d)
+        self.assertEqual(len(pids), 1, pids)
+        plant_tmp(d, pids[0])
         status, resp = d.json("POST", "%s/%s/cancel" % (JOBS, job["id"]))
         self.assertEqual(status, 200, resp)
         self.assertEqual(resp["status"], "cancelled", "cancel answers with the new state")
@@ -529,6 +546,7 @@ class JobsTest(DaemonCase, unittest.TestCase):
         self.assertLess(done["progress"]["step"], LONG_STEPS)
         self.assertIn("Job cancelled", messages(d, job["id"]))
         wait_for(lambda: not workers_of(d), 10, "the worker to be gone")
+        wait_for(lambda: not tmp_files(d), 10, "the cancelled worker's temporaries to go")
         self.assertEqual(d.json("GET", "/health"), (200, {"status": "ok"}))
         self.assertEqual(d.json("POST", "%s/%s/cancel" % (JOBS, job["id"]))[0], 409)
         self.assertEqual(d.json("POST", "%s/%s/resume" % (JOBS, job["id"]))[0], 409)
@@ -571,8 +589,12 @@ class JobsTest(DaemonCase, unittest.TestCase):
         pids = workers_of(d)
         self.assertEqual(len(pids), 1, pids)
         self.assertEqual(cmdline(pids[0])[1:2], [b"--worker"])
+        plant_tmp(d, pids[0])
         os.kill(pids[0], signal.SIGKILL)
         done = wait_job(d, job["id"], "succeeded", timeout=60)
+        # Nothing of the killed worker's is left in blobs/tmp, and every line of the next one's
+        # was adopted.
+        self.assertEqual(tmp_files(d), [])
         msgs = messages(d, job["id"])
         self.assertTrue(any("signal 9" in m and "automatic restart 1 of 3" in m for m in msgs), msgs)
         self.assertIsNone(d.proc.poll(), "the daemon died with its worker")

@@ -1,6 +1,7 @@
 /*
  * The blob store (server/blobs.h): content addressing, piecewise writes, dedup, damage detection,
- * no temporaries left behind, names that cannot leave the folder, and the start-up clean.
+ * no temporaries left behind, names that cannot leave the folder, the start-up clean, and sealed
+ * temporaries: adopted into place, discarded, and discarded by their writer's pid.
  */
 #include "blobs.h"
 
@@ -93,7 +94,6 @@ START_TEST(piecewise_equals_whole) {
     ck_assert_int_eq(hlptd_blob_begin(b, &w, why, sizeof why), HLPT_OK);
     for (size_t off = 0, k = 1; off < n; off += k, k = k * 7 % 9000 + 1)
         ck_assert_int_eq(hlptd_blob_write(w, data + off, off + k <= n ? k : n - off, why, sizeof why), HLPT_OK);
-    ck_assert_uint_eq(hlptd_blob_written(w), n);
     uint64_t bytes;
     ck_assert_int_eq(hlptd_blob_commit(w, parts, &bytes, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(parts, whole);
@@ -169,6 +169,135 @@ START_TEST(temporaries) {
 }
 END_TEST
 
+static int exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* A sealed blob stays under tmp/ until it is adopted: then it is in place, under its name, and the
+ * temporary is gone. Adopting over the same bytes in place is fine; a name that is not a
+ * temporary's is refused and touches nothing. */
+START_TEST(seal_then_adopt) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char tmpdir[200], path[4200], tmp[HLPTD_BLOB_TMP_MAX], sha[HLPT_SHA256_HEX], sub[256];
+    snprintf(tmpdir, sizeof tmpdir, "%s/blobs/tmp", dir);
+    hlptd_blob_writer *w;
+    ck_assert_int_eq(hlptd_blob_begin(b, &w, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_write(w, "ab", 2, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_write(w, "c", 1, why, sizeof why), HLPT_OK);
+    uint64_t bytes = 0;
+    ck_assert_int_eq(hlptd_blob_seal(w, sha, &bytes, tmp, sizeof tmp, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(sha, abc_hex);
+    ck_assert_uint_eq(bytes, 3);
+    char want[64];
+    snprintf(want, sizeof want, "%ld-", (long)getpid());
+    ck_assert_int_eq(strncmp(tmp, want, strlen(want)), 0);
+    /* Sealed: not in place, not even its folder; the temporary is whole. */
+    hlptd_blob_path(b, sha, path, sizeof path);
+    ck_assert(!exists(path));
+    snprintf(sub, sizeof sub, "%s/blobs/sha256/ba", dir);
+    ck_assert(!exists(sub));
+    ck_assert_int_eq(count_files(tmpdir), 1);
+    ck_assert_int_eq(hlptd_blob_adopt(b, tmp, sha, why, sizeof why), HLPT_OK);
+    ck_assert(exists(path));
+    ck_assert_int_eq(count_files(tmpdir), 0);
+    char *buf;
+    size_t n;
+    ck_assert_int_eq(hlptd_blob_read(b, sha, 100, &buf, &n, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(buf, "abc");
+    free(buf);
+    /* Adopted once, the temporary is no more. */
+    ck_assert_int_eq(hlptd_blob_adopt(b, tmp, sha, why, sizeof why), HLPT_ERR_NOENT);
+    ck_assert(exists(path));
+    /* The same bytes sealed again go over the blob in place. */
+    ck_assert_int_eq(hlptd_blob_put_sealed(b, "abc", 3, sha, tmp, sizeof tmp, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_adopt(b, tmp, sha, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(count_files(sub), 1);
+    ck_assert_int_eq(count_files(tmpdir), 0);
+    /* Names from outside cannot reach out of tmp/. */
+    char outside[300];
+    snprintf(outside, sizeof outside, "%s/victim", dir);
+    FILE *f = fopen(outside, "w");
+    fputs("x", f);
+    fclose(f);
+    const char *bad[] = {"../victim", "..", ".", "", "1-2/../../victim", "1-", "-1", "x-1", "1-1x", "12"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(hlptd_blob_adopt(b, bad[i], sha, why, sizeof why), HLPT_ERR_INVAL);
+        hlptd_blob_discard(b, bad[i]);
+    }
+    ck_assert_int_eq(hlptd_blob_adopt(b, NULL, sha, why, sizeof why), HLPT_ERR_INVAL);
+    hlptd_blob_discard(b, NULL);
+    ck_assert(exists(outside));
+    ck_assert(exists(path));
+    /* A bad blob name: refused, and the temporary goes all the same. */
+    ck_assert_int_eq(hlptd_blob_put_sealed(b, "abc", 3, sha, tmp, sizeof tmp, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_blob_adopt(b, tmp, "../../victim", why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(count_files(tmpdir), 0);
+    /* Too small a buffer for the temporary's name: nothing is left. */
+    ck_assert_int_eq(hlptd_blob_put_sealed(b, "abc", 3, sha, tmp, 2, why, sizeof why), HLPT_ERR_RANGE);
+    ck_assert_int_eq(count_files(tmpdir), 0);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
+/* A temporary that is never adopted is discarded by its name, or with every other of its writer's
+ * process; temporaries of other processes stay. */
+START_TEST(discard_and_discard_pid) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char tmpdir[200], tmp[HLPTD_BLOB_TMP_MAX], sha[HLPT_SHA256_HEX];
+    snprintf(tmpdir, sizeof tmpdir, "%s/blobs/tmp", dir);
+    ck_assert_int_eq(hlptd_blob_put_sealed(b, "dropped", 7, sha, tmp, sizeof tmp, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(count_files(tmpdir), 1);
+    hlptd_blob_discard(b, tmp);
+    ck_assert_int_eq(count_files(tmpdir), 0);
+    hlptd_blob_discard(b, tmp); /* gone already: nothing happens */
+    /* A name an earlier process of the same pid left is passed over. */
+    long pid, seq;
+    ck_assert_int_eq(sscanf(tmp, "%ld-%ld", &pid, &seq), 2);
+    char next[300];
+    snprintf(next, sizeof next, "%s/%ld-%ld", tmpdir, pid, seq + 1);
+    FILE *nf = fopen(next, "w");
+    fclose(nf);
+    ck_assert_int_eq(hlptd_blob_put_sealed(b, "after", 5, sha, tmp, sizeof tmp, why, sizeof why), HLPT_OK);
+    snprintf(next, sizeof next, "%ld-%ld", pid, seq + 2);
+    ck_assert_str_eq(tmp, next);
+    ck_assert_int_eq(count_files(tmpdir), 2);
+    hlptd_blobs_discard_pid(b, getpid());
+    ck_assert_int_eq(count_files(tmpdir), 0);
+    /* A worker of pid 4242 left two (one sealed, one cut off mid-write), pid 424 one, and the
+     * folder has a stray file. */
+    const char *planted[] = {"4242-0", "4242-17", "424-0", "42420-3", "notes.txt"};
+    for (size_t i = 0; i < 5; i++) {
+        char p[300];
+        snprintf(p, sizeof p, "%s/%s", tmpdir, planted[i]);
+        FILE *f = fopen(p, "w");
+        fputs("half", f);
+        fclose(f);
+    }
+    /* This process writes one too, which stays. */
+    ck_assert_int_eq(hlptd_blob_put_sealed(b, "mine", 4, sha, tmp, sizeof tmp, why, sizeof why), HLPT_OK);
+    hlptd_blobs_discard_pid(b, 4242);
+    ck_assert_int_eq(count_files(tmpdir), 4);
+    char p[300];
+    snprintf(p, sizeof p, "%s/4242-0", tmpdir);
+    ck_assert(!exists(p));
+    snprintf(p, sizeof p, "%s/4242-17", tmpdir);
+    ck_assert(!exists(p));
+    snprintf(p, sizeof p, "%s/424-0", tmpdir);
+    ck_assert(exists(p));
+    snprintf(p, sizeof p, "%s/42420-3", tmpdir);
+    ck_assert(exists(p));
+    snprintf(p, sizeof p, "%s/%s", tmpdir, tmp);
+    ck_assert(exists(p));
+    hlptd_blobs_discard_pid(b, getpid());
+    ck_assert(!exists(p));
+    ck_assert_int_eq(count_files(tmpdir), 3);
+    hlptd_blobs_close(b);
+}
+END_TEST
+
 static int collect(void *ctx, const char *sha256) {
     char (*seen)[HLPT_SHA256_HEX] = ctx;
     for (int i = 0; i < 4; i++)
@@ -227,6 +356,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, names_stay_inside);
     tcase_add_test(tc, temporaries);
     tcase_add_test(tc, open_and_each);
+    tcase_add_test(tc, seal_then_adopt);
+    tcase_add_test(tc, discard_and_discard_pid);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "../check_main.h"
@@ -186,15 +187,21 @@ static const hlptd_route routes[] = {
 
 #define UPLOAD_LIMIT (1 << 20)
 
-static void start(void) {
+/* The server with o's limits and space_dir (the rest as every test has them). */
+static void start_with(hlptd_http_opts o) {
     char why[256];
-    hlptd_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2, .max_body_bytes = 1024,
-                        .max_upload_bytes = UPLOAD_LIMIT, .routes = routes,
-                        .nroutes = sizeof routes / sizeof routes[0], .app = "the-app", .wake = wake};
+    o.host = "127.0.0.1";
+    o.threads = 2;
+    o.routes = routes;
+    o.nroutes = sizeof routes / sizeof routes[0];
+    o.app = "the-app";
+    o.wake = wake;
     ck_assert_int_eq(hlptd_http_start(&server, &o, why, sizeof why), HLPT_OK);
     quit = 0;
     pthread_create(&loop_thread, NULL, loop_main, NULL);
 }
+
+static void start(void) { start_with((hlptd_http_opts){.max_body_bytes = 1024, .max_upload_bytes = UPLOAD_LIMIT}); }
 
 static void stop(void) {
     pthread_mutex_lock(&mu);
@@ -676,6 +683,44 @@ START_TEST(test_streamed_abort_and_early_reply) {
 }
 END_TEST
 
+/* The first status line a client waiting for 100 Continue gets after announcing a body of n bytes
+ * to path. */
+static int announce(const char *path, unsigned long long n) {
+    char head[256], out[4096];
+    int fd = connect_server();
+    snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %llu\r\nExpect: 100-continue\r\n\r\n",
+             path, n);
+    send_all(fd, head, strlen(head));
+    read_until(fd, out, sizeof out, "\r\n\r\n");
+    close(fd);
+    return status_of(out);
+}
+
+/* A body announced larger than the free space where bodies are stored gets 507 before it is read.
+ * A buffered body counts once, as a streamed one does (no body is stored twice), so one announced at
+ * two thirds of the free space is read. */
+START_TEST(test_free_space_counts_a_body_once) {
+    char dir[] = "/tmp/hlpt-http-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    struct statvfs sv;
+    ck_assert_int_eq(statvfs(dir, &sv), 0);
+    unsigned long long avail = (unsigned long long)sv.f_bavail * sv.f_frsize, margin = 8ull << 20;
+    if (avail < margin + (64ull << 20)) {
+        rmdir(dir);
+        return; /* too little room to tell the two apart */
+    }
+    start_with((hlptd_http_opts){.max_body_bytes = (size_t)1 << 60, .max_upload_bytes = (size_t)1 << 60,
+                                 .space_dir = dir});
+    unsigned long long room = avail - margin;
+    ck_assert_int_eq(announce("/json", room / 3 * 2), 100);
+    ck_assert_int_eq(announce("/upload", room / 3 * 2), 100);
+    ck_assert_int_eq(announce("/json", avail + avail / 4), 507);
+    ck_assert_int_eq(announce("/upload", avail + avail / 4), 507);
+    stop();
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
@@ -693,6 +738,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_streamed_body);
     tcase_add_test(tc, test_streamed_limits);
     tcase_add_test(tc, test_streamed_abort_and_early_reply);
+    tcase_add_test(tc, test_free_space_counts_a_body_once);
     suite_add_tcase(s, tc);
     return s;
 }

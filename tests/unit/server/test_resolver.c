@@ -88,7 +88,8 @@ static void setup(void) {
 
     hlptd_file *f;
     ck_assert_int_eq(hlptd_blob_put(blobs, "x", 1, sha, why, sizeof why), 0);
-    ck_assert_int_eq(hlptd_store_file_insert(st, "t.jsonl", "fine-tune", "processed", sha, 1, 1, NULL, &f, why, sizeof why), 0);
+    ck_assert_int_eq(
+        hlptd_store_file_insert(st, "t.jsonl", "fine-tune", "processed", sha, 1, NULL, 1, NULL, &f, why, sizeof why), 0);
     hlptd_job_new jn = {.status = HLPTD_JOB_SUCCEEDED, .model = BASE, .training_file = f->id, .method = "{\"type\":\"lora\"}",
                        .hyperparameters = "{}", .seed = 1, .suffix = "t"};
     hlptd_job *job;
@@ -97,7 +98,8 @@ static void setup(void) {
     void *blob = checkpoint_blob(&n);
     hlptd_checkpoint *ck;
     ck_assert_int_eq(hlptd_blob_put(blobs, blob, n, sha, why, sizeof why), 0);
-    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, job->id, 2, NULL, sha, (int64_t)n, &ck, why, sizeof why), 0);
+    ck_assert_int_eq(
+        hlptd_store_checkpoint_insert(st, job->id, 2, NULL, sha, (int64_t)n, NULL, &ck, why, sizeof why), 0);
     snprintf(ckpt_id, sizeof ckpt_id, "%s", ck->id);
     hlptd_jobs_model_name(BASE, job, 2, ckpt_model, sizeof ckpt_model);
     free(blob);

@@ -1,6 +1,8 @@
 /* The store: migrations from scratch and from every earlier version (old BLOBs moved out into
  * blobs), CRUD of every table, ids, job state moves, transactions, and the blobs that rows name:
- * inserts need them, deletes remove those no row names any more, the sweep removes orphans.
+ * inserts need them, and adopt the sealed temporaries they are given (removed again when the row is
+ * not stored), deletes remove those no row names any more, the sweep removes orphans; a delete
+ * between a blob's sealing and its row's insert cannot lose it.
  *
  * Every test of the store's behaviour runs twice: on SQLite (a file in a temporary directory) and,
  * when HLPT_TEST_PG_URL names a PostgreSQL server (tests/run.sh starts one with tests/pg.sh), on
@@ -88,6 +90,26 @@ static void put(const void *p, size_t n, char sha[HLPT_SHA256_HEX]) {
     ck_assert_int_eq(hlptd_blob_put(blobs, p, n, sha, why, sizeof why), HLPT_OK);
 }
 
+/* Writes bytes as a sealed temporary, as an HTTP thread or a worker does; sha gets the blob's
+ * name, tmp the temporary's. */
+static void seal(const void *p, size_t n, char sha[HLPT_SHA256_HEX], char tmp[HLPTD_BLOB_TMP_MAX]) {
+    ck_assert_int_eq(hlptd_blob_put_sealed(blobs, p, n, sha, tmp, HLPTD_BLOB_TMP_MAX, why, sizeof why), HLPT_OK);
+}
+
+/* Files under blobs/tmp/. */
+static int tmp_count(void) {
+    char p[128];
+    snprintf(p, sizeof p, "%s/blobs/tmp", dir);
+    DIR *dp = opendir(p);
+    ck_assert_ptr_nonnull(dp);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)))
+        if (e->d_name[0] != '.') n++;
+    closedir(dp);
+    return n;
+}
+
 static int blob_exists(const char *sha) {
     uint64_t n;
     return hlptd_blob_size(blobs, sha, &n, why, sizeof why) == HLPT_OK;
@@ -118,7 +140,7 @@ static hlptd_file *add_file(hlptd_store *st, const char *name, const char *conte
     char sha[HLPT_SHA256_HEX];
     hlptd_file *f;
     put(content, strlen(content), sha);
-    ck_assert_int_eq(hlptd_store_file_insert(st, name, "fine-tune", "processed", sha, (int64_t)strlen(content), 1,
+    ck_assert_int_eq(hlptd_store_file_insert(st, name, "fine-tune", "processed", sha, (int64_t)strlen(content), NULL, 1,
                                             "{\"examples\":1}", &f, why, sizeof why),
                      HLPT_OK);
     return f;
@@ -474,13 +496,14 @@ START_TEST(test_files_crud) {
     hlptd_file *g;
     char sha[HLPT_SHA256_HEX];
     hlpt_sha256_hex("not stored", 10, sha);
-    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", sha, 10, 1, NULL, &g, why, sizeof why),
-                     HLPT_ERR_NOENT);
+    ck_assert_int_eq(
+        hlptd_store_file_insert(st, "x", "fine-tune", "processed", sha, 10, NULL, 1, NULL, &g, why, sizeof why),
+        HLPT_ERR_NOENT);
     ck_assert_ptr_null(g);
-    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", f[0]->sha256, 3, 1, NULL, &g, why,
+    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", f[0]->sha256, 3, NULL, 1, NULL, &g, why,
                                             sizeof why),
                      HLPT_ERR_INVAL);
-    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", "../../x", 3, 1, NULL, &g, why,
+    ck_assert_int_eq(hlptd_store_file_insert(st, "x", "fine-tune", "processed", "../../x", 3, NULL, 1, NULL, &g, why,
                                             sizeof why),
                      HLPT_ERR_INVAL);
 
@@ -718,10 +741,13 @@ START_TEST(test_events_metrics_checkpoints) {
     char s1[HLPT_SHA256_HEX], s2[HLPT_SHA256_HEX];
     put(state, 300, s1);
     put(state, 10, s2);
-    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 100, "{\"loss\":1}", s1, 300, &c1, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 200, NULL, s2, 10, &c2, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, "ftjob-none", 1, NULL, s2, 10, NULL, why, sizeof why), HLPT_ERR_NOENT);
-    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 1, NULL, s2, 11, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 100, "{\"loss\":1}", s1, 300, NULL, &c1, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 200, NULL, s2, 10, NULL, &c2, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, "ftjob-none", 1, NULL, s2, 10, NULL, NULL, why, sizeof why),
+                     HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 1, NULL, s2, 11, NULL, NULL, why, sizeof why),
+                     HLPT_ERR_INVAL);
     ck_assert_int_eq(strncmp(c1->id, "ftckpt-", 7), 0);
     ck_assert_int_eq(c1->bytes, 300);
     ck_assert_str_eq(c1->sha256, s1);
@@ -890,7 +916,7 @@ START_TEST(test_transactions_and_blobs) {
 
     ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
-    ck_assert_int_eq(hlptd_store_file_insert(st, "again.jsonl", "fine-tune", "processed", f->sha256, 4, 1, NULL, &g, why,
+    ck_assert_int_eq(hlptd_store_file_insert(st, "again.jsonl", "fine-tune", "processed", f->sha256, 4, NULL, 1, NULL, &g, why,
                                             sizeof why),
                      HLPT_OK);
     ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
@@ -899,17 +925,9 @@ START_TEST(test_transactions_and_blobs) {
     ck_assert(!blob_exists(f->sha256));
     hlptd_file_free(g);
 
-    /* A blob written for a row that was never stored is released; one a row names is not. */
+    /* The sweep removes every blob no row names, and only those. */
     hlptd_file *h = add_file(st, "kept.jsonl", "kept\n");
     char orphan[HLPT_SHA256_HEX];
-    put("orphan", 6, orphan);
-    ck_assert_int_eq(hlptd_store_blob_release(st, h->sha256, why, sizeof why), HLPT_OK);
-    ck_assert(blob_exists(h->sha256));
-    ck_assert_int_eq(hlptd_store_blob_release(st, orphan, why, sizeof why), HLPT_OK);
-    ck_assert(!blob_exists(orphan));
-    ck_assert_int_eq(hlptd_store_blob_release(st, "nope", why, sizeof why), HLPT_ERR_INVAL);
-
-    /* The sweep removes every blob no row names, and only those. */
     put("orphan one", 10, orphan);
     put("orphan two", 10, orphan);
     ck_assert_int_eq(blob_count(), 3);
@@ -1085,6 +1103,195 @@ START_TEST(test_pg_reconnects) {
 }
 END_TEST
 
+
+/* The race a delete used to lose: an upload of bytes X is written (sealed) while file A names X;
+ * A is deleted, which removes X since no row names it; then the upload's row goes in. The insert
+ * puts X into place itself, so B is stored and X is there. */
+START_TEST(test_upload_sealed_while_its_bytes_are_deleted) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    const char *x = "{\"text\":\"same\"}\n";
+    hlptd_file *a = add_file(st, "a.jsonl", x);
+    char sha[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
+    seal(x, strlen(x), sha, tmp);
+    ck_assert_str_eq(sha, a->sha256);
+    ck_assert_int_eq(hlptd_store_file_delete(st, a->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(sha));
+    hlptd_file *b;
+    ck_assert_msg(hlptd_store_file_insert(st, "b.jsonl", "fine-tune", "processed", sha, (int64_t)strlen(x), tmp, 1, NULL,
+                                         &b, why, sizeof why) == HLPT_OK,
+                  "%s", why);
+    ck_assert_str_eq(b->sha256, sha);
+    blob_is(sha, x, strlen(x));
+    ck_assert_int_eq(tmp_count(), 0);
+    /* Sealed while B names X, deleted after: the adopted bytes replace the same bytes in place. */
+    seal(x, strlen(x), sha, tmp);
+    hlptd_file *c;
+    ck_assert_int_eq(hlptd_store_file_insert(st, "c.jsonl", "fine-tune", "processed", sha, (int64_t)strlen(x), tmp, 1,
+                                            NULL, &c, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_delete(st, b->id, why, sizeof why), HLPT_OK);
+    blob_is(sha, x, strlen(x));
+    ck_assert_int_eq(hlptd_store_file_delete(st, c->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(sha));
+    ck_assert_int_eq(tmp_count(), 0);
+    hlptd_file_free(a);
+    hlptd_file_free(b);
+    hlptd_file_free(c);
+    hlptd_store_close(st);
+}
+END_TEST
+
+/* A job B that reruns job A exactly writes the same adapter weights W. A's adapter is deleted
+ * between B's worker sealing W and B's done line: B's success (adapter, results file, status, in
+ * one transaction) still stores, and W is there. A checkpoint line of B's, too. */
+START_TEST(test_job_done_while_same_weights_are_deleted) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_job *ja = make_job(st, f->id), *jb = make_job(st, f->id);
+    const char *weights = "SAFETENSORS of a rerun", *state = "checkpoint state";
+    char w[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX], cs[HLPT_SHA256_HEX], ctmp[HLPTD_BLOB_TMP_MAX];
+    /* A's worker: a checkpoint and the adapter, each sealed and adopted by its insert. */
+    seal(state, strlen(state), cs, ctmp);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, ja->id, 1, NULL, cs, (int64_t)strlen(state), ctmp, NULL, why,
+                                                  sizeof why),
+                     HLPT_OK);
+    seal(weights, strlen(weights), w, tmp);
+    hlptd_adapter_rec_new in = {.name = "ft:a", .config = "{}", .sha256 = w, .bytes = (int64_t)strlen(weights),
+                               .tmp = tmp, .job_id = ja->id};
+    hlptd_adapter_rec *a;
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
+    /* B's worker seals the same checkpoint state and the same weights. */
+    seal(state, strlen(state), cs, ctmp);
+    seal(weights, strlen(weights), w, tmp);
+    /* A goes: its job with its checkpoint, then its adapter. Both blobs are unnamed and removed. */
+    ck_assert_int_eq(hlptd_store_job_delete(st, ja->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_adapter_delete(st, a->id, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(w));
+    ck_assert(!blob_exists(cs));
+    /* B's checkpoint line. */
+    ck_assert_msg(hlptd_store_checkpoint_insert(st, jb->id, 1, NULL, cs, (int64_t)strlen(state), ctmp, NULL, why,
+                                               sizeof why) == HLPT_OK,
+                  "%s", why);
+    blob_is(cs, state, strlen(state));
+    /* B's done line, as server/jobs.c stores it. */
+    char rs[HLPT_SHA256_HEX], rtmp[HLPTD_BLOB_TMP_MAX];
+    seal("step,train_loss\n", 16, rs, rtmp);
+    in.name = "ft:b";
+    in.job_id = jb->id;
+    hlptd_file *results;
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_msg(hlptd_store_adapter_insert(st, &in, NULL, why, sizeof why) == HLPT_OK, "%s", why);
+    ck_assert_int_eq(hlptd_store_file_insert(st, "results.csv", "fine-tune-results", "processed", rs, 16, rtmp, 0, NULL,
+                                            &results, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_results(st, jb->id, 10, results->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_set_status(st, jb->id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
+    blob_is(w, weights, strlen(weights));
+    blob_is(rs, "step,train_loss\n", 16);
+    ck_assert_int_eq(tmp_count(), 0);
+    hlptd_adapter_rec *b;
+    ck_assert_int_eq(hlptd_store_adapter_get(st, "ft:b", &b, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(b->sha256, w);
+    hlptd_adapter_rec_free(b);
+    hlptd_file_free(results);
+    hlptd_adapter_rec_free(a);
+    hlptd_job_free(ja);
+    hlptd_job_free(jb);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+/* A blob an insert adopted goes again when its row is not stored: the insert fails, the caller's
+ * transaction rolls back (a job's success that could not be stored: its weights and its results
+ * file), or commits without the row. Bytes another row names stay. */
+START_TEST(test_adopted_blobs_go_with_a_failed_insert) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "named");
+    hlptd_job *j = make_job(st, f->id);
+    char w[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX], rs[HLPT_SHA256_HEX], rtmp[HLPTD_BLOB_TMP_MAX];
+
+    /* A rolled-back success takes the weights and the results file with it. */
+    seal("weights", 7, w, tmp);
+    seal("results", 7, rs, rtmp);
+    hlptd_adapter_rec_new in = {.name = "ft:x", .config = "{}", .sha256 = w, .bytes = 7, .tmp = tmp, .job_id = j->id};
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_insert(st, "r.csv", "fine-tune-results", "processed", rs, 7, rtmp, 0, NULL, NULL,
+                                            why, sizeof why),
+                     HLPT_OK);
+    ck_assert(blob_exists(w));
+    ck_assert(blob_exists(rs));
+    hlptd_store_rollback(st);
+    ck_assert(!blob_exists(w));
+    ck_assert(!blob_exists(rs));
+    ck_assert_int_eq(tmp_count(), 0);
+
+    /* An insert that fails on its own: a name taken, a size that is wrong, no such job. */
+    seal("weights", 7, w, tmp);
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, NULL, why, sizeof why), HLPT_OK);
+    char w2[HLPT_SHA256_HEX], tmp2[HLPTD_BLOB_TMP_MAX];
+    seal("other weights", 13, w2, tmp2);
+    hlptd_adapter_rec_new dup = {.name = "ft:x", .config = "{}", .sha256 = w2, .bytes = 13, .tmp = tmp2};
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &dup, NULL, why, sizeof why), HLPT_ERR_EXISTS);
+    ck_assert(!blob_exists(w2));
+    seal("other weights", 13, w2, tmp2);
+    dup.name = "ft:y";
+    dup.bytes = 12;
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &dup, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert(!blob_exists(w2));
+    seal("state", 5, rs, rtmp);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, "ftjob-none", 1, NULL, rs, 5, rtmp, NULL, why, sizeof why),
+                     HLPT_ERR_NOENT);
+    ck_assert(!blob_exists(rs));
+    /* The same bytes as a stored row's: the failed insert leaves them to that row. */
+    seal("weights", 7, w, tmp);
+    dup = (hlptd_adapter_rec_new){.name = "ft:x", .config = "{}", .sha256 = w, .bytes = 7, .tmp = tmp};
+    ck_assert_int_eq(hlptd_store_adapter_insert(st, &dup, NULL, why, sizeof why), HLPT_ERR_EXISTS);
+    blob_is(w, "weights", 7);
+    /* A temporary that is not there, or not a temporary's name. */
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 1, NULL, rs, 5, "999999-1", NULL, why, sizeof why),
+                     HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 1, NULL, rs, 5, "../hlpt.db", NULL, why, sizeof why),
+                     HLPT_ERR_INVAL);
+    if (!hlptd_store_is_pg(where)) ck_assert_int_eq(access(path, F_OK), 0);
+
+    /* A caller's transaction that commits without the row. */
+    seal("state", 5, rs, rtmp);
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, "ftjob-none", 1, NULL, rs, 5, rtmp, NULL, why, sizeof why),
+                     HLPT_ERR_NOENT);
+    ck_assert_int_eq(hlptd_store_event_add(st, j->id, "info", "still", NULL, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
+    ck_assert(!blob_exists(rs));
+    /* And one that commits with it. */
+    seal("state", 5, rs, rtmp);
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_checkpoint_insert(st, j->id, 1, NULL, rs, 5, rtmp, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
+    blob_is(rs, "state", 5);
+    ck_assert_int_eq(tmp_count(), 0);
+
+    /* Closing with a transaction open rolls it back, and its adopted blob goes. */
+    seal("lost", 4, w2, tmp2);
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_file_insert(st, "lost", "fine-tune", "processed", w2, 4, tmp2, 1, NULL, NULL, why,
+                                            sizeof why),
+                     HLPT_OK);
+    hlptd_store_close(st);
+    ck_assert(!blob_exists(w2));
+    ck_assert(blob_exists(w));
+    ck_assert(blob_exists(rs));
+    ck_assert(blob_exists(f->sha256));
+    hlptd_job_free(j);
+    hlptd_file_free(f);
+}
+END_TEST
+
 /* The tests of the store's behaviour, on either backend. */
 static void add_store_tests(TCase *tc) {
     tcase_add_test(tc, test_migrate_from_scratch);
@@ -1095,6 +1302,9 @@ static void add_store_tests(TCase *tc) {
     tcase_add_test(tc, test_adapters_crud);
     tcase_add_test(tc, test_job_results_and_file_tombstone);
     tcase_add_test(tc, test_transactions_and_blobs);
+    tcase_add_test(tc, test_upload_sealed_while_its_bytes_are_deleted);
+    tcase_add_test(tc, test_job_done_while_same_weights_are_deleted);
+    tcase_add_test(tc, test_adopted_blobs_go_with_a_failed_insert);
 }
 
 static Suite *suite(void) {
