@@ -159,7 +159,7 @@ static void import_work(void *app, hlptd_req *r) {
      * row is not stored); the same bytes imported twice are one blob. */
     int err = hlptd_blob_put_sealed(hlptd_blob_store(d), in->weights, in->weights_len, sha, tmp, sizeof tmp, why,
                                     sizeof why);
-    hlptd_adapter_rec_new rec = {.name = in->name, .config = in->config, .sha256 = sha,
+    hlptd_adapter_fields rec = {.name = in->name, .config = in->config, .sha256 = sha,
                                 .bytes = (int64_t)in->weights_len, .tmp = tmp, .base_hash = in->base_hash};
     hlptd_adapter_rec *a = NULL;
     if (!err) err = hlptd_store_adapter_insert(hlptd_store_of(d), &rec, &a, why, sizeof why);

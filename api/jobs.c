@@ -206,7 +206,7 @@ static void create_work(void *app, hlptd_req *r) {
             return;
         }
     }
-    hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = a->model, .training_file = a->training_file,
+    hlptd_job_fields in = {.status = HLPTD_JOB_QUEUED, .model = a->model, .training_file = a->training_file,
                        .validation_file = a->validation_file, .method = a->method,
                        .hyperparameters = a->hyperparameters, .seed = a->seed, .suffix = a->suffix,
                        .metadata = a->metadata, .integrations = a->integrations};

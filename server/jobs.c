@@ -281,7 +281,7 @@ static void on_done_line(worker *w, const cJSON *o) {
         snprintf(msg, sizeof msg, "New fine-tuned model created: %s (best step %d)", name, (int)num(o, "best_step"));
         /* The worker sealed the weights' blob; the insert puts it into place and checks it is of the
          * size the line says. */
-        hlptd_adapter_rec_new in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
+        hlptd_adapter_fields in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
                                    .bytes = (int64_t)num(o, "bytes"), .tmp = str(o, "tmp"),
                                    .base_hash = str(config, "base_hash"), .job_id = w->job_id};
         if (!(err = hlptd_store_begin(j->st, why, sizeof why))) {
@@ -538,9 +538,6 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
     if (job->validation_file) cJSON_AddStringToObject(spec, "validation_file", valid);
     cJSON *method = cJSON_Parse(job->method ? job->method : "{}");
     cJSON *hp = cJSON_Parse(job->hyperparameters ? job->hyperparameters : "{}");
-    /* validation_split travels in the hyperparameters of the request but is the worker's to apply. */
-    cJSON *split = hp ? cJSON_DetachItemFromObjectCaseSensitive(hp, "validation_split") : NULL;
-    if (split) cJSON_AddItemToObject(spec, "validation_split", split);
     cJSON_AddItemToObject(spec, "method", method ? method : cJSON_CreateObject());
     cJSON_AddItemToObject(spec, "hyperparameters", hp ? hp : cJSON_CreateObject());
     cJSON_AddNumberToObject(spec, "seed", (double)job->seed);

@@ -137,7 +137,7 @@ static int register_checkpoint(hlptd_store *st, hlptd_blobs *blobs, const hlpt_c
     if (!err) err = to_files(a, &cfg, &cn, &weights, &wn, why, len);
     if (!err) err = hlptd_blob_put_sealed(blobs, weights, wn, sha, tmp, sizeof tmp, why, len);
     if (!err) {
-        hlptd_adapter_rec_new in = {.name = p->name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn, .tmp = tmp,
+        hlptd_adapter_fields in = {.name = p->name, .config = cfg, .sha256 = sha, .bytes = (int64_t)wn, .tmp = tmp,
                                    .base_hash = a->cfg.base_hash[0] ? a->cfg.base_hash : NULL,
                                    .job_id = p->job_id, .checkpoint_id = p->checkpoint_id};
         err = hlptd_store_adapter_insert(st, &in, NULL, why, len);

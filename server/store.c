@@ -795,7 +795,7 @@ static int job_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     return row_insert(st, &job_t, j, why, len);
 }
 
-int hlptd_store_job_insert(hlptd_store *st, const hlptd_job_new *in, hlptd_job **out, char *why, size_t len) {
+int hlptd_store_job_insert(hlptd_store *st, const hlptd_job_fields *in, hlptd_job **out, char *why, size_t len) {
     if (out) *out = NULL;
     if ((unsigned)in->status >= HLPTD_JOB_STATE_COUNT || !in->model || !in->training_file || !in->method ||
         !in->hyperparameters)
@@ -1100,12 +1100,12 @@ void hlptd_adapter_rec_free(hlptd_adapter_rec *a) { row_free(&adapter_t, a); }
 void hlptd_adapter_rec_list_free(hlptd_adapter_rec **v, size_t n) { rows_free(&adapter_t, (void **)v, n); }
 
 typedef struct {
-    const hlptd_adapter_rec_new *in;
+    const hlptd_adapter_fields *in;
     hlptd_adapter_rec **out;
 } adapter_insert_args;
 
 static int adapter_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
-    const hlptd_adapter_rec_new *in = ((adapter_insert_args *)ctx)->in;
+    const hlptd_adapter_fields *in = ((adapter_insert_args *)ctx)->in;
     hlptd_adapter_rec **out = ((adapter_insert_args *)ctx)->out;
     if (out) {
         hlptd_adapter_rec_free(*out);
@@ -1129,7 +1129,7 @@ static int adapter_insert_tx(hlptd_store *st, void *ctx, char *why, size_t len) 
     return out ? hlptd_store_adapter_get(st, a.id, out, why, len) : HLPT_OK;
 }
 
-int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in, hlptd_adapter_rec **out, char *why,
+int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_fields *in, hlptd_adapter_rec **out, char *why,
                               size_t len) {
     if (out) *out = NULL;
     adapter_insert_args a = {in, out};

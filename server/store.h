@@ -214,10 +214,10 @@ typedef struct {
     const char *suffix;          /* or NULL */
     const char *metadata;        /* JSON object or NULL */
     const char *integrations;    /* JSON array or NULL */
-} hlptd_job_new;
+} hlptd_job_fields;
 
 /* Inserts a job at the end of the queue. HLPT_ERR_NOENT when a file id does not exist. */
-int hlptd_store_job_insert(hlptd_store *st, const hlptd_job_new *in, hlptd_job **out, char *why, size_t len);
+int hlptd_store_job_insert(hlptd_store *st, const hlptd_job_fields *in, hlptd_job **out, char *why, size_t len);
 int hlptd_store_job_get(hlptd_store *st, const char *id, hlptd_job **out, char *why, size_t len);
 int hlptd_store_job_list(hlptd_store *st, const char *after, int limit, hlptd_job ***out, size_t *n, int *has_more,
                         char *why, size_t len);
@@ -353,11 +353,11 @@ typedef struct {
     const char *base_hash;     /* or NULL */
     const char *job_id;        /* or NULL */
     const char *checkpoint_id; /* or NULL */
-} hlptd_adapter_rec_new;
+} hlptd_adapter_fields;
 
 /* HLPT_ERR_EXISTS when the name is taken; HLPT_ERR_NOENT when the job, checkpoint or blob is not
  * there, HLPT_ERR_INVAL when the blob is not of `bytes` bytes. */
-int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_rec_new *in, hlptd_adapter_rec **out, char *why, size_t len);
+int hlptd_store_adapter_insert(hlptd_store *st, const hlptd_adapter_fields *in, hlptd_adapter_rec **out, char *why, size_t len);
 /* By id ("ad-…") or by name. */
 int hlptd_store_adapter_get(hlptd_store *st, const char *id_or_name, hlptd_adapter_rec **out, char *why, size_t len);
 int hlptd_store_adapter_list(hlptd_store *st, const char *after, int limit, hlptd_adapter_rec ***out, size_t *n,

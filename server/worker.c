@@ -30,8 +30,8 @@
  * Job spec: {"model_dir", "data_dir" (its blobs/ is where blobs go), "training_file",
  *            "validation_file"?, "resume_checkpoint"? (the three: paths of blobs), "threads"?,
  *            "daemon_pid"?} and the job's settings as hlpt_job_spec_parse reads them:
- *           "method": {"type", "<type>": {...}}, "hyperparameters": {...}, "validation_split"?,
- *           "seed"?.
+ *           "method": {"type", "<type>": {...}}, "hyperparameters": {... validation_split?}, "seed"?,
+ *           the method and hyperparameters as the job stored them.
  */
 #include "worker.h"
 

@@ -78,7 +78,7 @@ static void setup(void) {
     char *w = fixture_file("hlpt-causal/adapter_model.safetensors", &wn);
     char sha[HLPT_SHA256_HEX];
     ck_assert_int_eq(hlptd_blob_put(blobs, w, wn, sha, why, sizeof why), 0);
-    hlptd_adapter_rec_new in = {.name = "causal", .config = cfg, .sha256 = sha, .bytes = (int64_t)wn};
+    hlptd_adapter_fields in = {.name = "causal", .config = cfg, .sha256 = sha, .bytes = (int64_t)wn};
     hlptd_adapter_rec *rec;
     ck_assert_msg(hlptd_store_adapter_insert(st, &in, &rec, why, sizeof why) == 0, "%s", why);
     snprintf(adapter_id, sizeof adapter_id, "%s", rec->id);
@@ -90,7 +90,7 @@ static void setup(void) {
     ck_assert_int_eq(hlptd_blob_put(blobs, "x", 1, sha, why, sizeof why), 0);
     ck_assert_int_eq(
         hlptd_store_file_insert(st, "t.jsonl", "fine-tune", "processed", sha, 1, NULL, 1, NULL, &f, why, sizeof why), 0);
-    hlptd_job_new jn = {.status = HLPTD_JOB_SUCCEEDED, .model = BASE, .training_file = f->id, .method = "{\"type\":\"lora\"}",
+    hlptd_job_fields jn = {.status = HLPTD_JOB_SUCCEEDED, .model = BASE, .training_file = f->id, .method = "{\"type\":\"lora\"}",
                        .hyperparameters = "{}", .seed = 1, .suffix = "t"};
     hlptd_job *job;
     ck_assert_int_eq(hlptd_store_job_insert(st, &jn, &job, why, sizeof why), 0);

@@ -532,7 +532,7 @@ START_TEST(test_files_crud) {
 END_TEST
 
 static hlptd_job *make_job(hlptd_store *st, const char *file_id) {
-    hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = file_id,
+    hlptd_job_fields in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = file_id,
                        .method = "{\"type\":\"hlpt\"}", .hyperparameters = "{\"n_epochs\":3}", .seed = 42, .suffix = "x"};
     hlptd_job *j;
     ck_assert_int_eq(hlptd_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
@@ -552,7 +552,7 @@ START_TEST(test_jobs_crud) {
     ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "x");
 
-    hlptd_job_new bad = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = "file-missing", .method = "{}",
+    hlptd_job_fields bad = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = "file-missing", .method = "{}",
                         .hyperparameters = "{}"};
     hlptd_job *j;
     ck_assert_int_eq(hlptd_store_job_insert(st, &bad, &j, why, sizeof why), HLPT_ERR_NOENT);
@@ -803,7 +803,7 @@ START_TEST(test_adapters_crud) {
     hlptd_job *j = make_job(st, f->id);
     char w[HLPT_SHA256_HEX];
     put("SAFETENSORS", 11, w);
-    hlptd_adapter_rec_new in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .sha256 = w, .bytes = 11,
+    hlptd_adapter_fields in = {.name = "my-adapter", .config = "{\"peft_type\":\"HLPT\"}", .sha256 = w, .bytes = 11,
                                .base_hash = "abc", .job_id = j->id};
     hlptd_adapter_rec *a, *g;
     ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
@@ -862,7 +862,7 @@ START_TEST(test_job_results_and_file_tombstone) {
     hlptd_store *st;
     ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "xy");
-    hlptd_job_new in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = f->id, .method = "{}",
+    hlptd_job_fields in = {.status = HLPTD_JOB_QUEUED, .model = "base", .training_file = f->id, .method = "{}",
                        .hyperparameters = "{}", .seed = 1, .metadata = "{\"k\":\"v\"}", .integrations = "[]"};
     hlptd_job *j, *g;
     ck_assert_int_eq(hlptd_store_job_insert(st, &in, &j, why, sizeof why), HLPT_OK);
@@ -1158,7 +1158,7 @@ START_TEST(test_job_done_while_same_weights_are_deleted) {
                                                   sizeof why),
                      HLPT_OK);
     seal(weights, strlen(weights), w, tmp);
-    hlptd_adapter_rec_new in = {.name = "ft:a", .config = "{}", .sha256 = w, .bytes = (int64_t)strlen(weights),
+    hlptd_adapter_fields in = {.name = "ft:a", .config = "{}", .sha256 = w, .bytes = (int64_t)strlen(weights),
                                .tmp = tmp, .job_id = ja->id};
     hlptd_adapter_rec *a;
     ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, &a, why, sizeof why), HLPT_OK);
@@ -1218,7 +1218,7 @@ START_TEST(test_adopted_blobs_go_with_a_failed_insert) {
     /* A rolled-back success takes the weights and the results file with it. */
     seal("weights", 7, w, tmp);
     seal("results", 7, rs, rtmp);
-    hlptd_adapter_rec_new in = {.name = "ft:x", .config = "{}", .sha256 = w, .bytes = 7, .tmp = tmp, .job_id = j->id};
+    hlptd_adapter_fields in = {.name = "ft:x", .config = "{}", .sha256 = w, .bytes = 7, .tmp = tmp, .job_id = j->id};
     ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, NULL, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(hlptd_store_file_insert(st, "r.csv", "fine-tune-results", "processed", rs, 7, rtmp, 0, NULL, NULL,
@@ -1236,7 +1236,7 @@ START_TEST(test_adopted_blobs_go_with_a_failed_insert) {
     ck_assert_int_eq(hlptd_store_adapter_insert(st, &in, NULL, why, sizeof why), HLPT_OK);
     char w2[HLPT_SHA256_HEX], tmp2[HLPTD_BLOB_TMP_MAX];
     seal("other weights", 13, w2, tmp2);
-    hlptd_adapter_rec_new dup = {.name = "ft:x", .config = "{}", .sha256 = w2, .bytes = 13, .tmp = tmp2};
+    hlptd_adapter_fields dup = {.name = "ft:x", .config = "{}", .sha256 = w2, .bytes = 13, .tmp = tmp2};
     ck_assert_int_eq(hlptd_store_adapter_insert(st, &dup, NULL, why, sizeof why), HLPT_ERR_EXISTS);
     ck_assert(!blob_exists(w2));
     seal("other weights", 13, w2, tmp2);
@@ -1250,7 +1250,7 @@ START_TEST(test_adopted_blobs_go_with_a_failed_insert) {
     ck_assert(!blob_exists(rs));
     /* The same bytes as a stored row's: the failed insert leaves them to that row. */
     seal("weights", 7, w, tmp);
-    dup = (hlptd_adapter_rec_new){.name = "ft:x", .config = "{}", .sha256 = w, .bytes = 7, .tmp = tmp};
+    dup = (hlptd_adapter_fields){.name = "ft:x", .config = "{}", .sha256 = w, .bytes = 7, .tmp = tmp};
     ck_assert_int_eq(hlptd_store_adapter_insert(st, &dup, NULL, why, sizeof why), HLPT_ERR_EXISTS);
     blob_is(w, "weights", 7);
     /* A temporary that is not there, or not a temporary's name. */
