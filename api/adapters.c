@@ -298,11 +298,8 @@ static int parts_from_form(hlptd_req *r, import_parts *p) {
 
 void hlptd_api_adapters_import(hlptd_req *r) {
     hlptd *d = hlptd_req_app(r);
-    const hlpt_model *m = hlptd_model(d);
-    if (!m) {
-        hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
-        return;
-    }
+    const hlpt_model *m = hlptd_api_model(r);
+    if (!m) return;
     import_parts p = {0};
     const char *ct = hlptd_req_header(r, "Content-Type");
     int json = ct && !strncasecmp(ct, "application/json", 16);

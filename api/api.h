@@ -67,4 +67,7 @@ void hlptd_api_metrics(hlptd_req *r);          /* GET /metrics */
  * nonzero on a bad value. */
 int hlptd_api_page_args(hlptd_req *r, int def, int max, int *limit, const char **after);
 
+/* The base model, or NULL after replying 503 `loading` while it is still being loaded. */
+const hlpt_model *hlptd_api_model(hlptd_req *r);
+
 #endif

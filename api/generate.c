@@ -1116,11 +1116,8 @@ enum { GEN_COMPLETIONS, GEN_CHAT, GEN_RESPONSES };
 static void generate_handler(hlptd_req *r, int kind) {
     int chat = kind != GEN_COMPLETIONS;
     hlptd *d = hlptd_req_app(r);
-    const hlpt_model *m = hlptd_model(d);
-    if (!m) {
-        hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
-        return;
-    }
+    const hlpt_model *m = hlptd_api_model(r);
+    if (!m) return;
     cJSON *j = hlptd_req_json(r);
     if (!j) return;
     gen_call *c = calloc(1, sizeof *c);

@@ -234,11 +234,8 @@ static int valid_suffix(const char *s) {
 
 void hlptd_api_jobs_create(hlptd_req *r) {
     hlptd *d = hlptd_req_app(r);
-    const hlpt_model *m = hlptd_model(d);
-    if (!m) {
-        hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
-        return;
-    }
+    const hlpt_model *m = hlptd_api_model(r);
+    if (!m) return;
     cJSON *j = hlptd_req_json(r);
     if (!j) return;
     if (!cJSON_IsObject(j)) {

@@ -1,5 +1,6 @@
 /*
- * paging.c - ?limit= and ?after=, the paging of every list (docs/rest.md), read one way.
+ * shared.c - what handlers share: ?limit= and ?after=, the paging of every list (docs/rest.md), read
+ * one way; the base model, or the one answer while it loads.
  */
 #include <stdlib.h>
 
@@ -22,4 +23,10 @@ int hlptd_api_page_args(hlptd_req *r, int def, int max, int *limit, const char *
         *limit = (int)v;
     }
     return 0;
+}
+
+const hlpt_model *hlptd_api_model(hlptd_req *r) {
+    const hlpt_model *m = hlptd_model(hlptd_req_app(r));
+    if (!m) hlptd_reply_http_err(r, 503, "server_error", "loading", NULL, "the base model is still loading");
+    return m;
 }
