@@ -347,7 +347,7 @@ int hlptd_blobs_each(hlptd_blobs *b, int (*fn)(void *ctx, const char *sha256), v
         if (strlen(e->d_name) != 2 || !isxdigit((unsigned char)e->d_name[0]) || !isxdigit((unsigned char)e->d_name[1]))
             continue;
         char sub[4300];
-        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        snprintf(sub, sizeof sub, "%s/%.2s", path, e->d_name);
         DIR *dp = opendir(sub);
         if (!dp) continue;
         struct dirent *f;

@@ -200,8 +200,8 @@ static int resolve(hlptd_infer *inf, hlptd_infer_req *r, char key[HLPTD_KEY_MAX]
     if (inf->o.resolve)
         return inf->o.resolve(inf->o.ctx, r->model, key, HLPTD_KEY_MAX, r->label, sizeof r->label, r->why, sizeof r->why);
     if (strlen(r->model) >= HLPTD_KEY_MAX) return hlpt_why(r->why, sizeof r->why, HLPT_ERR_NOENT, "no model `%s`", r->model);
-    snprintf(key, HLPTD_KEY_MAX, "%s", r->model);
-    snprintf(r->label, sizeof r->label, "%s", r->model[0] ? r->model : "base");
+    snprintf(key, HLPTD_KEY_MAX, "%.*s", HLPTD_KEY_MAX - 1, r->model);
+    snprintf(r->label, sizeof r->label, "%.*s", (int)sizeof r->label - 1, r->model[0] ? r->model : "base");
     return HLPT_OK;
 }
 

@@ -458,7 +458,7 @@ START_TEST(test_files_crud) {
     ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f[5];
     for (int i = 0; i < 5; i++) {
-        char name[16], content[32];
+        char name[24], content[32];
         snprintf(name, sizeof name, "f%d.jsonl", i);
         snprintf(content, sizeof content, "{\"text\":\"%d\"}\n", i);
         f[i] = add_file(st, name, content);
