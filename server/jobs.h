@@ -21,6 +21,7 @@ typedef struct {
     int model_fd;             /* sealed weight arena, given to workers as fd 3 */
     const char *data_dir;     /* workers open its blobs/ (blobs.h) */
     hlptd_blobs *blobs;       /* <data_dir>/blobs, borrowed: results files, workers' temporaries */
+    const char *node_id;      /* this node's name in the store: the jobs it claims carry it */
     int max_workers;          /* concurrent running jobs */
     int threads;              /* BLAS threads per worker */
     /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */

@@ -150,6 +150,7 @@ static const col job_cols[] = {
     COL(hlptd_job, integrations, K_JSON, INS),
     COL(hlptd_job, trained_tokens, K_INT, NULL_NEG),
     COL(hlptd_job, result_file, K_TEXT, 0),
+    COL(hlptd_job, node, K_TEXT, 0),
 };
 static const row_type job_t = ROW_TYPE(hlptd_job, "jobs", "fine-tuning job", job_cols);
 
@@ -831,6 +832,7 @@ static int job_update(hlptd_store *st, const char *sql, const hlptd_db_val *a, i
 
 typedef struct {
     const char *id, *error;
+    const char *node; /* the node that must own the job, or NULL */
     hlptd_job_state to;
 } status_args;
 
@@ -840,7 +842,12 @@ static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     int err = hlptd_store_job_get(st, a->id, &j, why, len);
     if (err) return err;
     hlptd_job_state from = j->status;
+    int owned = !a->node || (j->node && !strcmp(j->node, a->node));
+    if (!owned)
+        err = hlpt_why(why, len, HLPT_ERR_STATE, "job %s runs on node %s, not on %s", a->id, j->node ? j->node : "(none)",
+                       a->node);
     hlptd_job_free(j);
+    if (err) return err;
     if (from == a->to)
         return a->error ? job_update(st, "UPDATE jobs SET error = ?2 WHERE id = ?1", ARGS(v_text(a->id), v_text(a->error)),
                                      a->id, why, len)
@@ -848,20 +855,38 @@ static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     if (!hlptd_job_state_can(from, a->to))
         return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot become %s", a->id, hlptd_job_state_name(from),
                         hlptd_job_state_name(a->to));
-    return job_update(st,
-                      "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
-                      " started_at = CASE WHEN ?5 = 1 AND started_at IS NULL THEN ?4 ELSE started_at END,"
-                      " finished_at = CASE WHEN ?6 = 1 THEN ?4 ELSE finished_at END"
-                      " WHERE id = ?1",
-                      ARGS(v_text(a->id), v_text(hlptd_job_state_name(a->to)), v_text(a->error), v_int(now()),
-                           v_int(a->to == HLPTD_JOB_RUNNING), v_int(hlptd_job_state_final(a->to))),
-                      a->id, why, len);
+    /* Compare-and-set: the write applies only to the state (and node) just read; another node's
+     * connection may have moved the job in between. */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
+             " started_at = CASE WHEN ?5 = 1 AND started_at IS NULL THEN ?4 ELSE started_at END,"
+             " finished_at = CASE WHEN ?6 = 1 THEN ?4 ELSE finished_at END"
+             " WHERE id = ?1 AND status = ?7%s",
+             a->node ? " AND node = ?8" : "");
+    int64_t changes = 0;
+    hlptd_db_val args[] = {v_text(a->id), v_text(hlptd_job_state_name(a->to)), v_text(a->error), v_int(now()),
+                           v_int(a->to == HLPTD_JOB_RUNNING), v_int(hlptd_job_state_final(a->to)),
+                           v_text(hlptd_job_state_name(from)), v_text(a->node)};
+    err = run(st, sql, args, a->node ? 8 : 7, &changes, why, len);
+    if (!err && changes == 0)
+        err = hlpt_why(why, len, HLPT_ERR_STATE, "job %s changed while it was becoming %s", a->id,
+                       hlptd_job_state_name(a->to));
+    return err;
 }
 
 int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len) {
     if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
     status_args a = {.id = id, .error = error, .to = status};
+    return in_transaction(st, set_status_tx, &a, why, len);
+}
+
+int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const char *node, hlptd_job_state status,
+                                    const char *error, char *why, size_t len) {
+    if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
+    if (!node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
+    status_args a = {.id = id, .error = error, .node = node, .to = status};
     return in_transaction(st, set_status_tx, &a, why, len);
 }
 
@@ -887,6 +912,49 @@ int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, siz
     int err = select_one(st, &job_t, "WHERE status = ?1 ORDER BY queue_order LIMIT 1",
                          ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))), "queued job", "", (void **)out, why, len);
     return err == HLPT_ERR_NOENT ? HLPT_OK : err;
+}
+
+typedef struct {
+    const char *node;
+    hlptd_job **out;
+} claim_args;
+
+static int claim_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    claim_args *a = ctx;
+    char sql[512], **ids;
+    size_t n;
+    /* One statement picks and moves the job; on PostgreSQL the pick locks its row and skips rows
+     * another connection has locked, and the outer condition re-checks the status. */
+    snprintf(sql, sizeof sql,
+             "UPDATE jobs SET status = ?1, node = ?2, started_at = COALESCE(started_at, ?3)"
+             " WHERE id = (SELECT id FROM jobs WHERE status = ?4 ORDER BY queue_order LIMIT 1%s) AND status = ?4"
+             " RETURNING id",
+             st->be->lock_skip);
+    int err = select_texts(st, sql,
+                           ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(a->node), v_int(now()),
+                                v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))),
+                           &ids, &n, why, len);
+    if (err) return err;
+    if (n) err = hlptd_store_job_get(st, ids[0], a->out, why, len);
+    hlptd_store_ids_free(ids, n);
+    return err;
+}
+
+int hlptd_store_job_claim(hlptd_store *st, const char *node, hlptd_job **out, char *why, size_t len) {
+    *out = NULL;
+    if (!node || !*node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
+    claim_args a = {.node = node, .out = out};
+    int err = in_transaction(st, claim_tx, &a, why, len);
+    if (err) {
+        hlptd_job_free(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
+int hlptd_store_job_ids_running_on(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len) {
+    return select_texts(st, "SELECT id FROM jobs WHERE status = ?1 AND (node = ?2 OR node IS NULL) ORDER BY queue_order",
+                        ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(node)), ids, n, why, len);
 }
 
 int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,

@@ -198,6 +198,7 @@ typedef struct {
     char *integrations;      /* JSON array or NULL */
     int64_t trained_tokens;  /* -1 = not yet */
     char *result_file;       /* file id of the results CSV, or NULL */
+    char *node;              /* the node that runs it or last ran it (hlptd_store_job_claim), or NULL */
 } hlptd_job;
 void hlptd_job_free(hlptd_job *j);
 void hlptd_job_list_free(hlptd_job **v, size_t n);
@@ -227,6 +228,12 @@ int hlptd_store_job_list(hlptd_store *st, const char *after, int limit, hlptd_jo
  * borrows) replaces the stored error when not NULL. */
 int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len);
+/* The same for a node acting on a job it believes it runs (its worker finished, stopped or died):
+ * HLPT_ERR_STATE, and nothing changes, when the job's node is not `node`. Either call is a
+ * compare-and-set: when another connection changed the job's status between the read and the
+ * write, nothing changes and the answer is HLPT_ERR_STATE. */
+int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const char *node, hlptd_job_state status,
+                                    const char *error, char *why, size_t len);
 int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len);
 int hlptd_store_job_set_fine_tuned_model(hlptd_store *st, const char *id, const char *name, char *why, size_t len);
@@ -235,6 +242,14 @@ int hlptd_store_job_set_results(hlptd_store *st, const char *id, int64_t trained
                                char *why, size_t len);
 /* The queued job with the smallest queue_order: *out owned, or NULL with HLPT_OK when none. */
 int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, size_t len);
+/* Claims the queued job with the smallest queue_order for `node` (borrows): moves it to running
+ * (stamping started_at the first time) and names the node in it, in one statement, so that of
+ * several nodes on one store exactly one claims each job. *out owned, or NULL with HLPT_OK when no
+ * job is queued (or every queued one is being claimed by another node just then). */
+int hlptd_store_job_claim(hlptd_store *st, const char *node, hlptd_job **out, char *why, size_t len);
+/* Ids of the running jobs that `node` claimed, or that name no node (claimed before jobs named
+ * theirs), in queue order: at start-up, the jobs this node ran when it stopped. */
+int hlptd_store_job_ids_running_on(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len);
 /* Ids of jobs in a given status (e.g. running at start-up, to resume them), in queue order. */
 int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len);

@@ -36,6 +36,10 @@ typedef struct {
 
 typedef struct {
     const char *name; /* "sqlite", "postgres" */
+    /* Appended to a SELECT that picks a row for this connection to claim (the queue's next job):
+     * " FOR UPDATE SKIP LOCKED" where several connections claim at once, so that each picks a row
+     * no other is claiming; "" where one writer makes the claim atomic anyway. */
+    const char *lock_skip;
     /* Checks a database before anything writes to it (see hlptd_store_check). */
     int (*check)(const char *where, char *why, size_t len);
     /* Writes into out[cap] how messages name the database at `where`, without a password. */
