@@ -1354,7 +1354,7 @@ END_TEST
 
 #define CLAIM_JOBS 40
 #define CLAIMERS 4
-static char claimed_by[CLAIM_JOBS][HLPTD_ID_MAX];
+static char claimed_by[CLAIM_JOBS][1]; /* set once a job is claimed */
 static int claims_of[CLAIMERS];
 
 /* One node: claims until the queue is empty, writing down each job it got. */
@@ -1370,7 +1370,6 @@ static void *claim_in_thread(void *arg) {
         int k = (int)j->queue_order % CLAIM_JOBS;
         /* Two claims of one job would meet here. */
         if (__atomic_exchange_n(&claimed_by[k][0], 'x', __ATOMIC_SEQ_CST)) err = HLPT_ERR_STATE;
-        snprintf(claimed_by[k] + 1, HLPTD_ID_MAX - 1, "%s", j->id);
         __atomic_add_fetch(&claims_of[me], 1, __ATOMIC_SEQ_CST);
         if (strcmp(j->node, node)) err = HLPT_ERR_STATE;
         hlptd_job_free(j);
