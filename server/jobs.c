@@ -527,6 +527,8 @@ static void signal_stop(worker *w, int sig) {
 static int file_blob_path(hlptd_jobs *j, const char *file_id, char *out, size_t cap, char *why, size_t len) {
     hlptd_file *f = NULL;
     int err = hlptd_store_file_get(j->st, file_id, &f, why, len);
+    /* Uploaded to another node of a shared store: fetched here first. */
+    if (!err) err = hlptd_store_blob_local(j->st, f->sha256, 0, why, len);
     if (!err && hlptd_blob_path(j->o.blobs, f->sha256, out, cap))
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "file %s names no blob", file_id);
     hlptd_file_free(f);
@@ -545,6 +547,7 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
     uint64_t size;
     int have_ckpt = 0;
     if (hlptd_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck &&
+        hlptd_store_blob_local(j->st, ck->sha256, 0, why, len) == HLPT_OK &&
         hlptd_blob_size(j->o.blobs, ck->sha256, &size, why, len) == HLPT_OK)
         have_ckpt = hlptd_blob_path(j->o.blobs, ck->sha256, resume, sizeof resume) == HLPT_OK;
     hlptd_checkpoint_free(ck);

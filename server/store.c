@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hlpt/err.h"
 #include "store_backend.h"
@@ -548,6 +549,9 @@ int hlptd_store_commit(hlptd_store *st, char *why, size_t len) {
         int named = 0, twice = 0;
         for (size_t j = 0; !twice && j < i; j++) twice = !strcmp(st->noted[j].sha256, st->noted[i].sha256);
         if (!twice && !(err = blob_named(st, st->noted[i].sha256, &named, why, len))) st->noted[i].unnamed = !named;
+        /* The database's copy goes with the last row that names it, in the same transaction. */
+        if (!err && !twice && !named && st->be->shared)
+            err = run(st, "DELETE FROM blobs WHERE sha256 = ?1", ARGS(v_text(st->noted[i].sha256)), NULL, why, len);
     }
     if (!err) err = st->be->commit(st->db, why, len);
     if (err) {
@@ -624,18 +628,165 @@ int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t l
     return c.err ? c.err : rc < 0 ? rc : HLPT_OK;
 }
 
+/* ---- blobs in the database (a shared store) ------------------------------------------------- */
+
+#define CHUNK_BYTES ((size_t)1 << 20)
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* out holds 4 * ceil(n / 3) + 1 bytes. */
+static void b64_encode(const unsigned char *in, size_t n, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = b64[v >> 18 & 63];
+        out[o++] = b64[v >> 12 & 63];
+        out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? b64[v & 63] : '=';
+    }
+    out[o] = 0;
+}
+
+/* Decodes text in place into out (at most 3/4 of its length); -1 on a character that is not base64. */
+static long b64_decode(const char *in, unsigned char *out) {
+    uint32_t v = 0;
+    int bits = 0;
+    long o = 0;
+    for (; *in && *in != '='; in++) {
+        const char *p = strchr(b64, *in);
+        if (*in == '\n' || *in == '\r') continue;
+        if (!p) return -1;
+        v = v << 6 | (uint32_t)(p - b64);
+        if ((bits += 6) >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(v >> bits);
+        }
+    }
+    return o;
+}
+
+/* Copies the blob sha256 (in place here, of `bytes` bytes) into the database unless it is there:
+ * in the transaction of the row that names it. Of two nodes copying the same blob at once, the
+ * second waits for the first's commit and then finds it there. */
+static int share_blob(hlptd_store *st, const char *sha256, uint64_t bytes, char *why, size_t len) {
+    int64_t one;
+    int found, fd = -1;
+    int err = select_ints(st, "SELECT 1 FROM blobs WHERE sha256 = ?1", ARGS(v_text(sha256)), &one, 1, &found, why, len);
+    if (err || found) return err;
+    uint64_t size;
+    if ((err = hlptd_blob_open(st->blobs, sha256, &fd, &size, why, len))) return err;
+    int64_t chunks = (int64_t)((bytes + CHUNK_BYTES - 1) / CHUNK_BYTES), changes = 0;
+    unsigned char *buf = malloc(CHUNK_BYTES);
+    char *text = malloc(4 * (CHUNK_BYTES / 3 + 1) + 1);
+    if (!buf || !text) {
+        err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    err = run(st, "INSERT INTO blobs (sha256, bytes, chunks, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+              ARGS(v_text(sha256), v_int((int64_t)bytes), v_int(chunks), v_int(now())), &changes, why, len);
+    for (int64_t c = 0; !err && changes && c < chunks; c++) {
+        size_t want = c + 1 < chunks ? CHUNK_BYTES : (size_t)(bytes - (uint64_t)c * CHUNK_BYTES), got = 0;
+        while (got < want) {
+            ssize_t k = pread(fd, buf + got, want - got, (off_t)((uint64_t)c * CHUNK_BYTES + got));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                err = hlpt_why(why, len, HLPT_ERR_IO, "reading blob %s: %s", sha256, k < 0 ? strerror(errno) : "cut short");
+                goto out;
+            }
+            got += (size_t)k;
+        }
+        b64_encode(buf, want, text);
+        err = run(st, "INSERT INTO blob_chunks (sha256, n, data) VALUES (?1, ?2, ?3)",
+                  ARGS(v_text(sha256), v_int(c), v_text(text)), NULL, why, len);
+    }
+out:
+    free(buf);
+    free(text);
+    close(fd);
+    return err;
+}
+
+/* Writes the database's copy of blob sha256 into the blobs folder. */
+static int fetch_blob(hlptd_store *st, const char *sha256, char *why, size_t len) {
+    int64_t v[2];
+    int found;
+    int err = select_ints(st, "SELECT bytes, chunks FROM blobs WHERE sha256 = ?1", ARGS(v_text(sha256)), v, 2, &found,
+                          why, len);
+    if (err) return err;
+    if (!found) return hlpt_why(why, len, HLPT_ERR_NOENT, "no blob %s is stored, here or in the database", sha256);
+    hlptd_db_stmt *s = NULL;
+    hlptd_blob_writer *w = NULL;
+    unsigned char *buf = malloc(CHUNK_BYTES + 4);
+    int64_t n = 0;
+    int rc;
+    if (!buf) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if ((err = st->be->prepare(st->db, "SELECT n, data FROM blob_chunks WHERE sha256 = ?1 ORDER BY n",
+                               ARGS(v_text(sha256)), &s, why, len)))
+        goto out;
+    if ((err = hlptd_blob_begin(st->blobs, &w, why, len))) goto out;
+    while ((rc = st->be->step(s, why, len)) == 1) {
+        hlptd_db_val c, d;
+        st->be->column(s, 0, HLPTD_DB_INT, &c);
+        st->be->column(s, 1, HLPTD_DB_TEXT, &d);
+        long k = d.type == HLPTD_DB_TEXT && strlen(d.s) <= 4 * (CHUNK_BYTES / 3 + 1) ? b64_decode(d.s, buf) : -1;
+        if (c.type != HLPTD_DB_INT || c.i != n || k < 0) {
+            err = hlpt_why(why, len, HLPT_ERR_FORMAT, "the database's copy of blob %s is damaged (chunk %lld)", sha256,
+                           (long long)n);
+            goto out;
+        }
+        if ((err = hlptd_blob_write(w, buf, (size_t)k, why, len))) goto out;
+        n++;
+    }
+    if (rc < 0) {
+        err = rc;
+        goto out;
+    }
+    char got[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
+    uint64_t bytes = 0;
+    err = hlptd_blob_seal(w, got, &bytes, tmp, sizeof tmp, why, len);
+    w = NULL;
+    if (err) goto out;
+    if (n != v[1] || bytes != (uint64_t)v[0] || strcmp(got, sha256)) {
+        hlptd_blob_discard(st->blobs, tmp);
+        err = hlpt_why(why, len, HLPT_ERR_FORMAT,
+                       "the database's copy of blob %s is damaged: %lld bytes in %lld chunks hash to %s", sha256,
+                       (long long)bytes, (long long)n, got);
+        goto out;
+    }
+    err = hlptd_blob_adopt(st->blobs, tmp, sha256, why, len);
+out:
+    hlptd_blob_abort(w);
+    if (s) st->be->finalize(s);
+    free(buf);
+    return err;
+}
+
+int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, char *why, size_t len) {
+    if (!sha256 || !hlpt_sha256_hex_valid(sha256))
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
+    if (refetch && !st->be->shared)
+        return hlpt_why(why, len, HLPT_ERR_FORMAT, "blob %s is damaged, and this store keeps no other copy", sha256);
+    uint64_t have;
+    int err = refetch ? HLPT_ERR_NOENT : hlptd_blob_size(st->blobs, sha256, &have, why, len);
+    if (err != HLPT_ERR_NOENT || !st->be->shared) return err;
+    return fetch_blob(st, sha256, why, len);
+}
+
 /* A row may name only a blob that is there, of the size it says. */
 static int need_blob(hlptd_store *st, const char *sha256, int64_t bytes, char *why, size_t len) {
     if (!sha256 || !hlpt_sha256_hex_valid(sha256))
         return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
     uint64_t have = 0;
     int err = hlptd_blob_size(st->blobs, sha256, &have, why, len);
+    /* Another node's blob (an adapter made from a checkpoint it wrote) comes from the database. */
+    if (err == HLPT_ERR_NOENT && st->be->shared && !(err = hlptd_store_blob_local(st, sha256, 0, why, len)))
+        err = hlptd_blob_size(st->blobs, sha256, &have, why, len);
     if (err == HLPT_ERR_NOENT) return hlpt_why(why, len, HLPT_ERR_NOENT, "no blob %s is stored", sha256);
     if (err) return err;
     if (bytes < 0 || have != (uint64_t)bytes)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "blob %s holds %llu bytes, not %lld", sha256, (unsigned long long)have,
                         (long long)bytes);
-    return HLPT_OK;
+    return st->be->shared ? share_blob(st, sha256, have, why, len) : HLPT_OK;
 }
 
 /* ---- open and close ------------------------------------------------------------------------- */

@@ -137,6 +137,17 @@ void hlptd_store_rollback(hlptd_store *st);
  * how many went. */
 int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t len);
 
+/* Makes sure the blob sha256 is in this node's blobs folder. Where several nodes share the store
+ * (PostgreSQL; docs/design.md, "Many nodes") the folder is a cache: a blob it lacks is fetched from
+ * the database's copy into blobs/tmp, checked against its name and size, and put into place.
+ * refetch = 1: the folder's copy was found damaged (its bytes do not hash to its name); it is
+ * replaced by the database's. On SQLite the folder is the only copy: HLPT_ERR_NOENT when it lacks
+ * the blob, HLPT_ERR_FORMAT for a damaged one. Errors: HLPT_ERR_INVAL (not a blob name),
+ * HLPT_ERR_NOENT (neither here nor in the database), HLPT_ERR_FORMAT (the database's copy does not
+ * match its name), HLPT_ERR_NOSPACE, HLPT_ERR_IO, HLPT_ERR_DB. The store's thread: the loop, or the
+ * inference thread through its own connection (resolver.h). */
+int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, char *why, size_t len);
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef struct {

@@ -5,6 +5,7 @@ a node that starts again puts back to the queue only the jobs it ran itself.
 Skipped without a PostgreSQL server ($HLPT_TEST_PG_URL; tests/run.sh starts one). Python 3 standard
 library only.
 """
+import hashlib
 import os
 import signal
 import sys
@@ -12,7 +13,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hlptd import PG_SKIP, PG_URL, Daemon, store_rows, wait_for  # noqa: E402
-from test_jobs import (DAEMON_ARGS, LONG_HP, LONG_METHOD, SHORT_HP, TRAIN, DaemonCase, create, events,  # noqa: E402
+from test_jobs import (DAEMON_ARGS, JOBS, LONG_HP, LONG_METHOD, SHORT_HP, TRAIN, DaemonCase, create, events,  # noqa: E402
                        get_job, upload, wait_job)
 
 
@@ -70,6 +71,62 @@ class ClusterTest(DaemonCase, unittest.TestCase):
         wait_job(a, job_id, "succeeded", timeout=120)
         warned = [e for e in events(a, job_id) if "daemon stopped" in e["message"]]
         self.assertEqual(len(warned), 1)
+
+
+    def test_node_serves_what_another_node_made(self):
+        a = self.node(name="node-a")
+        f = upload(a, TRAIN)
+        job_id = create(a, f, SHORT_HP, {"type": "lora", "lora": {"r": 2}}, 5)["id"]
+        model = wait_job(a, job_id, "succeeded", timeout=120)["fine_tuned_model"]
+        ask = {"model": model, "prompt": "the quick", "max_tokens": 4, "temperature": 0}
+        status, want = a.json("POST", "/v1/completions", ask)
+        self.assertEqual(status, 200, want)
+        # Every blob a row names is in the database too.
+        named = {r[0] for r in store_rows(a, "SELECT sha256 FROM files UNION SELECT sha256 FROM checkpoints"
+                                             " UNION SELECT sha256 FROM adapters") if r[0]}
+        self.assertEqual(named, {r[0] for r in store_rows(a, "SELECT sha256 FROM blobs")})
+
+        # Node b starts with no blob at all, and answers from the database's copies.
+        b = self.node(a, name="node-b")
+        self.assertEqual(blob_files(b), set())
+        status, _, body = b.request("GET", "/v1/files/%s/content" % f)
+        self.assertEqual((status, body.decode()), (200, TRAIN))
+        status, got = b.json("POST", "/v1/completions", ask)
+        self.assertEqual(status, 200, got)
+        self.assertEqual(got["choices"][0]["text"], want["choices"][0]["text"])
+        status, page = b.json("GET", "%s/%s/checkpoints?limit=100" % (JOBS, job_id))
+        self.assertEqual([c["step_number"] for c in page["data"]], [6, 4, 2])
+        self.assertTrue(blob_files(b) < named, blob_files(b))
+
+        # A damaged copy in b's cache: b fetches the checkpoint's state again and serves it.
+        ck = page["data"][-1]
+        sha = store_rows(a, "SELECT sha256 FROM checkpoints WHERE id = ?", (ck["id"],))[0][0]
+        path = blob_path(b, sha)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as out:
+            out.write(b"not the checkpoint")
+        status, out = b.json("POST", "/v1/completions", dict(ask, model=ck["fine_tuned_model_checkpoint"]))
+        self.assertEqual(status, 200, out)
+        with open(path, "rb") as blob:
+            self.assertEqual(hashlib.sha256(blob.read()).hexdigest(), sha)
+
+        # The database's copy goes with the last row that names it.
+        status, _ = a.json("DELETE", "/v1/files/" + f)
+        self.assertEqual(status, 200)
+        fsha = [s for s in named if store_rows(a, "SELECT 1 FROM blobs WHERE sha256 = ?", (s,))]
+        self.assertEqual(len(fsha), len(named) - 1)
+
+
+def blob_path(d, sha):
+    return os.path.join(d.data_dir, "blobs", "sha256", sha[:2], sha)
+
+
+def blob_files(d):
+    """The names of the blobs in a node's folder."""
+    out = set()
+    for _, _, names in os.walk(os.path.join(d.data_dir, "blobs", "sha256")):
+        out.update(n for n in names if len(n) == 64)
+    return out
 
 
 if __name__ == "__main__":

@@ -1413,12 +1413,93 @@ START_TEST(test_pg_concurrent_claims) {
 }
 END_TEST
 
+/* The blobs rows name, in the database as well where the store is shared (PostgreSQL): copied with
+ * the row in chunks, fetched into a folder that lacks them, fetched again over a damaged copy,
+ * gone with the last row. SQLite keeps none: the folder is the only copy. */
+START_TEST(test_blobs_in_the_database) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    size_t n = (3u << 20) / 2 + 7; /* two chunks, the second short */
+    char *content = malloc(n + 1);
+    ck_assert_ptr_nonnull(content);
+    for (size_t i = 0; i < n; i++) content[i] = (char)('a' + i * 7 % 26);
+    content[n] = 0;
+    hlptd_file *f = add_file(st, "big.jsonl", content);
+    char bad[HLPT_SHA256_HEX];
+    memset(bad, 'a', HLPT_SHA256_HEX - 1);
+    bad[HLPT_SHA256_HEX - 1] = 0;
+    ck_assert_int_eq(hlptd_store_blob_local(st, "nope", 0, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_OK); /* here already */
+    if (!pg_db[0]) {
+        char v[64];
+        sql_text(path, "SELECT count(*) FROM blobs", v, sizeof v);
+        ck_assert_str_eq(v, "0");
+        ck_assert_int_eq(hlptd_blob_remove(blobs, f->sha256, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_ERR_NOENT);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 1, why, sizeof why), HLPT_ERR_FORMAT);
+    } else {
+        char q[256], *rows;
+        snprintf(q, sizeof q, "SELECT b.bytes, b.chunks, count(c.n) FROM blobs b JOIN blob_chunks c USING (sha256)"
+                              " WHERE sha256 = '%s' GROUP BY b.bytes, b.chunks", f->sha256);
+        rows = pg_rows(where, q);
+        char want[64];
+        snprintf(want, sizeof want, "%zu\t2\t2\n", n);
+        ck_assert_str_eq(rows, want);
+        free(rows);
+        /* Missing here: fetched. */
+        ck_assert_int_eq(hlptd_blob_remove(blobs, f->sha256, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_OK);
+        blob_is(f->sha256, content, n);
+        ck_assert_int_eq(tmp_count(), 0);
+        /* Damaged here: fetched again. */
+        char p[256];
+        ck_assert_int_eq(hlptd_blob_path(blobs, f->sha256, p, sizeof p), HLPT_OK);
+        FILE *fp = fopen(p, "r+b");
+        ck_assert_ptr_nonnull(fp);
+        fputs("damage", fp);
+        fclose(fp);
+        char *buf;
+        size_t got;
+        ck_assert_int_eq(hlptd_blob_read(blobs, f->sha256, 1 << 24, &buf, &got, why, sizeof why), HLPT_ERR_FORMAT);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 1, why, sizeof why), HLPT_OK);
+        blob_is(f->sha256, content, n);
+        /* Neither here nor there. */
+        ck_assert_int_eq(hlptd_store_blob_local(st, bad, 0, why, sizeof why), HLPT_ERR_NOENT);
+        /* The database's copy damaged: refused, nothing left behind. */
+        ck_assert_int_eq(hlptd_blob_remove(blobs, f->sha256, why, sizeof why), HLPT_OK);
+        snprintf(q, sizeof q, "UPDATE blob_chunks SET data = 'AAAA' || data WHERE sha256 = '%s' AND n = 1", f->sha256);
+        free(pg_rows(where, q));
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_ERR_FORMAT);
+        ck_assert_ptr_nonnull(strstr(why, "damaged"));
+        ck_assert_int_eq(blob_exists(f->sha256), 0);
+        ck_assert_int_eq(tmp_count(), 0);
+        put(content, n, bad); /* back in place, as the file's row says */
+        ck_assert_str_eq(bad, f->sha256);
+    }
+    /* Gone with its row. */
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(blob_exists(f->sha256), 0);
+    if (pg_db[0]) {
+        char *rows = pg_rows(where, "SELECT count(*) FROM blobs");
+        ck_assert_str_eq(rows, "0\n");
+        free(rows);
+        rows = pg_rows(where, "SELECT count(*) FROM blob_chunks");
+        ck_assert_str_eq(rows, "0\n");
+        free(rows);
+    }
+    free(content);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
 static void add_store_tests(TCase *tc) {
     tcase_add_test(tc, test_migrate_from_scratch);
     tcase_add_test(tc, test_newer_database_refused);
     tcase_add_test(tc, test_files_crud);
     tcase_add_test(tc, test_jobs_crud);
     tcase_add_test(tc, test_job_claims);
+    tcase_add_test(tc, test_blobs_in_the_database);
     tcase_add_test(tc, test_events_metrics_checkpoints);
     tcase_add_test(tc, test_adapters_crud);
     tcase_add_test(tc, test_job_results_and_file_tombstone);
