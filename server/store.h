@@ -21,7 +21,9 @@
  * picks the backend: a file is SQLite (store_sqlite.c: WAL mode, foreign keys on, a busy timeout,
  * and the schema's migrations), the default at <data-dir>/hlpt.db; a URL postgres://… or
  * postgresql://… is PostgreSQL (store_pg.c, over libpq: the same tables and version numbers, its
- * own migrations). The blobs stay files in the data directory either way.
+ * own migrations). The blobs stay files in the data directory either way; on PostgreSQL, which
+ * several nodes may share, the database keeps a copy of each too and the folder is a cache
+ * (hlptd_store_blob_local; docs/design.md, "Many nodes").
  *
  * Threading: a store handle has exactly one owner thread. In hlptd that is the libuv loop thread
  * (server/loop.c), which is the database's only writer; HTTP threads never call these functions,
