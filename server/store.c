@@ -647,16 +647,20 @@ static void b64_encode(const unsigned char *in, size_t n, char *out) {
     out[o] = 0;
 }
 
-/* Decodes text in place into out (at most 3/4 of its length); -1 on a character that is not base64. */
+/* Decodes text into out (at most 3/4 of its length; line breaks skipped); -1 on a character that
+ * is not base64. */
 static long b64_decode(const char *in, unsigned char *out) {
+    signed char val[256];
+    memset(val, -1, sizeof val);
+    for (int i = 0; i < 64; i++) val[(unsigned char)b64[i]] = (signed char)i;
     uint32_t v = 0;
     int bits = 0;
     long o = 0;
     for (; *in && *in != '='; in++) {
-        const char *p = strchr(b64, *in);
         if (*in == '\n' || *in == '\r') continue;
-        if (!p) return -1;
-        v = v << 6 | (uint32_t)(p - b64);
+        int x = val[(unsigned char)*in];
+        if (x < 0) return -1;
+        v = v << 6 | (uint32_t)x;
         if ((bits += 6) >= 8) {
             bits -= 8;
             out[o++] = (unsigned char)(v >> bits);
