@@ -107,8 +107,10 @@ static void event(hlptd_jobs *j, const char *id, const char *level, const char *
     changed(j, id);
 }
 
-/* Status with an optional error {"code","message"}. */
-static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code, const char *message) {
+/* Status with an optional error {"code","message"}; with node, only while the job is that node's
+ * (hlptd_store_job_set_status_owned; a refusal goes to the log). */
+static void put_status(hlptd_jobs *j, const char *id, const char *node, hlptd_job_state status, const char *code,
+                       const char *message) {
     char why[256];
     char *err = NULL;
     if (message) {
@@ -119,30 +121,21 @@ static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, co
         err = cJSON_PrintUnformatted(e);
         cJSON_Delete(e);
     }
-    if (hlptd_store_job_set_status(j->st, id, status, err, why, sizeof why))
+    if (node ? hlptd_store_job_set_status_owned(j->st, id, node, status, err, why, sizeof why)
+             : hlptd_store_job_set_status(j->st, id, status, err, why, sizeof why))
         fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, hlptd_job_state_name(status), why);
     free(err);
     changed(j, id);
 }
 
-/* The status of a job this node's worker ran: nothing changes when the job is another node's now
- * (the store says so, and the message goes to the log). */
+static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code, const char *message) {
+    put_status(j, id, NULL, status, code, message);
+}
+
+/* The status of a job this node's worker ran: nothing changes when the job is another node's now. */
 static void set_status_owned(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code,
                              const char *message) {
-    char why[256];
-    char *err = NULL;
-    if (message) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "code", code ? code : "error");
-        cJSON_AddStringToObject(e, "message", message);
-        cJSON_AddNullToObject(e, "param");
-        err = cJSON_PrintUnformatted(e);
-        cJSON_Delete(e);
-    }
-    if (hlptd_store_job_set_status_owned(j->st, id, j->node_id, status, err, why, sizeof why))
-        fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, hlptd_job_state_name(status), why);
-    free(err);
-    changed(j, id);
+    put_status(j, id, j->node_id, status, code, message);
 }
 
 /* The job's restart count after adding `add` (0 reads it; -1 resets it). */
