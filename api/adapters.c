@@ -109,7 +109,8 @@ static void file_work(void *app, hlptd_req *r) {
         int fd;
         uint64_t n;
         /* Sent from the blob as it is; a missing blob is the server's fault, not a 404. */
-        int err = hlptd_blob_open(hlptd_blob_store(d), a->sha256, &fd, &n, why, sizeof why);
+        int err = hlptd_store_blob_local(hlptd_store_of(d), a->sha256, 0, why, sizeof why);
+        if (!err) err = hlptd_blob_open(hlptd_blob_store(d), a->sha256, &fd, &n, why, sizeof why);
         if (err) hlptd_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "%s", why);
         else hlptd_reply_file(r, 200, "application/octet-stream", fd, n);
     } else if (!strcmp(name, "adapter_config.json")) {

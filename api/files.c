@@ -379,7 +379,8 @@ static void content_work(void *app, hlptd_req *r) {
         return;
     }
     /* A row names only a blob that is there: a missing one is the server's fault, not a 404. */
-    if ((err = hlptd_blob_open(hlptd_blob_store(app), f->sha256, &fd, &n, why, sizeof why)))
+    if ((err = hlptd_store_blob_local(hlptd_store_of(app), f->sha256, 0, why, sizeof why)) ||
+        (err = hlptd_blob_open(hlptd_blob_store(app), f->sha256, &fd, &n, why, sizeof why)))
         hlptd_reply_err(r, err == HLPT_ERR_NOENT ? HLPT_ERR_IO : err, NULL, "file %s: %s", f->id, why);
     else
         hlptd_reply_file(r, 200, "application/octet-stream", fd, n);

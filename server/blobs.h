@@ -7,7 +7,8 @@
  * fsynced, renamed into place and its folder fsynced; after that it never changes. So a reader
  * sees a whole blob or none, the same bytes written twice are one file, and what is read can be
  * checked against its name. The store (store.h) records which rows use which blob and their sizes;
- * the bytes never pass through the database.
+ * the bytes pass through the database only where several nodes share it (a PostgreSQL store keeps
+ * a copy of each blob, and the folder is a cache: docs/design.md, "Many nodes").
  *
  * Threads and processes. Anyone writes: an HTTP thread an upload, a worker process its checkpoints
  * and adapter, the loop what it makes itself. But a blob is put into place only by the store's

@@ -81,7 +81,7 @@ struct hlptd_jobs {
     uv_loop_t *loop;
     hlptd_store *st;
     hlptd_jobs_opts o;
-    char *exe, *model_dir, *model_name, *data_dir;
+    char *exe, *model_dir, *model_name, *data_dir, *node_id;
     worker *workers;
     restart_count *restarts;
     int running;
@@ -107,8 +107,10 @@ static void event(hlptd_jobs *j, const char *id, const char *level, const char *
     changed(j, id);
 }
 
-/* Status with an optional error {"code","message"}. */
-static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code, const char *message) {
+/* Status with an optional error {"code","message"}; with node, only while the job is that node's
+ * (hlptd_store_job_set_status_owned; a refusal goes to the log). */
+static void put_status(hlptd_jobs *j, const char *id, const char *node, hlptd_job_state status, const char *code,
+                       const char *message) {
     char why[256];
     char *err = NULL;
     if (message) {
@@ -119,10 +121,21 @@ static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, co
         err = cJSON_PrintUnformatted(e);
         cJSON_Delete(e);
     }
-    if (hlptd_store_job_set_status(j->st, id, status, err, why, sizeof why))
+    if (node ? hlptd_store_job_set_status_owned(j->st, id, node, status, err, why, sizeof why)
+             : hlptd_store_job_set_status(j->st, id, status, err, why, sizeof why))
         fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, hlptd_job_state_name(status), why);
     free(err);
     changed(j, id);
+}
+
+static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code, const char *message) {
+    put_status(j, id, NULL, status, code, message);
+}
+
+/* The status of a job this node's worker ran: nothing changes when the job is another node's now. */
+static void set_status_owned(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code,
+                             const char *message) {
+    put_status(j, id, j->node_id, status, code, message);
 }
 
 /* The job's restart count after adding `add` (0 reads it; -1 resets it). */
@@ -294,7 +307,8 @@ static void on_done_line(worker *w, const cJSON *o) {
                 !(err = hlptd_store_event_add(j->st, w->job_id, "info", msg, NULL, NULL, why, sizeof why)) &&
                 !(err = hlptd_store_event_add(j->st, w->job_id, "info", "The job has successfully completed", NULL, NULL,
                                              why, sizeof why)) &&
-                !(err = hlptd_store_job_set_status(j->st, w->job_id, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why)))
+                !(err = hlptd_store_job_set_status_owned(j->st, w->job_id, j->node_id, HLPTD_JOB_SUCCEEDED, NULL, why,
+                                                         sizeof why)))
                 err = hlptd_store_commit(j->st, why, sizeof why);
             else
                 hlptd_store_rollback(j->st);
@@ -418,30 +432,30 @@ static void worker_finish(worker *w) {
          * checkpointing): either way the job stops at its last stored checkpoint. */
         if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While pausing, %s", msg);
         event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
-        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
+        set_status_owned(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (stopped && w->want == WANT_REQUEUE) {
         event(j, w->job_id, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
-        set_status(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
+        set_status_owned(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (stopped) {
         if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While stopping, %s", msg);
         event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
-        set_status(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
+        set_status_owned(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_ERROR && !strcmp(w->error_code, "no_space")) {
         event(j, w->job_id, "error", NULL,
               "Job paused: %s. Its last checkpoint is kept; free some space, then resume the job", w->error);
-        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
+        set_status_owned(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (w->said == SAID_NOTHING && restarts(j, w->job_id, 1) <= MAX_WORKER_RESTARTS) {
         event(j, w->job_id, "warn", NULL, "%s; the job resumes from its last checkpoint (automatic restart %d of %d)", msg,
               restarts(j, w->job_id, 0), MAX_WORKER_RESTARTS);
-        set_status(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
+        set_status_owned(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_NOTHING) {
         event(j, w->job_id, "error", NULL,
               "Job paused: %s, and it died %d times in a row; resume the job to try again from its last checkpoint", msg,
               MAX_WORKER_RESTARTS + 1);
-        set_status(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
+        set_status_owned(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
     } else {
         event(j, w->job_id, "error", NULL, "Job failed: %s", w->error);
-        set_status(j, w->job_id, HLPTD_JOB_FAILED, "training_error", w->error);
+        set_status_owned(j, w->job_id, HLPTD_JOB_FAILED, "training_error", w->error);
     }
     close_handle(w, (uv_handle_t *)&w->proc);
     close_handle(w, (uv_handle_t *)&w->in);
@@ -506,6 +520,8 @@ static void signal_stop(worker *w, int sig) {
 static int file_blob_path(hlptd_jobs *j, const char *file_id, char *out, size_t cap, char *why, size_t len) {
     hlptd_file *f = NULL;
     int err = hlptd_store_file_get(j->st, file_id, &f, why, len);
+    /* Uploaded to another node of a shared store: fetched here first. */
+    if (!err) err = hlptd_store_blob_local(j->st, f->sha256, 0, why, len);
     if (!err && hlptd_blob_path(j->o.blobs, f->sha256, out, cap))
         err = hlpt_why(why, len, HLPT_ERR_INTERNAL, "file %s names no blob", file_id);
     hlptd_file_free(f);
@@ -524,6 +540,7 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
     uint64_t size;
     int have_ckpt = 0;
     if (hlptd_store_checkpoint_latest(j->st, job->id, &ck, why, len) == HLPT_OK && ck &&
+        hlptd_store_blob_local(j->st, ck->sha256, 0, why, len) == HLPT_OK &&
         hlptd_blob_size(j->o.blobs, ck->sha256, &size, why, len) == HLPT_OK)
         have_ckpt = hlptd_blob_path(j->o.blobs, ck->sha256, resume, sizeof resume) == HLPT_OK;
     hlptd_checkpoint_free(ck);
@@ -574,7 +591,7 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
         snprintf(w->error, sizeof w->error, "the worker could not be started: %s", uv_strerror(rc));
         uv_close((uv_handle_t *)&w->proc, NULL);
         w->handles_open = 2;
-        set_status(j, w->job_id, HLPTD_JOB_FAILED, "worker_died", w->error);
+        set_status_owned(j, w->job_id, HLPTD_JOB_FAILED, "worker_died", w->error);
         close_handle(w, (uv_handle_t *)&w->in);
         close_handle(w, (uv_handle_t *)&w->out);
         return HLPT_OK;
@@ -583,7 +600,8 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
     w->wreq.data = w;
     uv_write(&w->wreq, (uv_stream_t *)&w->in, &b, 1, on_spec_written);
     uv_read_start((uv_stream_t *)&w->out, on_alloc, on_read);
-    set_status(j, w->job_id, HLPTD_JOB_RUNNING, NULL, NULL);
+    /* The job is running already: hlptd_store_job_claim moved it. */
+    changed(j, w->job_id);
     event(j, w->job_id, "info", NULL, "%s", have_ckpt ? "Worker started; resuming from the last checkpoint" : "Worker started");
     return HLPT_OK;
 }
@@ -609,7 +627,8 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
     j->model_dir = strdup(o->model_dir);
     j->model_name = strdup(o->model_name ? o->model_name : "base");
     j->data_dir = strdup(o->data_dir);
-    if (!j->exe || !j->model_dir || !j->model_name || !j->data_dir) {
+    j->node_id = strdup(o->node_id ? o->node_id : o->data_dir);
+    if (!j->exe || !j->model_dir || !j->model_name || !j->data_dir || !j->node_id) {
         hlptd_jobs_free(j);
         return HLPT_ERR_NOMEM;
     }
@@ -624,6 +643,7 @@ void hlptd_jobs_free(hlptd_jobs *j) {
     free(j->model_dir);
     free(j->model_name);
     free(j->data_dir);
+    free(j->node_id);
     while (j->restarts) {
         restart_count *c = j->restarts;
         j->restarts = c->next;
@@ -637,18 +657,27 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
     while (!j->draining && j->running < j->o.max_workers) {
         hlptd_job *job = NULL;
         if (hlptd_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
+        /* Resumed while its last worker here still stops: the queue waits for that exit. */
+        int waits = find_worker(j, job->id) != NULL;
+        hlptd_job_free(job);
+        if (waits) return;
+        /* Other nodes on the same store may claim at the same moment; the claim gives each job to
+         * one of them (docs/design.md, "Many nodes"). */
+        job = NULL;
+        if (hlptd_store_job_claim(j->st, j->node_id, &job, why, sizeof why) != HLPT_OK || !job) return;
         if (find_worker(j, job->id)) {
-            /* Resumed while its last worker still stops: the queue waits for that exit. */
+            /* Another node took the head meanwhile, and this one is still stopping here. */
+            set_status_owned(j, job->id, HLPTD_JOB_QUEUED, NULL, NULL);
             hlptd_job_free(job);
             return;
         }
         int err = start_job(j, job, why, sizeof why);
         if (err == HLPT_ERR_NOSPACE) {
             event(j, job->id, "error", NULL, "Job paused before it started: %s. Free some space, then resume the job", why);
-            set_status(j, job->id, HLPTD_JOB_PAUSED, NULL, NULL);
+            set_status_owned(j, job->id, HLPTD_JOB_PAUSED, NULL, NULL);
         } else if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
-            set_status(j, job->id, HLPTD_JOB_FAILED, "setup_failed", why);
+            set_status_owned(j, job->id, HLPTD_JOB_FAILED, "setup_failed", why);
         }
         hlptd_job_free(job);
     }
@@ -671,7 +700,8 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     char **ids;
     size_t n;
     remove_job_dirs(j);
-    int err = hlptd_store_job_ids_with_status(j->st, HLPTD_JOB_RUNNING, &ids, &n, why, len);
+    /* Only this node's: a job another node runs is that node's to recover. */
+    int err = hlptd_store_job_ids_running_on(j->st, j->node_id, &ids, &n, why, len);
     if (err) return err;
     for (size_t i = 0; i < n; i++) {
         set_status(j, ids[i], HLPTD_JOB_QUEUED, NULL, NULL);

@@ -21,6 +21,7 @@ typedef struct {
     int model_fd;             /* sealed weight arena, given to workers as fd 3 */
     const char *data_dir;     /* workers open its blobs/ (blobs.h) */
     hlptd_blobs *blobs;       /* <data_dir>/blobs, borrowed: results files, workers' temporaries */
+    const char *node_id;      /* this node's name in the store: the jobs it claims carry it (NULL: data_dir) */
     int max_workers;          /* concurrent running jobs */
     int threads;              /* BLAS threads per worker */
     /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */
@@ -38,11 +39,13 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
 void hlptd_jobs_free(hlptd_jobs *j);
 
-/* At start-up: jobs the last daemon left running go back to the queue, to resume from their last
- * checkpoint (an event says so); the job directories older versions kept under <data_dir>/jobs are
+/* At start-up: jobs the last daemon on this node left running go back to the queue, to resume from
+ * their last checkpoint (an event says so); other nodes' running jobs are theirs; the job directories older versions kept under <data_dir>/jobs are
  * removed. Then starts what fits. */
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
-/* Starts queued jobs while workers are free (call after a job was created or resumed). */
+/* Starts queued jobs while workers are free (call after a job was created or resumed), each
+ * claimed for this node (hlptd_store_job_claim), so that nodes sharing the store never start one
+ * job twice. */
 void hlptd_jobs_schedule(hlptd_jobs *j);
 
 /* Lifecycle. Cancel and pause set the new status at once (cancelled, paused); a running worker is

@@ -46,7 +46,7 @@ struct hlptd {
     int loop_open;
     uv_async_t wake;     /* HTTP threads → loop: requests queued */
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t start_timer, drain_timer, reserve_timer, full_timer;
+    uv_timer_t start_timer, drain_timer, reserve_timer, full_timer, queue_timer;
     int handles_open;
     hlptd_store *store;
     hlptd_blobs *blobs;  /* <data-dir>/blobs: the artefacts the store's rows name */
@@ -133,6 +133,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     exe[k] = 0;
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
                           .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir, .blobs = d->blobs,
+                          .node_id = cfg->node_id,
                           .max_workers = cfg->workers, .threads = threads,
                           .on_change = hlptd_subscribers_changed, .ctx = d->subscribers};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
@@ -213,6 +214,7 @@ static void close_all(hlptd *d) {
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
     uv_close((uv_handle_t *)&d->reserve_timer, NULL);
     uv_close((uv_handle_t *)&d->full_timer, NULL);
+    uv_close((uv_handle_t *)&d->queue_timer, NULL);
     d->handles_open = 0;
 }
 
@@ -257,6 +259,7 @@ static void begin_drain(hlptd *d, const char *why) {
     if (hlptd_sd_notify("STOPPING=1", nwhy, sizeof nwhy)) hlptd_warn("%s", nwhy);
     d->drain_started = uv_now(&d->loop);
     uv_timer_stop(&d->start_timer);
+    uv_timer_stop(&d->queue_timer);
     /* Running workers checkpoint and stop; their jobs resume at the next start. */
     if (d->jobs) hlptd_jobs_drain(d->jobs, on_jobs_drained, d);
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
@@ -278,6 +281,15 @@ static void on_signal(uv_signal_t *s, int signum) {
     begin_drain(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* How often a node on a shared store looks for jobs that other nodes queued (docs/design.md, "Many
+ * nodes"). */
+#define QUEUE_POLL_MS 500
+
+static void on_queue_tick(uv_timer_t *t) {
+    hlptd *d = t->data;
+    if (d->jobs && atomic_load(&d->ready) && !atomic_load(&d->stopping)) hlptd_jobs_schedule(d->jobs);
+}
+
 static void on_start(uv_timer_t *t) {
     hlptd *d = t->data;
     hlptd_info("loading base model from %s", d->cfg->model);
@@ -293,6 +305,9 @@ static void on_start(uv_timer_t *t) {
     if (hlptd_sd_notify("READY=1", why, sizeof why)) hlptd_warn("%s", why);
     hlptd_info("ready");
     if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlptd_warn("resuming jobs: %s", why);
+    /* A shared store: other nodes queue jobs too, and nothing here hears of them but the queue. */
+    if (d->cfg->store && hlptd_store_is_pg(d->cfg->store))
+        uv_timer_start(&d->queue_timer, on_queue_tick, QUEUE_POLL_MS, QUEUE_POLL_MS);
 }
 
 /* ---- open, run, close ----------------------------------------------------------------------------- */
@@ -377,9 +392,10 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     uv_timer_init(&d->loop, &d->drain_timer);
     uv_timer_init(&d->loop, &d->reserve_timer);
     uv_timer_init(&d->loop, &d->full_timer);
+    uv_timer_init(&d->loop, &d->queue_timer);
     d->handles_open = 1;
     d->wake.data = d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
-    d->start_timer.data = d->drain_timer.data = d->reserve_timer.data = d->full_timer.data = d;
+    d->start_timer.data = d->drain_timer.data = d->reserve_timer.data = d->full_timer.data = d->queue_timer.data = d;
     uv_timer_start(&d->reserve_timer, on_reserve_tick, RESERVE_CHECK_MS, RESERVE_CHECK_MS);
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
     uv_signal_start(&d->sig_int, on_signal, SIGINT);

@@ -90,12 +90,23 @@ void hlptd_model_ref_clear(hlptd_model_ref *ref) {
     memset(ref, 0, sizeof *ref);
 }
 
+/* Reads the blob sha256 whole, checked against its name: fetched first when this node lacks it,
+ * and fetched again when its copy here is damaged (store.h, hlptd_store_blob_local). */
+static int read_blob(hlptd_store *st, hlptd_blobs *blobs, const char *sha256, char **buf, size_t *n, char *why,
+                     size_t len) {
+    int err = hlptd_store_blob_local(st, sha256, 0, why, len);
+    if (!err) err = hlptd_blob_read(blobs, sha256, (size_t)1 << 34, buf, n, why, len);
+    if (err == HLPT_ERR_FORMAT && !(err = hlptd_store_blob_local(st, sha256, 1, why, len)))
+        err = hlptd_blob_read(blobs, sha256, (size_t)1 << 34, buf, n, why, len);
+    return err;
+}
+
 /* An adapter's two files by id. */
 static int adapter_files(hlptd_store *st, hlptd_blobs *blobs, const char *id, char **config, size_t *config_len,
                          void **weights, size_t *weights_len, char *why, size_t len) {
     hlptd_adapter_rec *a = NULL;
     int err = hlptd_store_adapter_get(st, id, &a, why, len);
-    if (!err) err = hlptd_blob_read(blobs, a->sha256, (size_t)1 << 34, (char **)weights, weights_len, why, len);
+    if (!err) err = read_blob(st, blobs, a->sha256, (char **)weights, weights_len, why, len);
     if (!err && !(*config = strdup(a->config))) err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     if (!err) *config_len = strlen(*config);
     hlptd_adapter_rec_free(a);
@@ -109,7 +120,7 @@ static int checkpoint_adapter(hlptd_store *st, hlptd_blobs *blobs, const hlpt_co
     char *state = NULL;
     size_t n = 0;
     int err = hlptd_store_checkpoint_get(st, checkpoint_id, &ck, why, len);
-    if (!err) err = hlptd_blob_read(blobs, ck->sha256, (size_t)1 << 34, &state, &n, why, len);
+    if (!err) err = read_blob(st, blobs, ck->sha256, &state, &n, why, len);
     if (!err) err = hlpt_checkpoint_adapter(state, n, base, out, why, len);
     hlptd_checkpoint_free(ck);
     free(state);

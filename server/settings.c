@@ -10,7 +10,9 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hlpt/err.h"
 #include "log.h"
@@ -334,6 +336,17 @@ int hlptd_settings_load(hlptd_settings *c, int argc, char *const *argv, char *co
             err = hlpt_why(why, len, HLPT_ERR_INVAL, "option --data-dir is required (or HLPTD_DATA_DIR)");
             goto out;
         }
+        if (!c->node_id) {
+            char host[256];
+            if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+            host[sizeof host - 1] = 0;
+            size_t n = strlen(host) + strlen(c->data_dir) + 2;
+            if (!(c->node_id = malloc(n))) {
+                err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            snprintf(c->node_id, n, "%s:%s", host, c->data_dir);
+        }
     }
 out:
     for (int id = 0; id < N_OPTIONS; id++) free(rv.val[id]);
@@ -346,6 +359,7 @@ void hlptd_settings_free(hlptd_settings *c) {
     free(c->model);
     free(c->data_dir);
     free(c->store);
+    free(c->node_id);
     free(c->listen);
     free(c->listen_host);
     free(c->api_key_file);

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hlpt/err.h"
 #include "store_backend.h"
@@ -150,6 +151,7 @@ static const col job_cols[] = {
     COL(hlptd_job, integrations, K_JSON, INS),
     COL(hlptd_job, trained_tokens, K_INT, NULL_NEG),
     COL(hlptd_job, result_file, K_TEXT, 0),
+    COL(hlptd_job, node, K_TEXT, 0),
 };
 static const row_type job_t = ROW_TYPE(hlptd_job, "jobs", "fine-tuning job", job_cols);
 
@@ -547,6 +549,9 @@ int hlptd_store_commit(hlptd_store *st, char *why, size_t len) {
         int named = 0, twice = 0;
         for (size_t j = 0; !twice && j < i; j++) twice = !strcmp(st->noted[j].sha256, st->noted[i].sha256);
         if (!twice && !(err = blob_named(st, st->noted[i].sha256, &named, why, len))) st->noted[i].unnamed = !named;
+        /* The database's copy goes with the last row that names it, in the same transaction. */
+        if (!err && !twice && !named && st->be->shared)
+            err = run(st, "DELETE FROM blobs WHERE sha256 = ?1", ARGS(v_text(st->noted[i].sha256)), NULL, why, len);
     }
     if (!err) err = st->be->commit(st->db, why, len);
     if (err) {
@@ -623,18 +628,169 @@ int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t l
     return c.err ? c.err : rc < 0 ? rc : HLPT_OK;
 }
 
+/* ---- blobs in the database (a shared store) ------------------------------------------------- */
+
+#define CHUNK_BYTES ((size_t)1 << 20)
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* out holds 4 * ceil(n / 3) + 1 bytes. */
+static void b64_encode(const unsigned char *in, size_t n, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = b64[v >> 18 & 63];
+        out[o++] = b64[v >> 12 & 63];
+        out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? b64[v & 63] : '=';
+    }
+    out[o] = 0;
+}
+
+/* Decodes text into out (at most 3/4 of its length; line breaks skipped); -1 on a character that
+ * is not base64. */
+static long b64_decode(const char *in, unsigned char *out) {
+    signed char val[256];
+    memset(val, -1, sizeof val);
+    for (int i = 0; i < 64; i++) val[(unsigned char)b64[i]] = (signed char)i;
+    uint32_t v = 0;
+    int bits = 0;
+    long o = 0;
+    for (; *in && *in != '='; in++) {
+        if (*in == '\n' || *in == '\r') continue;
+        int x = val[(unsigned char)*in];
+        if (x < 0) return -1;
+        v = v << 6 | (uint32_t)x;
+        if ((bits += 6) >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(v >> bits);
+        }
+    }
+    return o;
+}
+
+/* Copies the blob sha256 (in place here, of `bytes` bytes) into the database unless it is there:
+ * in the transaction of the row that names it. Of two nodes copying the same blob at once, the
+ * second waits for the first's commit and then finds it there. */
+static int share_blob(hlptd_store *st, const char *sha256, uint64_t bytes, char *why, size_t len) {
+    int64_t one;
+    int found, fd = -1;
+    int err = select_ints(st, "SELECT 1 FROM blobs WHERE sha256 = ?1", ARGS(v_text(sha256)), &one, 1, &found, why, len);
+    if (err || found) return err;
+    uint64_t size;
+    if ((err = hlptd_blob_open(st->blobs, sha256, &fd, &size, why, len))) return err;
+    int64_t chunks = (int64_t)((bytes + CHUNK_BYTES - 1) / CHUNK_BYTES), changes = 0;
+    unsigned char *buf = malloc(CHUNK_BYTES);
+    char *text = malloc(4 * (CHUNK_BYTES / 3 + 1) + 1);
+    if (!buf || !text) {
+        err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    err = run(st, "INSERT INTO blobs (sha256, bytes, chunks, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+              ARGS(v_text(sha256), v_int((int64_t)bytes), v_int(chunks), v_int(now())), &changes, why, len);
+    for (int64_t c = 0; !err && changes && c < chunks; c++) {
+        size_t want = c + 1 < chunks ? CHUNK_BYTES : (size_t)(bytes - (uint64_t)c * CHUNK_BYTES), got = 0;
+        while (got < want) {
+            ssize_t k = pread(fd, buf + got, want - got, (off_t)((uint64_t)c * CHUNK_BYTES + got));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                err = hlpt_why(why, len, HLPT_ERR_IO, "reading blob %s: %s", sha256, k < 0 ? strerror(errno) : "cut short");
+                goto out;
+            }
+            got += (size_t)k;
+        }
+        b64_encode(buf, want, text);
+        err = run(st, "INSERT INTO blob_chunks (sha256, n, data) VALUES (?1, ?2, ?3)",
+                  ARGS(v_text(sha256), v_int(c), v_text(text)), NULL, why, len);
+    }
+out:
+    free(buf);
+    free(text);
+    close(fd);
+    return err;
+}
+
+/* Writes the database's copy of blob sha256 into the blobs folder. */
+static int fetch_blob(hlptd_store *st, const char *sha256, char *why, size_t len) {
+    int64_t v[2];
+    int found;
+    int err = select_ints(st, "SELECT bytes, chunks FROM blobs WHERE sha256 = ?1", ARGS(v_text(sha256)), v, 2, &found,
+                          why, len);
+    if (err) return err;
+    if (!found) return hlpt_why(why, len, HLPT_ERR_NOENT, "no blob %s is stored, here or in the database", sha256);
+    hlptd_db_stmt *s = NULL;
+    hlptd_blob_writer *w = NULL;
+    unsigned char *buf = malloc(CHUNK_BYTES + 4);
+    int64_t n = 0;
+    int rc;
+    if (!buf) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if ((err = st->be->prepare(st->db, "SELECT n, data FROM blob_chunks WHERE sha256 = ?1 ORDER BY n",
+                               ARGS(v_text(sha256)), &s, why, len)))
+        goto out;
+    if ((err = hlptd_blob_begin(st->blobs, &w, why, len))) goto out;
+    while ((rc = st->be->step(s, why, len)) == 1) {
+        hlptd_db_val c, d;
+        st->be->column(s, 0, HLPTD_DB_INT, &c);
+        st->be->column(s, 1, HLPTD_DB_TEXT, &d);
+        long k = d.type == HLPTD_DB_TEXT && strlen(d.s) <= 4 * (CHUNK_BYTES / 3 + 1) ? b64_decode(d.s, buf) : -1;
+        if (c.type != HLPTD_DB_INT || c.i != n || k < 0) {
+            err = hlpt_why(why, len, HLPT_ERR_FORMAT, "the database's copy of blob %s is damaged (chunk %lld)", sha256,
+                           (long long)n);
+            goto out;
+        }
+        if ((err = hlptd_blob_write(w, buf, (size_t)k, why, len))) goto out;
+        n++;
+    }
+    if (rc < 0) {
+        err = rc;
+        goto out;
+    }
+    char got[HLPT_SHA256_HEX], tmp[HLPTD_BLOB_TMP_MAX];
+    uint64_t bytes = 0;
+    err = hlptd_blob_seal(w, got, &bytes, tmp, sizeof tmp, why, len);
+    w = NULL;
+    if (err) goto out;
+    if (n != v[1] || bytes != (uint64_t)v[0] || strcmp(got, sha256)) {
+        hlptd_blob_discard(st->blobs, tmp);
+        err = hlpt_why(why, len, HLPT_ERR_FORMAT,
+                       "the database's copy of blob %s is damaged: %lld bytes in %lld chunks hash to %s", sha256,
+                       (long long)bytes, (long long)n, got);
+        goto out;
+    }
+    err = hlptd_blob_adopt(st->blobs, tmp, sha256, why, len);
+out:
+    hlptd_blob_abort(w);
+    if (s) st->be->finalize(s);
+    free(buf);
+    return err;
+}
+
+int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, char *why, size_t len) {
+    if (!sha256 || !hlpt_sha256_hex_valid(sha256))
+        return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
+    if (refetch && !st->be->shared)
+        return hlpt_why(why, len, HLPT_ERR_FORMAT, "blob %s is damaged, and this store keeps no other copy", sha256);
+    uint64_t have;
+    int err = refetch ? HLPT_ERR_NOENT : hlptd_blob_size(st->blobs, sha256, &have, why, len);
+    if (err != HLPT_ERR_NOENT || !st->be->shared) return err;
+    return fetch_blob(st, sha256, why, len);
+}
+
 /* A row may name only a blob that is there, of the size it says. */
 static int need_blob(hlptd_store *st, const char *sha256, int64_t bytes, char *why, size_t len) {
     if (!sha256 || !hlpt_sha256_hex_valid(sha256))
         return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
     uint64_t have = 0;
     int err = hlptd_blob_size(st->blobs, sha256, &have, why, len);
+    /* Another node's blob (an adapter made from a checkpoint it wrote) comes from the database. */
+    if (err == HLPT_ERR_NOENT && st->be->shared && !(err = hlptd_store_blob_local(st, sha256, 0, why, len)))
+        err = hlptd_blob_size(st->blobs, sha256, &have, why, len);
     if (err == HLPT_ERR_NOENT) return hlpt_why(why, len, HLPT_ERR_NOENT, "no blob %s is stored", sha256);
     if (err) return err;
     if (bytes < 0 || have != (uint64_t)bytes)
         return hlpt_why(why, len, HLPT_ERR_INVAL, "blob %s holds %llu bytes, not %lld", sha256, (unsigned long long)have,
                         (long long)bytes);
-    return HLPT_OK;
+    return st->be->shared ? share_blob(st, sha256, have, why, len) : HLPT_OK;
 }
 
 /* ---- open and close ------------------------------------------------------------------------- */
@@ -831,6 +987,7 @@ static int job_update(hlptd_store *st, const char *sql, const hlptd_db_val *a, i
 
 typedef struct {
     const char *id, *error;
+    const char *node; /* the node that must own the job, or NULL */
     hlptd_job_state to;
 } status_args;
 
@@ -840,7 +997,12 @@ static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     int err = hlptd_store_job_get(st, a->id, &j, why, len);
     if (err) return err;
     hlptd_job_state from = j->status;
+    int owned = !a->node || (j->node && !strcmp(j->node, a->node));
+    if (!owned)
+        err = hlpt_why(why, len, HLPT_ERR_STATE, "job %s runs on node %s, not on %s", a->id, j->node ? j->node : "(none)",
+                       a->node);
     hlptd_job_free(j);
+    if (err) return err;
     if (from == a->to)
         return a->error ? job_update(st, "UPDATE jobs SET error = ?2 WHERE id = ?1", ARGS(v_text(a->id), v_text(a->error)),
                                      a->id, why, len)
@@ -848,20 +1010,38 @@ static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     if (!hlptd_job_state_can(from, a->to))
         return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot become %s", a->id, hlptd_job_state_name(from),
                         hlptd_job_state_name(a->to));
-    return job_update(st,
-                      "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
-                      " started_at = CASE WHEN ?5 = 1 AND started_at IS NULL THEN ?4 ELSE started_at END,"
-                      " finished_at = CASE WHEN ?6 = 1 THEN ?4 ELSE finished_at END"
-                      " WHERE id = ?1",
-                      ARGS(v_text(a->id), v_text(hlptd_job_state_name(a->to)), v_text(a->error), v_int(now()),
-                           v_int(a->to == HLPTD_JOB_RUNNING), v_int(hlptd_job_state_final(a->to))),
-                      a->id, why, len);
+    /* Compare-and-set: the write applies only to the state (and node) just read; another node's
+     * connection may have moved the job in between. */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
+             " started_at = CASE WHEN ?5 = 1 AND started_at IS NULL THEN ?4 ELSE started_at END,"
+             " finished_at = CASE WHEN ?6 = 1 THEN ?4 ELSE finished_at END"
+             " WHERE id = ?1 AND status = ?7%s",
+             a->node ? " AND node = ?8" : "");
+    int64_t changes = 0;
+    hlptd_db_val args[] = {v_text(a->id), v_text(hlptd_job_state_name(a->to)), v_text(a->error), v_int(now()),
+                           v_int(a->to == HLPTD_JOB_RUNNING), v_int(hlptd_job_state_final(a->to)),
+                           v_text(hlptd_job_state_name(from)), v_text(a->node)};
+    err = run(st, sql, args, a->node ? 8 : 7, &changes, why, len);
+    if (!err && changes == 0)
+        err = hlpt_why(why, len, HLPT_ERR_STATE, "job %s changed while it was becoming %s", a->id,
+                       hlptd_job_state_name(a->to));
+    return err;
 }
 
 int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len) {
     if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
     status_args a = {.id = id, .error = error, .to = status};
+    return in_transaction(st, set_status_tx, &a, why, len);
+}
+
+int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const char *node, hlptd_job_state status,
+                                    const char *error, char *why, size_t len) {
+    if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
+    if (!node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
+    status_args a = {.id = id, .error = error, .node = node, .to = status};
     return in_transaction(st, set_status_tx, &a, why, len);
 }
 
@@ -887,6 +1067,49 @@ int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, siz
     int err = select_one(st, &job_t, "WHERE status = ?1 ORDER BY queue_order LIMIT 1",
                          ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))), "queued job", "", (void **)out, why, len);
     return err == HLPT_ERR_NOENT ? HLPT_OK : err;
+}
+
+typedef struct {
+    const char *node;
+    hlptd_job **out;
+} claim_args;
+
+static int claim_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    claim_args *a = ctx;
+    char sql[512], **ids;
+    size_t n;
+    /* One statement picks and moves the job; on PostgreSQL the pick locks its row and skips rows
+     * another connection has locked, and the outer condition re-checks the status. */
+    snprintf(sql, sizeof sql,
+             "UPDATE jobs SET status = ?1, node = ?2, started_at = COALESCE(started_at, ?3)"
+             " WHERE id = (SELECT id FROM jobs WHERE status = ?4 ORDER BY queue_order LIMIT 1%s) AND status = ?4"
+             " RETURNING id",
+             st->be->lock_skip);
+    int err = select_texts(st, sql,
+                           ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(a->node), v_int(now()),
+                                v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))),
+                           &ids, &n, why, len);
+    if (err) return err;
+    if (n) err = hlptd_store_job_get(st, ids[0], a->out, why, len);
+    hlptd_store_ids_free(ids, n);
+    return err;
+}
+
+int hlptd_store_job_claim(hlptd_store *st, const char *node, hlptd_job **out, char *why, size_t len) {
+    *out = NULL;
+    if (!node || !*node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
+    claim_args a = {.node = node, .out = out};
+    int err = in_transaction(st, claim_tx, &a, why, len);
+    if (err) {
+        hlptd_job_free(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
+int hlptd_store_job_ids_running_on(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len) {
+    return select_texts(st, "SELECT id FROM jobs WHERE status = ?1 AND (node = ?2 OR node IS NULL) ORDER BY queue_order",
+                        ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(node)), ids, n, why, len);
 }
 
 int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,

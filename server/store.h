@@ -21,7 +21,9 @@
  * picks the backend: a file is SQLite (store_sqlite.c: WAL mode, foreign keys on, a busy timeout,
  * and the schema's migrations), the default at <data-dir>/hlpt.db; a URL postgres://… or
  * postgresql://… is PostgreSQL (store_pg.c, over libpq: the same tables and version numbers, its
- * own migrations). The blobs stay files in the data directory either way.
+ * own migrations). The blobs stay files in the data directory either way; on PostgreSQL, which
+ * several nodes may share, the database keeps a copy of each too and the folder is a cache
+ * (hlptd_store_blob_local; docs/design.md, "Many nodes").
  *
  * Threading: a store handle has exactly one owner thread. In hlptd that is the libuv loop thread
  * (server/loop.c), which is the database's only writer; HTTP threads never call these functions,
@@ -137,6 +139,17 @@ void hlptd_store_rollback(hlptd_store *st);
  * how many went. */
 int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t len);
 
+/* Makes sure the blob sha256 is in this node's blobs folder. Where several nodes share the store
+ * (PostgreSQL; docs/design.md, "Many nodes") the folder is a cache: a blob it lacks is fetched from
+ * the database's copy into blobs/tmp, checked against its name and size, and put into place.
+ * refetch = 1: the folder's copy was found damaged (its bytes do not hash to its name); it is
+ * replaced by the database's. On SQLite the folder is the only copy: HLPT_ERR_NOENT when it lacks
+ * the blob, HLPT_ERR_FORMAT for a damaged one. Errors: HLPT_ERR_INVAL (not a blob name),
+ * HLPT_ERR_NOENT (neither here nor in the database), HLPT_ERR_FORMAT (the database's copy does not
+ * match its name), HLPT_ERR_NOSPACE, HLPT_ERR_IO, HLPT_ERR_DB. The store's thread: the loop, or the
+ * inference thread through its own connection (resolver.h). */
+int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, char *why, size_t len);
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -198,6 +211,7 @@ typedef struct {
     char *integrations;      /* JSON array or NULL */
     int64_t trained_tokens;  /* -1 = not yet */
     char *result_file;       /* file id of the results CSV, or NULL */
+    char *node;              /* the node that runs it or last ran it (hlptd_store_job_claim), or NULL */
 } hlptd_job;
 void hlptd_job_free(hlptd_job *j);
 void hlptd_job_list_free(hlptd_job **v, size_t n);
@@ -227,6 +241,12 @@ int hlptd_store_job_list(hlptd_store *st, const char *after, int limit, hlptd_jo
  * borrows) replaces the stored error when not NULL. */
 int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len);
+/* The same for a node acting on a job it believes it runs (its worker finished, stopped or died):
+ * HLPT_ERR_STATE, and nothing changes, when the job's node is not `node`. Either call is a
+ * compare-and-set: when another connection changed the job's status between the read and the
+ * write, nothing changes and the answer is HLPT_ERR_STATE. */
+int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const char *node, hlptd_job_state status,
+                                    const char *error, char *why, size_t len);
 int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len);
 int hlptd_store_job_set_fine_tuned_model(hlptd_store *st, const char *id, const char *name, char *why, size_t len);
@@ -235,6 +255,14 @@ int hlptd_store_job_set_results(hlptd_store *st, const char *id, int64_t trained
                                char *why, size_t len);
 /* The queued job with the smallest queue_order: *out owned, or NULL with HLPT_OK when none. */
 int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, size_t len);
+/* Claims the queued job with the smallest queue_order for `node` (borrows): moves it to running
+ * (stamping started_at the first time) and names the node in it, in one statement, so that of
+ * several nodes on one store exactly one claims each job. *out owned, or NULL with HLPT_OK when no
+ * job is queued (or every queued one is being claimed by another node just then). */
+int hlptd_store_job_claim(hlptd_store *st, const char *node, hlptd_job **out, char *why, size_t len);
+/* Ids of the running jobs that `node` claimed, or that name no node (claimed before jobs named
+ * theirs), in queue order: at start-up, the jobs this node ran when it stopped. */
+int hlptd_store_job_ids_running_on(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len);
 /* Ids of jobs in a given status (e.g. running at start-up, to resume them), in queue order. */
 int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len);

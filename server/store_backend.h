@@ -36,6 +36,14 @@ typedef struct {
 
 typedef struct {
     const char *name; /* "sqlite", "postgres" */
+    /* Appended to a SELECT that picks a row for this connection to claim (the queue's next job):
+     * " FOR UPDATE SKIP LOCKED" where several connections claim at once, so that each picks a row
+     * no other is claiming; "" where one writer makes the claim atomic anyway. */
+    const char *lock_skip;
+    /* 1: several nodes may share the database, each with its own blobs folder; every blob a row
+     * names is copied into the database too (tables blobs and blob_chunks), and a node fetches
+     * what its folder lacks from there (hlptd_store_blob_local). 0: the folder is the only copy. */
+    int shared;
     /* Checks a database before anything writes to it (see hlptd_store_check). */
     int (*check)(const char *where, char *why, size_t len);
     /* Writes into out[cap] how messages name the database at `where`, without a password. */

@@ -479,6 +479,8 @@ static int pg_check(const char *where, char *why, size_t len) {
 
 const hlptd_store_backend hlptd_store_pg = {
     .name = "postgres",
+    .lock_skip = " FOR UPDATE SKIP LOCKED",
+    .shared = 1,
     .check = pg_check,
     .describe = pg_describe,
     .open = pg_open,

@@ -327,6 +327,7 @@ static int sq_check(const char *path, char *why, size_t len) {
 
 const hlptd_store_backend hlptd_store_sqlite = {
     .name = "sqlite",
+    .lock_skip = "",
     .check = sq_check,
     .describe = sq_describe,
     .open = sq_open,

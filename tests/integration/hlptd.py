@@ -87,7 +87,7 @@ def store_bytes(d):
 
 
 class Daemon:
-    def __init__(self, data_dir=None, args=(), env=None, model=MODEL, pg=False):
+    def __init__(self, data_dir=None, args=(), env=None, model=MODEL, pg=False, store_url=None):
         self._tmp = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hlptd-test-")
@@ -101,7 +101,8 @@ class Daemon:
             self._pg_db = "hlpt_t" + uuid.uuid4().hex[:16]
             psql(PG_URL, "CREATE DATABASE " + self._pg_db)
             _pg_databases[data_dir] = pg_url_with_db(PG_URL, self._pg_db)
-        self.store_url = _pg_databases.get(data_dir)
+        # store_url: another daemon's database, shared (a second node); that daemon drops it.
+        self.store_url = store_url or _pg_databases.get(data_dir)
         self.args = list(args)
         self.env = env
         self.model = model

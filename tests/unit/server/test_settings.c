@@ -1,6 +1,7 @@
 /* hlptd's configuration: flag > environment > file > default, and errors that name the option. */
 #include "settings.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,6 +37,10 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.dtype, HLPT_BASE_AUTO);
     ck_assert_ptr_null(c.api_key_file);
     ck_assert_ptr_null(c.store); /* SQLite in the data directory */
+    char host[256], node[300];
+    ck_assert_int_eq(gethostname(host, sizeof host), 0);
+    snprintf(node, sizeof node, "%s:/d", host);
+    ck_assert_str_eq(c.node_id, node); /* the host name and the data directory */
     ck_assert_uint_eq(c.max_body_bytes, (size_t)1 << 30);
     ck_assert_uint_eq(c.max_upload_bytes, (size_t)64 << 30);
     ck_assert_int_eq(c.log_level, HLPTD_LOG_INFO);
@@ -150,6 +155,17 @@ START_TEST(test_listen_forms) {
 }
 END_TEST
 
+/* --node-id names the node as given. */
+START_TEST(test_node_id) {
+    hlptd_settings c;
+    ck_assert_int_eq(hlptd_settings_load(&c, 7, ARGV("--model", "/m", "--data-dir", "/d", "--node-id", "n1"), NULL, why,
+                                         sizeof why),
+                     HLPT_OK);
+    ck_assert_str_eq(c.node_id, "n1");
+    hlptd_settings_free(&c);
+}
+END_TEST
+
 /* --dtype in its three spellings, with the usual precedence; the names hlpt_base_dtype_parse takes. */
 START_TEST(test_dtype) {
     hlptd_settings c;
@@ -231,6 +247,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_precedence);
     tcase_add_test(tc, test_errors_name_the_option);
     tcase_add_test(tc, test_dtype);
+    tcase_add_test(tc, test_node_id);
     tcase_add_test(tc, test_store);
     tcase_add_test(tc, test_required_and_help);
     tcase_add_test(tc, test_listen_forms);

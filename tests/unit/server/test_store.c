@@ -1069,7 +1069,9 @@ START_TEST(test_pg_concurrent_open) {
     }
     char v[16];
     sql_text(where, "SELECT count(*) || ' ' || max(version) FROM hlpt_schema", v, sizeof v);
-    ck_assert_str_eq(v, "1 5");
+    char want[16];
+    snprintf(want, sizeof want, "1 %d", hlptd_migrations_count);
+    ck_assert_str_eq(v, want);
 }
 END_TEST
 
@@ -1293,11 +1295,211 @@ START_TEST(test_adopted_blobs_go_with_a_failed_insert) {
 END_TEST
 
 /* The tests of the store's behaviour, on either backend. */
+/* Claims: each queued job goes to one node, in queue order; a node's status writes to a job apply
+ * only while the job is its own; start-up recovery finds only the node's own running jobs. */
+START_TEST(test_job_claims) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_job *a = make_job(st, f->id), *b = make_job(st, f->id), *c;
+    ck_assert_ptr_null(a->node);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "", &c, why, sizeof why), HLPT_ERR_INVAL);
+
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", &c, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(c->id, a->id);
+    ck_assert_int_eq(c->status, HLPTD_JOB_RUNNING);
+    ck_assert_str_eq(c->node, "node-1");
+    ck_assert_int_gt(c->started_at, 0);
+    hlptd_job_free(c);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", &c, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(c->id, b->id);
+    ck_assert_str_eq(c->node, "node-2");
+    hlptd_job_free(c);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", &c, why, sizeof why), HLPT_OK);
+    ck_assert_ptr_null(c);
+
+    /* node-2 cannot write over node-1's job; node-1 can. */
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-2", HLPTD_JOB_FAILED, NULL, why, sizeof why),
+                     HLPT_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(why, "node-1"));
+    ck_assert_int_eq(state_of(st, a->id), HLPTD_JOB_RUNNING);
+
+    char **ids;
+    size_t n;
+    ck_assert_int_eq(hlptd_store_job_ids_running_on(st, "node-1", &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(ids[0], a->id);
+    hlptd_store_ids_free(ids, n);
+
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-1", HLPTD_JOB_QUEUED, NULL, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_ids_running_on(st, "node-1", &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 0);
+    hlptd_store_ids_free(ids, n);
+    /* Requeued, it goes to whichever node claims next; that node owns it now. */
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", &c, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(c->id, a->id);
+    hlptd_job_free(c);
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-1", HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why),
+                     HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-2", HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(state_of(st, a->id), HLPTD_JOB_SUCCEEDED);
+    hlptd_job_free(a);
+    hlptd_job_free(b);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+#define CLAIM_JOBS 40
+#define CLAIMERS 4
+static char claimed_by[CLAIM_JOBS][1]; /* set once a job is claimed */
+static int claims_of[CLAIMERS];
+
+/* One node: claims until the queue is empty, writing down each job it got. */
+static void *claim_in_thread(void *arg) {
+    intptr_t me = (intptr_t)arg;
+    char w[256], node[32];
+    snprintf(node, sizeof node, "node-%d", (int)me);
+    hlptd_store *st;
+    intptr_t err = hlptd_store_open(&st, where, blobs, w, sizeof w);
+    while (!err) {
+        hlptd_job *j = NULL;
+        if ((err = hlptd_store_job_claim(st, node, &j, w, sizeof w)) || !j) break;
+        int k = (int)j->queue_order % CLAIM_JOBS;
+        /* Two claims of one job would meet here. */
+        if (__atomic_exchange_n(&claimed_by[k][0], 'x', __ATOMIC_SEQ_CST)) err = HLPT_ERR_STATE;
+        __atomic_add_fetch(&claims_of[me], 1, __ATOMIC_SEQ_CST);
+        if (strcmp(j->node, node)) err = HLPT_ERR_STATE;
+        hlptd_job_free(j);
+    }
+    hlptd_store_close(st);
+    return (void *)err;
+}
+
+/* Several nodes claiming from one queue at once: every job is claimed exactly once. */
+START_TEST(test_pg_concurrent_claims) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    int64_t first = -1;
+    for (int i = 0; i < CLAIM_JOBS; i++) {
+        hlptd_job *j = make_job(st, f->id);
+        if (first < 0) first = j->queue_order;
+        ck_assert_int_eq(j->queue_order - first, i); /* consecutive: queue_order % CLAIM_JOBS tells them apart */
+        hlptd_job_free(j);
+    }
+    memset(claimed_by, 0, sizeof claimed_by);
+    memset(claims_of, 0, sizeof claims_of);
+    pthread_t t[CLAIMERS];
+    for (intptr_t i = 0; i < CLAIMERS; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, claim_in_thread, (void *)i), 0);
+    for (int i = 0; i < CLAIMERS; i++) {
+        void *err;
+        pthread_join(t[i], &err);
+        ck_assert_int_eq((intptr_t)err, HLPT_OK);
+    }
+    int total = 0;
+    for (int i = 0; i < CLAIMERS; i++) total += claims_of[i];
+    ck_assert_int_eq(total, CLAIM_JOBS);
+    for (int i = 0; i < CLAIM_JOBS; i++) ck_assert_int_eq(claimed_by[i][0], 'x');
+    char **ids;
+    size_t n;
+    ck_assert_int_eq(hlptd_store_job_ids_with_status(st, HLPTD_JOB_RUNNING, &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, CLAIM_JOBS);
+    hlptd_store_ids_free(ids, n);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+/* The blobs rows name, in the database as well where the store is shared (PostgreSQL): copied with
+ * the row in chunks, fetched into a folder that lacks them, fetched again over a damaged copy,
+ * gone with the last row. SQLite keeps none: the folder is the only copy. */
+START_TEST(test_blobs_in_the_database) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    size_t n = (3u << 20) / 2 + 7; /* two chunks, the second short */
+    char *content = malloc(n + 1);
+    ck_assert_ptr_nonnull(content);
+    for (size_t i = 0; i < n; i++) content[i] = (char)('a' + i * 7 % 26);
+    content[n] = 0;
+    hlptd_file *f = add_file(st, "big.jsonl", content);
+    char bad[HLPT_SHA256_HEX];
+    memset(bad, 'a', HLPT_SHA256_HEX - 1);
+    bad[HLPT_SHA256_HEX - 1] = 0;
+    ck_assert_int_eq(hlptd_store_blob_local(st, "nope", 0, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_OK); /* here already */
+    if (!pg_db[0]) {
+        char v[64];
+        sql_text(path, "SELECT count(*) FROM blobs", v, sizeof v);
+        ck_assert_str_eq(v, "0");
+        ck_assert_int_eq(hlptd_blob_remove(blobs, f->sha256, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_ERR_NOENT);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 1, why, sizeof why), HLPT_ERR_FORMAT);
+    } else {
+        char q[256], *rows;
+        snprintf(q, sizeof q, "SELECT b.bytes, b.chunks, count(c.n) FROM blobs b JOIN blob_chunks c USING (sha256)"
+                              " WHERE sha256 = '%s' GROUP BY b.bytes, b.chunks", f->sha256);
+        rows = pg_rows(where, q);
+        char want[64];
+        snprintf(want, sizeof want, "%zu\t2\t2\n", n);
+        ck_assert_str_eq(rows, want);
+        free(rows);
+        /* Missing here: fetched. */
+        ck_assert_int_eq(hlptd_blob_remove(blobs, f->sha256, why, sizeof why), HLPT_OK);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_OK);
+        blob_is(f->sha256, content, n);
+        ck_assert_int_eq(tmp_count(), 0);
+        /* Damaged here: fetched again. */
+        char p[256];
+        ck_assert_int_eq(hlptd_blob_path(blobs, f->sha256, p, sizeof p), HLPT_OK);
+        FILE *fp = fopen(p, "r+b");
+        ck_assert_ptr_nonnull(fp);
+        fputs("damage", fp);
+        fclose(fp);
+        char *buf;
+        size_t got;
+        ck_assert_int_eq(hlptd_blob_read(blobs, f->sha256, 1 << 24, &buf, &got, why, sizeof why), HLPT_ERR_FORMAT);
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 1, why, sizeof why), HLPT_OK);
+        blob_is(f->sha256, content, n);
+        /* Neither here nor there. */
+        ck_assert_int_eq(hlptd_store_blob_local(st, bad, 0, why, sizeof why), HLPT_ERR_NOENT);
+        /* The database's copy damaged: refused, nothing left behind. */
+        ck_assert_int_eq(hlptd_blob_remove(blobs, f->sha256, why, sizeof why), HLPT_OK);
+        snprintf(q, sizeof q, "UPDATE blob_chunks SET data = 'AAAA' || data WHERE sha256 = '%s' AND n = 1", f->sha256);
+        free(pg_rows(where, q));
+        ck_assert_int_eq(hlptd_store_blob_local(st, f->sha256, 0, why, sizeof why), HLPT_ERR_FORMAT);
+        ck_assert_ptr_nonnull(strstr(why, "damaged"));
+        ck_assert_int_eq(blob_exists(f->sha256), 0);
+        ck_assert_int_eq(tmp_count(), 0);
+        put(content, n, bad); /* back in place, as the file's row says */
+        ck_assert_str_eq(bad, f->sha256);
+    }
+    /* Gone with its row. */
+    ck_assert_int_eq(hlptd_store_file_delete(st, f->id, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(blob_exists(f->sha256), 0);
+    if (pg_db[0]) {
+        char *rows = pg_rows(where, "SELECT count(*) FROM blobs");
+        ck_assert_str_eq(rows, "0\n");
+        free(rows);
+        rows = pg_rows(where, "SELECT count(*) FROM blob_chunks");
+        ck_assert_str_eq(rows, "0\n");
+        free(rows);
+    }
+    free(content);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
 static void add_store_tests(TCase *tc) {
     tcase_add_test(tc, test_migrate_from_scratch);
     tcase_add_test(tc, test_newer_database_refused);
     tcase_add_test(tc, test_files_crud);
     tcase_add_test(tc, test_jobs_crud);
+    tcase_add_test(tc, test_job_claims);
+    tcase_add_test(tc, test_blobs_in_the_database);
     tcase_add_test(tc, test_events_metrics_checkpoints);
     tcase_add_test(tc, test_adapters_crud);
     tcase_add_test(tc, test_job_results_and_file_tombstone);
@@ -1327,6 +1529,7 @@ static Suite *suite(void) {
         add_store_tests(tc);
         tcase_add_test(tc, test_pg_schema_is_sqlites);
         tcase_add_test(tc, test_pg_concurrent_open);
+        tcase_add_test(tc, test_pg_concurrent_claims);
         tcase_add_test(tc, test_pg_reconnects);
         suite_add_tcase(s, tc);
     } else {
