@@ -54,12 +54,10 @@ static int fail(const char **param, const char *name, char *why, size_t len, int
     __attribute__((format(printf, 6, 7)));
 static int fail(const char **param, const char *name, char *why, size_t len, int err, const char *fmt, ...) {
     *param = name;
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    hlpt_vwhy(why, len, err, fmt, ap);
+    va_end(ap);
     return err;
 }
 

@@ -31,13 +31,16 @@ const char *hlpt_err_name(int err) {
     return err_names[-err];
 }
 
+int hlpt_vwhy(char *why, size_t len, int err, const char *fmt, va_list ap) {
+    if (why && len) vsnprintf(why, len, fmt, ap);
+    return err;
+}
+
 int hlpt_why(char *why, size_t len, int err, const char *fmt, ...) {
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    hlpt_vwhy(why, len, err, fmt, ap);
+    va_end(ap);
     return err;
 }
 

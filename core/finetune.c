@@ -34,12 +34,10 @@ static int reject(char *param, size_t param_len, const char *field, char *why, s
 static int reject(char *param, size_t param_len, const char *field, char *why, size_t len, int err,
                   const char *fmt, ...) {
     if (param && param_len) snprintf(param, param_len, "%s", field);
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    hlpt_vwhy(why, len, err, fmt, ap);
+    va_end(ap);
     return err;
 }
 

@@ -285,13 +285,9 @@ int hlptd_blob_read(hlptd_blobs *b, const char *sha256, size_t max, char **buf, 
     char path[4200], got[HLPT_SHA256_HEX];
     if (hlptd_blob_path(b, sha256, path, sizeof path))
         return hlpt_why(why, len, HLPT_ERR_INVAL, "'%s' is not a blob name", sha256);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return hlpt_why(why, len, errno == ENOENT ? HLPT_ERR_NOENT : HLPT_ERR_IO, "blob %s: %s", sha256, strerror(errno));
-    char sub[256] = "";
-    int err = hlpt_fd_read(fd, max, buf, n, sub, sizeof sub);
-    close(fd);
-    if (err) return hlpt_why(why, len, err, "blob %s: %s", sha256, *sub ? sub : hlpt_strerror(err));
+    char sub[4500] = "";
+    int err = hlpt_file_read(path, max, buf, n, sub, sizeof sub);
+    if (err) return hlpt_why(why, len, err, "blob %s: %s", sha256, sub);
     hlpt_sha256_hex(*buf, *n, got);
     if (strcmp(got, sha256) != 0) {
         free(*buf);

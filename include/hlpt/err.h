@@ -9,6 +9,7 @@
 #ifndef HLPT_ERR_H
 #define HLPT_ERR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #define HLPT_ERR_MAP(X)                                                     \
@@ -54,6 +55,8 @@ const char *hlpt_err_name(int err);
  * check reads `return hlpt_why(why, len, HLPT_ERR_FORMAT, "tensor %s: ...", name);`. */
 int hlpt_why(char *why, size_t len, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The same with the arguments as a va_list (for functions that report more than the message). */
+int hlpt_vwhy(char *why, size_t len, int err, const char *fmt, va_list ap);
 
 /* Programmer errors only: aborts with file and line. Never for bad input. */
 #define HLPT_ASSERT(cond)                                                   \
