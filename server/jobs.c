@@ -45,10 +45,14 @@ enum { SAID_NOTHING, SAID_DONE, SAID_STOPPED, SAID_ERROR };
 /* What was asked of a running worker. Cancel and pause set the job's status at once; the worker
  * catches up behind it. WANT_REQUEUE: paused, then resumed before the worker had stopped. */
 enum { WANT_NONE, WANT_PAUSE, WANT_CANCEL, WANT_DRAIN, WANT_REQUEUE };
+/* WANT_LOST: another node claimed the job (or the store was away too long to be sure it did not):
+ * the worker is killed, and nothing it says is written. */
+enum { WANT_LOST = WANT_REQUEUE + 1 };
 
 typedef struct worker {
     hlptd_jobs *jobs;
     char job_id[HLPTD_ID_MAX];
+    hlptd_hold hold;         /* this node and the claim's epoch: every write of its lines carries it */
     uv_process_t proc;
     uv_pipe_t in, out;
     uv_write_t wreq;
@@ -88,6 +92,10 @@ struct hlptd_jobs {
     int draining;
     void (*drained)(void *ctx);
     void *drained_ctx;
+    char *url;
+    int64_t started_at;      /* Unix seconds, for the node's row */
+    uint64_t beat_ok;        /* uv_now of the last heartbeat that reached the store */
+    hlptd_jobs_counts counts;
 };
 
 static void changed(hlptd_jobs *j, const char *id) {
@@ -107,9 +115,9 @@ static void event(hlptd_jobs *j, const char *id, const char *level, const char *
     changed(j, id);
 }
 
-/* Status with an optional error {"code","message"}; with node, only while the job is that node's
- * (hlptd_store_job_set_status_owned; a refusal goes to the log). */
-static void put_status(hlptd_jobs *j, const char *id, const char *node, hlptd_job_state status, const char *code,
+/* Status with an optional error {"code","message"}; with a hold, only while the job is held by it
+ * (hlptd_store_job_set_status_owned, which gives the lease up; a refusal goes to the log). */
+static void put_status(hlptd_jobs *j, const char *id, const hlptd_hold *hold, hlptd_job_state status, const char *code,
                        const char *message) {
     char why[256];
     char *err = NULL;
@@ -121,7 +129,7 @@ static void put_status(hlptd_jobs *j, const char *id, const char *node, hlptd_jo
         err = cJSON_PrintUnformatted(e);
         cJSON_Delete(e);
     }
-    if (node ? hlptd_store_job_set_status_owned(j->st, id, node, status, err, why, sizeof why)
+    if (hold ? hlptd_store_job_set_status_owned(j->st, id, hold, status, err, why, sizeof why)
              : hlptd_store_job_set_status(j->st, id, status, err, why, sizeof why))
         fprintf(stderr, "hlptd: job %s: setting status %s failed: %s\n", id, hlptd_job_state_name(status), why);
     free(err);
@@ -132,10 +140,51 @@ static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, co
     put_status(j, id, NULL, status, code, message);
 }
 
-/* The status of a job this node's worker ran: nothing changes when the job is another node's now. */
-static void set_status_owned(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code,
-                             const char *message) {
-    put_status(j, id, j->node_id, status, code, message);
+/* The status of a job this node holds: nothing changes when another claim holds it now. */
+static void set_status_held(hlptd_jobs *j, const char *id, const hlptd_hold *hold, hlptd_job_state status,
+                            const char *code, const char *message) {
+    put_status(j, id, hold, status, code, message);
+}
+
+/* The worker's job has been claimed by another node, or the store was away for so long that it may
+ * have been: it is killed, and what it still says is dropped. */
+static void lose(worker *w, const char *why) {
+    if (w->want == WANT_LOST || w->finished) return;
+    fprintf(stderr, "hlptd: job %s: stopping its worker here: %s\n", w->job_id, why);
+    w->want = WANT_LOST;
+    w->jobs->counts.leases_lost++;
+    if (!w->exited) uv_process_kill(&w->proc, SIGKILL);
+}
+
+/* Opens a transaction that holds the worker's job (hlptd_store_job_hold): 0 when it is open, else
+ * the job is lost (lose) or the store failed, and nothing is open. */
+static int begin_held(worker *w, char *why, size_t len) {
+    hlptd_jobs *j = w->jobs;
+    int err = hlptd_store_begin(j->st, why, len);
+    if (!err && (err = hlptd_store_job_hold(j->st, w->job_id, &w->hold, j->o.lease_ms, why, len))) {
+        hlptd_store_rollback(j->st);
+        if (err == HLPT_ERR_STATE) lose(w, why);
+    }
+    return err;
+}
+
+/* An event of the worker's job, written while the job is held (a stale worker's is not). */
+static void held_event(worker *w, const char *level, const char *data, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void held_event(worker *w, const char *level, const char *data, const char *fmt, ...) {
+    hlptd_jobs *j = w->jobs;
+    char msg[1024], why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (begin_held(w, why, sizeof why)) return;
+    if (hlptd_store_event_add(j->st, w->job_id, level, msg, data, NULL, why, sizeof why) ||
+        hlptd_store_commit(j->st, why, sizeof why)) {
+        hlptd_store_rollback(j->st);
+        fprintf(stderr, "hlptd: job %s: storing an event failed: %s\n", w->job_id, why);
+    }
+    changed(j, w->job_id);
 }
 
 /* The job's restart count after adding `add` (0 reads it; -1 resets it). */
@@ -171,36 +220,42 @@ static const char *str(const cJSON *o, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* A step's figures: its metric row, the job's progress and an event, in one write that also
+ * renews the lease (hlptd_store_job_report: one round trip on a shared store). */
 static void on_progress_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
-    char why[256];
+    char why[256], msg[256];
     hlptd_metric m = {.step = (int64_t)num(o, "step"), .train_loss = num(o, "train_loss"),
                      .valid_loss = num(o, "valid_loss"), .valid_acc = num(o, "valid_acc"),
                      .lr = num(o, "learning_rate"), .tokens_per_s = num(o, "tokens_per_s")};
-    if (hlptd_store_metric_put(j->st, w->job_id, &m, why, sizeof why))
-        fprintf(stderr, "hlptd: job %s: storing metrics failed: %s\n", w->job_id, why);
     int total = (int)num(o, "total_steps");
-    double epoch = num(o, "epoch");
-    hlptd_store_job_set_progress(j->st, w->job_id, m.step, total, isnan(epoch) ? 0 : epoch, m.tokens_per_s, why, sizeof why);
     if (!isnan(num(o, "tokens_seen"))) w->tokens_seen = (int64_t)num(o, "tokens_seen");
     w->live = (hlptd_job_live){.train_loss = m.train_loss, .valid_loss = m.valid_loss, .learning_rate = m.lr,
                                .tokens_per_s = m.tokens_per_s, .elapsed_s = num(o, "elapsed_s"),
                                .step = (int)m.step, .total_steps = total};
-    char *data = cJSON_PrintUnformatted(o);
     if (!isnan(m.valid_loss))
-        event(j, w->job_id, "info", data, "Step %lld/%d: training loss=%.4f, validation loss=%.4f", (long long)m.step,
-              total, m.train_loss, m.valid_loss);
+        snprintf(msg, sizeof msg, "Step %lld/%d: training loss=%.4f, validation loss=%.4f", (long long)m.step, total,
+                 m.train_loss, m.valid_loss);
     else
-        event(j, w->job_id, "info", data, "Step %lld/%d: training loss=%.4f", (long long)m.step, total, m.train_loss);
+        snprintf(msg, sizeof msg, "Step %lld/%d: training loss=%.4f", (long long)m.step, total, m.train_loss);
+    char *data = cJSON_PrintUnformatted(o);
+    int err = hlptd_store_job_report(j->st, w->job_id, &w->hold, j->o.lease_ms, &m, total, num(o, "epoch"), "info", msg,
+                                    data, why, sizeof why);
     free(data);
+    if (err == HLPT_ERR_STATE) lose(w, why);
+    else if (err) fprintf(stderr, "hlptd: job %s: storing step %lld failed: %s\n", w->job_id, (long long)m.step, why);
+    changed(j, w->job_id);
 }
 
 /* The sealed temporary a dropped line names: no row will name it. */
 static void discard_tmp(hlptd_jobs *j, const cJSON *o) { hlptd_blob_discard(j->o.blobs, str(o, "tmp")); }
 
+/* The checkpoint's row and its event, in one transaction that holds the job: a stale worker's
+ * checkpoint is dropped with its blob. */
 static void on_checkpoint_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
-    char why[256];
+    char why[256], msg[256];
+    int step = (int)num(o, "step");
     cJSON *metrics = cJSON_Duplicate(o, 1);
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "type");
     cJSON_DeleteItemFromObjectCaseSensitive(metrics, "sha256");
@@ -209,13 +264,21 @@ static void on_checkpoint_line(worker *w, const cJSON *o) {
     char *mj = cJSON_PrintUnformatted(metrics);
     cJSON_Delete(metrics);
     hlptd_checkpoint *c = NULL;
-    /* The worker sealed the blob; the insert puts it into place and checks it is of the size the
-     * line says, or removes it when the row cannot be stored. */
-    if (hlptd_store_checkpoint_insert(j->st, w->job_id, (int64_t)num(o, "step"), mj, str(o, "sha256") ? str(o, "sha256") : "",
-                                     (int64_t)num(o, "bytes"), str(o, "tmp"), &c, why, sizeof why)) {
-        event(j, w->job_id, "warn", NULL, "Checkpoint of step %d could not be stored: %s", (int)num(o, "step"), why);
+    int err = begin_held(w, why, sizeof why);
+    if (err) {
+        discard_tmp(j, o);
     } else {
-        event(j, w->job_id, "info", mj, "Checkpoint %s created at step %d", c->id, (int)num(o, "step"));
+        /* The worker sealed the blob; the insert puts it into place and checks it is of the size
+         * the line says; a rollback removes it again. */
+        err = hlptd_store_checkpoint_insert(j->st, w->job_id, step, mj, str(o, "sha256") ? str(o, "sha256") : "",
+                                           (int64_t)num(o, "bytes"), str(o, "tmp"), &c, why, sizeof why);
+        if (!err) snprintf(msg, sizeof msg, "Checkpoint %s created at step %d", c->id, step);
+        if (!err && !(err = hlptd_store_event_add(j->st, w->job_id, "info", msg, mj, NULL, why, sizeof why)))
+            err = hlptd_store_commit(j->st, why, sizeof why);
+        if (err) hlptd_store_rollback(j->st);
+        if (err && err != HLPT_ERR_STATE)
+            held_event(w, "warn", NULL, "Checkpoint of step %d could not be stored: %s", step, why);
+        changed(j, w->job_id);
     }
     hlptd_checkpoint_free(c);
     free(mj);
@@ -297,7 +360,7 @@ static void on_done_line(worker *w, const cJSON *o) {
         hlptd_adapter_fields in = {.name = name, .config = cfg, .sha256 = str(o, "sha256") ? str(o, "sha256") : "",
                                    .bytes = (int64_t)num(o, "bytes"), .tmp = str(o, "tmp"),
                                    .base_hash = str(config, "base_hash"), .job_id = w->job_id};
-        if (!(err = hlptd_store_begin(j->st, why, sizeof why))) {
+        if (!(err = begin_held(w, why, sizeof why))) {
             taken = 1;
             if (!(err = hlptd_store_adapter_insert(j->st, &in, NULL, why, sizeof why)) &&
                 !(err = hlptd_store_job_set_fine_tuned_model(j->st, w->job_id, name, why, sizeof why)) &&
@@ -307,7 +370,7 @@ static void on_done_line(worker *w, const cJSON *o) {
                 !(err = hlptd_store_event_add(j->st, w->job_id, "info", msg, NULL, NULL, why, sizeof why)) &&
                 !(err = hlptd_store_event_add(j->st, w->job_id, "info", "The job has successfully completed", NULL, NULL,
                                              why, sizeof why)) &&
-                !(err = hlptd_store_job_set_status_owned(j->st, w->job_id, j->node_id, HLPTD_JOB_SUCCEEDED, NULL, why,
+                !(err = hlptd_store_job_set_status_owned(j->st, w->job_id, &w->hold, HLPTD_JOB_SUCCEEDED, NULL, why,
                                                          sizeof why)))
                 err = hlptd_store_commit(j->st, why, sizeof why);
             else
@@ -332,9 +395,9 @@ static void on_line(worker *w, const char *line, size_t n) {
     hlptd_jobs *j = w->jobs;
     cJSON *o = cJSON_ParseWithLength(line, n);
     const char *type = o ? str(o, "type") : NULL;
-    /* A cancelled job is over: what its worker says before the kill lands is dropped, with the
-     * sealed temporaries it names. */
-    if (!type || w->want == WANT_CANCEL) {
+    /* A cancelled job is over, and a lost one is another node's: what its worker says before the
+     * kill lands is dropped, with the sealed temporaries it names. */
+    if (!type || w->want == WANT_CANCEL || w->want == WANT_LOST) {
         if (type && (!strcmp(type, "checkpoint") || !strcmp(type, "done"))) discard_tmp(j, o);
         cJSON_Delete(o);
         return;
@@ -344,16 +407,24 @@ static void on_line(worker *w, const char *line, size_t n) {
         w->started = 1;
         if (w->pending_signal) uv_process_kill(&w->proc, w->pending_signal);
         int from = (int)num(o, "resumed_from");
-        /* Steps after the checkpoint run again: their first reports (before a kill) go. */
-        if (hlptd_store_job_rewind(j->st, w->job_id, from, why, sizeof why))
-            fprintf(stderr, "hlptd: job %s: %s\n", w->job_id, why);
-        hlptd_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why);
-        char *data = cJSON_PrintUnformatted(o);
+        char *data = cJSON_PrintUnformatted(o), msg[256];
         if (from > 0)
-            event(j, w->job_id, "info", data, "Training resumed from the checkpoint of step %d", from);
+            snprintf(msg, sizeof msg, "Training resumed from the checkpoint of step %d", from);
         else
-            event(j, w->job_id, "info", data, "Training started: %d steps, %d examples, %.0f trainable parameters",
-                  (int)num(o, "total_steps"), (int)num(o, "examples"), num(o, "trainable_params"));
+            snprintf(msg, sizeof msg, "Training started: %d steps, %d examples, %.0f trainable parameters",
+                     (int)num(o, "total_steps"), (int)num(o, "examples"), num(o, "trainable_params"));
+        /* Steps after the checkpoint run again: their first reports (before a kill, or on the node
+         * that held the job before) go. */
+        if (!begin_held(w, why, sizeof why)) {
+            if (hlptd_store_job_rewind(j->st, w->job_id, from, why, sizeof why) ||
+                hlptd_store_job_set_progress(j->st, w->job_id, from, (int)num(o, "total_steps"), 0, 0, why, sizeof why) ||
+                hlptd_store_event_add(j->st, w->job_id, "info", msg, data, NULL, why, sizeof why) ||
+                hlptd_store_commit(j->st, why, sizeof why)) {
+                hlptd_store_rollback(j->st);
+                fprintf(stderr, "hlptd: job %s: %s\n", w->job_id, why);
+            }
+            changed(j, w->job_id);
+        }
         free(data);
     } else if (!strcmp(type, "progress")) {
         on_progress_line(w, o);
@@ -423,39 +494,44 @@ static void worker_finish(worker *w) {
         if (w->term_signal) snprintf(msg, sizeof msg, "the worker was killed by signal %d (%s)", w->term_signal, strsignal(w->term_signal));
         else snprintf(msg, sizeof msg, "the worker exited with status %lld without finishing", (long long)w->exit_status);
     }
-    if (w->want == WANT_CANCEL) {
-        /* Cancelled when it was asked (hlptd_jobs_cancel); the worker is gone now. */
+    const hlptd_hold *h = &w->hold;
+    if (w->want == WANT_LOST) {
+        /* Another node holds the job: nothing here is written. */
+    } else if (w->want == WANT_CANCEL) {
+        /* Cancelled when it was asked (hlptd_jobs_cancel); the worker is gone now, and with it the
+         * node's hold on the job. */
+        set_status_held(j, w->job_id, h, HLPTD_JOB_CANCELLED, NULL, NULL);
     } else if (w->said == SAID_DONE) {
         /* Recorded with its adapter (on_done_line). */
     } else if (stopped && w->want == WANT_PAUSE) {
         /* Asked to stop, it stopped, or died on the way (before its handlers were in place, or while
          * checkpointing): either way the job stops at its last stored checkpoint. */
-        if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While pausing, %s", msg);
-        event(j, w->job_id, "info", NULL, "Job paused at its last checkpoint");
-        set_status_owned(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
+        if (w->said == SAID_NOTHING) held_event(w, "warn", NULL, "While pausing, %s", msg);
+        held_event(w, "info", NULL, "Job paused at its last checkpoint");
+        set_status_held(j, w->job_id, h, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (stopped && w->want == WANT_REQUEUE) {
-        event(j, w->job_id, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
-        set_status_owned(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
+        held_event(w, "info", NULL, "The worker stopped at its last checkpoint; the job resumes from there");
+        set_status_held(j, w->job_id, h, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (stopped) {
-        if (w->said == SAID_NOTHING) event(j, w->job_id, "warn", NULL, "While stopping, %s", msg);
-        event(j, w->job_id, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
-        set_status_owned(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
+        if (w->said == SAID_NOTHING) held_event(w, "warn", NULL, "While stopping, %s", msg);
+        held_event(w, "info", NULL, "Interrupted by the daemon's shutdown; the job resumes from its last checkpoint");
+        set_status_held(j, w->job_id, h, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_ERROR && !strcmp(w->error_code, "no_space")) {
-        event(j, w->job_id, "error", NULL,
+        held_event(w, "error", NULL,
               "Job paused: %s. Its last checkpoint is kept; free some space, then resume the job", w->error);
-        set_status_owned(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
+        set_status_held(j, w->job_id, h, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (w->said == SAID_NOTHING && restarts(j, w->job_id, 1) <= MAX_WORKER_RESTARTS) {
-        event(j, w->job_id, "warn", NULL, "%s; the job resumes from its last checkpoint (automatic restart %d of %d)", msg,
+        held_event(w, "warn", NULL, "%s; the job resumes from its last checkpoint (automatic restart %d of %d)", msg,
               restarts(j, w->job_id, 0), MAX_WORKER_RESTARTS);
-        set_status_owned(j, w->job_id, HLPTD_JOB_QUEUED, NULL, NULL);
+        set_status_held(j, w->job_id, h, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_NOTHING) {
-        event(j, w->job_id, "error", NULL,
+        held_event(w, "error", NULL,
               "Job paused: %s, and it died %d times in a row; resume the job to try again from its last checkpoint", msg,
               MAX_WORKER_RESTARTS + 1);
-        set_status_owned(j, w->job_id, HLPTD_JOB_PAUSED, NULL, NULL);
+        set_status_held(j, w->job_id, h, HLPTD_JOB_PAUSED, NULL, NULL);
     } else {
-        event(j, w->job_id, "error", NULL, "Job failed: %s", w->error);
-        set_status_owned(j, w->job_id, HLPTD_JOB_FAILED, "training_error", w->error);
+        held_event(w, "error", NULL, "Job failed: %s", w->error);
+        set_status_held(j, w->job_id, h, HLPTD_JOB_FAILED, "training_error", w->error);
     }
     close_handle(w, (uv_handle_t *)&w->proc);
     close_handle(w, (uv_handle_t *)&w->in);
@@ -548,6 +624,7 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
     if (!w) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     w->jobs = j;
     snprintf(w->job_id, sizeof w->job_id, "%s", job->id);
+    w->hold = (hlptd_hold){.node = j->node_id, .epoch = job->lease_epoch};
     cJSON *spec = cJSON_CreateObject();
     cJSON_AddStringToObject(spec, "model_dir", j->model_dir);
     cJSON_AddStringToObject(spec, "data_dir", j->data_dir);
@@ -591,7 +668,7 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
         snprintf(w->error, sizeof w->error, "the worker could not be started: %s", uv_strerror(rc));
         uv_close((uv_handle_t *)&w->proc, NULL);
         w->handles_open = 2;
-        set_status_owned(j, w->job_id, HLPTD_JOB_FAILED, "worker_died", w->error);
+        set_status_held(j, w->job_id, &w->hold, HLPTD_JOB_FAILED, "worker_died", w->error);
         close_handle(w, (uv_handle_t *)&w->in);
         close_handle(w, (uv_handle_t *)&w->out);
         return HLPT_OK;
@@ -602,7 +679,8 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
     uv_read_start((uv_stream_t *)&w->out, on_alloc, on_read);
     /* The job is running already: hlptd_store_job_claim moved it. */
     changed(j, w->job_id);
-    event(j, w->job_id, "info", NULL, "%s", have_ckpt ? "Worker started; resuming from the last checkpoint" : "Worker started");
+    held_event(w, "info", NULL, "Worker started on node %s%s", j->node_id,
+               have_ckpt ? "; resuming from the last checkpoint" : "");
     return HLPT_OK;
 }
 
@@ -628,7 +706,11 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
     j->model_name = strdup(o->model_name ? o->model_name : "base");
     j->data_dir = strdup(o->data_dir);
     j->node_id = strdup(o->node_id ? o->node_id : o->data_dir);
-    if (!j->exe || !j->model_dir || !j->model_name || !j->data_dir || !j->node_id) {
+    j->url = strdup(o->url ? o->url : "");
+    j->started_at = (int64_t)time(NULL);
+    j->beat_ok = uv_now(loop);
+    if (j->o.lease_ms < 1000) j->o.lease_ms = 15000;
+    if (!j->exe || !j->model_dir || !j->model_name || !j->data_dir || !j->node_id || !j->url) {
         hlptd_jobs_free(j);
         return HLPT_ERR_NOMEM;
     }
@@ -644,6 +726,7 @@ void hlptd_jobs_free(hlptd_jobs *j) {
     free(j->model_name);
     free(j->data_dir);
     free(j->node_id);
+    free(j->url);
     while (j->restarts) {
         restart_count *c = j->restarts;
         j->restarts = c->next;
@@ -655,33 +738,111 @@ void hlptd_jobs_free(hlptd_jobs *j) {
 void hlptd_jobs_schedule(hlptd_jobs *j) {
     char why[512];
     while (!j->draining && j->running < j->o.max_workers) {
-        hlptd_job *job = NULL;
-        if (hlptd_store_job_next_queued(j->st, &job, why, sizeof why) != HLPT_OK || !job) return;
-        /* Resumed while its last worker here still stops: the queue waits for that exit. */
-        int waits = find_worker(j, job->id) != NULL;
-        hlptd_job_free(job);
-        if (waits) return;
         /* Other nodes on the same store may claim at the same moment; the claim gives each job to
          * one of them (docs/design.md, "Many nodes"). */
-        job = NULL;
-        if (hlptd_store_job_claim(j->st, j->node_id, &job, why, sizeof why) != HLPT_OK || !job) return;
-        if (find_worker(j, job->id)) {
-            /* Another node took the head meanwhile, and this one is still stopping here. */
-            set_status_owned(j, job->id, HLPTD_JOB_QUEUED, NULL, NULL);
+        hlptd_job *job = NULL;
+        char *lost_by = NULL;
+        if (hlptd_store_job_claim(j->st, j->node_id, j->o.lease_ms, &job, &lost_by, why, sizeof why) != HLPT_OK || !job)
+            return;
+        hlptd_hold hold = {.node = j->node_id, .epoch = job->lease_epoch};
+        j->counts.claims++;
+        worker *stale = find_worker(j, job->id);
+        if (stale) {
+            /* Its lease ran out while a worker of its here still lived (the store was away): that
+             * worker is stale now, and the job goes back to the queue until it is gone. */
+            lose(stale, "its lease expired");
+            set_status_held(j, job->id, &hold, HLPTD_JOB_QUEUED, NULL, NULL);
             hlptd_job_free(job);
+            free(lost_by);
             return;
         }
+        if (lost_by) {
+            j->counts.takeovers++;
+            event(j, job->id, "warn", NULL,
+                  "Node %s stopped renewing its lease on this job; node %s takes it over from its last checkpoint", lost_by,
+                  j->node_id);
+        }
+        free(lost_by);
         int err = start_job(j, job, why, sizeof why);
         if (err == HLPT_ERR_NOSPACE) {
             event(j, job->id, "error", NULL, "Job paused before it started: %s. Free some space, then resume the job", why);
-            set_status_owned(j, job->id, HLPTD_JOB_PAUSED, NULL, NULL);
+            set_status_held(j, job->id, &hold, HLPTD_JOB_PAUSED, NULL, NULL);
         } else if (err) {
             event(j, job->id, "error", NULL, "Job failed before it started: %s", why);
-            set_status_owned(j, job->id, HLPTD_JOB_FAILED, "setup_failed", why);
+            set_status_held(j, job->id, &hold, HLPTD_JOB_FAILED, "setup_failed", why);
         }
         hlptd_job_free(job);
     }
 }
+
+/* What a job's status, as the store has it now, asks of its worker here. */
+static void follow_status(worker *w, hlptd_job_state status) {
+    if (w->finished || w->want == WANT_LOST || w->want == WANT_CANCEL) return;
+    if (status == HLPTD_JOB_CANCELLED) {
+        w->want = WANT_CANCEL;
+        if (!w->exited) uv_process_kill(&w->proc, SIGKILL);
+    } else if (status == HLPTD_JOB_PAUSED && (w->want == WANT_NONE || w->want == WANT_REQUEUE || w->want == WANT_DRAIN)) {
+        /* A worker already stopping (resumed, or drained) is not signalled again; it ends paused. */
+        int stop = w->want == WANT_NONE;
+        w->want = WANT_PAUSE;
+        if (stop) signal_stop(w, SIGUSR1);
+    } else if (status == HLPTD_JOB_QUEUED && w->want == WANT_PAUSE) {
+        w->want = WANT_REQUEUE;
+    }
+}
+
+void hlptd_jobs_notified(hlptd_jobs *j, const char *id, const char *status) {
+    int k = hlptd_job_state_from_name(status);
+    if (k < 0) return;
+    worker *w = find_worker(j, id);
+    if (w) follow_status(w, (hlptd_job_state)k);
+    else if (k == HLPTD_JOB_QUEUED) hlptd_jobs_schedule(j);
+}
+
+static void beat(hlptd_jobs *j, const char *state) {
+    char why[256];
+    hlptd_node_fields self = {.id = j->node_id, .url = j->url, .pid = getpid(), .workers = j->o.max_workers,
+                              .running = j->running, .state = state, .lease_ms = j->o.lease_ms,
+                              .started_at = j->started_at};
+    hlptd_lease **held = NULL;
+    size_t n = 0;
+    if (hlptd_store_node_beat(j->st, &self, &held, &n, why, sizeof why)) {
+        j->counts.beats_failed++;
+        uint64_t away = uv_now(j->loop) - j->beat_ok;
+        fprintf(stderr, "hlptd: heartbeat failed (the store unanswered for %llu ms): %s\n", (unsigned long long)away, why);
+        /* Before the leases can run out, no worker of this node may still write or train. */
+        if (away >= (uint64_t)j->o.lease_ms * 2 / 3)
+            for (worker *w = j->workers; w; w = w->next) lose(w, "the store did not answer for 2/3 of a lease");
+        return;
+    }
+    j->beat_ok = uv_now(j->loop);
+    j->counts.beats++;
+    for (worker *w = j->workers; w; w = w->next) {
+        if (w->finished || w->want == WANT_LOST) continue;
+        size_t i = 0;
+        while (i < n && (strcmp(held[i]->id, w->job_id) || held[i]->lease_epoch != w->hold.epoch)) i++;
+        if (i == n) lose(w, "another node has claimed the job");
+        else follow_status(w, held[i]->status);
+    }
+    /* A lease without a worker here (its status write failed, say) is given up. */
+    for (size_t i = 0; i < n; i++) {
+        worker *w = find_worker(j, held[i]->id);
+        if (w && w->hold.epoch == held[i]->lease_epoch) continue;
+        hlptd_hold hold = {.node = j->node_id, .epoch = held[i]->lease_epoch};
+        hlptd_job_state to = held[i]->status == HLPTD_JOB_RUNNING ? HLPTD_JOB_QUEUED : held[i]->status;
+        set_status_held(j, held[i]->id, &hold, to, NULL, NULL);
+    }
+    hlptd_lease_list_free(held, n);
+}
+
+void hlptd_jobs_beat(hlptd_jobs *j) {
+    beat(j, j->draining ? "draining" : "up");
+    hlptd_jobs_schedule(j);
+}
+
+void hlptd_jobs_goodbye(hlptd_jobs *j) { beat(j, "stopped"); }
+
+void hlptd_jobs_counts_get(const hlptd_jobs *j, hlptd_jobs_counts *out) { *out = j->counts; }
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     remove(path);
@@ -700,55 +861,61 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len) {
     char **ids;
     size_t n;
     remove_job_dirs(j);
-    /* Only this node's: a job another node runs is that node's to recover. */
-    int err = hlptd_store_job_ids_running_on(j->st, j->node_id, &ids, &n, why, len);
+    /* Only this node's: a job another node holds is that node's, or, once its lease has expired,
+     * any node's to claim. */
+    int err = hlptd_store_node_release(j->st, j->node_id, &ids, &n, why, len);
     if (err) return err;
-    for (size_t i = 0; i < n; i++) {
-        set_status(j, ids[i], HLPTD_JOB_QUEUED, NULL, NULL);
+    for (size_t i = 0; i < n; i++)
         event(j, ids[i], "warn", NULL, "The daemon stopped while this job ran; it resumes from its last checkpoint");
-    }
     hlptd_store_ids_free(ids, n);
+    beat(j, "up");
     hlptd_jobs_schedule(j);
     return HLPT_OK;
 }
 
-static int job_status(hlptd_jobs *j, const char *id, hlptd_job_state *status, char *why, size_t len) {
+/* The job's status, and in node[cap] the node that holds it ("" when none does). */
+static int job_status(hlptd_jobs *j, const char *id, hlptd_job_state *status, char *node, size_t cap, char *why,
+                      size_t len) {
     hlptd_job *job = NULL;
     int err = hlptd_store_job_get(j->st, id, &job, why, len);
     if (err) return err;
     *status = job->status;
+    snprintf(node, cap, "%s", job->lease_until && job->node ? job->node : "");
     hlptd_job_free(job);
     return HLPT_OK;
 }
 
+/* Cancel and pause act on a worker here at once; a worker on another node follows the new status
+ * when that node hears of it (hlptd_jobs_notified, or its next heartbeat). */
 int hlptd_jobs_cancel(hlptd_jobs *j, const char *id, char *why, size_t len) {
     hlptd_job_state status;
-    int err = job_status(j, id, &status, why, len);
+    char node[256];
+    int err = job_status(j, id, &status, node, sizeof node, why, len);
     if (err) return err;
     if (!hlptd_job_state_can(status, HLPTD_JOB_CANCELLED))
         return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be cancelled", id, hlptd_job_state_name(status));
     worker *w = find_worker(j, id);
-    if (w) {
-        w->want = WANT_CANCEL;
-        uv_process_kill(&w->proc, SIGKILL);
-    }
-    event(j, id, "info", NULL, "Job cancelled");
+    if (w) follow_status(w, HLPTD_JOB_CANCELLED);
+    if (!w && *node && strcmp(node, j->node_id)) event(j, id, "info", NULL, "Job cancelled; its worker on node %s stops", node);
+    else event(j, id, "info", NULL, "Job cancelled");
     set_status(j, id, HLPTD_JOB_CANCELLED, NULL, NULL);
     return HLPT_OK;
 }
 
 int hlptd_jobs_pause(hlptd_jobs *j, const char *id, char *why, size_t len) {
     hlptd_job_state status;
-    int err = job_status(j, id, &status, why, len);
+    char node[256];
+    int err = job_status(j, id, &status, node, sizeof node, why, len);
     if (err) return err;
     if (!hlptd_job_state_can(status, HLPTD_JOB_PAUSED))
         return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot be paused", id, hlptd_job_state_name(status));
     worker *w = find_worker(j, id);
     if (w) {
         /* The worker checkpoints at the next step boundary, says "stopped" and exits. */
-        w->want = WANT_PAUSE;
-        signal_stop(w, SIGUSR1);
+        follow_status(w, HLPTD_JOB_PAUSED);
         event(j, id, "info", NULL, "Pausing: the job stops at its next checkpoint");
+    } else if (status == HLPTD_JOB_RUNNING && *node) {
+        event(j, id, "info", NULL, "Pausing: the job stops at its next checkpoint on node %s", node);
     } else {
         event(j, id, "info", NULL, "Job paused before it started");
     }
@@ -771,12 +938,13 @@ void hlptd_jobs_pause_all_for_space(hlptd_jobs *j) {
 
 int hlptd_jobs_resume(hlptd_jobs *j, const char *id, char *why, size_t len) {
     hlptd_job_state status;
-    int err = job_status(j, id, &status, why, len);
+    char node[256];
+    int err = job_status(j, id, &status, node, sizeof node, why, len);
     if (err) return err;
     if (status != HLPTD_JOB_PAUSED)
         return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s, not paused", id, hlptd_job_state_name(status));
     worker *w = find_worker(j, id);
-    if (w && w->want == WANT_PAUSE) w->want = WANT_REQUEUE;
+    if (w) follow_status(w, HLPTD_JOB_QUEUED);
     restarts(j, id, -1);
     set_status(j, id, HLPTD_JOB_QUEUED, NULL, NULL);
     event(j, id, "info", NULL, "Job resumed; it continues from its last checkpoint");

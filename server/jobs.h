@@ -22,6 +22,8 @@ typedef struct {
     const char *data_dir;     /* workers open its blobs/ (blobs.h) */
     hlptd_blobs *blobs;       /* <data_dir>/blobs, borrowed: results files, workers' temporaries */
     const char *node_id;      /* this node's name in the store: the jobs it claims carry it (NULL: data_dir) */
+    const char *url;          /* where this node answers, for its row in the store's nodes */
+    int64_t lease_ms;         /* how long a claim holds a job past its last renewal (hlptd_jobs_beat) */
     int max_workers;          /* concurrent running jobs */
     int threads;              /* BLAS threads per worker */
     /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */
@@ -39,14 +41,39 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
 /* Kills nothing: call hlptd_jobs_drain first and wait for it. */
 void hlptd_jobs_free(hlptd_jobs *j);
 
-/* At start-up: jobs the last daemon on this node left running go back to the queue, to resume from
- * their last checkpoint (an event says so); other nodes' running jobs are theirs; the job directories older versions kept under <data_dir>/jobs are
+/* At start-up: every job this node held is given up, and those the last daemon on this node left
+ * running go back to the queue, to resume from their last checkpoint (an event says so); other
+ * nodes' jobs are theirs; the job directories older versions kept under <data_dir>/jobs are
  * removed. Then starts what fits. */
 int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
-/* Starts queued jobs while workers are free (call after a job was created or resumed), each
- * claimed for this node (hlptd_store_job_claim), so that nodes sharing the store never start one
- * job twice. */
+/* Starts jobs while workers are free (call after a job was created or resumed, and on every
+ * heartbeat), each claimed for this node under a lease (hlptd_store_job_claim): a queued job, or
+ * one whose node stopped renewing its lease, which resumes here from its last checkpoint. */
 void hlptd_jobs_schedule(hlptd_jobs *j);
+
+/* The heartbeat, every lease_ms / 3 (docs/design.md, "Many nodes"): writes this node's row, renews
+ * the leases of its running jobs, and acts on what the answer says: a job another node has claimed
+ * meanwhile has its worker here killed at once (nothing it says afterwards is written); a job paused
+ * or cancelled through another node is paused or cancelled here. When the store cannot be reached
+ * for 2/3 of a lease, every worker here is killed before the leases run out, so that no job ever
+ * runs twice. Then starts what fits. */
+void hlptd_jobs_beat(hlptd_jobs *j);
+/* The last word at shutdown, once drained: the node's row says `stopped`. */
+void hlptd_jobs_goodbye(hlptd_jobs *j);
+/* The store says a job changed status (a notification "s <id> <status>", possibly of another node's
+ * doing): a worker here follows a pause or a cancel, a resume turns a pause still under way into a
+ * requeue, and a job queued or given up is a chance to claim. */
+void hlptd_jobs_notified(hlptd_jobs *j, const char *id, const char *status);
+
+/* Counts for /metrics, since start. */
+typedef struct {
+    long claims;        /* jobs claimed */
+    long takeovers;     /* of which from a node whose lease had expired */
+    long beats;         /* heartbeats that reached the store */
+    long beats_failed;  /* heartbeats that did not */
+    long leases_lost;   /* workers killed because another node claimed their job, or the store was away */
+} hlptd_jobs_counts;
+void hlptd_jobs_counts_get(const hlptd_jobs *j, hlptd_jobs_counts *out);
 
 /* Lifecycle. Cancel and pause set the new status at once (cancelled, paused); a running worker is
  * killed, or checkpoints and stops, behind it. Cancel: queued, paused or running jobs; pause: queued

@@ -46,7 +46,11 @@ struct hlptd {
     int loop_open;
     uv_async_t wake;     /* HTTP threads → loop: requests queued */
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t start_timer, drain_timer, reserve_timer, full_timer, queue_timer;
+    uv_timer_t start_timer, drain_timer, reserve_timer, full_timer, beat_timer;
+    uv_poll_t note_poll;  /* the store's notifications arrive on its socket (a shared store) */
+    uv_check_t note_check; /* … or were read in by the loop's own statements */
+    int note_fd;          /* the socket note_poll watches, -1 when none */
+    char url[512];        /* where this node answers (--advertise-url) */
     int handles_open;
     hlptd_store *store;
     hlptd_blobs *blobs;  /* <data-dir>/blobs: the artefacts the store's rows name */
@@ -75,6 +79,9 @@ struct hlptd {
 int hlptd_ready(const hlptd *d) { return atomic_load(&d->ready); }
 int hlptd_stopping(const hlptd *d) { return atomic_load(&d->stopping); }
 hlptd_store *hlptd_store_of(hlptd *d) { return d->store; }
+const char *hlptd_node_id(hlptd *d) { return d->cfg->node_id; }
+/* Set in hlptd_open, before the loop runs, once the port is known. */
+const char *hlptd_node_url(hlptd *d) { return d->url; }
 /* The model stays loaded through a drain: the requests and generations still in flight use it. */
 const hlpt_model *hlptd_model(hlptd *d) {
     return atomic_load(&d->ready) || atomic_load(&d->stopping) ? d->model : NULL;
@@ -133,7 +140,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     exe[k] = 0;
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
                           .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir, .blobs = d->blobs,
-                          .node_id = cfg->node_id,
+                          .node_id = cfg->node_id, .url = d->url, .lease_ms = (int64_t)cfg->lease_seconds * 1000,
                           .max_workers = cfg->workers, .threads = threads,
                           .on_change = hlptd_subscribers_changed, .ctx = d->subscribers};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");
@@ -214,7 +221,10 @@ static void close_all(hlptd *d) {
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
     uv_close((uv_handle_t *)&d->reserve_timer, NULL);
     uv_close((uv_handle_t *)&d->full_timer, NULL);
-    uv_close((uv_handle_t *)&d->queue_timer, NULL);
+    uv_close((uv_handle_t *)&d->beat_timer, NULL);
+    uv_close((uv_handle_t *)&d->note_check, NULL);
+    if (d->note_fd >= 0) uv_close((uv_handle_t *)&d->note_poll, NULL);
+    d->note_fd = -1;
     d->handles_open = 0;
 }
 
@@ -244,6 +254,8 @@ static void on_drain_tick(uv_timer_t *t) {
         return;
     }
     uv_timer_stop(t);
+    /* The node's row says it stopped; the jobs it ran are back in the queue, free for others. */
+    if (d->jobs) hlptd_jobs_goodbye(d->jobs);
     hlptd_subscribers_close_all(d->subscribers);
     /* The handle stays for hlptd_close: an HTTP thread may still hold it (app.h). */
     hlptd_infer_stop(d->infer);
@@ -259,8 +271,9 @@ static void begin_drain(hlptd *d, const char *why) {
     if (hlptd_sd_notify("STOPPING=1", nwhy, sizeof nwhy)) hlptd_warn("%s", nwhy);
     d->drain_started = uv_now(&d->loop);
     uv_timer_stop(&d->start_timer);
-    uv_timer_stop(&d->queue_timer);
-    /* Running workers checkpoint and stop; their jobs resume at the next start. */
+    /* Running workers checkpoint and stop; their jobs go back to the queue, for another node of a
+     * shared store to take at once, or for this one's next start. Heartbeats go on meanwhile,
+     * the node's row saying it drains. */
     if (d->jobs) hlptd_jobs_drain(d->jobs, on_jobs_drained, d);
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
 }
@@ -281,13 +294,51 @@ static void on_signal(uv_signal_t *s, int signum) {
     begin_drain(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* How often a node on a shared store looks for jobs that other nodes queued (docs/design.md, "Many
- * nodes"). */
-#define QUEUE_POLL_MS 500
+/* ---- the heartbeat and the store's notifications (docs/design.md, "Many nodes") ------------- */
 
-static void on_queue_tick(uv_timer_t *t) {
+static void on_beat(uv_timer_t *t) {
     hlptd *d = t->data;
-    if (d->jobs && atomic_load(&d->ready) && !atomic_load(&d->stopping)) hlptd_jobs_schedule(d->jobs);
+    if (d->jobs) hlptd_jobs_beat(d->jobs);
+}
+
+/* "e <job id>": the job has a new event; "s <job id> <status>": it changed status or was given up. */
+static void on_note(void *ctx, const char *payload) {
+    hlptd *d = ctx;
+    char id[HLPTD_ID_MAX], status[32];
+    if (sscanf(payload, "e %39s", id) == 1) {
+        hlptd_subscribers_changed(d->subscribers, id);
+    } else if (sscanf(payload, "s %39s %31s", id, status) == 2) {
+        hlptd_subscribers_changed(d->subscribers, id);
+        if (d->jobs && atomic_load(&d->ready) && !atomic_load(&d->stopping)) hlptd_jobs_notified(d->jobs, id, status);
+    }
+}
+
+static void watch_notes(hlptd *d);
+
+static void on_note_readable(uv_poll_t *p, int status, int events) {
+    hlptd *d = p->data;
+    hlptd_store_notifications(d->store, 1, on_note, d);
+    watch_notes(d);
+}
+
+/* Notifications the loop's own statements read in arrive in no socket event: every turn of the
+ * loop hands them on. */
+static void on_note_check(uv_check_t *c) {
+    hlptd *d = c->data;
+    hlptd_store_notifications(d->store, 0, on_note, d);
+    watch_notes(d);
+}
+
+/* Watches the store's socket, again after a reconnect has changed it. */
+static void watch_notes(hlptd *d) {
+    int fd = hlptd_store_socket(d->store);
+    if (fd == d->note_fd || !d->handles_open) return;
+    if (d->note_fd >= 0) uv_close((uv_handle_t *)&d->note_poll, NULL);
+    d->note_fd = -1;
+    if (fd < 0 || uv_poll_init(&d->loop, &d->note_poll, fd) != 0) return;
+    d->note_poll.data = d;
+    d->note_fd = fd;
+    uv_poll_start(&d->note_poll, UV_READABLE, on_note_readable);
 }
 
 static void on_start(uv_timer_t *t) {
@@ -305,9 +356,14 @@ static void on_start(uv_timer_t *t) {
     if (hlptd_sd_notify("READY=1", why, sizeof why)) hlptd_warn("%s", why);
     hlptd_info("ready");
     if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlptd_warn("resuming jobs: %s", why);
-    /* A shared store: other nodes queue jobs too, and nothing here hears of them but the queue. */
-    if (d->cfg->store && hlptd_store_is_pg(d->cfg->store))
-        uv_timer_start(&d->queue_timer, on_queue_tick, QUEUE_POLL_MS, QUEUE_POLL_MS);
+    /* Three heartbeats a lease. */
+    uint64_t every = (uint64_t)d->cfg->lease_seconds * 1000 / 3;
+    uv_timer_start(&d->beat_timer, on_beat, every, every);
+    /* A shared store tells of other nodes' changes. */
+    if (hlptd_store_listen(d->store, why, sizeof why) == HLPT_OK) {
+        uv_check_start(&d->note_check, on_note_check);
+        watch_notes(d);
+    }
 }
 
 /* ---- open, run, close ----------------------------------------------------------------------------- */
@@ -319,6 +375,7 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     if (!d) return hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
     d->cfg = cfg;
     d->lock_fd = -1;
+    d->note_fd = -1;
     atomic_init(&d->ready, 0);
     atomic_init(&d->stopping, 0);
     /* A dtype this CPU cannot multiply (bf16 without AVX512-BF16 or AMX) fails the start before
@@ -392,10 +449,12 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     uv_timer_init(&d->loop, &d->drain_timer);
     uv_timer_init(&d->loop, &d->reserve_timer);
     uv_timer_init(&d->loop, &d->full_timer);
-    uv_timer_init(&d->loop, &d->queue_timer);
+    uv_timer_init(&d->loop, &d->beat_timer);
+    uv_check_init(&d->loop, &d->note_check);
     d->handles_open = 1;
     d->wake.data = d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
-    d->start_timer.data = d->drain_timer.data = d->reserve_timer.data = d->full_timer.data = d->queue_timer.data = d;
+    d->start_timer.data = d->drain_timer.data = d->reserve_timer.data = d->full_timer.data = d->beat_timer.data = d;
+    d->note_check.data = d;
     uv_timer_start(&d->reserve_timer, on_reserve_tick, RESERVE_CHECK_MS, RESERVE_CHECK_MS);
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
@@ -426,6 +485,14 @@ int hlptd_open(hlptd **out, const hlptd_opts *o, char *why, size_t len) {
     snprintf(text, sizeof text, "%ld\n", (long)getpid());
     if ((err = hlpt_file_write(d->pid_path, text, strlen(text), 0, why, len))) goto fail;
     hlptd_info("listening on %s:%d", cfg->listen_host, hlptd_http_port(d->http));
+    if (cfg->advertise_url) {
+        snprintf(d->url, sizeof d->url, "%s", cfg->advertise_url);
+    } else {
+        char host[256];
+        if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+        host[sizeof host - 1] = 0;
+        snprintf(d->url, sizeof d->url, "http://%s:%d", host, hlptd_http_port(d->http));
+    }
     *out = d;
     return HLPT_OK;
 fail:

@@ -360,6 +360,7 @@ void hlptd_settings_free(hlptd_settings *c) {
     free(c->data_dir);
     free(c->store);
     free(c->node_id);
+    free(c->advertise_url);
     free(c->listen);
     free(c->listen_host);
     free(c->api_key_file);

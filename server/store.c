@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,8 @@ static const col job_cols[] = {
     COL(hlptd_job, trained_tokens, K_INT, NULL_NEG),
     COL(hlptd_job, result_file, K_TEXT, 0),
     COL(hlptd_job, node, K_TEXT, 0),
+    COL(hlptd_job, lease_epoch, K_INT, 0),
+    COL(hlptd_job, lease_until, K_INT, 0),
 };
 static const row_type job_t = ROW_TYPE(hlptd_job, "jobs", "fine-tuning job", job_cols);
 
@@ -188,6 +191,23 @@ static const col adapter_cols[] = {
     COL(hlptd_adapter_rec, created_at, K_INT, INS),
 };
 static const row_type adapter_t = ROW_TYPE(hlptd_adapter_rec, "adapters", "adapter", adapter_cols);
+
+/* A job's lease: a view of jobs' columns (hlptd_lease). */
+static const col lease_cols[] = {
+    COL(hlptd_lease, id, K_CHARS, 0),          COL(hlptd_lease, node, K_TEXT, 0),
+    COL(hlptd_lease, lease_epoch, K_INT, 0),   COL(hlptd_lease, lease_until, K_INT, 0),
+    COL(hlptd_lease, status, K_STATE, 0),
+};
+static const row_type lease_t = ROW_TYPE(hlptd_lease, "jobs", "lease", lease_cols);
+
+static const col node_cols[] = {
+    COL(hlptd_node, id, K_TEXT, 0),         COL(hlptd_node, url, K_TEXT, 0),
+    COL(hlptd_node, pid, K_INT, 0),         COL(hlptd_node, workers, K_INT, 0),
+    COL(hlptd_node, running, K_INT, 0),     COL(hlptd_node, state, K_TEXT, 0),
+    COL(hlptd_node, lease_ms, K_INT, 0),    COL(hlptd_node, started_at, K_INT, 0),
+    COL(hlptd_node, heartbeat_at, K_INT, 0),
+};
+static const row_type node_t = ROW_TYPE(hlptd_node, "nodes", "node", node_cols);
 
 static const row_type *const row_types[] = {&file_t, &job_t, &event_t, &metric_t, &checkpoint_t, &adapter_t};
 
@@ -311,16 +331,13 @@ static int run(hlptd_store *st, const char *sql, const hlptd_db_val *a, int n, i
     return rc < 0 ? rc : HLPT_OK;
 }
 
-/* The rows of "SELECT <t's columns> FROM <t's table> <tail>" as an owned array of owned rows. At
- * most `limit` (-1: all) are kept; a row beyond them only sets *has_more (may be NULL). */
-static int select_rows(hlptd_store *st, const row_type *t, const char *tail, const hlptd_db_val *a, int n, int limit,
-                       void ***out, size_t *cnt, int *has_more, char *why, size_t len) {
-    char cols[1024], sql[2048];
+/* The rows of sql, whose columns are t's in order, as an owned array of owned rows. At most `limit`
+ * (-1: all) are kept; a row beyond them only sets *has_more (may be NULL). */
+static int query_rows(hlptd_store *st, const row_type *t, const char *sql, const hlptd_db_val *a, int n, int limit,
+                      void ***out, size_t *cnt, int *has_more, char *why, size_t len) {
     *out = NULL;
     *cnt = 0;
     if (has_more) *has_more = 0;
-    col_list(t, cols, sizeof cols);
-    snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", cols, t->table, tail);
     hlptd_db_stmt *s;
     int err = st->be->prepare(st->db, sql, a, n, &s, why, len), rc;
     if (err) return err;
@@ -348,6 +365,15 @@ static int select_rows(hlptd_store *st, const row_type *t, const char *tail, con
     *out = v;
     *cnt = k;
     return HLPT_OK;
+}
+
+/* The rows of "SELECT <t's columns> FROM <t's table> <tail>" (query_rows). */
+static int select_rows(hlptd_store *st, const row_type *t, const char *tail, const hlptd_db_val *a, int n, int limit,
+                       void ***out, size_t *cnt, int *has_more, char *why, size_t len) {
+    char cols[1024], sql[2048];
+    col_list(t, cols, sizeof cols);
+    snprintf(sql, sizeof sql, "SELECT %s FROM %s %s", cols, t->table, tail);
+    return query_rows(st, t, sql, a, n, limit, out, cnt, has_more, why, len);
 }
 
 /* The one row `tail` selects: HLPT_ERR_NOENT "no <what> `<id>`" when there is none. */
@@ -765,6 +791,15 @@ out:
     return err;
 }
 
+/* This process's fetches of blobs from the database (every store handle's), for /metrics. */
+static atomic_long fetches, fetched_bytes, fetch_us;
+
+void hlptd_store_blob_fetch_counts(long *n, long *bytes, double *seconds) {
+    *n = atomic_load(&fetches);
+    *bytes = atomic_load(&fetched_bytes);
+    *seconds = (double)atomic_load(&fetch_us) / 1e6;
+}
+
 int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, char *why, size_t len) {
     if (!sha256 || !hlpt_sha256_hex_valid(sha256))
         return hlpt_why(why, len, HLPT_ERR_INVAL, "`%s` is not a blob name (a SHA-256 in hex)", sha256 ? sha256 : "(null)");
@@ -773,7 +808,14 @@ int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, cha
     uint64_t have;
     int err = refetch ? HLPT_ERR_NOENT : hlptd_blob_size(st->blobs, sha256, &have, why, len);
     if (err != HLPT_ERR_NOENT || !st->be->shared) return err;
-    return fetch_blob(st, sha256, why, len);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if ((err = fetch_blob(st, sha256, why, len))) return err;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add(&fetches, 1);
+    if (hlptd_blob_size(st->blobs, sha256, &have, NULL, 0) == HLPT_OK) atomic_fetch_add(&fetched_bytes, (long)have);
+    atomic_fetch_add(&fetch_us, (long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000));
+    return HLPT_OK;
 }
 
 /* A row may name only a blob that is there, of the size it says. */
@@ -987,9 +1029,16 @@ static int job_update(hlptd_store *st, const char *sql, const hlptd_db_val *a, i
 
 typedef struct {
     const char *id, *error;
-    const char *node; /* the node that must own the job, or NULL */
+    const hlptd_hold *hold; /* the holder the job must have, or NULL */
     hlptd_job_state to;
 } status_args;
+
+/* "job X is held by node N (claim E) now" when h is not the job's holder. */
+static int not_held(const hlptd_job *j, const hlptd_hold *h, char *why, size_t len) {
+    if (j->node && !strcmp(j->node, h->node) && j->lease_epoch == h->epoch) return HLPT_OK;
+    return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is held by node %s (claim %lld), not by %s (claim %lld)", j->id,
+                    j->node ? j->node : "(none)", (long long)j->lease_epoch, h->node, (long long)h->epoch);
+}
 
 static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     const status_args *a = ctx;
@@ -997,33 +1046,30 @@ static int set_status_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     int err = hlptd_store_job_get(st, a->id, &j, why, len);
     if (err) return err;
     hlptd_job_state from = j->status;
-    int owned = !a->node || (j->node && !strcmp(j->node, a->node));
-    if (!owned)
-        err = hlpt_why(why, len, HLPT_ERR_STATE, "job %s runs on node %s, not on %s", a->id, j->node ? j->node : "(none)",
-                       a->node);
+    if (a->hold) err = not_held(j, a->hold, why, len);
     hlptd_job_free(j);
     if (err) return err;
-    if (from == a->to)
-        return a->error ? job_update(st, "UPDATE jobs SET error = ?2 WHERE id = ?1", ARGS(v_text(a->id), v_text(a->error)),
-                                     a->id, why, len)
-                        : HLPT_OK;
-    if (!hlptd_job_state_can(from, a->to))
+    if (from != a->to && !hlptd_job_state_can(from, a->to))
         return hlpt_why(why, len, HLPT_ERR_STATE, "job %s is %s and cannot become %s", a->id, hlptd_job_state_name(from),
                         hlptd_job_state_name(a->to));
-    /* Compare-and-set: the write applies only to the state (and node) just read; another node's
-     * connection may have moved the job in between. */
-    char sql[512];
+    /* Compare-and-set: the write applies only to the state (and holder) just read; another node's
+     * connection may have moved the job in between. The holder's move out of running gives the
+     * lease up. */
+    char sql[768];
     snprintf(sql, sizeof sql,
              "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),"
              " started_at = CASE WHEN ?5 = 1 AND started_at IS NULL THEN ?4 ELSE started_at END,"
-             " finished_at = CASE WHEN ?6 = 1 THEN ?4 ELSE finished_at END"
+             " finished_at = CASE WHEN ?6 = 1 AND ?2 <> ?7 THEN ?4 ELSE finished_at END%s"
              " WHERE id = ?1 AND status = ?7%s",
-             a->node ? " AND node = ?8" : "");
+             a->hold && a->to != HLPTD_JOB_RUNNING ? ", lease_until = NULL" : "",
+             a->hold ? " AND node = ?8 AND lease_epoch = ?9" : "");
     int64_t changes = 0;
     hlptd_db_val args[] = {v_text(a->id), v_text(hlptd_job_state_name(a->to)), v_text(a->error), v_int(now()),
                            v_int(a->to == HLPTD_JOB_RUNNING), v_int(hlptd_job_state_final(a->to)),
-                           v_text(hlptd_job_state_name(from)), v_text(a->node)};
-    err = run(st, sql, args, a->node ? 8 : 7, &changes, why, len);
+                           v_text(hlptd_job_state_name(from)), v_text(a->hold ? a->hold->node : NULL),
+                           v_int(a->hold ? a->hold->epoch : 0)};
+    if (from == a->to && !a->error && !a->hold) return HLPT_OK;
+    err = run(st, sql, args, a->hold ? 9 : 7, &changes, why, len);
     if (!err && changes == 0)
         err = hlpt_why(why, len, HLPT_ERR_STATE, "job %s changed while it was becoming %s", a->id,
                        hlptd_job_state_name(a->to));
@@ -1037,13 +1083,178 @@ int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state 
     return in_transaction(st, set_status_tx, &a, why, len);
 }
 
-int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const char *node, hlptd_job_state status,
+int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const hlptd_hold *h, hlptd_job_state status,
                                     const char *error, char *why, size_t len) {
     if ((unsigned)status >= HLPTD_JOB_STATE_COUNT) return hlpt_why(why, len, HLPT_ERR_INVAL, "no job state %d", (int)status);
-    if (!node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
-    status_args a = {.id = id, .error = error, .node = node, .to = status};
+    if (!h || !h->node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
+    status_args a = {.id = id, .error = error, .hold = h, .to = status};
     return in_transaction(st, set_status_tx, &a, why, len);
 }
+
+/* The SQL of a lease running lease_ms (the parameter ?n) from the database's time now; a lease
+ * given up stays given up. */
+static void lease_expr(const hlptd_store *st, int n, char *out, size_t cap) {
+    snprintf(out, cap, "CASE WHEN lease_until IS NULL THEN NULL ELSE %s + ?%d END", st->be->now_ms, n);
+}
+
+int hlptd_store_job_hold(hlptd_store *st, const char *id, const hlptd_hold *h, int64_t lease_ms, char *why, size_t len) {
+    char lease[256], sql[512];
+    lease_expr(st, 4, lease, sizeof lease);
+    snprintf(sql, sizeof sql, "UPDATE jobs SET lease_until = %s WHERE id = ?1 AND node = ?2 AND lease_epoch = ?3", lease);
+    int64_t changes = 0;
+    int err = run(st, sql, ARGS(v_text(id), v_text(h->node), v_int(h->epoch), v_int(lease_ms)), &changes, why, len);
+    if (err || changes) return err;
+    hlptd_job *j = NULL;
+    if (!(err = hlptd_store_job_get(st, id, &j, why, len))) err = not_held(j, h, why, len);
+    hlptd_job_free(j);
+    return err ? err : hlpt_why(why, len, HLPT_ERR_STATE, "job %s is not held by %s", id, h->node);
+}
+
+int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h, int64_t lease_ms, const hlptd_metric *m,
+                          int64_t total_steps, double epoch, const char *level, const char *message, const char *data,
+                          char *why, size_t len) {
+    char ev[HLPTD_ID_MAX], lease[256], progress[768];
+    if (hlptd_id_new(ev, HLPTD_ID_EVENT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
+    /* The first statement holds the job (and renews the lease); the others write only while the
+     * same holder holds it, so that a job another node claimed meanwhile gets nothing. Casts give
+     * the parameters of INSERT … SELECT their types where a NULL leaves them open. */
+    lease_expr(st, 8, lease, sizeof lease);
+    snprintf(progress, sizeof progress,
+             "UPDATE jobs SET step = ?4, total_steps = ?5, epoch = ?6, tokens_per_s = ?7, lease_until = %s"
+             " WHERE id = ?1 AND node = ?2 AND lease_epoch = ?3", lease);
+    static const char held[] = " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND node = ?2 AND lease_epoch = ?3)";
+    static const char metric[] =
+        "INSERT INTO metrics (job_id, step, train_loss, valid_loss, valid_acc, lr, tokens_per_s, created_at)"
+        " SELECT ?1, CAST(?4 AS BIGINT), CAST(?5 AS DOUBLE PRECISION), CAST(?6 AS DOUBLE PRECISION),"
+        " CAST(?7 AS DOUBLE PRECISION), CAST(?8 AS DOUBLE PRECISION), CAST(?9 AS DOUBLE PRECISION), CAST(?10 AS BIGINT)"
+        "%s ON CONFLICT (job_id, step) DO UPDATE SET"
+        " train_loss = excluded.train_loss, valid_loss = excluded.valid_loss, valid_acc = excluded.valid_acc,"
+        " lr = excluded.lr, tokens_per_s = excluded.tokens_per_s, created_at = excluded.created_at";
+    static const char event[] = "INSERT INTO job_events (id, job_id, created_at, level, message, data)"
+                                " SELECT ?4, ?1, CAST(?5 AS BIGINT), ?6, ?7, CAST(?8 AS TEXT)%s";
+    char msql[1024], esql[512];
+    snprintf(msql, sizeof msql, metric, held);
+    snprintf(esql, sizeof esql, event, held);
+    const hlptd_db_val pa[] = {v_text(id), v_text(h->node), v_int(h->epoch), v_int(m->step), v_int(total_steps),
+                               v_real(isnan(epoch) ? 0 : epoch), v_real(isnan(m->tokens_per_s) ? 0 : m->tokens_per_s),
+                               v_int(lease_ms)};
+    const hlptd_db_val ma[] = {v_text(id), v_text(h->node), v_int(h->epoch), v_int(m->step), v_real(m->train_loss),
+                               v_real(m->valid_loss), v_real(m->valid_acc), v_real(m->lr), v_real(m->tokens_per_s),
+                               v_int(now())};
+    const hlptd_db_val ea[] = {v_text(id), v_text(h->node), v_int(h->epoch), v_text(ev), v_int(now()), v_text(level),
+                               v_text(message), v_text(data)};
+    const char *sql[] = {progress, msql, esql};
+    const hlptd_db_val *args[] = {pa, ma, ea};
+    const int nargs[] = {8, 10, 8};
+    hlptd_db_stmt *v[3] = {0};
+    int err = HLPT_OK;
+    for (int i = 0; i < 3 && !err; i++) err = st->be->prepare(st->db, sql[i], args[i], nargs[i], &v[i], why, len);
+    if (!err) err = st->be->batch(st->db, v, 3, why, len);
+    int64_t held_it = err ? 0 : st->be->changes(v[0]);
+    for (int i = 0; i < 3; i++) st->be->finalize(v[i]);
+    if (err) return err;
+    if (held_it) return HLPT_OK;
+    hlptd_job *j = NULL;
+    if (!(err = hlptd_store_job_get(st, id, &j, why, len))) err = not_held(j, h, why, len);
+    hlptd_job_free(j);
+    return err ? err : hlpt_why(why, len, HLPT_ERR_STATE, "job %s is not held by %s", id, h->node);
+}
+
+void hlptd_lease_list_free(hlptd_lease **v, size_t n) { rows_free(&lease_t, (void **)v, n); }
+void hlptd_node_list_free(hlptd_node **v, size_t n) { rows_free(&node_t, (void **)v, n); }
+
+int hlptd_store_node_beat(hlptd_store *st, const hlptd_node_fields *n, hlptd_lease ***held, size_t *nheld, char *why,
+                          size_t len) {
+    *held = NULL;
+    *nheld = 0;
+    char sql[1024], lease[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO nodes (id, url, pid, workers, running, state, lease_ms, started_at, heartbeat_at)"
+             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, %s) ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+             " pid = excluded.pid, workers = excluded.workers, running = excluded.running, state = excluded.state,"
+             " lease_ms = excluded.lease_ms, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+             st->be->now_ms);
+    int err = run(st, sql,
+                  ARGS(v_text(n->id), v_text(n->url), v_int(n->pid), v_int(n->workers), v_int(n->running),
+                       v_text(n->state), v_int(n->lease_ms), v_int(n->started_at)),
+                  NULL, why, len);
+    if (err) return err;
+    char cols[256];
+    col_list(&lease_t, cols, sizeof cols);
+    lease_expr(st, 2, lease, sizeof lease);
+    snprintf(sql, sizeof sql, "UPDATE jobs SET lease_until = %s WHERE node = ?1 AND lease_until IS NOT NULL RETURNING %s",
+             lease, cols);
+    return query_rows(st, &lease_t, sql, ARGS(v_text(n->id), v_int(n->lease_ms)), -1, (void ***)held, nheld, NULL, why,
+                      len);
+}
+
+int hlptd_store_node_list(hlptd_store *st, hlptd_node ***nodes, size_t *n, hlptd_lease ***leases, size_t *nleases,
+                          int64_t *now_ms, char *why, size_t len) {
+    *nodes = NULL;
+    *leases = NULL;
+    *n = *nleases = 0;
+    char sql[256];
+    int found = 0;
+    snprintf(sql, sizeof sql, "SELECT %s", st->be->now_ms);
+    int err = select_ints(st, sql, NULL, 0, now_ms, 1, &found, why, len);
+    if (!err) err = run(st, "DELETE FROM nodes WHERE heartbeat_at < ?1", ARGS(v_int(*now_ms - 86400000)), NULL, why, len);
+    if (!err) err = select_rows(st, &node_t, "ORDER BY id", NULL, 0, -1, (void ***)nodes, n, NULL, why, len);
+    if (!err)
+        err = select_rows(st, &lease_t, "WHERE lease_until IS NOT NULL ORDER BY node, queue_order", NULL, 0, -1,
+                          (void ***)leases, nleases, NULL, why, len);
+    if (err) {
+        hlptd_node_list_free(*nodes, *n);
+        *nodes = NULL;
+        *n = 0;
+    }
+    return err;
+}
+
+typedef struct {
+    const char *node;
+    char ***ids;
+    size_t *n;
+} release_args;
+
+static int release_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
+    release_args *a = ctx;
+    const hlptd_db_val args[] = {v_text(a->node), v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)),
+                                 v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))};
+    int err = select_texts(st, "SELECT id FROM jobs WHERE status = ?2 AND (node = ?1 OR node IS NULL) ORDER BY queue_order",
+                           args, 2, a->ids, a->n, why, len);
+    if (!err)
+        err = run(st,
+                  "UPDATE jobs SET status = CASE WHEN status = ?2 THEN ?3 ELSE status END, lease_until = NULL"
+                  " WHERE (node = ?1 AND (lease_until IS NOT NULL OR status = ?2)) OR (node IS NULL AND status = ?2)",
+                  args, 3, NULL, why, len);
+    return err;
+}
+
+int hlptd_store_node_release(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len) {
+    *ids = NULL;
+    *n = 0;
+    release_args a = {.node = node, .ids = ids, .n = n};
+    int err = in_transaction(st, release_tx, &a, why, len);
+    if (err) {
+        hlptd_store_ids_free(*ids, *n);
+        *ids = NULL;
+        *n = 0;
+    }
+    return err;
+}
+
+int hlptd_store_listen(hlptd_store *st, char *why, size_t len) {
+    if (!st->be->listen) return hlpt_why(why, len, HLPT_ERR_UNSUPPORTED, "the %s store sends no notifications", st->be->name);
+    return st->be->listen(st->db, why, len);
+}
+
+int hlptd_store_socket(hlptd_store *st) { return st->be->socket ? st->be->socket(st->db) : -1; }
+
+int hlptd_store_notifications(hlptd_store *st, int read, void (*fn)(void *ctx, const char *payload), void *ctx) {
+    return st->be->notifications ? st->be->notifications(st->db, read, fn, ctx) : 0;
+}
+
+int64_t hlptd_store_round_trips(const hlptd_store *st) { return st->be->round_trips(st->db); }
 
 int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len) {
@@ -1071,45 +1282,62 @@ int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, siz
 
 typedef struct {
     const char *node;
+    int64_t lease_ms;
     hlptd_job **out;
+    char **lost_by;
 } claim_args;
 
 static int claim_tx(hlptd_store *st, void *ctx, char *why, size_t len) {
     claim_args *a = ctx;
-    char sql[512], **ids;
-    size_t n;
-    /* One statement picks and moves the job; on PostgreSQL the pick locks its row and skips rows
-     * another connection has locked, and the outer condition re-checks the status. */
+    char sql[1024], lease[128];
+    /* The pick locks its row and skips rows that another node's claim has locked (PostgreSQL); the
+     * update is a compare-and-set on what the pick read. A queued job still held (resumed while its
+     * worker still stops) waits for its node to give it up. */
     snprintf(sql, sizeof sql,
-             "UPDATE jobs SET status = ?1, node = ?2, started_at = COALESCE(started_at, ?3)"
-             " WHERE id = (SELECT id FROM jobs WHERE status = ?4 ORDER BY queue_order LIMIT 1%s) AND status = ?4"
-             " RETURNING id",
-             st->be->lock_skip);
-    int err = select_texts(st, sql,
-                           ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(a->node), v_int(now()),
-                                v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED))),
-                           &ids, &n, why, len);
+             "WHERE (status = ?1 AND (lease_until IS NULL OR lease_until < %s))"
+             " OR (status = ?2 AND lease_until < %s) ORDER BY queue_order LIMIT 1%s",
+             st->be->now_ms, st->be->now_ms, st->be->lock_skip);
+    hlptd_job *j = NULL;
+    int err = select_one(st, &job_t, sql,
+                         ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_QUEUED)),
+                              v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING))),
+                         "claimable job", "", (void **)&j, why, len);
+    if (err == HLPT_ERR_NOENT) return HLPT_OK;
     if (err) return err;
-    if (n) err = hlptd_store_job_get(st, ids[0], a->out, why, len);
-    hlptd_store_ids_free(ids, n);
+    snprintf(lease, sizeof lease, "%s + ?5", st->be->now_ms);
+    snprintf(sql, sizeof sql,
+             "UPDATE jobs SET status = ?1, node = ?2, lease_epoch = lease_epoch + 1, lease_until = %s,"
+             " started_at = COALESCE(started_at, ?3) WHERE id = ?4 AND status = ?6 AND lease_epoch = ?7",
+             lease);
+    int64_t changes = 0;
+    err = run(st, sql,
+              ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(a->node), v_int(now()), v_text(j->id),
+                   v_int(a->lease_ms), v_text(hlptd_job_state_name(j->status)), v_int(j->lease_epoch)),
+              &changes, why, len);
+    if (!err && changes && a->lost_by && j->status == HLPTD_JOB_RUNNING)
+        *a->lost_by = strdup(j->node ? j->node : "(none)");
+    if (!err && changes) err = hlptd_store_job_get(st, j->id, a->out, why, len);
+    hlptd_job_free(j);
     return err;
 }
 
-int hlptd_store_job_claim(hlptd_store *st, const char *node, hlptd_job **out, char *why, size_t len) {
+int hlptd_store_job_claim(hlptd_store *st, const char *node, int64_t lease_ms, hlptd_job **out, char **lost_by,
+                          char *why, size_t len) {
     *out = NULL;
+    if (lost_by) *lost_by = NULL;
     if (!node || !*node) return hlpt_why(why, len, HLPT_ERR_INVAL, "no node");
-    claim_args a = {.node = node, .out = out};
+    if (lease_ms < 1) return hlpt_why(why, len, HLPT_ERR_INVAL, "a lease must last at least 1 ms, not %lld", (long long)lease_ms);
+    claim_args a = {.node = node, .lease_ms = lease_ms, .out = out, .lost_by = lost_by};
     int err = in_transaction(st, claim_tx, &a, why, len);
     if (err) {
         hlptd_job_free(*out);
         *out = NULL;
+        if (lost_by) {
+            free(*lost_by);
+            *lost_by = NULL;
+        }
     }
     return err;
-}
-
-int hlptd_store_job_ids_running_on(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len) {
-    return select_texts(st, "SELECT id FROM jobs WHERE status = ?1 AND (node = ?2 OR node IS NULL) ORDER BY queue_order",
-                        ARGS(v_text(hlptd_job_state_name(HLPTD_JOB_RUNNING)), v_text(node)), ids, n, why, len);
 }
 
 int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,

@@ -150,6 +150,11 @@ int hlptd_store_blob_sweep(hlptd_store *st, size_t *removed, char *why, size_t l
  * inference thread through its own connection (resolver.h). */
 int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, char *why, size_t len);
 
+/* What this process has fetched from the database into its blobs folder since it started, over
+ * every store handle: blobs, bytes, and seconds spent (the cache misses of a shared store). Any
+ * thread. */
+void hlptd_store_blob_fetch_counts(long *n, long *bytes, double *seconds);
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -212,6 +217,8 @@ typedef struct {
     int64_t trained_tokens;  /* -1 = not yet */
     char *result_file;       /* file id of the results CSV, or NULL */
     char *node;              /* the node that runs it or last ran it (hlptd_store_job_claim), or NULL */
+    int64_t lease_epoch;     /* the number of its latest claim: the fencing token of that claim's writes */
+    int64_t lease_until;     /* ms on the database's clock until which `node` holds it; 0 = no node does */
 } hlptd_job;
 void hlptd_job_free(hlptd_job *j);
 void hlptd_job_list_free(hlptd_job **v, size_t n);
@@ -238,15 +245,88 @@ int hlptd_store_job_list(hlptd_store *st, const char *after, int limit, hlptd_jo
 /* Moves the job to `status` when hlptd_job_state_can allows it (HLPT_ERR_STATE, why naming both
  * states, when it does not); setting the state it is in changes nothing but the error. running
  * stamps started_at (first time only), the three final states stamp finished_at. error (JSON,
- * borrows) replaces the stored error when not NULL. */
+ * borrows) replaces the stored error when not NULL. The job's lease is left as it is: a job paused
+ * or cancelled while it runs stays held by its node until the worker there has stopped. */
 int hlptd_store_job_set_status(hlptd_store *st, const char *id, hlptd_job_state status, const char *error, char *why,
                               size_t len);
-/* The same for a node acting on a job it believes it runs (its worker finished, stopped or died):
- * HLPT_ERR_STATE, and nothing changes, when the job's node is not `node`. Either call is a
- * compare-and-set: when another connection changed the job's status between the read and the
- * write, nothing changes and the answer is HLPT_ERR_STATE. */
-int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const char *node, hlptd_job_state status,
+
+/* ---- leases (docs/design.md, "Many nodes") ---------------------------------------------------- */
+
+/* A node's hold on a job: the node and the epoch of its claim. Every write that follows from a
+ * worker's line carries it, and changes nothing once another claim has taken the job. */
+typedef struct {
+    const char *node;
+    int64_t epoch;
+} hlptd_hold;
+
+/* The same as hlptd_store_job_set_status for the node that holds the job (its worker finished,
+ * stopped or died): HLPT_ERR_STATE, and nothing changes, when h no longer holds it. Any status but
+ * running gives the lease up. Either call is a compare-and-set: when another connection changed
+ * the job's status between the read and the write, nothing changes and the answer is
+ * HLPT_ERR_STATE. */
+int hlptd_store_job_set_status_owned(hlptd_store *st, const char *id, const hlptd_hold *h, hlptd_job_state status,
                                     const char *error, char *why, size_t len);
+/* Renews h's lease on the job for lease_ms more; inside a transaction it also locks the job's row
+ * until the commit, so that no claim can take it while the transaction's writes go in.
+ * HLPT_ERR_STATE (naming the job's holder) when h no longer holds it. */
+int hlptd_store_job_hold(hlptd_store *st, const char *id, const hlptd_hold *h, int64_t lease_ms, char *why, size_t len);
+/* A job's lease, as a heartbeat renews it or GET /v1/nodes lists it. */
+typedef struct {
+    char id[HLPTD_ID_MAX];
+    char *node;
+    int64_t lease_epoch;
+    int64_t lease_until;       /* ms, the database's clock */
+    hlptd_job_state status;
+} hlptd_lease;
+void hlptd_lease_list_free(hlptd_lease **v, size_t n);
+
+/* A node as its heartbeat writes it (all borrowed) and as the nodes table holds it. */
+typedef struct {
+    const char *id;
+    const char *url;     /* where it answers */
+    int64_t pid;
+    int64_t workers;     /* at most this many jobs at once */
+    int64_t running;
+    const char *state;   /* "up", "draining", "stopped" */
+    int64_t lease_ms;
+    int64_t started_at;  /* Unix seconds */
+} hlptd_node_fields;
+typedef struct {
+    char *id, *url, *state;
+    int64_t pid, workers, running, lease_ms, started_at;
+    int64_t heartbeat_at; /* ms, the database's clock */
+} hlptd_node;
+void hlptd_node_list_free(hlptd_node **v, size_t n);
+
+/* A node's heartbeat: writes its row (heartbeat_at the database's time now) and renews, for
+ * lease_ms, every lease it holds. *held (owned) gets those leases: a job the node runs that is not
+ * among them was taken by another node's claim. */
+int hlptd_store_node_beat(hlptd_store *st, const hlptd_node_fields *n, hlptd_lease ***held, size_t *nheld, char *why,
+                          size_t len);
+/* Every node whose heartbeat is less than a day old, by id, and every lease held (by node, then
+ * queue order); *now_ms the database's clock. Older rows are removed. */
+int hlptd_store_node_list(hlptd_store *st, hlptd_node ***nodes, size_t *n, hlptd_lease ***leases, size_t *nleases,
+                          int64_t *now_ms, char *why, size_t len);
+/* At a node's start: every job it held goes free (its lease given up); those it ran, and running
+ * jobs that name no node (claimed before jobs named theirs), go back to the queue to resume from
+ * their last checkpoint; their ids, in queue order, in *ids. */
+int hlptd_store_node_release(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len);
+
+/* ---- notifications (a shared store) ------------------------------------------------------------ */
+
+/* Starts listening to the store's notifications (docs/design.md, "Many nodes"): "e <job id>" when a
+ * job has a new event, "s <job id> <status>" when a job is inserted, changes status or is given up.
+ * HLPT_ERR_UNSUPPORTED where the store has none (SQLite: one node, which knows of its own changes). */
+int hlptd_store_listen(hlptd_store *st, char *why, size_t len);
+/* The descriptor to watch for notifications (-1 without one; it may change when the store
+ * reconnects). */
+int hlptd_store_socket(hlptd_store *st);
+/* Calls fn with each notification that has arrived (read = 1: reading the socket first); returns
+ * how many. */
+int hlptd_store_notifications(hlptd_store *st, int read, void (*fn)(void *ctx, const char *payload), void *ctx);
+/* Requests and answers exchanged with the database server so far (0 for SQLite). Any thread. */
+int64_t hlptd_store_round_trips(const hlptd_store *st);
+
 int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,
                                 double tokens_per_s, char *why, size_t len);
 int hlptd_store_job_set_fine_tuned_model(hlptd_store *st, const char *id, const char *name, char *why, size_t len);
@@ -255,14 +335,15 @@ int hlptd_store_job_set_results(hlptd_store *st, const char *id, int64_t trained
                                char *why, size_t len);
 /* The queued job with the smallest queue_order: *out owned, or NULL with HLPT_OK when none. */
 int hlptd_store_job_next_queued(hlptd_store *st, hlptd_job **out, char *why, size_t len);
-/* Claims the queued job with the smallest queue_order for `node` (borrows): moves it to running
- * (stamping started_at the first time) and names the node in it, in one statement, so that of
- * several nodes on one store exactly one claims each job. *out owned, or NULL with HLPT_OK when no
- * job is queued (or every queued one is being claimed by another node just then). */
-int hlptd_store_job_claim(hlptd_store *st, const char *node, hlptd_job **out, char *why, size_t len);
-/* Ids of the running jobs that `node` claimed, or that name no node (claimed before jobs named
- * theirs), in queue order: at start-up, the jobs this node ran when it stopped. */
-int hlptd_store_job_ids_running_on(hlptd_store *st, const char *node, char ***ids, size_t *n, char *why, size_t len);
+/* Claims a job for `node` (borrows): the queued job with the smallest queue_order that no other
+ * node holds, or a running job whose lease has expired (its node died, or lost the database), the
+ * smaller queue_order first. Moves it to running (stamping started_at the first time), names the
+ * node, adds one to its lease_epoch and holds it for lease_ms, in one transaction, so that of
+ * several nodes on one store exactly one claims each job. *out owned, or NULL with HLPT_OK when
+ * there is nothing to claim. *lost_by (may be NULL; owned) names the node whose expired lease was
+ * taken over, NULL for a queued job. */
+int hlptd_store_job_claim(hlptd_store *st, const char *node, int64_t lease_ms, hlptd_job **out, char **lost_by,
+                          char *why, size_t len);
 /* Ids of jobs in a given status (e.g. running at start-up, to resume them), in queue order. */
 int hlptd_store_job_ids_with_status(hlptd_store *st, hlptd_job_state status, char ***ids, size_t *n, char *why,
                                    size_t len);
@@ -315,6 +396,14 @@ typedef struct {
 int hlptd_store_job_rewind(hlptd_store *st, const char *job_id, int64_t step, char *why, size_t len);
 /* Inserts or replaces the job's row for m->step (a resumed job repeats steps after its checkpoint). */
 int hlptd_store_metric_put(hlptd_store *st, const char *job_id, const hlptd_metric *m, char *why, size_t len);
+/* A worker's progress report, written together, and only while h holds the job: its metric row
+ * (replacing a repeated step's), the job's progress (step, total steps, epoch, tokens per second)
+ * with its lease renewed for lease_ms, and one event (level, message, data JSON or NULL). On a
+ * shared store this is one round trip. HLPT_ERR_STATE, nothing written, when h no longer holds it. */
+int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h, int64_t lease_ms, const hlptd_metric *m,
+                          int64_t total_steps, double epoch, const char *level, const char *message, const char *data,
+                          char *why, size_t len);
+
 /* Rows with step > since_step in step order, at most limit; *out owned (free()). */
 int hlptd_store_metric_list(hlptd_store *st, const char *job_id, int64_t since_step, int limit, hlptd_metric **out,
                            size_t *n, char *why, size_t len);

@@ -44,6 +44,9 @@ typedef struct {
      * names is copied into the database too (tables blobs and blob_chunks), and a node fetches
      * what its folder lacks from there (hlptd_store_blob_local). 0: the folder is the only copy. */
     int shared;
+    /* An SQL expression for the database's clock in milliseconds since 1970 (an integer): leases
+     * are timed by it, never by a node's own clock. */
+    const char *now_ms;
     /* Checks a database before anything writes to it (see hlptd_store_check). */
     int (*check)(const char *where, char *why, size_t len);
     /* Writes into out[cap] how messages name the database at `where`, without a password. */
@@ -74,6 +77,24 @@ typedef struct {
     /* Rows the statement's last step changed. */
     int64_t (*changes)(hlptd_db_stmt *s);
     void (*finalize)(hlptd_db_stmt *s);
+
+    /* Runs v[0..n), prepared and not yet stepped, as one transaction outside any other, in order:
+     * all apply or none does, and the first failure is the answer. Where the driver can, they
+     * travel to the database as one round trip (PostgreSQL: one pipeline, one Sync). Each one's
+     * changes() can be read afterwards; rows they return are not kept. */
+    int (*batch)(hlptd_db *db, hlptd_db_stmt **v, int n, char *why, size_t len);
+    /* Requests and answers exchanged with the database server so far (0 for an in-process
+     * database). Any thread. */
+    int64_t (*round_trips)(const hlptd_db *db);
+
+    /* Notifications (a shared database; NULL where there are none): listen subscribes the
+     * connection to channel hlpt_jobs (again by itself after a reconnect); socket is the descriptor
+     * to watch for their arrival (-1 when there is none now; it may change after a reconnect);
+     * notifications reads what arrived (from the socket when `read`, else only what statements
+     * already brought in) and calls fn with each payload, returning how many. */
+    int (*listen)(hlptd_db *db, char *why, size_t len);
+    int (*socket)(hlptd_db *db);
+    int (*notifications)(hlptd_db *db, int read, void (*fn)(void *ctx, const char *payload), void *ctx);
 
     /* Writes into out[cap] an SQL expression for the value under `key` in the JSON text of
      * `column` (both SQL names, not user input), NULL where the text is not JSON or has no such

@@ -53,6 +53,8 @@ struct hlptd_db {
     char where[256];    /* the database for messages (describe) */
     char secret[2][256]; /* the URL's password, as written and as decoded: kept out of messages */
     atomic_int damaged; /* the server reported corrupted data */
+    atomic_llong trips; /* round trips to the server: each statement sent alone, each pipeline */
+    int listening;      /* LISTEN hlpt_jobs was asked for: asked again after a reconnect */
 };
 
 struct hlptd_db_stmt {
@@ -113,6 +115,7 @@ static int fail(hlptd_db *db, const PGresult *res, const char *what, char *why, 
  * the last one, to PQclear. */
 static int exec(hlptd_db *db, const char *sql, const char *what, PGresult **out, char *why, size_t len) {
     if (out) *out = NULL;
+    atomic_fetch_add(&db->trips, 1);
     PGresult *res = PQexec(db->conn, sql);
     ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
@@ -194,9 +197,63 @@ static void pg_finalize(hlptd_db_stmt *s) {
 }
 
 /* A broken connection (the server restarted) is opened again, but only between transactions: a
- * transaction's statements never continue on a new connection. */
+ * transaction's statements never continue on a new connection. A connection that listened listens
+ * again (what was notified while it was away is lost: the heartbeat reads the states it needs). */
 static void reconnect(hlptd_db *db) {
-    if (!db->in_tx && PQstatus(db->conn) == CONNECTION_BAD) PQreset(db->conn);
+    if (db->in_tx || PQstatus(db->conn) != CONNECTION_BAD) return;
+    PQreset(db->conn);
+    if (PQstatus(db->conn) == CONNECTION_OK && db->listening) exec(db, "LISTEN hlpt_jobs", "listen", NULL, NULL, 0);
+}
+
+/* One piece of a pipeline: SQL without parameters, or a prepared statement (s), whose result it
+ * keeps. */
+typedef struct {
+    const char *sql;
+    hlptd_db_stmt *s;
+} piece;
+
+/* Sends the pieces as one pipeline ending in one Sync, a single round trip, and reads their
+ * results: a statement's result is kept in its s->res. The server runs them in order; after the
+ * first that fails it skips the rest (libpq reports them aborted), and that failure is the answer. */
+static int pipeline(hlptd_db *db, const piece *p, int n, char *why, size_t len) {
+    PGconn *c = db->conn;
+    if (!PQenterPipelineMode(c)) return fail(db, NULL, "pipeline", why, len);
+    atomic_fetch_add(&db->trips, 1);
+    int sent = 0, err = HLPT_OK;
+    for (; sent < n; sent++) {
+        const hlptd_db_stmt *s = p[sent].s;
+        if (!(s ? PQsendQueryParams(c, s->sql, s->nargs, s->types, (const char *const *)s->values, NULL, NULL, 0)
+                : PQsendQueryParams(c, p[sent].sql, 0, NULL, NULL, NULL, NULL, 0)))
+            break;
+    }
+    /* Synced even after a failed send: the server flushes the results of what it got. */
+    if (!PQpipelineSync(c) || sent < n) err = fail(db, NULL, "pipeline", why, len);
+    for (int i = 0; i < sent; i++) {
+        PGresult *r;
+        while ((r = PQgetResult(c))) {
+            ExecStatusType st = PQresultStatus(r);
+            if (st == PGRES_FATAL_ERROR && !err) err = fail(db, r, "step", why, len);
+            if (p[i].s && !p[i].s->res && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) p[i].s->res = r;
+            else PQclear(r);
+        }
+    }
+    /* The Sync's own result, then nothing is pending and the connection leaves pipeline mode. */
+    PGresult *r;
+    while ((r = PQgetResult(c)) && PQresultStatus(r) != PGRES_PIPELINE_SYNC) PQclear(r);
+    PQclear(r);
+    PQexitPipelineMode(c);
+    return err;
+}
+
+/* A statement's result is there: positions it on its first row, or records its changes. */
+static int first_row(hlptd_db_stmt *s) {
+    if (PQresultStatus(s->res) == PGRES_TUPLES_OK) {
+        s->row = 0;
+        s->changes = 0;
+        return PQntuples(s->res) > 0 ? 1 : 0;
+    }
+    s->changes = strtoll(PQcmdTuples(s->res), NULL, 10);
+    return 0;
 }
 
 static int pg_prepare(hlptd_db *db, const char *sql, const hlptd_db_val *args, int nargs, hlptd_db_stmt **out,
@@ -236,36 +293,72 @@ static int pg_step(hlptd_db_stmt *s, char *why, size_t len) {
     reconnect(s->db);
     /* PostgreSQL aborts the whole transaction at a failed statement, SQLite only the statement: a
      * write inside a transaction runs under a savepoint, so that its failure (a name taken, a row
-     * gone) leaves the transaction to the caller, as on SQLite. */
-    int guard = s->db->in_tx && strncasecmp(s->sql, "SELECT", 6) != 0;
-    if (guard) {
-        int err = exec(s->db, "SAVEPOINT hlptd_stmt", "step", NULL, why, len);
-        if (err) return err;
-    }
-    s->res = PQexecParams(s->db->conn, s->sql, s->nargs, s->types, (const char *const *)s->values, NULL, NULL, 0);
-    ExecStatusType st = s->res ? PQresultStatus(s->res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-        int err = guard ? exec(s->db, "RELEASE SAVEPOINT hlptd_stmt", "step", NULL, why, len) : HLPT_OK;
+     * gone) leaves the transaction to the caller, as on SQLite. The savepoint, the statement and
+     * its release travel in one pipeline. */
+    if (s->db->in_tx && strncasecmp(s->sql, "SELECT", 6) != 0) {
+        const piece p[] = {{"SAVEPOINT hlptd_stmt", NULL}, {NULL, s}, {"RELEASE SAVEPOINT hlptd_stmt", NULL}};
+        int err = pipeline(s->db, p, 3, why, len);
         if (err) {
             PQclear(s->res);
             s->res = NULL;
+            exec(s->db, "ROLLBACK TO SAVEPOINT hlptd_stmt", "step", NULL, NULL, 0);
             return err;
         }
+        return first_row(s);
     }
-    if (st == PGRES_TUPLES_OK) {
-        s->row = 0;
-        s->changes = 0;
-        return PQntuples(s->res) > 0 ? 1 : 0;
-    }
-    if (st == PGRES_COMMAND_OK) {
-        s->changes = strtoll(PQcmdTuples(s->res), NULL, 10);
-        return 0;
-    }
+    atomic_fetch_add(&s->db->trips, 1);
+    s->res = PQexecParams(s->db->conn, s->sql, s->nargs, s->types, (const char *const *)s->values, NULL, NULL, 0);
+    ExecStatusType st = s->res ? PQresultStatus(s->res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return first_row(s);
     int err = fail(s->db, s->res, "step", why, len);
     PQclear(s->res);
     s->res = NULL;
-    if (guard) exec(s->db, "ROLLBACK TO SAVEPOINT hlptd_stmt", "step", NULL, NULL, 0);
     return err;
+}
+
+/* BEGIN, the statements and COMMIT in one pipeline. A failure leaves the transaction aborted on the
+ * server until its ROLLBACK. */
+static int pg_batch(hlptd_db *db, hlptd_db_stmt **v, int n, char *why, size_t len) {
+    HLPT_ASSERT(!db->in_tx);
+    reconnect(db);
+    piece p[18];
+    if (n < 1 || n > 16) return hlpt_why(why, len, HLPT_ERR_INVAL, "a batch holds 1 to 16 statements, not %d", n);
+    p[0] = (piece){"BEGIN", NULL};
+    for (int i = 0; i < n; i++) p[i + 1] = (piece){NULL, v[i]};
+    p[n + 1] = (piece){"COMMIT", NULL};
+    int err = pipeline(db, p, n + 2, why, len);
+    for (int i = 0; i < n; i++) {
+        if (!v[i]->res) continue;
+        first_row(v[i]);
+        PQclear(v[i]->res); /* rows are not kept */
+        v[i]->res = NULL;
+    }
+    if (err && PQstatus(db->conn) == CONNECTION_OK && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+        exec(db, "ROLLBACK", "batch", NULL, NULL, 0);
+    return err;
+}
+
+static int64_t pg_round_trips(const hlptd_db *db) { return atomic_load(&((hlptd_db *)db)->trips); }
+
+static int pg_listen(hlptd_db *db, char *why, size_t len) {
+    reconnect(db);
+    int err = exec(db, "LISTEN hlpt_jobs", "listen", NULL, why, len);
+    if (!err) db->listening = 1;
+    return err;
+}
+
+static int pg_socket(hlptd_db *db) { return PQstatus(db->conn) == CONNECTION_OK ? PQsocket(db->conn) : -1; }
+
+static int pg_notifications(hlptd_db *db, int read, void (*fn)(void *ctx, const char *payload), void *ctx) {
+    if (read) PQconsumeInput(db->conn); /* a broken connection is found by the next statement */
+    int n = 0;
+    PGnotify *note;
+    while ((note = PQnotifies(db->conn))) {
+        fn(ctx, note->extra);
+        PQfreemem(note);
+        n++;
+    }
+    return n;
 }
 
 static void pg_reset(hlptd_db_stmt *s) {
@@ -389,6 +482,7 @@ static int migrate(hlptd_db *db, int target, char *why, size_t len) {
 
 static int pg_version(hlptd_db *db) {
     reconnect(db);
+    atomic_fetch_add(&db->trips, 1);
     PGresult *res = PQexec(db->conn, "SELECT max(version) FROM hlpt_schema");
     int v = res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
                 ? atoi(PQgetvalue(res, 0, 0))
@@ -481,6 +575,8 @@ const hlptd_store_backend hlptd_store_pg = {
     .name = "postgres",
     .lock_skip = " FOR UPDATE SKIP LOCKED",
     .shared = 1,
+    /* clock_timestamp(): the time now, not the transaction's start. */
+    .now_ms = "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
     .check = pg_check,
     .describe = pg_describe,
     .open = pg_open,
@@ -496,5 +592,10 @@ const hlptd_store_backend hlptd_store_pg = {
     .column = pg_column,
     .changes = pg_changes,
     .finalize = pg_finalize,
+    .batch = pg_batch,
+    .round_trips = pg_round_trips,
+    .listen = pg_listen,
+    .socket = pg_socket,
+    .notifications = pg_notifications,
     .json_field = pg_json_field,
 };

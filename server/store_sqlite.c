@@ -130,6 +130,25 @@ static void sq_rollback(hlptd_db *db) {
     if (!sqlite3_get_autocommit(db->db)) sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* One transaction, the statements in turn: the database is in this process, so there is no round
+ * trip to save. */
+static int sq_batch(hlptd_db *db, hlptd_db_stmt **v, int n, char *why, size_t len) {
+    int err = sq_begin(db, why, len);
+    for (int i = 0; !err && i < n; i++) {
+        int rc;
+        while ((rc = sq_step(v[i], why, len)) == 1) {}
+        if (rc < 0) err = rc;
+    }
+    if (!err) err = sq_commit(db, why, len);
+    if (err) sq_rollback(db);
+    return err;
+}
+
+static int64_t sq_round_trips(const hlptd_db *db) {
+    (void)db;
+    return 0;
+}
+
 /* ---- migrations ------------------------------------------------------------------------------- */
 
 static int user_version(hlptd_db *db) {
@@ -328,6 +347,8 @@ static int sq_check(const char *path, char *why, size_t len) {
 const hlptd_store_backend hlptd_store_sqlite = {
     .name = "sqlite",
     .lock_skip = "",
+    /* julianday('now') is the statement's time, to the millisecond. */
+    .now_ms = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
     .check = sq_check,
     .describe = sq_describe,
     .open = sq_open,
@@ -343,5 +364,7 @@ const hlptd_store_backend hlptd_store_sqlite = {
     .column = sq_column,
     .changes = sq_changes,
     .finalize = sq_finalize,
+    .batch = sq_batch,
+    .round_trips = sq_round_trips,
     .json_field = sq_json_field,
 };

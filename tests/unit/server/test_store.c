@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../check_main.h"
@@ -1295,58 +1296,256 @@ START_TEST(test_adopted_blobs_go_with_a_failed_insert) {
 END_TEST
 
 /* The tests of the store's behaviour, on either backend. */
-/* Claims: each queued job goes to one node, in queue order; a node's status writes to a job apply
- * only while the job is its own; start-up recovery finds only the node's own running jobs. */
+/* Claims: each queued job goes to one node, in queue order, under a lease whose epoch counts the
+ * claims; a node's status writes to a job apply only while it holds the job; start-up release
+ * gives back only the node's own jobs. */
 START_TEST(test_job_claims) {
     hlptd_store *st;
     ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
     hlptd_file *f = add_file(st, "t.jsonl", "x");
     hlptd_job *a = make_job(st, f->id), *b = make_job(st, f->id), *c;
+    char *lost = (char *)"unset";
     ck_assert_ptr_null(a->node);
-    ck_assert_int_eq(hlptd_store_job_claim(st, "", &c, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(a->lease_epoch, 0);
+    ck_assert_int_eq(a->lease_until, 0);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "", 60000, &c, NULL, why, sizeof why), HLPT_ERR_INVAL);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", 0, &c, NULL, why, sizeof why), HLPT_ERR_INVAL);
 
-    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", 60000, &c, &lost, why, sizeof why), HLPT_OK);
+    ck_assert_ptr_null(lost);
     ck_assert_str_eq(c->id, a->id);
     ck_assert_int_eq(c->status, HLPTD_JOB_RUNNING);
     ck_assert_str_eq(c->node, "node-1");
     ck_assert_int_gt(c->started_at, 0);
+    ck_assert_int_eq(c->lease_epoch, 1);
+    /* The lease runs on the database's clock, in ms: a minute from about now. */
+    ck_assert_int_gt(c->lease_until, (int64_t)time(NULL) * 1000 + 50000);
+    ck_assert_int_lt(c->lease_until, (int64_t)time(NULL) * 1000 + 70000);
     hlptd_job_free(c);
-    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", 60000, &c, NULL, why, sizeof why), HLPT_OK);
     ck_assert_str_eq(c->id, b->id);
     ck_assert_str_eq(c->node, "node-2");
     hlptd_job_free(c);
-    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", &c, why, sizeof why), HLPT_OK);
+    /* Nothing queued, and node-1's lease holds: nothing to claim. */
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", 60000, &c, NULL, why, sizeof why), HLPT_OK);
     ck_assert_ptr_null(c);
 
-    /* node-2 cannot write over node-1's job; node-1 can. */
-    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-2", HLPTD_JOB_FAILED, NULL, why, sizeof why),
+    /* node-2 cannot write over node-1's job, nor node-1 under an old claim; node-1 can. */
+    hlptd_hold h1 = {"node-1", 1}, h2 = {"node-2", 1}, stale = {"node-1", 0};
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, &h2, HLPTD_JOB_FAILED, NULL, why, sizeof why),
                      HLPT_ERR_STATE);
     ck_assert_ptr_nonnull(strstr(why, "node-1"));
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, &stale, HLPTD_JOB_FAILED, NULL, why, sizeof why),
+                     HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_hold(st, a->id, &h2, 60000, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_hold(st, a->id, &h1, 60000, why, sizeof why), HLPT_OK);
     ck_assert_int_eq(state_of(st, a->id), HLPTD_JOB_RUNNING);
 
-    char **ids;
-    size_t n;
-    ck_assert_int_eq(hlptd_store_job_ids_running_on(st, "node-1", &ids, &n, why, sizeof why), HLPT_OK);
-    ck_assert_uint_eq(n, 1);
-    ck_assert_str_eq(ids[0], a->id);
-    hlptd_store_ids_free(ids, n);
-
-    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-1", HLPTD_JOB_QUEUED, NULL, why, sizeof why),
-                     HLPT_OK);
-    ck_assert_int_eq(hlptd_store_job_ids_running_on(st, "node-1", &ids, &n, why, sizeof why), HLPT_OK);
-    ck_assert_uint_eq(n, 0);
-    hlptd_store_ids_free(ids, n);
-    /* Requeued, it goes to whichever node claims next; that node owns it now. */
-    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", &c, why, sizeof why), HLPT_OK);
-    ck_assert_str_eq(c->id, a->id);
+    /* A pause asked of any node keeps the lease (the worker still stops); the holder's own move
+     * out of running gives it up. */
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_gt(c->lease_until, 0);
     hlptd_job_free(c);
-    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-1", HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_OK);
+    /* Queued again but still held: no node may claim it until the holder gives it up. */
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", 60000, &c, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, &h1, HLPTD_JOB_QUEUED, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c->lease_until, 0);
+    ck_assert_int_eq(c->status, HLPTD_JOB_QUEUED);
+    hlptd_job_free(c);
+
+    /* Requeued, it goes to whichever node claims next; that node holds it now, under claim 2. */
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", 60000, &c, &lost, why, sizeof why), HLPT_OK);
+    ck_assert_str_eq(c->id, a->id);
+    ck_assert_int_eq(c->lease_epoch, 2);
+    ck_assert_ptr_null(lost);
+    hlptd_job_free(c);
+    hlptd_hold a2 = {"node-2", 2};
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, &h1, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why),
                      HLPT_ERR_STATE);
-    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, "node-2", HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, &a2, HLPTD_JOB_SUCCEEDED, NULL, why, sizeof why),
                      HLPT_OK);
     ck_assert_int_eq(state_of(st, a->id), HLPTD_JOB_SUCCEEDED);
+
+    /* node-2 restarts: its running job b goes back to the queue, free; node-1's rows are left. */
+    char **ids;
+    size_t n;
+    ck_assert_int_eq(hlptd_store_node_release(st, "node-2", &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(ids[0], b->id);
+    hlptd_store_ids_free(ids, n);
+    ck_assert_int_eq(hlptd_store_job_get(st, b->id, &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c->status, HLPTD_JOB_QUEUED);
+    ck_assert_int_eq(c->lease_until, 0);
+    hlptd_job_free(c);
+    ck_assert_int_eq(hlptd_store_node_release(st, "node-2", &ids, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 0);
+    hlptd_store_ids_free(ids, n);
     hlptd_job_free(a);
     hlptd_job_free(b);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+static int64_t metric_rows(hlptd_store *st, const char *job) {
+    hlptd_metric *m;
+    size_t n;
+    char w[256];
+    ck_assert_int_eq(hlptd_store_metric_list(st, job, -1, 1000, &m, &n, w, sizeof w), HLPT_OK);
+    free(m);
+    return (int64_t)n;
+}
+
+static int64_t event_rows(hlptd_store *st, const char *job) {
+    hlptd_job_event **e;
+    size_t n;
+    int more;
+    char w[256];
+    ck_assert_int_eq(hlptd_store_event_list(st, job, 0, 1000, &e, &n, &more, w, sizeof w), HLPT_OK);
+    hlptd_job_event_list_free(e, n);
+    return (int64_t)n;
+}
+
+/* A node that stops renewing loses its job to the next claim once the lease has run out; from then
+ * on everything the old holder writes changes nothing, and the new one's reports go in. */
+START_TEST(test_leases_expire_and_fence) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_job *a = make_job(st, f->id), *c;
+    char *lost = NULL;
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", 300, &c, NULL, why, sizeof why), HLPT_OK);
+    hlptd_hold h1 = {"node-1", c->lease_epoch};
+    hlptd_job_free(c);
+    hlptd_metric m = {.step = 1, .train_loss = 2.5, .valid_loss = NAN, .valid_acc = NAN, .lr = 1e-3, .tokens_per_s = 100};
+    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h1, 300, &m, 10, 0.1, "info", "Step 1/10", "{\"step\":1}", why,
+                                           sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(metric_rows(st, a->id), 1);
+    ck_assert_int_eq(event_rows(st, a->id), 1);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c->step, 1);
+    ck_assert_int_eq(c->total_steps, 10);
+    hlptd_job_free(c);
+
+    /* Held: nobody else claims it. */
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", 60000, &c, &lost, why, sizeof why), HLPT_OK);
+    ck_assert_ptr_null(c);
+    /* node-1 goes quiet; its lease runs out. */
+    usleep(450 * 1000);
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-2", 60000, &c, &lost, why, sizeof why), HLPT_OK);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->id, a->id);
+    ck_assert_str_eq(c->node, "node-2");
+    ck_assert_int_eq(c->lease_epoch, h1.epoch + 1);
+    ck_assert_int_eq(c->status, HLPTD_JOB_RUNNING);
+    ck_assert_str_eq(lost, "node-1");
+    hlptd_hold h2 = {"node-2", c->lease_epoch};
+    hlptd_job_free(c);
+    free(lost);
+
+    /* node-1 comes back: every write it tries is refused, and nothing of it lands. */
+    m.step = 2;
+    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h1, 300, &m, 10, 0.2, "info", "Step 2/10", NULL, why, sizeof why),
+                     HLPT_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(why, "node-2"));
+    ck_assert_int_eq(hlptd_store_job_hold(st, a->id, &h1, 300, why, sizeof why), HLPT_ERR_STATE);
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(st, a->id, &h1, HLPTD_JOB_QUEUED, NULL, why, sizeof why),
+                     HLPT_ERR_STATE);
+    ck_assert_int_eq(metric_rows(st, a->id), 1);
+    ck_assert_int_eq(event_rows(st, a->id), 1);
+    ck_assert_int_eq(hlptd_store_job_get(st, a->id, &c, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(c->step, 1);
+    ck_assert_int_eq(c->status, HLPTD_JOB_RUNNING);
+    hlptd_job_free(c);
+    /* node-1's heartbeat no longer renews it; node-2's does. */
+    hlptd_node_fields n1 = {.id = "node-1", .url = "http://a:1", .pid = 11, .workers = 1, .running = 1, .state = "up",
+                            .lease_ms = 300, .started_at = 1000};
+    hlptd_node_fields n2 = {.id = "node-2", .url = "http://b:2", .pid = 22, .workers = 2, .running = 1,
+                            .state = "draining", .lease_ms = 60000, .started_at = 2000};
+    hlptd_lease **held;
+    size_t nheld;
+    ck_assert_int_eq(hlptd_store_node_beat(st, &n1, &held, &nheld, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(nheld, 0);
+    hlptd_lease_list_free(held, nheld);
+    ck_assert_int_eq(hlptd_store_node_beat(st, &n2, &held, &nheld, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(nheld, 1);
+    ck_assert_str_eq(held[0]->id, a->id);
+    ck_assert_int_eq(held[0]->lease_epoch, h2.epoch);
+    ck_assert_int_eq(held[0]->status, HLPTD_JOB_RUNNING);
+    hlptd_lease_list_free(held, nheld);
+
+    /* The new holder's report goes in, the repeated step replacing nothing of another's. */
+    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h2, 60000, &m, 10, 0.2, "info", "Step 2/10", NULL, why, sizeof why),
+                     HLPT_OK);
+    ck_assert_int_eq(metric_rows(st, a->id), 2);
+    ck_assert_int_eq(event_rows(st, a->id), 2);
+
+    /* Both nodes and the one lease, as GET /v1/nodes shows them. */
+    hlptd_node **nodes;
+    size_t nn, nl;
+    int64_t now_ms;
+    ck_assert_int_eq(hlptd_store_node_list(st, &nodes, &nn, &held, &nl, &now_ms, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(nn, 2);
+    ck_assert_str_eq(nodes[0]->id, "node-1");
+    ck_assert_str_eq(nodes[1]->id, "node-2");
+    ck_assert_str_eq(nodes[1]->url, "http://b:2");
+    ck_assert_str_eq(nodes[1]->state, "draining");
+    ck_assert_int_eq(nodes[1]->pid, 22);
+    ck_assert_int_eq(nodes[1]->workers, 2);
+    ck_assert_int_eq(nodes[1]->lease_ms, 60000);
+    ck_assert_int_eq(nodes[1]->started_at, 2000);
+    ck_assert_int_le(nodes[1]->heartbeat_at, now_ms);
+    ck_assert_int_gt(nodes[1]->heartbeat_at, now_ms - 10000);
+    ck_assert_uint_eq(nl, 1);
+    ck_assert_str_eq(held[0]->node, "node-2");
+    ck_assert_int_gt(held[0]->lease_until, now_ms + 50000);
+    hlptd_node_list_free(nodes, nn);
+    hlptd_lease_list_free(held, nl);
+    hlptd_job_free(a);
+    hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+/* A progress report is one round trip to PostgreSQL (none to SQLite): metrics and events batched. */
+START_TEST(test_report_is_one_round_trip) {
+    hlptd_store *st;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    hlptd_file *f = add_file(st, "t.jsonl", "x");
+    hlptd_job *a = make_job(st, f->id), *c;
+    ck_assert_int_eq(hlptd_store_job_claim(st, "node-1", 60000, &c, NULL, why, sizeof why), HLPT_OK);
+    hlptd_hold h = {"node-1", c->lease_epoch};
+    hlptd_job_free(c);
+    int shared = hlptd_store_is_pg(where);
+    for (int step = 1; step <= 5; step++) {
+        hlptd_metric m = {.step = step, .train_loss = 1.0 / step, .valid_loss = step == 5 ? 0.5 : NAN, .valid_acc = NAN,
+                          .lr = 1e-3, .tokens_per_s = 10};
+        int64_t before = hlptd_store_round_trips(st);
+        ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h, 60000, &m, 5, step / 5.0, "info", "step", NULL, why,
+                                               sizeof why),
+                         HLPT_OK);
+        ck_assert_int_eq(hlptd_store_round_trips(st) - before, shared ? 1 : 0);
+    }
+    hlptd_metric *m;
+    size_t n;
+    ck_assert_int_eq(hlptd_store_metric_list(st, a->id, -1, 100, &m, &n, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_double_eq(m[4].valid_loss, 0.5);
+    ck_assert(isnan(m[0].valid_loss));
+    ck_assert_double_eq_tol(m[2].train_loss, 1.0 / 3, 1e-15);
+    free(m);
+    /* A write inside a transaction is one round trip with its savepoint. */
+    ck_assert_int_eq(hlptd_store_begin(st, why, sizeof why), HLPT_OK);
+    int64_t before = hlptd_store_round_trips(st);
+    ck_assert_int_eq(hlptd_store_event_add(st, a->id, "info", "in a transaction", NULL, NULL, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_round_trips(st) - before, shared ? 1 : 0);
+    ck_assert_int_eq(hlptd_store_commit(st, why, sizeof why), HLPT_OK);
+    hlptd_job_free(a);
     hlptd_file_free(f);
     hlptd_store_close(st);
 }
@@ -1366,7 +1565,7 @@ static void *claim_in_thread(void *arg) {
     intptr_t err = hlptd_store_open(&st, where, blobs, w, sizeof w);
     while (!err) {
         hlptd_job *j = NULL;
-        if ((err = hlptd_store_job_claim(st, node, &j, w, sizeof w)) || !j) break;
+        if ((err = hlptd_store_job_claim(st, node, 60000, &j, NULL, w, sizeof w)) || !j) break;
         int k = (int)j->queue_order % CLAIM_JOBS;
         /* Two claims of one job would meet here. */
         if (__atomic_exchange_n(&claimed_by[k][0], 'x', __ATOMIC_SEQ_CST)) err = HLPT_ERR_STATE;
@@ -1409,6 +1608,70 @@ START_TEST(test_pg_concurrent_claims) {
     ck_assert_uint_eq(n, CLAIM_JOBS);
     hlptd_store_ids_free(ids, n);
     hlptd_file_free(f);
+    hlptd_store_close(st);
+}
+END_TEST
+
+#define NOTES_MAX 16
+typedef struct {
+    char got[NOTES_MAX][128];
+    int n;
+} notes;
+
+static void note_of(void *ctx, const char *payload) {
+    notes *ns = ctx;
+    if (ns->n < NOTES_MAX) snprintf(ns->got[ns->n++], sizeof ns->got[0], "%s", payload);
+}
+
+/* Waits (up to 5 s) until `want` is among what `st` was notified of. */
+static int notified(hlptd_store *st, notes *ns, const char *want) {
+    for (int tries = 0; tries < 500; tries++) {
+        hlptd_store_notifications(st, 1, note_of, ns);
+        for (int i = 0; i < ns->n; i++)
+            if (!strcmp(ns->got[i], want)) return 1;
+        usleep(10 * 1000);
+    }
+    return 0;
+}
+
+/* Another connection's changes reach a listening store at their commit: a job inserted, its events,
+ * a status moved, a lease given up; a progress report sends nothing but its event's. */
+START_TEST(test_pg_notifications) {
+    hlptd_store *st, *other;
+    ck_assert_int_eq(hlptd_store_open(&st, where, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_open(&other, where, blobs, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_listen(st, why, sizeof why), HLPT_OK);
+    ck_assert_int_ge(hlptd_store_socket(st), 0);
+    notes ns = {0};
+    char want[128];
+    hlptd_file *f = add_file(other, "t.jsonl", "x");
+    hlptd_job *a = make_job(other, f->id), *c;
+    snprintf(want, sizeof want, "s %s queued", a->id);
+    ck_assert(notified(st, &ns, want));
+    ck_assert_int_eq(hlptd_store_event_add(other, a->id, "info", "hello", NULL, NULL, why, sizeof why), HLPT_OK);
+    snprintf(want, sizeof want, "e %s", a->id);
+    ck_assert(notified(st, &ns, want));
+    ck_assert_int_eq(hlptd_store_job_claim(other, "node-2", 60000, &c, NULL, why, sizeof why), HLPT_OK);
+    hlptd_hold h = {"node-2", c->lease_epoch};
+    hlptd_job_free(c);
+    snprintf(want, sizeof want, "s %s running", a->id);
+    ck_assert(notified(st, &ns, want));
+    ns.n = 0;
+    hlptd_metric m = {.step = 1, .train_loss = 1, .valid_loss = NAN, .valid_acc = NAN, .lr = NAN, .tokens_per_s = NAN};
+    ck_assert_int_eq(hlptd_store_job_report(other, a->id, &h, 60000, &m, 2, 0.5, "info", "step", NULL, why, sizeof why),
+                     HLPT_OK);
+    snprintf(want, sizeof want, "e %s", a->id);
+    ck_assert(notified(st, &ns, want));
+    ck_assert_int_eq(ns.n, 1);
+    /* Paused elsewhere: the holder's node hears it; the holder giving the lease up is heard too. */
+    ck_assert_int_eq(hlptd_store_job_set_status(st, a->id, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    ns.n = 0;
+    ck_assert_int_eq(hlptd_store_job_set_status_owned(other, a->id, &h, HLPTD_JOB_PAUSED, NULL, why, sizeof why), HLPT_OK);
+    snprintf(want, sizeof want, "s %s paused", a->id);
+    ck_assert(notified(st, &ns, want));
+    hlptd_job_free(a);
+    hlptd_file_free(f);
+    hlptd_store_close(other);
     hlptd_store_close(st);
 }
 END_TEST
@@ -1499,6 +1762,8 @@ static void add_store_tests(TCase *tc) {
     tcase_add_test(tc, test_files_crud);
     tcase_add_test(tc, test_jobs_crud);
     tcase_add_test(tc, test_job_claims);
+    tcase_add_test(tc, test_leases_expire_and_fence);
+    tcase_add_test(tc, test_report_is_one_round_trip);
     tcase_add_test(tc, test_blobs_in_the_database);
     tcase_add_test(tc, test_events_metrics_checkpoints);
     tcase_add_test(tc, test_adapters_crud);
@@ -1530,6 +1795,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_pg_schema_is_sqlites);
         tcase_add_test(tc, test_pg_concurrent_open);
         tcase_add_test(tc, test_pg_concurrent_claims);
+        tcase_add_test(tc, test_pg_notifications);
         tcase_add_test(tc, test_pg_reconnects);
         suite_add_tcase(s, tc);
     } else {
