@@ -20,6 +20,12 @@
  * stop still stops (paused or queued, from the same checkpoint); a worker that finds the disk full
  * pauses its job, and every other running one, until space returns and the user resumes them. Only
  * a job that cannot train (its data, its settings) fails.
+ *
+ * Nodes sharing a store (docs/design.md, "Many nodes"): a worker runs under its claim's hold (node
+ * and lease epoch). Every write of its lines carries the hold, and a refused one means another node
+ * has claimed the job: the worker is killed and the rest of what it says dropped (WANT_LOST). The
+ * heartbeat (hlptd_jobs_beat) renews the holds, follows what other nodes asked of the job (pause,
+ * cancel, resume), and kills every worker when the store has been away for 2/3 of a lease.
  */
 #include "jobs.h"
 

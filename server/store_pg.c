@@ -9,6 +9,15 @@
  * travel as text: integers in decimal, doubles with 17 significant digits, which round-trip
  * exactly; what comes back is read with strtoll and strtod.
  *
+ * Round trips: a statement outside a transaction is one; a write inside one travels with its
+ * savepoint and the savepoint's release as one pipeline (libpq's pipeline mode: the three sent, one
+ * Sync, the results read); a batch (BEGIN, its statements, COMMIT) is one pipeline too. The count is
+ * kept for /metrics and the tests.
+ *
+ * Notifications: listen subscribes the connection to channel hlpt_jobs (migration pg/0008's
+ * triggers send on it), and again after a reconnect; the loop watches the socket and reads what
+ * arrived, besides what libpq read in while running statements.
+ *
  * Where PostgreSQL differs from SQLite under the same SQL: a failed statement inside a transaction
  * aborts the transaction (the store rolls back on any failure inside one anyway); `seq` is an
  * identity column, whose numbers a rolled-back insert may skip; the JSON lookup of json_field is
@@ -399,8 +408,10 @@ static int pg_begin(hlptd_db *db, char *why, size_t len) {
 
 static void pg_rollback(hlptd_db *db) {
     db->in_tx = 0;
-    if (PQstatus(db->conn) == CONNECTION_OK && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+    if (PQstatus(db->conn) == CONNECTION_OK && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+        atomic_fetch_add(&db->trips, 1);
         PQclear(PQexec(db->conn, "ROLLBACK"));
+    }
 }
 
 static int pg_commit(hlptd_db *db, char *why, size_t len) {
