@@ -13,7 +13,8 @@ BUILD    ?= build
 CC       ?= cc
 # What each part links: the core library (core/: models, training, the engine), the daemon on top
 # of it (server/ + api/), and the client's HTTP (tools/: `hlpt` talks to hlptd through libcurl).
-# Each program links only its parts: hlpt and the benchmarks never pull in the daemon.
+# Each program links only its parts: hlpt and the benchmarks never pull in the daemon, but for
+# bench_store, which measures the daemon's store.
 CORE_PKGS   := libcjson openblas libpcre2-8
 DAEMON_PKGS := libmicrohttpd libuv sqlite3 libpq
 CLIENT_PKGS := libcurl
@@ -58,6 +59,7 @@ DIR_INC = $(strip \
     $(if $(filter $(BUILD)/obj/server/%,$@),-Iserver) \
     $(if $(filter $(BUILD)/obj/api/% $(BUILD)/obj/gen/%,$@),-Iserver -Iapi) \
     $(if $(filter $(BUILD)/obj/tools/%,$@),-Itools) \
+    $(if $(filter $(BUILD)/obj/bench/bench_store.o,$@),-Iserver) \
     $(if $(filter $(BUILD)/obj/bench/%,$@),-Ibench -Icore) \
     $(if $(filter $(BUILD)/obj/tests/unit/core/%,$@),-Icore) \
     $(if $(filter $(BUILD)/obj/tests/unit/server/%,$@),-Iserver) \
@@ -103,6 +105,11 @@ $(HLPT): $(call obj,$(TOOLS_SRC)) $(LIBHLPT)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBHLPT)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
+
+# The store's benchmark (what a cluster asks of PostgreSQL) measures the daemon's store: it links it.
+$(BUILD)/bench/bench_store: $(BUILD)/obj/bench/bench_store.o $(LIBSERV) $(LIBHLPT)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
 
 # Unit suites of core/ link the core library alone; those of server/ and api/ the daemon's too.
 $(BUILD)/tests/core/%: $(BUILD)/obj/tests/unit/core/%.o $(LIBHLPT)
