@@ -143,6 +143,9 @@ static cJSON *job_json(hlptd *d, const hlptd_job *job) {
     int pos = job->status == HLPTD_JOB_QUEUED ? hlptd_jobs_queue_position(hlptd_job_queue(d), job->id) : 0;
     if (pos) cJSON_AddNumberToObject(o, "queue_position", pos);
     else cJSON_AddNullToObject(o, "queue_position");
+    /* The node that runs it, or last ran it (GET /v1/nodes lists them). */
+    if (job->node) cJSON_AddStringToObject(o, "node", job->node);
+    else cJSON_AddNullToObject(o, "node");
     return o;
 }
 
