@@ -280,9 +280,11 @@ class ThreeNodeTest(DaemonCase, unittest.TestCase):
             e = json.loads(payload)
             if e["message"].startswith("Step "):
                 steps.add(e["data"]["step"] if isinstance(e.get("data"), dict) else e["message"])
-                # Seen while the job still runs on node-a: the stream is live, not a replay at the end.
-                if len(steps) % 50 == 1 and get_job(ra, job_id)["status"] == "running":
-                    live += 1
+                # Seen while the job still runs on the other node, whose progress this node shows
+                # too: the stream is live, not a replay at the end.
+                if len(steps) % 50 == 1:
+                    job = get_job(rb, job_id)
+                    live += job["status"] == "running" and job["progress"]["step"] > 0 and job["node"] == name
         self.assertTrue(done, "the stream ended with [DONE]")
         self.assertGreater(live, 1)
         self.assertEqual(len(steps), CLUSTER_HP["max_steps"])

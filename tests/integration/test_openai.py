@@ -3,6 +3,8 @@ newest first; models retrieve and delete; OpenAI's `supervised` method; immediat
 file deletion once no job needs the file; job fields, metadata and the results file; checkpoints as
 models; prompt arrays, chat content parts and tool messages; /v1/responses. Python 3 standard
 library only; the fixture model (tests/fixtures/llama2-mha-f32) trains and generates.
+
+Every test runs again in OpenAITestOnPostgres, with the store in PostgreSQL (--store; see hlptd.py).
 """
 import base64
 import json
@@ -13,7 +15,7 @@ import unittest
 from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hlptd import Daemon, wait_for  # noqa: E402
+from hlptd import PG_SKIP, PG_URL, Daemon, wait_for  # noqa: E402
 
 JOBS = "/v1/fine_tuning/jobs"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -28,9 +30,11 @@ LORA = {"type": "lora", "lora": {"r": 2}}
 
 
 class OpenAITest(unittest.TestCase):
+    pg = False
+
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon().start()
+        cls.d = Daemon(pg=cls.pg).start()
         status, f = cls.d.upload("train.jsonl", TRAIN)
         assert status == 200, f
         cls.train = f["id"]
@@ -509,6 +513,11 @@ class OpenAITest(unittest.TestCase):
                                                            "weights_base64": base64.b64encode(weights).decode()})
         self.assertEqual(status, 400, body)
         self.assertIn("num_virtual_tokens", body["error"]["message"])
+
+
+@unittest.skipUnless(PG_URL, PG_SKIP)
+class OpenAITestOnPostgres(OpenAITest):
+    pg = True
 
 
 if __name__ == "__main__":
