@@ -1,9 +1,12 @@
 /*
  * metrics.c - GET /metrics in the Prometheus text format (0.0.4): generation requests and tokens by
- * endpoint and adapter, time-to-first-token and per-token latency histograms, and the live figures
- * of the inference thread and the job queue.
+ * endpoint and adapter, time-to-first-token and per-token latency histograms, the live figures of
+ * the inference thread and the job queue, and the node's: its leases, claims and heartbeats, its
+ * store's round trips and the blobs it fetched (docs/design.md, "Many nodes"), each labelled with
+ * the node's id so that the series of several nodes on one Prometheus stay apart.
  *
- * The counters are the daemon's (server/stats.h); this file only renders them.
+ * The counters are the daemon's (server/stats.h, server/jobs.h, server/store.h); this file only
+ * renders them.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,7 +67,7 @@ static void hist(text *t, const char *name, const char *help, const hlptd_stats_
 }
 
 char *hlptd_api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const hlptd_api_job_figures *jobs,
-                         int n_jobs, size_t *len) {
+                         int n_jobs, const hlptd_api_node_figures *node, size_t *len) {
     text t = {0};
     const hlptd_stats_series *other = &c->other;
     put(&t, "# HELP hlpt_requests_total Generation requests finished, by endpoint and adapter.\n"
@@ -117,6 +120,42 @@ char *hlptd_api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_st
             if (l->step > 0) put(&t, "%s{job=\"%s\"} %g\n", names[k], jobs[i].id, v);
         }
     }
+    put(&t, "# HELP hlpt_node_info This node: its id and where it answers.\n# TYPE hlpt_node_info gauge\n"
+            "hlpt_node_info{node=\"");
+    label(&t, node->id);
+    put(&t, "\",url=\"");
+    label(&t, node->url);
+    put(&t, "\"} 1\n");
+    const hlptd_jobs_counts *jc = &node->jobs;
+    const struct {
+        const char *name, *type, *help;
+        double value;
+    } per_node[] = {
+        {"hlpt_leases_held", "gauge", "Jobs this node runs, each under a lease.", node->leases_held},
+        {"hlpt_job_claims_total", "counter", "Jobs this node claimed.", (double)jc->claims},
+        {"hlpt_job_takeovers_total", "counter", "Claims of a job whose node's lease had expired.",
+         (double)jc->takeovers},
+        {"hlpt_heartbeats_total", "counter", "Heartbeats that reached the store (each renews the node's leases).",
+         (double)jc->beats},
+        {"hlpt_heartbeat_failures_total", "counter", "Heartbeats the store did not answer.", (double)jc->beats_failed},
+        {"hlpt_leases_lost_total", "counter",
+         "Workers stopped because another node claimed their job or the store was away.", (double)jc->leases_lost},
+        {"hlpt_store_round_trips_total", "counter",
+         "Requests answered by the database server on the loop's connection.",
+         (double)node->store_round_trips},
+        {"hlpt_blob_fetches_total", "counter", "Blobs fetched from the database into this node's blobs folder.",
+         (double)node->blob_fetches},
+        {"hlpt_blob_fetched_bytes_total", "counter", "Bytes of the blobs fetched from the database.",
+         (double)node->blob_fetched_bytes},
+        {"hlpt_blob_fetch_seconds_total", "counter", "Seconds spent fetching blobs from the database.",
+         node->blob_fetch_seconds},
+    };
+    for (size_t i = 0; i < sizeof per_node / sizeof *per_node; i++) {
+        put(&t, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"", per_node[i].name, per_node[i].help, per_node[i].name,
+            per_node[i].type, per_node[i].name);
+        label(&t, node->id);
+        put(&t, "\"} %.17g\n", per_node[i].value);
+    }
     if (t.oom) {
         free(t.p);
         return NULL;
@@ -144,10 +183,18 @@ static void metrics_work(void *app, hlptd_req *r) {
     hlptd_api_job_figures figs[64];
     job_list jl = {figs, 0, 64};
     if (hlptd_job_queue(d)) hlptd_jobs_each_live(hlptd_job_queue(d), collect, &jl);
+    hlptd_api_node_figures node = {.id = hlptd_node_id(d), .url = hlptd_node_url(d),
+                                   .store_round_trips = hlptd_store_round_trips(hlptd_store_of(d))};
+    /* No job queue while the model loads: no claims or heartbeats yet. */
+    if (hlptd_job_queue(d)) {
+        node.leases_held = hlptd_jobs_running(hlptd_job_queue(d));
+        hlptd_jobs_counts_get(hlptd_job_queue(d), &node.jobs);
+    }
+    hlptd_store_blob_fetch_counts(&node.blob_fetches, &node.blob_fetched_bytes, &node.blob_fetch_seconds);
     hlptd_stats_counts *counts = malloc(sizeof *counts);
     size_t n;
     if (counts) hlptd_stats_read(hlptd_serving_stats(d), counts);
-    char *body = counts ? hlptd_api_metrics_render(counts, &is, figs, jl.n, &n) : NULL;
+    char *body = counts ? hlptd_api_metrics_render(counts, &is, figs, jl.n, &node, &n) : NULL;
     free(counts);
     if (!body) hlptd_reply_err(r, HLPT_ERR_NOMEM, NULL, "out of memory");
     else hlptd_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, n);

@@ -39,6 +39,8 @@ const hlptd_route hlptd_api_routes[] = {
     {"DELETE", "/v1/adapters/{id}", hlptd_api_adapters_delete, 0},
     {"GET", "/v1/adapters/{id}/files/{name}", hlptd_api_adapters_file, 0},
 
+    {"GET", "/v1/nodes", hlptd_api_nodes, 0},
+
     {"GET", "/metrics", hlptd_api_metrics, 0},
 };
 

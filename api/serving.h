@@ -1,7 +1,8 @@
 /*
- * serving.h - the pieces of the generation handlers (api/generate.c) and the metrics module
- * (api/metrics.c) that do not need a running daemon: request validation, prompt tokenization and
- * the Prometheus exposition, so that they are tested on their own.
+ * serving.h - the pieces of the generation handlers (api/generate.c), the metrics module
+ * (api/metrics.c) and the nodes list (api/nodes.c) that do not need a running daemon: request
+ * validation, prompt tokenization, the Prometheus exposition and the nodes' JSON, so that they are
+ * tested on their own.
  */
 #ifndef HLPTD_API_SERVING_H
 #define HLPTD_API_SERVING_H
@@ -81,10 +82,31 @@ typedef struct {
     hlptd_job_live live;
 } hlptd_api_job_figures;
 
+/* This node's figures for /metrics, each sample labelled with its id (docs/design.md, "Many
+ * nodes"). Counts are since the daemon started. */
+typedef struct {
+    const char *id;              /* --node-id (borrowed) */
+    const char *url;             /* where it answers (borrowed) */
+    int leases_held;             /* jobs running here, each under a lease */
+    hlptd_jobs_counts jobs;      /* claims, takeovers, heartbeats, leases lost (server/jobs.h) */
+    int64_t store_round_trips;   /* of the loop's store connection; 0 on SQLite */
+    long blob_fetches;           /* blobs fetched from the database into the blobs folder */
+    long blob_fetched_bytes;     /* bytes */
+    double blob_fetch_seconds;   /* s spent fetching them */
+} hlptd_api_node_figures;
+
 /* The exposition text of /metrics (format 0.0.4) from the serving counters (c, server/stats.h) and
- * the given live figures: the inference thread's, and those of the n_jobs running jobs (all
- * borrowed). Returns owned (free()), *len bytes; NULL when out of memory. Any thread. */
+ * the given live figures: the inference thread's, those of the n_jobs running jobs, and the node's
+ * (all borrowed). Returns owned (free()), *len bytes; NULL when out of memory. Any thread. */
 char *hlptd_api_metrics_render(const hlptd_stats_counts *c, const hlptd_infer_stats *is, const hlptd_api_job_figures *jobs,
-                         int n_jobs, size_t *len);
+                         int n_jobs, const hlptd_api_node_figures *node, size_t *len);
+
+/* The body of GET /v1/nodes (docs/rest.md, "Nodes") from what hlptd_store_node_list read: nodes
+ * and leases (borrowed), now_ms the database's clock, self this node's id (borrowed; may be NULL).
+ * A node whose row says up or draining and whose heartbeat is older than its lease is "lost"; a
+ * lease goes under its node, or into "orphan_leases" (present only when some lease names a node
+ * without a row). Returns owned (cJSON_Delete), NULL when out of memory. Any thread. */
+cJSON *hlptd_api_nodes_json(hlptd_node *const *nodes, size_t n, hlptd_lease *const *leases, size_t nleases,
+                            int64_t now_ms, const char *self);
 
 #endif

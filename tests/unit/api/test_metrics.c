@@ -2,7 +2,7 @@
  * /metrics rendering of the daemon's serving counters (server/stats.h): the exposition text parses as Prometheus text format 0.0.4 (every sample
  * after its family's HELP and TYPE, label values escaped), counters add up per endpoint and adapter,
  * histograms are cumulative with +Inf equal to the count, and the live figures of the inference
- * thread and of running jobs come out as given.
+ * thread, of running jobs and of the node come out as given, the node's labelled with its id.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -138,8 +138,13 @@ START_TEST(test_render) {
     jobs[0].live.tokens_per_s = 900;
     jobs[0].live.step = 12;
     snprintf(jobs[1].id, sizeof jobs[1].id, "ftjob-b");
+    hlptd_api_node_figures node = {.id = "node-a", .url = "http://a:8080", .leases_held = 2,
+                                   .jobs = {.claims = 7, .takeovers = 2, .beats = 41, .beats_failed = 3,
+                                            .leases_lost = 1},
+                                   .store_round_trips = 1234567, .blob_fetches = 4, .blob_fetched_bytes = 5000000000L,
+                                   .blob_fetch_seconds = 2.5};
     size_t len = 0;
-    char *text = hlptd_api_metrics_render(&counts, &is, jobs, 2, &len);
+    char *text = hlptd_api_metrics_render(&counts, &is, jobs, 2, &node, &len);
     ck_assert_ptr_nonnull(text);
     ck_assert_uint_eq(strlen(text), len);
     static sample s[512];
@@ -172,6 +177,46 @@ START_TEST(test_render) {
     ck_assert_double_eq(value_of(s, n, "hlpt_job_tokens_per_second", "job=\"ftjob-a\""), 900);
     ck_assert_double_eq(value_of(s, n, "hlpt_job_step", "job=\"ftjob-a\""), 12);
     for (int i = 0; i < n; i++) ck_assert_msg(!strstr(s[i].labels, "ftjob-b"), "%s{%s}", s[i].name, s[i].labels);
+
+    ck_assert_double_eq(value_of(s, n, "hlpt_node_info", "node=\"node-a\",url=\"http://a:8080\""), 1);
+    const char *a = "node=\"node-a\"";
+    ck_assert_double_eq(value_of(s, n, "hlpt_leases_held", a), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_job_claims_total", a), 7);
+    ck_assert_double_eq(value_of(s, n, "hlpt_job_takeovers_total", a), 2);
+    ck_assert_double_eq(value_of(s, n, "hlpt_heartbeats_total", a), 41);
+    ck_assert_double_eq(value_of(s, n, "hlpt_heartbeat_failures_total", a), 3);
+    ck_assert_double_eq(value_of(s, n, "hlpt_leases_lost_total", a), 1);
+    ck_assert_double_eq(value_of(s, n, "hlpt_store_round_trips_total", a), 1234567);
+    ck_assert_double_eq(value_of(s, n, "hlpt_blob_fetches_total", a), 4);
+    ck_assert_double_eq(value_of(s, n, "hlpt_blob_fetched_bytes_total", a), 5000000000.0);
+    ck_assert_double_eq(value_of(s, n, "hlpt_blob_fetch_seconds_total", a), 2.5);
+    /* Each node family has its HELP and TYPE once, and one sample. */
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE hlpt_leases_held gauge\n"));
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE hlpt_job_claims_total counter\n"));
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE hlpt_node_info gauge\n"));
+    int claims = 0;
+    for (int i = 0; i < n; i++) claims += !strcmp(s[i].name, "hlpt_job_claims_total");
+    ck_assert_int_eq(claims, 1);
+    free(text);
+}
+END_TEST
+
+/* A node id and URL are free text: quotes, backslashes and newlines in them are escaped. */
+START_TEST(test_node_labels_escaped) {
+    static hlptd_stats_counts counts;
+    hlptd_infer_stats is = {0};
+    hlptd_api_node_figures node = {.id = "rack \"7\"\\b\nc", .url = "http://h:1/\"x\"", .jobs = {.claims = 3}};
+    size_t len;
+    char *text = hlptd_api_metrics_render(&counts, &is, NULL, 0, &node, &len);
+    ck_assert_ptr_nonnull(text);
+    static sample s[512];
+    int n = parse_exposition(text, len, s, 512);
+    const char *id = "node=\"rack \\\"7\\\"\\\\b\\nc\"";
+    ck_assert_double_eq(value_of(s, n, "hlpt_job_claims_total", id), 3);
+    ck_assert_double_eq(value_of(s, n, "hlpt_leases_held", id), 0);
+    char info[256];
+    snprintf(info, sizeof info, "%s,url=\"http://h:1/\\\"x\\\"\"", id);
+    ck_assert_double_eq(value_of(s, n, "hlpt_node_info", info), 1);
     free(text);
 }
 END_TEST
@@ -189,8 +234,9 @@ START_TEST(test_bounded_series) {
     hlptd_stats_read(st, &counts);
     hlptd_stats_free(st);
     hlptd_infer_stats is = {0};
+    hlptd_api_node_figures node = {.id = "n", .url = "http://n"};
     size_t len;
-    char *text = hlptd_api_metrics_render(&counts, &is, NULL, 0, &len);
+    char *text = hlptd_api_metrics_render(&counts, &is, NULL, 0, &node, &len);
     ck_assert_ptr_nonnull(text);
     static sample s[2048];
     int n = parse_exposition(text, len, s, 2048);
@@ -211,6 +257,7 @@ static Suite *suite(void) {
     /* Each test runs in its own process (Check's fork mode), so each starts from empty counters. */
     tcase_add_test(tc, test_render);
     tcase_add_test(tc, test_bounded_series);
+    tcase_add_test(tc, test_node_labels_escaped);
     suite_add_tcase(s, tc);
     return s;
 }
