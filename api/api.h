@@ -66,11 +66,6 @@ void hlptd_api_nodes(hlptd_req *r);            /* GET /v1/nodes */
 /* Prometheus text (api/metrics.c). */
 void hlptd_api_metrics(hlptd_req *r);          /* GET /metrics */
 
-/* Any thread: this node's name in the store (--node-id) and where it answers (--advertise-url, or
- * http://HOSTNAME:PORT). The daemon defines them (server/loop.c); app.h does not declare them. */
-const char *hlptd_node_id(hlptd *d);
-const char *hlptd_node_url(hlptd *d);
-
 /* Shared by handlers: reads ?limit= (default def, 1..max) and ?after=; replies 400 and returns
  * nonzero on a bad value. */
 int hlptd_api_page_args(hlptd_req *r, int def, int max, int *limit, const char **after);

@@ -47,6 +47,11 @@ hlptd_infer *hlptd_inference(hlptd *d);
 /* Any thread: the serving counters (GET /metrics). */
 hlptd_stats *hlptd_serving_stats(hlptd *d);
 
+/* Any thread: this node's name in the store (--node-id). */
+const char *hlptd_node_id(hlptd *d);
+/* Loop thread only: where this node answers (--advertise-url, or http://HOSTNAME:PORT). */
+const char *hlptd_node_url(hlptd *d);
+
 /* Loop thread only (work functions), but for hlptd_store_damaged, which any thread may ask. */
 hlptd_store *hlptd_store_of(hlptd *d);
 /* Loop thread only; NULL while the model loads. */

@@ -101,6 +101,7 @@ struct hlptd_jobs {
     char *url;
     int64_t started_at;      /* Unix seconds, for the node's row */
     uint64_t beat_ok;        /* uv_now of the last heartbeat that reached the store */
+    uint64_t pruned;         /* uv_now when old node rows were last removed (0: never) */
     hlptd_jobs_counts counts;
 };
 
@@ -841,12 +842,33 @@ static void beat(hlptd_jobs *j, const char *state) {
     hlptd_lease_list_free(held, n);
 }
 
+/* How long a node's row outlives its last heartbeat. */
+#define NODE_ROW_DAYS 1
+
 void hlptd_jobs_beat(hlptd_jobs *j) {
     beat(j, j->draining ? "draining" : "up");
+    /* Rows of nodes long gone go, now and then. */
+    if (uv_now(j->loop) - j->pruned >= 3600 * 1000 || !j->pruned) {
+        char why[256];
+        j->pruned = uv_now(j->loop) | 1;
+        if (hlptd_store_node_prune(j->st, (int64_t)NODE_ROW_DAYS * 86400000, why, sizeof why))
+            fprintf(stderr, "hlptd: removing old node rows: %s\n", why);
+    }
     hlptd_jobs_schedule(j);
 }
 
-void hlptd_jobs_goodbye(hlptd_jobs *j) { beat(j, "stopped"); }
+void hlptd_jobs_goodbye(hlptd_jobs *j) {
+    char **ids, why[256];
+    size_t n;
+    /* Whatever a drain that ran out of time left running dies with this process: its job is free
+     * for the others at once, not after its lease. */
+    if (hlptd_store_node_release(j->st, j->node_id, &ids, &n, why, sizeof why) == HLPT_OK) {
+        for (size_t i = 0; i < n; i++)
+            event(j, ids[i], "warn", NULL, "The daemon stopped before this job's worker did; it resumes from its last checkpoint");
+        hlptd_store_ids_free(ids, n);
+    }
+    beat(j, "stopped");
+}
 
 void hlptd_jobs_counts_get(const hlptd_jobs *j, hlptd_jobs_counts *out) { *out = j->counts; }
 

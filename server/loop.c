@@ -351,11 +351,12 @@ static void on_start(uv_timer_t *t) {
         begin_drain(d, "model load failed");
         return;
     }
-    atomic_store(&d->ready, 1);
+    /* The node's row (its first heartbeat) is written before /health says ready. */
     char why[256];
+    if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlptd_warn("resuming jobs: %s", why);
+    atomic_store(&d->ready, 1);
     if (hlptd_sd_notify("READY=1", why, sizeof why)) hlptd_warn("%s", why);
     hlptd_info("ready");
-    if ((err = hlptd_jobs_recover(d->jobs, why, sizeof why))) hlptd_warn("resuming jobs: %s", why);
     /* Three heartbeats a lease. */
     uint64_t every = (uint64_t)d->cfg->lease_seconds * 1000 / 3;
     uv_timer_start(&d->beat_timer, on_beat, every, every);

@@ -1197,8 +1197,9 @@ int hlptd_store_node_list(hlptd_store *st, hlptd_node ***nodes, size_t *n, hlptd
     int found = 0;
     snprintf(sql, sizeof sql, "SELECT %s", st->be->now_ms);
     int err = select_ints(st, sql, NULL, 0, now_ms, 1, &found, why, len);
-    if (!err) err = run(st, "DELETE FROM nodes WHERE heartbeat_at < ?1", ARGS(v_int(*now_ms - 86400000)), NULL, why, len);
-    if (!err) err = select_rows(st, &node_t, "ORDER BY id", NULL, 0, -1, (void ***)nodes, n, NULL, why, len);
+    if (!err)
+        err = select_rows(st, &node_t, "WHERE heartbeat_at >= ?1 ORDER BY id", ARGS(v_int(*now_ms - 86400000)), -1,
+                          (void ***)nodes, n, NULL, why, len);
     if (!err)
         err = select_rows(st, &lease_t, "WHERE lease_until IS NOT NULL ORDER BY node, queue_order", NULL, 0, -1,
                           (void ***)leases, nleases, NULL, why, len);
@@ -1208,6 +1209,12 @@ int hlptd_store_node_list(hlptd_store *st, hlptd_node ***nodes, size_t *n, hlptd
         *n = 0;
     }
     return err;
+}
+
+int hlptd_store_node_prune(hlptd_store *st, int64_t max_age_ms, char *why, size_t len) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "DELETE FROM nodes WHERE heartbeat_at < %s - ?1", st->be->now_ms);
+    return run(st, sql, ARGS(v_int(max_age_ms)), NULL, why, len);
 }
 
 typedef struct {

@@ -304,9 +304,11 @@ void hlptd_node_list_free(hlptd_node **v, size_t n);
 int hlptd_store_node_beat(hlptd_store *st, const hlptd_node_fields *n, hlptd_lease ***held, size_t *nheld, char *why,
                           size_t len);
 /* Every node whose heartbeat is less than a day old, by id, and every lease held (by node, then
- * queue order); *now_ms the database's clock. Older rows are removed. */
+ * queue order); *now_ms the database's clock. Reads only. */
 int hlptd_store_node_list(hlptd_store *st, hlptd_node ***nodes, size_t *n, hlptd_lease ***leases, size_t *nleases,
                           int64_t *now_ms, char *why, size_t len);
+/* Removes the rows of nodes whose last heartbeat is older than max_age_ms. */
+int hlptd_store_node_prune(hlptd_store *st, int64_t max_age_ms, char *why, size_t len);
 /* At a node's start: every job it held goes free (its lease given up); those it ran, and running
  * jobs that name no node (claimed before jobs named theirs), go back to the queue to resume from
  * their last checkpoint; their ids, in queue order, in *ids. */

@@ -1506,6 +1506,17 @@ START_TEST(test_leases_expire_and_fence) {
     ck_assert_int_gt(held[0]->lease_until, now_ms + 50000);
     hlptd_node_list_free(nodes, nn);
     hlptd_lease_list_free(held, nl);
+    /* Rows of nodes long gone are removed; a day is not long gone. */
+    ck_assert_int_eq(hlptd_store_node_prune(st, 86400000, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_node_list(st, &nodes, &nn, &held, &nl, &now_ms, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(nn, 2);
+    hlptd_node_list_free(nodes, nn);
+    hlptd_lease_list_free(held, nl);
+    ck_assert_int_eq(hlptd_store_node_prune(st, -60000, why, sizeof why), HLPT_OK);
+    ck_assert_int_eq(hlptd_store_node_list(st, &nodes, &nn, &held, &nl, &now_ms, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(nn, 0);
+    hlptd_node_list_free(nodes, nn);
+    hlptd_lease_list_free(held, nl);
     hlptd_job_free(a);
     hlptd_file_free(f);
     hlptd_store_close(st);
