@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hlptd import PG_SKIP, PG_URL, Daemon, store_rows, wait_for  # noqa: E402
 from test_jobs import (DAEMON_ARGS, JOBS, LONG_HP, LONG_METHOD, SHORT_HP, TRAIN, DaemonCase, adapter_weights,  # noqa: E402
                        checkpoints, create, events, get_job, messages, upload, wait_job, workers_of)
+from test_jobs import reference_weights as tj_reference_weights  # noqa: E402
 
 
 @unittest.skipUnless(PG_URL, PG_SKIP)
@@ -132,20 +133,10 @@ class ClusterTest(DaemonCase, unittest.TestCase):
 CLUSTER_HP = dict(LONG_HP, max_steps=600)
 CLUSTER_SEED = 4321
 LEASE = ["--lease-seconds", "2"]
-_reference = {}
 
 
 def reference_weights():
-    if "weights" not in _reference:
-        d = Daemon(args=["--workers", "1"] + DAEMON_ARGS)
-        try:
-            d.start()
-            job = create(d, upload(d, TRAIN), CLUSTER_HP, LONG_METHOD, CLUSTER_SEED)
-            job = wait_job(d, job["id"], "succeeded", timeout=300)
-            _reference["weights"] = adapter_weights(d, job["fine_tuned_model"])
-        finally:
-            d.cleanup()
-    return _reference["weights"]
+    return tj_reference_weights(CLUSTER_HP, CLUSTER_SEED)
 
 
 def node_of(d, job_id):

@@ -204,23 +204,23 @@ def kill_quietly(pid):
         pass
 
 
-# The uninterrupted run of the long job, made once: (adapter bytes, total steps).
+# The uninterrupted run of a job, made once per settings: its adapter bytes.
 _reference = {}
 
 
-def reference_weights():
-    if "weights" not in _reference:
+def reference_weights(hp=LONG_HP, seed=LONG_SEED):
+    key = (json.dumps(hp, sort_keys=True), seed)
+    if key not in _reference:
         d = Daemon(args=["--workers", "1"] + DAEMON_ARGS)
         try:
             d.start()
             fid = upload(d, TRAIN)
-            job = create(d, fid, LONG_HP, LONG_METHOD, LONG_SEED)
-            job = wait_job(d, job["id"], "succeeded")
-            _reference["weights"] = adapter_weights(d, job["fine_tuned_model"])
-            _reference["steps"] = job["progress"]["total_steps"]
+            job = create(d, fid, hp, LONG_METHOD, seed)
+            job = wait_job(d, job["id"], "succeeded", timeout=300)
+            _reference[key] = adapter_weights(d, job["fine_tuned_model"])
         finally:
             d.cleanup()
-    return _reference["weights"]
+    return _reference[key]
 
 
 def upload(d, content, name="train.jsonl"):
