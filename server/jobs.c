@@ -753,11 +753,21 @@ void hlptd_jobs_schedule(hlptd_jobs *j) {
             return;
         hlptd_hold hold = {.node = j->node_id, .epoch = job->lease_epoch};
         j->counts.claims++;
-        worker *stale = find_worker(j, job->id);
-        if (stale) {
-            /* Its lease ran out while a worker of its here still lived (the store was away): that
-             * worker is stale now, and the job goes back to the queue until it is gone. */
-            lose(stale, "its lease expired");
+        worker *mine = find_worker(j, job->id);
+        if (mine && !mine->finished && mine->want != WANT_LOST) {
+            /* This node let its own lease lapse (the loop was held up past a lease) and claimed the
+             * job back before any other node: its worker goes on under the new claim. Had another
+             * node claimed it meanwhile, the worker's next write would have been refused, and the
+             * worker lost. */
+            fprintf(stderr, "hlptd: job %s: claimed back after its lease lapsed here (claim %lld)\n", job->id,
+                    (long long)job->lease_epoch);
+            mine->hold.epoch = job->lease_epoch;
+            hlptd_job_free(job);
+            free(lost_by);
+            continue;
+        }
+        if (mine) {
+            /* Its worker here is on its way out: the job goes back to the queue until it is gone. */
             set_status_held(j, job->id, &hold, HLPTD_JOB_QUEUED, NULL, NULL);
             hlptd_job_free(job);
             free(lost_by);
@@ -817,8 +827,9 @@ static void beat(hlptd_jobs *j, const char *state) {
         j->counts.beats_failed++;
         uint64_t away = uv_now(j->loop) - j->beat_ok;
         fprintf(stderr, "hlptd: heartbeat failed (the store unanswered for %llu ms): %s\n", (unsigned long long)away, why);
-        /* Before the leases can run out, no worker of this node may still write or train. */
-        if (away >= (uint64_t)j->o.lease_ms * 2 / 3)
+        /* Before the leases can run out, no worker of this node may still write or train, where
+         * another node could take the jobs (a store of one node has none). */
+        if (hlptd_store_shared(j->st) && away >= (uint64_t)j->o.lease_ms * 2 / 3)
             for (worker *w = j->workers; w; w = w->next) lose(w, "the store did not answer for 2/3 of a lease");
         return;
     }

@@ -1261,6 +1261,8 @@ int hlptd_store_notifications(hlptd_store *st, int read, void (*fn)(void *ctx, c
     return st->be->notifications ? st->be->notifications(st->db, read, fn, ctx) : 0;
 }
 
+int hlptd_store_shared(const hlptd_store *st) { return st->be->shared; }
+
 int64_t hlptd_store_round_trips(const hlptd_store *st) { return st->be->round_trips(st->db); }
 
 int hlptd_store_job_set_progress(hlptd_store *st, const char *id, int64_t step, int64_t total_steps, double epoch,

@@ -326,6 +326,8 @@ int hlptd_store_socket(hlptd_store *st);
 /* Calls fn with each notification that has arrived (read = 1: reading the socket first); returns
  * how many. */
 int hlptd_store_notifications(hlptd_store *st, int read, void (*fn)(void *ctx, const char *payload), void *ctx);
+/* 1 when several nodes may share the store (PostgreSQL), 0 for a store of one node (SQLite). */
+int hlptd_store_shared(const hlptd_store *st);
 /* Requests and answers exchanged with the database server so far (0 for SQLite). Any thread. */
 int64_t hlptd_store_round_trips(const hlptd_store *st);
 

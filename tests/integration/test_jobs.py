@@ -700,6 +700,22 @@ class JobsTest(DaemonCase, unittest.TestCase):
         self.assertEqual(adapter_weights(d2, done["fine_tuned_model"]), want)
 
     # 8 ----------------------------------------------------------------------------------------
+    def test_stalled_past_its_lease_goes_on(self):
+        """A daemon held up past its jobs' leases (SIGSTOP), with no other node to take them, goes on
+        with its worker: the job finishes once, as an uninterrupted run."""
+        want = reference_weights()
+        d = self.daemon(args=["--lease-seconds", "1"])
+        job = self.long_job(d)
+        self.wait_checkpoint(d, job["id"])
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        time.sleep(2.5)
+        os.kill(d.proc.pid, signal.SIGCONT)
+        done = wait_job(d, job["id"], "succeeded", timeout=120)
+        self.assertEqual(adapter_weights(d, done["fine_tuned_model"]), want)
+        said = messages(d, job["id"])
+        self.assertEqual(len([m for m in said if m.startswith("Worker started")]), 1, said)
+        self.assertNotIn("stopping its worker here", d.log())
+
     def test_event_stream(self):
         d = self.daemon()
         job = self.long_job(d)
