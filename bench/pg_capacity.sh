@@ -11,12 +11,12 @@
 #   (c) the same with migration pg/0008's NOTIFY triggers on, and 0, 8, 32 and 100 sessions
 #       LISTENing on hlpt_jobs that read what they are sent (as every node's loop does)
 #   (d) blobs: checkpoints of 16 MiB written as hlptd copies them (1 MiB chunks, base64 text, one
-#       transaction), and read back a chunk at a time
+#       transaction), and read back a chunk at a time; 1 and 4 clients
 #
 # first as tests/pg.sh runs the server (fsync, synchronous_commit and full_page_writes off), then
 # with durable commits (all three on) for (b), (c) and (d). pgbench, the listeners and the server
 # share this machine's cores, so the figures are a floor for a dedicated database server. It stops
-# by itself: about 20 runs of SECS seconds.
+# by itself: 19 runs of SECS seconds and 4 of twice that (under 3 minutes at SECS=5).
 #
 #   bench/pg_capacity.sh            SECS=5 HISTORY=20000 by default (PG_CAPACITY_SECONDS, PG_CAPACITY_HISTORY)
 set -eu
@@ -300,11 +300,19 @@ row_listen() {
             "$((${got%% *} / 52))" "$n" "${got##* }"
     fi
 }
+# CLIENTS: each client a connection writing checkpoints for SECS seconds, then reading them back.
 blobs() {
-    set -- $(python3 "$work/client.py" blobs "$url" "$SECS")
-    printf '  %-72s %6.0f MiB/s (%s checkpoints; %.0f MB/s of base64)\n' "write 16 MiB checkpoints, 1 MiB chunks, 1 client" \
-        "$1" "$2" "$(echo "$1" | awk '{print $1 * 1048576 * 4 / 3 / 1e6}')"
-    printf '  %-72s %6.0f MiB/s\n' "read them back a chunk at a time, 1 client" "$3"
+    i=0
+    while [ "$i" -lt "$1" ]; do
+        python3 "$work/client.py" blobs "$url" "$SECS" >"$work/blobs.$i" &
+        i=$((i + 1))
+    done
+    wait
+    set -- "$1" $(cat "$work"/blobs.* | awk '{w += $1; n += $2; r += $3} END {print w, n, r}')
+    rm -f "$work"/blobs.*
+    printf '  %-72s %6.0f MiB/s (%s checkpoints; %.0f MB/s of base64)\n' \
+        "write 16 MiB checkpoints, 1 MiB chunks, $1 client(s)" "$2" "$3" "$(echo "$2" | awk '{print $1 * 1048576 * 4 / 3 / 1e6}')"
+    printf '  %-72s %6.0f MiB/s\n' "read them back a chunk at a time, $1 client(s)" "$4"
 }
 queue_usage() { "$bin/psql" -X -A -t "$url" -c "SELECT pg_notification_queue_usage()"; }
 
@@ -333,7 +341,8 @@ for l in 0 8 32 100; do
 done
 echo "  notification queue in use after the runs: $(queue_usage)"
 echo "(d) blobs"
-blobs
+blobs 1
+blobs 4
 
 echo
 restart "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
@@ -344,6 +353,9 @@ row "step, 16 clients" step.sql 16
 psql_q -c "ALTER TABLE jobs ENABLE TRIGGER USER; ALTER TABLE job_events ENABLE TRIGGER USER"
 row_listen "step + NOTIFY, 16 clients, 0 listening" 16 0
 row_listen "step + NOTIFY, 16 clients, 100 listening" 16 100
-blobs
+blobs 1
+blobs 4
 echo
+"$bin/psql" -X -A -t -F ' ' "$url" -c "SELECT 'a job_events row: ' || pg_total_relation_size('job_events') / count(*) || ' bytes with its indexes' FROM job_events" \
+    -c "SELECT 'a metrics row: ' || pg_total_relation_size('metrics') / count(*) || ' bytes with its index' FROM metrics"
 echo "database size at the end: $("$bin/psql" -X -A -t "$url" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
