@@ -9,14 +9,15 @@
 #   (b) a logged training step: BEGIN, the job's progress (its lease renewed), the metric row, the
 #       event row, COMMIT, in one pipeline, as hlptd sends it; 1, 4 and 16 clients
 #   (c) the same with migration pg/0008's NOTIFY triggers on, and 0, 8, 32 and 100 sessions
-#       LISTENing on hlpt_jobs that read what they are sent (as every node's loop does)
+#       LISTENing on hlpt_jobs that read what they are sent (as every node's loop does); with
+#       durable commits also with the step's commit not waited for (SET LOCAL synchronous_commit)
 #   (d) blobs: checkpoints of 16 MiB written as hlptd copies them (1 MiB chunks, base64 text, one
 #       transaction), and read back a chunk at a time; 1 and 4 clients
 #
 # first as tests/pg.sh runs the server (fsync, synchronous_commit and full_page_writes off), then
 # with durable commits (all three on) for (b), (c) and (d). pgbench, the listeners and the server
 # share this machine's cores, so the figures are a floor for a dedicated database server. It stops
-# by itself: 19 runs of SECS seconds and 4 of twice that (under 3 minutes at SECS=5).
+# by itself: 18 runs of SECS seconds and 4 of twice that (under 3 minutes at SECS=5).
 #
 #   bench/pg_capacity.sh            SECS=5 HISTORY=20000 by default (PG_CAPACITY_SECONDS, PG_CAPACITY_HISTORY)
 set -eu
@@ -167,6 +168,10 @@ COMMIT;
 \endpipeline
 EOF
 
+# The same step, its commit not waited for: synchronous_commit off for this transaction alone.
+sed 's/^BEGIN;$/BEGIN;\nSET LOCAL synchronous_commit TO off;/' "$work/step.sql" >"$work/step_async.sql"
+step=step.sql
+
 # ---- the listeners and the blob client: Python over libpq (ctypes), nothing to install ---------
 cat >"$work/client.py" <<'EOF'
 import base64, ctypes, os, resource, select, signal, sys, time
@@ -287,7 +292,7 @@ row_listen() {
             sleep 0.1
         done
     fi
-    bench step.sql "$2"
+    bench "$step" "$2"
     report "$1"
     if [ "$3" -gt 0 ]; then
         sleep 1 # the listeners read what is still on its way
@@ -333,7 +338,7 @@ row "step, 4 clients" step.sql 4
 row "step, 16 clients" step.sql 16
 echo "(c) the same step with the NOTIFY triggers of migration pg/0008 (one notification a step)"
 psql_q -c "ALTER TABLE jobs ENABLE TRIGGER USER; ALTER TABLE job_events ENABLE TRIGGER USER"
-for l in 0 8 32 100; do
+for l in 0 100; do
     row_listen "step + NOTIFY, 1 client, $l listening" 1 "$l"
 done
 for l in 0 8 32 100; do
@@ -353,6 +358,8 @@ row "step, 16 clients" step.sql 16
 psql_q -c "ALTER TABLE jobs ENABLE TRIGGER USER; ALTER TABLE job_events ENABLE TRIGGER USER"
 row_listen "step + NOTIFY, 16 clients, 0 listening" 16 0
 row_listen "step + NOTIFY, 16 clients, 100 listening" 16 100
+step=step_async.sql
+row_listen "step + NOTIFY, SET LOCAL synchronous_commit off, 16 clients, 100 listening" 16 100
 blobs 1
 blobs 4
 echo
