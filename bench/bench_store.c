@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
         hlptd_metric m = {.step = s, .train_loss = 1.0 / s, .valid_loss = s % 50 ? NAN : 0.5, .valid_acc = NAN,
                           .lr = 1e-3, .tokens_per_s = 1000};
         double t = now_s();
-        if (hlptd_store_job_report(st, j->id, &h, 60000, &m, steps, (double)s / steps, "info", "Step", "{\"step\":0}",
+        if (hlptd_store_job_report(st, j->id, &h, &m, steps, (double)s / steps, "info", "Step", "{\"step\":0}",
                                   why, sizeof why))
             die("report", why);
         lat[s - 1] = (now_s() - t) * 1e3;

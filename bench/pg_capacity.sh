@@ -80,6 +80,7 @@ CREATE INDEX jobs_by_queue ON jobs (status, queue_order);
 CREATE INDEX jobs_by_training_file ON jobs (training_file);
 CREATE INDEX jobs_by_validation_file ON jobs (validation_file);
 CREATE INDEX jobs_by_node ON jobs (node, status);
+CREATE INDEX jobs_leased ON jobs (node) WHERE lease_until IS NOT NULL;
 CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes BIGINT NOT NULL, chunks BIGINT NOT NULL, created_at BIGINT NOT NULL);
 CREATE TABLE blob_chunks (sha256 TEXT NOT NULL REFERENCES blobs(sha256) ON DELETE CASCADE, n BIGINT NOT NULL,
     data TEXT NOT NULL, PRIMARY KEY (sha256, n));
@@ -161,7 +162,7 @@ cat >"$work/step.sql" <<EOF
 \set n :n + 1
 \startpipeline
 BEGIN;
-UPDATE jobs SET step = :n, total_steps = 1000000, epoch = 0.5, tokens_per_s = 305.25, lease_until = CASE WHEN lease_until IS NULL THEN NULL ELSE $NOW_MS + 15000 END WHERE id = $JOB AND node = $NODE AND lease_epoch = 1;
+UPDATE jobs SET step = :n, total_steps = 1000000, epoch = 0.5, tokens_per_s = 305.25 WHERE id = $JOB AND node = $NODE AND lease_epoch = 1;
 INSERT INTO metrics (job_id, step, train_loss, valid_loss, valid_acc, lr, tokens_per_s, created_at) SELECT $JOB, CAST(:n AS BIGINT), CAST(1.2345 AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION), CAST(0.003 AS DOUBLE PRECISION), CAST(305.25 AS DOUBLE PRECISION), CAST(extract(epoch FROM now()) AS BIGINT) $HELD ON CONFLICT (job_id, step) DO UPDATE SET train_loss = excluded.train_loss, valid_loss = excluded.valid_loss, valid_acc = excluded.valid_acc, lr = excluded.lr, tokens_per_s = excluded.tokens_per_s, created_at = excluded.created_at;
 INSERT INTO job_events (id, job_id, created_at, level, message, data) SELECT 'ftevent-' || substr(md5(random()::text), 1, 24), $JOB, CAST(extract(epoch FROM now()) AS BIGINT), 'info', 'Step ' || :n || '/1000000: training loss=1.2345', '{"step":' || :n || ',"total_steps":1000000,"train_loss":1.2345,"lr":0.003,"tokens_per_s":305.25}' $HELD;
 COMMIT;

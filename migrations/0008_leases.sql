@@ -8,6 +8,10 @@
 
 ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+-- The heartbeat renews the leases of one node: only held jobs are in this index, so it does not
+-- grow with the jobs a node ever ran. (A step's report leaves lease_until alone, so that its update
+-- touches no indexed column.)
+CREATE INDEX jobs_leased ON jobs (node) WHERE lease_until IS NOT NULL;
 
 CREATE TABLE nodes (
     id            TEXT PRIMARY KEY,                 -- --node-id

@@ -227,8 +227,8 @@ static const char *str(const cJSON *o, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* A step's figures: its metric row, the job's progress and an event, in one write that also
- * renews the lease (hlptd_store_job_report: one round trip on a shared store). */
+/* A step's figures: its metric row, the job's progress and an event, in one write while the job is
+ * this worker's (hlptd_store_job_report: one round trip on a shared store). */
 static void on_progress_line(worker *w, const cJSON *o) {
     hlptd_jobs *j = w->jobs;
     char why[256], msg[256];
@@ -246,7 +246,7 @@ static void on_progress_line(worker *w, const cJSON *o) {
     else
         snprintf(msg, sizeof msg, "Step %lld/%d: training loss=%.4f", (long long)m.step, total, m.train_loss);
     char *data = cJSON_PrintUnformatted(o);
-    int err = hlptd_store_job_report(j->st, w->job_id, &w->hold, j->o.lease_ms, &m, total, num(o, "epoch"), "info", msg,
+    int err = hlptd_store_job_report(j->st, w->job_id, &w->hold, &m, total, num(o, "epoch"), "info", msg,
                                     data, why, sizeof why);
     free(data);
     if (err == HLPT_ERR_STATE) lose(w, why);

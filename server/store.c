@@ -1110,18 +1110,19 @@ int hlptd_store_job_hold(hlptd_store *st, const char *id, const hlptd_hold *h, i
     return err ? err : hlpt_why(why, len, HLPT_ERR_STATE, "job %s is not held by %s", id, h->node);
 }
 
-int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h, int64_t lease_ms, const hlptd_metric *m,
+int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h, const hlptd_metric *m,
                           int64_t total_steps, double epoch, const char *level, const char *message, const char *data,
                           char *why, size_t len) {
-    char ev[HLPTD_ID_MAX], lease[256], progress[768];
+    char ev[HLPTD_ID_MAX], progress[768];
     if (hlptd_id_new(ev, HLPTD_ID_EVENT)) return hlpt_why(why, len, HLPT_ERR_IO, "getrandom failed");
-    /* The first statement holds the job (and renews the lease); the others write only while the
-     * same holder holds it, so that a job another node claimed meanwhile gets nothing. Casts give
-     * the parameters of INSERT … SELECT their types where a NULL leaves them open. */
-    lease_expr(st, 8, lease, sizeof lease);
+    /* Each statement writes only while h holds the job, so that a job another node claimed
+     * meanwhile gets nothing; the first says whether it did. The lease is the heartbeat's to renew:
+     * a step's update touches no indexed column (jobs_leased), so PostgreSQL updates the row in
+     * place. Casts give the parameters of INSERT … SELECT their types where a NULL leaves them
+     * open. */
     snprintf(progress, sizeof progress,
-             "UPDATE jobs SET step = ?4, total_steps = ?5, epoch = ?6, tokens_per_s = ?7, lease_until = %s"
-             " WHERE id = ?1 AND node = ?2 AND lease_epoch = ?3", lease);
+             "UPDATE jobs SET step = ?4, total_steps = ?5, epoch = ?6, tokens_per_s = ?7"
+             " WHERE id = ?1 AND node = ?2 AND lease_epoch = ?3");
     static const char held[] = " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND node = ?2 AND lease_epoch = ?3)";
     static const char metric[] =
         "INSERT INTO metrics (job_id, step, train_loss, valid_loss, valid_acc, lr, tokens_per_s, created_at)"
@@ -1136,8 +1137,7 @@ int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h,
     snprintf(msql, sizeof msql, metric, held);
     snprintf(esql, sizeof esql, event, held);
     const hlptd_db_val pa[] = {v_text(id), v_text(h->node), v_int(h->epoch), v_int(m->step), v_int(total_steps),
-                               v_real(isnan(epoch) ? 0 : epoch), v_real(isnan(m->tokens_per_s) ? 0 : m->tokens_per_s),
-                               v_int(lease_ms)};
+                               v_real(isnan(epoch) ? 0 : epoch), v_real(isnan(m->tokens_per_s) ? 0 : m->tokens_per_s)};
     const hlptd_db_val ma[] = {v_text(id), v_text(h->node), v_int(h->epoch), v_int(m->step), v_real(m->train_loss),
                                v_real(m->valid_loss), v_real(m->valid_acc), v_real(m->lr), v_real(m->tokens_per_s),
                                v_int(now())};
@@ -1145,11 +1145,13 @@ int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h,
                                v_text(message), v_text(data)};
     const char *sql[] = {progress, msql, esql};
     const hlptd_db_val *args[] = {pa, ma, ea};
-    const int nargs[] = {8, 10, 8};
+    const int nargs[] = {7, 10, 8};
     hlptd_db_stmt *v[3] = {0};
     int err = HLPT_OK;
     for (int i = 0; i < 3 && !err; i++) err = st->be->prepare(st->db, sql[i], args[i], nargs[i], &v[i], why, len);
-    if (!err) err = st->be->batch(st->db, v, 3, why, len);
+    /* Lazy: a report a crash of the database loses is made again when the job resumes from its
+     * checkpoint (its metric row is replaced, its event rewound). */
+    if (!err) err = st->be->batch(st->db, v, 3, 1, why, len);
     int64_t held_it = err ? 0 : st->be->changes(v[0]);
     for (int i = 0; i < 3; i++) st->be->finalize(v[i]);
     if (err) return err;

@@ -402,9 +402,10 @@ int hlptd_store_job_rewind(hlptd_store *st, const char *job_id, int64_t step, ch
 int hlptd_store_metric_put(hlptd_store *st, const char *job_id, const hlptd_metric *m, char *why, size_t len);
 /* A worker's progress report, written together, and only while h holds the job: its metric row
  * (replacing a repeated step's), the job's progress (step, total steps, epoch, tokens per second)
- * with its lease renewed for lease_ms, and one event (level, message, data JSON or NULL). On a
- * shared store this is one round trip. HLPT_ERR_STATE, nothing written, when h no longer holds it. */
-int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h, int64_t lease_ms, const hlptd_metric *m,
+ * and one event (level, message, data JSON or NULL). On a shared store this is one round trip, whose
+ * commit does not wait for the disk (a report lost to a crash of the database is made again when
+ * the job resumes from its checkpoint). HLPT_ERR_STATE, nothing written, when h no longer holds it. */
+int hlptd_store_job_report(hlptd_store *st, const char *id, const hlptd_hold *h, const hlptd_metric *m,
                           int64_t total_steps, double epoch, const char *level, const char *message, const char *data,
                           char *why, size_t len);
 

@@ -81,8 +81,10 @@ typedef struct {
     /* Runs v[0..n), prepared and not yet stepped, as one transaction outside any other, in order:
      * all apply or none does, and the first failure is the answer. Where the driver can, they
      * travel to the database as one round trip (PostgreSQL: one pipeline, one Sync). Each one's
-     * changes() can be read afterwards; rows they return are not kept. */
-    int (*batch)(hlptd_db *db, hlptd_db_stmt **v, int n, char *why, size_t len);
+     * changes() can be read afterwards; rows they return are not kept. lazy = 1: the commit may
+     * return before it is on disk (PostgreSQL: synchronous_commit off for this transaction), for
+     * writes that a crash of the database may lose because they are made again anyway. */
+    int (*batch)(hlptd_db *db, hlptd_db_stmt **v, int n, int lazy, char *why, size_t len);
     /* Requests and answers exchanged with the database server so far (0 for an in-process
      * database). Any thread. */
     int64_t (*round_trips)(const hlptd_db *db);

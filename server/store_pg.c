@@ -326,16 +326,20 @@ static int pg_step(hlptd_db_stmt *s, char *why, size_t len) {
 }
 
 /* BEGIN, the statements and COMMIT in one pipeline. A failure leaves the transaction aborted on the
- * server until its ROLLBACK. */
-static int pg_batch(hlptd_db *db, hlptd_db_stmt **v, int n, char *why, size_t len) {
+ * server until its ROLLBACK. A lazy one does not wait for its WAL flush: besides the flush itself,
+ * that keeps the flush out of the database-wide lock under which a transaction that notifies
+ * commits (docs/cluster.md, "Where it breaks first"). */
+static int pg_batch(hlptd_db *db, hlptd_db_stmt **v, int n, int lazy, char *why, size_t len) {
     HLPT_ASSERT(!db->in_tx);
     reconnect(db);
-    piece p[18];
+    piece p[19];
     if (n < 1 || n > 16) return hlpt_why(why, len, HLPT_ERR_INVAL, "a batch holds 1 to 16 statements, not %d", n);
-    p[0] = (piece){"BEGIN", NULL};
-    for (int i = 0; i < n; i++) p[i + 1] = (piece){NULL, v[i]};
-    p[n + 1] = (piece){"COMMIT", NULL};
-    int err = pipeline(db, p, n + 2, why, len);
+    int k = 0;
+    p[k++] = (piece){"BEGIN", NULL};
+    if (lazy) p[k++] = (piece){"SET LOCAL synchronous_commit TO off", NULL};
+    for (int i = 0; i < n; i++) p[k++] = (piece){NULL, v[i]};
+    p[k++] = (piece){"COMMIT", NULL};
+    int err = pipeline(db, p, k, why, len);
     for (int i = 0; i < n; i++) {
         if (!v[i]->res) continue;
         first_row(v[i]);
@@ -544,8 +548,14 @@ static int pg_open(const char *where, int version, hlptd_blobs *blobs, hlptd_db 
     if ((err = parse(db, where, why, len))) goto fail;
     /* The URL's own settings win over these defaults: libpq reads the expanded dbname last. The
      * store's text is UTF-8 (ids, names, JSON), whatever the database's encoding. */
-    const char *const keys[] = {"connect_timeout", "fallback_application_name", "client_encoding", "dbname", NULL};
-    const char *const vals[] = {"10", "hlptd", "UTF8", where, NULL};
+    /* A node fences itself when the store has not answered for 2/3 of a lease, which only works
+     * when a call to a database that has gone fails within seconds (docs/cluster.md): over TCP,
+     * connecting, an unacknowledged send and a silent connection are each bounded to about 4 s.
+     * (A Unix socket ignores these.) */
+    const char *const keys[] = {"connect_timeout", "tcp_user_timeout", "keepalives", "keepalives_idle",
+                                "keepalives_interval", "keepalives_count", "fallback_application_name",
+                                "client_encoding", "dbname", NULL};
+    const char *const vals[] = {"4", "4000", "1", "2", "1", "2", "hlptd", "UTF8", where, NULL};
     db->conn = PQconnectdbParams(keys, vals, 1);
     if (!db->conn) {
         err = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");

@@ -132,7 +132,8 @@ static void sq_rollback(hlptd_db *db) {
 
 /* One transaction, the statements in turn: the database is in this process, so there is no round
  * trip to save. */
-static int sq_batch(hlptd_db *db, hlptd_db_stmt **v, int n, char *why, size_t len) {
+static int sq_batch(hlptd_db *db, hlptd_db_stmt **v, int n, int lazy, char *why, size_t len) {
+    (void)lazy; /* WAL with synchronous=NORMAL already syncs only at checkpoints */
     int err = sq_begin(db, why, len);
     for (int i = 0; !err && i < n; i++) {
         int rc;

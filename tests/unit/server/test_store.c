@@ -1422,7 +1422,7 @@ START_TEST(test_leases_expire_and_fence) {
     hlptd_hold h1 = {"node-1", c->lease_epoch};
     hlptd_job_free(c);
     hlptd_metric m = {.step = 1, .train_loss = 2.5, .valid_loss = NAN, .valid_acc = NAN, .lr = 1e-3, .tokens_per_s = 100};
-    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h1, 300, &m, 10, 0.1, "info", "Step 1/10", "{\"step\":1}", why,
+    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h1, &m, 10, 0.1, "info", "Step 1/10", "{\"step\":1}", why,
                                            sizeof why),
                      HLPT_OK);
     ck_assert_int_eq(metric_rows(st, a->id), 1);
@@ -1450,7 +1450,7 @@ START_TEST(test_leases_expire_and_fence) {
 
     /* node-1 comes back: every write it tries is refused, and nothing of it lands. */
     m.step = 2;
-    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h1, 300, &m, 10, 0.2, "info", "Step 2/10", NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h1, &m, 10, 0.2, "info", "Step 2/10", NULL, why, sizeof why),
                      HLPT_ERR_STATE);
     ck_assert_ptr_nonnull(strstr(why, "node-2"));
     ck_assert_int_eq(hlptd_store_job_hold(st, a->id, &h1, 300, why, sizeof why), HLPT_ERR_STATE);
@@ -1480,7 +1480,7 @@ START_TEST(test_leases_expire_and_fence) {
     hlptd_lease_list_free(held, nheld);
 
     /* The new holder's report goes in, the repeated step replacing nothing of another's. */
-    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h2, 60000, &m, 10, 0.2, "info", "Step 2/10", NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h2, &m, 10, 0.2, "info", "Step 2/10", NULL, why, sizeof why),
                      HLPT_OK);
     ck_assert_int_eq(metric_rows(st, a->id), 2);
     ck_assert_int_eq(event_rows(st, a->id), 2);
@@ -1537,7 +1537,7 @@ START_TEST(test_report_is_one_round_trip) {
         hlptd_metric m = {.step = step, .train_loss = 1.0 / step, .valid_loss = step == 5 ? 0.5 : NAN, .valid_acc = NAN,
                           .lr = 1e-3, .tokens_per_s = 10};
         int64_t before = hlptd_store_round_trips(st);
-        ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h, 60000, &m, 5, step / 5.0, "info", "step", NULL, why,
+        ck_assert_int_eq(hlptd_store_job_report(st, a->id, &h, &m, 5, step / 5.0, "info", "step", NULL, why,
                                                sizeof why),
                          HLPT_OK);
         ck_assert_int_eq(hlptd_store_round_trips(st) - before, shared ? 1 : 0);
@@ -1669,7 +1669,7 @@ START_TEST(test_pg_notifications) {
     ck_assert(notified(st, &ns, want));
     ns.n = 0;
     hlptd_metric m = {.step = 1, .train_loss = 1, .valid_loss = NAN, .valid_acc = NAN, .lr = NAN, .tokens_per_s = NAN};
-    ck_assert_int_eq(hlptd_store_job_report(other, a->id, &h, 60000, &m, 2, 0.5, "info", "step", NULL, why, sizeof why),
+    ck_assert_int_eq(hlptd_store_job_report(other, a->id, &h, &m, 2, 0.5, "info", "step", NULL, why, sizeof why),
                      HLPT_OK);
     snprintf(want, sizeof want, "e %s", a->id);
     ck_assert(notified(st, &ns, want));
