@@ -33,12 +33,15 @@
 #include <errno.h>
 #include <ftw.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hlpt/err.h"
@@ -103,7 +106,56 @@ struct hlptd_jobs {
     uint64_t beat_ok;        /* uv_now of the last heartbeat that reached the store */
     uint64_t pruned;         /* uv_now when old node rows were last removed (0: never) */
     hlptd_jobs_counts counts;
+    /* The fence's watchdog (a shared store only): a thread that kills every worker when no heartbeat
+     * has reached the store for 2/3 of a lease, even while the loop itself waits on a store call
+     * that does not return. */
+    pthread_t watchdog;
+    int watching;
+    pthread_mutex_t mu;      /* guards pids, npids, stop */
+    pthread_cond_t cv;
+    pid_t pids[256];         /* the live workers */
+    int npids, stop;
+    atomic_llong beat_ok_ms; /* CLOCK_MONOTONIC ms of the last heartbeat that reached the store */
 };
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *watch(void *arg) {
+    hlptd_jobs *j = arg;
+    int64_t every = j->o.lease_ms / 6 > 0 ? j->o.lease_ms / 6 : 1;
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += every / 1000;
+        until.tv_nsec += (every % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&j->cv, &j->mu, &until);
+        int64_t away = mono_ms() - atomic_load(&j->beat_ok_ms);
+        if (j->stop || away < j->o.lease_ms * 2 / 3 || !j->npids) continue;
+        fprintf(stderr, "hlptd: the store has not answered a heartbeat for %lld ms: stopping %d worker(s) before "
+                        "their leases can run out\n", (long long)away, j->npids);
+        /* Each pid once: the loop reaps it (and forgets it) when it can. */
+        for (int i = 0; i < j->npids; i++) kill(j->pids[i], SIGKILL);
+        j->npids = 0;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* The watchdog's list of live workers. */
+static void watch_pid(hlptd_jobs *j, pid_t pid, int add) {
+    if (!j->watching) return;
+    pthread_mutex_lock(&j->mu);
+    if (add && j->npids < (int)(sizeof j->pids / sizeof j->pids[0])) j->pids[j->npids++] = pid;
+    for (int i = 0; !add && i < j->npids; i++)
+        if (j->pids[i] == pid) j->pids[i] = j->pids[--j->npids];
+    pthread_mutex_unlock(&j->mu);
+}
 
 static void changed(hlptd_jobs *j, const char *id) {
     if (j->o.on_change) j->o.on_change(j->o.ctx, id);
@@ -547,6 +599,7 @@ static void worker_finish(worker *w) {
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
     worker *w = p->data;
+    watch_pid(w->jobs, p->pid, 0);
     w->exited = 1;
     w->exit_status = status;
     w->term_signal = sig;
@@ -680,6 +733,7 @@ static int start_job(hlptd_jobs *j, const hlptd_job *job, char *why, size_t len)
         close_handle(w, (uv_handle_t *)&w->out);
         return HLPT_OK;
     }
+    watch_pid(j, w->proc.pid, 1);
     uv_buf_t b = uv_buf_init(w->spec, (unsigned)strlen(w->spec));
     w->wreq.data = w;
     uv_write(&w->wreq, (uv_stream_t *)&w->in, &b, 1, on_spec_written);
@@ -721,6 +775,11 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
         hlptd_jobs_free(j);
         return HLPT_ERR_NOMEM;
     }
+    atomic_init(&j->beat_ok_ms, mono_ms());
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    /* Where no other node can take a job, there is nothing to fence. */
+    if (hlptd_store_shared(st) && pthread_create(&j->watchdog, NULL, watch, j) == 0) j->watching = 1;
     if (j->o.max_workers < 1) j->o.max_workers = 1;
     *out = j;
     return HLPT_OK;
@@ -728,6 +787,13 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
 
 void hlptd_jobs_free(hlptd_jobs *j) {
     if (!j) return;
+    if (j->watching) {
+        pthread_mutex_lock(&j->mu);
+        j->stop = 1;
+        pthread_cond_signal(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->watchdog, NULL);
+    }
     free(j->exe);
     free(j->model_dir);
     free(j->model_name);
@@ -834,6 +900,7 @@ static void beat(hlptd_jobs *j, const char *state) {
         return;
     }
     j->beat_ok = uv_now(j->loop);
+    atomic_store(&j->beat_ok_ms, mono_ms());
     j->counts.beats++;
     for (worker *w = j->workers; w; w = w->next) {
         if (w->finished || w->want == WANT_LOST) continue;

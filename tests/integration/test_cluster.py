@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hlptd import PG_SKIP, PG_URL, Daemon, store_rows, wait_for  # noqa: E402
 from test_jobs import (DAEMON_ARGS, JOBS, LONG_HP, LONG_METHOD, SHORT_HP, TRAIN, DaemonCase, adapter_weights,  # noqa: E402
-                       checkpoints, create, events, get_job, messages, upload, wait_job, workers_of)
+                       checkpoints, children, create, events, get_job, messages, upload, wait_job, workers_of)
 from test_jobs import reference_weights as tj_reference_weights  # noqa: E402
 
 
@@ -32,9 +33,9 @@ from test_jobs import reference_weights as tj_reference_weights  # noqa: E402
 class ClusterTest(DaemonCase, unittest.TestCase):
     pg = True
 
-    def node(self, other=None, workers=1, name=None):
+    def node(self, other=None, workers=1, name=None, args=()):
         """A node: the first makes the database, `other`'s is shared."""
-        args = ["--workers", str(workers)] + DAEMON_ARGS + (["--node-id", name] if name else [])
+        args = ["--workers", str(workers)] + DAEMON_ARGS + (["--node-id", name] if name else []) + list(args)
         d = Daemon(args=args, pg=other is None, store_url=other.store_url if other else None)
         self.addCleanup(d.cleanup)
         self.addCleanup(self.reap, d)
@@ -83,6 +84,29 @@ class ClusterTest(DaemonCase, unittest.TestCase):
         warned = [e for e in events(a, job_id) if "daemon stopped" in e["message"]]
         self.assertEqual(len(warned), 1)
 
+
+    def test_node_fences_itself_while_the_database_hangs(self):
+        """A database that stops answering (its processes stopped: no error, no timeout on a Unix
+        socket) leaves the node's loop waiting in a call; the fence's watchdog kills the workers
+        before their leases could run out anywhere. Once the database is back the job goes on, and
+        ends as an uninterrupted run."""
+        d = self.node(name="node-a", args=LEASE)
+        job_id = create(d, upload(d, TRAIN), CLUSTER_HP, LONG_METHOD, CLUSTER_SEED)["id"]
+        wait_for(lambda: get_job(d, job_id)["status"] == "running" and checkpoints(d, job_id), 120, "a checkpoint")
+        self.assertEqual(len(workers_of(d)), 1)
+        server = pg_processes()
+        self.assertTrue(server)
+        for pid in server:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            # 2/3 of the 2 s lease, and the watchdog's tick.
+            wait_for(lambda: not workers_of(d), 10, "the worker to be stopped")
+            self.assertIn("has not answered a heartbeat", d.log())
+        finally:
+            for pid in server:
+                os.kill(pid, signal.SIGCONT)
+        job = wait_job(d, job_id, "succeeded", timeout=300)
+        self.assertEqual(adapter_weights(d, job["fine_tuned_model"]), reference_weights())
 
     def test_node_serves_what_another_node_made(self):
         a = self.node(name="node-a")
@@ -137,6 +161,19 @@ LEASE = ["--lease-seconds", "2"]
 
 def reference_weights():
     return tj_reference_weights(CLUSTER_HP, CLUSTER_SEED)
+
+
+def pg_processes():
+    """The test's PostgreSQL server: its postmaster and every process under it."""
+    host = re.search(r"[?&]host=([^&]+)", PG_URL).group(1)
+    with open(os.path.join(host, "data", "postmaster.pid")) as f:
+        top = int(f.readline())
+    out, todo = [], [top]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children(pid)
+    return out
 
 
 def node_of(d, job_id):
