@@ -577,16 +577,16 @@ static void worker_finish(worker *w) {
         set_status_held(j, w->job_id, h, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_ERROR && !strcmp(w->error_code, "no_space")) {
         held_event(w, "error", NULL,
-              "Job paused: %s. Its last checkpoint is kept; free some space, then resume the job", w->error);
+                   "Job paused: %s. Its last checkpoint is kept; free some space, then resume the job", w->error);
         set_status_held(j, w->job_id, h, HLPTD_JOB_PAUSED, NULL, NULL);
     } else if (w->said == SAID_NOTHING && restarts(j, w->job_id, 1) <= MAX_WORKER_RESTARTS) {
         held_event(w, "warn", NULL, "%s; the job resumes from its last checkpoint (automatic restart %d of %d)", msg,
-              restarts(j, w->job_id, 0), MAX_WORKER_RESTARTS);
+                   restarts(j, w->job_id, 0), MAX_WORKER_RESTARTS);
         set_status_held(j, w->job_id, h, HLPTD_JOB_QUEUED, NULL, NULL);
     } else if (w->said == SAID_NOTHING) {
         held_event(w, "error", NULL,
-              "Job paused: %s, and it died %d times in a row; resume the job to try again from its last checkpoint", msg,
-              MAX_WORKER_RESTARTS + 1);
+                   "Job paused: %s, and it died %d times in a row; resume the job to try again from its last checkpoint",
+                   msg, MAX_WORKER_RESTARTS + 1);
         set_status_held(j, w->job_id, h, HLPTD_JOB_PAUSED, NULL, NULL);
     } else {
         held_event(w, "error", NULL, "Job failed: %s", w->error);
