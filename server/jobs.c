@@ -124,21 +124,32 @@ static int64_t mono_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The watchdog ticks every lease/6 and counts the ticks in a row that saw no new heartbeat; at 4
+ * (2/3 of a lease) it kills the workers. Ticks, not the time since the heartbeat: a process that
+ * was frozen whole (SIGSTOP, a paused machine) had its watchdog frozen too, and on waking its loop
+ * renews the leases, or finds them taken, at once; only a loop that stays stuck while the watchdog
+ * runs is fenced from here. */
+#define WATCH_TICKS 4
+
 static void *watch(void *arg) {
     hlptd_jobs *j = arg;
-    int64_t every = j->o.lease_ms / 6 > 0 ? j->o.lease_ms / 6 : 1;
+    int64_t every = j->o.lease_ms / 6 > 0 ? j->o.lease_ms / 6 : 1, seen = atomic_load(&j->beat_ok_ms);
+    int stale = 0;
     pthread_mutex_lock(&j->mu);
     while (!j->stop) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += every / 1000;
         until.tv_nsec += (every % 1000) * 1000000;
         if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&j->cv, &j->mu, &until);
-        int64_t away = mono_ms() - atomic_load(&j->beat_ok_ms);
-        if (j->stop || away < j->o.lease_ms * 2 / 3 || !j->npids) continue;
+        while (!j->stop && pthread_cond_timedwait(&j->cv, &j->mu, &until) != ETIMEDOUT) {}
+        if (j->stop) break;
+        int64_t last = atomic_load(&j->beat_ok_ms);
+        stale = last == seen ? stale + 1 : 0;
+        seen = last;
+        if (stale < WATCH_TICKS || !j->npids) continue;
         fprintf(stderr, "hlptd: the store has not answered a heartbeat for %lld ms: stopping %d worker(s) before "
-                        "their leases can run out\n", (long long)away, j->npids);
+                        "their leases can run out\n", (long long)(mono_ms() - last), j->npids);
         /* Each pid once: the loop reaps it (and forgets it) when it can. */
         for (int i = 0; i < j->npids; i++) kill(j->pids[i], SIGKILL);
         j->npids = 0;
@@ -777,7 +788,11 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
     }
     atomic_init(&j->beat_ok_ms, mono_ms());
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
     /* Where no other node can take a job, there is nothing to fence. */
     if (hlptd_store_shared(st) && pthread_create(&j->watchdog, NULL, watch, j) == 0) j->watching = 1;
     if (j->o.max_workers < 1) j->o.max_workers = 1;
