@@ -1,6 +1,7 @@
 """The hlpt command line as a client of a real hlptd: upload, a job followed to its end, listing,
 completions (plain and streamed), adapter export and import, task evaluation, and the daemon's
-errors printed as the daemon words them."""
+errors printed as the daemon words them. ClientOnPostgres runs it again with the daemon's store in
+PostgreSQL."""
 import json
 import os
 import subprocess
@@ -9,16 +10,18 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hlptd import BUILD, ROOT, Daemon  # noqa: E402
+from hlptd import BUILD, PG_SKIP, PG_URL, ROOT, Daemon  # noqa: E402
 
 HLPT = os.path.join(ROOT, BUILD, "hlpt") if not os.path.isabs(BUILD) else os.path.join(BUILD, "hlpt")
 MODEL = os.path.join(ROOT, "tests", "fixtures", "llama2-mha-f32")
 
 
 class Client(unittest.TestCase):
+    pg = False
+
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon(args=["--threads", "1"])
+        cls.d = Daemon(args=["--threads", "1"], pg=cls.pg)
         cls.d.start(timeout=30)
         cls.tmp = tempfile.TemporaryDirectory(prefix="hlpt-client-")
         cls.data = os.path.join(cls.tmp.name, "train.jsonl")
@@ -88,6 +91,11 @@ class Client(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         self.assertIn("cannot reach hlptd", p.stderr)
+
+
+@unittest.skipUnless(PG_URL, PG_SKIP)
+class ClientOnPostgres(Client):
+    pg = True
 
 
 if __name__ == "__main__":
