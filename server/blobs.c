@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hlpt/err.h"
@@ -362,4 +363,78 @@ int hlptd_blob_remove(hlptd_blobs *b, const char *sha256, char *why, size_t len)
     if (unlink(path) != 0 && errno != ENOENT)
         return hlpt_why(why, len, HLPT_ERR_IO, "removing blob %s: %s", sha256, strerror(errno));
     return HLPT_OK;
+}
+
+void hlptd_blob_touch(hlptd_blobs *b, const char *sha256) {
+    char path[4200];
+    if (hlptd_blob_path(b, sha256, path, sizeof path) == HLPT_OK) utimensat(AT_FDCWD, path, NULL, 0);
+}
+
+typedef struct {
+    char sha256[HLPT_SHA256_HEX];
+    uint64_t bytes;
+    int64_t used; /* mtime, s */
+} cached;
+
+typedef struct {
+    hlptd_blobs *b;
+    cached *v;
+    size_t n, cap;
+    uint64_t total;
+    int oom;
+} cache_list;
+
+static int list_one(void *ctx, const char *sha256) {
+    cache_list *l = ctx;
+    char path[4200];
+    struct stat sb;
+    if (hlptd_blob_path(l->b, sha256, path, sizeof path) || stat(path, &sb) != 0) return 0;
+    if (l->n == l->cap) {
+        cached *v = realloc(l->v, (l->cap = l->cap ? 2 * l->cap : 256) * sizeof *v);
+        if (!v) {
+            l->oom = 1;
+            return 1;
+        }
+        l->v = v;
+    }
+    cached *c = &l->v[l->n++];
+    snprintf(c->sha256, sizeof c->sha256, "%s", sha256);
+    c->bytes = (uint64_t)sb.st_size;
+    c->used = (int64_t)sb.st_mtime;
+    l->total += c->bytes;
+    return 0;
+}
+
+static int by_use(const void *a, const void *b) {
+    const cached *x = a, *y = b;
+    return x->used < y->used ? -1 : x->used > y->used;
+}
+
+int hlptd_blobs_trim(hlptd_blobs *b, uint64_t max_bytes, int64_t min_age_s, size_t *removed, uint64_t *freed, char *why,
+                     size_t len) {
+    cache_list l = {.b = b};
+    size_t gone = 0;
+    uint64_t bytes = 0;
+    int rc = hlptd_blobs_each(b, list_one, &l, why, len);
+    if (l.oom) rc = hlpt_why(why, len, HLPT_ERR_NOMEM, "out of memory");
+    if (rc >= 0 && l.total > max_bytes) {
+        qsort(l.v, l.n, sizeof *l.v, by_use);
+        int64_t spare_after = (int64_t)time(NULL) - min_age_s;
+        for (size_t i = 0; i < l.n && l.total - bytes > max_bytes; i++) {
+            char path[4200];
+            struct stat sb;
+            /* Looked at again just before it goes: a blob used since the listing stays. */
+            if (l.v[i].used >= spare_after || hlptd_blob_path(b, l.v[i].sha256, path, sizeof path) ||
+                stat(path, &sb) != 0 || (int64_t)sb.st_mtime >= spare_after)
+                continue;
+            if (unlink(path) == 0) {
+                gone++;
+                bytes += (uint64_t)sb.st_size;
+            }
+        }
+    }
+    free(l.v);
+    if (removed) *removed = gone;
+    if (freed) *freed = bytes;
+    return rc < 0 ? rc : HLPT_OK;
 }

@@ -111,4 +111,15 @@ int hlptd_blobs_each(hlptd_blobs *b, int (*fn)(void *ctx, const char *sha256), v
  * The caller makes sure no stored row names it any more. */
 int hlptd_blob_remove(hlptd_blobs *b, const char *sha256, char *why, size_t len);
 
+/* Marks the blob as just used (its modification time, which trimming orders by). Nothing when it
+ * is not there. */
+void hlptd_blob_touch(hlptd_blobs *b, const char *sha256);
+/* A cache's trim (a folder whose every blob the database holds too: docs/design.md, "Many nodes";
+ * never a store of one node's): removes the least recently used blobs until the folder holds at
+ * most max_bytes, sparing every blob used in the last min_age_s seconds (a worker about to open
+ * its data, a generation about to read an adapter), so that the folder may stay above max_bytes.
+ * *removed and *freed (may be NULL) get what went. */
+int hlptd_blobs_trim(hlptd_blobs *b, uint64_t max_bytes, int64_t min_age_s, size_t *removed, uint64_t *freed, char *why,
+                     size_t len);
+
 #endif

@@ -105,6 +105,7 @@ struct hlptd_jobs {
     int64_t started_at;      /* Unix seconds, for the node's row */
     uint64_t beat_ok;        /* uv_now of the last heartbeat that reached the store */
     uint64_t pruned;         /* uv_now when old node rows were last removed (0: never) */
+    unsigned beats_since_trim; /* heartbeats, counting towards the next trim of the blobs folder */
     hlptd_jobs_counts counts;
     /* The fence's watchdog (a shared store only): a thread that kills every worker when no heartbeat
      * has reached the store for 2/3 of a lease, even while the loop itself waits on a store call
@@ -937,6 +938,25 @@ static void beat(hlptd_jobs *j, const char *state) {
 
 /* How long a node's row outlives its last heartbeat. */
 #define NODE_ROW_DAYS 1
+/* A shared store's blobs folder is trimmed every this many heartbeats (20 s at the default lease),
+ * and spares blobs used this recently. */
+#define TRIM_EVERY_BEATS 4
+#define TRIM_SPARE_S 600
+
+/* A shared store's blobs folder is a cache of the database's copies: past cache_max_bytes, the
+ * least recently used go (docs/design.md, "Many nodes"). */
+static void trim_cache(hlptd_jobs *j) {
+    if (!j->o.cache_max_bytes || !hlptd_store_shared(j->st)) return;
+    if (j->beats_since_trim++ % TRIM_EVERY_BEATS) return;
+    char why[256];
+    size_t n = 0;
+    uint64_t freed = 0;
+    if (hlptd_blobs_trim(j->o.blobs, j->o.cache_max_bytes, TRIM_SPARE_S, &n, &freed, why, sizeof why))
+        fprintf(stderr, "hlptd: trimming the blobs folder: %s\n", why);
+    else if (n)
+        fprintf(stderr, "hlptd: trimmed the blobs folder: %zu blob(s), %llu MB, the least recently used\n", n,
+                (unsigned long long)(freed >> 20));
+}
 
 void hlptd_jobs_beat(hlptd_jobs *j) {
     beat(j, j->draining ? "draining" : "up");
@@ -947,6 +967,7 @@ void hlptd_jobs_beat(hlptd_jobs *j) {
         if (hlptd_store_node_prune(j->st, (int64_t)NODE_ROW_DAYS * 86400000, why, sizeof why))
             fprintf(stderr, "hlptd: removing old node rows: %s\n", why);
     }
+    trim_cache(j);
     hlptd_jobs_schedule(j);
 }
 

@@ -24,6 +24,7 @@ typedef struct {
     const char *node_id;      /* this node's name in the store: the jobs it claims carry it (NULL: data_dir) */
     const char *url;          /* where this node answers, for its row in the store's nodes */
     int64_t lease_ms;         /* how long a claim holds a job past its last renewal (hlptd_jobs_beat) */
+    uint64_t cache_max_bytes; /* a shared store's blobs folder is trimmed to this (0: never) */
     int max_workers;          /* concurrent running jobs */
     int threads;              /* BLAS threads per worker */
     /* Called after any change of a job (status, event, metric), e.g. to wake event streams. */
@@ -52,7 +53,8 @@ int hlptd_jobs_recover(hlptd_jobs *j, char *why, size_t len);
 void hlptd_jobs_schedule(hlptd_jobs *j);
 
 /* The heartbeat, every lease_ms / 3 (docs/design.md, "Many nodes"): writes this node's row, renews
- * the leases of its running jobs, and acts on what the answer says: a job another node has claimed
+ * the leases of its running jobs (and, now and then, trims a shared store's blobs folder to
+ * cache_max_bytes), and acts on what the answer says: a job another node has claimed
  * meanwhile has its worker here killed at once (nothing it says afterwards is written); a job paused
  * or cancelled through another node is paused or cancelled here. When the store cannot be reached
  * for 2/3 of a lease, every worker here is killed before the leases run out, so that no job ever

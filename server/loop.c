@@ -141,6 +141,7 @@ static int load_base_model(hlptd *d, char *why, size_t len) {
     hlptd_jobs_opts jo = {.exe = exe, .model_dir = cfg->model, .model_name = d->model_name,
                           .model_fd = hlpt_model_fd(d->model), .data_dir = cfg->data_dir, .blobs = d->blobs,
                           .node_id = cfg->node_id, .url = d->url, .lease_ms = (int64_t)cfg->lease_seconds * 1000,
+                          .cache_max_bytes = cfg->cache_max_bytes,
                           .max_workers = cfg->workers, .threads = threads,
                           .on_change = hlptd_subscribers_changed, .ctx = d->subscribers};
     if ((err = hlptd_jobs_new(&d->loop, d->store, &jo, &d->jobs))) return hlpt_why(why, len, err, "job queue");

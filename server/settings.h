@@ -23,6 +23,7 @@
     X(node_id, STR, NULL, 0, 0, "ID", "this node's name in a shared store: the jobs it runs carry it; default HOSTNAME:DATA-DIR") \
     X(advertise_url, STR, NULL, 0, 0, "URL", "where other nodes and GET /v1/nodes say this node answers; default http://HOSTNAME:PORT") \
     X(lease_seconds, INT, "15", 1, 3600, "S", "how long a node holds a job it runs past its last heartbeat (every S/3); another node resumes it after that") \
+    X(cache_max_bytes, SIZE, "0", 0, 0, "N", "on a shared store, the most the blobs folder (a cache) holds: the least recently used blobs beyond it go, none used in the last 10 minutes; 0 = no limit; suffixes K, M, G") \
     X(listen, ADDR, "127.0.0.1:8080", 0, 0, "HOST:PORT", "address to serve HTTP on; port 0 picks a free one") \
     X(workers, INT, "1", 1, 256, "N", "training jobs running at once (one worker process each)")  \
     X(threads, INT, "0", 0, 1024, "N", "compute threads per worker and for inference; 0 = all cores") \
@@ -41,6 +42,7 @@ typedef struct {
     char *node_id;         /* the node's name in the store; default <host name>:<data_dir> (owned) */
     char *advertise_url;   /* where this node answers, or NULL: http://<host name>:<port> (owned) */
     int lease_seconds;     /* a job's lease past the last heartbeat (docs/design.md, "Many nodes") */
+    size_t cache_max_bytes; /* a shared store's blobs folder, at most (0: no limit) */
     char *listen;          /* "host:port" as given (owned) */
     char *listen_host;     /* its host part, brackets of an IPv6 address removed (owned) */
     int listen_port;       /* its port, 0 = any free port */

@@ -807,6 +807,8 @@ int hlptd_store_blob_local(hlptd_store *st, const char *sha256, int refetch, cha
         return hlpt_why(why, len, HLPT_ERR_FORMAT, "blob %s is damaged, and this store keeps no other copy", sha256);
     uint64_t have;
     int err = refetch ? HLPT_ERR_NOENT : hlptd_blob_size(st->blobs, sha256, &have, why, len);
+    /* A hit in a cache folder is a use, which its trimming spares (hlptd_blobs_trim). */
+    if (!err && st->be->shared) hlptd_blob_touch(st->blobs, sha256);
     if (err != HLPT_ERR_NOENT || !st->be->shared) return err;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -108,6 +108,31 @@ class ClusterTest(DaemonCase, unittest.TestCase):
         job = wait_job(d, job_id, "succeeded", timeout=300)
         self.assertEqual(adapter_weights(d, job["fine_tuned_model"]), reference_weights())
 
+    def test_cache_folder_trimmed_least_recently_used(self):
+        """On a shared store a node's blobs folder is a cache: past --cache-max-bytes the least
+        recently used blobs go (none used in the last 10 minutes), and a file whose blob went is
+        fetched again from the database when it is read."""
+        d = self.node(name="node-a", args=LEASE + ["--cache-max-bytes", "250K"])
+        texts = ["".join(json.dumps({"text": "%s %d" % (c * 40, i)}) + "\n" for i in range(2000)) for c in "xyz"]
+        ids = [upload(d, t, "%d.jsonl" % i) for i, t in enumerate(texts)]
+        shas = [store_rows(d, "SELECT sha256 FROM files WHERE id = ?", (f,))[0][0] for f in ids]
+        sizes = [len(t.encode()) for t in texts]
+        self.assertTrue(all(100 << 10 < n < 125 << 10 for n in sizes), sizes)
+        # All three used just now: over the size, yet nothing goes.
+        time.sleep(3)
+        self.assertEqual(set(shas) & blob_files(d), set(shas))
+        # The first used two hours ago, the second one hour ago: the first goes, which is enough.
+        now = time.time()
+        os.utime(blob_path(d, shas[0]), (now - 7200, now - 7200))
+        os.utime(blob_path(d, shas[1]), (now - 3600, now - 3600))
+        wait_for(lambda: shas[0] not in blob_files(d), 10, "the least recently used blob to go")
+        self.assertIn("trimmed the blobs folder: 1 blob(s)", d.log())
+        self.assertEqual(blob_files(d) & set(shas), set(shas[1:]))
+        # Read again, it comes back from the database, whole.
+        status, _, body = d.request("GET", "/v1/files/%s/content" % ids[0])
+        self.assertEqual((status, body.decode()), (200, texts[0]))
+        self.assertIn(shas[0], blob_files(d))
+
     def test_node_serves_what_another_node_made(self):
         a = self.node(name="node-a")
         f = upload(a, TRAIN)

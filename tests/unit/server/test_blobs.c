@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../check_main.h"
@@ -346,6 +348,60 @@ START_TEST(open_and_each) {
 }
 END_TEST
 
+/* Sets a blob's last use (its modification time) to `ago` seconds before now. */
+static void used_ago(hlptd_blobs *b, const char *sha, int ago) {
+    char path[4200];
+    ck_assert_int_eq(hlptd_blob_path(b, sha, path, sizeof path), HLPT_OK);
+    struct timespec t[2] = {{.tv_sec = time(NULL) - ago}, {.tv_sec = time(NULL) - ago}};
+    ck_assert_int_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+static int there(hlptd_blobs *b, const char *sha) {
+    uint64_t n;
+    return hlptd_blob_size(b, sha, &n, NULL, 0) == HLPT_OK;
+}
+
+/* A cache folder trimmed to a size: the least recently used go first, a touch counts as a use, and
+ * nothing used lately goes, even when the folder stays above the size. */
+START_TEST(trim_least_recently_used) {
+    hlptd_blobs *b;
+    ck_assert_int_eq(hlptd_blobs_open(dir, 1, &b, why, sizeof why), HLPT_OK);
+    char x[4][HLPT_SHA256_HEX];
+    char buf[1000];
+    for (int i = 0; i < 4; i++) {
+        memset(buf, 'a' + i, sizeof buf);
+        ck_assert_int_eq(hlptd_blob_put(b, buf, sizeof buf, x[i], why, sizeof why), HLPT_OK);
+    }
+    used_ago(b, x[0], 4000);
+    used_ago(b, x[1], 5000);
+    used_ago(b, x[2], 3000);
+    /* x[3] was just written. Within its size: nothing goes. */
+    size_t removed;
+    uint64_t freed;
+    ck_assert_int_eq(hlptd_blobs_trim(b, 4000, 600, &removed, &freed, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(removed, 0);
+    /* Two must go: the two least recently used, x[1] then x[0]. */
+    ck_assert_int_eq(hlptd_blobs_trim(b, 2000, 600, &removed, &freed, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(removed, 2);
+    ck_assert_uint_eq(freed, 2000);
+    ck_assert(!there(b, x[1]) && !there(b, x[0]));
+    ck_assert(there(b, x[2]) && there(b, x[3]));
+    /* A touch is a use: x[2] used now, and x[3] too, and nothing goes though the folder holds
+     * twice the size asked. */
+    hlptd_blob_touch(b, x[2]);
+    ck_assert_int_eq(hlptd_blobs_trim(b, 1000, 600, &removed, &freed, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(removed, 0);
+    ck_assert(there(b, x[2]) && there(b, x[3]));
+    /* Once old enough, the older of the two goes. */
+    used_ago(b, x[2], 700);
+    used_ago(b, x[3], 650);
+    ck_assert_int_eq(hlptd_blobs_trim(b, 1000, 600, &removed, &freed, why, sizeof why), HLPT_OK);
+    ck_assert_uint_eq(removed, 1);
+    ck_assert(!there(b, x[2]) && there(b, x[3]));
+    hlptd_blobs_close(b);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("blobs");
     TCase *tc = tcase_create("files");
@@ -358,6 +414,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, open_and_each);
     tcase_add_test(tc, seal_then_adopt);
     tcase_add_test(tc, discard_and_discard_pid);
+    tcase_add_test(tc, trim_least_recently_used);
     suite_add_tcase(s, tc);
     return s;
 }
