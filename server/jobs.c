@@ -24,8 +24,10 @@
  * Nodes sharing a store (docs/design.md, "Many nodes"): a worker runs under its claim's hold (node
  * and lease epoch). Every write of its lines carries the hold, and a refused one means another node
  * has claimed the job: the worker is killed and the rest of what it says dropped (WANT_LOST). The
- * heartbeat (hlptd_jobs_beat) renews the holds, follows what other nodes asked of the job (pause,
- * cancel, resume), and kills every worker when the store has been away for 2/3 of a lease.
+ * heartbeat (hlptd_jobs_beat) renews the holds and follows what other nodes asked of the job (pause,
+ * cancel, resume); a watchdog thread kills every worker when no heartbeat has reached the store for
+ * 2/3 of a lease, whether the store's calls fail or never return, and the loop then treats their
+ * jobs as lost.
  */
 #include "jobs.h"
 
@@ -103,19 +105,17 @@ struct hlptd_jobs {
     void *drained_ctx;
     char *url;
     int64_t started_at;      /* Unix seconds, for the node's row */
-    uint64_t beat_ok;        /* uv_now of the last heartbeat that reached the store */
-    uint64_t pruned;         /* uv_now when old node rows were last removed (0: never) */
-    unsigned beats_since_trim; /* heartbeats, counting towards the next trim of the blobs folder */
-    hlptd_jobs_counts counts;
+    hlptd_jobs_counts counts; /* counts.beats also paces the pruning of node rows and the cache trim */
     /* The fence's watchdog (a shared store only): a thread that kills every worker when no heartbeat
      * has reached the store for 2/3 of a lease, even while the loop itself waits on a store call
      * that does not return. */
     pthread_t watchdog;
     int watching;
-    pthread_mutex_t mu;      /* guards pids, npids, stop */
+    pthread_mutex_t mu;      /* guards pids, npids, fenced, nfenced, stop */
     pthread_cond_t cv;
     pid_t pids[256];         /* the live workers */
-    int npids, stop;
+    pid_t fenced[256];       /* those it killed, until the loop reaps them */
+    int npids, nfenced, stop;
     atomic_llong beat_ok_ms; /* CLOCK_MONOTONIC ms of the last heartbeat that reached the store */
 };
 
@@ -151,22 +151,29 @@ static void *watch(void *arg) {
         if (stale < WATCH_TICKS || !j->npids) continue;
         fprintf(stderr, "hlptd: the store has not answered a heartbeat for %lld ms: stopping %d worker(s) before "
                         "their leases can run out\n", (long long)(mono_ms() - last), j->npids);
-        /* Each pid once: the loop reaps it (and forgets it) when it can. */
-        for (int i = 0; i < j->npids; i++) kill(j->pids[i], SIGKILL);
+        /* Each pid once; the loop, reaping it, treats its job as lost (watch_pid). */
+        for (int i = 0; i < j->npids; i++)
+            if (kill(j->pids[i], SIGKILL) == 0 && j->nfenced < (int)(sizeof j->fenced / sizeof j->fenced[0]))
+                j->fenced[j->nfenced++] = j->pids[i];
         j->npids = 0;
     }
     pthread_mutex_unlock(&j->mu);
     return NULL;
 }
 
-/* The watchdog's list of live workers. */
-static void watch_pid(hlptd_jobs *j, pid_t pid, int add) {
-    if (!j->watching) return;
+/* The watchdog's list of live workers: a worker is added when spawned and removed when reaped;
+ * the removal returns 1 when the watchdog killed it. */
+static int watch_pid(hlptd_jobs *j, pid_t pid, int add) {
+    int fenced = 0;
+    if (!j->watching) return 0;
     pthread_mutex_lock(&j->mu);
     if (add && j->npids < (int)(sizeof j->pids / sizeof j->pids[0])) j->pids[j->npids++] = pid;
     for (int i = 0; !add && i < j->npids; i++)
         if (j->pids[i] == pid) j->pids[i] = j->pids[--j->npids];
+    for (int i = 0; !add && i < j->nfenced; i++)
+        if (j->fenced[i] == pid) j->fenced[i] = j->fenced[--j->nfenced], fenced = 1;
     pthread_mutex_unlock(&j->mu);
+    return fenced;
 }
 
 static void changed(hlptd_jobs *j, const char *id) {
@@ -188,8 +195,8 @@ static void event(hlptd_jobs *j, const char *id, const char *level, const char *
 
 /* Status with an optional error {"code","message"}; with a hold, only while the job is held by it
  * (hlptd_store_job_set_status_owned, which gives the lease up; a refusal goes to the log). */
-static void put_status(hlptd_jobs *j, const char *id, const hlptd_hold *hold, hlptd_job_state status, const char *code,
-                       const char *message) {
+static void set_status_held(hlptd_jobs *j, const char *id, const hlptd_hold *hold, hlptd_job_state status,
+                            const char *code, const char *message) {
     char why[256];
     char *err = NULL;
     if (message) {
@@ -208,13 +215,7 @@ static void put_status(hlptd_jobs *j, const char *id, const hlptd_hold *hold, hl
 }
 
 static void set_status(hlptd_jobs *j, const char *id, hlptd_job_state status, const char *code, const char *message) {
-    put_status(j, id, NULL, status, code, message);
-}
-
-/* The status of a job this node holds: nothing changes when another claim holds it now. */
-static void set_status_held(hlptd_jobs *j, const char *id, const hlptd_hold *hold, hlptd_job_state status,
-                            const char *code, const char *message) {
-    put_status(j, id, hold, status, code, message);
+    set_status_held(j, id, NULL, status, code, message);
 }
 
 /* The worker's job has been claimed by another node, or the store was away for so long that it may
@@ -611,8 +612,8 @@ static void worker_finish(worker *w) {
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
     worker *w = p->data;
-    watch_pid(w->jobs, p->pid, 0);
     w->exited = 1;
+    if (watch_pid(w->jobs, p->pid, 0)) lose(w, "killed by the fence's watchdog: the store did not answer for 2/3 of a lease");
     w->exit_status = status;
     w->term_signal = sig;
     maybe_finish(w);
@@ -781,7 +782,6 @@ int hlptd_jobs_new(uv_loop_t *loop, hlptd_store *st, const hlptd_jobs_opts *o, h
     j->node_id = strdup(o->node_id ? o->node_id : o->data_dir);
     j->url = strdup(o->url ? o->url : "");
     j->started_at = (int64_t)time(NULL);
-    j->beat_ok = uv_now(loop);
     if (j->o.lease_ms < 1000) j->o.lease_ms = 15000;
     if (!j->exe || !j->model_dir || !j->model_name || !j->data_dir || !j->node_id || !j->url) {
         hlptd_jobs_free(j);
@@ -906,16 +906,12 @@ static void beat(hlptd_jobs *j, const char *state) {
     hlptd_lease **held = NULL;
     size_t n = 0;
     if (hlptd_store_node_beat(j->st, &self, &held, &n, why, sizeof why)) {
+        /* The watchdog stops the workers before the leases can run out (a shared store). */
         j->counts.beats_failed++;
-        uint64_t away = uv_now(j->loop) - j->beat_ok;
-        fprintf(stderr, "hlptd: heartbeat failed (the store unanswered for %llu ms): %s\n", (unsigned long long)away, why);
-        /* Before the leases can run out, no worker of this node may still write or train, where
-         * another node could take the jobs (a store of one node has none). */
-        if (hlptd_store_shared(j->st) && away >= (uint64_t)j->o.lease_ms * 2 / 3)
-            for (worker *w = j->workers; w; w = w->next) lose(w, "the store did not answer for 2/3 of a lease");
+        fprintf(stderr, "hlptd: heartbeat failed (the store unanswered for %lld ms): %s\n",
+                (long long)(mono_ms() - atomic_load(&j->beat_ok_ms)), why);
         return;
     }
-    j->beat_ok = uv_now(j->loop);
     atomic_store(&j->beat_ok_ms, mono_ms());
     j->counts.beats++;
     for (worker *w = j->workers; w; w = w->next) {
@@ -936,8 +932,10 @@ static void beat(hlptd_jobs *j, const char *state) {
     hlptd_lease_list_free(held, n);
 }
 
-/* How long a node's row outlives its last heartbeat. */
+/* How long a node's row outlives its last heartbeat, and how many heartbeats apart old rows are
+ * looked for (an hour at the default lease). */
 #define NODE_ROW_DAYS 1
+#define PRUNE_EVERY_BEATS 720
 /* A shared store's blobs folder is trimmed every this many heartbeats (20 s at the default lease),
  * and spares blobs used this recently. */
 #define TRIM_EVERY_BEATS 4
@@ -947,7 +945,7 @@ static void beat(hlptd_jobs *j, const char *state) {
  * least recently used go (docs/design.md, "Many nodes"). */
 static void trim_cache(hlptd_jobs *j) {
     if (!j->o.cache_max_bytes || !hlptd_store_shared(j->st)) return;
-    if (j->beats_since_trim++ % TRIM_EVERY_BEATS) return;
+    if (j->counts.beats % TRIM_EVERY_BEATS) return;
     char why[256];
     size_t n = 0;
     uint64_t freed = 0;
@@ -959,15 +957,17 @@ static void trim_cache(hlptd_jobs *j) {
 }
 
 void hlptd_jobs_beat(hlptd_jobs *j) {
+    long before = j->counts.beats;
     beat(j, j->draining ? "draining" : "up");
-    /* Rows of nodes long gone go, now and then. */
-    if (uv_now(j->loop) - j->pruned >= 3600 * 1000 || !j->pruned) {
+    /* Now and then, paced by the heartbeats that reached the store: rows of nodes long gone go,
+     * and the blobs folder is trimmed. */
+    if (j->counts.beats != before) {
         char why[256];
-        j->pruned = uv_now(j->loop) | 1;
-        if (hlptd_store_node_prune(j->st, (int64_t)NODE_ROW_DAYS * 86400000, why, sizeof why))
+        if (j->counts.beats % PRUNE_EVERY_BEATS == 2 &&
+            hlptd_store_node_prune(j->st, (int64_t)NODE_ROW_DAYS * 86400000, why, sizeof why))
             fprintf(stderr, "hlptd: removing old node rows: %s\n", why);
+        trim_cache(j);
     }
-    trim_cache(j);
     hlptd_jobs_schedule(j);
 }
 

@@ -56,9 +56,9 @@ void hlptd_jobs_schedule(hlptd_jobs *j);
  * the leases of its running jobs (and, now and then, trims a shared store's blobs folder to
  * cache_max_bytes), and acts on what the answer says: a job another node has claimed
  * meanwhile has its worker here killed at once (nothing it says afterwards is written); a job paused
- * or cancelled through another node is paused or cancelled here. When the store cannot be reached
- * for 2/3 of a lease, every worker here is killed before the leases run out, so that no job ever
- * runs twice. Then starts what fits. */
+ * or cancelled through another node is paused or cancelled here. (When no heartbeat has reached
+ * the store for 2/3 of a lease, a watchdog thread kills every worker here before the leases run out,
+ * so that no job ever runs twice: a shared store only.) Then starts what fits. */
 void hlptd_jobs_beat(hlptd_jobs *j);
 /* The last word at shutdown, once drained: the node's row says `stopped`. */
 void hlptd_jobs_goodbye(hlptd_jobs *j);

@@ -107,6 +107,10 @@ class ClusterTest(DaemonCase, unittest.TestCase):
                 os.kill(pid, signal.SIGCONT)
         job = wait_job(d, job_id, "succeeded", timeout=300)
         self.assertEqual(adapter_weights(d, job["fine_tuned_model"]), reference_weights())
+        # A fenced worker is no worker death: nothing of it is written, no restart is counted.
+        wait_for(lambda: "killed by the fence's watchdog" in d.log(), 10, "the node to say why")
+        said = messages(d, job_id)
+        self.assertFalse([m for m in said if "killed by signal" in m or "automatic restart" in m], said)
 
     def test_cache_folder_trimmed_least_recently_used(self):
         """On a shared store a node's blobs folder is a cache: past --cache-max-bytes the least
